@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Each creates .venv if missing, installs the project once (re-runs skip it), then runs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# This machine has the CPU build of torch 2.13.0 on disk; a plain `torch` would pull a multi-GB CUDA
+# build. On a GPU machine: make TORCH_SPEC="torch" (or install your CUDA torch into .venv first).
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev,bench,data,app
+STAMP  := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC) $(EXTRAS)" | md5sum | cut -c1-8)
+
+.PHONY: demo test install tiny-model bench-speed clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/magicmotion demo --out outputs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+tiny-model: $(STAMP)
+	$(PY) -m magicmotion.training.tiny --out src/magicmotion/assets/tiny --work runs/tiny
+
+clean:
+	rm -rf outputs runs .pytest_cache

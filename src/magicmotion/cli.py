@@ -1,0 +1,62 @@
+"""The `magicmotion` command. Subcommands are the parts of the system; each part's `cli.py` adds its
+own parser with `register(subparsers)` and keeps heavy imports inside the command function."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import MagicMotionError
+
+# (module, what it registers) in the order `--help` lists them.
+PARTS = [
+    "magicmotion.trajectory.cli",  # trajectory render | from-masks | preview
+    "magicmotion.data.cli",  # data synth | info | curate | filter
+    "magicmotion.models.cli",  # convert official
+    "magicmotion.pipelines.cli",  # generate
+    "magicmotion.training.cli",  # train, train precompute
+    "magicmotion.bench.cli",  # bench build | davis | run | score | report
+    "magicmotion.app.cli",  # app
+    "magicmotion.demo",  # demo
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="magicmotion",
+        description="Trajectory-controlled image-to-video generation (MagicMotion).",
+    )
+    parser.add_argument("--version", action="version", version=f"magicmotion {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in PARTS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # a part not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except MagicMotionError as e:
+        print(f"magicmotion: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("magicmotion: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Conversions between trajectory kinds, and rescaling together with the image."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from ..errors import TrajectoryError
+from .spec import Trajectory, decode_mask, encode_mask, mask_box
+
+MAX_SPARSE_KEYS = 9
+
+
+def masks_to_boxes(traj: Trajectory) -> Trajectory:
+    """A box on every frame where an object has a non-empty mask (replacing any box given there);
+    an empty mask removes the box (the object is absent on that frame)."""
+    out = traj.copy()
+    for o in out.objects:
+        for t, rle in o.masks.items():
+            box = mask_box(decode_mask(rle))
+            if box is None:
+                o.boxes.pop(t, None)
+            else:
+                o.boxes[t] = box
+    return out
+
+
+def interpolate_boxes(traj: Trajectory) -> Trajectory:
+    """Key-frame boxes -> a box on every frame: linear between keys (position and size), held
+    constant before the first and after the last key. Frames where the object has an explicit empty
+    mask (it is absent) get no box."""
+    out = traj.copy()
+    for o in out.objects:
+        keys = sorted(o.boxes)
+        if not keys:
+            continue
+        absent = {t for t, rle in o.masks.items() if t not in o.boxes and not decode_mask(rle).any()}
+        k = np.array(keys, dtype=np.float64)
+        values = np.stack([o.boxes[t] for t in keys])
+        for t in range(out.num_frames):
+            if t in o.boxes or t in absent:
+                continue
+            o.boxes[t] = np.array([np.interp(t, k, values[:, j]) for j in range(4)])
+    return out
+
+
+def sparsify(traj: Trajectory, num_keys: int | None = None, max_keys: int = MAX_SPARSE_KEYS,
+             mode: str = "even", seed: int | None = None) -> Trajectory:
+    """Boxes on every frame -> boxes on a few key frames: frame 0 (kept with its mask) plus `num_keys`
+    other frames (1..max_keys, random when None), chosen evenly or at random. Other masks are dropped.
+    Missing boxes are first filled from masks and interpolation."""
+    if not 1 <= max_keys <= MAX_SPARSE_KEYS:
+        raise TrajectoryError(f"max_keys must be 1..{MAX_SPARSE_KEYS}, got {max_keys}")
+    rng = np.random.default_rng(seed)
+    if num_keys is None:
+        num_keys = int(rng.integers(1, max_keys + 1))
+    if not 1 <= num_keys <= max_keys:
+        raise TrajectoryError(f"num_keys must be 1..{max_keys}, got {num_keys}")
+    num_keys = min(num_keys, traj.num_frames - 1)
+    candidates = np.arange(1, traj.num_frames)
+    if mode == "even":
+        # evenly spaced over 1..T-1, always including the last frame
+        keys = np.unique(np.round(np.linspace(traj.num_frames - 1, 0, num_keys + 1)[:-1]).astype(int))
+    elif mode == "random":
+        keys = np.sort(rng.choice(candidates, size=num_keys, replace=False))
+    else:
+        raise TrajectoryError(f"unknown sparsify mode {mode!r} (even or random)")
+    keep = {0, *(int(t) for t in keys)}
+    dense = interpolate_boxes(masks_to_boxes(traj))
+    out = dense.copy()
+    for o in out.objects:
+        o.boxes = {t: b for t, b in o.boxes.items() if t in keep}
+        o.masks = {t: m for t, m in o.masks.items() if t == 0}
+    return out
+
+
+# ------------------------------------------------------------------------------- geometry
+
+
+def fit_transform(src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> tuple[float, float, float]:
+    """Resize so the source covers the target, then centre-crop: returns (scale, offset_x, offset_y)
+    with dst = src * scale - offset."""
+    (sw, sh), (dw, dh) = src_wh, dst_wh
+    scale = max(dw / sw, dh / sh)
+    return scale, (sw * scale - dw) / 2.0, (sh * scale - dh) / 2.0
+
+
+def _scaled_size(src_wh, scale) -> tuple[int, int]:
+    return max(1, int(math.ceil(src_wh[0] * scale - 1e-6))), max(1, int(math.ceil(src_wh[1] * scale - 1e-6)))
+
+
+def _resize_crop_one(image: np.ndarray, dst_wh, interpolation) -> np.ndarray:
+    h, w = image.shape[:2]
+    if (w, h) == tuple(dst_wh):
+        return image
+    scale, ox, oy = fit_transform((w, h), dst_wh)
+    rw, rh = _scaled_size((w, h), scale)
+    resized = cv2.resize(image, (rw, rh), interpolation=interpolation)
+    x, y = int(round(ox)), int(round(oy))
+    x, y = min(max(x, 0), rw - dst_wh[0]), min(max(y, 0), rh - dst_wh[1])
+    return resized[y:y + dst_wh[1], x:x + dst_wh[0]]
+
+
+def resize_crop(image: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize an image (H, W, C) or video (T, H, W, C) / masks (T, H, W) so it covers `size` = (W, H),
+    then centre-crop; the same transform as `rescale` applies to a trajectory."""
+    size = (int(size[0]), int(size[1]))
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
+    if image.ndim == 4 or (image.ndim == 3 and nearest and image.shape[-1] not in (1, 3, 4)):
+        return np.stack([_resize_crop_one(f, size, interp) for f in image])
+    if image.dtype == bool:
+        return _resize_crop_one(image.astype(np.uint8), size, cv2.INTER_NEAREST).astype(bool)
+    return _resize_crop_one(image, size, interp)
+
+
+def rescale(traj: Trajectory, size: tuple[int, int]) -> Trajectory:
+    """The trajectory of the same video resized to cover `size` = (W, H) and centre-cropped. Boxes are
+    scaled, shifted and clipped to the frame (a box that leaves the frame entirely is dropped); masks
+    are resized with nearest neighbour and cropped exactly like `resize_crop` crops the image."""
+    size = (int(size[0]), int(size[1]))
+    if size == traj.size:
+        return traj.copy()
+    src = traj.size
+    scale, ox, oy = fit_transform(src, size)
+    rw, rh = _scaled_size(src, scale)
+    x, y = min(max(int(round(ox)), 0), rw - size[0]), min(max(int(round(oy)), 0), rh - size[1])
+    out = traj.copy()
+    out.width, out.height = size
+    for o in out.objects:
+        boxes = {}
+        for t, b in o.boxes.items():
+            nb = np.array([b[0] * rw / src[0] - x, b[1] * rh / src[1] - y,
+                           b[2] * rw / src[0] - x, b[3] * rh / src[1] - y])
+            nb = np.clip(nb, 0, [size[0], size[1], size[0], size[1]])
+            if nb[2] - nb[0] > 1e-6 and nb[3] - nb[1] > 1e-6:
+                boxes[t] = nb
+        o.boxes = boxes
+        o.masks = {t: encode_mask(_resize_crop_one(decode_mask(r).astype(np.uint8), size,
+                                                   cv2.INTER_NEAREST).astype(bool))
+                   for t, r in o.masks.items()}
+    return out
