@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from . import __version__
 from .errors import MagicMotionError
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("magicmotion: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not bad input: the traceback says where; exit 1
+        traceback.print_exc()
+        print(f"magicmotion: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -17,18 +17,27 @@ from .errors import MediaError
 def atomic_path(path: str | os.PathLike, directory: bool = False):
     """Yield a temporary path beside `path`; on success rename it into place, on error remove it.
 
-    With `directory=True` the temporary path is a fresh folder (for PNG-frame folders, model folders).
+    With `directory=True` the temporary path is a fresh folder (for PNG-frame folders, model folders)
+    that replaces `path` whole. Raises MediaError when the output folder does not exist, or when
+    `path` is a folder and a file is to be written there (or the other way round).
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise MediaError(f"{path}: output folder {parent} does not exist")
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=parent)
-        os.close(fd)
-        tmp = Path(name)
+    if not directory and path.is_dir():
+        raise MediaError(f"{path}: is a folder, expected a file name")
+    if directory and path.exists() and not path.is_dir():
+        raise MediaError(f"{path}: is a file, expected a folder")
+    try:
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=parent)
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as e:
+        raise MediaError(f"{path}: cannot write in {parent} ({e.strerror or e})") from None
     try:
         yield tmp
         if directory and path.is_dir():
@@ -45,6 +54,16 @@ def atomic_path(path: str | os.PathLike, directory: bool = False):
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _check_frames(path, frames) -> np.ndarray:
+    """Frames for writing: uint8 (T, H, W, 3) with T >= 1 (other dtypes are clipped to 0..255)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+        raise MediaError(f"{path}: frames must be (T, H, W, 3) with T, H, W >= 1, got {frames.shape}")
+    if frames.dtype != np.uint8:
+        frames = np.clip(frames, 0, 255).astype(np.uint8)
+    return frames
 
 
 # ---------------------------------------------------------------------------------------- images
@@ -64,34 +83,50 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise MediaError(f"{path}: unreadable image ({e})") from None
 
 
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".gif": "GIF", ".webp": "WEBP"}
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """uint8 (H, W, 3) or (H, W) -> an image file; the format follows the suffix (PNG when it is
+    not one of .png .jpg .jpeg .gif .webp)."""
     from PIL import Image
 
     path = Path(path)
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
+        raise MediaError(f"{path}: an image must be (H, W, 3) or (H, W), got {image.shape}")
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
     with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=_pil_format(path))
+        Image.fromarray(image).save(tmp, format=_pil_format(path))
     return path
 
 
 def _pil_format(path: Path) -> str:
-    return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".gif": "GIF", ".webp": "WEBP"}.get(
-        path.suffix.lower(), "PNG")
+    return IMAGE_FORMATS.get(path.suffix.lower(), "PNG")
 
 
 # ---------------------------------------------------------------------------------------- videos
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """A video file -> (uint8 (T, H, W, 3) RGB frames, fps). Reads a folder of PNG/JPG frames too."""
+    """A video file -> (uint8 (T, H, W, 3) RGB frames, fps). Reads a folder of PNG/JPG frames too
+    (sorted by name, fps 8). `max_frames`: read at most that many frames from the start."""
     import av
 
     path = Path(path)
+    if max_frames is not None and max_frames < 1:
+        raise MediaError(f"{path}: max_frames must be at least 1, got {max_frames}")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         if not files:
             raise MediaError(f"{path}: no frames (PNG/JPG) in folder")
         files = files[:max_frames] if max_frames else files
-        return np.stack([read_image(p) for p in files]), 8.0
+        frames = [read_image(p) for p in files]
+        if any(f.shape != frames[0].shape for f in frames):
+            bad = next(p for p, f in zip(files, frames) if f.shape != frames[0].shape)
+            raise MediaError(f"{bad}: size differs from {files[0].name}")
+        return np.stack(frames), 8.0
     if not path.is_file():
         raise MediaError(f"{path}: video not found")
     frames = []
@@ -120,11 +155,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8.0, c
     from fractions import Fraction
 
     path = Path(path)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise MediaError(f"{path}: frames must be (T, H, W, 3), got {frames.shape}")
-    if frames.dtype != np.uint8:
-        frames = np.clip(frames, 0, 255).astype(np.uint8)
+    frames = _check_frames(path, frames)
+    if not fps > 0:
+        raise MediaError(f"{path}: fps must be positive, got {fps}")
     _, h, w, _ = frames.shape
     pad_h, pad_w = h % 2, w % 2
     if pad_h or pad_w:
@@ -141,14 +174,39 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8.0, c
     return path
 
 
+FRAME_NAME = "{:05d}.png"
+
+
 def write_frames(folder: str | os.PathLike, frames: np.ndarray) -> Path:
-    """uint8 (T, H, W, 3) -> folder of PNGs 00000.png, 00001.png, ... (written whole, then renamed)."""
+    """uint8 (T, H, W, 3) -> folder of PNGs 00000.png, 00001.png, ...
+
+    A new folder is written whole under a temporary name, then renamed. Into an existing folder the
+    PNGs are written to a temporary subfolder, then each is renamed into place; other files there
+    are left alone, except frames NNNNN.png numbered T or more (from an earlier, longer video),
+    which are removed."""
     from PIL import Image
 
     folder = Path(folder)
-    with atomic_path(folder, directory=True) as tmp:
-        for i, f in enumerate(np.asarray(frames, dtype=np.uint8)):
-            Image.fromarray(f).save(tmp / f"{i:05d}.png")
+    frames = _check_frames(folder, frames)
+    if not folder.is_dir():
+        with atomic_path(folder, directory=True) as tmp:
+            for i, f in enumerate(frames):
+                Image.fromarray(f).save(tmp / FRAME_NAME.format(i))
+        return folder
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".frames.", suffix=".tmp", dir=folder))
+    except OSError as e:
+        raise MediaError(f"{folder}: cannot write there ({e.strerror or e})") from None
+    try:
+        for i, f in enumerate(frames):
+            Image.fromarray(f).save(tmp / FRAME_NAME.format(i))
+        for i in range(len(frames)):
+            os.replace(tmp / FRAME_NAME.format(i), folder / FRAME_NAME.format(i))
+        for p in folder.glob("[0-9][0-9][0-9][0-9][0-9].png"):
+            if int(p.stem) >= len(frames):
+                p.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -156,7 +214,8 @@ def write_frames(folder: str | os.PathLike, frames: np.ndarray) -> Path:
 
 
 def overlay(frames: np.ndarray, maps: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """Blend trajectory maps over frames where the maps are not black."""
+    """Blend trajectory maps over frames where the maps are not black:
+    (1 - alpha) * frame + alpha * map there, the frame unchanged elsewhere. uint8, same shape."""
     frames = np.asarray(frames, dtype=np.float32)
     maps = np.asarray(maps)
     if frames.shape != maps.shape:
@@ -181,17 +240,29 @@ def contact_sheet(frames: np.ndarray, columns: int = 8, max_frames: int = 16) ->
     return sheet
 
 
+PREVIEW_SUFFIXES = (".gif", ".mp4", *IMAGE_FORMATS)
+
+
 def write_preview(path: str | os.PathLike, frames: np.ndarray, maps: np.ndarray | None = None,
                   fps: float = 8.0, alpha: float = 0.6) -> Path:
-    """The trajectory drawn over the frames: an animated .gif, or a contact-sheet .png."""
+    """The trajectory maps (T, H, W, 3) drawn over the frames (T, H, W, 3): an animated .gif, an .mp4
+    video, or a contact sheet (.png, .jpg, .webp) of up to 16 frames, 8 to a row."""
     from PIL import Image
 
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in PREVIEW_SUFFIXES:
+        raise MediaError(f"{path}: a preview is a {', '.join(PREVIEW_SUFFIXES)} file")
+    frames = _check_frames(path, frames)
     shown = frames if maps is None else overlay(frames, maps, alpha)
-    if path.suffix.lower() == ".gif":
+    if suffix == ".mp4":
+        return write_video(path, shown, fps=fps)
+    if suffix == ".gif":
+        if not fps > 0:
+            raise MediaError(f"{path}: fps must be positive, got {fps}")
         images = [Image.fromarray(f) for f in shown]
         with atomic_path(path) as tmp:
             images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                           duration=int(1000 / fps), loop=0)
+                           duration=max(1, round(1000 / fps)), loop=0)
         return path
     return write_image(path, contact_sheet(shown))

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from ..errors import TrajectoryError
-from .spec import Trajectory, decode_mask, encode_mask, mask_box
+from .spec import Trajectory, decode_mask, encode_mask, rle_box
 
 MAX_SPARSE_KEYS = 9
 
@@ -19,7 +19,7 @@ def masks_to_boxes(traj: Trajectory) -> Trajectory:
     out = traj.copy()
     for o in out.objects:
         for t, rle in o.masks.items():
-            box = mask_box(decode_mask(rle))
+            box = rle_box(rle)
             if box is None:
                 o.boxes.pop(t, None)
             else:
@@ -32,17 +32,18 @@ def interpolate_boxes(traj: Trajectory) -> Trajectory:
     constant before the first and after the last key. Frames where the object has an explicit empty
     mask (it is absent) get no box."""
     out = traj.copy()
+    frames = np.arange(out.num_frames)
     for o in out.objects:
         keys = sorted(o.boxes)
         if not keys:
             continue
-        absent = {t for t, rle in o.masks.items() if t not in o.boxes and not decode_mask(rle).any()}
+        absent = {t for t in o.masks if t not in o.boxes and o.mask_area(t) == 0}
         k = np.array(keys, dtype=np.float64)
         values = np.stack([o.boxes[t] for t in keys])
+        dense = np.stack([np.interp(frames, k, values[:, j]) for j in range(4)], axis=1)
         for t in range(out.num_frames):
-            if t in o.boxes or t in absent:
-                continue
-            o.boxes[t] = np.array([np.interp(t, k, values[:, j]) for j in range(4)])
+            if t not in o.boxes and t not in absent:
+                o.boxes[t] = dense[t]
     return out
 
 
@@ -98,20 +99,35 @@ def _resize_crop_one(image: np.ndarray, dst_wh, interpolation) -> np.ndarray:
     scale, ox, oy = fit_transform((w, h), dst_wh)
     rw, rh = _scaled_size((w, h), scale)
     resized = cv2.resize(image, (rw, rh), interpolation=interpolation)
-    x, y = int(round(ox)), int(round(oy))
-    x, y = min(max(x, 0), rw - dst_wh[0]), min(max(y, 0), rh - dst_wh[1])
+    if resized.ndim < image.ndim:  # cv2 drops a single channel axis
+        resized = resized[..., None]
+    x, y = _crop_origin((rw, rh), dst_wh, ox, oy)
     return resized[y:y + dst_wh[1], x:x + dst_wh[0]]
 
 
+def _crop_origin(resized_wh, dst_wh, ox: float, oy: float) -> tuple[int, int]:
+    x = min(max(int(round(ox)), 0), resized_wh[0] - dst_wh[0])
+    y = min(max(int(round(oy)), 0), resized_wh[1] - dst_wh[1])
+    return x, y
+
+
 def resize_crop(image: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    """Resize an image (H, W, C) or video (T, H, W, C) / masks (T, H, W) so it covers `size` = (W, H),
-    then centre-crop; the same transform as `rescale` applies to a trajectory."""
+    """Resize so the frame covers `size` = (W, H), then centre-crop; the same transform as `rescale`
+    applies to a trajectory, so an image and its trajectory stay aligned.
+
+    `image`: an image (H, W, C) or (H, W), a video (T, H, W, C), or bool masks (H, W) / (T, H, W).
+    Images are resized with area averaging (`nearest=True`: nearest neighbour); bool masks always
+    with nearest neighbour. Returns the same dtype and layout at the new size."""
     size = (int(size[0]), int(size[1]))
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
-    if image.ndim == 4 or (image.ndim == 3 and nearest and image.shape[-1] not in (1, 3, 4)):
-        return np.stack([_resize_crop_one(f, size, interp) for f in image])
+    image = np.asarray(image)
     if image.dtype == bool:
-        return _resize_crop_one(image.astype(np.uint8), size, cv2.INTER_NEAREST).astype(bool)
+        as_uint8 = image.astype(np.uint8)
+        if image.ndim == 3:
+            return np.stack([_resize_crop_one(m, size, cv2.INTER_NEAREST) for m in as_uint8]).astype(bool)
+        return _resize_crop_one(as_uint8, size, cv2.INTER_NEAREST).astype(bool)
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
+    if image.ndim == 4:
+        return np.stack([_resize_crop_one(f, size, interp) for f in image])
     return _resize_crop_one(image, size, interp)
 
 
@@ -125,7 +141,7 @@ def rescale(traj: Trajectory, size: tuple[int, int]) -> Trajectory:
     src = traj.size
     scale, ox, oy = fit_transform(src, size)
     rw, rh = _scaled_size(src, scale)
-    x, y = min(max(int(round(ox)), 0), rw - size[0]), min(max(int(round(oy)), 0), rh - size[1])
+    x, y = _crop_origin((rw, rh), size, ox, oy)
     out = traj.copy()
     out.width, out.height = size
     for o in out.objects:

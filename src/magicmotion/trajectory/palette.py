@@ -22,7 +22,12 @@ def _voc_palette(n: int = 256) -> np.ndarray:
 PALETTE = _voc_palette()
 
 
+def palette_index(object_id: int) -> int:
+    """Row of `PALETTE` that colours object `object_id`: the id itself for ids 1..255; larger ids
+    wrap around, skipping 0 (black, the background)."""
+    return (int(object_id) - 1) % 255 + 1
+
+
 def palette_color(object_id: int) -> tuple[int, int, int]:
-    """Colour of object `object_id` (ids >= 1; ids past 255 wrap around, skipping black)."""
-    index = (int(object_id) - 1) % 255 + 1
-    return tuple(int(v) for v in PALETTE[index])
+    """Colour (r, g, b) of object `object_id` (ids >= 1; ids past 255 wrap around, skipping black)."""
+    return tuple(int(v) for v in PALETTE[palette_index(object_id)])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,50 @@ def decode_mask(rle: dict) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 
 
+def rle_counts(rle: dict) -> np.ndarray:
+    """The run lengths of a COCO RLE (zeros first, then ones, alternating; column-major order) as
+    int64 (n,). Reads compressed strings without pycocotools, which does not check them: a string
+    that is not well formed, or whose runs do not add up to h * w, raises ValueError."""
+    counts = rle["counts"]
+    h, w = (int(v) for v in rle["size"])
+    if isinstance(counts, (list, tuple, np.ndarray)):
+        runs = np.asarray(counts, dtype=np.int64)
+    else:
+        if isinstance(counts, str):
+            counts = counts.encode("ascii")
+        c = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+        if len(c) and (c.min() < 0 or c.max() > 63):
+            raise ValueError("counts string has characters outside '0'..'o'")
+        last = np.flatnonzero((c & 0x20) == 0)  # the last character of each number
+        if len(c) and (len(last) == 0 or last[-1] != len(c) - 1):
+            raise ValueError("counts string ends inside a number")
+        if len(last) and np.diff(last, prepend=-1).max() > 12:
+            raise ValueError("counts string has a number that is too long")
+        first = np.concatenate(([0], last[:-1] + 1)).astype(np.int64)
+        n_chars = last - first + 1
+        shift = 5 * (np.arange(len(c)) - np.repeat(first, n_chars))
+        x = np.add.reduceat((c & 0x1F) << shift, first) if len(c) else np.zeros(0, np.int64)
+        negative = (c[last] & 0x10) != 0
+        x = np.where(negative, x - (np.int64(1) << (5 * n_chars)), x)
+        # numbers after the second are deltas from the count two places back
+        runs = x.copy()
+        runs[1::2] = np.cumsum(x[1::2])
+        runs[2::2] = np.cumsum(x[2::2])
+    if len(runs) and runs.min() < 0:
+        raise ValueError("negative run length")
+    if int(runs.sum()) != h * w:
+        raise ValueError(f"runs cover {int(runs.sum())} pixels, the mask has {h * w}")
+    return runs
+
+
+def rle_box(rle: dict) -> np.ndarray | None:
+    """Tight box [x0, y0, x1, y1) around an RLE mask (without decoding it), or None when empty."""
+    if mask_utils.area(rle) == 0:
+        return None
+    x, y, w, h = mask_utils.toBbox(rle)
+    return np.array([x, y, x + w, y + h], dtype=np.float64)
+
+
 @dataclass
 class ObjectTrack:
     """One controlled object: key-frame boxes (x0, y0, x1, y1 in pixels) and RLE masks by frame."""
@@ -46,6 +91,7 @@ class ObjectTrack:
     masks: dict[int, dict] = field(default_factory=dict)
 
     def mask(self, frame: int) -> np.ndarray | None:
+        """The bool (H, W) mask on `frame`, or None when the frame has no mask."""
         rle = self.masks.get(frame)
         return None if rle is None else decode_mask(rle)
 
@@ -141,18 +187,26 @@ def _parse_frame(key, where: str, object_id) -> int:
 
 
 def _read_mask_png(path: Path, where: str, object_id, frame: int) -> np.ndarray:
-    import cv2
+    """A mask image -> bool (H, W): non-zero = object (for colour images any channel non-zero, and
+    where there is an alpha channel, also not transparent)."""
+    from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         raise TrajectoryError(f"{where}: object {object_id} frame {frame}: mask file {path} not found")
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("RGBA", "LA", "PA"):
+                im = im.convert("RGBA")
+                arr = np.array(im)
+                return (arr[..., :3].max(axis=2) > 0) & (arr[..., 3] > 0)
+            arr = np.array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise TrajectoryError(
-            f"{where}: object {object_id} frame {frame}: mask {path} is not a readable PNG"
-        )
-    if mask.ndim == 3:
-        mask = mask.max(axis=2)
-    return mask != 0
+            f"{where}: object {object_id} frame {frame}: mask {path} is not a readable image ({e})"
+        ) from None
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    return arr != 0
 
 
 def _parse_mask(value, base_dir: Path, where: str, object_id, frame: int) -> dict:
@@ -162,25 +216,29 @@ def _parse_mask(value, base_dir: Path, where: str, object_id, frame: int) -> dic
         size, counts = value["size"], value["counts"]
         ok_size = (
             isinstance(size, list) and len(size) == 2
-            and all(isinstance(v, int) and v > 0 for v in size)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
         )
         if not ok_size:
             raise TrajectoryError(f"{where}: object {object_id} frame {frame}: bad RLE size {size!r}")
-        if isinstance(counts, list):  # uncompressed RLE
-            if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != size[0] * size[1]:
-                raise TrajectoryError(f"{where}: object {object_id} frame {frame}: bad RLE counts")
-            rle = mask_utils.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
-        elif isinstance(counts, str):
-            rle = {"size": list(size), "counts": counts.encode("ascii")}
-        else:
-            raise TrajectoryError(f"{where}: object {object_id} frame {frame}: bad RLE counts")
+        ok_counts = isinstance(counts, str) or (
+            isinstance(counts, list)
+            and all(isinstance(c, int) and not isinstance(c, bool) for c in counts)
+        )
+        if not ok_counts:
+            raise TrajectoryError(
+                f"{where}: object {object_id} frame {frame}: bad RLE: 'counts' must be a string "
+                "(compressed) or a list of integers"
+            )
         try:
-            decoded = mask_utils.decode(rle)
-        except Exception as e:  # pycocotools raises plain errors on corrupt strings
+            if isinstance(counts, str):
+                rle = {"size": list(size), "counts": counts.encode("ascii")}
+                rle_counts(rle)
+            else:  # uncompressed RLE
+                rle_counts({"size": size, "counts": counts})
+                rle = mask_utils.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
+        except (ValueError, UnicodeEncodeError) as e:
             raise TrajectoryError(f"{where}: object {object_id} frame {frame}: bad RLE ({e})") from None
-        if decoded.shape != (size[0], size[1]):
-            raise TrajectoryError(f"{where}: object {object_id} frame {frame}: bad RLE")
-        return encode_mask(decoded)
+        return rle
     raise TrajectoryError(
         f"{where}: object {object_id} frame {frame}: a mask must be a PNG path or "
         f'{{"size": [h, w], "counts": "..."}}'
@@ -193,15 +251,18 @@ def from_dict(data: dict, base_dir: str | Path = ".", source: str = "") -> Traje
     base_dir = Path(base_dir)
     if not isinstance(data, dict):
         raise TrajectoryError(f"{where}: a spec must be a JSON object")
-    if data.get("version") != SPEC_VERSION:
+    version = data.get("version")
+    if isinstance(version, bool) or version != SPEC_VERSION:
         raise TrajectoryError(
-            f"{where}: unsupported version {data.get('version')!r} (expected {SPEC_VERSION})"
+            f"{where}: unsupported version {version!r} (expected {SPEC_VERSION})"
         )
     for key in ("width", "height", "num_frames"):
         if key not in data:
             raise TrajectoryError(f"{where}: missing '{key}'")
     objects_data = data.get("objects")
-    if not isinstance(objects_data, list) or not objects_data:
+    if objects_data is not None and not isinstance(objects_data, list):
+        raise TrajectoryError(f"{where}: 'objects' must be a list")
+    if not objects_data:
         raise TrajectoryError(f"{where}: no objects")
     traj = Trajectory(
         width=data["width"], height=data["height"], num_frames=data["num_frames"],
@@ -277,12 +338,21 @@ def _counts_str(rle: dict) -> str:
     return counts.decode("ascii") if isinstance(counts, bytes) else counts
 
 
+_NUMBER_LIST = re.compile(r"\[\n[-+\d.eE,\s]*\]")
+
+
+def dumps(data: dict) -> str:
+    """A spec dict as indented JSON text, with lists of numbers (boxes, sizes) on one line."""
+    text = json.dumps(data, indent=1)
+    return _NUMBER_LIST.sub(lambda m: "[" + " ".join(m.group(0)[1:-1].split()) + "]", text) + "\n"
+
+
 def save(traj: Trajectory, path: str | os.PathLike) -> Path:
-    """Write `traj` as a JSON spec, atomically."""
+    """Write `traj` as a JSON spec (masks inline as RLE), atomically."""
     from ..io import atomic_path
 
     path = Path(path)
-    text = json.dumps(to_dict(traj), indent=1)
+    text = dumps(to_dict(traj))
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return path
@@ -327,34 +397,93 @@ def mask_box(mask: np.ndarray) -> np.ndarray | None:
     return np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=np.float64)
 
 
+def _read_label_png(path: Path) -> np.ndarray:
+    """A label PNG -> int64 (H, W) object ids: palette or grey PNGs give the index / grey value; RGB
+    PNGs (such as rendered `mask` maps) are read back through the fixed palette."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .palette import PALETTE
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode in ("RGB", "RGBA"):
+                arr = np.array(im.convert("RGB"))
+            elif mode in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
+                arr = np.array(im)
+            else:
+                raise TrajectoryError(
+                    f"{path}: mode {mode}: expected a palette, grey or RGB PNG (value = object id)"
+                )
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise TrajectoryError(f"{path}: unreadable PNG ({e})") from None
+    if arr.ndim == 2:
+        return arr.astype(np.int64)
+    # RGB: map each colour to its palette index
+    key = (arr[..., 0].astype(np.int64) << 16) | (arr[..., 1].astype(np.int64) << 8) | arr[..., 2]
+    palette_keys = (PALETTE[:, 0].astype(np.int64) << 16) | (PALETTE[:, 1].astype(np.int64) << 8) \
+        | PALETTE[:, 2]
+    colours, inverse = np.unique(key, return_inverse=True)
+    index = np.full(len(colours), -1, dtype=np.int64)
+    for i, c in enumerate(colours):
+        hit = np.flatnonzero(palette_keys == c)
+        if len(hit):
+            index[i] = hit[0]
+        else:
+            y, x = np.argwhere(key == c)[0]
+            raise TrajectoryError(
+                f"{path}: pixel (x={x}, y={y}) has colour {tuple(int(v) for v in arr[y, x])}, which "
+                "is not an object colour of the palette"
+            )
+    return index[inverse.reshape(key.shape)]
+
+
+def _frame_number(path: Path, i: int) -> int:
+    digits = "".join(ch for ch in path.stem if ch.isdigit())
+    return int(path.stem) if path.stem.isdigit() else (int(digits) if digits else i)
+
+
 def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None) -> Trajectory:
-    """Read a DAVIS-style folder of palette PNGs (one per annotated frame, named by frame number,
-    pixel value = object id) into a mask trajectory."""
-    from PIL import Image
+    """Read a DAVIS-style folder of palette PNGs (one per annotated frame, named by frame number such
+    as 00000.png, pixel value = object id) into a mask trajectory.
+
+    Frames without a PNG have no mask. RGB PNGs whose colours are palette colours (rendered `mask`
+    maps) are read too. A PNG whose size differs from the others by rounding (at most 1% or 2 pixels,
+    as in some DAVIS-style sets) is resized to theirs with nearest neighbour, with a warning."""
+    import warnings
+
+    import cv2
 
     folder = Path(folder)
     if not folder.is_dir():
         raise TrajectoryError(f"{folder}: not a folder of mask PNGs")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
     if not files:
         raise TrajectoryError(f"{folder}: no PNG masks found")
-    frames, labels = [], []
-    for i, p in enumerate(files):
-        frames.append(int(p.stem) if p.stem.isdigit() else i)
-        try:
-            with Image.open(p) as im:
-                if im.mode not in ("P", "L", "I", "I;16", "1"):
-                    raise TrajectoryError(
-                        f"{p}: mode {im.mode}: expected a palette or grey PNG (value = object id)"
-                    )
-                arr = np.array(im)
-        except (OSError, SyntaxError) as e:
-            raise TrajectoryError(f"{p}: unreadable PNG ({e})") from None
-        if labels and arr.shape != labels[0].shape:
-            raise TrajectoryError(f"{p}: size {arr.shape[::-1]} differs from {files[0].name}")
-        labels.append(arr.astype(np.int64))
+    frames = [_frame_number(p, i) for i, p in enumerate(files)]
+    if len(set(frames)) != len(frames):
+        dup = next(t for t in frames if frames.count(t) > 1)
+        names = [p.name for p, t in zip(files, frames) if t == dup]
+        raise TrajectoryError(f"{folder}: {' and '.join(names)} are both frame {dup}")
     if num_frames is not None and max(frames) >= num_frames:
-        raise TrajectoryError(f"{folder}: frame {max(frames)} outside 0..{num_frames - 1}")
+        last = files[frames.index(max(frames))]
+        raise TrajectoryError(f"{last}: frame {max(frames)} outside 0..{num_frames - 1}")
+    order = np.argsort(frames)
+    files, frames = [files[i] for i in order], [frames[i] for i in order]
+    labels = [_read_label_png(p) for p in files]
+
+    # the most common size is the reference; rounding differences are resized away
+    shapes = [a.shape for a in labels]
+    h, w = max(set(shapes), key=lambda s: (shapes.count(s), -shapes.index(s)))
+    for i, (p, a) in enumerate(zip(files, labels)):
+        if a.shape == (h, w):
+            continue
+        ah, aw = a.shape
+        if abs(ah - h) <= max(2, 0.01 * h) and abs(aw - w) <= max(2, 0.01 * w):
+            warnings.warn(f"{p}: size {aw}x{ah} differs from the other masks' {w}x{h}; resized")
+            labels[i] = cv2.resize(a.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+        else:
+            raise TrajectoryError(f"{p}: size {aw}x{ah} differs from the other masks' {w}x{h}")
     traj = from_label_masks(np.stack(labels), frames=frames, num_frames=num_frames, source=str(folder))
     if not traj.objects:
         raise TrajectoryError(f"{folder}: no objects (all masks are empty)")

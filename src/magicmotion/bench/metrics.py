@@ -1,0 +1,305 @@
+"""The benchmark's metrics: Mask IoU and Box IoU (does the generated video follow the trajectory?), FID
+and FVD (does it look like real video?).
+
+Mask IoU / Box IoU (the paper's trajectory metrics). Every controlled object is segmented in the
+generated video, prompted by the condition's frame-0 mask (`segmenters.py`), and compared on each frame
+with the reference trajectory of the benchmark clip:
+
+- one frame, one object: `mask_iou(pred, ref)` = |pred & ref| / |pred | ref|; `box_iou` is the IoU of
+  the tight boxes around the two masks. When both are empty (the object is absent in the reference and
+  the segmenter finds nothing), the frame scores 1.0: they agree (the DAVIS convention). When only one
+  is empty it scores 0.0.
+- frame 0 is not scored: it is the segmenter's prompt (and the generation's input image).
+- a frame without a reference (no mask there for Mask IoU; no mask and no box for Box IoU) is skipped.
+- averages are nested: frames -> object (mean over its scored frames), objects -> clip (mean over the
+  clip's objects), clips -> bucket / overall (mean over clips). Each clip weighs the same whatever its
+  number of objects or frames.
+
+FID and FVD are Fréchet distances between Gaussians fitted to features of generated and ground-truth
+samples: FID on frames (Inception through torchmetrics' `FrechetInceptionDistance`), FVD on clips (the
+I3D TorchScript detector that StyleGAN-V and later papers use). See docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BenchError
+from ..trajectory import Trajectory, decode_mask, mask_box
+
+# Where the weights come from, for the messages shown when they are missing.
+INCEPTION_HELP = (
+    "FID needs torchmetrics' Inception network: `pip install torch-fidelity`; its weights "
+    "(pt_inception-2015-12-05-6726825d.pth, from github.com/toshas/torch-fidelity releases) are "
+    "downloaded on first use. Offline, download that file and pass it with --inception PATH."
+)
+I3D_HELP = (
+    "FVD needs the I3D TorchScript detector used by StyleGAN-V (i3d_torchscript.pt, "
+    "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt); download it and pass it with "
+    "--i3d PATH."
+)
+
+
+# ------------------------------------------------------------------------------- IoU, one frame
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two bool masks of the same shape; 1.0 when both are empty."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise BenchError(f"mask_iou: masks differ in shape: {a.shape} and {b.shape}")
+    union = np.count_nonzero(a | b)
+    if union == 0:
+        return 1.0
+    return np.count_nonzero(a & b) / union
+
+
+def box_iou(a, b) -> float:
+    """IoU of two boxes [x0, y0, x1, y1) (pixels, end exclusive). None (or a box of zero area) means
+    absent: both absent -> 1.0, one absent -> 0.0."""
+    a, b = _box_or_none(a), _box_or_none(b)
+    if a is None and b is None:
+        return 1.0
+    if a is None or b is None:
+        return 0.0
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def _box_or_none(box):
+    if box is None:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
+
+
+# ---------------------------------------------------------------------------- IoU, one clip
+
+
+def reference_masks(traj: Trajectory) -> dict[int, dict[int, np.ndarray]]:
+    """object id -> frame -> bool (H, W) mask, for every frame where the trajectory has a mask."""
+    return {o.id: {t: decode_mask(rle) for t, rle in o.masks.items()} for o in traj.objects}
+
+
+def clip_scores(pred: dict[int, np.ndarray], ref: Trajectory, skip_first: bool = True) -> dict:
+    """Mask IoU and Box IoU of one clip.
+
+    pred: object id -> bool (T, H, W) predicted masks (from a segmenter) for every object of `ref`;
+    ref: the reference trajectory, T frames of W x H. Returns {"mask_iou", "box_iou" (clip means, None
+    when nothing was scored), "objects": {id: {"mask_iou", "box_iou", "mask_frames": [per-frame IoU or
+    None], "box_frames": [...]}}}. Frame 0 is not scored when `skip_first` (it is the prompt)."""
+    T, H, W = ref.num_frames, ref.height, ref.width
+    objects = {}
+    for o in ref.objects:
+        if o.id not in pred:
+            raise BenchError(f"{ref.where()}: no predicted masks for object {o.id}")
+        p = np.asarray(pred[o.id], dtype=bool)
+        if p.shape != (T, H, W):
+            raise BenchError(f"{ref.where()}: object {o.id}: predicted masks are {p.shape}, the "
+                             f"reference is {(T, H, W)} (frames, height, width)")
+        mask_frames, box_frames = [], []
+        for t in range(T):
+            if skip_first and t == 0:
+                mask_frames.append(None)
+                box_frames.append(None)
+                continue
+            pbox = mask_box(p[t])
+            if t in o.masks:
+                m = decode_mask(o.masks[t])
+                mask_frames.append(mask_iou(p[t], m))
+                box_frames.append(box_iou(pbox, mask_box(m)))
+            elif t in o.boxes:
+                mask_frames.append(None)
+                box_frames.append(box_iou(pbox, o.boxes[t]))
+            else:
+                mask_frames.append(None)
+                box_frames.append(None)
+        objects[int(o.id)] = {"mask_iou": _mean(mask_frames), "box_iou": _mean(box_frames),
+                              "mask_frames": mask_frames, "box_frames": box_frames}
+    return {"mask_iou": _mean([v["mask_iou"] for v in objects.values()]),
+            "box_iou": _mean([v["box_iou"] for v in objects.values()]),
+            "objects": objects}
+
+
+def _mean(values) -> float | None:
+    """Mean of the values that are not None; None when there are none."""
+    kept = [float(v) for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+# --------------------------------------------------------------------------- Fréchet distance
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
+    |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)).
+
+    As in pytorch-fid / StyleGAN-V: scipy's sqrtm; when the product is singular, eps is added to the
+    diagonals; a small imaginary part from numerical error is dropped."""
+    from scipy import linalg
+
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (len(mu1), len(mu1)):
+        raise BenchError(f"frechet_distance: shapes do not fit: mu {mu1.shape} {mu2.shape}, "
+                         f"sigma {s1.shape} {s2.shape}")
+    diff = mu1 - mu2
+    covmean, _ = linalg.sqrtm(s1.dot(s2), disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(s1)) * eps
+        covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+    if np.iscomplexobj(covmean):
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+
+
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and covariance (D, D) of features (N, D), N >= 2."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise BenchError(f"need at least 2 feature vectors (N, D), got {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet_features(fake: np.ndarray, real: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of features (N, D)."""
+    return frechet_distance(*gaussian_stats(fake), *gaussian_stats(real))
+
+
+# ---------------------------------------------------------------------------------------- FID
+
+
+class FIDMeter:
+    """FID of generated vs. ground-truth frames, with torchmetrics' `FrechetInceptionDistance`.
+
+    inception: None (torchmetrics' default Inception-v3 pool features, fetched by torch-fidelity at
+    first use), a path to torch-fidelity's weights file (pt_inception-2015-12-05-6726825d.pth), or an
+    nn.Module mapping uint8 images (N, 3, H, W) to features (N, D) (a custom extractor). Raises
+    BenchError with `INCEPTION_HELP` when the network cannot be built."""
+
+    def __init__(self, inception=None, device: str = "cpu"):
+        import torch
+
+        try:
+            from torchmetrics.image.fid import FrechetInceptionDistance
+        except ImportError as e:
+            raise BenchError(f"FID needs torchmetrics ({e}); `pip install torchmetrics`") from None
+        self.device = torch.device(device)
+        try:
+            if isinstance(inception, torch.nn.Module):
+                metric = FrechetInceptionDistance(feature=inception, reset_real_features=True)
+            elif inception is not None:
+                path = Path(inception)
+                if not path.is_file():
+                    raise BenchError(f"{path}: Inception weights not found. {INCEPTION_HELP}")
+                metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path))
+            else:
+                metric = FrechetInceptionDistance(feature=2048)
+        except BenchError:
+            raise
+        except Exception as e:  # torch-fidelity missing, download failed, bad weights file
+            raise BenchError(f"cannot build the Inception network for FID ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0] if str(e).strip() else e}). "
+                             f"{INCEPTION_HELP}") from None
+        self.metric = metric.to(self.device)
+        self.real = self.fake = 0
+
+    def update(self, frames: np.ndarray, real: bool, batch: int = 32) -> None:
+        """frames: uint8 (N, H, W, 3)."""
+        import torch
+
+        frames = np.asarray(frames)
+        for i in range(0, len(frames), batch):
+            x = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch])).permute(0, 3, 1, 2)
+            with torch.no_grad():
+                self.metric.update(x.to(self.device), real=real)
+        if real:
+            self.real += len(frames)
+        else:
+            self.fake += len(frames)
+
+    def compute(self) -> float:
+        if min(self.real, self.fake) < 2:
+            raise BenchError(f"FID needs at least 2 generated and 2 real frames, got {self.fake} "
+                             f"and {self.real}")
+        return float(self.metric.compute())
+
+
+# ---------------------------------------------------------------------------------------- FVD
+
+
+class I3DFeatures:
+    """I3D features of videos from a TorchScript detector file (StyleGAN-V's i3d_torchscript.pt).
+
+    Preprocessing as in StyleGAN-V / common_metrics_on_video_quality: the first `num_frames` frames,
+    scaled to [0, 1], resized (bilinear) so the shorter side is 224, centre-cropped to 224 x 224,
+    mapped to [-1, 1], laid out (B, 3, T, 224, 224); the detector is called with rescale=False,
+    resize=False, return_features=True and returns (B, 400) logits-layer features."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", num_frames: int = 16,
+                 resolution: int = 224):
+        import torch
+
+        path = Path(path)
+        if not path.is_file():
+            raise BenchError(f"{path}: I3D detector not found. {I3D_HELP}")
+        try:
+            self.detector = torch.jit.load(str(path), map_location=device).eval()
+        except Exception as e:  # not a TorchScript archive
+            raise BenchError(f"{path}: not a TorchScript I3D detector ({type(e).__name__}). "
+                             f"{I3D_HELP}") from None
+        self.path, self.device = path, torch.device(device)
+        self.num_frames, self.resolution = int(num_frames), int(resolution)
+
+    def preprocess(self, video: np.ndarray):
+        """uint8 (T, H, W, 3) -> float (3, T', R, R) in [-1, 1] (T' = min(T, num_frames))."""
+        import math
+
+        import torch
+        import torch.nn.functional as F
+
+        v = torch.from_numpy(np.ascontiguousarray(video[:self.num_frames])).float().div(255)
+        v = v.permute(0, 3, 1, 2)  # T, 3, H, W
+        _, _, h, w = v.shape
+        r = self.resolution
+        scale = r / min(h, w)
+        size = (r, math.ceil(w * scale)) if h < w else (math.ceil(h * scale), r)
+        v = F.interpolate(v, size=size, mode="bilinear", align_corners=False)
+        y0, x0 = (v.shape[2] - r) // 2, (v.shape[3] - r) // 2
+        v = v[:, :, y0:y0 + r, x0:x0 + r]
+        return ((v - 0.5) * 2).permute(1, 0, 2, 3).contiguous()
+
+    def __call__(self, videos: list[np.ndarray]) -> np.ndarray:
+        """Features (N, D) of uint8 videos (T, H, W, 3)."""
+        import torch
+
+        x = torch.stack([self.preprocess(v) for v in videos]).to(self.device)
+        try:
+            with torch.no_grad():
+                f = self.detector(x, rescale=False, resize=False, return_features=True)
+        except Exception as e:
+            raise BenchError(f"{self.path}: the I3D detector failed on videos of shape "
+                             f"{tuple(x.shape)} ({type(e).__name__}: {e})") from None
+        return f.detach().float().cpu().numpy().reshape(len(videos), -1)
+
+
+@dataclass
+class FeatureSet:
+    """Per-clip features kept for Fréchet distances over any subset of clips (buckets)."""
+
+    fake: dict
+    real: dict
+
+    def distance(self, ids) -> float | None:
+        ids = [i for i in ids if i in self.fake and i in self.real]
+        if len(ids) < 2:
+            return None
+        return frechet_features(np.concatenate([self.fake[i] for i in ids]),
+                                np.concatenate([self.real[i] for i in ids]))

@@ -1,0 +1,137 @@
+"""`magicmotion data ...`: datasets in the shared layout (docs/dataset-format.md).
+
+Each subcommand is one `_add_<name>(sub)` function listed in SUBCOMMANDS; a part that adds a
+subcommand (curate, filter) adds its function there. Heavy imports stay inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import DatasetError
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"64x48" -> (64, 48) = (W, H)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 64x64, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return w, h
+
+
+# ------------------------------------------------------------------------------------------ synth
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser(
+        "synth", help="write a dataset of synthetic videos of moving objects",
+        description="Write N synthetic clips (textured background, 1..5 moving, occluding objects, "
+                    "exact masks and boxes, captions). Clip k depends only on (seed, k); clips "
+                    "already in the dataset are skipped, so a re-run completes a crashed one.")
+    p.add_argument("--out", required=True, type=Path, help="dataset folder (created if missing)")
+    p.add_argument("--clips", type=int, default=100, help="number of clips (default 100)")
+    p.add_argument("--frames", type=int, default=17, help="frames per clip (default 17)")
+    p.add_argument("--size", type=parse_size, default=(64, 64), help="WxH (default 64x64)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="share of clips in the 'test' split, fixed per clip by a hash (default 0.1)")
+    p.add_argument("--max-objects", type=int, default=5, help="objects per clip: 1..N (default 5)")
+    p.add_argument("--pan-prob", type=float, default=0.3,
+                   help="share of clips with a slow camera pan (default 0.3)")
+    p.add_argument("--fps", type=float, default=8.0, help="frame rate of the videos (default 8)")
+    p.set_defaults(func=_synth)
+
+
+def _synth(args) -> int:
+    from .synthetic import synthesize
+
+    written = synthesize(args.out, args.clips, frames=args.frames, size=args.size, seed=args.seed,
+                         test_fraction=args.test_fraction, fps=args.fps, max_objects=args.max_objects,
+                         pan_prob=args.pan_prob)
+    print(f"{args.out}: wrote {len(written)} clips ({args.clips - len(written)} already there)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- info
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser(
+        "info", help="count clips, objects, frames and sizes of a dataset",
+        description="Summarise a dataset from its index (checking that every video and annotation "
+                    "exists) and write a histogram of objects per clip as a PNG.")
+    p.add_argument("dataset", type=Path, help="dataset folder")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="histogram PNG (default DATASET/info.png)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="also decode every clip's video and annotation (slow)")
+    p.set_defaults(func=_info)
+
+
+def _info(args) -> int:
+    from .dataset import Dataset, dataset_info, write_info_plot
+
+    info = dataset_info(args.dataset)
+    if args.verify:
+        from tqdm import tqdm
+
+        ds = Dataset(args.dataset, sampling="start")
+        for record in tqdm(ds.records, desc="verify", unit="clip"):
+            ds.load_clip(record)
+    plot = args.plot or args.dataset / "info.png"
+    write_info_plot(info, plot)
+    if args.json:
+        print(json.dumps({**info, "plot": str(plot)}, indent=1))
+        return 0
+    print(format_info(info))
+    print(f"plot: {plot}")
+    return 0
+
+
+def format_info(info: dict) -> str:
+    """The summary of `dataset_info` as a few lines of text."""
+    def dist(d):
+        return ", ".join(f"{k}: {v}" for k, v in d.items()) or "-"
+
+    o, f = info["num_objects"], info["num_frames"]
+    lines = [
+        f"dataset: {info['root']}",
+        f"clips: {info['num_clips']} ({dist(info['splits'])})",
+        f"objects per clip: min {o['min']}, mean {o['mean']}, max {o['max']}  "
+        f"[{dist(info['objects_per_clip'])}]",
+        f"frames per clip: min {f['min']}, mean {f['mean']}, max {f['max']} (total {f['total']})",
+        f"sizes (WxH): {dist(info['sizes'])}",
+        f"fps: {dist(info['fps'])}",
+    ]
+    if info["extra_fields"]:
+        lines.append(f"extra fields: {', '.join(info['extra_fields'])}")
+    return "\n".join(lines)
+
+
+# Subcommands of `magicmotion data`, in the order --help lists them; others append theirs here.
+SUBCOMMANDS = [_add_synth, _add_info]
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "data", help="datasets: synthesise, inspect, curate, filter",
+        description="Datasets in the shared layout: index.jsonl, videos/, annotations/ "
+                    "(docs/dataset-format.md).")
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+
+    def _help(args) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=_help)
+
+
+__all__ = ["SUBCOMMANDS", "format_info", "parse_size", "register", "DatasetError"]

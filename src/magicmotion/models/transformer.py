@@ -1,0 +1,309 @@
+"""The joint MagicMotion model: base transformer + Trajectory ControlNet (+ optional segment head).
+
+The base's forward is re-run here from its own submodules (diffusers' `WanTransformer3DModel` /
+`CogVideoXTransformer3DModel`), with one change: after base block i the control residual i is added
+to the video tokens, times the conditioning scale. With a zero-initialised ControlNet, or with scale 0,
+the output equals the base's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from ..errors import ModelError
+from .controlnet_cogvideox import CogVideoXTrajectoryControlNet
+from .controlnet_wan import WanTrajectoryControlNet, wan_conditions, wan_unpatchify
+from .segment_head import SegmentHead
+
+
+@dataclass
+class MagicMotionTransformerOutput(BaseOutput):
+    """Output of `MagicMotionTransformer`.
+
+    sample: the base's prediction (noise / velocity / flow), in the base's layout
+        (Wan (B, 16, F, H, W), CogVideoX (B, F, 16, H, W)).
+    segmentation: the latent mask prediction in the trajectory-latent layout, or None without a
+        segment head or when not asked for.
+    """
+
+    sample: torch.Tensor
+    segmentation: torch.Tensor | None = None
+
+
+class MagicMotionTransformer(nn.Module):
+    """Base DiT + Trajectory ControlNet (+ segment head), one forward.
+
+    Args:
+        transformer: a `WanTransformer3DModel` (I2V, 36 channels) or `CogVideoXTransformer3DModel`
+            (I2V, 32 channels).
+        controlnet: the matching `WanTrajectoryControlNet` / `CogVideoXTrajectoryControlNet`; may have
+            fewer blocks than the base (then only the first base blocks get residuals).
+        segment_head: optional `SegmentHead` with one input per base block.
+        freeze_base: set `requires_grad=False` on the base (the paper trains ControlNet and head only).
+    """
+
+    def __init__(self, transformer, controlnet, segment_head: SegmentHead | None = None, freeze_base: bool = True):
+        super().__init__()
+        if isinstance(controlnet, WanTrajectoryControlNet):
+            self.is_wan = True
+        elif isinstance(controlnet, CogVideoXTrajectoryControlNet):
+            self.is_wan = False
+        else:
+            raise ModelError(f"{type(controlnet).__name__} is not a Trajectory ControlNet")
+        controlnet.check_compatible(transformer)
+        blocks = transformer.blocks if self.is_wan else transformer.transformer_blocks
+        if segment_head is not None:
+            inner = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+            if segment_head.config.hidden_size != inner or segment_head.config.num_blocks != len(blocks):
+                raise ModelError(
+                    f"the segment head takes {segment_head.config.num_blocks} blocks of width "
+                    f"{segment_head.config.hidden_size}; the base has {len(blocks)} blocks of width {inner}"
+                )
+            if self._temporal_patch(transformer) != 1:
+                raise ModelError("the segment head needs a base with temporal patch size 1")
+        self.base = transformer
+        self.controlnet = controlnet
+        self.segment_head = segment_head
+        if freeze_base:
+            self.base.requires_grad_(False)
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _temporal_patch(transformer) -> int:
+        p = transformer.config.patch_size
+        if isinstance(p, (tuple, list)):
+            return int(p[0])
+        return int(transformer.config.get("patch_size_t") or 1)
+
+    @property
+    def config(self):
+        """The base transformer's config (pipelines read patch size, channels, ... from it)."""
+        return self.base.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    @property
+    def num_control_blocks(self) -> int:
+        return len(self.controlnet.out_projectors)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute base and control blocks in the backward pass instead of storing activations."""
+        self.base.enable_gradient_checkpointing()
+        self.controlnet.enable_gradient_checkpointing()
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.base.disable_gradient_checkpointing()
+        self.controlnet.disable_gradient_checkpointing()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """ControlNet and head parameters (what the paper trains)."""
+        params = list(self.controlnet.parameters())
+        if self.segment_head is not None:
+            params += list(self.segment_head.parameters())
+        return params
+
+    def conditioning_scales(self, conditioning_scale: float | Sequence[float] | torch.Tensor) -> list[float]:
+        """One float per control block from a float or a per-block sequence (ModelError on a wrong length)."""
+        n = self.num_control_blocks
+        if isinstance(conditioning_scale, torch.Tensor) and conditioning_scale.ndim == 0:
+            conditioning_scale = float(conditioning_scale)
+        if isinstance(conditioning_scale, (int, float)):
+            return [float(conditioning_scale)] * n
+        scales = [float(s) for s in conditioning_scale]
+        if len(scales) != n:
+            raise ModelError(
+                f"conditioning_scale has {len(scales)} values but the ControlNet has {n} control blocks"
+            )
+        return scales
+
+    def _run_block(self, block, *args):
+        if torch.is_grad_enabled() and self.base.gradient_checkpointing:
+            return self.base._gradient_checkpointing_func(block, *args)
+        return block(*args)
+
+    # ------------------------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        trajectory_latents: torch.Tensor,
+        conditioning_scale: float | Sequence[float] = 1.0,
+        return_segmentation: bool = False,
+        return_dict: bool = True,
+        **base_kwargs: Any,
+    ) -> MagicMotionTransformerOutput | tuple:
+        """Prediction of the base with trajectory control.
+
+        Args:
+            hidden_states: the base's input: Wan (B, 36, F, H, W) = noise + mask + image latents;
+                CogVideoX (B, F, 32, H, W) = noise + image latents.
+            timestep: (B,).
+            encoder_hidden_states: (B, S, text_dim) text embeddings.
+            trajectory_latents: (B, 16, F, H, W) for Wan, (B, F, 16, H, W) for CogVideoX.
+            conditioning_scale: a float or one float per control block; 0 skips the ControlNet.
+            return_segmentation: also run the segment head (if any).
+            **base_kwargs: the base's extras: Wan `encoder_hidden_states_image`, `attention_kwargs`;
+                CogVideoX `image_rotary_emb`, `ofs`, `timestep_cond`, `attention_kwargs`.
+        Returns:
+            MagicMotionTransformerOutput(sample, segmentation) or, with return_dict=False,
+            the tuple (sample, segmentation).
+        """
+        scales = self.conditioning_scales(conditioning_scale)
+        # control blocks after the last non-zero scale change nothing: do not run them
+        num_run = max((i + 1 for i, s in enumerate(scales) if s != 0.0), default=0)
+        want_seg = return_segmentation and self.segment_head is not None
+        forward = self._forward_wan if self.is_wan else self._forward_cogvideox
+        sample, segmentation = forward(
+            hidden_states, timestep, encoder_hidden_states, trajectory_latents, scales, num_run, want_seg,
+            **base_kwargs,
+        )
+        if not return_dict:
+            return (sample, segmentation)
+        return MagicMotionTransformerOutput(sample=sample, segmentation=segmentation)
+
+    def _forward_wan(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        trajectory_latents: torch.Tensor,
+        scales: list[float],
+        num_run: int,
+        want_seg: bool,
+        encoder_hidden_states_image: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ):
+        base = self.base
+        latent = self.controlnet.config.in_channels // 2
+        if trajectory_latents.shape[1] != latent or trajectory_latents.shape[2:] != hidden_states.shape[2:]:
+            raise ModelError(
+                f"trajectory latents {tuple(trajectory_latents.shape)} do not fit the latents "
+                f"{tuple(hidden_states.shape)} (Wan layout (B, C, F, H, W), {latent} channels)"
+            )
+
+        # control residuals
+        residuals = []
+        if num_run:
+            residuals = self.controlnet(
+                hidden_states[:, :latent], trajectory_latents, timestep, encoder_hidden_states,
+                encoder_hidden_states_image=encoder_hidden_states_image, num_blocks=num_run,
+            )
+
+        # embeddings
+        shape = hidden_states.shape
+        p_t, p_h, p_w = base.config.patch_size
+        grid = (shape[2] // p_t, shape[3] // p_h, shape[4] // p_w)
+        rotary_emb = base.rope(hidden_states)
+        x = base.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
+        temb, timestep_proj, context = wan_conditions(
+            base.condition_embedder, timestep, encoder_hidden_states, encoder_hidden_states_image, return_temb=True
+        )
+
+        # blocks, with the control residual after block i
+        per_block = []
+        for i, block in enumerate(base.blocks):
+            x = self._run_block(block, x, context, timestep_proj, rotary_emb)
+            if i < len(residuals):
+                x = x + scales[i] * residuals[i]
+            if want_seg:
+                per_block.append(x)
+
+        # output norm, projection, unpatchify (as WanTransformer3DModel.forward)
+        if temb.ndim == 3:
+            shift, scale = (base.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
+            shift, scale = shift.squeeze(2), scale.squeeze(2)
+        else:
+            shift, scale = (base.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+        shift, scale = shift.to(x.device), scale.to(x.device)
+        x = (base.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+        sample = wan_unpatchify(base.proj_out(x), shape, (p_t, p_h, p_w))
+
+        segmentation = None
+        if want_seg:
+            segmentation = self.segment_head(per_block, grid).permute(0, 2, 1, 3, 4)  # (B, C, F, H, W)
+        return sample, segmentation
+
+    def _forward_cogvideox(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        trajectory_latents: torch.Tensor,
+        scales: list[float],
+        num_run: int,
+        want_seg: bool,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        timestep_cond: torch.Tensor | None = None,
+        ofs: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ):
+        base = self.base
+        latent = self.controlnet.config.in_channels // 2
+        if trajectory_latents.shape[2] != latent or (
+            trajectory_latents.shape[:2] + trajectory_latents.shape[3:]
+            != hidden_states.shape[:2] + hidden_states.shape[3:]
+        ):
+            raise ModelError(
+                f"trajectory latents {tuple(trajectory_latents.shape)} do not fit the latents "
+                f"{tuple(hidden_states.shape)} (CogVideoX layout (B, F, C, H, W), {latent} channels)"
+            )
+
+        # control residuals
+        residuals = []
+        if num_run:
+            residuals = self.controlnet(
+                hidden_states[:, :, :latent], trajectory_latents, timestep, encoder_hidden_states,
+                image_rotary_emb=image_rotary_emb, timestep_cond=timestep_cond, ofs=ofs,
+                attention_kwargs=attention_kwargs, num_blocks=num_run,
+            )
+
+        # time embedding (as CogVideoXTransformer3DModel.forward)
+        batch, frames, _, height, width = hidden_states.shape
+        emb = base.time_embedding(base.time_proj(timestep).to(dtype=hidden_states.dtype), timestep_cond)
+        if base.ofs_embedding is not None:
+            emb = emb + base.ofs_embedding(base.ofs_proj(ofs).to(dtype=hidden_states.dtype))
+
+        # patch embedding
+        x = base.embedding_dropout(base.patch_embed(encoder_hidden_states, hidden_states))
+        text_len = encoder_hidden_states.shape[1]
+        context, x = x[:, :text_len], x[:, text_len:]
+
+        # blocks, with the control residual on the video tokens after block i
+        per_block = []
+        for i, block in enumerate(base.transformer_blocks):
+            x, context = self._run_block(block, x, context, emb, image_rotary_emb, attention_kwargs)
+            if i < len(residuals):
+                x = x + scales[i] * residuals[i]
+            if want_seg:
+                per_block.append(x)
+
+        # final norm, projection, unpatchify
+        x = base.norm_final(x)
+        x = base.norm_out(x, temb=emb)
+        x = base.proj_out(x)
+        p, p_t = base.config.patch_size, base.config.patch_size_t
+        if p_t is None:
+            sample = x.reshape(batch, frames, height // p, width // p, -1, p, p)
+            sample = sample.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
+        else:
+            sample = x.reshape(batch, (frames + p_t - 1) // p_t, height // p, width // p, -1, p_t, p, p)
+            sample = sample.permute(0, 1, 5, 4, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(1, 2)
+
+        segmentation = None
+        if want_seg:
+            segmentation = self.segment_head(per_block, (frames, height // p, width // p))  # (B, F, C, H, W)
+        return sample, segmentation

@@ -1,0 +1,206 @@
+"""The conditions of a MagicMotion pipeline: the first frame and the trajectory maps, brought to the
+output size together (resize so the frame covers the target, then centre crop; the same transform for
+both, so they stay aligned), and the pipeline output type.
+
+Shared by `MagicMotionWanPipeline` and `MagicMotionCogVideoXPipeline`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from diffusers.utils import BaseOutput
+
+from ..errors import PipelineError
+from ..trajectory import KINDS, Trajectory, load, render, resize_crop
+
+# A trajectory as the pipelines take it: a spec (JSON path or object), rendered maps as a uint8 array
+# (T, H, W, 3) or a video path, or maps as a float tensor (T, 3, H, W) in [0, 1] at the output size.
+TrajectoryInput = Union[str, os.PathLike, Trajectory, np.ndarray, torch.Tensor]
+
+
+@dataclass
+class MagicMotionPipelineOutput(BaseOutput):
+    """frames: the generated videos, as diffusers' `output_type` says ("np": float (B, T, H, W, 3) in
+    [0, 1]; "pil": lists of images; "pt": (B, T, 3, H, W); "latent": latents).
+    trajectory_maps: uint8 (T, H, W, 3), the maps the video was conditioned on, at the output size."""
+
+    frames: Any
+    trajectory_maps: np.ndarray
+
+
+@dataclass
+class Conditions:
+    """The first frame and the trajectory maps at the output size.
+
+    image: uint8 (H, W, 3). maps: uint8 (T, H, W, 3), or float (T, 3, H, W) in [0, 1] when given so.
+    source_size: (W, H) of the trajectory as given, before resizing. source: where it came from.
+    """
+
+    image: np.ndarray
+    maps: np.ndarray | torch.Tensor
+    source_size: tuple[int, int]
+    source: str
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.maps.shape[0])
+
+    def maps_uint8(self) -> np.ndarray:
+        """uint8 (T, H, W, 3) whatever the input form."""
+        if isinstance(self.maps, torch.Tensor):
+            m = self.maps.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+            return m.permute(0, 2, 3, 1).cpu().numpy()
+        return self.maps
+
+
+def read_image(image) -> np.ndarray:
+    """A first frame as uint8 (H, W, 3): a path, a PIL image or a uint8 array."""
+    from PIL import Image
+
+    from ..io import read_image as read_image_file
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_image_file(image)
+    if isinstance(image, Image.Image):
+        return np.array(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise PipelineError(f"image array must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+        return image
+    raise PipelineError(f"image must be a path, a PIL image or a uint8 (H, W, 3) array, got {type(image).__name__}")
+
+
+def read_trajectory(trajectory: TrajectoryInput) -> Trajectory | np.ndarray | torch.Tensor:
+    """A spec path (.json) -> Trajectory; a video file or frame folder -> uint8 maps; others as given."""
+    from ..io import read_video
+
+    if isinstance(trajectory, (str, os.PathLike)):
+        path = Path(trajectory)
+        if path.suffix.lower() == ".json":
+            return load(path)
+        maps, _ = read_video(path)
+        return maps
+    if isinstance(trajectory, Trajectory):
+        return trajectory
+    if isinstance(trajectory, np.ndarray):
+        if trajectory.dtype != np.uint8 or trajectory.ndim != 4 or trajectory.shape[-1] != 3:
+            raise PipelineError(
+                f"trajectory maps must be uint8 (T, H, W, 3), got {trajectory.dtype} {trajectory.shape}"
+            )
+        return trajectory
+    if isinstance(trajectory, torch.Tensor):
+        if not trajectory.is_floating_point() or trajectory.ndim != 4 or trajectory.shape[1] != 3:
+            raise PipelineError(
+                f"trajectory tensor must be float (T, 3, H, W) in [0, 1], got {trajectory.dtype} "
+                f"{tuple(trajectory.shape)}"
+            )
+        return trajectory
+    raise PipelineError(
+        "trajectory must be a spec (path or Trajectory), rendered maps (uint8 (T, H, W, 3) or a video "
+        f"path) or a float tensor (T, 3, H, W); got {type(trajectory).__name__}"
+    )
+
+
+def trajectory_size(trajectory: Trajectory | np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """(W, H) of a trajectory as read by `read_trajectory`."""
+    if isinstance(trajectory, Trajectory):
+        return trajectory.size
+    if isinstance(trajectory, torch.Tensor):
+        return int(trajectory.shape[-1]), int(trajectory.shape[-2])
+    return int(trajectory.shape[2]), int(trajectory.shape[1])
+
+
+def trajectory_frames(trajectory: Trajectory | np.ndarray | torch.Tensor) -> int:
+    return trajectory.num_frames if isinstance(trajectory, Trajectory) else int(trajectory.shape[0])
+
+
+def describe(trajectory: Trajectory | np.ndarray | torch.Tensor) -> str:
+    if isinstance(trajectory, Trajectory):
+        return trajectory.source or "trajectory spec"
+    return "trajectory maps"
+
+
+def check_aspect(image_wh: tuple[int, int], traj_wh: tuple[int, int], where: str, tolerance: float = 0.01) -> None:
+    """The image and the trajectory are resized and cropped with the same rule; that keeps them aligned
+    only when they have the same aspect ratio (within `tolerance`, relative)."""
+    (iw, ih), (tw, th) = image_wh, traj_wh
+    if abs(iw / ih - tw / th) > tolerance * (tw / th):
+        raise PipelineError(
+            f"{where}: trajectory is {tw}x{th} but the image is {iw}x{ih}; their aspect ratios differ, so "
+            "they cannot be resized and cropped to the output size together (use the first frame of the "
+            "video the trajectory was drawn on, or rescale the spec)"
+        )
+
+
+def prepare_conditions(image, trajectory: Trajectory | np.ndarray | torch.Tensor, kind: str,
+                       size: tuple[int, int]) -> Conditions:
+    """The first frame and trajectory maps at `size` = (W, H), resized and cropped together.
+
+    A spec is rendered with `render(spec, kind, size=...)` (boxes rescaled exactly as the image is
+    cropped); uint8 maps are resized and cropped like the image (nearest neighbour, colours kept); a
+    float tensor must already be at `size`.
+    """
+    if kind not in KINDS:
+        raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    frame = read_image(image)
+    where = describe(trajectory)
+    src = trajectory_size(trajectory)
+    check_aspect((frame.shape[1], frame.shape[0]), src, where)
+    size = (int(size[0]), int(size[1]))
+    if isinstance(trajectory, Trajectory):
+        maps = render(trajectory, kind, size=size)
+    elif isinstance(trajectory, torch.Tensor):
+        if src != size:
+            raise PipelineError(f"{where}: a trajectory tensor must be at the output size {size[0]}x{size[1]}, "
+                                f"got {src[0]}x{src[1]}")
+        maps = trajectory
+    else:
+        maps = resize_crop(trajectory, size, nearest=True)
+    return Conditions(image=resize_crop(frame, size), maps=maps, source_size=src, source=where)
+
+
+def maps_to_video_tensor(maps: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (T, H, W, 3) or float (T, 3, H, W) in [0, 1] -> float (1, 3, T, H, W) in [-1, 1] (VAE input)."""
+    if isinstance(maps, torch.Tensor):
+        video = maps.float().permute(1, 0, 2, 3)
+    else:
+        video = torch.from_numpy(np.ascontiguousarray(maps)).permute(3, 0, 1, 2).float() / 255.0
+    return (video * 2.0 - 1.0).unsqueeze(0)
+
+
+def onload(module) -> None:
+    """Bring an offloaded component to the execution device before running its submodules directly.
+
+    diffusers' model CPU offload (and accelerate's sequential offload) moves a component when its
+    `forward` runs; the joint MagicMotion model runs the base transformer's blocks itself, so the
+    base's hook is triggered by hand, as diffusers' `apply_forward_hook` does for `vae.encode`.
+    """
+    hook = getattr(module, "_hf_hook", None)
+    if hook is not None and hasattr(hook, "pre_forward"):
+        hook.pre_forward(module)
+
+
+def release(module) -> None:
+    """Undo `onload` for hooks that put weights back after the forward (sequential offload)."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is not None and hasattr(hook, "post_forward"):
+        hook.post_forward(module, None)
+
+
+def to_uint8_frames(frames) -> np.ndarray:
+    """Pipeline output ("np", float (B, T, H, W, 3) in [0, 1]) -> uint8 (B, T, H, W, 3)."""
+    frames = np.asarray(frames)
+    return np.clip(frames * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+__all__ = [
+    "Conditions", "MagicMotionPipelineOutput", "TrajectoryInput", "check_aspect", "maps_to_video_tensor",
+    "onload", "prepare_conditions", "read_image", "read_trajectory", "release", "to_uint8_frames",
+    "trajectory_frames", "trajectory_size",
+]

@@ -1,0 +1,393 @@
+"""MagicMotion on Wan2.1 image-to-video: diffusers' `WanImageToVideoPipeline` plus a Trajectory ControlNet.
+
+The steps are the parent's, in the parent's order, with the trajectory added:
+
+1. `check_inputs`          prompt, size, frame count, kind, guidance; nothing runs on bad input
+2. `prepare_trajectory`    first frame + trajectory maps, resized and cropped together
+3. `encode_prompt`         (parent) UMT5 text embeddings, positive and negative
+4. `encode_image`          (parent) CLIP image embeddings, only for bases with an image branch (14B)
+5. `prepare_latents`       (parent) noise + the first-frame condition (mask 4 ch + image latents 16 ch)
+6. `encode_trajectory`     the maps through the same VAE, normalised exactly as the image latents
+7. denoising loop          `MagicMotionTransformer` (base + ControlNet), cond and uncond as one batch,
+                           the trajectory latents in both guidance branches
+8. `decode_latents`        VAE decode + video post-processing
+
+With `controlnet_conditioning_scale=0` the output equals `WanImageToVideoPipeline`'s for the same
+components, seed and inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from diffusers import WanImageToVideoPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.pipelines.wan.pipeline_wan_i2v import retrieve_latents
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils.torch_utils import get_module_execution_device
+from diffusers.video_processor import VideoProcessor
+from PIL import Image
+
+from ..errors import PipelineError
+from ..trajectory import KINDS
+from .conditions import (Conditions, MagicMotionPipelineOutput, TrajectoryInput, maps_to_video_tensor, onload,
+                         prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_size)
+
+# Wan2.1 480P models generate about 832 x 480 pixels; a larger trajectory is scaled down to this area.
+WAN_DEFAULT_AREA = 832 * 480
+
+
+class MagicMotionWanPipeline(WanImageToVideoPipeline):
+    """Trajectory-controlled image-to-video with a Wan2.1 I2V base.
+
+    Components: `tokenizer`, `text_encoder` (UMT5), `vae` (`AutoencoderKLWan`), `scheduler` (flow matching:
+    `UniPCMultistepScheduler` as Wan uses, or `FlowMatchEulerDiscreteScheduler`), `transformer`
+    (`WanTransformer3DModel`, 36 input channels), `controlnet` (`WanTrajectoryControlNet`), and for
+    the 14B I2V base `image_encoder` (CLIP) + `image_processor`.
+
+    Load with `MagicMotionWanPipeline.from_pretrained(base, controlnet=PATH_OR_MODEL)` or
+    `magicmotion.pipelines.load_pipeline`.
+    """
+
+    # The ControlNet is outside the chain: under model offload it gets its own hook and stays on the
+    # GPU through the denoising loop, as diffusers' ControlNet pipelines do.
+    model_cpu_offload_seq = "text_encoder->image_encoder->transformer->vae"
+    _optional_components = ["image_encoder", "image_processor"]
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds", "trajectory_latents"]
+    fps = 16  # Wan2.1's frame rate
+
+    def __init__(
+        self,
+        tokenizer,
+        text_encoder,
+        vae,
+        scheduler,
+        transformer,
+        controlnet,
+        image_processor=None,
+        image_encoder=None,
+        expand_timesteps: bool = False,
+    ):
+        # Not the parent's __init__: it registers Wan2.2's `transformer_2`, which MagicMotion does not use.
+        DiffusionPipeline.__init__(self)
+        if expand_timesteps:
+            raise PipelineError("Wan2.2 TI2V bases (expand_timesteps=True) are not supported; use a Wan2.1 I2V base")
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=image_encoder,
+            transformer=transformer, controlnet=controlnet, scheduler=scheduler, image_processor=image_processor,
+        )
+        # the parent's `prepare_latents` reads this
+        self.register_to_config(expand_timesteps=False)
+        if controlnet is not None and transformer is not None:
+            controlnet.check_compatible(transformer)
+        self.vae_scale_factor_temporal = self.vae.config.scale_factor_temporal if getattr(self, "vae", None) else 4
+        self.vae_scale_factor_spatial = self.vae.config.scale_factor_spatial if getattr(self, "vae", None) else 8
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, controlnet=None, **kwargs):
+        """Load a Wan2.1 I2V base (a local diffusers folder or a hub id) with a Trajectory ControlNet.
+
+        `controlnet`: a `WanTrajectoryControlNet`, a folder saved with `save_pretrained`, or a released
+        `.pt` checkpoint (imported with `magicmotion.models.load_official_checkpoint`). A folder saved
+        from this pipeline (with its `controlnet/`) needs none.
+        """
+        if isinstance(controlnet, (str, os.PathLike)):
+            from .loading import load_controlnet
+
+            controlnet = load_controlnet(controlnet, model="wan", dtype=kwargs.get("torch_dtype"))
+        if controlnet is not None:
+            kwargs["controlnet"] = controlnet
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    # ------------------------------------------------------------------------------------ steps
+
+    def spatial_multiple(self) -> int:
+        """Height and width must be multiples of this: VAE downsampling x patch size (16 for Wan2.1)."""
+        return self.vae_scale_factor_spatial * int(self.transformer.config.patch_size[1])
+
+    def default_size(self, trajectory_wh: tuple[int, int]) -> tuple[int, int]:
+        """(W, H) when none is given: the trajectory's size, scaled down to Wan2.1's 480P area if larger,
+        rounded down to the spatial multiple."""
+        w, h = trajectory_wh
+        scale = min(1.0, math.sqrt(WAN_DEFAULT_AREA / (w * h)))
+        m = self.spatial_multiple()
+        return max(m, int(w * scale) // m * m), max(m, int(h * scale) // m * m)
+
+    def check_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        kind: str,
+        num_frames: int,
+        height: int,
+        width: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        trajectory_frames: int | None = None,
+        callback_on_step_end_tensor_inputs=None,
+    ) -> None:
+        """Raise PipelineError on inputs the pipeline cannot run with (before any model runs)."""
+        if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
+            raise PipelineError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+        batch = 1 if isinstance(prompt, str) else len(prompt)
+        if negative_prompt is not None:
+            if isinstance(negative_prompt, list) and len(negative_prompt) != batch:
+                raise PipelineError(f"{len(negative_prompt)} negative prompts for {batch} prompts")
+            if not isinstance(negative_prompt, (str, list)):
+                raise PipelineError(f"negative_prompt must be a string or a list, got {negative_prompt!r}")
+        if kind not in KINDS:
+            raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+        t = self.vae_scale_factor_temporal
+        if num_frames < 1 or (num_frames - 1) % t:
+            raise PipelineError(
+                f"{num_frames} frames: the VAE needs (frames - 1) divisible by {t} (e.g. {t * 4 + 1}, 49, 81)"
+            )
+        if trajectory_frames is not None and trajectory_frames != num_frames:
+            raise PipelineError(f"the trajectory has {trajectory_frames} frames but {num_frames} were asked for")
+        m = self.spatial_multiple()
+        if height <= 0 or width <= 0 or height % m or width % m:
+            raise PipelineError(f"size {width}x{height}: width and height must be positive multiples of {m}")
+        if num_inference_steps < 1:
+            raise PipelineError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if guidance_scale < 0:
+            raise PipelineError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if callback_on_step_end_tensor_inputs is not None:
+            bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+            if bad:
+                raise PipelineError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+
+    def prepare_trajectory(
+        self,
+        image,
+        trajectory: TrajectoryInput,
+        kind: str = "box",
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> tuple[Conditions, int, int, int]:
+        """Read the trajectory, settle the output size and frame count, and bring the first frame and the
+        trajectory maps to that size together.
+
+        Returns (conditions, num_frames, height, width); `conditions.image` is uint8 (H, W, 3),
+        `conditions.maps` uint8 (T, H, W, 3) (or the float tensor given).
+        """
+        traj = read_trajectory(trajectory)
+        if (height is None) != (width is None):
+            raise PipelineError("give both height and width, or neither")
+        if height is None:
+            width, height = self.default_size(trajectory_size(traj))
+        num_frames = trajectory_frames(traj) if num_frames is None else int(num_frames)
+        return prepare_conditions(image, traj, kind, (width, height)), num_frames, int(height), int(width)
+
+    def encode_trajectory(self, maps: np.ndarray | torch.Tensor, device: torch.device,
+                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Trajectory maps (T, H, W, 3) uint8 -> trajectory latents (1, 16, F, H/8, W/8).
+
+        The VAE latent's mode (deterministic), normalised exactly as `prepare_latents` normalises the
+        first-frame latents: (z - latents_mean) / latents_std.
+        """
+        return wan_trajectory_latents(self.vae, maps).to(device=device, dtype=dtype)
+
+    def decode_latents(self, latents: torch.Tensor, output_type: str = "np"):
+        """Latents (B, 16, F, h, w) -> video, as the parent does after its loop."""
+        latents = latents.to(device=get_module_execution_device(self.vae), dtype=self.vae.dtype)
+        mean, inv_std = _wan_latent_stats(self.vae, latents)
+        latents = latents / inv_std + mean
+        video = self.vae.decode(latents, return_dict=False)[0]
+        return self.video_processor.postprocess_video(video, output_type=output_type)
+
+    def joint_transformer(self):
+        """Base + ControlNet as one model (`magicmotion.models.MagicMotionTransformer`)."""
+        from ..models import MagicMotionTransformer
+
+        return MagicMotionTransformer(transformer=self.transformer, controlnet=self.controlnet, freeze_base=False)
+
+    # ------------------------------------------------------------------------------------ call
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        prompt: str | list[str] | None = None,
+        trajectory: TrajectoryInput | None = None,
+        kind: str = "box",
+        negative_prompt: str | list[str] | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 6.0,
+        controlnet_conditioning_scale: float | list[float] = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        max_sequence_length: int = 512,
+    ) -> MagicMotionPipelineOutput | tuple:
+        """Generate videos whose objects follow `trajectory`.
+
+        Args:
+            image: the first frame: a path, a PIL image or uint8 (H, W, 3); shared by all prompts.
+            prompt: a text or a list of texts (one video each).
+            trajectory: a spec (JSON path or `magicmotion.trajectory.Trajectory`), rendered maps
+                (uint8 (T, H, W, 3) or a video path), or float maps (T, 3, H, W) in [0, 1] at the
+                output size. Shared by all prompts.
+            kind: "mask", "box" or "sparse_box": how a spec is rendered.
+            negative_prompt: text(s) for the unconditional branch (default empty).
+            num_frames: frames to generate; default the trajectory's; (T - 1) % 4 == 0.
+            height, width: output size (multiples of 16); default the trajectory's size, scaled down
+                to ~832x480 pixels if larger. Image and trajectory are resized and centre-cropped to it.
+            num_inference_steps, guidance_scale: sampling steps; classifier-free guidance weight
+                (guidance off at <= 1).
+            controlnet_conditioning_scale: weight of the control residuals (a float or one per control
+                block); 0 gives the base model's video.
+            generator, latents: randomness, as in diffusers.
+            output_type: "np" (float (B, T, H, W, 3) in [0, 1]), "pil", "pt" or "latent".
+            callback_on_step_end: `fn(pipe, step, timestep, tensors) -> dict` after each step, with the
+                tensors named in `callback_on_step_end_tensor_inputs` ("latents", "prompt_embeds",
+                "negative_prompt_embeds", "trajectory_latents"); a returned tensor replaces it.
+        Returns:
+            `MagicMotionPipelineOutput(frames, trajectory_maps)` or, with return_dict=False,
+            (frames, trajectory_maps).
+        """
+        if trajectory is None:
+            raise PipelineError("a trajectory is required (spec path, Trajectory or rendered maps)")
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+
+        # 1-2. conditions and checks
+        cond, num_frames, height, width = self.prepare_trajectory(image, trajectory, kind, num_frames, height, width)
+        self.check_inputs(prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
+                          guidance_scale, cond.num_frames, callback_on_step_end_tensor_inputs)
+
+        self._guidance_scale = guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._current_timestep = None
+        self._interrupt = False
+        device = self._execution_device
+        batch_size = 1 if isinstance(prompt, str) else len(prompt)
+        first_frame = Image.fromarray(cond.image)
+
+        # 3. text embeddings
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt=prompt, negative_prompt=negative_prompt,
+            do_classifier_free_guidance=self.do_classifier_free_guidance,
+            max_sequence_length=max_sequence_length, device=device,
+        )
+        transformer_dtype = self.transformer.dtype
+        prompt_embeds = prompt_embeds.to(transformer_dtype)
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = negative_prompt_embeds.to(transformer_dtype)
+
+        # 4. CLIP image embeddings (only Wan2.1-I2V-14B has an image branch)
+        image_embeds = None
+        if self.transformer.config.image_dim is not None:
+            if self.image_encoder is None:
+                raise PipelineError("this Wan base has an image branch (image_dim) but the pipeline has no image_encoder")
+            image_embeds = self.encode_image(first_frame, device).repeat(batch_size, 1, 1).to(transformer_dtype)
+
+        # 5. timesteps and latents (noise + first-frame condition)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        image_tensor = self.video_processor.preprocess(first_frame, height=height, width=width).to(
+            device, dtype=torch.float32
+        )
+        latents, condition = self.prepare_latents(
+            image_tensor, batch_size, self.vae.config.z_dim, height, width, num_frames, torch.float32, device,
+            generator, latents,
+        )
+
+        # 6. trajectory latents, one copy per video
+        trajectory_latents = self.encode_trajectory(cond.maps, device, torch.float32).repeat(batch_size, 1, 1, 1, 1)
+
+        # 7. denoising loop: cond and uncond in one batch, the trajectory in both
+        model = self.joint_transformer()
+        cfg = self.do_classifier_free_guidance
+        self._num_timesteps = len(timesteps)
+        num_warmup_steps = len(timesteps) - num_inference_steps * self.scheduler.order
+        onload(self.transformer)
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                self._current_timestep = t
+                model_input = torch.cat([latents, condition], dim=1).to(transformer_dtype)
+                traj_input = trajectory_latents.to(transformer_dtype)
+                context, context_image = prompt_embeds, image_embeds
+                if cfg:
+                    model_input = torch.cat([model_input] * 2)
+                    traj_input = torch.cat([traj_input] * 2)
+                    context = torch.cat([negative_prompt_embeds, prompt_embeds])
+                    context_image = None if image_embeds is None else torch.cat([image_embeds] * 2)
+                timestep = t.expand(model_input.shape[0])
+
+                noise_pred = model(
+                    hidden_states=model_input,
+                    timestep=timestep,
+                    encoder_hidden_states=context,
+                    trajectory_latents=traj_input,
+                    conditioning_scale=controlnet_conditioning_scale,
+                    encoder_hidden_states_image=context_image,
+                    attention_kwargs=attention_kwargs,
+                    return_dict=False,
+                )[0]
+                if cfg:
+                    noise_uncond, noise_text = noise_pred.chunk(2)
+                    noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+
+                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+
+                if callback_on_step_end is not None:
+                    tensors = dict(latents=latents, prompt_embeds=prompt_embeds,
+                                   negative_prompt_embeds=negative_prompt_embeds,
+                                   trajectory_latents=trajectory_latents)
+                    outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = outputs.pop("latents", latents)
+                    prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
+                    trajectory_latents = outputs.pop("trajectory_latents", trajectory_latents)
+
+                if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
+                    progress_bar.update()
+        release(self.transformer)
+        self._current_timestep = None
+
+        # 8. decode
+        video = latents if output_type == "latent" else self.decode_latents(latents, output_type)
+        self.maybe_free_model_hooks()
+        maps = cond.maps_uint8()
+        if not return_dict:
+            return (video, maps)
+        return MagicMotionPipelineOutput(frames=video, trajectory_maps=maps)
+
+
+def _wan_latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents_mean, 1 / latents_std), shaped (1, z, 1, 1, 1), as diffusers' Wan pipelines build them."""
+    z = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(like.device, like.dtype)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(like.device, like.dtype)
+    return mean, inv_std
+
+
+def wan_trajectory_latents(vae, maps: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Trajectory maps -> normalised Wan VAE latents (1, z, F, H/8, W/8), float32.
+
+    maps: uint8 (T, H, W, 3) or float (T, 3, H, W) in [0, 1]. Training uses the same function, so the
+    ControlNet sees the same latents at training and inference.
+    """
+    video = maps_to_video_tensor(maps).to(device=get_module_execution_device(vae), dtype=vae.dtype)
+    z = retrieve_latents(vae.encode(video), sample_mode="argmax").float()
+    mean, inv_std = _wan_latent_stats(vae, z)
+    return (z - mean) * inv_std
+
+
+__all__ = ["MagicMotionWanPipeline", "wan_trajectory_latents"]

@@ -1,0 +1,161 @@
+"""Tiny random pipeline components built in code (no downloads), for tests, benchmarks and the tiny model.
+
+`tiny_wan_components()` returns the keyword arguments of diffusers' `WanImageToVideoPipeline` (and of
+`MagicMotionWanPipeline` without its ControlNet) laid out like Wan2.1 1.3B InP-style image-to-video:
+a word-level tokenizer, a tiny `UMT5EncoderModel`, no CLIP image encoder, a tiny `AutoencoderKLWan`
+(16 latent channels, x4 in time, x8 in space), `WanTransformer3DModel(in_channels=36)` from
+`magicmotion.models.tiny_wan_transformer` and a flow-matching `UniPCMultistepScheduler` as Wan uses.
+
+`tiny_cogvideox_components()` does the same for `CogVideoXImageToVideoPipeline`: a tiny
+`T5EncoderModel`, a tiny `AutoencoderKLCogVideoX` and `CogVideoXDPMScheduler` (v-prediction) with
+CogVideoX-5B-I2V's settings.
+
+Weights are random but deterministic (`seed`); the global torch RNG is left untouched. Text width is
+16 throughout, matching the tiny transformers' `text_dim` / `text_embed_dim`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+
+# Words for the default vocabulary: enough to write captions of the synthetic world.
+DEFAULT_VOCABULARY = (
+    "a an the and of on in to with from at is are moves move moving goes slides rolls jumps flies "
+    "falls rises turns walks runs left right up down across over under toward away around slowly "
+    "quickly fast slow small large big tiny red green blue yellow orange purple pink white black "
+    "gray brown cyan magenta square circle disc ball box car dog cat person bird boat plane object "
+    "objects background scene video camera static still two three one"
+).split()
+
+TEXT_DIM = 16
+
+
+def tiny_tokenizer(vocabulary: Iterable[str] | None = None):
+    """A word-level `PreTrainedTokenizerFast` (lower-cased, split on whitespace and punctuation).
+
+    Ids: 0 `<pad>`, 1 `</s>` (appended to every text, as T5 does), 2 `<unk>`, then the words in order.
+    """
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    words = list(dict.fromkeys(w.lower() for w in (vocabulary or DEFAULT_VOCABULARY)))
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+    )
+
+
+def _seeded(seed: int, build):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def tiny_wan_components(
+    seed: int = 0,
+    vocabulary: Iterable[str] | None = None,
+    transformer: dict[str, Any] | None = None,
+    vae: dict[str, Any] | None = None,
+    text_encoder: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Components of a tiny Wan2.1 image-to-video pipeline (InP-style: no CLIP image encoder).
+
+    Args:
+        seed: weight initialisation seed (each model gets its own offset of it).
+        vocabulary: tokenizer words (default `DEFAULT_VOCABULARY`).
+        transformer, vae, text_encoder: config overrides for `tiny_wan_transformer`,
+            `AutoencoderKLWan` and `UMT5Config`.
+    Returns:
+        dict(tokenizer, text_encoder, vae, scheduler, transformer, image_encoder=None,
+        image_processor=None): `WanImageToVideoPipeline(**components)` works.
+    """
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from ..models.tiny import tiny_wan_transformer
+
+    tokenizer = tiny_tokenizer(vocabulary)
+    te_cfg = dict(
+        vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    te_cfg.update(text_encoder or {})
+    text = _seeded(seed + 1, lambda: UMT5EncoderModel(UMT5Config(**te_cfg)).eval())
+
+    vae_cfg = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 2, 2], num_res_blocks=1,
+                   temperal_downsample=[False, True, True])
+    vae_cfg.update(vae or {})
+    vae_model = _seeded(seed + 2, lambda: AutoencoderKLWan(**vae_cfg).eval())
+
+    tr_cfg = dict(text_dim=te_cfg["d_model"])
+    tr_cfg.update(transformer or {})
+    base = tiny_wan_transformer(seed=seed + 3, **tr_cfg)
+
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, num_train_timesteps=1000
+    )
+    return dict(tokenizer=tokenizer, text_encoder=text, vae=vae_model, scheduler=scheduler, transformer=base,
+                image_encoder=None, image_processor=None)
+
+
+def tiny_cogvideox_components(
+    seed: int = 0,
+    vocabulary: Iterable[str] | None = None,
+    transformer: dict[str, Any] | None = None,
+    vae: dict[str, Any] | None = None,
+    text_encoder: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Components of a tiny CogVideoX image-to-video pipeline (5B-I2V layout, rotary embeddings).
+
+    The transformer's text length is `max_text_seq_length` = 8 tokens: call the pipelines with
+    `max_sequence_length=8` (MagicMotion's CogVideoX pipeline does this by default).
+
+    Returns:
+        dict(tokenizer, text_encoder, vae, transformer, scheduler):
+        `CogVideoXImageToVideoPipeline(**components)` works.
+    """
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler
+    from transformers import T5Config, T5EncoderModel
+
+    from ..models.tiny import tiny_cogvideox_transformer
+
+    tokenizer = tiny_tokenizer(vocabulary)
+    te_cfg = dict(
+        vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    te_cfg.update(text_encoder or {})
+    text = _seeded(seed + 1, lambda: T5EncoderModel(T5Config(**te_cfg)).eval())
+
+    vae_cfg = dict(
+        block_out_channels=(8, 8, 16, 16), latent_channels=16, layers_per_block=1, norm_num_groups=4,
+        temporal_compression_ratio=4, sample_height=64, sample_width=64, scaling_factor=0.7,
+    )
+    vae_cfg.update(vae or {})
+    vae_model = _seeded(seed + 2, lambda: AutoencoderKLCogVideoX(**vae_cfg).eval())
+
+    tr_cfg = dict(text_embed_dim=te_cfg["d_model"])
+    tr_cfg.update(transformer or {})
+    base = tiny_cogvideox_transformer(seed=seed + 3, **tr_cfg)
+
+    # CogVideoX-5B-I2V's scheduler settings
+    scheduler = CogVideoXDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        prediction_type="v_prediction", rescale_betas_zero_snr=True, set_alpha_to_one=True,
+        snr_shift_scale=1.0, steps_offset=0, timestep_spacing="trailing", num_train_timesteps=1000,
+    )
+    return dict(tokenizer=tokenizer, text_encoder=text, vae=vae_model, transformer=base, scheduler=scheduler)
+
+
+__all__ = ["DEFAULT_VOCABULARY", "tiny_cogvideox_components", "tiny_tokenizer", "tiny_wan_components"]

@@ -1,0 +1,295 @@
+"""From pixels and captions to the tensors the joint model takes, built the way the pipelines build them.
+
+`LatentEncoder` wraps the frozen VAE, text encoder (and CLIP image encoder, for Wan bases that have
+one) of a base and produces a *latent batch*, the one format both the on-the-fly path and the
+precomputed path of the trainer feed to `training_step`:
+
+    latents              x0: the video's VAE latent, normalised as the pipeline does
+                         (Wan (B, 16, F, h, w): (z - mean) / std; CogVideoX (B, F, 16, h, w): z * scale)
+    trajectory_latents   the VAE latent of the condition maps, same layout and normalisation
+    mask_latents         the VAE latent of the mask-trajectory maps (the L_seg target), when needed
+    image_condition      Wan (B, 20, F, h, w): the 4-channel first-frame mask + the normalised latent of
+                         [first frame, zeros...] (`WanImageToVideoPipeline.prepare_latents`);
+                         CogVideoX (B, F, 16, h, w): the first-frame latent padded with zero frames
+                         (`CogVideoXImageToVideoPipeline.prepare_latents`)
+    prompt_embeds        (B, S, D) from the pipeline's own `encode_prompt`
+    image_embeds         Wan bases with a CLIP image branch: (B, 257, 1280) from `encode_image`
+
+Video and trajectory latents are the posterior mean (`mode()`), so a precomputed latent is exactly
+the one the on-the-fly path computes. The image condition is computed by calling the diffusers
+pipeline's own `prepare_latents` (the CogVideoX one samples the posterior with a per-sample seed).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError, ModelError
+
+LATENT_KEYS = ("latents", "trajectory_latents", "mask_latents", "image_condition", "prompt_embeds", "image_embeds")
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+TRANSFORMERS = {"wan": "WanTransformer3DModel", "cogvideox": "CogVideoXTransformer3DModel"}
+
+
+def load_transformer_config(base: str, model: str):
+    """The base transformer's config (a FrozenDict with attribute access), without loading weights."""
+    import diffusers
+    from diffusers.configuration_utils import FrozenDict
+
+    cls = getattr(diffusers, TRANSFORMERS[model])
+    try:
+        return FrozenDict(cls.load_config(base, subfolder="transformer"))
+    except (OSError, EnvironmentError, ValueError) as e:
+        raise ModelError(f"{base}/transformer: no transformer config ({e})") from None
+
+
+def load_base_components(base: str, names: tuple[str, ...], dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Load the named components of a diffusers pipeline folder (or hub id), one subfolder each.
+
+    Only what is asked for is loaded, so a run on precomputed latents never loads the VAE or the text
+    encoder. Missing optional components (image_encoder, image_processor) come back as None.
+    """
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(base)
+    except (OSError, EnvironmentError, ValueError) as e:
+        raise ModelError(f"{base}: not a diffusers pipeline folder or hub id ({e})") from None
+    out: dict[str, Any] = {}
+    for name in names:
+        entry = index.get(name)
+        if not entry or entry[0] is None or entry[1] is None:
+            if name in ("image_encoder", "image_processor"):
+                out[name] = None
+                continue
+            raise ModelError(f"{base}: the pipeline has no {name}/ component (model_index.json)")
+        library, class_name = entry
+        cls = getattr(importlib.import_module(library), class_name)
+        kwargs = {"subfolder": name}
+        if hasattr(cls, "dtype") and name not in ("scheduler", "tokenizer", "image_processor"):
+            kwargs["torch_dtype"] = dtype
+        try:
+            out[name] = cls.from_pretrained(base, **kwargs)
+        except (OSError, EnvironmentError, ValueError) as e:
+            raise ModelError(f"{base}/{name}: cannot load {class_name} ({e})") from None
+    for key, value in out.items():
+        if isinstance(value, torch.nn.Module):
+            value.requires_grad_(False).eval()
+    return out
+
+
+def flow_shift_of(scheduler_config) -> float:
+    """The sampling shift of a Wan scheduler (UniPC `flow_shift` or FlowMatchEuler `shift`)."""
+    cfg = dict(scheduler_config)
+    if cfg.get("use_flow_sigmas") or "flow_shift" in cfg:
+        return float(cfg.get("flow_shift") or 1.0)
+    return float(cfg.get("shift") or 1.0)
+
+
+# ---------------------------------------------------------------------------------------- encoder
+
+
+class LatentEncoder:
+    """The frozen encoders of a base, turning pixel batches into latent batches.
+
+    Args:
+        model: "wan" or "cogvideox".
+        components: vae, text_encoder, tokenizer, scheduler, and for Wan bases with a CLIP image
+            branch image_encoder / image_processor (see `load_base_components`).
+        transformer_config: the base transformer's config (text length, CLIP branch, temporal patch).
+        device: where encoding runs.
+    """
+
+    def __init__(self, model: str, components: dict[str, Any], transformer_config, device: torch.device | str = "cpu"):
+        self.model = model
+        self.device = torch.device(device)
+        self.vae = components["vae"]
+        self.transformer_config = transformer_config
+        if model == "wan":
+            from diffusers import WanImageToVideoPipeline
+
+            self.pipe = WanImageToVideoPipeline(
+                tokenizer=components["tokenizer"], text_encoder=components["text_encoder"], vae=self.vae,
+                scheduler=components["scheduler"], image_processor=components.get("image_processor"),
+                image_encoder=components.get("image_encoder"), transformer=None,
+            )
+            self.max_sequence_length = 512
+            self.uses_image_embeds = transformer_config.get("image_dim") is not None
+            if self.uses_image_embeds and components.get("image_encoder") is None:
+                raise ModelError("this Wan base has a CLIP image branch but its pipeline has no image_encoder/")
+        elif model == "cogvideox":
+            from diffusers import CogVideoXImageToVideoPipeline
+
+            if transformer_config.get("patch_size_t"):
+                raise ConfigError("training CogVideoX 1.5 (temporal patches) is not supported: use CogVideoX-5B-I2V")
+            self.pipe = CogVideoXImageToVideoPipeline(
+                tokenizer=components["tokenizer"], text_encoder=components["text_encoder"], vae=self.vae,
+                transformer=None, scheduler=components["scheduler"],
+            )
+            self.max_sequence_length = int(transformer_config["max_text_seq_length"])
+            self.uses_image_embeds = False
+        else:
+            raise ConfigError(f"unknown model {model!r}")
+        for m in (self.vae, components.get("text_encoder"), components.get("image_encoder")):
+            if m is not None:
+                m.to(self.device)
+
+    # ---------------------------------------------------------------------------------- pieces
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) in [-1, 1] -> normalised latents in the base's layout (posterior mean), float32.
+
+        Wan: (z - latents_mean) * (1 / latents_std), (B, 16, F, h, w), the arithmetic of
+        `WanImageToVideoPipeline.prepare_latents` and of the MagicMotion pipeline's trajectory latents.
+        CogVideoX: z * scaling_factor, (B, F, 16, h, w).
+        """
+        video = video.to(self.device, self.vae.dtype)
+        z = self.vae.encode(video).latent_dist.mode().float()
+        if self.model == "wan":
+            mean, inv_std = _wan_stats(self.vae, z)
+            return (z - mean) * inv_std
+        return (z * self.vae.config.scaling_factor).permute(0, 2, 1, 3, 4).contiguous()
+
+    @torch.no_grad()
+    def encode_prompt(self, captions: list[str]) -> torch.Tensor:
+        """Captions -> (B, S, D) float32 with the pipeline's `encode_prompt` (S = 512 for Wan, the
+        transformer's `max_text_seq_length` (226) for CogVideoX)."""
+        embeds, _ = self.pipe.encode_prompt(
+            prompt=list(captions), negative_prompt=None, do_classifier_free_guidance=False,
+            num_videos_per_prompt=1, max_sequence_length=self.max_sequence_length, device=self.device,
+        )
+        return embeds.float()
+
+    @torch.no_grad()
+    def image_condition(self, first_frames: torch.Tensor, num_frames: int, seeds: list[int] | None = None) -> torch.Tensor:
+        """(B, 3, H, W) first frames in [-1, 1] -> the image condition as the I2V pipeline builds it.
+
+        Wan (`WanImageToVideoPipeline.prepare_latents`): the latent (mode) of [first frame, T - 1 black
+        frames], normalised, after a mask of 4 channels per latent frame that is 1 on frame 0:
+        (B, 4 + 16, F, h, w). CogVideoX (`CogVideoXImageToVideoPipeline.prepare_latents`): the first
+        frame's latent (a posterior sample, seeded per sample by `seeds`) times the scaling factor,
+        padded with zero latent frames: (B, F, 16, h, w). Batched; equal to the pipelines' per image.
+        """
+        b, _, h, w = first_frames.shape
+        frames = first_frames.to(self.device, self.vae.dtype).unsqueeze(2)
+        latent_frames = (num_frames - 1) // 4 + 1
+        if self.model == "wan":
+            video = torch.cat([frames, frames.new_zeros(b, 3, num_frames - 1, h, w)], dim=2)
+            z = self.vae.encode(video).latent_dist.mode().float()
+            mean, inv_std = _wan_stats(self.vae, z)
+            z = (z - mean) * inv_std
+            lh, lw = z.shape[-2:]
+            mask = torch.ones(b, 1, num_frames, lh, lw)
+            mask[:, :, 1:] = 0
+            mask = torch.cat([mask[:, :, 0:1].repeat_interleave(4, dim=2), mask[:, :, 1:]], dim=2)
+            mask = mask.view(b, -1, 4, lh, lw).transpose(1, 2).to(z.device)
+            return torch.cat([mask, z], dim=1)
+        seeds = seeds if seeds is not None else [0] * b
+        latents = []
+        for i in range(b):
+            generator = torch.Generator(self.device).manual_seed(int(seeds[i]))
+            latents.append(self.vae.encode(frames[i:i + 1]).latent_dist.sample(generator))
+        z = torch.cat(latents).float().permute(0, 2, 1, 3, 4)  # (B, 1, C, h, w)
+        scale = self.vae.config.scaling_factor
+        z = z / scale if self.vae.config.get("invert_scale_latents") else z * scale
+        return torch.cat([z, z.new_zeros(b, latent_frames - 1, *z.shape[2:])], dim=1)
+
+    @torch.no_grad()
+    def image_embeds(self, first_frames: torch.Tensor) -> torch.Tensor | None:
+        """Wan bases with a CLIP image branch: (B, 257, 1280) from the pipeline's `encode_image`."""
+        if not self.uses_image_embeds:
+            return None
+        from PIL import Image
+
+        pixels = ((first_frames.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return self.pipe.encode_image([Image.fromarray(p) for p in pixels], device=self.device).float()
+
+    # ---------------------------------------------------------------------------------- batches
+
+    @torch.no_grad()
+    def encode(self, batch: dict[str, Any], need_mask: bool = False) -> dict[str, Any]:
+        """A pixel batch from `ClipConditions` -> a latent batch (see the module docstring).
+
+        With `need_mask`, `mask_latents` is the latent of `batch["mask"]`, or of the trajectory maps
+        themselves when the condition is the mask kind (the batch then has no separate "mask").
+        """
+        video = batch["video"]
+        out: dict[str, Any] = {
+            "latents": self.encode_video(video),
+            "trajectory_latents": self.encode_video(batch["trajectory"]),
+            "image_condition": self.image_condition(video[:, :, 0], video.shape[2], _seeds(batch)),
+            "prompt_embeds": self.encode_prompt(batch["caption"]),
+        }
+        if need_mask:
+            out["mask_latents"] = self.encode_video(batch["mask"]) if "mask" in batch else out["trajectory_latents"]
+        embeds = self.image_embeds(video[:, :, 0])
+        if embeds is not None:
+            out["image_embeds"] = embeds
+        for key in ("drop_image", "id"):
+            if key in batch:
+                out[key] = batch[key]
+        return out
+
+
+def _wan_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents_mean, 1 / latents_std) shaped (1, z, 1, 1, 1), built as diffusers' Wan pipelines do."""
+    z = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(like.device, like.dtype)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(like.device, like.dtype)
+    return mean, inv_std
+
+
+def _seeds(batch: dict[str, Any]) -> list[int] | None:
+    seeds = batch.get("seed")
+    if seeds is None:
+        return None
+    return [int(s) for s in (seeds.tolist() if torch.is_tensor(seeds) else seeds)]
+
+
+# ---------------------------------------------------------------------------------------- model inputs
+
+
+def drop_image_condition(model: str, image_condition: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
+    """Zero the first-frame latents of the samples flagged in `drop` (B,) bool (image-condition dropout,
+    as CogVideoX I2V training does). Wan keeps its 4 first-frame-mask channels."""
+    if drop is None or not bool(drop.any()):
+        return image_condition
+    keep = (~drop.bool()).to(image_condition.device, image_condition.dtype)
+    keep = keep.view(-1, *([1] * (image_condition.ndim - 1)))
+    if model == "wan":
+        return torch.cat([image_condition[:, :4], image_condition[:, 4:] * keep], dim=1)
+    return image_condition * keep
+
+
+def base_inputs(model: str, base_config, noisy: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+    """(hidden_states for the base, extra base kwargs) from noisy latents and a latent batch.
+
+    Wan: cat([x_t, mask (4), image latents (16)], channels) = 36 channels, plus
+    `encoder_hidden_states_image` for CLIP bases. CogVideoX: cat([x_t, image latents], channels)
+    (B, F, 32, h, w), plus `image_rotary_emb` and `ofs` (2.0 where the base has an ofs embedding), as
+    `CogVideoXImageToVideoPipeline.__call__` passes them.
+    """
+    condition = batch["image_condition"].to(noisy.device, noisy.dtype)
+    if model == "wan":
+        kwargs = {}
+        if batch.get("image_embeds") is not None:
+            kwargs["encoder_hidden_states_image"] = batch["image_embeds"].to(noisy.device, noisy.dtype)
+        return torch.cat([noisy, condition], dim=1), kwargs
+
+    from ..models import cogvideox_rotary_embedding
+
+    _, frames, _, height, width = noisy.shape
+    kwargs = {}
+    if base_config.use_rotary_positional_embeddings:
+        kwargs["image_rotary_emb"] = cogvideox_rotary_embedding(base_config, frames, height, width, device=noisy.device)
+    if base_config.get("ofs_embed_dim"):
+        kwargs["ofs"] = noisy.new_full((1,), fill_value=2.0)
+    return torch.cat([noisy, condition], dim=2), kwargs

@@ -1,0 +1,408 @@
+"""Training configs: a tree of dataclasses read from YAML, checked before any model is loaded.
+
+A config names the base model, the stage and its trajectory kind, where the data and the previous
+stage's output are, and how to optimise. Every key is known: a typo is a ConfigError naming the key
+and the file, never a silently ignored setting. `--set key=value` overrides take dotted keys
+(`optim.lr=1e-4`) or, where unambiguous, the bare leaf name (`lr=1e-4`).
+
+The three stages and the two ablations of the paper are config changes only:
+
+    stage 1             condition: mask,       lambda_seg: 0,   init_from: null
+    stage 2             condition: box,        lambda_seg: 0.5, init_from: <stage 1 output_dir>
+    stage 3             condition: sparse_box, lambda_seg: 0.5, init_from: <stage 2 output_dir>,
+                        init_head: true
+    boxes from scratch  stage 2 with init_from: null
+    no seg. loss        stage 2 with lambda_seg: 0 (and segment_head: false)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+MODELS = ("wan", "cogvideox")
+CONDITIONS = ("mask", "box", "sparse_box")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+TIMESTEP_SAMPLING = ("shifted_uniform", "logit_normal", "uniform")
+LOSS_WEIGHTING = ("none", "inverse_noise")
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass
+class DataConfig:
+    """Clips, how they are cut, and the per-sample randomness of the conditions."""
+
+    dataset: str | None = None  # dataset root (magicmotion.data layout); required
+    split: str = "train"
+    num_frames: int = 49  # 4k + 1 (the 3D VAE compresses time by 4 after the first frame)
+    size: tuple[int, int] = (480, 480)  # (W, H), multiples of 16
+    stride: int = 1  # take every `stride`-th source frame
+    sampling: str = "random"  # where the clip window starts (magicmotion.data.dataset.Dataset)
+    sparse_max_keys: int = 9  # stage 3: 1..sparse_max_keys random key frames besides frame 0
+    image_dropout: float = 0.05  # drop the first-frame condition with this probability (CogVideoX I2V)
+    caption_dropout: float = 0.0  # replace the caption with "" with this probability
+    num_workers: int = 0  # DataLoader workers (raw clips only; precomputed data is read in-process)
+    precomputed: str | None = None  # folder written by `magicmotion train precompute`
+    sparse_variants: int = 8  # precompute: random sparse-box maps stored per clip (stage 3)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warm-up (paper: lr 1e-5, batch 1 per GPU)."""
+
+    lr: float = 1e-5
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    lr_schedule: str = "constant"  # after warm-up: constant | linear | cosine (decay to 0 at max_steps)
+    max_grad_norm: float = 1.0  # 0 disables clipping
+
+
+@dataclass
+class NoiseConfig:
+    """Timestep sampling and loss weighting.
+
+    Wan (flow matching): sigma = shift * u / (1 + (shift - 1) * u) with u ~ U(0, 1)
+    (`shifted_uniform`: the distribution of Wan's own sampling schedule), or u = sigmoid(N(mean, std))
+    before the same shift (`logit_normal`, as SD3); `uniform` is sigma = u. The timestep fed to the
+    model is sigma * 1000. `flow_shift: null` takes the base scheduler's shift.
+    CogVideoX (v-prediction): t uniform over the scheduler's training timesteps.
+    """
+
+    timestep_sampling: str = "shifted_uniform"
+    flow_shift: float | None = None
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    loss_weighting: str = "none"  # CogVideoX: "none" = eq. (1) as printed; "inverse_noise" = 1/(1-a_t)
+
+
+@dataclass
+class LoopConfig:
+    """Steps, batch, precision, logging and checkpoints."""
+
+    max_steps: int = 1000  # optimiser steps
+    batch_size: int = 1  # per process
+    grad_accum: int = 1
+    mixed_precision: str = "bf16"
+    gradient_checkpointing: bool = False
+    log_every: int = 10
+    save_every: int = 500  # 0: only the final weights
+    keep_checkpoints: int = 3
+    validate_every: int = 0  # 0: no validation videos
+
+
+@dataclass
+class ValidationConfig:
+    """The validation video: one held-out clip generated with the current weights."""
+
+    split: str = "val"  # falls back to the training split's first clip when the split is absent
+    clip: str | None = None  # clip id; null = the split's first clip
+    num_inference_steps: int = 25
+    guidance_scale: float = 6.0
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """One training stage. See the module docstring for the stages and ablations."""
+
+    model: str = "wan"  # wan | cogvideox
+    base: str = ""  # diffusers pipeline folder or hub id of the image-to-video base
+    output_dir: str = ""
+    stage: int = 1
+    condition: str = "mask"  # trajectory kind the ControlNet sees
+    controlnet_layers: int | None = None  # control blocks; null = as many as the base has
+    segment_head: bool = False
+    lambda_seg: float = 0.0  # weight of the latent segmentation loss
+    init_from: str | None = None  # previous stage's output_dir (or a checkpoint / weights folder)
+    init_head: bool = False  # also start the segment head from init_from (stage 3)
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    source: str = field(default="", repr=False, compare=False)  # the YAML file, for messages
+
+    # derived -----------------------------------------------------------------------------------
+
+    @property
+    def needs_mask_latents(self) -> bool:
+        """The L_seg target (the mask-trajectory latent) is needed when the loss is on."""
+        return self.segment_head and self.lambda_seg > 0
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.data.num_frames - 1) // 4 + 1
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return _plain(out)
+
+
+SECTIONS = {"data": DataConfig, "optim": OptimConfig, "noise": NoiseConfig, "loop": LoopConfig,
+            "validation": ValidationConfig}
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML training config, apply `key=value` overrides and check it.
+
+    Raises ConfigError naming the file and key for: unknown keys, values of the wrong type, a
+    missing dataset, a stage 2/3 `init_from` without the previous stage's ControlNet (or head).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a training config is a mapping of keys to values")
+    for item in overrides:
+        _apply_override(data, item, str(path))
+    config = from_dict(data, source=str(path))
+    check_config(config)
+    return config
+
+
+def from_dict(data: dict, source: str = "<dict>") -> TrainConfig:
+    """Build a TrainConfig from a nested dict (unknown keys and wrong types -> ConfigError)."""
+    config = _build(TrainConfig, data, source, prefix="")
+    config.source = source
+    return config
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike) -> Path:
+    """Write the config as YAML (atomically), e.g. next to the outputs it produced."""
+    import yaml
+
+    from ..io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path
+
+
+def _build(cls, data: Any, source: str, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            hint = _nearest(key, fields)
+            raise ConfigError(
+                f"{source}: unknown key {prefix + str(key)!r}" + (f" (did you mean {prefix + hint!r}?)" if hint else "")
+            )
+        f = fields[key]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value, source, prefix + key + ".")
+        else:
+            kwargs[key] = _coerce(value, default, f.type, source, prefix + key)
+    return cls(**kwargs)
+
+
+def _nearest(key: str, names) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(str(key), list(names), n=1, cutoff=0.75)
+    return match[0] if match else None
+
+
+def _coerce(value: Any, default: Any, type_text: str, source: str, key: str):
+    """Check/convert a YAML value against the field's declared type (given as a string annotation)."""
+    optional = "None" in str(type_text)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {key} must not be null")
+    kind = str(type_text).replace(" | None", "")
+    try:
+        if kind.startswith("tuple"):
+            if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                raise ValueError
+            item = float if "float" in kind else int
+            out = tuple(item(v) for v in value)
+            if item is int and any(float(v) != int(v) for v in value):
+                raise ValueError
+            return out
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind == "int":
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {key} must be {_describe(kind, default)}, got {value!r}") from None
+    return value
+
+
+def _describe(kind: str, default) -> str:
+    if kind.startswith("tuple"):
+        return f"a list of {len(default)} numbers"
+    return {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}.get(kind, kind)
+
+
+def _apply_override(data: dict, item: str, source: str) -> None:
+    """`a.b=value` (or a unique leaf name `b=value`) into the nested dict; value parsed as YAML."""
+    import yaml
+
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    parts = _resolve_key(key)
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: --set {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def _resolve_key(key: str) -> list[str]:
+    if "." in key or key in {f.name for f in dataclasses.fields(TrainConfig)}:
+        return key.split(".")
+    owners = [name for name, cls in SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
+    if len(owners) > 1:
+        raise ConfigError(f"--set {key}: ambiguous, say which section: " + ", ".join(f"{o}.{key}" for o in owners))
+    return [owners[0], key] if owners else [key]  # unknown keys are reported by from_dict
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+
+def check_config(config: TrainConfig) -> None:
+    """Values in range and the files a run needs present (ConfigError naming the file and key)."""
+    src = config.source or "<config>"
+    d, o, n, loop = config.data, config.optim, config.noise, config.loop
+
+    def bad(key: str, why: str):
+        raise ConfigError(f"{src}: {key} {why}")
+
+    if config.model not in MODELS:
+        bad("model", f"must be one of {', '.join(MODELS)}, got {config.model!r}")
+    if not config.base:
+        bad("base", "is missing: a diffusers pipeline folder or hub id of the image-to-video base")
+    if not config.output_dir:
+        bad("output_dir", "is missing")
+    if config.stage not in (1, 2, 3):
+        bad("stage", f"must be 1, 2 or 3, got {config.stage}")
+    if config.condition not in CONDITIONS:
+        bad("condition", f"must be one of {', '.join(CONDITIONS)}, got {config.condition!r}")
+    if config.controlnet_layers is not None and config.controlnet_layers < 1:
+        bad("controlnet_layers", f"must be null (all) or at least 1, got {config.controlnet_layers}")
+    if config.lambda_seg < 0:
+        bad("lambda_seg", f"must be >= 0, got {config.lambda_seg}")
+    if config.lambda_seg > 0 and not config.segment_head:
+        bad("lambda_seg", f"is {config.lambda_seg} but segment_head is false: the loss needs the head")
+    if config.init_head and not config.segment_head:
+        bad("init_head", "is true but segment_head is false")
+    if config.init_head and not config.init_from:
+        bad("init_head", "is true but init_from is null: there is no previous head to start from")
+
+    if d.num_frames < 1 or (d.num_frames - 1) % 4:
+        bad("data.num_frames", f"must be 4k + 1 (1, 5, 9, ..., 49, 81), got {d.num_frames}")
+    if any(v <= 0 or v % 16 for v in d.size):
+        bad("data.size", f"must be [W, H], both multiples of 16, got {list(d.size)}")
+    if d.stride < 1:
+        bad("data.stride", f"must be at least 1, got {d.stride}")
+    if not 1 <= d.sparse_max_keys < d.num_frames:
+        bad("data.sparse_max_keys", f"must be 1..{d.num_frames - 1}, got {d.sparse_max_keys}")
+    for key, p in (("data.image_dropout", d.image_dropout), ("data.caption_dropout", d.caption_dropout)):
+        if not 0 <= p <= 1:
+            bad(key, f"is a probability in [0, 1], got {p}")
+    if d.num_workers < 0 or d.sparse_variants < 1:
+        bad("data", "num_workers must be >= 0 and sparse_variants >= 1")
+
+    if o.lr <= 0:
+        bad("optim.lr", f"must be > 0, got {o.lr}")
+    if o.warmup_steps < 0 or o.max_grad_norm < 0 or o.weight_decay < 0:
+        bad("optim", "warmup_steps, max_grad_norm and weight_decay must be >= 0")
+    if o.lr_schedule not in LR_SCHEDULES:
+        bad("optim.lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}, got {o.lr_schedule!r}")
+    if n.timestep_sampling not in TIMESTEP_SAMPLING:
+        bad("noise.timestep_sampling", f"must be one of {', '.join(TIMESTEP_SAMPLING)}, got {n.timestep_sampling!r}")
+    if n.loss_weighting not in LOSS_WEIGHTING:
+        bad("noise.loss_weighting", f"must be one of {', '.join(LOSS_WEIGHTING)}, got {n.loss_weighting!r}")
+    if n.flow_shift is not None and n.flow_shift <= 0:
+        bad("noise.flow_shift", f"must be > 0, got {n.flow_shift}")
+    if loop.mixed_precision not in MIXED_PRECISION:
+        bad("loop.mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}, got {loop.mixed_precision!r}")
+    for key in ("max_steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
+        if getattr(loop, key) < 1:
+            bad(f"loop.{key}", f"must be at least 1, got {getattr(loop, key)}")
+    for key in ("save_every", "validate_every"):
+        if getattr(loop, key) < 0:
+            bad(f"loop.{key}", f"must be >= 0 (0 = never), got {getattr(loop, key)}")
+
+    # files
+    if not d.dataset:
+        bad("data.dataset", "is missing: the dataset folder to train on (see docs/training.md)")
+    if not Path(d.dataset).is_dir():
+        bad("data.dataset", f"folder {d.dataset} does not exist")
+    if d.precomputed and not (Path(d.precomputed) / "index.json").is_file():
+        bad("data.precomputed", f"{d.precomputed} has no index.json: run `magicmotion train precompute` first")
+    if config.init_from:
+        init_weights(config)
+
+
+def init_weights(config: TrainConfig) -> tuple[Path, Path | None]:
+    """(ControlNet folder, segment head folder or None) that `init_from` points to.
+
+    `init_from` may be a previous stage's output_dir (its `final/`), a checkpoint folder, or any
+    folder holding `controlnet/` (and `segment_head/`), such as the shipped tiny model's `stage1/`.
+    """
+    src = config.source or "<config>"
+    root = Path(config.init_from)
+    previous = f"stage {config.stage - 1}" if config.stage > 1 else "the previous run"
+    candidates = [root / "final", root] + ([root.parent] if root.name == "controlnet" else [])
+    for folder in candidates:
+        if (folder / "controlnet" / "config.json").is_file():
+            head = folder / "segment_head"
+            if config.init_head and not (head / "config.json").is_file():
+                raise ConfigError(
+                    f"{src}: init_head is true but {previous}'s output {folder} has no segment_head/ "
+                    f"(was it trained with segment_head: true?)"
+                )
+            return folder / "controlnet", (head if config.init_head else None)
+    raise ConfigError(
+        f"{src}: init_from: {previous}'s output is missing: no ControlNet at {root / 'final' / 'controlnet'} "
+        f"(train {previous} first, or set init_from: null to start from the base)"
+    )
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,310 @@
+"""Train the shipped tiny MagicMotion from scratch on the synthetic world (`make tiny-model`).
+
+Phases, each skipped when its output exists (so a re-run resumes):
+  data   synthetic train set + a held-out set (magicmotion.data.synthetic)
+  vae    a tiny AutoencoderKLWan, trained on synthetic frames and short clips
+  base   a tiny Wan image-to-video transformer (no control) trained with flow matching to continue a
+         first frame; saved with the VAE, a tiny UMT5 text encoder and a word tokenizer as a diffusers
+         WanImageToVideoPipeline folder
+  stages the three MagicMotion stages and the two ablations with `magicmotion.training.train`
+         (configs/tiny/*.yaml)
+  bench  MagicBench-style evaluation on the held-out clips, written to docs/tiny-model.md
+
+    python -m magicmotion.training.tiny --out src/magicmotion/assets/tiny --work runs/tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+SIZE = (64, 64)
+FRAMES = 17
+VAE_CONFIG = dict(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
+                  temperal_downsample=[False, True, True])
+BASE_CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32, in_channels=36,
+                   out_channels=16, text_dim=32, freq_dim=64, ffn_dim=256, num_layers=6,
+                   cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None,
+                   rope_max_seq_len=64)
+TEXT_CONFIG = dict(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+                   relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                   dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+TEXT_LEN = 32
+
+
+def log(msg: str) -> None:
+    print(f"[tiny {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def phase_data(work: Path, train_clips: int, test_clips: int) -> None:
+    from ..data.synthetic import synthesize
+
+    synthesize(work / "data" / "train", clips=train_clips, frames=FRAMES, size=SIZE, seed=1,
+               test_fraction=0.0)
+    synthesize(work / "data" / "heldout", clips=test_clips, frames=FRAMES, size=SIZE, seed=2,
+               test_fraction=1.0)
+
+
+def load_videos(root: Path, limit: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """All clips of a dataset as uint8 (N, T, H, W, 3), cached as .npy beside it."""
+    from ..data.dataset import read_index
+    from ..io import read_video
+
+    cache = root / "videos.npy"
+    records = read_index(root)[:limit]
+    captions = [r["caption"] for r in records]
+    if cache.exists():
+        arr = np.load(cache, mmap_mode="r")
+        if len(arr) == len(records):
+            return arr, captions
+    arr = np.stack([read_video(root / r["video"])[0][:FRAMES] for r in tqdm(records, desc="read videos")])
+    np.save(cache, arr)
+    return arr, captions
+
+
+def world_videos(n: int, seed: int) -> np.ndarray:
+    """n clips of the synthetic world in memory, uint8 (n, T, H, W, 3)."""
+    from ..data.synthetic import SyntheticWorld
+
+    world = SyntheticWorld(size=SIZE, num_frames=FRAMES)
+    return np.stack([world.render(world.sample_scene(np.random.default_rng([seed, k])))[0]
+                     for k in range(n)])
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+# ------------------------------------------------------------------------------------------- vae
+
+
+def phase_vae(work: Path, steps: int, seed: int = 0) -> Path:
+    from diffusers import AutoencoderKLWan
+
+    out = work / "vae"
+    if (out / "config.json").exists():
+        return out
+    videos = world_videos(2000, seed=100)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    vae = AutoencoderKLWan(**VAE_CONFIG)
+    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.05)
+    bar = tqdm(range(steps), desc="vae")
+    for step in bar:
+        # mostly single frames (the causal VAE encodes frame 0 alone), some 5-frame clips
+        if step % 3 == 2:
+            idx = rng.integers(0, len(videos), 3)
+            start = rng.integers(0, FRAMES - 4)
+            x = to_tensor(np.stack([videos[i, start:start + 5] for i in idx]))
+        else:
+            idx = rng.integers(0, len(videos), 8)
+            t = rng.integers(0, FRAMES, 8)
+            x = to_tensor(np.stack([videos[i, j:j + 1] for i, j in zip(idx, t)]))
+        posterior = vae.encode(x).latent_dist
+        rec = vae.decode(posterior.sample()).sample
+        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    vae.eval()
+    # latent statistics for normalisation, over whole clips as the pipelines encode them
+    with torch.no_grad():
+        lat = torch.cat([vae.encode(to_tensor(videos[i:i + 8])).latent_dist.mode()
+                         for i in range(0, min(len(videos), 256), 8)])
+    vae.register_to_config(latents_mean=lat.mean(dim=(0, 2, 3, 4)).tolist(),
+                           latents_std=lat.std(dim=(0, 2, 3, 4)).tolist())
+    tmp = out.with_suffix(".tmp")
+    vae.save_pretrained(tmp)
+    tmp.rename(out)
+    with torch.no_grad():
+        x = to_tensor(videos[:8])
+        psnr = psnr_of(vae.decode(vae.encode(x).latent_dist.mode()).sample, x)
+    log(f"vae: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params, clip PSNR {psnr:.1f} dB")
+    (work / "vae.json").write_text(json.dumps({"psnr_db": psnr, "steps": steps}))
+    return out
+
+
+def psnr_of(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a.clamp(-1, 1) - b) / 2).pow(2).mean().item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+# ------------------------------------------------------------------------------------------ base
+
+
+def text_components(seed: int = 0):
+    """The word tokenizer over the synthetic world's vocabulary and a tiny (random, frozen) UMT5."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from ..data.synthetic import VOCABULARY
+    from ..pipelines.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer(VOCABULARY)
+    torch.manual_seed(seed)
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TEXT_CONFIG)).eval()
+    return tokenizer, text_encoder
+
+
+@torch.no_grad()
+def encode_captions(tokenizer, text_encoder, captions: list[str]) -> dict[str, torch.Tensor]:
+    """caption -> embeddings (L, D) trimmed to its tokens, as WanPipeline.encode_prompt makes them
+    before zero-padding to max_sequence_length."""
+    out = {}
+    for c in sorted(set(captions)):
+        ids = tokenizer([c], padding="max_length", max_length=TEXT_LEN, truncation=True,
+                        return_tensors="pt", add_special_tokens=True)
+        n = int(ids.attention_mask.sum())
+        out[c] = text_encoder(ids.input_ids, ids.attention_mask).last_hidden_state[0, :n].clone()
+    return out
+
+
+def pad_text(embeds: list[torch.Tensor], length: int = 512) -> torch.Tensor:
+    batch = torch.zeros(len(embeds), length, embeds[0].shape[-1])
+    for i, e in enumerate(embeds):
+        batch[i, :len(e)] = e
+    return batch
+
+
+def normalize_latents(vae, z: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    return (z - mean) / std
+
+
+@torch.no_grad()
+def image_condition(vae, frames: torch.Tensor) -> torch.Tensor:
+    """Wan I2V condition exactly as WanImageToVideoPipeline.prepare_latents builds it: the latent of
+    [first frame, zeros...] (normalised) after a 4-channel first-frame mask = 20 channels.
+    frames: (B, 3, T, H, W) in [-1, 1]."""
+    b, _, t, h, w = frames.shape
+    video = torch.cat([frames[:, :, :1], frames.new_zeros(b, 3, t - 1, h, w)], dim=2)
+    z = normalize_latents(vae, vae.encode(video).latent_dist.mode())
+    lat_t, lat_h, lat_w = z.shape[2:]
+    mask = torch.zeros(b, 1, t, lat_h, lat_w)
+    mask[:, :, 0] = 1
+    mask = torch.cat([mask[:, :, :1].repeat_interleave(4, dim=2), mask[:, :, 1:]], dim=2)
+    mask = mask.view(b, -1, 4, lat_h, lat_w).transpose(1, 2)
+    return torch.cat([mask, z], dim=1)
+
+
+@torch.no_grad()
+def encode_world(vae, n: int, seed: int, batch: int = 16):
+    """n world clips -> (video latents (n,16,5,8,8), conditions (n,20,5,8,8), captions)."""
+    from ..data.synthetic import SyntheticWorld, caption_for
+
+    world = SyntheticWorld(size=SIZE, num_frames=FRAMES)
+    latents, conds, captions = [], [], []
+    for s in tqdm(range(0, n, batch), desc="encode base clips"):
+        scenes = [world.sample_scene(np.random.default_rng([seed, k])) for k in range(s, min(n, s + batch))]
+        x = to_tensor(np.stack([world.render(sc)[0] for sc in scenes]))
+        latents.append(normalize_latents(vae, vae.encode(x).latent_dist.mode()))
+        conds.append(image_condition(vae, x))
+        captions += [caption_for(sc) for sc in scenes]
+    return torch.cat(latents), torch.cat(conds), captions
+
+
+def flow_sigmas(u: torch.Tensor, shift: float = 3.0) -> torch.Tensor:
+    """Wan's shifted flow-matching sigmas from uniform u."""
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def phase_base(work: Path, steps: int, clips: int = 4000, batch: int = 16, seed: int = 0) -> Path:
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+
+    out = work / "base"
+    if (out / "model_index.json").exists():
+        return out
+    vae = AutoencoderKLWan.from_pretrained(work / "vae").eval()
+    tokenizer, text_encoder = text_components(seed)
+    cache = work / "base-latents.pt"
+    if cache.exists():
+        data = torch.load(cache, weights_only=True)
+        latents, conds, captions = data["latents"], data["conds"], data["captions"]
+    else:
+        latents, conds, captions = encode_world(vae, clips, seed=200)
+        torch.save({"latents": latents, "conds": conds, "captions": captions}, cache)
+    text = encode_captions(tokenizer, text_encoder, captions)
+    torch.manual_seed(seed)
+    model = WanTransformer3DModel(**BASE_CONFIG)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=steps, pct_start=0.03)
+    gen = torch.Generator().manual_seed(seed)
+    bar = tqdm(range(steps), desc="base")
+    ema = None
+    for step in bar:
+        idx = torch.randint(0, len(latents), (batch,), generator=gen)
+        x0, cond = latents[idx], conds[idx]
+        ctx = pad_text([text[captions[i]] for i in idx.tolist()])
+        noise = torch.randn(x0.shape, generator=gen)
+        sigma = flow_sigmas(torch.rand(batch, generator=gen)).view(-1, 1, 1, 1, 1)
+        xt = (1 - sigma) * x0 + sigma * noise
+        pred = model(torch.cat([xt, cond], dim=1), timestep=sigma.flatten() * 1000,
+                     encoder_hidden_states=ctx, return_dict=False)[0]
+        loss = (pred - (noise - x0)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{ema:.4f}")
+    model.eval()
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        flow_shift=3.0, num_train_timesteps=1000)
+    pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                                   scheduler=scheduler, transformer=model, image_encoder=None,
+                                   image_processor=None)
+    tmp = out.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    tmp.rename(out)
+    (work / "base.json").write_text(json.dumps({"final_loss_ema": ema, "steps": steps, "clips": clips}))
+    log(f"base: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, loss {ema:.4f}")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="src/magicmotion/assets/tiny")
+    p.add_argument("--work", default="runs/tiny")
+    p.add_argument("--phases", default="data,vae,base,stages,bench")
+    p.add_argument("--train-clips", type=int, default=3000)
+    p.add_argument("--test-clips", type=int, default=120)
+    p.add_argument("--vae-steps", type=int, default=1500)
+    p.add_argument("--base-steps", type=int, default=6000)
+    args = p.parse_args(argv)
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    phases = args.phases.split(",")
+    t0 = time.time()
+    if "data" in phases:
+        phase_data(work, args.train_clips, args.test_clips)
+        log(f"data done ({time.time() - t0:.0f} s)")
+    if "vae" in phases:
+        phase_vae(work, args.vae_steps)
+        log(f"vae done ({time.time() - t0:.0f} s)")
+    if "base" in phases:
+        phase_base(work, args.base_steps)
+        log(f"base done ({time.time() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

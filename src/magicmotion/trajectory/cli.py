@@ -1,0 +1,194 @@
+"""`magicmotion trajectory render | from-masks | preview`: thin wrappers over the trajectory layer and
+`magicmotion.io`. Bad input raises MagicMotionError (one line, exit 2) before any output is written."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from ..errors import MediaError, TrajectoryError
+
+RENDER_SUFFIXES = (".mp4", ".gif")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'720x480' -> (720, 480) (width x height)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT such as 720x480, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
+    return value
+
+
+def is_frames_folder(out: str) -> bool:
+    """`--out DIR/` (a trailing slash) or an existing folder means PNG frames."""
+    return out.endswith(("/", os.sep)) or Path(out).is_dir()
+
+
+def check_output(out: str, suffixes: tuple[str, ...], folder_ok: bool) -> Path:
+    """Check an output path before any work: its folder exists, its type is known."""
+    path = Path(out)
+    if folder_ok and is_frames_folder(out):
+        if path.exists() and not path.is_dir():
+            raise MediaError(f"{path}: is a file, expected a folder for PNG frames")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not path.is_dir() and not parent.is_dir():
+            raise MediaError(f"{path}: output folder {parent} does not exist")
+        return path
+    if path.suffix.lower() not in suffixes:
+        also = " or a folder ending in /" if folder_ok else ""
+        raise MediaError(f"{path}: unknown output type: use {', '.join(suffixes)}{also}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise MediaError(f"{path}: output folder {parent} does not exist")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder, expected a file name")
+    return path
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def render_command(args) -> int:
+    from ..io import write_frames, write_preview, write_video
+    from . import load, render, sparsify
+
+    out = check_output(args.out, RENDER_SUFFIXES, folder_ok=True)
+    traj = load(args.spec)
+    if args.keys is not None or args.seed is not None:
+        if args.kind == "mask":
+            raise TrajectoryError("--keys and --seed make sparse key boxes: use --kind box or sparse_box")
+        mode = "random" if args.seed is not None else "even"
+        traj = sparsify(traj, num_keys=args.keys, mode=mode, seed=args.seed)
+    maps = render(traj, args.kind, size=args.size)
+    if is_frames_folder(args.out):
+        write_frames(out, maps)
+    elif out.suffix.lower() == ".gif":
+        write_preview(out, maps, fps=args.fps)
+    else:
+        write_video(out, maps, fps=args.fps)
+    t, h, w, _ = maps.shape
+    print(f"wrote {out}: {args.kind} maps, {t} frames, {w}x{h}")
+    return 0
+
+
+def from_masks_command(args) -> int:
+    import warnings
+
+    from . import from_mask_frames, save
+
+    out = check_output(args.out, (".json",), folder_ok=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traj = from_mask_frames(args.folder, num_frames=args.num_frames)
+    for w in caught:
+        print(f"magicmotion: warning: {w.message}", file=sys.stderr)
+    if args.caption:
+        traj.caption = args.caption
+    save(traj, out)
+    frames = sorted({t for o in traj.objects for t in o.masks})
+    print(f"wrote {out}: {len(traj.objects)} objects (ids {', '.join(map(str, traj.ids))}), masks on "
+          f"{len(frames)} of {traj.num_frames} frames, {traj.width}x{traj.height}")
+    return 0
+
+
+def preview_command(args) -> int:
+    from ..io import PREVIEW_SUFFIXES, read_image, read_video, write_preview
+    from . import load, preview_frames
+
+    out = check_output(args.out, PREVIEW_SUFFIXES, folder_ok=False)
+    traj = load(args.spec)
+    if args.image is not None:
+        image = read_image(args.image)
+    else:
+        image, _ = read_video(args.video, max_frames=traj.num_frames)
+    frames, maps = preview_frames(traj, image, kind=args.kind, size=args.size)
+    write_preview(out, frames, maps, fps=args.fps, alpha=args.alpha)
+    t, h, w, _ = maps.shape
+    print(f"wrote {out}: {args.kind} trajectory over {t} frames, {w}x{h}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- parsers
+
+
+def register(subparsers) -> None:
+    from .render import KINDS
+
+    parser = subparsers.add_parser(
+        "trajectory", help="render trajectory maps, read mask folders, preview a trajectory",
+        description="Trajectory specs (docs/trajectory-format.md): render them to trajectory maps, "
+                    "make them from DAVIS-style mask folders, preview them over the first frame.",
+    )
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+    sub = parser.add_subparsers(dest="trajectory_command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "render", help="render a spec to trajectory maps (mp4, gif or PNG frames)",
+        description="Render a trajectory spec to trajectory maps: black background, one palette "
+                    "colour per object id; frame 0 of box and sparse_box is the filled mask.",
+    )
+    p.add_argument("spec", help="trajectory spec (JSON)")
+    p.add_argument("--kind", choices=KINDS, default="box", help="map kind (default: box)")
+    p.add_argument("--out", required=True,
+                   help="X.mp4 (H.264), X.gif, or DIR/ (PNG frames 00000.png, ...)")
+    p.add_argument("--size", type=parse_size, metavar="WxH",
+                   help="render at this size (resize to cover, centre crop), e.g. 720x480")
+    p.add_argument("--keys", type=int, metavar="N",
+                   help="keep frame 0 and N (1..9) key boxes first, evenly spaced (random with --seed)")
+    p.add_argument("--seed", type=int,
+                   help="choose the key frames (and their number, without --keys) at random")
+    p.add_argument("--fps", type=_positive_float, default=8.0, help="frame rate of mp4/gif (8)")
+    p.set_defaults(func=render_command)
+
+    p = sub.add_parser(
+        "from-masks", help="DAVIS-style folder of palette PNGs -> spec",
+        description="Read a folder of palette PNGs (one per annotated frame, 00000.png ..., pixel "
+                    "value = object id) into a mask trajectory spec with boxes from the masks.",
+    )
+    p.add_argument("folder", help="folder of mask PNGs")
+    p.add_argument("--out", required=True, help="spec to write (.json)")
+    p.add_argument("--num-frames", type=int, metavar="T",
+                   help="frames in the video (default: the last annotated frame + 1)")
+    p.add_argument("--caption", default="", help="caption stored in the spec")
+    p.set_defaults(func=from_masks_command)
+
+    p = sub.add_parser(
+        "preview", help="draw a trajectory over the first frame (png contact sheet, gif, mp4)",
+        description="Draw the trajectory over the first frame repeated on every frame (or over a "
+                    "video's frames): .png/.jpg/.webp -> contact sheet, .gif -> animation, .mp4.",
+    )
+    p.add_argument("spec", help="trajectory spec (JSON)")
+    media = p.add_mutually_exclusive_group(required=True)
+    media.add_argument("--image", help="the first frame")
+    media.add_argument("--video", help="a video (or folder of frames) to draw over instead")
+    p.add_argument("--out", required=True, help="overlay.png, overlay.gif or overlay.mp4")
+    p.add_argument("--kind", choices=KINDS, default="box", help="map kind (default: box)")
+    p.add_argument("--size", type=parse_size, metavar="WxH",
+                   help="preview size (default: the spec's); image and trajectory are resized to "
+                        "cover it and centre-cropped the same way")
+    p.add_argument("--alpha", type=_alpha, default=0.6, help="opacity of the maps (0.6)")
+    p.add_argument("--fps", type=_positive_float, default=8.0, help="frame rate of gif/mp4 (8)")
+    p.set_defaults(func=preview_command)

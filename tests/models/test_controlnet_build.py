@@ -1,0 +1,124 @@
+"""Building Trajectory ControlNets from a base: what is copied, what starts at zero, what is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from models_helpers import base_blocks, build_base, build_inputs, control_blocks, controlnet_class, perturb
+
+from magicmotion.errors import ModelError
+from magicmotion.models import CogVideoXTrajectoryControlNet, WanTrajectoryControlNet
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("num_layers", [None, 2])
+def test_blocks_are_copied_and_projections_are_zero(family, num_layers):
+    base = build_base(family, num_layers=4)
+    cn = controlnet_class(base).from_transformer(base, num_layers=num_layers)
+    expected = 4 if num_layers is None else num_layers
+    assert len(control_blocks(cn)) == len(cn.out_projectors) == cn.config.num_layers == expected
+    assert cn.config.base_num_layers == 4
+    for i, block in enumerate(control_blocks(cn)):
+        assert _same(block, base_blocks(base)[i]), f"block {i}"
+    for proj in cn.out_projectors:
+        assert proj.weight.shape == (cn.inner_dim, cn.inner_dim)
+        assert torch.count_nonzero(proj.weight) == 0 and torch.count_nonzero(proj.bias) == 0
+    # a copy, not shared storage
+    with torch.no_grad():
+        next(control_blocks(cn)[0].parameters()).add_(1.0)
+    assert not _same(control_blocks(cn)[0], base_blocks(base)[0])
+
+
+def test_wan_embeddings_are_copied():
+    base = build_base("wan_clip")
+    cn = WanTrajectoryControlNet.from_transformer(base)
+    assert _same(cn.condition_embedder, base.condition_embedder)
+    assert cn.condition_embedder.image_embedder is not None
+    w = base.patch_embedding.weight
+    assert cn.patch_embedding.weight.shape[1] == 32
+    assert torch.equal(cn.patch_embedding.weight[:, :16], w[:, :16])  # noise <- noise channels
+    assert torch.equal(cn.patch_embedding.weight[:, 16:], w[:, 20:36])  # trajectory <- image latents
+    assert torch.equal(cn.patch_embedding.bias, base.patch_embedding.bias)
+    assert (cn.rope.t_dim, cn.rope.h_dim, cn.rope.w_dim, cn.rope.max_seq_len) == (
+        base.rope.t_dim, base.rope.h_dim, base.rope.w_dim, base.rope.max_seq_len)
+    assert torch.equal(cn.rope.freqs_cos, base.rope.freqs_cos)
+    assert cn.config.base_type == "wan" and cn.config.base_in_channels == 36
+    assert tuple(cn.config.patch_size) == tuple(base.config.patch_size)
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_cogvideox_embeddings_are_copied(learned):
+    base = build_base("cogvideox", use_learned_positional_embeddings=learned)
+    with torch.no_grad():  # make the learned table differ from its sin-cos initial value
+        if learned:
+            base.patch_embed.pos_embedding.add_(0.5)
+    cn = CogVideoXTrajectoryControlNet.from_transformer(base)
+    assert _same(cn.patch_embed, base.patch_embed)  # includes pos_embedding when learned
+    assert ("pos_embedding" in cn.patch_embed.state_dict()) == learned
+    assert _same(cn.time_embedding, base.time_embedding)
+    assert cn.config.base_type == "cogvideox" and cn.config.in_channels == 32
+
+
+def test_parameter_names_follow_the_released_layout():
+    base = build_base("cogvideox", num_layers=2)
+    names = set(CogVideoXTrajectoryControlNet.from_transformer(base).state_dict())
+    for name in ("patch_embed.proj.weight", "patch_embed.text_proj.weight", "time_embedding.linear_1.weight",
+                 "transformer_blocks.1.attn1.to_q.weight", "transformer_blocks.0.norm1.linear.weight",
+                 "out_projectors.1.weight", "out_projectors.1.bias"):
+        assert name in names
+    assert all(n.split(".")[0] in {"patch_embed", "time_embedding", "transformer_blocks", "out_projectors"}
+               for n in names)
+
+
+def test_residuals_have_one_entry_per_block_and_video_token_shape(family):
+    base = build_base(family, num_layers=3)
+    cn = perturb(controlnet_class(base).from_transformer(base))
+    inputs, trajectory = build_inputs(base, batch=2)
+    noisy = inputs["hidden_states"][:, :16] if family != "cogvideox" else inputs["hidden_states"][:, :, :16]
+    extras = {k: v for k, v in inputs.items() if k in ("encoder_hidden_states_image", "image_rotary_emb")}
+    with torch.no_grad():
+        res = cn(noisy, trajectory, inputs["timestep"], inputs["encoder_hidden_states"], **extras)
+        two = cn(noisy, trajectory, inputs["timestep"], inputs["encoder_hidden_states"], num_blocks=2, **extras)
+    tokens = 3 * 4 * 4  # 3 latent frames, 8x8 latents, patch 2
+    assert [r.shape for r in res] == [(2, tokens, cn.inner_dim)] * 3
+    assert len(two) == 2 and all(torch.equal(a, b) for a, b in zip(two, res))
+    # the trajectory matters
+    with torch.no_grad():
+        other = cn(noisy, torch.zeros_like(trajectory), inputs["timestep"], inputs["encoder_hidden_states"], **extras)
+    assert not torch.allclose(other[0], res[0])
+
+
+def test_full_base_input_instead_of_noisy_latents_is_refused(family):
+    base = build_base(family)
+    cn = controlnet_class(base).from_transformer(base)
+    inputs, trajectory = build_inputs(base)
+    with pytest.raises(ModelError, match="16-channel noisy and trajectory latents"):
+        cn(inputs["hidden_states"], trajectory, inputs["timestep"], inputs["encoder_hidden_states"])
+
+
+def test_bad_bases_are_refused():
+    wan_t2v = build_base("wan", in_channels=16)
+    with pytest.raises(ModelError, match="image-to-video base"):
+        WanTrajectoryControlNet.from_transformer(wan_t2v)
+    cog_t2v = build_base("cogvideox", in_channels=16)
+    with pytest.raises(ModelError, match="32 input channels"):
+        CogVideoXTrajectoryControlNet.from_transformer(cog_t2v)
+    with pytest.raises(ModelError, match="not a WanTransformer3DModel"):
+        WanTrajectoryControlNet.from_transformer(build_base("cogvideox"))
+    with pytest.raises(ModelError, match="num_layers must be 1..2"):
+        WanTrajectoryControlNet.from_transformer(build_base("wan"), num_layers=3)
+    with pytest.raises(ModelError, match="num_layers must be 1..2"):
+        CogVideoXTrajectoryControlNet.from_transformer(build_base("cogvideox"), num_layers=0)
+
+
+def test_dtype_follows_the_base_and_fp32_modules_stay_fp32():
+    base = build_base("wan").to(torch.bfloat16)
+    cn = WanTrajectoryControlNet.from_transformer(base)
+    assert cn.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    assert cn.patch_embedding.weight.dtype == torch.bfloat16
+    assert cn.blocks[0].scale_shift_table.dtype == torch.float32
+    assert cn.condition_embedder.time_embedder.linear_1.weight.dtype == torch.float32
