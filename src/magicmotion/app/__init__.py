@@ -1,0 +1,21 @@
+"""The drawing app: make a trajectory by clicking on the first frame, preview it, generate, in the
+browser. `drawing` holds the logic (no Gradio); `ui.build_app` the Gradio page; `magicmotion app`
+starts it. Names are imported on first use, so `magicmotion --help` stays fast."""
+
+import importlib
+
+_NAMES = {
+    "build_app": "ui",
+    "DrawnObject": "drawing", "Sam2Segmenter": "drawing", "box_from_clicks": "drawing",
+    "build_trajectory": "drawing", "mask_from_box": "drawing", "objects_from_spec": "drawing",
+    "path_track": "drawing", "spec_dict": "drawing",
+}
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_NAMES)

@@ -252,7 +252,7 @@ def _interp(u: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.ndarray:
             out[k] = values[i]
         else:
             a = (x - knots[i]) / (knots[i + 1] - knots[i])
-            out[k] = (1 - a) * values[i] + a * values[i + 1]
+            out[k] = values[i] + a * (values[i + 1] - values[i])
     return out
 
 

@@ -1,0 +1,30 @@
+"""The benchmark (MagicBench-style and DAVIS): sets bucketed by the number of controlled objects, runs
+of a model over them, and the paper's metrics: FID, FVD, Mask IoU and Box IoU. See docs/benchmark.md.
+
+    build_bench / read_davis  ->  run_bench  ->  score_run  ->  report.report
+
+Modules are imported lazily (torch, transformers, torchmetrics load only when used).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "build_bench": "sets", "read_davis": "sets", "DEFAULT_BUCKETS": "sets",
+    "run_bench": "runner", "condition_trajectory": "runner", "pipeline_generator": "runner",
+    "read_run": "runner",
+    "score_run": "score", "read_scores": "score",
+    "Segmenter": "segmenters", "ClassicSegmenter": "segmenters", "Sam2Segmenter": "segmenters",
+    "make_segmenter": "segmenters", "SEGMENTERS": "segmenters",
+    "mask_iou": "metrics", "box_iou": "metrics", "clip_scores": "metrics",
+    "frechet_distance": "metrics", "FIDMeter": "metrics", "I3DFeatures": "metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,6 @@ I3D TorchScript detector that StyleGAN-V and later papers use). See docs/benchma
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,13 +175,44 @@ def frechet_features(fake: np.ndarray, real: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------- FID
 
 
-class FIDMeter:
-    """FID of generated vs. ground-truth frames, with torchmetrics' `FrechetInceptionDistance`.
+class GaussianAccumulator:
+    """Running count, sum and sum of outer products of feature vectors (float64): a Gaussian fit
+    without keeping the features. Accumulators add up (`+`), so buckets combine into the overall."""
 
-    inception: None (torchmetrics' default Inception-v3 pool features, fetched by torch-fidelity at
-    first use), a path to torch-fidelity's weights file (pt_inception-2015-12-05-6726825d.pth), or an
-    nn.Module mapping uint8 images (N, 3, H, W) to features (N, D) (a custom extractor). Raises
-    BenchError with `INCEPTION_HELP` when the network cannot be built."""
+    def __init__(self, dim: int):
+        self.n = 0
+        self.sum = np.zeros(dim)
+        self.outer = np.zeros((dim, dim))
+
+    def add(self, features: np.ndarray) -> None:
+        f = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+        self.n += len(f)
+        self.sum += f.sum(axis=0)
+        self.outer += f.T @ f
+
+    def __add__(self, other: "GaussianAccumulator") -> "GaussianAccumulator":
+        out = GaussianAccumulator(len(self.sum))
+        out.n, out.sum, out.outer = self.n + other.n, self.sum + other.sum, self.outer + other.outer
+        return out
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (D,) and unbiased covariance (D, D), as torchmetrics' FID computes them."""
+        if self.n < 2:
+            raise BenchError(f"need at least 2 samples for a covariance, got {self.n}")
+        mu = self.sum / self.n
+        cov = (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+        return mu, cov
+
+
+class FIDMeter:
+    """FID of generated vs. ground-truth frames, by group (bucket) and overall.
+
+    The feature network is torchmetrics' `FrechetInceptionDistance`'s: `inception` None gives its
+    Inception-v3 (2048-d pool features; torch-fidelity fetches the weights at first use), a path gives
+    that network with torch-fidelity's weights file (pt_inception-2015-12-05-6726825d.pth), an nn.Module
+    mapping uint8 images (N, 3, H, W) to features (N, D) is a custom extractor. Features are reduced to
+    running Gaussian fits per group (`GaussianAccumulator`); the distance is `frechet_distance`.
+    Raises BenchError with `INCEPTION_HELP` when the network cannot be built."""
 
     def __init__(self, inception=None, device: str = "cpu"):
         import torch
@@ -194,7 +224,7 @@ class FIDMeter:
         self.device = torch.device(device)
         try:
             if isinstance(inception, torch.nn.Module):
-                metric = FrechetInceptionDistance(feature=inception, reset_real_features=True)
+                metric = FrechetInceptionDistance(feature=inception)
             elif inception is not None:
                 path = Path(inception)
                 if not path.is_file():
@@ -205,31 +235,43 @@ class FIDMeter:
         except BenchError:
             raise
         except Exception as e:  # torch-fidelity missing, download failed, bad weights file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise BenchError(f"cannot build the Inception network for FID ({type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0] if str(e).strip() else e}). "
-                             f"{INCEPTION_HELP}") from None
-        self.metric = metric.to(self.device)
-        self.real = self.fake = 0
+                             f"{first}). {INCEPTION_HELP}") from None
+        self.extractor = metric.inception.to(self.device).eval()
+        self.groups: dict[str, dict[bool, GaussianAccumulator]] = {}
 
-    def update(self, frames: np.ndarray, real: bool, batch: int = 32) -> None:
-        """frames: uint8 (N, H, W, 3)."""
+    def features(self, frames: np.ndarray, batch: int = 32) -> np.ndarray:
+        """uint8 frames (N, H, W, 3) -> features (N, D)."""
         import torch
 
-        frames = np.asarray(frames)
+        out = []
         for i in range(0, len(frames), batch):
             x = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch])).permute(0, 3, 1, 2)
             with torch.no_grad():
-                self.metric.update(x.to(self.device), real=real)
-        if real:
-            self.real += len(frames)
-        else:
-            self.fake += len(frames)
+                out.append(self.extractor(x.to(self.device)).double().cpu().numpy().reshape(len(x), -1))
+        return np.concatenate(out)
 
-    def compute(self) -> float:
-        if min(self.real, self.fake) < 2:
-            raise BenchError(f"FID needs at least 2 generated and 2 real frames, got {self.fake} "
-                             f"and {self.real}")
-        return float(self.metric.compute())
+    def update(self, frames: np.ndarray, real: bool, group: str = "all") -> None:
+        f = self.features(np.asarray(frames))
+        sides = self.groups.setdefault(group, {})
+        sides.setdefault(bool(real), GaussianAccumulator(f.shape[1])).add(f)
+
+    def compute(self, groups=None) -> float | None:
+        """FID over the given groups (default all); None with fewer than 2 frames on a side."""
+        chosen = [self.groups[g] for g in (self.groups if groups is None else groups) if g in self.groups]
+        acc = {}
+        for side in (True, False):
+            parts = [g[side] for g in chosen if side in g]
+            if not parts:
+                return None
+            total = parts[0]
+            for p in parts[1:]:
+                total = total + p
+            if total.n < 2:
+                return None
+            acc[side] = total
+        return frechet_distance(*acc[False].stats(), *acc[True].stats())
 
 
 # ---------------------------------------------------------------------------------------- FVD
@@ -288,18 +330,3 @@ class I3DFeatures:
             raise BenchError(f"{self.path}: the I3D detector failed on videos of shape "
                              f"{tuple(x.shape)} ({type(e).__name__}: {e})") from None
         return f.detach().float().cpu().numpy().reshape(len(videos), -1)
-
-
-@dataclass
-class FeatureSet:
-    """Per-clip features kept for Fréchet distances over any subset of clips (buckets)."""
-
-    fake: dict
-    real: dict
-
-    def distance(self, ids) -> float | None:
-        ids = [i for i in ids if i in self.fake and i in self.real]
-        if len(ids) < 2:
-            return None
-        return frechet_features(np.concatenate([self.fake[i] for i in ids]),
-                                np.concatenate([self.real[i] for i in ids]))

@@ -67,7 +67,8 @@ def make_segmenter(name: str, sam2: str | os.PathLike | None = None, device: str
 class ClassicSegmenter(Segmenter):
     """Colour-histogram back-projection + mean-shift tracking seeded by the frame-0 mask (OpenCV).
 
-    hue_bins, sat_bins: histogram bins; context: the surroundings that the colour model is learnt
+    bins: histogram bins of hue, saturation and value (HSV, OpenCV ranges); context: the surroundings
+    that the colour model is learnt
     against, in box sizes around the object; threshold: the object probability above which a pixel
     belongs to the object; margin: how far around the tracked window the mask may reach, as a share of
     the window size; min_reliability: the frame-0 IoU of the colour model's own mask below which the
@@ -75,9 +76,11 @@ class ClassicSegmenter(Segmenter):
 
     name = "classic"
 
-    def __init__(self, hue_bins: int = 30, sat_bins: int = 16, context: float = 2.0,
-                 threshold: float = 0.5, margin: float = 0.35, min_reliability: float = 0.5):
-        self.hue_bins, self.sat_bins = int(hue_bins), int(sat_bins)
+    def __init__(self, bins: tuple[int, int, int] = (30, 16, 8), context: float = 2.0,
+                 threshold: float = 0.5, margin: float = 0.35, min_reliability: float = 0.5,
+                 fill: bool = True):
+        self.fill = bool(fill)
+        self.bins = tuple(int(b) for b in bins)
         self.context, self.threshold = float(context), float(threshold)
         self.margin, self.min_reliability = float(margin), float(min_reliability)
 
@@ -86,13 +89,13 @@ class ClassicSegmenter(Segmenter):
 
         frames, masks = check_inputs(frames, first_masks)
         T, H, W = frames.shape[:3]
-        hsv = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2HSV) for f in frames])
+        codes = colour_codes(frames, self.bins)
         out = {oid: np.zeros((T, H, W), dtype=bool) for oid in masks}
         trackers = {}
         for oid, m in masks.items():
             out[oid][0] = m
             if m.any():
-                trackers[oid] = _ObjectTracker(self, frames, hsv, m)
+                trackers[oid] = _ObjectTracker(self, frames, codes, m)
         for t in range(1, T):
             probs = {}
             for oid, tr in trackers.items():
@@ -101,6 +104,34 @@ class ClassicSegmenter(Segmenter):
             for oid, tr in trackers.items():
                 tr.commit(out[oid][t])
         return out
+
+
+def colour_codes(frames: np.ndarray, bins: tuple[int, int, int]) -> np.ndarray:
+    """The HSV histogram bin of every pixel: int64 (T, H, W) (OpenCV HSV: hue 0..179, s and v 0..255)."""
+    import cv2
+
+    hsv = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2HSV) for f in frames]).astype(np.int64)
+    top = (180, 256, 256)
+    idx = [np.minimum(hsv[..., c] * bins[c] // top[c], bins[c] - 1) for c in range(3)]
+    return np.ravel_multi_index(idx, bins)
+
+
+def _smooth(hist: np.ndarray) -> np.ndarray:
+    """Spread each bin's count a little to its neighbours ([1, 2, 1] / 4 along every axis; hue wraps)."""
+    out = hist.astype(np.float64)
+    for axis in range(out.ndim):
+        if out.shape[axis] < 3:
+            continue
+        if axis == 0:  # hue is circular
+            prev, nxt = np.roll(out, 1, axis), np.roll(out, -1, axis)
+        else:
+            pad = [(0, 0)] * out.ndim
+            pad[axis] = (1, 1)
+            padded = np.pad(out, pad, mode="edge")
+            prev = np.take(padded, range(0, out.shape[axis]), axis=axis)
+            nxt = np.take(padded, range(2, out.shape[axis] + 2), axis=axis)
+        out = (prev + 2 * out + nxt) / 4
+    return out
 
 
 def _resolve_overlaps(masks: dict[int, np.ndarray], probs: dict[int, np.ndarray]) -> None:
@@ -135,10 +166,10 @@ def _clip_window(x0, y0, x1, y1, w, h):
 class _ObjectTracker:
     """State of one object in `ClassicSegmenter.track`."""
 
-    def __init__(self, cfg: ClassicSegmenter, frames, hsv, mask0):
+    def __init__(self, cfg: ClassicSegmenter, frames, codes, mask0):
         import cv2
 
-        self.cfg, self.frames, self.hsv = cfg, frames, hsv
+        self.cfg, self.frames, self.codes = cfg, frames, codes
         self.H, self.W = mask0.shape
         self.box = _box(mask0)
         self.velocity = np.zeros(2)
@@ -153,7 +184,7 @@ class _ObjectTracker:
         around &= ~mask0
         if around.sum() < mask0.sum():  # object fills its surroundings: learn against the whole frame
             around = ~mask0
-        self.hist = self._posterior(hsv[0], mask0, around)
+        self.hist = self._posterior(codes[0], mask0, around)
         prob0 = self.probability(0)
         self.reliability = _iou(prob0 > cfg.threshold, mask0) if around.any() else 1.0
         self.use_colour = self.reliability >= cfg.min_reliability
@@ -163,23 +194,17 @@ class _ObjectTracker:
             self.template = grey[gy0:gy1, gx0:gx1]
             self.template_mask = mask0[gy0:gy1, gx0:gx1]
 
-    def _posterior(self, hsv0, obj, around) -> np.ndarray:
-        """P(object | hue, saturation) from frame 0: object counts / (object + surrounding counts),
-        both smoothed, as a float32 histogram for cv2.calcBackProject."""
-        import cv2
-
-        bins, ranges = [self.cfg.hue_bins, self.cfg.sat_bins], [0, 180, 0, 256]
-        h_obj = cv2.calcHist([hsv0], [0, 1], obj.astype(np.uint8), bins, ranges)
-        h_bg = cv2.calcHist([hsv0], [0, 1], around.astype(np.uint8), bins, ranges)
-        h_obj = cv2.GaussianBlur(h_obj, (3, 3), 0.6)
-        h_bg = cv2.GaussianBlur(h_bg, (3, 3), 0.6)
-        return (h_obj / (h_obj + h_bg + 1e-3)).astype(np.float32)
+    def _posterior(self, code0, obj, around) -> np.ndarray:
+        """P(object | colour bin) from frame 0: object counts / (object + surrounding counts), both
+        smoothed over neighbouring bins: float (bins,)."""
+        n = int(np.prod(self.cfg.bins))
+        h_obj = _smooth(np.bincount(code0[obj], minlength=n).reshape(self.cfg.bins))
+        h_bg = _smooth(np.bincount(code0[around], minlength=n).reshape(self.cfg.bins))
+        return (h_obj / (h_obj + h_bg + 1e-3)).ravel().astype(np.float32)
 
     def probability(self, t: int) -> np.ndarray:
-        import cv2
-
-        p = cv2.calcBackProject([self.hsv[t]], [0, 1], self.hist, [0, 180, 0, 256], 1.0)
-        return p.astype(np.float32)
+        """Back-projection: each pixel's object probability from its colour bin, float (H, W)."""
+        return self.hist[self.codes[t]]
 
     def step(self, t: int):
         """The mask on frame t (before overlaps between objects are settled) and the probabilities."""
@@ -209,6 +234,8 @@ class _ObjectTracker:
         cand = np.zeros((self.H, self.W), dtype=bool)
         cand[ry0:ry1, rx0:rx1] = prob[ry0:ry1, rx0:rx1] > self.cfg.threshold
         cand = _drop_specks(cand, max(2.0, 0.03 * self.area))
+        if self.cfg.fill:
+            cand = _fill_holes(cand)
         if cand.sum() < max(1.0, 0.05 * self.area0):
             cand[:] = False
         return cand, prob
@@ -254,6 +281,18 @@ def _drop_specks(mask: np.ndarray, min_area: float) -> np.ndarray:
     keep = np.zeros(n, dtype=bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
     return keep[labels]
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with every background region not connected to the frame border filled."""
+    import cv2
+
+    if not mask.any():
+        return mask
+    padded = np.pad(~mask, 1, constant_values=True).astype(np.uint8)
+    n, labels = cv2.connectedComponents(padded, connectivity=4)
+    outside = labels[0, 0]
+    return mask | (labels[1:-1, 1:-1] != outside) & ~mask
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,0 +1,1 @@
+"""Datasets: the shared layout (`dataset`), the synthetic world (`synthetic`), curation and filtering."""

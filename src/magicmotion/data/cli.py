@@ -10,15 +10,14 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import DatasetError
-
 
 def parse_size(text: str) -> tuple[int, int]:
     """"64x48" -> (64, 48) = (W, H)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 64x64, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"size must be WIDTHxHEIGHT, e.g. 64x64, got {text!r}") from None
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
     return w, h
@@ -134,4 +133,4 @@ def register(subparsers) -> None:
     parser.set_defaults(func=_help)
 
 
-__all__ = ["SUBCOMMANDS", "format_info", "parse_size", "register", "DatasetError"]
+__all__ = ["SUBCOMMANDS", "format_info", "parse_size", "register"]

@@ -291,6 +291,8 @@ class DatasetWriter:
         self._check_clip(clip_id, frames, trajectory)
         if not isinstance(caption, str):
             raise DatasetError(f"clip {clip_id}: caption must be a string")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float, np.number)) or not fps > 0:
+            raise DatasetError(f"clip {clip_id}: fps must be a positive number, got {fps!r}")
         if not isinstance(split, str) or not split:
             raise DatasetError(f"clip {clip_id}: split must be a non-empty string")
         reserved = set(RECORD_FIELDS) | set(OPTIONAL_FIELDS)
@@ -598,11 +600,13 @@ def write_info_plot(info: dict, png_path: str | os.PathLike) -> Path:
 
     png_path = Path(png_path)
     per = info["objects_per_clip"]
-    xs = list(range(0, max([int(k) for k in per] or [0]) + 1))
+    keys = [int(k) for k in per] or [1]
+    xs = list(range(min(min(keys), 1), max(keys) + 1))
     ys = [per.get(str(x), 0) for x in xs]
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
     ax.bar(xs, ys, color="#4878cf")
     ax.set_xticks(xs)
+    ax.set_ylim(0, max(ys + [1]) * 1.15)
     ax.set_xlabel("objects per clip")
     ax.set_ylabel("clips")
     ax.set_title(f"{Path(info['root']).name}: {info['num_clips']} clips")

@@ -8,8 +8,8 @@ turn, and occlude one another by z-order. The renderer returns exact per-frame l
 object id after occlusion), so masks and boxes are exact. Clip k of `synthesize(seed=s)` is drawn
 from `np.random.default_rng([s, k])`: it does not depend on how many clips are written.
 
-Drawing is vectorised numpy over (T, H, W) coordinate grids; each shape is a polygon that is
-star-shaped about its centre (or a circle), tested with one half-plane per pixel.
+Drawing is vectorised numpy over a small window around each object on every frame; each shape is a
+polygon that is star-shaped about its centre (or a circle), tested with one half-plane per pixel.
 """
 
 from __future__ import annotations
@@ -101,6 +101,9 @@ def _edge_table(vertices: np.ndarray):
 
 
 _EDGES = {name: _edge_table(v) for name, v in POLYGONS.items()}
+# How far each shape reaches from its centre, in units of its radius.
+_REACH = {"circle": 1.0,
+          **{name: float(np.linalg.norm(v, axis=1).max()) for name, v in POLYGONS.items()}}
 
 
 def shape_mask(shape: str, centers: np.ndarray, radii: np.ndarray, angles: np.ndarray,
@@ -109,22 +112,36 @@ def shape_mask(shape: str, centers: np.ndarray, radii: np.ndarray, angles: np.nd
 
     centers: float (T, 2) pixel x, y (pixel (i, j) has its centre at x = j + 0.5, y = i + 0.5);
     radii: float (T,) in pixels; angles: float (T,) radians; size: (W, H). Returns bool (T, H, W)."""
-    u, v = _local_coords(centers, radii, angles, size)
-    return _inside(shape, u, v)
+    w, h = size
+    t, y, x, _, _ = object_pixels(shape, centers, radii, angles, size)
+    mask = np.zeros((len(radii), h, w), dtype=bool)
+    mask[t, y, x] = True
+    return mask
 
 
-def _local_coords(centers, radii, angles, size):
-    """Pixel centres in each object's own frame, in units of its radius: float (T, H, W) u, v."""
+def object_pixels(shape: str, centers: np.ndarray, radii: np.ndarray, angles: np.ndarray,
+                  size: tuple[int, int]):
+    """The pixels one object covers (ignoring occlusion), found in a small window around it on each
+    frame: int arrays t, y, x and the object's own coordinates u, v there (units of its radius;
+    textures are functions of u, v)."""
     w, h = size
     centers = np.asarray(centers, dtype=np.float64)
     radii = np.asarray(radii, dtype=np.float64)
     angles = np.asarray(angles, dtype=np.float64)
-    xs = np.arange(w, dtype=np.float64) + 0.5
-    ys = np.arange(h, dtype=np.float64) + 0.5
-    dx = (xs[None, None, :] - centers[:, 0, None, None]) / radii[:, None, None]
-    dy = (ys[None, :, None] - centers[:, 1, None, None]) / radii[:, None, None]
+    if shape not in _REACH:
+        raise DatasetError(f"unknown shape {shape!r} (one of {', '.join(SHAPES)})")
+    side = int(np.ceil(2 * _REACH[shape] * radii.max())) + 2
+    steps = np.arange(side)
+    xs = np.floor(centers[:, 0] - side / 2).astype(np.int64)[:, None] + steps  # (T, S) columns
+    ys = np.floor(centers[:, 1] - side / 2).astype(np.int64)[:, None] + steps  # (T, S) rows
+    dx = ((xs + 0.5 - centers[:, :1]) / radii[:, None])[:, None, :]
+    dy = ((ys + 0.5 - centers[:, 1:]) / radii[:, None])[:, :, None]
     cos, sin = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
-    return cos * dx + sin * dy, -sin * dx + cos * dy
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy  # (T, S, S)
+    inside = _inside(shape, u, v)
+    inside &= ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
+    t, i, j = np.nonzero(inside)
+    return t, ys[t, i], xs[t, j], u[t, i, j], v[t, i, j]
 
 
 def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -353,10 +370,9 @@ class SyntheticWorld:
         frames = self.render_background(scene)
         labels = np.zeros((scene.num_frames, h, w), dtype=np.int32)
         for o in sorted(scene.objects, key=lambda o: o.z):  # back to front
-            u, v = _local_coords(o.centers, o.radii, o.angles, scene.size)
-            m = _inside(o.shape, u, v)
-            frames[m] = np.asarray(o.color, dtype=np.float32) * texture_factor(o.texture, u[m], v[m])[:, None]
-            labels[m] = o.id
+            t, y, x, u, v = object_pixels(o.shape, o.centers, o.radii, o.angles, scene.size)
+            frames[t, y, x] = np.asarray(o.color, np.float32) * texture_factor(o.texture, u, v)[:, None]
+            labels[t, y, x] = o.id
         return np.clip(frames + 0.5, 0, 255).astype(np.uint8), labels
 
 

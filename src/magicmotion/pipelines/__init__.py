@@ -1,0 +1,51 @@
+"""Inference: MagicMotion pipelines for Wan2.1 and CogVideoX image-to-video, loading, and `generate`.
+
+Names are imported lazily so that `magicmotion --help` (which imports `magicmotion.pipelines.cli`)
+does not import torch or diffusers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "MagicMotionWanPipeline": "pipeline_wan",
+    "wan_trajectory_latents": "pipeline_wan",
+    "MagicMotionCogVideoXPipeline": "pipeline_cogvideox",
+    "cogvideox_trajectory_latents": "pipeline_cogvideox",
+    "MagicMotionPipelineOutput": "conditions",
+    "prepare_conditions": "conditions",
+    "load_pipeline": "loading",
+    "load_controlnet": "loading",
+    "TINY_MODEL_DIR": "loading",
+    "KIND_STAGE": "loading",
+    "generate": "generate",
+    "write_outputs": "generate",
+    "tiny_wan_components": "tiny",
+    "tiny_cogvideox_components": "tiny",
+    "tiny_tokenizer": "tiny",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .conditions import MagicMotionPipelineOutput, prepare_conditions
+    from .generate import generate, write_outputs
+    from .loading import KIND_STAGE, TINY_MODEL_DIR, load_controlnet, load_pipeline
+    from .pipeline_cogvideox import MagicMotionCogVideoXPipeline, cogvideox_trajectory_latents
+    from .pipeline_wan import MagicMotionWanPipeline, wan_trajectory_latents
+    from .tiny import tiny_cogvideox_components, tiny_tokenizer, tiny_wan_components
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

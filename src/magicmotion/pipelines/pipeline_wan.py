@@ -100,7 +100,8 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         if isinstance(controlnet, (str, os.PathLike)):
             from .loading import load_controlnet
 
-            controlnet = load_controlnet(controlnet, model="wan", dtype=kwargs.get("torch_dtype"))
+            controlnet = load_controlnet(controlnet, model="wan", dtype=kwargs.get("dtype", kwargs.get("torch_dtype")),
+                                         base=pretrained_model_name_or_path)
         if controlnet is not None:
             kwargs["controlnet"] = controlnet
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)

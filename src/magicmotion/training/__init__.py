@@ -1,0 +1,54 @@
+"""Training: the dense-to-sparse stages of MagicMotion on accelerate (configs, losses, data, loop).
+
+Names are imported lazily so that `magicmotion --help` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "TrainConfig": "config",
+    "load_config": "config",
+    "from_dict": "config",
+    "save_config": "config",
+    "flow_matching_loss": "losses",
+    "v_prediction_loss": "losses",
+    "latent_segmentation_loss": "losses",
+    "sample_flow_sigmas": "losses",
+    "total_loss": "losses",
+    "ClipConditions": "data",
+    "PrecomputedLatents": "data",
+    "ResumableSampler": "data",
+    "LatentEncoder": "conditioning",
+    "precompute": "precompute",
+    "train": "trainer",
+    "build_models": "trainer",
+    "TrainingObjective": "trainer",
+    "TrainResult": "trainer",
+    "latest_checkpoint": "trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .conditioning import LatentEncoder
+    from .config import TrainConfig, from_dict, load_config, save_config
+    from .data import ClipConditions, PrecomputedLatents, ResumableSampler
+    from .losses import (flow_matching_loss, latent_segmentation_loss, sample_flow_sigmas, total_loss,
+                         v_prediction_loss)
+    from .precompute import precompute
+    from .trainer import TrainingObjective, TrainResult, build_models, latest_checkpoint, train
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -144,19 +144,22 @@ class LatentEncoder:
     # ---------------------------------------------------------------------------------- pieces
 
     @torch.no_grad()
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+    def encode_video(self, video: torch.Tensor, trajectory: bool = False) -> torch.Tensor:
         """(B, 3, T, H, W) in [-1, 1] -> normalised latents in the base's layout (posterior mean), float32.
 
         Wan: (z - latents_mean) * (1 / latents_std), (B, 16, F, h, w), the arithmetic of
         `WanImageToVideoPipeline.prepare_latents` and of the MagicMotion pipeline's trajectory latents.
-        CogVideoX: z * scaling_factor, (B, F, 16, h, w).
+        CogVideoX: z * scaling_factor, (B, F, 16, h, w) (trajectory maps of a VAE with
+        `invert_scale_latents`: z / scaling_factor, as the MagicMotion pipeline encodes them).
         """
         video = video.to(self.device, self.vae.dtype)
         z = self.vae.encode(video).latent_dist.mode().float()
         if self.model == "wan":
             mean, inv_std = _wan_stats(self.vae, z)
             return (z - mean) * inv_std
-        return (z * self.vae.config.scaling_factor).permute(0, 2, 1, 3, 4).contiguous()
+        scale = self.vae.config.scaling_factor
+        z = z / scale if trajectory and self.vae.config.get("invert_scale_latents") else z * scale
+        return z.permute(0, 2, 1, 3, 4).contiguous()
 
     @torch.no_grad()
     def encode_prompt(self, captions: list[str]) -> torch.Tensor:
@@ -224,12 +227,13 @@ class LatentEncoder:
         video = batch["video"]
         out: dict[str, Any] = {
             "latents": self.encode_video(video),
-            "trajectory_latents": self.encode_video(batch["trajectory"]),
+            "trajectory_latents": self.encode_video(batch["trajectory"], trajectory=True),
             "image_condition": self.image_condition(video[:, :, 0], video.shape[2], _seeds(batch)),
             "prompt_embeds": self.encode_prompt(batch["caption"]),
         }
         if need_mask:
-            out["mask_latents"] = self.encode_video(batch["mask"]) if "mask" in batch else out["trajectory_latents"]
+            out["mask_latents"] = (self.encode_video(batch["mask"], trajectory=True) if "mask" in batch
+                                   else out["trajectory_latents"])
         embeds = self.image_embeds(video[:, :, 0])
         if embeds is not None:
             out["image_embeds"] = embeds

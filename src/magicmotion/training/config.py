@@ -42,8 +42,9 @@ class DataConfig:
     num_frames: int = 49  # 4k + 1 (the 3D VAE compresses time by 4 after the first frame)
     size: tuple[int, int] = (480, 480)  # (W, H), multiples of 16
     stride: int = 1  # take every `stride`-th source frame
-    sampling: str = "random"  # where the clip window starts (magicmotion.data.dataset.Dataset)
-    sparse_max_keys: int = 9  # stage 3: 1..sparse_max_keys random key frames besides frame 0
+    sampling: str = "random"  # where the clip window starts: random | start | center
+    pad: bool = False  # repeat the last frame of clips shorter than the window (else an error)
+    sparse_max_keys: int = 9  # stage 3: 1..sparse_max_keys (<= 9) random key frames besides frame 0
     image_dropout: float = 0.05  # drop the first-frame condition with this probability (CogVideoX I2V)
     caption_dropout: float = 0.0  # replace the caption with "" with this probability
     num_workers: int = 0  # DataLoader workers (raw clips only; precomputed data is read in-process)
@@ -95,6 +96,7 @@ class LoopConfig:
     save_every: int = 500  # 0: only the final weights
     keep_checkpoints: int = 3
     validate_every: int = 0  # 0: no validation videos
+    tensorboard: bool = True  # also log to OUTPUT_DIR/tensorboard (log.csv is always written)
 
 
 @dataclass
@@ -333,10 +335,12 @@ def check_config(config: TrainConfig) -> None:
         bad("data.num_frames", f"must be 4k + 1 (1, 5, 9, ..., 49, 81), got {d.num_frames}")
     if any(v <= 0 or v % 16 for v in d.size):
         bad("data.size", f"must be [W, H], both multiples of 16, got {list(d.size)}")
+    if d.sampling not in ("random", "start", "center"):
+        bad("data.sampling", f"must be random, start or center, got {d.sampling!r}")
     if d.stride < 1:
         bad("data.stride", f"must be at least 1, got {d.stride}")
-    if not 1 <= d.sparse_max_keys < d.num_frames:
-        bad("data.sparse_max_keys", f"must be 1..{d.num_frames - 1}, got {d.sparse_max_keys}")
+    if not 1 <= d.sparse_max_keys <= 9:
+        bad("data.sparse_max_keys", f"must be 1..9 (the paper: fewer than 10 key frames), got {d.sparse_max_keys}")
     for key, p in (("data.image_dropout", d.image_dropout), ("data.caption_dropout", d.caption_dropout)):
         if not 0 <= p <= 1:
             bad(key, f"is a probability in [0, 1], got {p}")

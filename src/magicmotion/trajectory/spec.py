@@ -34,7 +34,10 @@ def encode_mask(mask: np.ndarray) -> dict:
 
 def decode_mask(rle: dict) -> np.ndarray:
     """COCO RLE -> bool (H, W)."""
-    return mask_utils.decode(rle).astype(bool)
+    h, w = (int(v) for v in rle["size"])
+    counts = rle_counts(rle)
+    values = np.arange(len(counts)) % 2 == 1  # runs alternate: zeros first
+    return np.repeat(values, counts).reshape(w, h).T
 
 
 def rle_counts(rle: dict) -> np.ndarray:
@@ -138,9 +141,7 @@ class Trajectory:
         """Check ids, frames, boxes and mask sizes; raise TrajectoryError naming what is wrong."""
         where = self.where()
         for name in ("width", "height", "num_frames"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-                raise TrajectoryError(f"{where}: '{name}' must be a positive integer, got {value!r}")
+            _check_positive_int(getattr(self, name), name, where)
         if not self.objects:
             raise TrajectoryError(f"{where}: no objects")
         seen = set()
@@ -176,6 +177,11 @@ class Trajectory:
 
 
 # ---------------------------------------------------------------------------------------- reading
+
+
+def _check_positive_int(value, name: str, where: str) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise TrajectoryError(f"{where}: '{name}' must be a positive integer, got {value!r}")
 
 
 def _parse_frame(key, where: str, object_id) -> int:
@@ -259,6 +265,7 @@ def from_dict(data: dict, base_dir: str | Path = ".", source: str = "") -> Traje
     for key in ("width", "height", "num_frames"):
         if key not in data:
             raise TrajectoryError(f"{where}: missing '{key}'")
+        _check_positive_int(data[key], key, where)
     objects_data = data.get("objects")
     if objects_data is not None and not isinstance(objects_data, list):
         raise TrajectoryError(f"{where}: 'objects' must be a list")

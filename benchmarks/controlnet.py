@@ -1,0 +1,215 @@
+"""Cost of the Trajectory ControlNet per denoising step, measured side by side in one run.
+
+For each base family (Wan I2V, CogVideoX I2V) at a mid-size CPU config (default 8 blocks of
+4 heads x 64, latent 4 x 16 x 16, batch 2 as in a classifier-free-guidance step) it times:
+
+- base alone;
+- base + ControlNet with all L blocks;
+- base + ControlNet with L/2 blocks (what the released checkpoint holds, instantiated as we do);
+- the released layout: L control blocks instantiated and run, only the first L/2 with weights
+  (the rest have zero projectors, so they change nothing; the output equals the L/2 model's).
+
+Variants are timed in interleaved rounds (median of the rounds) so that machine load hits them alike.
+Target: time(base + k blocks) <= (1 + k/L + 0.05) x time(base).
+Peak memory is the growth of the resident set during one step (Linux: VmHWM after resetting it with
+/proc/self/clear_refs); the script re-executes itself with MALLOC_MMAP_THRESHOLD_ fixed so freed
+tensors return to the system and each step's peak is seen on its own.
+
+    .venv/bin/python benchmarks/controlnet.py [--family wan cogvideox] [--rounds 15] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_step_memory_mb(step) -> float | None:
+    """Growth of the resident set (MiB) while `step()` runs, or None where /proc is not available."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    before = _status_kb("VmRSS")
+    step()
+    peak = _status_kb("VmHWM")
+    if before is None or peak is None:
+        return None
+    return (peak - before) / 1024
+
+
+def build(family: str, args):
+    """(base, inputs, trajectory, variants: name -> (model or None, conditioning_scale))."""
+    import torch
+
+    from magicmotion.models import (
+        CogVideoXTrajectoryControlNet,
+        MagicMotionTransformer,
+        WanTrajectoryControlNet,
+        tiny_cogvideox_inputs,
+        tiny_cogvideox_transformer,
+        tiny_wan_inputs,
+        tiny_wan_transformer,
+    )
+
+    L, half = args.blocks, args.blocks // 2
+    width = args.heads * args.head_dim
+    if family == "wan":
+        base = tiny_wan_transformer(
+            num_layers=L, num_attention_heads=args.heads, attention_head_dim=args.head_dim, text_dim=width,
+            freq_dim=256, ffn_dim=4 * width, rope_max_seq_len=1024,
+        )
+        inputs = tiny_wan_inputs(base, batch=args.batch, frames=args.frames, height=args.height, width=args.width,
+                                 text_tokens=args.text_tokens)
+        cls = WanTrajectoryControlNet
+    else:
+        base = tiny_cogvideox_transformer(
+            num_layers=L, num_attention_heads=args.heads, attention_head_dim=args.head_dim, text_embed_dim=width,
+            time_embed_dim=128, sample_height=args.height, sample_width=args.width,
+            sample_frames=(args.frames - 1) * 4 + 1, max_text_seq_length=args.text_tokens,
+        )
+        inputs = tiny_cogvideox_inputs(base, batch=args.batch, text_tokens=args.text_tokens)
+        cls = CogVideoXTrajectoryControlNet
+    trajectory = inputs.pop("trajectory_latents")
+
+    def perturbed(controlnet, trained: int):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for i, proj in enumerate(controlnet.out_projectors):
+                if i < trained:  # "trained" projectors; the rest stay zero as in the release
+                    proj.weight.copy_(torch.randn(proj.weight.shape, generator=g) * 0.02)
+        return controlnet
+
+    full = perturbed(cls.from_transformer(base), L)
+    ours = perturbed(cls.from_transformer(base, num_layers=half), half)
+    released = perturbed(cls.from_transformer(base), half)
+    released.load_state_dict(ours.state_dict(), strict=False)  # same weights in the first L/2 blocks
+    variants = {
+        "base": (None, 1.0),
+        f"+ControlNet {L}/{L} blocks": (MagicMotionTransformer(base, full), 1.0),
+        f"+ControlNet {half}/{L} blocks": (MagicMotionTransformer(base, ours), 1.0),
+        f"released layout ({L} run, {half} trained)": (MagicMotionTransformer(base, released), 1.0),
+    }
+    return base, inputs, trajectory, variants
+
+
+def bench_family(family: str, args) -> dict:
+    import torch
+
+    base, inputs, trajectory, variants = build(family, args)
+    L, half = args.blocks, args.blocks // 2
+
+    def step_fn(model, scale):
+        if model is None:
+            return lambda: base(**inputs).sample
+        return lambda: model(trajectory_latents=trajectory, conditioning_scale=scale, **inputs).sample
+
+    steps = {name: step_fn(*v) for name, v in variants.items()}
+    names = list(steps)
+    with torch.inference_mode():
+        outs = {name: fn() for name, fn in steps.items()}  # also a warm-up
+        for _ in range(args.warmup):
+            for fn in steps.values():
+                fn()
+        same = (outs[names[2]] - outs[names[3]]).abs().max().item()
+        times = {name: [] for name in names}
+        for _ in range(args.rounds):
+            for name in names:
+                t0 = time.perf_counter()
+                steps[name]()
+                times[name].append(time.perf_counter() - t0)
+        memory = {name: peak_step_memory_mb(steps[name]) for name in names}
+
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    t_base = median["base"]
+    rows = []
+    for name, k in zip(names, (0, L, half, L)):
+        ratio = median[name] / t_base
+        target = 1 + k / L + 0.05
+        rows.append(dict(variant=name, control_blocks_run=k, ms=1000 * median[name], ratio=ratio,
+                         target=target if k else None, ok=(ratio <= target) if k else None,
+                         peak_mb=memory[name]))
+    return dict(
+        family=family,
+        config=dict(blocks=L, heads=args.heads, head_dim=args.head_dim, latent=[args.frames, args.height, args.width],
+                    batch=args.batch, text_tokens=args.text_tokens, threads=torch.get_num_threads()),
+        rows=rows,
+        speedup_over_released=median[names[3]] / median[names[2]],
+        released_vs_ours_max_abs_diff=same,
+    )
+
+
+def report(result: dict) -> str:
+    c = result["config"]
+    lines = [
+        f"{result['family']}: {c['blocks']} blocks, {c['heads']} heads x {c['head_dim']}, latent "
+        f"{'x'.join(map(str, c['latent']))} (F x H x W), batch {c['batch']}, {c['threads']} threads",
+        f"  {'variant':<34} {'ms/step':>9} {'x base':>7} {'target':>7} {'peak MiB':>9}",
+    ]
+    for r in result["rows"]:
+        target = f"{r['target']:.2f}" if r["target"] else "-"
+        ok = "" if r["ok"] is None else ("  ok" if r["ok"] else "  OVER")
+        mem = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "n/a"
+        lines.append(f"  {r['variant']:<34} {r['ms']:>9.1f} {r['ratio']:>7.2f} {target:>7} {mem:>9}{ok}")
+    lines.append(f"  speed-up of {c['blocks'] // 2} trained blocks over the released layout: "
+                 f"{result['speedup_over_released']:.2f}x (outputs differ by "
+                 f"{result['released_vs_ours_max_abs_diff']:.1e})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", nargs="+", choices=["wan", "cogvideox"], default=["wan", "cogvideox"])
+    parser.add_argument("--blocks", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=4, help="latent frames")
+    parser.add_argument("--height", type=int, default=16, help="latent height")
+    parser.add_argument("--width", type=int, default=16, help="latent width")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--text-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = []
+    for family in args.family:
+        result = bench_family(family, args)
+        print(report(result), flush=True)
+        results.append(result)
+    if args.json:
+        from magicmotion.io import atomic_path
+
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    if MMAP_ENV not in os.environ and sys.platform.startswith("linux"):
+        # fixed mmap threshold: large tensors are returned to the system when freed (see docstring)
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "65536"})
+    sys.exit(main())

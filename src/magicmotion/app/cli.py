@@ -1,0 +1,45 @@
+"""`magicmotion app`: the drawing app in the browser."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "app",
+        help="draw a trajectory on a first frame and generate, in the browser",
+        description="Start the drawing app (Gradio). It binds to 127.0.0.1 (this machine only) unless "
+                    "--host says otherwise, and prints the address to open.",
+    )
+    p.add_argument("--base", default=None,
+                   help="base model: a diffusers folder or hub id (default: the shipped tiny model)")
+    p.add_argument("--controlnet", default=None,
+                   help="trained ControlNet folder or released .pt checkpoint (default: the base's own)")
+    p.add_argument("--sam2", default=None,
+                   help="SAM 2 model folder (transformers Sam2Model) for point clicks; without it, boxes only")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--out", default=None, help="folder for the results (default: a temporary folder)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import MagicMotionError
+
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise MagicMotionError("the app needs gradio: pip install 'magicmotion[app]'") from None
+    from .ui import build_app, launch
+
+    demo = build_app(base=args.base, controlnet=args.controlnet, sam2=args.sam2, output_dir=args.out)
+    try:
+        url = launch(demo, host=args.host, port=args.port, prevent_thread_lock=True, quiet=True)
+    except OSError as e:
+        raise MagicMotionError(f"cannot start the app on {args.host}:{args.port} ({e})") from None
+    print(f"MagicMotion app running at {url}  (Ctrl+C stops it)", flush=True)
+    try:
+        demo.block_thread()
+    finally:
+        demo.close()
+    return 0

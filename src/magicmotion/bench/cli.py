@@ -1,0 +1,175 @@
+"""`magicmotion bench ...`: build benchmark sets, run a model on them, score runs and report
+(docs/benchmark.md). Heavy imports stay inside the command functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _size(text: str) -> tuple[int, int]:
+    """"64x48" -> (64, 48) = (W, H)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 720x480, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return w, h
+
+
+def _buckets(text: str) -> list[str]:
+    return [b.strip() for b in text.split(",") if b.strip()]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark: build sets, run, score (FID, FVD, Mask/Box IoU), report",
+                       description="MagicBench-style and DAVIS evaluation: build a benchmark set, "
+                                   "generate a video per clip, score the run, report runs side by side.")
+    bs = p.add_subparsers(dest="bench_command", metavar="STEP")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    b = bs.add_parser("build", help="a MagicBench-style set from a dataset (clips bucketed by objects)",
+                      description="Pick up to N clips per number of controlled objects (1..5, 6+) from a "
+                                  "dataset in our layout, cut to their first T frames, into a benchmark "
+                                  "folder (the same layout, with a 'bucket' per clip). Re-run to resume.")
+    b.add_argument("dataset", type=Path, help="dataset folder (index.jsonl, videos/, annotations/)")
+    b.add_argument("--out", required=True, type=Path, help="benchmark folder to write")
+    b.add_argument("--per-bucket", type=int, default=100, help="clips per bucket (default 100)")
+    b.add_argument("--frames", type=int, default=49, help="frames per clip (default 49)")
+    b.add_argument("--buckets", type=_buckets, default=["1", "2", "3", "4", "5", "6+"],
+                   help="object-count buckets (default 1,2,3,4,5,6+)")
+    b.add_argument("--seed", type=int, default=0, help="shuffle seed for picking clips (default 0)")
+    b.add_argument("--split", default=None, help="only clips of this split (e.g. test)")
+    b.add_argument("--size", type=_size, default=None, help="resize + centre-crop to WxH")
+    b.set_defaults(func=_build)
+
+    d = bs.add_parser("davis", help="a benchmark set from a DAVIS 2017 folder",
+                      description="Read JPEGImages/RES/SEQ/*.jpg and Annotations/RES/SEQ/*.png (palette "
+                                  "PNGs, value = object id) into a benchmark folder; the controlled "
+                                  "objects are those annotated on frame 0.")
+    d.add_argument("davis", type=Path, help="DAVIS root (JPEGImages/, Annotations/)")
+    d.add_argument("--out", required=True, type=Path, help="benchmark folder to write")
+    d.add_argument("--resolution", default="480p", help="resolution folder (default 480p)")
+    d.add_argument("--frames", type=int, default=None, help="first N frames of each sequence (default all)")
+    d.add_argument("--captions", type=Path, default=None,
+                   help="captions: JSON {sequence: caption} or lines 'sequence<TAB>caption' "
+                        "(default: the sequence name)")
+    d.add_argument("--imageset", default=None,
+                   help="only these sequences: val, train (ImageSets/2017/NAME.txt) or a list file")
+    d.add_argument("--fps", type=float, default=24.0, help="frame rate of the clips (default 24)")
+    d.set_defaults(func=_davis)
+
+    r = bs.add_parser("run", help="generate a video for every clip of a benchmark set (resumable)",
+                      description="Generate from each clip's first frame, caption and trajectory into "
+                                  "RUN/videos/<id>.mp4. Clips already done are skipped. --ground-truth "
+                                  "copies the clips themselves (the segmenter's ceiling); "
+                                  "--control-scale 0 runs without the trajectory (the floor).")
+    r.add_argument("bench", type=Path, help="benchmark folder")
+    r.add_argument("--out", required=True, type=Path, help="run folder")
+    r.add_argument("--base", metavar="PATH_OR_ID", default=None,
+                   help="base model folder or hub id (default: the shipped tiny model)")
+    r.add_argument("--controlnet", metavar="PATH", default=None,
+                   help="Trajectory ControlNet folder or released .pt (default with no --base: the tiny "
+                        "model's stage for --kind)")
+    r.add_argument("--kind", default="box", choices=["mask", "box", "sparse_box"],
+                   help="trajectory kind (default box)")
+    r.add_argument("--control-scale", type=float, default=1.0, help="ControlNet scale (default 1; 0 = floor)")
+    r.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    r.add_argument("--guidance", type=float, default=6.0, help="guidance scale (default 6)")
+    r.add_argument("--seed", type=int, default=0, help="seed, the same for every clip (default 0)")
+    r.add_argument("--limit", type=int, default=None, help="only the first N clips")
+    r.add_argument("--size", type=_size, default=None, help="output size WxH (default: the pipeline's)")
+    r.add_argument("--sparse-keys", type=int, default=4,
+                   help="key frames besides frame 0 for --kind sparse_box (default 4)")
+    r.add_argument("--ground-truth", action="store_true",
+                   help="use the benchmark's own videos (the ceiling of the trajectory metrics)")
+    r.add_argument("--label", default=None, help="name of the run in reports (default: the folder name)")
+    r.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default cuda when available)")
+    r.add_argument("--dtype", default=None, help="bf16, fp16, fp32 (default bf16 on CUDA)")
+    r.add_argument("--offload", default="none", choices=["none", "model", "sequential"],
+                   help="CPU offload (default none)")
+    r.set_defaults(func=_run)
+
+    s = bs.add_parser("score", help="score a run: Mask IoU, Box IoU, FID, FVD by bucket -> RUN/scores.json",
+                      description="Segment the controlled objects in every generated video (prompted by "
+                                  "the frame-0 masks) and compare with the trajectory; FID and FVD "
+                                  "against the benchmark's videos when their weights are available.")
+    s.add_argument("run", type=Path, help="run folder")
+    s.add_argument("--segmenter", default="classic", choices=["classic", "sam2"],
+                   help="classic (no weights, weaker) or sam2 (default classic)")
+    s.add_argument("--sam2", default=None, metavar="PATH_OR_ID",
+                   help="SAM 2 video weights: a folder or hub id (default facebook/sam2.1-hiera-tiny)")
+    s.add_argument("--inception", default=None, metavar="PATH",
+                   help="Inception weights for FID (torch-fidelity's pt_inception-2015-12-05-6726825d.pth; "
+                        "default: fetched by torch-fidelity)")
+    s.add_argument("--i3d", default=None, metavar="PATH",
+                   help="I3D TorchScript detector for FVD (StyleGAN-V's i3d_torchscript.pt)")
+    s.add_argument("--device", default="cpu", help="device for the networks (default cpu)")
+    s.add_argument("--fvd-frames", type=int, default=16, help="frames per clip for FVD (default 16)")
+    s.add_argument("--fid-stride", type=int, default=1, help="every n-th frame for FID (default 1)")
+    s.set_defaults(func=_score)
+
+    t = bs.add_parser("report", help="Markdown table (paper's Table 1), chart by objects (Figure 4), JSON",
+                      description="Put scored runs side by side: OUT/report.md, OUT/by_objects.png, "
+                                  "OUT/report.json.")
+    t.add_argument("runs", nargs="+", type=Path, help="scored run folders")
+    t.add_argument("--out", required=True, type=Path, help="report folder")
+    t.add_argument("--labels", default=None, help="comma-separated row names (default: the runs' labels)")
+    t.set_defaults(func=_report)
+
+
+def _build(args) -> int:
+    from .sets import build_bench
+
+    s = build_bench(args.dataset, args.out, per_bucket=args.per_bucket, num_frames=args.frames,
+                    buckets=args.buckets, seed=args.seed, split=args.split, size=args.size)
+    print(f"{args.out}: {s['clips']} clips; by bucket {s['buckets']}; skipped {s['skipped']}")
+    if s["short_buckets"]:
+        print(f"{args.out}: fewer than {args.per_bucket} clips in bucket(s) {', '.join(s['short_buckets'])}")
+    return 0
+
+
+def _davis(args) -> int:
+    from .sets import read_davis
+
+    s = read_davis(args.davis, args.out, resolution=args.resolution, num_frames=args.frames,
+                   captions=args.captions, imageset=args.imageset, fps=args.fps)
+    print(f"{args.out}: {s['clips']} clips; by bucket {s['buckets']}; skipped {s['skipped']}")
+    return 0
+
+
+def _run(args) -> int:
+    from .runner import run_bench
+
+    s = run_bench(args.bench, args.out, base=args.base, controlnet=args.controlnet, kind=args.kind,
+                  control_scale=args.control_scale, num_inference_steps=args.steps,
+                  guidance_scale=args.guidance, seed=args.seed, limit=args.limit,
+                  ground_truth=args.ground_truth, size=args.size, sparse_keys=args.sparse_keys,
+                  device=args.device, dtype=args.dtype, offload=args.offload, label=args.label)
+    print(f"{args.out}: {s['clips']} clips ({s['generated']} generated now, {s['skipped']} already done)")
+    return 0
+
+
+def _score(args) -> int:
+    import sys
+
+    from .score import score_run
+
+    s = score_run(args.run, segmenter=args.segmenter, sam2=args.sam2, inception=args.inception,
+                  i3d=args.i3d, device=args.device, fvd_frames=args.fvd_frames, fid_stride=args.fid_stride)
+    for note in s["notes"]:
+        print(f"magicmotion: note: {note}", file=sys.stderr)
+    print(json.dumps({"overall": s["overall"], "buckets": s["buckets"]}, indent=1))
+    print(f"{args.run / 'scores.json'}: written")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import report
+
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    report(args.runs, args.out, labels=labels)
+    print(f"{args.out}: report.md, by_objects.png, report.json")
+    return 0

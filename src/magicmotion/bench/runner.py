@@ -1,0 +1,244 @@
+"""Running a benchmark: one generated video per benchmark clip, from the clip's first frame, caption and
+trajectory, written to RUN/videos/<id>.mp4.
+
+    RUN/
+      run.json            the settings (a run resumes only with the same settings)
+      videos/<id>.mp4     one video per clip, written atomically: present means complete
+      previews/<id>.png   the trajectory drawn over the generated frames (contact sheet)
+
+Resumable: clips whose video exists are skipped, so a killed run loses at most the clip in flight.
+`ground_truth=True` makes the "generated" videos the benchmark's own clips (the segmenter's ceiling);
+`control_scale=0` gives the base model without the trajectory (the floor). Both are ordinary runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import BenchError, MagicMotionError
+from ..trajectory import KINDS, Trajectory, sparsify
+
+RUN_INFO = "run.json"
+VIDEOS = "videos"
+PREVIEWS = "previews"
+RUN_VERSION = 1
+
+# generate_fn(clip, condition trajectory) -> frames uint8 (T, H, W, 3), or (frames, maps)
+GenerateFn = Callable[..., object]
+
+
+def condition_trajectory(traj: Trajectory, kind: str, sparse_keys: int = 4) -> Trajectory:
+    """What the model is conditioned on for `kind`: the benchmark trajectory as is for "mask" and
+    "box" (masks / boxes on every frame; frame 0 is the mask in both), and for "sparse_box" frame 0
+    plus `sparse_keys` evenly spaced key frames with boxes."""
+    if kind not in KINDS:
+        raise BenchError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if kind == "sparse_box":
+        return sparsify(traj, num_keys=sparse_keys, mode="even")
+    return traj
+
+
+def read_run(run_dir: str | os.PathLike) -> dict:
+    """RUN/run.json; BenchError when the folder is not a benchmark run."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        raise BenchError(f"{run_dir}: not a benchmark run (no {RUN_INFO}); make one with "
+                         "`magicmotion bench run BENCH --out RUN`")
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BenchError(f"{path}: malformed ({e})") from None
+    if not isinstance(info, dict) or "settings" not in info or "clips" not in info:
+        raise BenchError(f"{path}: not a run description (no settings / clips)")
+    return info
+
+
+def bench_records(bench_root: str | os.PathLike) -> list[dict]:
+    from ..data.dataset import read_index
+
+    try:
+        records = read_index(bench_root)
+    except MagicMotionError as e:
+        raise BenchError(f"{bench_root}: not a benchmark set ({e})") from None
+    if not records:
+        raise BenchError(f"{bench_root}: the benchmark set has no clips")
+    return records
+
+
+def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, controlnet=None,
+              kind: str = "box", control_scale: float = 1.0, num_inference_steps: int = 50,
+              guidance_scale: float = 6.0, seed: int = 0, limit: int | None = None,
+              ground_truth: bool = False, size: tuple[int, int] | None = None, sparse_keys: int = 4,
+              device: str | None = None, dtype=None, offload: str = "none", label: str | None = None,
+              generate_fn: GenerateFn | None = None, progress: bool = True) -> dict:
+    """Generate a video for each of the first `limit` (default all) clips of the benchmark set.
+
+    base, controlnet: as `magicmotion.pipelines.loading.load_pipeline` (base None: the shipped tiny
+    model); kind: trajectory kind; control_scale: ControlNet conditioning scale (0: the floor);
+    seed: the same seed for every clip; size: (W, H) of the output (default: the pipeline's choice from
+    the clip's size); ground_truth: copy the benchmark's own videos instead (the ceiling).
+    generate_fn(clip, trajectory) -> frames uint8 (T, H, W, 3) or (frames, maps) replaces the pipeline
+    (tests, other models). Returns {"out", "clips", "generated", "skipped"}."""
+    from tqdm import tqdm
+
+    from ..data.dataset import Dataset
+
+    bench_root, out = Path(bench_root), Path(out)
+    records = bench_records(bench_root)
+    if limit is not None:
+        if limit < 1:
+            raise BenchError(f"limit must be >= 1, got {limit}")
+        records = records[:limit]
+    if kind not in KINDS:
+        raise BenchError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if ground_truth:
+        settings = {"ground_truth": True, "size": list(size) if size else None}
+    else:
+        settings = {"ground_truth": False, "kind": kind, "base": _name(base), "controlnet": _name(controlnet),
+                    "control_scale": float(control_scale), "num_inference_steps": int(num_inference_steps),
+                    "guidance_scale": float(guidance_scale), "seed": int(seed),
+                    "size": list(size) if size else None,
+                    "sparse_keys": int(sparse_keys) if kind == "sparse_box" else None,
+                    "generator": "custom" if generate_fn is not None else "pipeline"}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / VIDEOS).mkdir(exist_ok=True)
+    (out / PREVIEWS).mkdir(exist_ok=True)
+    info = _start_run(out, bench_root, settings, records, label)
+    _remove_debris(out / VIDEOS)
+
+    todo = [r for r in records if not (out / VIDEOS / f"{r['id']}.mp4").is_file()]
+    reader = Dataset(bench_root, num_frames=None, sampling="start")
+    generate = None
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc=f"bench run {out.name}",
+               unit="clip", disable=not progress)
+    with bar:
+        for record in todo:
+            bar.set_postfix_str(record["id"])
+            video = out / VIDEOS / f"{record['id']}.mp4"
+            if ground_truth:
+                _write_ground_truth(bench_root, record, reader, video, size)
+            else:
+                if generate is None:  # the model loads only when a clip needs it
+                    generate = generate_fn or pipeline_generator(
+                        base=base, controlnet=controlnet, kind=kind, control_scale=control_scale,
+                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
+                        size=size, device=device, dtype=dtype, offload=offload)
+                _generate_one(reader, record, kind, sparse_keys, generate, video, out / PREVIEWS)
+            bar.update(1)
+    info["complete"] = True
+    _write_json(out / RUN_INFO, info)
+    return {"out": str(out), "clips": len(records), "generated": len(todo),
+            "skipped": len(records) - len(todo)}
+
+
+def _name(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return str(value)
+    return type(value).__name__
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _start_run(out: Path, bench_root: Path, settings: dict, records: list[dict], label: str | None) -> dict:
+    """Write (or check, when resuming) RUN/run.json."""
+    path = out / RUN_INFO
+    ids = [r["id"] for r in records]
+    bench = str(bench_root.resolve())
+    if path.is_file():
+        old = read_run(out)
+        if old.get("bench") != bench:
+            raise BenchError(f"{out}: holds a run of the benchmark {old.get('bench')}, not {bench}; "
+                             "use another --out")
+        if old["settings"] != settings:
+            diff = [k for k in sorted(set(old["settings"]) | set(settings))
+                    if old["settings"].get(k) != settings.get(k)]
+            raise BenchError(
+                f"{out}: holds a run with other settings ("
+                + ", ".join(f"{k}: {old['settings'].get(k)!r} now {settings.get(k)!r}" for k in diff)
+                + "); use another --out")
+        known = list(old["clips"])
+        ids = known + [i for i in ids if i not in set(known)]
+        label = label or old.get("label")
+    info = {"version": RUN_VERSION, "bench": bench, "label": label or out.name, "settings": settings,
+            "clips": ids, "complete": False}
+    _write_json(path, info)
+    return info
+
+
+def _remove_debris(folder: Path) -> None:
+    """Temporary files a killed run left behind (atomic writes that never finished)."""
+    for p in folder.iterdir():
+        if p.name.startswith(".") and ".tmp" in p.name and p.is_file():
+            p.unlink(missing_ok=True)
+
+
+def _write_ground_truth(bench_root: Path, record: dict, reader, video: Path, size) -> None:
+    from ..io import atomic_path, write_video
+    from ..trajectory import resize_crop
+
+    source = bench_root / record["video"]
+    if not source.is_file():
+        raise BenchError(f"{bench_root}: clip {record['id']}: video {source} not found")
+    if size is None:
+        with atomic_path(video) as tmp:
+            shutil.copyfile(source, tmp)
+        return
+    clip = reader.load_clip(record)
+    write_video(video, resize_crop(clip.frames, tuple(size)), fps=clip.fps)
+
+
+def _generate_one(reader, record: dict, kind: str, sparse_keys: int, generate, video: Path,
+                  previews: Path) -> None:
+    from ..io import write_preview, write_video
+
+    try:
+        clip = reader.load_clip(record)
+    except MagicMotionError as e:
+        raise BenchError(str(e)) from None
+    traj = condition_trajectory(clip.trajectory, kind, sparse_keys)
+    result = generate(clip, traj)
+    frames, maps = result if isinstance(result, tuple) else (result, None)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise BenchError(f"clip {record['id']}: the generator returned {frames.dtype} {frames.shape}, "
+                         "expected uint8 (T, H, W, 3)")
+    if len(frames) != len(clip.frames):
+        raise BenchError(f"clip {record['id']}: the generator returned {len(frames)} frames, the "
+                         f"benchmark clip has {len(clip.frames)}")
+    if maps is not None and np.asarray(maps).shape == frames.shape:
+        write_preview(previews / f"{record['id']}.png", frames, np.asarray(maps))
+    write_video(video, frames, fps=clip.fps)  # last: its presence marks the clip done
+
+
+def pipeline_generator(base=None, controlnet=None, kind: str = "box", control_scale: float = 1.0,
+                       num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0,
+                       size: tuple[int, int] | None = None, device: str | None = None, dtype=None,
+                       offload: str = "none") -> GenerateFn:
+    """A generate_fn running a MagicMotion pipeline (loaded once) on each clip."""
+    from ..pipelines.generate import generate
+    from ..pipelines.loading import load_pipeline
+
+    pipe = load_pipeline(base=base, controlnet=controlnet, kind=kind, device=device, dtype=dtype,
+                         offload=offload)
+    width, height = (None, None) if size is None else (int(size[0]), int(size[1]))
+
+    def run(clip, trajectory):
+        return generate(pipe, clip.frames[0], clip.caption, trajectory, kind,
+                        num_frames=len(clip.frames), height=height, width=width,
+                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                        controlnet_conditioning_scale=control_scale, seed=seed)
+
+    return run

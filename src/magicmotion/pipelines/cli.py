@@ -1,0 +1,132 @@
+"""`magicmotion generate`: a thin wrapper over `load_pipeline`, `generate` and `write_outputs`.
+
+Every check that needs no model runs first (files, output folder, kind, size, spec frames and aspect),
+then the model loads (a ControlNet built for another base is an error), then the pipeline's own checks;
+nothing is written unless the video was made.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+from ..errors import MediaError, PipelineError
+
+KINDS = ("mask", "box", "sparse_box")  # magicmotion.trajectory.KINDS, without importing it for --help
+OFFLOAD = ("none", "model", "sequential")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'832x480' -> (832, 480) (width x height)."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise PipelineError(f"--size must be WIDTHxHEIGHT such as 832x480, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="make a video from a first frame, a prompt and a trajectory",
+        description=(
+            "Generate a video whose objects follow a trajectory. Writes OUT (mp4), OUT.preview.gif and "
+            "OUT.preview.png (the trajectory over the generated frames) and OUT.json (the settings used). "
+            "Without --base, the tiny model shipped with the package is used (its stage for --kind)."
+        ),
+    )
+    p.add_argument("--base", metavar="PATH_OR_ID",
+                   help="base model: a diffusers Wan2.1 / CogVideoX I2V folder or hub id (default: the shipped tiny model)")
+    p.add_argument("--controlnet", metavar="PATH",
+                   help="Trajectory ControlNet: a folder saved by training, or a released .pt (default with no --base: "
+                        "the tiny model's stage for --kind)")
+    p.add_argument("--image", required=True, metavar="PNG", help="first frame")
+    p.add_argument("--trajectory", required=True, metavar="SPEC",
+                   help="trajectory spec (.json), or rendered trajectory maps (video or frame folder)")
+    p.add_argument("--kind", default="box", metavar="KIND", help="mask | box | sparse_box (default box)")
+    p.add_argument("--prompt", required=True, help="text prompt")
+    p.add_argument("--out", required=True, metavar="MP4", help="output video (.mp4)")
+    p.add_argument("--negative-prompt", default=None, help="negative prompt (default empty)")
+    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    p.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance scale (default 6)")
+    p.add_argument("--control-scale", type=float, default=1.0, help="ControlNet conditioning scale (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded in OUT.json)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames to generate; must equal the spec's frame count (default: the spec's)")
+    p.add_argument("--size", default=None, metavar="WxH",
+                   help="output size, e.g. 832x480 (default: Wan: the spec's size within ~832x480; CogVideoX: 720x480)")
+    p.add_argument("--offload", default="none", metavar="MODE",
+                   help="none | model | sequential: diffusers CPU offload to save GPU memory (default none)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default cuda when available)")
+    p.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default bf16 on CUDA, fp32 on CPU)")
+    p.set_defaults(func=run_generate)
+
+
+def check_args(args) -> tuple[tuple[int, int] | None, object]:
+    """Checks that need no model. Returns (size, trajectory as read)."""
+    from .conditions import check_aspect, read_image, read_trajectory, trajectory_frames, trajectory_size
+    from .generate import check_output
+    from .loading import is_hub_id
+
+    if args.kind not in KINDS:
+        raise PipelineError(f"unknown kind {args.kind!r}: expected one of {', '.join(KINDS)}")
+    if args.offload not in OFFLOAD:
+        raise PipelineError(f"unknown offload {args.offload!r}: expected one of {', '.join(OFFLOAD)}")
+    if args.steps < 1:
+        raise PipelineError(f"--steps must be at least 1, got {args.steps}")
+    size = parse_size(args.size)
+    check_output(args.out)
+    for flag, value in (("--base", args.base), ("--controlnet", args.controlnet)):
+        if value is not None and not Path(value).exists() and not is_hub_id(value):
+            raise MediaError(f"{value}: {flag} not found")
+    if not Path(args.image).is_file():
+        raise MediaError(f"{args.image}: image not found")
+    if not Path(args.trajectory).exists():
+        raise MediaError(f"{args.trajectory}: trajectory not found")
+    image = read_image(args.image)
+    traj = read_trajectory(args.trajectory)
+    frames = trajectory_frames(traj)
+    if (frames - 1) % 4:
+        raise PipelineError(
+            f"{args.trajectory}: the trajectory has {frames} frames; the video VAE needs a frame count of "
+            "4k + 1 (e.g. 17, 49, 81)"
+        )
+    if args.frames is not None and args.frames != frames:
+        raise PipelineError(f"{args.trajectory}: the trajectory has {frames} frames but --frames is {args.frames}")
+    check_aspect((image.shape[1], image.shape[0]), trajectory_size(traj), str(args.trajectory))
+    return size, traj
+
+
+def run_generate(args) -> int:
+    from .. import __version__
+    from .generate import generate, random_seed, write_outputs
+    from .loading import load_pipeline
+
+    size, traj = check_args(args)
+    pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
+                         dtype=args.dtype, offload=args.offload)
+    seed = random_seed() if args.seed is None else args.seed
+    width, height = size if size is not None else (None, None)
+    start = time.perf_counter()
+    frames, maps = generate(
+        pipe, args.image, args.prompt, traj, args.kind, negative_prompt=args.negative_prompt,
+        num_frames=args.frames, height=height, width=width, num_inference_steps=args.steps,
+        guidance_scale=args.guidance, controlnet_conditioning_scale=args.control_scale, seed=seed,
+    )
+    elapsed = time.perf_counter() - start
+    settings = dict(
+        base=args.base or "tiny (shipped)", controlnet=args.controlnet or f"tiny (shipped, {args.kind})",
+        model=type(pipe).__name__, image=args.image, trajectory=args.trajectory, kind=args.kind,
+        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, guidance=args.guidance,
+        control_scale=args.control_scale, seed=seed, offload=args.offload, device=str(pipe._execution_device),
+        dtype=str(pipe.transformer.dtype).replace("torch.", ""), seconds=round(elapsed, 2),
+        magicmotion=__version__,
+    )
+    paths = write_outputs(args.out, frames, maps, settings, fps=pipe.fps)
+    print(f"wrote {paths['video']} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, "
+          f"{elapsed:.1f} s), {paths['preview_gif'].name}, {paths['preview_png'].name}, {paths['settings'].name}",
+          file=sys.stderr)
+    return 0

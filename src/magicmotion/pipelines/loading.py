@@ -1,0 +1,303 @@
+"""Loading a MagicMotion pipeline: a base model (a diffusers folder or hub id) + a Trajectory ControlNet
+(our safetensors folder, or a released `.pt`), with diffusers' memory options.
+
+`base=None` means the tiny model shipped with the package (`TINY_MODEL_DIR`): `base/` plus the
+ControlNet of the stage trained for the trajectory kind (mask -> stage1, box -> stage2,
+sparse_box -> stage3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import magicmotion
+
+from ..errors import ModelError, PipelineError
+from ..trajectory import KINDS
+
+logger = logging.getLogger(__name__)
+
+TINY_MODEL_DIR = Path(magicmotion.__file__).parent / "assets" / "tiny"
+KIND_STAGE = {"mask": "stage1", "box": "stage2", "sparse_box": "stage3"}
+MODELS = ("wan", "cogvideox")
+OFFLOAD = ("none", "model", "sequential")
+DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+          "fp32": "float32", "float32": "float32"}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(name: str | os.PathLike) -> bool:
+    """`org/name` that is not a local path: a model on the Hugging Face Hub (fetched at the user's site)."""
+    s = str(name)
+    return not Path(s).exists() and bool(_HUB_ID.match(s)) and not s.startswith((".", "/", "~"))
+
+
+def resolve_dtype(dtype, device: str):
+    """"bf16" / "fp16" / "fp32" / a torch dtype / None (bf16 on CUDA, fp32 elsewhere) -> torch.dtype."""
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = DTYPES.get(str(dtype).lower())
+    if name is None:
+        raise PipelineError(f"unknown dtype {dtype!r}: expected one of bf16, fp16, fp32")
+    return getattr(torch, name)
+
+
+def resolve_device(device) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError(f"device {device!r} asked for but CUDA is not available")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise PipelineError(f"unknown device {device!r} (cpu, cuda, cuda:N)") from None
+    return device
+
+
+# ---------------------------------------------------------------------------------------- the base
+
+
+def base_config(base: str | os.PathLike) -> dict[str, Any]:
+    """The base's `model_index.json` (local folder, or fetched from the hub)."""
+    if is_hub_id(base):
+        from diffusers import DiffusionPipeline
+
+        try:
+            return dict(DiffusionPipeline.load_config(str(base)))
+        except Exception as e:  # noqa: BLE001 - any hub / network failure is a model error here
+            raise ModelError(f"{base}: cannot fetch the base model's model_index.json ({e})") from None
+    path = Path(base)
+    if not path.is_dir():
+        raise ModelError(f"{path}: base model folder not found")
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ModelError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
+    try:
+        return json.loads(index.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"{index}: unreadable ({e})") from None
+
+
+def detect_model(base: str | os.PathLike, config: dict | None = None) -> str:
+    """"wan" or "cogvideox" from the base's pipeline class."""
+    config = config or base_config(base)
+    name = str(config.get("_class_name", ""))
+    if name.startswith("Wan") or name.startswith("MagicMotionWan"):
+        return "wan"
+    if name.startswith("CogVideoX") or name.startswith("MagicMotionCogVideoX"):
+        return "cogvideox"
+    raise ModelError(f"{base}: base pipeline {name or '?'} is neither a Wan nor a CogVideoX image-to-video model")
+
+
+def transformer_config(base: str | os.PathLike) -> dict[str, Any]:
+    """The base transformer's config.json."""
+    if is_hub_id(base):
+        from diffusers import DiffusionPipeline
+
+        try:
+            return dict(DiffusionPipeline.load_config(str(base), subfolder="transformer"))
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"{base}: cannot fetch transformer/config.json ({e})") from None
+    path = Path(base) / "transformer" / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{path}: base transformer config not found")
+    return json.loads(path.read_text())
+
+
+def empty_transformer(model: str, config: dict[str, Any]):
+    """The base transformer built from its config on the meta device (no memory), for checks."""
+    from accelerate import init_empty_weights
+    from diffusers import CogVideoXTransformer3DModel, WanTransformer3DModel
+
+    cls = WanTransformer3DModel if model == "wan" else CogVideoXTransformer3DModel
+    with init_empty_weights():
+        return cls.from_config(config)
+
+
+# ---------------------------------------------------------------------------------------- ControlNet
+
+
+def load_controlnet(path: str | os.PathLike, model: str | None = None, dtype=None,
+                    base: str | os.PathLike | None = None):
+    """A Trajectory ControlNet from a folder saved with `save_pretrained` (or a folder holding one in
+    `controlnet/`, such as a training output's `final/`), a released `.pt`, or a hub id.
+
+    Args:
+        model: "wan" or "cogvideox" when known (a ControlNet of the other kind is a ModelError).
+        dtype: torch dtype to load in (default as saved).
+        base: the base (folder or id) whose transformer config fills in what a `.pt` does not say.
+    """
+    from ..models import CogVideoXTrajectoryControlNet, WanTrajectoryControlNet
+
+    classes = {"WanTrajectoryControlNet": ("wan", WanTrajectoryControlNet),
+               "CogVideoXTrajectoryControlNet": ("cogvideox", CogVideoXTrajectoryControlNet)}
+    if isinstance(dtype, dict):
+        dtype = dtype.get("controlnet", dtype.get("default"))
+    p = Path(path)
+    if p.is_dir() and not (p / "config.json").is_file() and (p / "controlnet" / "config.json").is_file():
+        p = p / "controlnet"
+    if p.is_dir():
+        config = p / "config.json"
+        if not config.is_file():
+            raise ModelError(f"{p}: not a ControlNet folder (no config.json)")
+        try:
+            name = json.loads(config.read_text()).get("_class_name", "")
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelError(f"{config}: unreadable ({e})") from None
+        if name not in classes:
+            raise ModelError(f"{p}: {name or 'this model'} is not a Trajectory ControlNet")
+        kind, cls = classes[name]
+        if model is not None and kind != model:
+            raise ModelError(f"{p}: a {kind} ControlNet cannot drive a {model} base")
+        try:
+            return cls.from_pretrained(p, dtype=dtype).eval()
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ModelError(f"{p}: cannot load the ControlNet ({e})") from None
+    if p.is_file():
+        if p.suffix.lower() not in (".pt", ".pth", ".bin"):
+            raise ModelError(f"{p}: expected a ControlNet folder or a released .pt checkpoint")
+        if model == "wan":
+            raise ModelError(f"{p}: released .pt checkpoints are CogVideoX ControlNets; the base is Wan")
+        from ..models import load_official_checkpoint
+
+        cfg = transformer_config(base) if base is not None else None
+        controlnet, _, report = load_official_checkpoint(p, base_config=cfg)
+        logger.info("%s", report)
+        return (controlnet.to(dtype=dtype) if dtype is not None else controlnet).eval()
+    if is_hub_id(path):
+        if model is None:
+            raise ModelError(f"{path}: say which base (wan or cogvideox) a hub ControlNet is for")
+        cls = dict(classes.values())[model]
+        try:
+            return cls.from_pretrained(str(path), dtype=dtype).eval()
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"{path}: cannot fetch the ControlNet ({e})") from None
+    raise ModelError(f"{path}: ControlNet not found")
+
+
+def tiny_model_paths(kind: str | None = None) -> tuple[Path, Path]:
+    """(base folder, ControlNet folder) of the shipped tiny model for `kind` (default box)."""
+    kind = kind or "box"
+    if kind not in KINDS:
+        raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    base = TINY_MODEL_DIR / "base"
+    controlnet = TINY_MODEL_DIR / KIND_STAGE[kind] / "controlnet"
+    for p in (base, controlnet):
+        if not p.is_dir():
+            raise ModelError(
+                f"{p}: the shipped tiny model is not there (not trained yet?); pass --base and --controlnet "
+                "(Python: load_pipeline(base=..., controlnet=...))"
+            )
+    return base, controlnet
+
+
+# ---------------------------------------------------------------------------------------- pipeline
+
+
+def load_pipeline(
+    base: str | os.PathLike | None = None,
+    controlnet=None,
+    kind: str | None = None,
+    model: str = "auto",
+    device: str | None = None,
+    dtype=None,
+    offload: str = "none",
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+):
+    """A ready MagicMotion pipeline (Wan or CogVideoX) on `device`.
+
+    Args:
+        base: a local diffusers pipeline folder or a hub id; None: the shipped tiny model.
+        controlnet: a ControlNet folder (saved with `save_pretrained`, or holding `controlnet/`),
+            a released `.pt`, a hub id, or a model instance. With `base=None` it defaults to the tiny
+            model's stage for `kind`; with a base of your own it is required.
+        kind: "mask", "box" or "sparse_box"; picks the tiny model's stage (mask -> stage1,
+            box -> stage2, sparse_box -> stage3).
+        model: "auto" (from the base's model_index.json), "wan" or "cogvideox".
+        device: default "cuda" when available, else "cpu".
+        dtype: "bf16" / "fp16" / "fp32" or a torch dtype; default bf16 on CUDA, fp32 on CPU. A Wan VAE
+            (and CLIP image encoder) stays in fp32, as Wan recommends.
+        offload: "none" (everything on `device`), "model" (diffusers' model CPU offload: one component
+            on the GPU at a time) or "sequential" (layer by layer; least memory, slowest).
+        vae_tiling, vae_slicing: decode in tiles / one video at a time (less memory).
+    Raises:
+        ModelError: a missing or unreadable model, or a ControlNet built for another base.
+        PipelineError: an unknown option.
+    """
+    import torch
+
+    from .pipeline_cogvideox import MagicMotionCogVideoXPipeline
+    from .pipeline_wan import MagicMotionWanPipeline
+
+    if offload not in OFFLOAD:
+        raise PipelineError(f"unknown offload {offload!r}: expected one of {', '.join(OFFLOAD)}")
+    if model not in ("auto", *MODELS):
+        raise PipelineError(f"unknown model {model!r}: expected auto, wan or cogvideox")
+    if kind is not None and kind not in KINDS:
+        raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+
+    if base is None:
+        base, default_cn = tiny_model_paths(kind)
+        controlnet = default_cn if controlnet is None else controlnet
+    elif controlnet is None:
+        raise ModelError(f"{base}: no ControlNet given (a folder saved by training, or a released .pt)")
+
+    index = base_config(base)
+    detected = detect_model(base, index)
+    if model != "auto" and model != detected:
+        raise ModelError(f"{base}: the base is a {detected} model, not {model}")
+    model = detected
+
+    # the ControlNet first, and checked against the base's config before the base's weights load
+    if isinstance(controlnet, torch.nn.Module):
+        controlnet = controlnet.to(dtype=dtype)
+    else:
+        controlnet = load_controlnet(controlnet, model=model, dtype=dtype, base=base)
+    try:
+        controlnet.check_compatible(empty_transformer(model, transformer_config(base)))
+    except AttributeError:
+        raise ModelError(f"{type(controlnet).__name__} is not a Trajectory ControlNet for a {model} base") from None
+
+    cls = MagicMotionWanPipeline if model == "wan" else MagicMotionCogVideoXPipeline
+    dtypes: dict[str, Any] = {"default": dtype}
+    if model == "wan":
+        dtypes.update(vae=torch.float32, image_encoder=torch.float32)
+    try:
+        pipe = cls.from_pretrained(str(base), controlnet=controlnet, dtype=dtypes)
+    except (OSError, ValueError, TypeError) as e:
+        raise ModelError(f"{base}: cannot load the base model ({e})") from None
+
+    if vae_tiling:
+        pipe.vae.enable_tiling()
+    if vae_slicing:
+        pipe.vae.enable_slicing()
+    if offload == "none":
+        pipe.to(device)
+    elif offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.enable_sequential_cpu_offload(device=device)
+    return pipe
+
+
+__all__ = [
+    "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_MODEL_DIR", "base_config", "detect_model", "is_hub_id",
+    "load_controlnet", "load_pipeline", "resolve_device", "resolve_dtype", "tiny_model_paths",
+    "transformer_config",
+]

@@ -1,0 +1,367 @@
+"""MagicMotion on CogVideoX image-to-video: diffusers' `CogVideoXImageToVideoPipeline` plus a Trajectory
+ControlNet. This is the paper's main base (CogVideoX-5B-I2V, v-prediction, `CogVideoXDPMScheduler`).
+
+Steps, in the parent's order, with the trajectory added:
+
+1. `check_inputs`          prompt, size, frame count, kind; a base with learned positional embeddings
+                           (5B I2V) only runs at its sample size (49 x 480 x 720)
+2. `prepare_trajectory`    first frame + trajectory maps, resized and cropped together
+3. `encode_prompt`         (parent) T5 text embeddings, negative and positive stacked as one batch
+4. `prepare_latents`       (parent) noise + first-frame latents (the image latent is sampled with the
+                           generator, as the parent does)
+5. `encode_trajectory`     the maps through the same VAE, scaled exactly as the image latents
+6. denoising loop          `MagicMotionTransformer` (base + ControlNet), cond and uncond as one batch,
+                           the trajectory latents in both guidance branches
+7. `decode_latents`        (parent) VAE decode + video post-processing
+
+With `controlnet_conditioning_scale=0` the output equals `CogVideoXImageToVideoPipeline`'s for the same
+components, seed and inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from diffusers import CogVideoXDPMScheduler, CogVideoXImageToVideoPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video import retrieve_timesteps
+from diffusers.utils.torch_utils import get_module_execution_device
+from PIL import Image
+
+from ..errors import PipelineError
+from ..trajectory import KINDS
+from .conditions import (Conditions, MagicMotionPipelineOutput, TrajectoryInput, maps_to_video_tensor, onload,
+                         prepare_conditions, read_trajectory, release, trajectory_frames)
+
+
+class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
+    """Trajectory-controlled image-to-video with a CogVideoX I2V base.
+
+    Components: `tokenizer`, `text_encoder` (T5), `vae` (`AutoencoderKLCogVideoX`), `transformer`
+    (`CogVideoXTransformer3DModel`, 32 input channels), `controlnet` (`CogVideoXTrajectoryControlNet`),
+    `scheduler` (`CogVideoXDPMScheduler` or `CogVideoXDDIMScheduler`, v-prediction).
+
+    Load with `MagicMotionCogVideoXPipeline.from_pretrained(base, controlnet=PATH_OR_MODEL)` or
+    `magicmotion.pipelines.load_pipeline`.
+    """
+
+    # The ControlNet is outside the chain: under model offload it gets its own hook and stays on the
+    # GPU through the denoising loop.
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds", "trajectory_latents"]
+    fps = 8  # CogVideoX's frame rate
+
+    def __init__(self, tokenizer, text_encoder, vae, transformer, controlnet, scheduler):
+        super().__init__(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                         scheduler=scheduler)
+        self.register_modules(controlnet=controlnet)
+        if controlnet is not None and transformer is not None:
+            controlnet.check_compatible(transformer)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, controlnet=None, **kwargs):
+        """Load a CogVideoX I2V base (a local diffusers folder or a hub id) with a Trajectory ControlNet.
+
+        `controlnet`: a `CogVideoXTrajectoryControlNet`, a folder saved with `save_pretrained`, or a
+        released `.pt` checkpoint (e.g. `stage2/box.pt`, imported with
+        `magicmotion.models.load_official_checkpoint`).
+        """
+        if isinstance(controlnet, (str, os.PathLike)):
+            from .loading import load_controlnet
+
+            controlnet = load_controlnet(controlnet, model="cogvideox", dtype=kwargs.get("dtype", kwargs.get("torch_dtype")),
+                                         base=pretrained_model_name_or_path)
+        if controlnet is not None:
+            kwargs["controlnet"] = controlnet
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    # ------------------------------------------------------------------------------------ steps
+
+    @property
+    def fixed_size(self) -> tuple[int, int, int] | None:
+        """(W, H, frames) the base only works at (learned positional embeddings, as CogVideoX-5B-I2V),
+        or None when any size works."""
+        cfg = self.transformer.config
+        if not cfg.use_learned_positional_embeddings:
+            return None
+        s = self.vae_scale_factor_spatial
+        return cfg.sample_width * s, cfg.sample_height * s, cfg.sample_frames
+
+    def spatial_multiple(self) -> int:
+        """Height and width must be multiples of this: VAE downsampling x patch size (16)."""
+        return self.vae_scale_factor_spatial * int(self.transformer.config.patch_size)
+
+    def default_size(self, trajectory_wh: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(W, H) when none is given: the base's sample size (480 x 720 for CogVideoX-5B-I2V)."""
+        cfg, s = self.transformer.config, self.vae_scale_factor_spatial
+        return cfg.sample_width * s, cfg.sample_height * s
+
+    def check_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        kind: str,
+        num_frames: int,
+        height: int,
+        width: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        trajectory_frames: int | None = None,
+        callback_on_step_end_tensor_inputs=None,
+    ) -> None:
+        """Raise PipelineError on inputs the pipeline cannot run with (before any model runs)."""
+        if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
+            raise PipelineError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+        batch = 1 if isinstance(prompt, str) else len(prompt)
+        if negative_prompt is not None:
+            if isinstance(negative_prompt, list) and len(negative_prompt) != batch:
+                raise PipelineError(f"{len(negative_prompt)} negative prompts for {batch} prompts")
+            if not isinstance(negative_prompt, (str, list)):
+                raise PipelineError(f"negative_prompt must be a string or a list, got {negative_prompt!r}")
+        if kind not in KINDS:
+            raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+        t = self.vae_scale_factor_temporal
+        if num_frames < 1 or (num_frames - 1) % t:
+            raise PipelineError(
+                f"{num_frames} frames: the VAE needs (frames - 1) divisible by {t} (e.g. {t * 4 + 1}, 49)"
+            )
+        if trajectory_frames is not None and trajectory_frames != num_frames:
+            raise PipelineError(f"the trajectory has {trajectory_frames} frames but {num_frames} were asked for")
+        m = self.spatial_multiple()
+        if height <= 0 or width <= 0 or height % m or width % m:
+            raise PipelineError(f"size {width}x{height}: width and height must be positive multiples of {m}")
+        fixed = self.fixed_size
+        if fixed is not None and (width, height, num_frames) != fixed:
+            raise PipelineError(
+                f"this CogVideoX base has learned positional embeddings and only works at {fixed[0]}x{fixed[1]} "
+                f"with {fixed[2]} frames; asked for {width}x{height} with {num_frames} frames"
+            )
+        if num_inference_steps < 1:
+            raise PipelineError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if guidance_scale < 0:
+            raise PipelineError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if callback_on_step_end_tensor_inputs is not None:
+            bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+            if bad:
+                raise PipelineError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+
+    def prepare_trajectory(
+        self,
+        image,
+        trajectory: TrajectoryInput,
+        kind: str = "box",
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> tuple[Conditions, int, int, int]:
+        """Read the trajectory, settle the output size and frame count, and bring the first frame and the
+        trajectory maps to that size together. Returns (conditions, num_frames, height, width)."""
+        traj = read_trajectory(trajectory)
+        if (height is None) != (width is None):
+            raise PipelineError("give both height and width, or neither")
+        if height is None:
+            width, height = self.default_size()
+        num_frames = trajectory_frames(traj) if num_frames is None else int(num_frames)
+        return prepare_conditions(image, traj, kind, (width, height)), num_frames, int(height), int(width)
+
+    def encode_trajectory(self, maps: np.ndarray | torch.Tensor, device: torch.device,
+                          dtype: torch.dtype) -> torch.Tensor:
+        """Trajectory maps (T, H, W, 3) uint8 -> trajectory latents (1, F, 16, H/8, W/8).
+
+        The VAE latent's mode (deterministic), scaled exactly as `prepare_latents` scales the
+        first-frame latents (times `scaling_factor`, or divided by it when `invert_scale_latents`).
+        """
+        return cogvideox_trajectory_latents(self.vae, maps).to(device=device, dtype=dtype)
+
+    def joint_transformer(self):
+        """Base + ControlNet as one model (`magicmotion.models.MagicMotionTransformer`)."""
+        from ..models import MagicMotionTransformer
+
+        return MagicMotionTransformer(transformer=self.transformer, controlnet=self.controlnet, freeze_base=False)
+
+    # ------------------------------------------------------------------------------------ call
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        prompt: str | list[str] | None = None,
+        trajectory: TrajectoryInput | None = None,
+        kind: str = "box",
+        negative_prompt: str | list[str] | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 6.0,
+        controlnet_conditioning_scale: float | list[float] = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        eta: float = 0.0,
+        use_dynamic_cfg: bool = False,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        max_sequence_length: int | None = None,
+    ) -> MagicMotionPipelineOutput | tuple:
+        """Generate videos whose objects follow `trajectory`.
+
+        Args as `MagicMotionWanPipeline.__call__`, and:
+            height, width: default the base's sample size (480 x 720 for CogVideoX-5B-I2V, the only
+                size that base works at).
+            eta, use_dynamic_cfg: as in diffusers' CogVideoX pipelines.
+            max_sequence_length: text tokens; default the transformer's `max_text_seq_length` (226).
+        Returns:
+            `MagicMotionPipelineOutput(frames, trajectory_maps)` or, with return_dict=False,
+            (frames, trajectory_maps).
+        """
+        if trajectory is None:
+            raise PipelineError("a trajectory is required (spec path, Trajectory or rendered maps)")
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        max_sequence_length = max_sequence_length or self.transformer.config.max_text_seq_length
+
+        # 1-2. conditions and checks
+        cond, num_frames, height, width = self.prepare_trajectory(image, trajectory, kind, num_frames, height, width)
+        self.check_inputs(prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
+                          guidance_scale, cond.num_frames, callback_on_step_end_tensor_inputs)
+
+        self._guidance_scale = guidance_scale
+        self._current_timestep = None
+        self._attention_kwargs = attention_kwargs
+        self._interrupt = False
+        device = self._execution_device
+        batch_size = 1 if isinstance(prompt, str) else len(prompt)
+        cfg = guidance_scale > 1.0
+
+        # 3. text embeddings, [uncond, cond] as one batch
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt=prompt, negative_prompt=negative_prompt, do_classifier_free_guidance=cfg,
+            num_videos_per_prompt=1, max_sequence_length=max_sequence_length, device=device,
+        )
+        dtype = prompt_embeds.dtype
+
+        # 4. timesteps and latents (noise + first-frame latents)
+        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device)
+        self._num_timesteps = len(timesteps)
+        latent_frames = (num_frames - 1) // self.vae_scale_factor_temporal + 1
+        patch_size_t = self.transformer.config.patch_size_t
+        additional_frames = 0  # CogVideoX 1.5 pads the latent frames to a multiple of patch_size_t
+        if patch_size_t is not None and latent_frames % patch_size_t != 0:
+            additional_frames = patch_size_t - latent_frames % patch_size_t
+        first_frame = Image.fromarray(cond.image)
+        image_tensor = self.video_processor.preprocess(first_frame, height=height, width=width).to(device, dtype=dtype)
+        image_tensor = image_tensor.repeat(batch_size, 1, 1, 1)  # one first frame per video
+        latents, image_latents = self.prepare_latents(
+            image_tensor, batch_size, self.transformer.config.in_channels // 2,
+            num_frames + additional_frames * self.vae_scale_factor_temporal, height, width, dtype, device,
+            generator, latents,
+        )
+
+        # 5. trajectory latents, one copy per video (padded at the front like the image latents)
+        trajectory_latents = self.encode_trajectory(cond.maps, device, dtype)
+        pad = latents.shape[1] - trajectory_latents.shape[1]
+        if pad > 0:
+            trajectory_latents = torch.cat([trajectory_latents[:, :1].repeat(1, pad, 1, 1, 1), trajectory_latents], 1)
+        trajectory_latents = trajectory_latents.repeat(batch_size, 1, 1, 1, 1)
+
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        image_rotary_emb = (
+            self._prepare_rotary_positional_embeddings(height, width, latents.size(1), device)
+            if self.transformer.config.use_rotary_positional_embeddings else None
+        )
+        ofs_emb = None if self.transformer.config.ofs_embed_dim is None else latents.new_full((1,), fill_value=2.0)
+
+        # 6. denoising loop: cond and uncond in one batch, the trajectory in both
+        model = self.joint_transformer()
+        num_warmup_steps = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
+        onload(self.transformer)
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            old_pred_original_sample = None  # for DPM-solver++
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                self._current_timestep = t
+                context = torch.cat([negative_prompt_embeds, prompt_embeds]) if cfg else prompt_embeds
+                model_input = torch.cat([latents] * 2) if cfg else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                image_input = torch.cat([image_latents] * 2) if cfg else image_latents
+                model_input = torch.cat([model_input, image_input], dim=2)
+                traj_input = torch.cat([trajectory_latents] * 2) if cfg else trajectory_latents
+                timestep = t.expand(model_input.shape[0])
+
+                noise_pred = model(
+                    hidden_states=model_input,
+                    timestep=timestep,
+                    encoder_hidden_states=context,
+                    trajectory_latents=traj_input,
+                    conditioning_scale=controlnet_conditioning_scale,
+                    image_rotary_emb=image_rotary_emb,
+                    ofs=ofs_emb,
+                    attention_kwargs=attention_kwargs,
+                    return_dict=False,
+                )[0].float()
+
+                if use_dynamic_cfg:
+                    self._guidance_scale = 1 + guidance_scale * (
+                        (1 - math.cos(math.pi * ((num_inference_steps - t.item()) / num_inference_steps) ** 5.0)) / 2
+                    )
+                if cfg:
+                    noise_uncond, noise_text = noise_pred.chunk(2)
+                    noise_pred = noise_uncond + self.guidance_scale * (noise_text - noise_uncond)
+
+                if not isinstance(self.scheduler, CogVideoXDPMScheduler):
+                    latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+                else:
+                    latents, old_pred_original_sample = self.scheduler.step(
+                        noise_pred, old_pred_original_sample, t, timesteps[i - 1] if i > 0 else None, latents,
+                        **extra_step_kwargs, return_dict=False,
+                    )
+                latents = latents.to(dtype)
+
+                if callback_on_step_end is not None:
+                    tensors = dict(latents=latents, prompt_embeds=prompt_embeds,
+                                   negative_prompt_embeds=negative_prompt_embeds,
+                                   trajectory_latents=trajectory_latents)
+                    outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = outputs.pop("latents", latents)
+                    prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
+                    trajectory_latents = outputs.pop("trajectory_latents", trajectory_latents)
+
+                if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
+                    progress_bar.update()
+        release(self.transformer)
+        self._current_timestep = None
+
+        # 7. decode (dropping CogVideoX 1.5's padding frames)
+        if output_type == "latent":
+            video = latents
+        else:
+            video = self.decode_latents(latents[:, additional_frames:])
+            video = self.video_processor.postprocess_video(video=video, output_type=output_type)
+        self.maybe_free_model_hooks()
+        maps = cond.maps_uint8()
+        if not return_dict:
+            return (video, maps)
+        return MagicMotionPipelineOutput(frames=video, trajectory_maps=maps)
+
+
+def cogvideox_trajectory_latents(vae, maps: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Trajectory maps -> scaled CogVideoX VAE latents (1, F, 16, H/8, W/8), float32.
+
+    maps: uint8 (T, H, W, 3) or float (T, 3, H, W) in [0, 1]. Training uses the same function.
+    """
+    video = maps_to_video_tensor(maps).to(device=get_module_execution_device(vae), dtype=vae.dtype)
+    z = vae.encode(video).latent_dist.mode().float().permute(0, 2, 1, 3, 4)  # (B, F, C, H, W)
+    scale = vae.config.scaling_factor
+    return z / scale if vae.config.invert_scale_latents else z * scale
+
+
+__all__ = ["MagicMotionCogVideoXPipeline", "cogvideox_trajectory_latents"]

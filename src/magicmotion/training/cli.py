@@ -1,0 +1,72 @@
+"""`magicmotion train --config C.yaml [--resume] [--set key=value ...]` and
+`magicmotion train precompute --config C.yaml --out DIR [--kinds mask,box,sparse_box]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    train = sub.add_parser(
+        "train",
+        help="train a stage of MagicMotion (Trajectory ControlNet + segment head) from a YAML config",
+        description="Train one stage from a YAML config (see configs/ and docs/training.md). Multi-GPU: "
+        "accelerate launch --config_file configs/accelerate/ddp.yaml -m magicmotion.cli train --config ...",
+    )
+    train.add_argument("--config", metavar="YAML", help="training config, e.g. configs/wan-1.3b/stage1.yaml")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint in output_dir (start fresh if there is none)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value (dotted key or unique leaf name, e.g. --set optim.lr=1e-4 "
+                       "--set max_steps=10); repeatable")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
+
+    actions = train.add_subparsers(dest="train_action", metavar="ACTION")
+    pre = actions.add_parser(
+        "precompute",
+        help="encode a config's clips (VAE latents, trajectory latents, text embeddings) to disk once",
+        description="Encode the video, trajectory maps (mask always, the config's kind, and --kinds), the "
+        "first-frame condition and the caption of every clip with the base's frozen encoders, one "
+        "safetensors file per clip plus index.json. Train on it with --set data.precomputed=DIR.",
+    )
+    pre.add_argument("--config", required=True, metavar="YAML")
+    pre.add_argument("--out", required=True, metavar="DIR", help="output folder (re-runs skip finished clips)")
+    pre.add_argument("--kinds", default="", metavar="K1,K2",
+                     help="more trajectory kinds to store, e.g. mask,box,sparse_box to serve all three stages")
+    pre.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    pre.add_argument("--batch-size", type=int, default=4, help="videos per VAE call")
+    pre.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    pre.add_argument("--no-progress", action="store_true")
+    pre.set_defaults(func=_precompute)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from .config import load_config
+
+    if not args.config:
+        raise ConfigError("train needs --config YAML (e.g. configs/wan-1.3b/stage1.yaml)")
+    config = load_config(args.config, args.overrides)
+    from .trainer import train
+
+    result = train(config, resume=args.resume, progress=not args.no_progress)
+    print(f"trained {result.step} steps; weights in {result.final_dir}")
+    return 0
+
+
+def _precompute(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from .config import CONDITIONS, load_config
+
+    kinds = [k for k in args.kinds.split(",") if k]
+    bad = [k for k in kinds if k not in CONDITIONS]
+    if bad:
+        raise ConfigError(f"--kinds: unknown kind {bad[0]!r} (one of {', '.join(CONDITIONS)})")
+    config = load_config(args.config, args.overrides)
+    from .precompute import precompute
+
+    out = precompute(config, args.out, kinds=kinds, dtype=args.dtype, batch_size=args.batch_size,
+                     progress=not args.no_progress)
+    print(f"wrote {out}/index.json")
+    return 0

@@ -1,0 +1,733 @@
+"""The training loop: one stage of MagicMotion on accelerate.
+
+`train(config)` trains the Trajectory ControlNet (and, in stages 2-3, the segment head) on top of a
+frozen image-to-video base:
+
+    models      base (frozen, eval, in the mixed-precision dtype) + ControlNet (+ head) in float32,
+                from the base's blocks or from the previous stage's output (`init_from`)
+    data        pixel clips encoded on the fly by the frozen VAE / text encoder, or precomputed
+                latents (`data.precomputed`); a resumable, seeded sample order
+    step        noise the video latents, predict with base + ControlNet, L = L_diff + lambda L_seg,
+                AdamW with warm-up, gradient clipping, accumulation and mixed precision
+    outputs     OUTPUT_DIR/log.csv and tensorboard/, validation/step-XXXXXXX.mp4 (+ .png),
+                checkpoints/step-XXXXXXX/ (atomic; the last `keep_checkpoints`), final/controlnet
+                (+ final/segment_head)
+
+Resuming (`resume=True`) restores weights, optimizer, LR scheduler, RNG states, the step and the data
+position from the newest complete checkpoint: N steps, a kill, and N more steps give the weights of
+2N steps straight. All per-step randomness (noise, timesteps) comes from generators seeded by
+(seed, micro-step, process), and per-sample randomness from (seed, epoch, position).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ModelError
+from .conditioning import base_inputs, drop_image_condition, flow_shift_of
+from .config import TrainConfig, init_weights, save_config
+from .data import ResumableSampler, collate, sample_seed
+from .losses import (flow_matching_loss, flow_matching_noisy, latent_segmentation_loss, sample_flow_sigmas,
+                     sample_timesteps, total_loss, v_prediction_loss, v_prediction_noisy)
+
+LOG_FIELDS = ["step", "epoch", "loss", "diffusion", "segmentation", "lr", "grad_norm", "samples_per_s", "time_s"]
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# ---------------------------------------------------------------------------------------- models
+
+
+class TrainableModules(nn.Module):
+    """The ControlNet and segment head as one module, the only one given to accelerate.
+
+    The joint model (base + ControlNet + head) runs the forward, but the frozen base is not a
+    registered submodule: it stays out of DDP / FSDP wrapping, the optimizer and checkpoints.
+    """
+
+    def __init__(self, joint):
+        super().__init__()
+        self.controlnet = joint.controlnet
+        self.segment_head = joint.segment_head
+        self.__dict__["joint"] = joint  # not registered
+
+    def forward(self, **kwargs):
+        return self.joint(**kwargs, return_dict=False)
+
+
+def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32):
+    """(joint MagicMotionTransformer, base scheduler) for a config.
+
+    The base is loaded in `weight_dtype` and frozen; the ControlNet starts from `init_from`'s
+    ControlNet or as a copy of the base's blocks (`controlnet_layers` of them); the head from
+    `init_from` (`init_head`) or freshly initialised. Trainable weights are float32.
+    """
+    from ..models import (CogVideoXTrajectoryControlNet, MagicMotionTransformer, SegmentHead,
+                          WanTrajectoryControlNet)
+    from .conditioning import load_base_components
+
+    parts = load_base_components(config.base, ("transformer", "scheduler"), dtype=weight_dtype)
+    base = parts["transformer"]
+    cls = WanTrajectoryControlNet if config.model == "wan" else CogVideoXTrajectoryControlNet
+    if (config.model == "wan") != hasattr(base, "blocks"):
+        raise ConfigError(f"{config.source}: model is {config.model} but {config.base} holds a "
+                          f"{type(base).__name__}")
+    head_dir = None
+    if config.init_from:
+        cn_dir, head_dir = init_weights(config)
+        controlnet = cls.from_pretrained(cn_dir, torch_dtype=torch.float32)
+        layers = controlnet.config.num_layers
+        if config.controlnet_layers is not None and config.controlnet_layers != layers:
+            raise ConfigError(f"{config.source}: controlnet_layers is {config.controlnet_layers} but "
+                              f"{cn_dir} has {layers} control blocks")
+    else:
+        controlnet = cls.from_transformer(base, num_layers=config.controlnet_layers)
+    controlnet = controlnet.to(torch.float32)
+
+    head = None
+    if config.segment_head:
+        head = SegmentHead.from_pretrained(head_dir, torch_dtype=torch.float32) if head_dir else SegmentHead.from_transformer(base)
+        head = head.to(torch.float32)
+    joint = MagicMotionTransformer(base, controlnet, head, freeze_base=True)
+    base.eval()
+    controlnet.train()
+    if head is not None:
+        # without the segmentation loss the head gets no gradient: freeze it, keep it as it is
+        head.requires_grad_(config.lambda_seg > 0).train()
+    return joint, parts["scheduler"]
+
+
+# ---------------------------------------------------------------------------------------- objective
+
+
+class TrainingObjective:
+    """One noisy sample and its loss terms, for either base.
+
+    Wan: s from `sample_flow_sigmas`, x_t = (1 - s) x0 + s eps, timestep 1000 s, flow-matching
+    loss. CogVideoX: t uniform, x_t from the scheduler's `alphas_cumprod`, v-prediction loss (eq. (1)).
+    Plus lambda * L_seg when the segment head is trained.
+    """
+
+    def __init__(self, config: TrainConfig, base_config, scheduler):
+        self.model = config.model
+        self.base_config = base_config
+        self.noise = config.noise
+        self.lambda_seg = config.lambda_seg
+        self.want_seg = config.needs_mask_latents
+        self.image_dropout = config.data.image_dropout > 0
+        if self.model == "wan":
+            self.shift = config.noise.flow_shift or flow_shift_of(scheduler.config)
+        else:
+            self.alphas_cumprod = scheduler.alphas_cumprod.float()
+            self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+
+    def __call__(self, model: Callable, batch: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Loss terms {"loss", "diffusion", ["segmentation"]} for a latent batch on the model's device."""
+        x0 = batch["latents"]
+        b = x0.shape[0]
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+        if self.model == "wan":
+            n = self.noise
+            sigmas = sample_flow_sigmas(b, generator, n.timestep_sampling, self.shift, n.logit_mean, n.logit_std)
+            noisy = flow_matching_noisy(x0, noise, sigmas.to(x0.device))
+            timestep = (sigmas * 1000.0).to(x0.device)
+        else:
+            t = sample_timesteps(b, self.num_train_timesteps, generator)
+            alphas = self.alphas_cumprod[t].to(x0.device)
+            noisy = v_prediction_noisy(x0, noise, alphas)
+            timestep = t.to(x0.device)
+        batch = dict(batch)
+        if self.image_dropout:
+            batch["image_condition"] = drop_image_condition(self.model, batch["image_condition"], batch.get("drop_image"))
+        hidden, extra = base_inputs(self.model, self.base_config, noisy, batch)
+        sample, segmentation = model(
+            hidden_states=hidden, timestep=timestep, encoder_hidden_states=batch["prompt_embeds"],
+            trajectory_latents=batch["trajectory_latents"], return_segmentation=self.want_seg, **extra,
+        )
+        if self.model == "wan":
+            diffusion = flow_matching_loss(sample, x0, noise)
+        else:
+            diffusion = v_prediction_loss(sample, noisy, x0, alphas, self.noise.loss_weighting)
+        seg = latent_segmentation_loss(segmentation, batch["mask_latents"]) if self.want_seg else None
+        return total_loss(diffusion, seg, self.lambda_seg)
+
+
+def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
+    """The generator of one micro-step's noise and timesteps (CPU, so runs reproduce across devices)."""
+    return torch.Generator().manual_seed(sample_seed(seed + 1_000_003, micro_step, rank))
+
+
+# ---------------------------------------------------------------------------------------- data
+
+
+def build_data(config: TrainConfig, device: torch.device):
+    """(torch dataset, LatentEncoder or None): precomputed latents, or clips encoded on the fly."""
+    from .data import ClipConditions, PrecomputedIndex, PrecomputedLatents
+
+    d = config.data
+    if d.precomputed:
+        index = PrecomputedIndex.read(d.precomputed)
+        index.check_fits(config)
+        dataset = PrecomputedLatents(index, config.condition, config.needs_mask_latents,
+                                     d.image_dropout, d.caption_dropout)
+        return dataset, None
+    from ..data.dataset import Dataset
+    from .conditioning import LatentEncoder, load_base_components, load_transformer_config
+
+    clips = Dataset(d.dataset, num_frames=d.num_frames, stride=d.stride, size=tuple(d.size),
+                    sampling=d.sampling, split=d.split, seed=config.seed, pad=d.pad)
+    if len(clips) == 0:
+        raise ConfigError(f"{config.source}: data.dataset {d.dataset} has no clips in split {d.split!r}")
+    dataset = ClipConditions(clips, config.condition, config.needs_mask_latents, d.sparse_max_keys,
+                             d.image_dropout, d.caption_dropout)
+    names = ("vae", "text_encoder", "tokenizer", "scheduler")
+    if config.model == "wan":
+        names += ("image_encoder", "image_processor")
+    encoder = LatentEncoder(config.model, load_base_components(config.base, names),
+                            load_transformer_config(config.base, config.model), device)
+    return dataset, encoder
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(device, non_blocking=True)
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+        out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint records besides tensors."""
+
+    step: int = 0  # optimiser steps done
+    micro_step: int = 0  # forward/backward passes done (step * grad_accum)
+    samples: int = 0  # samples this process has consumed from its shard (data position)
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "micro_step": self.micro_step, "samples": self.samples}
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the final step, folders, the joint model and the logged rows."""
+
+    step: int
+    output_dir: Path
+    final_dir: Path
+    model: Any
+    history: list[dict] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    return Path(output_dir) / "checkpoints" / f"step-{step:07d}"
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints (a `state.json` inside, written last), oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.name.startswith("step-") and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def _uses_accelerate_state(accelerator) -> bool:
+    """FSDP and DeepSpeed shard weights / optimizer states: let accelerate write those."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) RNG states as plain types and tensors (weights_only loadable)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _export_weights(accelerator, module, folder: Path) -> None:
+    """ControlNet (+ head) as `save_pretrained` folders under `folder` (main process writes)."""
+    unwrapped = accelerator.unwrap_model(module)
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        # weights are sharded: gather a full state dict, load it into meta-initialised copies
+        from accelerate import init_empty_weights
+
+        state = accelerator.get_state_dict(module)
+        if accelerator.is_main_process:
+            for name in ("controlnet", "segment_head"):
+                sub = getattr(unwrapped, name)
+                if sub is None:
+                    continue
+                with init_empty_weights():
+                    fresh = type(sub).from_config(sub.config)
+                prefix = name + "."
+                fresh.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, assign=True)
+                fresh.save_pretrained(folder / name)
+        return
+    if accelerator.is_main_process:
+        unwrapped.controlnet.save_pretrained(folder / "controlnet")
+        if unwrapped.segment_head is not None:
+            unwrapped.segment_head.save_pretrained(folder / "segment_head")
+
+
+def save_checkpoint(accelerator, module, optimizer, lr_scheduler, state: TrainState, output_dir: Path,
+                    keep: int, config: TrainConfig) -> Path:
+    """Write checkpoints/step-XXXXXXX atomically: into a hidden temporary folder, fsync, rename.
+
+    A crash at any point leaves the previous checkpoints intact and loadable (a half-written
+    temporary folder is ignored by `latest_checkpoint` and removed by the next save).
+    """
+    final = checkpoint_dir(output_dir, state.step)
+    tmp = final.parent / f".{final.name}.tmp"
+    if accelerator.is_main_process:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final.parent.glob(".step-*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+    if _uses_accelerate_state(accelerator):
+        accelerator.save_state(str(tmp / "accelerate"))
+    else:
+        _export_weights(accelerator, module, tmp)
+        if accelerator.is_main_process:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
+            if accelerator.scaler is not None:
+                torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
+    torch.save(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        info = dict(state.to_dict(), num_processes=accelerator.num_processes, config=config.to_dict())
+        with open(tmp / "state.json", "w") as f:
+            json.dump(info, f, indent=1)
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _load_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"{folder}: no .safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state
+
+
+def load_checkpoint_weights(folder: Path, modules: TrainableModules) -> None:
+    """Load a checkpoint's ControlNet (+ head) weights into the (unwrapped) trainable modules."""
+    modules.controlnet.load_state_dict(_load_safetensors_folder(folder / "controlnet"))
+    if modules.segment_head is not None:
+        modules.segment_head.load_state_dict(_load_safetensors_folder(folder / "segment_head"))
+
+
+def load_checkpoint_state(folder: Path, accelerator, optimizer, lr_scheduler) -> TrainState:
+    """Optimizer, LR scheduler, scaler and RNG states and the counters (after `accelerator.prepare`)."""
+    info = json.loads((folder / "state.json").read_text())
+    if info.get("num_processes", 1) != accelerator.num_processes:
+        raise ConfigError(f"{folder}: written by {info.get('num_processes')} processes, resumed with "
+                          f"{accelerator.num_processes}; the data position would not match")
+    if _uses_accelerate_state(accelerator):
+        accelerator.load_state(str(folder / "accelerate"))
+    else:
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
+        lr_scheduler.load_state_dict(torch.load(folder / "lr_scheduler.pt", weights_only=True))
+        if accelerator.scaler is not None and (folder / "scaler.pt").is_file():
+            accelerator.scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
+    rng = folder / f"rng-{accelerator.process_index}.pt"
+    if rng.is_file():
+        set_rng_state(torch.load(rng, weights_only=True))
+    return TrainState(step=info["step"], micro_step=info["micro_step"], samples=info["samples"])
+
+
+def save_final(accelerator, module, output_dir: Path, config: TrainConfig, state: TrainState) -> Path:
+    """OUTPUT_DIR/final/{controlnet, segment_head, config.yaml, training.json}, replaced atomically."""
+    final = Path(output_dir) / "final"
+    tmp = final.parent / ".final.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    _export_weights(accelerator, module, tmp)
+    if accelerator.is_main_process:
+        save_config(config, tmp / "config.yaml")
+        info = {"stage": config.stage, "condition": config.condition, "model": config.model,
+                "base": config.base, "steps": state.step, "lambda_seg": config.lambda_seg}
+        (tmp / "training.json").write_text(json.dumps(info, indent=1))
+        _fsync_tree(tmp)
+        if final.exists():
+            old = final.parent / ".final.old"
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(final.parent)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# ---------------------------------------------------------------------------------------- logging
+
+
+class CsvLog:
+    """OUTPUT_DIR/log.csv, one row per logged step. On resume, rows after the resumed step (written
+    after the last checkpoint by the interrupted run) are dropped first."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        from ..io import atomic_path
+
+        self.path = path
+        rows = []
+        if resume_step is not None and path.is_file():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+
+def _hparams(config: TrainConfig) -> dict:
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            key = prefix[:-1]
+            flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk("", config.to_dict())
+    return flat
+
+
+# ---------------------------------------------------------------------------------------- validation
+
+
+class Validator:
+    """Generates a video from a held-out clip with the current weights (main process only).
+
+    Writes OUTPUT_DIR/validation/step-XXXXXXX.mp4 (ground truth | generated | trajectory over the
+    generated video, side by side) and step-XXXXXXX.png (contact sheet of the generated frames with
+    the trajectory drawn over them).
+    """
+
+    def __init__(self, config: TrainConfig, components: dict[str, Any] | None):
+        self.config = config
+        self.components = components  # vae, text encoder, ... (loaded on first use when None)
+        self.clip = None
+
+    def _held_out_clip(self):
+        from ..data.dataset import Dataset
+
+        v, d = self.config.validation, self.config.data
+        kwargs = dict(num_frames=d.num_frames, stride=d.stride, size=tuple(d.size), sampling="start",
+                      seed=self.config.seed, pad=d.pad)
+        clips = Dataset(d.dataset, split=v.split, **kwargs)
+        if len(clips) == 0:
+            clips = Dataset(d.dataset, split=d.split, **kwargs)
+        ids = [r["id"] for r in clips.records]
+        if v.clip is not None and v.clip not in ids:
+            raise ConfigError(f"{self.config.source}: validation.clip {v.clip} is not in {d.dataset}")
+        return clips[ids.index(v.clip) if v.clip is not None else 0]
+
+    def pipeline(self, joint):
+        from copy import deepcopy
+
+        from .conditioning import load_base_components
+
+        if self.components is None:
+            names = ("vae", "text_encoder", "tokenizer", "scheduler")
+            if self.config.model == "wan":
+                names += ("image_encoder", "image_processor")
+            self.components = load_base_components(self.config.base, names)
+        c = self.components
+        scheduler = deepcopy(c["scheduler"])
+        if self.config.model == "wan":
+            from ..pipelines.pipeline_wan import MagicMotionWanPipeline
+
+            return MagicMotionWanPipeline(
+                tokenizer=c["tokenizer"], text_encoder=c["text_encoder"], vae=c["vae"], scheduler=scheduler,
+                transformer=joint.base, controlnet=joint.controlnet, image_processor=c.get("image_processor"),
+                image_encoder=c.get("image_encoder"),
+            )
+        from ..pipelines.pipeline_cogvideox import MagicMotionCogVideoXPipeline
+
+        return MagicMotionCogVideoXPipeline(
+            tokenizer=c["tokenizer"], text_encoder=c["text_encoder"], vae=c["vae"], transformer=joint.base,
+            scheduler=scheduler, controlnet=joint.controlnet,
+        )
+
+    @torch.no_grad()
+    def __call__(self, joint, accelerator, step: int, output_dir: Path) -> Path:
+        from ..io import overlay, write_preview, write_video
+        from ..trajectory import sparsify
+
+        if self.clip is None:
+            self.clip = self._held_out_clip()
+        cfg, v = self.config, self.config.validation
+        clip = self.clip
+        trajectory = clip.trajectory
+        if cfg.condition == "sparse_box":
+            trajectory = sparsify(trajectory, max_keys=cfg.data.sparse_max_keys, mode="random", seed=v.seed)
+        pipe = self.pipeline(joint)
+        pipe.to(accelerator.device)
+        pipe.set_progress_bar_config(disable=True)
+        width, height = cfg.data.size
+        was_training = joint.controlnet.training
+        joint.controlnet.eval()
+        try:
+            with accelerator.autocast():
+                out = pipe(image=clip.frames[0], prompt=clip.caption, trajectory=trajectory, kind=cfg.condition,
+                           num_frames=cfg.data.num_frames, height=height, width=width,
+                           num_inference_steps=v.num_inference_steps, guidance_scale=v.guidance_scale,
+                           generator=torch.Generator().manual_seed(v.seed), output_type="np")
+        finally:
+            joint.controlnet.train(was_training)
+        frames = np.clip(np.asarray(out.frames[0]) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        maps = out.trajectory_maps
+        folder = Path(output_dir) / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        video = np.concatenate([clip.frames[: len(frames)], frames, overlay(frames, maps)], axis=2)
+        path = write_video(folder / f"step-{step:07d}.mp4", video, fps=clip.fps)
+        write_preview(folder / f"step-{step:07d}.png", frames, maps)
+        return path
+
+
+# ---------------------------------------------------------------------------------------- train
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True,
+          callback: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train one stage as `config` says (see the module docstring). Returns a TrainResult.
+
+    `resume=True` continues from the newest complete checkpoint in `output_dir` (or starts fresh when
+    there is none); without it an `output_dir` holding checkpoints is refused. `callback(step, row)`
+    runs after every optimiser step (and its checkpoint), on the main process.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from diffusers.optimization import get_scheduler
+    from tqdm import tqdm
+
+    loop, optim = config.loop, config.optim
+    output_dir = Path(config.output_dir)
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    if not resume and list_checkpoints(output_dir):
+        raise ConfigError(f"{config.source}: output_dir {output_dir} already holds checkpoints: pass --resume "
+                          "to continue that run, or choose another output_dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    accelerator = Accelerator(
+        mixed_precision=loop.mixed_precision, gradient_accumulation_steps=loop.grad_accum,
+        log_with="tensorboard" if loop.tensorboard else None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "tensorboard")),
+    )
+    if accelerator.state.deepspeed_plugin is not None:
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = loop.batch_size
+        ds["gradient_accumulation_steps"] = loop.grad_accum
+    set_seed(config.seed)
+
+    # models: frozen base in the compute dtype, trainable ControlNet (+ head) in float32
+    weight_dtype = WEIGHT_DTYPES[loop.mixed_precision]
+    joint, scheduler = build_models(config, weight_dtype)
+    if loop.gradient_checkpointing:
+        joint.enable_gradient_checkpointing()
+    modules = TrainableModules(joint)
+    if checkpoint is not None and not _uses_accelerate_state(accelerator):
+        load_checkpoint_weights(checkpoint, modules)
+    params = [p for p in modules.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
+                                  eps=optim.eps)
+    lr_scheduler = get_scheduler(
+        {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[optim.lr_schedule], optimizer,
+        num_warmup_steps=optim.warmup_steps * accelerator.num_processes,
+        num_training_steps=loop.max_steps * accelerator.num_processes,
+    )
+    modules, optimizer, lr_scheduler = accelerator.prepare(modules, optimizer, lr_scheduler)
+    joint.base.to(accelerator.device)
+
+    # data
+    dataset, encoder = build_data(config, accelerator.device)
+    sampler = ResumableSampler(len(dataset), config.seed, accelerator.process_index, accelerator.num_processes)
+    state = TrainState()
+    if checkpoint is not None:
+        state = load_checkpoint_state(checkpoint, accelerator, optimizer, lr_scheduler)
+        accelerator.print(f"resuming from {checkpoint} (step {state.step})")
+    sampler.start(*divmod(state.samples, sampler.per_epoch()))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=loop.batch_size, sampler=sampler, collate_fn=collate,
+        num_workers=0 if config.data.precomputed else config.data.num_workers,
+        persistent_workers=False, pin_memory=accelerator.device.type == "cuda",
+    )
+    objective = TrainingObjective(config, joint.base.config, scheduler)
+    validator = Validator(config, encoder.pipe.components if encoder is not None else None) \
+        if loop.validate_every else None
+
+    # logging
+    log = None
+    if accelerator.is_main_process:
+        save_config(config, output_dir / "config.yaml")
+        log = CsvLog(output_dir / "log.csv", state.step if checkpoint is not None else None)
+    if loop.tensorboard:
+        accelerator.init_trackers(config.model + "-stage" + str(config.stage), config=_hparams(config))
+
+    history: list[dict] = []
+    window = {"terms": {}, "count": 0, "grad_norm": [], "start": time.perf_counter(), "steps": 0}
+    bar = tqdm(total=loop.max_steps, initial=state.step, desc=f"stage {config.stage}", unit="step",
+               disable=not progress or not accelerator.is_main_process)
+    batches = iter(loader)
+    grad_norm = None
+    while state.step < loop.max_steps:
+        # one optimiser step = grad_accum micro-steps
+        for _ in range(loop.grad_accum):
+            batch = next(batches)
+            state.samples += len(batch["id"])
+            with accelerator.accumulate(modules):
+                if encoder is not None:
+                    batch = encoder.encode(batch, need_mask=config.needs_mask_latents)
+                batch = _to_device(batch, accelerator.device)
+                generator = step_generator(config.seed, state.micro_step, accelerator.process_index)
+                terms = objective(modules, batch, generator)
+                accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients and optim.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(modules.parameters(), optim.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            state.micro_step += 1
+            for k, v in terms.items():
+                window["terms"][k] = window["terms"].get(k, 0.0) + float(v.detach())
+            window["count"] += 1
+        state.step += 1
+        window["steps"] += 1
+        if grad_norm is not None:
+            window["grad_norm"].append(float(grad_norm))
+        bar.update()
+        bar.set_postfix(loss=f"{float(terms['loss']):.4f}")
+
+        row = None
+        if state.step % loop.log_every == 0 or state.step == loop.max_steps:
+            row = _log_row(accelerator, window, state, sampler, lr_scheduler, loop, config)
+            if accelerator.is_main_process:
+                log.write(row)
+                history.append(row)
+                if loop.tensorboard:
+                    accelerator.log({k: v for k, v in row.items() if k not in ("step",) and v != ""}, step=state.step)
+            window = {"terms": {}, "count": 0, "grad_norm": [], "start": time.perf_counter(), "steps": 0}
+        if loop.save_every and state.step % loop.save_every == 0:
+            save_checkpoint(accelerator, modules, optimizer, lr_scheduler, state, output_dir,
+                            loop.keep_checkpoints, config)
+        if validator is not None and state.step % loop.validate_every == 0:
+            if accelerator.is_main_process:
+                validator(joint, accelerator, state.step, output_dir)
+            accelerator.wait_for_everyone()
+        if callback is not None and accelerator.is_main_process:
+            callback(state.step, row or {"step": state.step, "loss": float(terms["loss"])})
+    bar.close()
+
+    final = save_final(accelerator, modules, output_dir, config, state)
+    accelerator.end_training()
+    return TrainResult(step=state.step, output_dir=output_dir, final_dir=final, model=joint, history=history)
+
+
+def _log_row(accelerator, window: dict, state: TrainState, sampler: ResumableSampler, lr_scheduler,
+             loop, config: TrainConfig) -> dict:
+    """Mean loss terms over the window (and over processes), lr, grad norm and throughput."""
+    names = ["loss", "diffusion", "segmentation"]
+    local = torch.tensor([window["terms"].get(k, math.nan) / max(1, window["count"]) for k in names],
+                         device=accelerator.device)
+    mean = accelerator.reduce(local, reduction="mean") if accelerator.num_processes > 1 else local
+    elapsed = time.perf_counter() - window["start"]
+    samples = window["steps"] * loop.batch_size * loop.grad_accum * accelerator.num_processes
+    row = {"step": state.step, "epoch": state.samples // sampler.per_epoch(), "lr": lr_scheduler.get_last_lr()[0],
+           "samples_per_s": round(samples / max(elapsed, 1e-9), 3), "time_s": round(elapsed, 3)}
+    for k, v in zip(names, mean.tolist()):
+        row[k] = "" if math.isnan(v) else v
+    if window["grad_norm"]:
+        row["grad_norm"] = sum(window["grad_norm"]) / len(window["grad_norm"])
+    return row

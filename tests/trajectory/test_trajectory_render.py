@@ -1,0 +1,260 @@
+"""Rendering trajectory maps pixel by pixel on small cases, and the spec -> maps -> spec round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import disk
+
+from magicmotion.errors import TrajectoryError
+from magicmotion.io import write_frames
+from magicmotion.trajectory import (KINDS, ObjectTrack, Trajectory, box_thickness, from_mask_frames,
+                                    interpolate_boxes, load, masks_to_boxes, palette_color,
+                                    preview_frames, render, rescale, resize_crop, save)
+
+RED, GREEN = palette_color(1), palette_color(2)
+
+
+def colours_in(maps: np.ndarray) -> set[tuple[int, int, int]]:
+    """The distinct (r, g, b) colours in uint8 maps (..., 3)."""
+    packed = maps.reshape(-1, 3).astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], np.int32)
+    return {(int(k) >> 16, (int(k) >> 8) & 255, int(k) & 255) for k in np.unique(packed)}
+
+
+def outline(h, w, x0, y0, x1, y1, thickness=1) -> np.ndarray:
+    """bool (h, w): the pixels of an outlined box [x0, x1) x [y0, y1), listed one by one."""
+    out = np.zeros((h, w), bool)
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            if x < x0 + thickness or x >= x1 - thickness or y < y0 + thickness or y >= y1 - thickness:
+                out[y, x] = True
+    return out
+
+
+def paint(h, w, *layers) -> np.ndarray:
+    """uint8 (h, w, 3): bool layers (mask, colour) painted in order on black."""
+    frame = np.zeros((h, w, 3), np.uint8)
+    for mask, colour in layers:
+        frame[mask] = colour
+    return frame
+
+
+def filled(h, w, x0, y0, x1, y1) -> np.ndarray:
+    out = np.zeros((h, w), bool)
+    out[y0:y1, x0:x1] = True
+    return out
+
+
+def test_thickness():
+    assert box_thickness(30, 20) == 1
+    assert box_thickness(720, 480) == 4
+    assert box_thickness(64, 64) == 1
+    assert box_thickness(300, 200) == 2
+
+
+def test_box_outline_pixel_by_pixel():
+    traj = Trajectory(width=30, height=20, num_frames=3)
+    o = ObjectTrack(id=1, boxes={0: np.array([2, 3, 12, 9.0]), 1: np.array([2, 3, 12, 9.0]),
+                                 2: np.array([0, 0, 30, 20.0])})
+    traj.objects.append(o)
+    maps = render(traj, "box")
+    assert maps.shape == (3, 20, 30, 3) and maps.dtype == np.uint8
+    # frame 0 without a mask: the filled box
+    np.testing.assert_array_equal(maps[0], paint(20, 30, (filled(20, 30, 2, 3, 12, 9), RED)))
+    # frame 1: exactly the outline pixels, in the object's colour, nothing else
+    np.testing.assert_array_equal(maps[1], paint(20, 30, (outline(20, 30, 2, 3, 12, 9), RED)))
+    assert (maps[1].any(axis=2)).sum() == 2 * 10 + 2 * 6 - 4
+    # a box on the frame's edges
+    np.testing.assert_array_equal(maps[2], paint(20, 30, (outline(20, 30, 0, 0, 30, 20), RED)))
+
+
+def test_box_thickness_two_and_rounding():
+    h, w = 200, 300  # thickness min(200, 300) // 100 = 2
+    traj = Trajectory(width=w, height=h, num_frames=2)
+    traj.objects.append(ObjectTrack(id=2, boxes={1: np.array([10.4, 20.5, 50.6, 60.49])}))
+    maps = render(traj, "box")
+    # coordinates round half up: [10, 21, 51, 60)
+    np.testing.assert_array_equal(maps[1], paint(h, w, (outline(h, w, 10, 21, 51, 60, 2), GREEN)))
+
+
+def test_frame_zero_is_the_filled_mask():
+    h, w = 20, 30
+    m1 = disk(h, w, 8, 8, 4)
+    traj = Trajectory(width=w, height=h, num_frames=3)
+    a = ObjectTrack(id=1, boxes={0: np.array([4, 4, 13, 13.0]), 2: np.array([15, 5, 25, 15.0])})
+    a.set_mask(0, m1)
+    b = ObjectTrack(id=2, boxes={0: np.array([18, 12, 28, 19.0])})  # no frame-0 mask: filled box
+    traj.objects = [a, b]
+    expected0 = paint(h, w, (m1, RED), (filled(h, w, 18, 12, 28, 19), GREEN))
+    for kind in ("box", "sparse_box"):
+        maps = render(traj, kind)
+        np.testing.assert_array_equal(maps[0], expected0)
+    box = render(traj, "box")
+    # frame 1: a interpolated halfway between its keys [9.5, 4.5, 19, 14] -> [10, 5, 19, 14); b held
+    np.testing.assert_array_equal(
+        box[1], paint(h, w, (outline(h, w, 10, 5, 19, 14), RED), (outline(h, w, 18, 12, 28, 19), GREEN)))
+    np.testing.assert_array_equal(
+        box[2], paint(h, w, (outline(h, w, 15, 5, 25, 15), RED), (outline(h, w, 18, 12, 28, 19), GREEN)))
+
+
+def test_sparse_box_frames_without_keys_are_black():
+    h, w = 20, 30
+    traj = Trajectory(width=w, height=h, num_frames=5)
+    a = ObjectTrack(id=1, boxes={0: np.array([1, 1, 6, 6.0]), 3: np.array([10, 2, 20, 12.0])})
+    b = ObjectTrack(id=2, boxes={4: np.array([3, 3, 9, 9.0])})
+    b.set_mask(2, filled(h, w, 20, 10, 26, 18))  # a mask on a key frame gives its box
+    traj.objects = [a, b]
+    maps = render(traj, "sparse_box")
+    np.testing.assert_array_equal(maps[0], paint(h, w, (filled(h, w, 1, 1, 6, 6), RED)))
+    assert not maps[1].any()
+    np.testing.assert_array_equal(maps[2], paint(h, w, (outline(h, w, 20, 10, 26, 18), GREEN)))
+    np.testing.assert_array_equal(maps[3], paint(h, w, (outline(h, w, 10, 2, 20, 12), RED)))
+    np.testing.assert_array_equal(maps[4], paint(h, w, (outline(h, w, 3, 3, 9, 9), GREEN)))
+
+
+def test_mask_kind_pixel_by_pixel_later_objects_on_top():
+    h, w, T = 24, 32, 4
+    traj = Trajectory(width=w, height=h, num_frames=T)
+    masks = {1: [disk(h, w, 6 + 4 * t, 10, 5) for t in range(T)],
+             7: [disk(h, w, 16, 12, 6) for t in range(T)]}
+    masks[7][3] = np.zeros((h, w), bool)  # absent on the last frame
+    masks[1][0][0, 0] = True  # a corner pixel (first run of the RLE)
+    masks[7][1][h - 1, w - 1] = True  # the last pixel
+    for oid in (1, 7):
+        o = ObjectTrack(id=oid)
+        for t in range(T):
+            o.set_mask(t, masks[oid][t])
+        traj.objects.append(o)
+    maps = render(traj, "mask")
+    for t in range(T):
+        expected = paint(h, w, (masks[1][t], palette_color(1)), (masks[7][t], palette_color(7)))
+        np.testing.assert_array_equal(maps[t], expected)
+    assert (maps[2][12, 16] == palette_color(7)).all()  # overlap: the later object wins
+
+
+def test_box_kind_from_dense_masks():
+    h, w = 24, 32
+    traj = Trajectory(width=w, height=h, num_frames=3)
+    o = ObjectTrack(id=4)
+    masks = [disk(h, w, 8 + 6 * t, 12, 4) for t in range(3)]
+    for t, m in enumerate(masks):
+        o.set_mask(t, m)
+    traj.objects.append(o)
+    maps = render(traj, "box")
+    np.testing.assert_array_equal(maps[0], paint(h, w, (masks[0], palette_color(4))))
+    for t in (1, 2):
+        ys, xs = np.nonzero(masks[t])
+        expected = outline(h, w, xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        np.testing.assert_array_equal(maps[t], paint(h, w, (expected, palette_color(4))))
+
+
+def test_mask_kind_needs_every_frame():
+    traj = Trajectory(width=10, height=10, num_frames=3, source="s.json")
+    o = ObjectTrack(id=2, boxes={1: np.array([1, 1, 5, 5.0])})
+    o.set_mask(0, disk(10, 10, 5, 5, 2))
+    o.set_mask(2, disk(10, 10, 5, 5, 2))
+    traj.objects.append(o)
+    with pytest.raises(TrajectoryError, match=r"s\.json: kind 'mask' needs a mask on every frame; "
+                                              r"object 2 has none on frame 1"):
+        render(traj, "mask")
+    with pytest.raises(TrajectoryError, match="unknown kind 'boxes'"):
+        render(traj, "boxes")
+    render(traj, "box")  # fine: boxes and masks mix
+
+
+def test_ids_past_255_wrap_to_a_colour():
+    traj = Trajectory(width=10, height=10, num_frames=1)
+    o = ObjectTrack(id=257)
+    o.set_mask(0, filled(10, 10, 2, 2, 5, 5))
+    traj.objects.append(o)
+    maps = render(traj, "mask")
+    assert tuple(maps[0, 3, 3]) == palette_color(2) == palette_color(257)
+
+
+def test_render_at_another_size():
+    h, w = 30, 40
+    traj = Trajectory(width=w, height=h, num_frames=3)
+    o = ObjectTrack(id=1, boxes={2: np.array([20, 5, 35, 25.0])})
+    for t in range(3):
+        o.set_mask(t, disk(h, w, 12 + 5 * t, 15, 6))
+    traj.objects.append(o)
+    for kind in KINDS:
+        maps = render(traj, kind, size=(32, 32))
+        assert maps.shape == (3, 32, 32, 3)
+        np.testing.assert_array_equal(maps, render(rescale(traj, (32, 32)), kind))
+
+
+def test_every_kind_is_black_background_and_palette_colours():
+    traj = Trajectory(width=48, height=32, num_frames=6)
+    for oid, cx in ((1, 10), (2, 24), (3, 38)):
+        o = ObjectTrack(id=oid)
+        for t in range(6):
+            o.set_mask(t, disk(32, 48, cx, 8 + 3 * t, 4))
+        traj.objects.append(o)
+    traj = masks_to_boxes(traj)
+    allowed = {(0, 0, 0), palette_color(1), palette_color(2), palette_color(3)}
+    for kind in KINDS:
+        maps = render(traj, kind)
+        colours = colours_in(maps)
+        assert colours == allowed, kind
+
+
+# ---------------------------------------------------------------------------------- round trips
+
+
+def test_spec_render_from_masks_spec_round_trip(tmp_path):
+    """spec -> mask maps (PNG frames) -> from_mask_frames -> spec: the same objects, masks, boxes."""
+    h, w, T = 24, 36, 5
+    traj = Trajectory(width=w, height=h, num_frames=T)
+    for oid, y in ((1, 6), (2, 17)):
+        o = ObjectTrack(id=oid)
+        for t in range(T):
+            o.set_mask(t, disk(h, w, 5 + 6 * t, y, 3))
+        traj.objects.append(o)
+    still = ObjectTrack(id=9)  # leaves after frame 2
+    for t in range(T):
+        still.set_mask(t, filled(h, w, 30, 10, 34, 14) if t < 3 else np.zeros((h, w), bool))
+    traj.objects.append(still)
+    traj = masks_to_boxes(traj)
+    save(traj, tmp_path / "spec.json")
+    maps = render(load(tmp_path / "spec.json"), "mask")
+    write_frames(tmp_path / "maps", maps)
+    back = from_mask_frames(tmp_path / "maps")
+    save(back, tmp_path / "back.json")
+    again = load(tmp_path / "back.json")
+    assert again.ids == traj.ids and again.num_frames == T and again.size == traj.size
+    for a, b in zip(traj.objects, again.objects):
+        assert sorted(a.boxes) == sorted(b.boxes)
+        for t in range(T):
+            np.testing.assert_array_equal(a.mask(t), b.mask(t))
+            if t in a.boxes:
+                np.testing.assert_array_equal(a.boxes[t], b.boxes[t])
+    np.testing.assert_array_equal(render(again, "box"), render(traj, "box"))
+
+
+def test_interpolated_render_matches_dense_render():
+    traj = Trajectory(width=40, height=40, num_frames=9)
+    traj.objects.append(ObjectTrack(id=3, boxes={0: np.array([2, 2, 10, 10.0]),
+                                                  8: np.array([20, 24, 38, 38.0])}))
+    np.testing.assert_array_equal(render(traj, "box"), render(interpolate_boxes(traj), "sparse_box"))
+
+
+# ---------------------------------------------------------------------------------- preview
+
+
+def test_preview_frames():
+    traj = Trajectory(width=40, height=30, num_frames=4)
+    traj.objects.append(ObjectTrack(id=1, boxes={0: np.array([2, 2, 10, 10.0]),
+                                                  3: np.array([20, 10, 30, 20.0])}))
+    image = np.full((60, 100, 3), 90, np.uint8)  # another size and aspect ratio
+    image[:, 50:] = 200
+    frames, maps = preview_frames(traj, image)
+    assert frames.shape == maps.shape == (4, 30, 40, 3)
+    np.testing.assert_array_equal(frames[3], resize_crop(image, (40, 30)))
+    np.testing.assert_array_equal(maps, render(traj, "box"))
+    frames, maps = preview_frames(traj, image, kind="sparse_box", size=(20, 20))
+    assert frames.shape == maps.shape == (4, 20, 20, 3)
+    assert not maps[1].any() and maps[3].any()
+    video = np.stack([np.full((30, 40, 3), 10 * i, np.uint8) for i in range(2)])
+    frames, _ = preview_frames(traj, video)  # shorter than the trajectory: the last frame repeats
+    assert [int(f[0, 0, 0]) for f in frames] == [0, 10, 10, 10]
