@@ -17,7 +17,7 @@ import magicmotion
 import magicmotion.trajectory
 from magicmotion.cli import main
 from magicmotion.io import read_image, read_video, write_image, write_video
-from magicmotion.trajectory import PALETTE, encode_mask, from_dict, load, render
+from magicmotion.trajectory import PALETTE, encode_mask, load, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,8 @@ SPEC = {
     "objects": [
         {"id": 1, "label": "a", "boxes": {"0": [2, 4, 12, 14], "8": [30, 4, 40, 14]},
          "masks": {"0": "mask_a.png"}},
-        {"id": 2, "label": "b", "boxes": {"0": [20, 18, 30, 30], "4": [22, 10, 32, 22], "8": [24, 2, 34, 14]}},
+        {"id": 2, "label": "b",
+         "boxes": {"0": [20, 18, 30, 30], "4": [22, 10, 32, 22], "8": [24, 2, 34, 14]}},
     ],
 }
 
@@ -190,7 +191,6 @@ def test_from_masks(tmp_path, capsys):
 
 def test_round_trip_through_the_cli(workdir, capsys):
     """spec (masks on every frame) -> render mask PNGs -> from-masks -> spec: the same trajectory."""
-    traj = from_dict(SPEC, base_dir=workdir)
     spec = {"version": 1, "width": 48, "height": 32, "num_frames": 4, "objects": []}
     for oid, (x, y) in ((3, (4, 4)), (12, (20, 16))):
         masks = {}
@@ -207,7 +207,27 @@ def test_round_trip_through_the_cli(workdir, capsys):
     assert back.ids == [3, 12] and back.num_frames == 4
     for kind in ("mask", "box", "sparse_box"):
         np.testing.assert_array_equal(render(back, kind), render(dense, kind))
-    assert traj.ids == [1, 2]
+
+
+def test_from_masks_real_annotation(tmp_path, capsys):
+    """The judo annotation: masks on frames 0, 5, 8, 13, one PNG a pixel narrower (a warning)."""
+    folder = ROOT / ".." / "shared" / "data" / "real-samples" / "masks" / "judo"
+    if not folder.is_dir():
+        pytest.skip(f"real samples not found at {folder.resolve()}")
+    code, out, err = run(["trajectory", "from-masks", folder, "--out", tmp_path / "judo.json",
+                          "--num-frames", 16], capsys)
+    assert code == 0, err
+    assert err.startswith("magicmotion: warning: ") and "00005.png: size 853x480" in err
+    assert "4 objects (ids 1, 2, 3, 4), masks on 4 of 16 frames, 854x480" in out
+    code, _, err = run(["trajectory", "render", tmp_path / "judo.json", "--kind", "mask",
+                        "--out", tmp_path / "m.mp4"], capsys)
+    assert code == 2 and "object 1 has none on frame 1" in err
+    code, _, err = run(["trajectory", "render", tmp_path / "judo.json", "--kind", "sparse_box",
+                        "--size", "426x240", "--out", f"{tmp_path / 'maps'}/"], capsys)
+    assert code == 0, err
+    frames, _ = read_video(tmp_path / "maps")
+    assert frames.shape == (16, 240, 426, 3)
+    assert [t for t in range(16) if frames[t].any()] == [0, 5, 8, 13]
 
 
 # ---------------------------------------------------------------------------------------- preview
@@ -304,7 +324,8 @@ BAD = [
     ("bad RLE", spec_with(object_masks={"0": {"size": [32, 48], "counts": "3"}}), None, [],
      r"bad\.json: object 1 frame 0: bad RLE"),
     ("duplicate ids", spec_with(object_id=2), None, [], r"bad\.json: duplicate object id 2"),
-    ("non-positive id", spec_with(object_id=0), None, [], r"bad\.json: object id 0 must be a positive integer"),
+    ("non-positive id", spec_with(object_id=0), None, [],
+     r"bad\.json: object id 0 must be a positive integer"),
     ("no objects", spec_with(objects=[]), None, [], r"bad\.json: no objects"),
     ("mask kind without every mask", spec_with(), None, ["--kind", "mask"],
      r"bad\.json: kind 'mask' needs a mask on every frame; object 1 has none on frame 1 \(and 7 more\)"),
@@ -330,12 +351,15 @@ def test_render_bad_input(workdir, capsys, name, make, setup, extra, message, ou
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["trajectory", "render", "{d}/spec.json", "--kind", "boxes", "--out", "{d}/m.mp4"], "invalid choice: 'boxes'"),
+    (["trajectory", "render", "{d}/spec.json", "--kind", "boxes", "--out", "{d}/m.mp4"],
+     "invalid choice: 'boxes'"),
     (["trajectory", "render", "{d}/spec.json", "--size", "720by480", "--out", "{d}/m.mp4"],
      "size must be WIDTHxHEIGHT"),
-    (["trajectory", "render", "{d}/spec.json", "--fps", "0", "--out", "{d}/m.mp4"], "must be a positive number"),
+    (["trajectory", "render", "{d}/spec.json", "--fps", "0", "--out", "{d}/m.mp4"],
+     "must be a positive number"),
     (["trajectory", "render", "{d}/spec.json"], "the following arguments are required: --out"),
-    (["trajectory", "preview", "{d}/spec.json", "--out", "{d}/p.png"], "one of the arguments --image --video"),
+    (["trajectory", "preview", "{d}/spec.json", "--out", "{d}/p.png"],
+     "one of the arguments --image --video"),
     (["trajectory", "wobble"], "invalid choice: 'wobble'"),
 ])
 def test_usage_errors(workdir, capsys, argv, message):
@@ -348,12 +372,14 @@ def test_usage_errors(workdir, capsys, argv, message):
 @pytest.mark.parametrize("argv, message", [
     (["trajectory", "render", "{d}/spec.json", "--out", "{d}/no/such/m.mp4"],
      r"m\.mp4: output folder .*no/such does not exist"),
-    (["trajectory", "render", "{d}/spec.json", "--out", "{d}/no/such/frames/"], r"output folder .*no/such does not exist"),
+    (["trajectory", "render", "{d}/spec.json", "--out", "{d}/no/such/frames/"],
+     r"output folder .*no/such does not exist"),
     (["trajectory", "render", "{d}/spec.json", "--out", "{d}/maps.avi"], r"maps\.avi: unknown output type"),
     (["trajectory", "render", "{d}/spec.json", "--out", "{d}/first.png/"], r"first\.png: is a file"),
     (["trajectory", "from-masks", "{d}", "--out", "{d}/no/spec.json"], r"output folder .*no does not exist"),
     (["trajectory", "from-masks", "{d}/none", "--out", "{d}/spec2.json"], r"none: not a folder of mask PNGs"),
-    (["trajectory", "from-masks", "{d}", "--out", "{d}/spec2.txt"], r"spec2\.txt: unknown output type: use \.json"),
+    (["trajectory", "from-masks", "{d}", "--out", "{d}/spec2.txt"],
+     r"spec2\.txt: unknown output type: use \.json"),
     (["trajectory", "preview", "{d}/spec.json", "--image", "{d}/first.png", "--out", "{d}/no/p.png"],
      r"output folder .*no does not exist"),
     (["trajectory", "preview", "{d}/spec.json", "--image", "{d}/first.png", "--out", "{d}/p.txt"],

@@ -127,9 +127,9 @@ def test_read_video_errors(tmp_path):
         read_video(tmp_path / "cut.mp4")
     with pytest.raises(MediaError, match="max_frames must be at least 1"):
         read_video(tmp_path / "v.mp4", max_frames=0)
-    (tmp_path / "audio").mkdir()
-    with pytest.raises(MediaError, match=r"audio: no frames"):
-        read_video(tmp_path / "audio")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MediaError, match=r"empty: no frames"):
+        read_video(tmp_path / "empty")
 
 
 def test_write_video_errors(tmp_path):

@@ -149,7 +149,8 @@ def test_object_track_set_mask():
 
 def test_save_load_round_trip(tmp_path):
     traj = Trajectory(width=40, height=30, num_frames=6, caption="two things move")
-    a = ObjectTrack(id=1, label="cat", boxes={0: np.array([1.25, 2, 11, 9.5]), 5: np.array([20, 10, 39, 30.0])})
+    a = ObjectTrack(id=1, label="cat",
+                    boxes={0: np.array([1.25, 2, 11, 9.5]), 5: np.array([20, 10, 39, 30.0])})
     a.set_mask(0, disk(30, 40, 6, 6, 4))
     b = ObjectTrack(id=7)
     for t in range(6):

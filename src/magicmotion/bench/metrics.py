@@ -23,6 +23,7 @@ I3D TorchScript detector that StyleGAN-V and later papers use). See docs/benchma
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -142,21 +143,28 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
 
     As in pytorch-fid / StyleGAN-V: scipy's sqrtm; when the product is singular, eps is added to the
     diagonals; a small imaginary part from numerical error is dropped."""
-    from scipy import linalg
-
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (len(mu1), len(mu1)):
         raise BenchError(f"frechet_distance: shapes do not fit: mu {mu1.shape} {mu2.shape}, "
                          f"sigma {s1.shape} {s2.shape}")
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(s1.dot(s2), disp=False)
+    covmean = _sqrtm(s1.dot(s2))
     if not np.isfinite(covmean).all():
         offset = np.eye(len(s1)) * eps
-        covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+        covmean = _sqrtm((s1 + offset).dot(s2 + offset))
     if np.iscomplexobj(covmean):
         covmean = covmean.real
     return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    from scipy import linalg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "matrix is singular": handled by the caller
+        out = linalg.sqrtm(a)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,8 +223,12 @@ class FIDMeter:
     Raises BenchError with `INCEPTION_HELP` when the network cannot be built."""
 
     def __init__(self, inception=None, device: str = "cpu"):
+        import importlib.util
+
         import torch
 
+        if not isinstance(inception, torch.nn.Module) and importlib.util.find_spec("torch_fidelity") is None:
+            raise BenchError(f"torch-fidelity is not installed. {INCEPTION_HELP}")
         try:
             from torchmetrics.image.fid import FrechetInceptionDistance
         except ImportError as e:
@@ -293,7 +305,9 @@ class I3DFeatures:
         if not path.is_file():
             raise BenchError(f"{path}: I3D detector not found. {I3D_HELP}")
         try:
-            self.detector = torch.jit.load(str(path), map_location=device).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # the file is TorchScript
+                self.detector = torch.jit.load(str(path), map_location=device).eval()
         except Exception as e:  # not a TorchScript archive
             raise BenchError(f"{path}: not a TorchScript I3D detector ({type(e).__name__}). "
                              f"{I3D_HELP}") from None

@@ -53,8 +53,12 @@ def report(run_dirs, out: str | os.PathLike, labels: list[str] | None = None) ->
     if len({r["segmenter"] for r in runs}) > 1:
         notes.append("The runs were scored with different segmenters: "
                      + ", ".join(f"{r['label']}: {r['segmenter']}" for r in runs))
+    by_note: dict[str, list[str]] = {}
     for r in runs:
-        notes.extend(f"{r['label']}: {n}" for n in r["notes"])
+        for n in r["notes"]:
+            by_note.setdefault(n, []).append(r["label"])
+    notes.extend(f"{', '.join(names) if len(names) < len(runs) else 'all runs'}: {n}"
+                 for n, names in by_note.items())
 
     data = {"runs": runs, "buckets": buckets, "notes": notes,
             "files": {"markdown": "report.md", "chart": "by_objects.png"}}

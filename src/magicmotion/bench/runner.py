@@ -76,13 +76,14 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
               guidance_scale: float = 6.0, seed: int = 0, limit: int | None = None,
               ground_truth: bool = False, size: tuple[int, int] | None = None, sparse_keys: int = 4,
               device: str | None = None, dtype=None, offload: str = "none", label: str | None = None,
-              generate_fn: GenerateFn | None = None, progress: bool = True) -> dict:
+              pipeline=None, generate_fn: GenerateFn | None = None, progress: bool = True) -> dict:
     """Generate a video for each of the first `limit` (default all) clips of the benchmark set.
 
     base, controlnet: as `magicmotion.pipelines.loading.load_pipeline` (base None: the shipped tiny
     model); kind: trajectory kind; control_scale: ControlNet conditioning scale (0: the floor);
     seed: the same seed for every clip; size: (W, H) of the output (default: the pipeline's choice from
-    the clip's size); ground_truth: copy the benchmark's own videos instead (the ceiling).
+    the clip's size); ground_truth: copy the benchmark's own videos instead (the ceiling);
+    pipeline: an already loaded MagicMotion pipeline (then base / controlnet only name it in run.json).
     generate_fn(clip, trajectory) -> frames uint8 (T, H, W, 3) or (frames, maps) replaces the pipeline
     (tests, other models). Returns {"out", "clips", "generated", "skipped"}."""
     from tqdm import tqdm
@@ -105,7 +106,8 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
                     "guidance_scale": float(guidance_scale), "seed": int(seed),
                     "size": list(size) if size else None,
                     "sparse_keys": int(sparse_keys) if kind == "sparse_box" else None,
-                    "generator": "custom" if generate_fn is not None else "pipeline"}
+                    "generator": "custom" if generate_fn is not None else "pipeline",
+                    "pipeline": type(pipeline).__name__ if pipeline is not None else None}
     out.mkdir(parents=True, exist_ok=True)
     (out / VIDEOS).mkdir(exist_ok=True)
     (out / PREVIEWS).mkdir(exist_ok=True)
@@ -125,10 +127,15 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
                 _write_ground_truth(bench_root, record, reader, video, size)
             else:
                 if generate is None:  # the model loads only when a clip needs it
+                    if generate_fn is None and pipeline is None:
+                        from ..pipelines.loading import load_pipeline
+
+                        pipeline = load_pipeline(base=base, controlnet=controlnet, kind=kind,
+                                                 device=device, dtype=dtype, offload=offload)
                     generate = generate_fn or pipeline_generator(
-                        base=base, controlnet=controlnet, kind=kind, control_scale=control_scale,
+                        pipeline, kind=kind, control_scale=control_scale,
                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
-                        size=size, device=device, dtype=dtype, offload=offload)
+                        size=size)
                 _generate_one(reader, record, kind, sparse_keys, generate, video, out / PREVIEWS)
             bar.update(1)
     info["complete"] = True
@@ -223,16 +230,13 @@ def _generate_one(reader, record: dict, kind: str, sparse_keys: int, generate, v
     write_video(video, frames, fps=clip.fps)  # last: its presence marks the clip done
 
 
-def pipeline_generator(base=None, controlnet=None, kind: str = "box", control_scale: float = 1.0,
-                       num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0,
-                       size: tuple[int, int] | None = None, device: str | None = None, dtype=None,
-                       offload: str = "none") -> GenerateFn:
-    """A generate_fn running a MagicMotion pipeline (loaded once) on each clip."""
+def pipeline_generator(pipe, kind: str = "box", control_scale: float = 1.0, num_inference_steps: int = 50,
+                       guidance_scale: float = 6.0, seed: int = 0,
+                       size: tuple[int, int] | None = None) -> GenerateFn:
+    """A generate_fn running a loaded MagicMotion pipeline (`load_pipeline`) on each clip: the clip's
+    first frame, caption and condition trajectory, as many frames as the clip, the same seed each time."""
     from ..pipelines.generate import generate
-    from ..pipelines.loading import load_pipeline
 
-    pipe = load_pipeline(base=base, controlnet=controlnet, kind=kind, device=device, dtype=dtype,
-                         offload=offload)
     width, height = (None, None) if size is None else (int(size[0]), int(size[1]))
 
     def run(clip, trajectory):

@@ -302,8 +302,9 @@ def _resolve_key(key: str) -> list[str]:
 # ---------------------------------------------------------------------------------------- checks
 
 
-def check_config(config: TrainConfig) -> None:
-    """Values in range and the files a run needs present (ConfigError naming the file and key)."""
+def check_config(config: TrainConfig, files: bool = True) -> None:
+    """Values in range and, with `files`, the folders a run needs present (ConfigError naming the
+    config file and key)."""
     src = config.source or "<config>"
     d, o, n, loop = config.data, config.optim, config.noise, config.loop
 
@@ -368,9 +369,10 @@ def check_config(config: TrainConfig) -> None:
         if getattr(loop, key) < 0:
             bad(f"loop.{key}", f"must be >= 0 (0 = never), got {getattr(loop, key)}")
 
-    # files
     if not d.dataset:
         bad("data.dataset", "is missing: the dataset folder to train on (see docs/training.md)")
+    if not files:
+        return
     if not Path(d.dataset).is_dir():
         bad("data.dataset", f"folder {d.dataset} does not exist")
     if d.precomputed and not (Path(d.precomputed) / "index.json").is_file():

@@ -94,12 +94,12 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
                               f"{cn_dir} has {layers} control blocks")
     else:
         controlnet = cls.from_transformer(base, num_layers=config.controlnet_layers)
-    controlnet = controlnet.to(torch.float32)
+    nn.Module.to(controlnet, torch.float32)  # float32 master weights (ModelMixin.to would warn)
 
     head = None
     if config.segment_head:
         head = SegmentHead.from_pretrained(head_dir, torch_dtype=torch.float32) if head_dir else SegmentHead.from_transformer(base)
-        head = head.to(torch.float32)
+        nn.Module.to(head, torch.float32)
     joint = MagicMotionTransformer(base, controlnet, head, freeze_base=True)
     base.eval()
     controlnet.train()
@@ -688,7 +688,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         if grad_norm is not None:
             window["grad_norm"].append(float(grad_norm))
         bar.update()
-        bar.set_postfix(loss=f"{float(terms['loss']):.4f}")
+        bar.set_postfix(loss=f"{float(terms['loss'].detach()):.4f}")
 
         row = None
         if state.step % loop.log_every == 0 or state.step == loop.max_steps:
@@ -707,7 +707,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                 validator(joint, accelerator, state.step, output_dir)
             accelerator.wait_for_everyone()
         if callback is not None and accelerator.is_main_process:
-            callback(state.step, row or {"step": state.step, "loss": float(terms["loss"])})
+            callback(state.step, row or {"step": state.step, "loss": float(terms["loss"].detach())})
     bar.close()
 
     final = save_final(accelerator, modules, output_dir, config, state)

@@ -32,18 +32,23 @@ def interpolate_boxes(traj: Trajectory) -> Trajectory:
     constant before the first and after the last key. Frames where the object has an explicit empty
     mask (it is absent) get no box."""
     out = traj.copy()
-    frames = np.arange(out.num_frames)
     for o in out.objects:
-        keys = sorted(o.boxes)
-        if not keys:
-            continue
         absent = {t for t in o.masks if t not in o.boxes and o.mask_area(t) == 0}
-        k = np.array(keys, dtype=np.float64)
-        values = np.stack([o.boxes[t] for t in keys])
-        dense = np.stack([np.interp(frames, k, values[:, j]) for j in range(4)], axis=1)
-        for t in range(out.num_frames):
-            if t not in o.boxes and t not in absent:
-                o.boxes[t] = dense[t]
+        o.boxes = fill_boxes(o.boxes, out.num_frames, absent)
+    return out
+
+
+def fill_boxes(boxes: dict[int, np.ndarray], num_frames: int, absent=()) -> dict[int, np.ndarray]:
+    """Key boxes -> a box on every frame 0..num_frames-1 except `absent` ones: linear between keys,
+    held before the first and after the last. Returns a new dict (the key boxes themselves kept)."""
+    if not boxes:
+        return {}
+    keys = sorted(boxes)
+    values = np.stack([boxes[t] for t in keys])
+    frames = np.arange(num_frames)
+    dense = np.stack([np.interp(frames, keys, values[:, j]) for j in range(4)], axis=1)
+    out = {t: dense[t] for t in range(num_frames) if t not in absent}
+    out.update(boxes)
     return out
 
 

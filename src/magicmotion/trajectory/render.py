@@ -7,9 +7,10 @@ the same outlines on the frames that have a key box (or a mask) only, other fram
 `box` and `sparse_box` is the filled frame-0 mask (or the filled frame-0 box when an object has no
 frame-0 mask). Objects are drawn in list order, later ones on top.
 
-Masks are painted straight from their run-length encoding: the runs of all objects on a frame are
-merged into one label row (column-major, as COCO RLE stores it), expanded with one `np.repeat` and
-coloured through the palette with a lookup table, so the cost is one pass over each frame.
+Masks are painted straight from their run-length encoding: the runs of all objects on all frames
+are merged into one label row (column-major frames, as COCO RLE stores them), expanded with one
+`np.repeat`, transposed and coloured through the palette with a lookup table: a few passes over
+the video whatever the number of objects.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import cv2
 import numpy as np
 
 from ..errors import TrajectoryError
-from .ops import interpolate_boxes, masks_to_boxes, rescale, resize_crop
+from .ops import fill_boxes, rescale, resize_crop
 from .palette import PALETTE, palette_index
-from .spec import Trajectory, rle_counts
+from .spec import Trajectory, rle_box, rle_runs
 
 KINDS = ("mask", "box", "sparse_box")
 
 _LUT = np.ascontiguousarray(PALETTE.reshape(256, 1, 3))  # palette index -> colour, for cv2
+_CHUNK_PIXELS = 2_000_000  # frames painted at a time: about this many pixels
 
 
 def box_thickness(width: int, height: int) -> int:
@@ -61,44 +63,66 @@ def fill_box(frame: np.ndarray, box, color) -> None:
 
 
 # ------------------------------------------------------------------------------ filled silhouettes
+#
+# Filled shapes are painted from runs: [start, stop) ranges of flat pixel indices in column-major
+# order within a frame (as COCO RLE stores masks), offset by t * W * H for frame t.
 
 
-def _mask_runs(rle: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Starts and ends of the runs of ones of an RLE mask, as column-major flat pixel indices."""
-    ends = np.cumsum(rle_counts(rle))
-    starts, stops = ends[0:-1:2], ends[1::2]
+def mask_runs(rles: list[dict], frames: list[int], width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The runs of ones of RLE masks, mask i on frame `frames[i]`: (starts, stops) int64."""
+    if not rles:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    runs, per_mask = rle_runs(rles)
+    first = np.concatenate(([0], np.cumsum(per_mask)[:-1]))
+    total = np.concatenate(([0], np.cumsum(runs)))
+    # end of each run within its frame, plus the frame's offset
+    offset = np.asarray(frames, dtype=np.int64) * (width * height) - total[first]
+    ends = total[1:] + np.repeat(offset, per_mask)
+    ones = np.flatnonzero((np.arange(len(runs)) - np.repeat(first, per_mask)) % 2 == 1)
+    starts, stops = ends[ones - 1], ends[ones]
     keep = stops > starts
     return starts[keep], stops[keep]
 
 
-def _box_runs(box, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """A filled box as runs of column-major flat pixel indices (one run per column)."""
+def box_runs(box, frame: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """A filled box as runs (one per column)."""
     x0, y0, x1, y1 = box_pixels(box, width, height)
-    columns = np.arange(x0, x1, dtype=np.int64) * height
+    columns = np.arange(x0, x1, dtype=np.int64) * height + frame * width * height
     return columns + y0, columns + y1
 
 
-def paint_filled(frame: np.ndarray, shapes: list[tuple[np.ndarray, np.ndarray, int]]) -> None:
-    """Paint filled shapes into `frame` (H, W, 3) uint8, black where none is drawn.
+def paint_filled(maps: np.ndarray, shapes: list[tuple[np.ndarray, np.ndarray, int]]) -> None:
+    """Paint filled shapes into `maps` (T, H, W, 3) uint8 in place; black where none is drawn.
 
-    shapes: (starts, stops, palette index) per object in drawing order, the runs as column-major flat
-    pixel indices (as in COCO RLE); later shapes cover earlier ones."""
-    h, w = frame.shape[:2]
+    shapes: (starts, stops, palette index) per object in drawing order, the runs sorted; later
+    shapes cover earlier ones. Works through a few frames at a time so the buffers stay small."""
+    T, H, W = maps.shape[:3]
     shapes = [s for s in shapes if len(s[0])]
-    if not shapes:
-        frame[:] = 0
-        return
-    # cut the column-major pixel row at every run boundary; each segment then has one label
-    bounds = np.unique(np.concatenate([np.array([0, h * w], np.int64)]
-                                      + [a for s in shapes for a in s[:2]]))
-    seg_start, seg_len = bounds[:-1], np.diff(bounds)
-    label = np.zeros(len(seg_start), dtype=np.uint8)
-    for starts, stops, index in shapes:
-        j = np.searchsorted(starts, seg_start, side="right") - 1
-        covered = (j >= 0) & (seg_start < stops[np.maximum(j, 0)])
-        label[covered] = index
-    labels = np.repeat(label, seg_len).reshape(w, h)  # column-major: one row per image column
-    cv2.applyColorMap(cv2.transpose(labels), _LUT, dst=frame)
+    step = max(1, _CHUNK_PIXELS // (W * H))
+    rows = np.empty((min(step, T), H, W), dtype=np.uint8)
+    for t0 in range(0, T, step):
+        t1 = min(t0 + step, T)
+        lo, hi = t0 * W * H, t1 * W * H
+        parts = []
+        for starts, stops, index in shapes:
+            a, b = np.searchsorted(starts, [lo, hi])
+            if b > a:
+                parts.append((starts[a:b], stops[a:b], index))
+        if not parts:
+            maps[t0:t1] = 0
+            continue
+        # cut the pixel row at every run boundary: each segment then has one label, the last shape's
+        bounds = np.sort(np.concatenate([np.array([lo, hi], np.int64)] + [a for p in parts for a in p[:2]]))
+        bounds = bounds[np.concatenate(([True], bounds[1:] != bounds[:-1]))]
+        seg_start = bounds[:-1]
+        label = np.zeros(len(seg_start), dtype=np.uint8)
+        for starts, stops, index in parts:
+            j = np.searchsorted(starts, seg_start, side="right") - 1
+            label[(j >= 0) & (seg_start < stops[np.maximum(j, 0)])] = index
+        labels = np.repeat(label, np.diff(bounds)).reshape(t1 - t0, W, H)  # column-major frames
+        for t in range(t1 - t0):
+            cv2.transpose(labels[t], dst=rows[t])
+        cv2.applyColorMap(rows[:t1 - t0].reshape(-1, W), _LUT, dst=maps[t0:t1].reshape(-1, W, 3))
 
 
 def _first_frame(traj: Trajectory, frame: np.ndarray) -> None:
@@ -106,11 +130,11 @@ def _first_frame(traj: Trajectory, frame: np.ndarray) -> None:
     shapes = []
     for o in traj.objects:
         if 0 in o.masks:
-            shapes.append((*_mask_runs(o.masks[0]), palette_index(o.id)))
+            shapes.append((*mask_runs([o.masks[0]], [0], W, H), palette_index(o.id)))
         elif 0 in o.boxes:
-            shapes.append((*_box_runs(o.boxes[0], W, H), palette_index(o.id)))
+            shapes.append((*box_runs(o.boxes[0], 0, W, H), palette_index(o.id)))
     if shapes:
-        paint_filled(frame, shapes)
+        paint_filled(frame[None], shapes)
 
 
 # ---------------------------------------------------------------------------------------- render
@@ -138,34 +162,37 @@ def render(traj: Trajectory, kind: str, size: tuple[int, int] | None = None) -> 
     T, H, W = traj.num_frames, traj.height, traj.width
     maps = np.zeros((T, H, W, 3), dtype=np.uint8)
     if kind == "mask":
-        runs = [{t: _mask_runs(rle) for t, rle in o.masks.items()} for o in traj.objects]
-        indices = [palette_index(o.id) for o in traj.objects]
-        for t in range(T):
-            paint_filled(maps[t], [(*r[t], i) for r, i in zip(runs, indices)])
+        shapes = []
+        for o in traj.objects:
+            frames = sorted(o.masks)
+            runs = mask_runs([o.masks[t] for t in frames], frames, W, H)
+            shapes.append((*runs, palette_index(o.id)))
+        paint_filled(maps, shapes)
         return maps
 
     _first_frame(traj, maps[0])
     thickness = box_thickness(W, H)
-    traj = _boxes_where_missing(traj)
-    if kind == "box":
-        traj = interpolate_boxes(traj)
     for o in traj.objects:
+        boxes = _boxes(o)
+        if kind == "box":
+            absent = {t for t in o.masks if t not in boxes}  # an empty mask: not there
+            boxes = fill_boxes(boxes, T, absent)
         color = PALETTE[palette_index(o.id)]
-        for t, box in o.boxes.items():
+        for t, box in boxes.items():
             if t > 0:
                 draw_box(maps[t], box, color, thickness)
     return maps
 
 
-def _boxes_where_missing(traj: Trajectory) -> Trajectory:
-    """Boxes from masks on frames that have a non-empty mask but no box (given boxes win)."""
-    from_masks = masks_to_boxes(traj)
-    out = traj.copy()
-    for o, m in zip(out.objects, from_masks.objects):
-        for t in o.masks:
-            if t not in o.boxes and t in m.boxes:
-                o.boxes[t] = m.boxes[t]
-    return out
+def _boxes(o) -> dict:
+    """An object's key boxes, plus a mask's tight box on frames with a non-empty mask but no box."""
+    boxes = dict(o.boxes)
+    for t, rle in o.masks.items():
+        if t not in boxes:
+            box = rle_box(rle)
+            if box is not None:
+                boxes[t] = box
+    return boxes
 
 
 def preview_frames(traj: Trajectory, image: np.ndarray, kind: str = "box",

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..errors import MediaError, TrajectoryError
+from ..errors import TrajectoryError
 
 SPEC_VERSION = 1
 
@@ -44,36 +44,61 @@ def rle_counts(rle: dict) -> np.ndarray:
     """The run lengths of a COCO RLE (zeros first, then ones, alternating; column-major order) as
     int64 (n,). Reads compressed strings without pycocotools, which does not check them: a string
     that is not well formed, or whose runs do not add up to h * w, raises ValueError."""
-    counts = rle["counts"]
-    h, w = (int(v) for v in rle["size"])
-    if isinstance(counts, (list, tuple, np.ndarray)):
-        runs = np.asarray(counts, dtype=np.int64)
-    else:
+    return rle_runs([rle])[0]
+
+
+def rle_runs(rles: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """The run lengths of several COCO RLEs at once: (int64 runs of all masks one after the other,
+    int64 number of runs of each mask). Raises ValueError like `rle_counts`."""
+    blobs = []
+    for rle in rles:
+        counts = rle["counts"]
         if isinstance(counts, str):
             counts = counts.encode("ascii")
-        c = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
-        if len(c) and (c.min() < 0 or c.max() > 63):
-            raise ValueError("counts string has characters outside '0'..'o'")
-        last = np.flatnonzero((c & 0x20) == 0)  # the last character of each number
-        if len(c) and (len(last) == 0 or last[-1] != len(c) - 1):
-            raise ValueError("counts string ends inside a number")
-        if len(last) and np.diff(last, prepend=-1).max() > 12:
-            raise ValueError("counts string has a number that is too long")
-        first = np.concatenate(([0], last[:-1] + 1)).astype(np.int64)
-        n_chars = last - first + 1
-        shift = 5 * (np.arange(len(c)) - np.repeat(first, n_chars))
-        x = np.add.reduceat((c & 0x1F) << shift, first) if len(c) else np.zeros(0, np.int64)
-        negative = (c[last] & 0x10) != 0
-        x = np.where(negative, x - (np.int64(1) << (5 * n_chars)), x)
-        # numbers after the second are deltas from the count two places back
-        runs = x.copy()
-        runs[1::2] = np.cumsum(x[1::2])
-        runs[2::2] = np.cumsum(x[2::2])
+        elif not isinstance(counts, bytes):  # uncompressed: a list of run lengths
+            if any(int(v) < 0 for v in counts):
+                raise ValueError("negative run length")
+            h, w = (int(v) for v in rle["size"])
+            uncompressed = {"size": [h, w], "counts": [int(v) for v in counts]}
+            counts = mask_utils.frPyObjects(uncompressed, h, w)["counts"]
+        blobs.append(counts)
+    lengths = np.array([len(b) for b in blobs], dtype=np.int64)
+    c = np.frombuffer(b"".join(blobs), dtype=np.uint8).astype(np.int64) - 48
+    if len(c) and (c.min() < 0 or c.max() > 63):
+        raise ValueError("counts string has characters outside '0'..'o'")
+    string_end = np.cumsum(lengths)
+    ends_number = (c & 0x20) == 0  # the last character of each number has no continuation bit
+    if not ends_number[string_end[lengths > 0] - 1].all():
+        raise ValueError("counts string ends inside a number")
+    last = np.flatnonzero(ends_number)
+    first = np.concatenate(([0], last[:-1] + 1)).astype(np.int64)
+    n_chars = last - first + 1
+    if len(n_chars) and n_chars.max() > 12:
+        raise ValueError("counts string has a number that is too long")
+    # 5 bits per character, least significant first; a set 0x10 bit on the last one means negative
+    shift = 5 * (np.arange(len(c)) - np.repeat(first, n_chars))
+    x = np.add.reduceat((c & 0x1F) << shift, first) if len(c) else np.zeros(0, np.int64)
+    negative = (c[last] & 0x10) != 0
+    x[negative] -= np.int64(1) << (5 * n_chars[negative])
+    # numbers per mask; from the fourth on, each is a delta from the run two places back, so runs
+    # of each parity (after the first) are running sums within their mask
+    per_mask = np.bincount(np.searchsorted(string_end, last, side="right"), minlength=len(rles))
+    mask_start = np.concatenate(([0], np.cumsum(per_mask)[:-1])).astype(np.int64)
+    m = np.arange(len(x)) - np.repeat(mask_start, per_mask)  # index within the mask
+    runs = x.copy()
+    for parity in (0, 1):
+        chain = (m % 2 == parity) & (m > 0)
+        total = np.concatenate(([0], np.cumsum(np.where(chain, x, 0))))
+        runs[chain] = (total[1:] - np.repeat(total[mask_start], per_mask))[chain]
     if len(runs) and runs.min() < 0:
         raise ValueError("negative run length")
-    if int(runs.sum()) != h * w:
-        raise ValueError(f"runs cover {int(runs.sum())} pixels, the mask has {h * w}")
-    return runs
+    covered = np.add.reduceat(np.concatenate((runs, [0])), mask_start)[:len(rles)] * (per_mask > 0)
+    pixels = np.array([int(r["size"][0]) * int(r["size"][1]) for r in rles], dtype=np.int64)
+    bad = np.flatnonzero(covered != pixels)
+    if len(bad):
+        i = bad[0]
+        raise ValueError(f"runs cover {covered[i]} pixels, the mask has {pixels[i]}")
+    return runs, per_mask
 
 
 def rle_box(rle: dict) -> np.ndarray | None:
@@ -488,7 +513,8 @@ def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None) -
         ah, aw = a.shape
         if abs(ah - h) <= max(2, 0.01 * h) and abs(aw - w) <= max(2, 0.01 * w):
             warnings.warn(f"{p}: size {aw}x{ah} differs from the other masks' {w}x{h}; resized")
-            labels[i] = cv2.resize(a.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+            resized = cv2.resize(a.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST)
+            labels[i] = resized.astype(np.int64)
         else:
             raise TrajectoryError(f"{p}: size {aw}x{ah} differs from the other masks' {w}x{h}")
     traj = from_label_masks(np.stack(labels), frames=frames, num_frames=num_frames, source=str(folder))

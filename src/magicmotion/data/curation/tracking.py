@@ -18,12 +18,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_sam2_processor(name: str):
-    """Sam2VideoProcessor.from_pretrained(name), or None when torchvision is missing."""
+    """Sam2VideoProcessor.from_pretrained(name), or None when it cannot be built (torchvision is
+    missing, or the folder has no processor files): the tracker then preprocesses by itself."""
     try:
         from transformers import Sam2VideoProcessor
 
         return Sam2VideoProcessor.from_pretrained(name)
-    except ImportError:
+    except (ImportError, OSError):
         return None
 
 

@@ -1,0 +1,35 @@
+"""Helpers shared by the pipeline tests: tiny trajectories and images, trained-looking ControlNets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from magicmotion.trajectory import ObjectTrack, Trajectory
+
+REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real-samples"
+RUN = dict(num_frames=9, height=32, width=32, num_inference_steps=2, guidance_scale=6.0)
+
+
+def randomize_projectors(controlnet, seed: int = 1, std: float = 0.5):
+    """Give the zero-initialised output projectors random weights, as if trained."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for proj in controlnet.out_projectors:
+            proj.weight.copy_(torch.randn(proj.weight.shape, generator=g) * std)
+    return controlnet
+
+
+def make_trajectory(size: int = 32, frames: int = 9, dx: float = 16.0) -> Trajectory:
+    """One square moving right by `dx` pixels (boxes on frames 0 and the last), on a size x size frame."""
+    s = size / 32
+    return Trajectory(size, size, frames, [
+        ObjectTrack(1, "square", boxes={0: np.array([4, 8, 12, 16]) * s,
+                                        frames - 1: np.array([4 + dx, 8, 12 + dx, 16]) * s}),
+    ])
+
+
+def make_image(size: int = 32, seed: int = 0) -> np.ndarray:
+    return (np.random.RandomState(seed).rand(size, size, 3) * 255).astype(np.uint8)

@@ -1,0 +1,81 @@
+"""Losses: flow matching (Wan), v-prediction eq. (1) (CogVideoX), latent segmentation, totals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from magicmotion.training.losses import (flow_matching_loss, flow_matching_noisy, latent_segmentation_loss,
+                                         sample_flow_sigmas, sample_timesteps, total_loss, v_prediction_loss,
+                                         v_prediction_noisy)
+
+
+def test_flow_matching_target_is_noise_minus_data():
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 16, 3, 4, 4, generator=g), torch.randn(2, 16, 3, 4, 4, generator=g)
+    sigmas = torch.tensor([0.25, 0.9])
+    xt = flow_matching_noisy(x0, noise, sigmas)
+    assert torch.allclose(xt[0], 0.75 * x0[0] + 0.25 * noise[0])
+    assert torch.allclose(xt[1], 0.1 * x0[1] + 0.9 * noise[1], atol=1e-6)
+    assert flow_matching_loss(noise - x0, x0, noise) == 0
+    # the velocity integrates x_t back to x0: x0 = x_t - s * v
+    assert torch.allclose(xt - sigmas.view(-1, 1, 1, 1, 1) * (noise - x0), x0, atol=1e-6)
+    wrong = noise - x0 + 0.5
+    assert torch.isclose(flow_matching_loss(wrong, x0, noise), torch.tensor(0.25))
+
+
+def test_flow_sigma_sampling_follows_the_shift():
+    g = torch.Generator().manual_seed(0)
+    plain = sample_flow_sigmas(20000, g, "uniform")
+    shifted = sample_flow_sigmas(20000, g, "shifted_uniform", shift=3.0)
+    logit = sample_flow_sigmas(20000, g, "logit_normal", shift=1.0)
+    for s in (plain, shifted, logit):
+        assert s.shape == (20000,) and s.min() > 0 and s.max() <= 1
+    # median of u is 0.5; shifted by 3: 3 * 0.5 / (1 + 2 * 0.5) = 0.75
+    assert abs(plain.median().item() - 0.5) < 0.02
+    assert abs(shifted.median().item() - 0.75) < 0.02
+    assert abs(logit.median().item() - 0.5) < 0.02 and logit.std() < plain.std()
+    with pytest.raises(Exception, match="unknown timestep sampling"):
+        sample_flow_sigmas(2, g, "cosine")
+
+
+def test_v_prediction_matches_the_cogvideox_scheduler():
+    from diffusers import CogVideoXDPMScheduler
+
+    from magicmotion.pipelines.tiny import tiny_cogvideox_components
+
+    scheduler: CogVideoXDPMScheduler = tiny_cogvideox_components()["scheduler"]
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(3, 2, 16, 4, 4, generator=g), torch.randn(3, 2, 16, 4, 4, generator=g)
+    t = torch.tensor([0, 500, 999])
+    a = scheduler.alphas_cumprod[t].float()
+    xt = v_prediction_noisy(x0, noise, a)
+    assert torch.allclose(xt, scheduler.add_noise(x0, noise, t), atol=1e-5)
+    v = scheduler.get_velocity(x0, noise, t)
+    # eq. (1): the true velocity reconstructs x0 exactly
+    assert v_prediction_loss(v, xt, x0, a) < 1e-10
+    v_hat = v + 0.1 * torch.randn(v.shape, generator=g)
+    eq1 = v_prediction_loss(v_hat, xt, x0, a)
+    manual = ((x0 - (a.sqrt().view(-1, 1, 1, 1, 1) * xt - (1 - a).sqrt().view(-1, 1, 1, 1, 1) * v_hat)) ** 2).mean()
+    assert torch.isclose(eq1, manual)
+    # weighting by 1 / (1 - a_t) turns eq. (1) into the plain MSE on v
+    assert torch.isclose(v_prediction_loss(v_hat, xt, x0, a, "inverse_noise"), ((v_hat - v) ** 2).mean(), rtol=1e-4)
+
+
+def test_segmentation_loss_and_total():
+    pred, target = torch.zeros(1, 16, 2, 4, 4), torch.full((1, 16, 2, 4, 4), 2.0)
+    seg = latent_segmentation_loss(pred, target)
+    assert seg == 4.0
+    with pytest.raises(ValueError, match="differ"):
+        latent_segmentation_loss(pred, target[:, :8])
+    diff = torch.tensor(1.5)
+    terms = total_loss(diff, seg, 0.5)
+    assert terms["loss"] == 1.5 + 0.5 * 4.0 and terms["segmentation"] == 4.0 and terms["diffusion"] == 1.5
+    assert total_loss(diff, None, 0.5) == {"diffusion": diff, "loss": diff}
+    assert total_loss(diff, seg, 0.0)["loss"] == 1.5
+
+
+def test_timesteps_are_uniform_integers():
+    t = sample_timesteps(5000, 1000, torch.Generator().manual_seed(0))
+    assert t.dtype == torch.int64 and t.min() >= 0 and t.max() <= 999
+    assert abs(t.float().mean().item() - 499.5) < 15
