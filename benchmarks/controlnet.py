@@ -12,8 +12,11 @@ For each base family (Wan I2V, CogVideoX I2V) at a mid-size CPU config (default 
 Variants are timed in interleaved rounds (median of the rounds) so that machine load hits them alike.
 Target: time(base + k blocks) <= (1 + k/L + 0.05) x time(base).
 Peak memory is the growth of the resident set during one step (Linux: VmHWM after resetting it with
-/proc/self/clear_refs); the script re-executes itself with MALLOC_MMAP_THRESHOLD_ fixed so freed
-tensors return to the system and each step's peak is seen on its own.
+/proc/self/clear_refs), measured in a child process started with MALLOC_MMAP_THRESHOLD_ fixed so that
+freed tensors go back to the system and each step's peak is seen on its own (that setting slows
+allocation, so timings are taken in this process, without it).
+Default: one thread, because on a shared machine several OpenMP threads per process make small
+operations wait on each other far more than they compute; `--threads N` to change.
 
     .venv/bin/python benchmarks/controlnet.py [--family wan cogvideox] [--rounds 15] [--json out.json]
 """
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -110,18 +114,45 @@ def build(family: str, args):
     return base, inputs, trajectory, variants
 
 
-def bench_family(family: str, args) -> dict:
-    import torch
-
+def steps_for(family: str, args) -> dict:
+    """variant name -> a function running one denoising step of it."""
     base, inputs, trajectory, variants = build(family, args)
-    L, half = args.blocks, args.blocks // 2
 
     def step_fn(model, scale):
         if model is None:
             return lambda: base(**inputs).sample
         return lambda: model(trajectory_latents=trajectory, conditioning_scale=scale, **inputs).sample
 
-    steps = {name: step_fn(*v) for name, v in variants.items()}
+    return {name: step_fn(*v) for name, v in variants.items()}
+
+
+def measure_memory(family: str, args) -> dict:
+    """Peak memory growth (MiB) of one step of each variant; run in the child process."""
+    import torch
+
+    steps = steps_for(family, args)
+    with torch.inference_mode():
+        for fn in steps.values():
+            fn()
+        return {name: peak_step_memory_mb(fn) for name, fn in steps.items()}
+
+
+def memory_in_child(family: str, argv: list[str]) -> dict:
+    if not sys.platform.startswith("linux"):
+        return {}
+    cmd = [sys.executable, __file__, *argv, "--family", family, "--memory-child"]
+    done = subprocess.run(cmd, env={**os.environ, MMAP_ENV: "65536"}, capture_output=True, text=True)
+    if done.returncode:
+        print(f"memory measurement failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        return {}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_family(family: str, args, argv: list[str]) -> dict:
+    import torch
+
+    steps = steps_for(family, args)
+    L, half = args.blocks, args.blocks // 2
     names = list(steps)
     with torch.inference_mode():
         outs = {name: fn() for name, fn in steps.items()}  # also a warm-up
@@ -135,8 +166,9 @@ def bench_family(family: str, args) -> dict:
                 t0 = time.perf_counter()
                 steps[name]()
                 times[name].append(time.perf_counter() - t0)
-        memory = {name: peak_step_memory_mb(steps[name]) for name in names}
 
+    del steps
+    memory = memory_in_child(family, argv)
     median = {name: statistics.median(ts) for name, ts in times.items()}
     t_base = median["base"]
     rows = []
@@ -145,7 +177,7 @@ def bench_family(family: str, args) -> dict:
         target = 1 + k / L + 0.05
         rows.append(dict(variant=name, control_blocks_run=k, ms=1000 * median[name], ratio=ratio,
                          target=target if k else None, ok=(ratio <= target) if k else None,
-                         peak_mb=memory[name]))
+                         peak_mb=memory.get(name)))
     return dict(
         family=family,
         config=dict(blocks=L, heads=args.heads, head_dim=args.head_dim, latent=[args.frames, args.height, args.width],
@@ -187,17 +219,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        print(json.dumps(measure_memory(args.family[0], args)))
+        return 0
+    child_argv = [a for a in _without_option(argv, "--family") if a != "--memory-child"]
     results = []
     for family in args.family:
-        result = bench_family(family, args)
+        result = bench_family(family, args, child_argv)
         print(report(result), flush=True)
         results.append(result)
     if args.json:
@@ -208,8 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """argv without `option` and the values that follow it (up to the next --flag)."""
+    out, skipping = [], False
+    for a in argv:
+        if a == option:
+            skipping = True
+            continue
+        if skipping and not a.startswith("--"):
+            continue
+        skipping = False
+        out.append(a)
+    return out
+
+
 if __name__ == "__main__":
-    if MMAP_ENV not in os.environ and sys.platform.startswith("linux"):
-        # fixed mmap threshold: large tensors are returned to the system when freed (see docstring)
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "65536"})
     sys.exit(main())

@@ -38,6 +38,10 @@ def atomic_path(path: str | os.PathLike, directory: bool = False):
             tmp = Path(name)
     except OSError as e:
         raise MediaError(f"{path}: cannot write in {parent} ({e.strerror or e})") from None
+    # mkstemp/mkdtemp create private (0600/0700) entries: give the output the usual permissions
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod((0o777 if directory else 0o666) & ~umask)
     try:
         yield tmp
         if directory and path.is_dir():

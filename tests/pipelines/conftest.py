@@ -12,6 +12,17 @@ from pipelines_helpers import REAL, make_image, make_trajectory, randomize_proje
 from magicmotion.trajectory import save
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors run fastest on one thread; two threads on a busy 2-core machine are 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """wan/ and cog/ (diffusers base folders), wan_cn/, wan_cn_trained/, cog_cn/, cog_cn_trained/

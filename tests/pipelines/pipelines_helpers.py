@@ -33,3 +33,16 @@ def make_trajectory(size: int = 32, frames: int = 9, dx: float = 16.0) -> Trajec
 
 def make_image(size: int = 32, seed: int = 0) -> np.ndarray:
     return (np.random.RandomState(seed).rand(size, size, 3) * 255).astype(np.uint8)
+
+
+def make_blob_trajectory(dx: int = 16, size: int = 32, frames: int = 9) -> Trajectory:
+    """A large square (3/4 of the height, half the width) moving `dx` pixels over the clip, with masks on
+    every frame: a trajectory a random tiny VAE still sees clearly."""
+    from magicmotion.trajectory import from_label_masks
+
+    labels = np.zeros((frames, size, size), np.int32)
+    half, start = size // 2, (0 if dx >= 0 else size // 2)
+    for t in range(frames):
+        x = start + int(round(t * dx / (frames - 1)))
+        labels[t, size // 8: size - size // 8, max(x, 0): max(x, 0) + half] = 1
+    return from_label_masks(labels)

@@ -56,12 +56,7 @@ def load_base_components(base: str, names: tuple[str, ...], dtype: torch.dtype =
     Only what is asked for is loaded, so a run on precomputed latents never loads the VAE or the text
     encoder. Missing optional components (image_encoder, image_processor) come back as None.
     """
-    from diffusers import DiffusionPipeline
-
-    try:
-        index = DiffusionPipeline.load_config(base)
-    except (OSError, EnvironmentError, ValueError) as e:
-        raise ModelError(f"{base}: not a diffusers pipeline folder or hub id ({e})") from None
+    index = _model_index(base)
     out: dict[str, Any] = {}
     for name in names:
         entry = index.get(name)
@@ -83,6 +78,24 @@ def load_base_components(base: str, names: tuple[str, ...], dtype: torch.dtype =
         if isinstance(value, torch.nn.Module):
             value.requires_grad_(False).eval()
     return out
+
+
+def _model_index(base: str) -> dict:
+    """model_index.json of a local pipeline folder (read directly) or a hub id."""
+    import json
+    from pathlib import Path
+
+    path = Path(base) / "model_index.json"
+    try:
+        if path.is_file():
+            return json.loads(path.read_text())
+        if Path(base).exists():
+            raise ModelError(f"{base}: no model_index.json (not a diffusers pipeline folder)")
+        from diffusers import DiffusionPipeline
+
+        return dict(DiffusionPipeline.load_config(base))
+    except (OSError, EnvironmentError, ValueError) as e:
+        raise ModelError(f"{base}: not a diffusers pipeline folder or hub id ({e})") from None
 
 
 def flow_shift_of(scheduler_config) -> float:

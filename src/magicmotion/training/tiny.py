@@ -37,7 +37,7 @@ BASE_CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_d
 TEXT_CONFIG = dict(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
                    relative_attention_num_buckets=8, relative_attention_max_distance=16,
                    dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-TEXT_LEN = 32
+TEXT_LEN = 64
 
 
 def log(msg: str) -> None:
@@ -239,7 +239,7 @@ def phase_base(work: Path, steps: int, clips: int = 4000, batch: int = 16, seed:
     else:
         latents, conds, captions = encode_world(vae, clips, seed=200)
         torch.save({"latents": latents, "conds": conds, "captions": captions}, cache)
-    text = encode_captions(tokenizer, text_encoder, captions)
+    text = encode_captions(tokenizer, text_encoder, captions + [""])
     torch.manual_seed(seed)
     model = WanTransformer3DModel(**BASE_CONFIG)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
@@ -250,7 +250,9 @@ def phase_base(work: Path, steps: int, clips: int = 4000, batch: int = 16, seed:
     for step in bar:
         idx = torch.randint(0, len(latents), (batch,), generator=gen)
         x0, cond = latents[idx], conds[idx]
-        ctx = pad_text([text[captions[i]] for i in idx.tolist()])
+        # 10% empty captions, so that classifier-free guidance has an unconditional model
+        drop = torch.rand(batch, generator=gen) < 0.1
+        ctx = pad_text([text["" if d else captions[i]] for i, d in zip(idx.tolist(), drop.tolist())])
         noise = torch.randn(x0.shape, generator=gen)
         sigma = flow_sigmas(torch.rand(batch, generator=gen)).view(-1, 1, 1, 1, 1)
         xt = (1 - sigma) * x0 + sigma * noise
@@ -279,15 +281,151 @@ def phase_base(work: Path, steps: int, clips: int = 4000, batch: int = 16, seed:
     return out
 
 
+# ---------------------------------------------------------------------------------------- stages
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "tiny"
+STAGES = ["stage1", "stage2", "stage3"]
+ABLATIONS = ["stage2-from-scratch", "stage2-no-seg"]
+
+
+def stage_config(name: str, work: Path, steps: int | None = None):
+    """configs/tiny/NAME.yaml with its runs/tiny paths moved under `work`."""
+    from .config import load_config
+
+    sets = [f"base={work / 'base'}", f"output_dir={work / name}",
+            f"data.dataset={work / 'data' / 'train'}", f"data.precomputed={work / 'precomputed'}"]
+    cfg_path = CONFIGS / f"{name}.yaml"
+    text = cfg_path.read_text()
+    if "init_from: runs/tiny/" in text:
+        prev = text.split("init_from: runs/tiny/")[1].split()[0]
+        sets.append(f"init_from={work / prev}")
+    if steps:
+        sets.append(f"loop.max_steps={steps}")
+    return load_config(cfg_path, sets)
+
+
+def phase_stages(work: Path, names: list[str], steps: int | None = None) -> None:
+    from .config import load_config  # noqa: F401  (config errors surface before any training)
+    from .precompute import precompute
+    from .trainer import train
+
+    pre = work / "precomputed"
+    if not (pre / "index.json").exists():
+        precompute(stage_config("stage1", work), pre, kinds=["mask", "box", "sparse_box"])
+    for name in names:
+        if (work / name / "final" / "controlnet" / "config.json").exists():
+            continue
+        t0 = time.time()
+        train(stage_config(name, work, steps))
+        log(f"{name} trained in {time.time() - t0:.0f} s")
+
+
+def ship(work: Path, out: Path) -> None:
+    """Copy the base and the three stages into the package, weights stored in fp16 (loaded as fp32)."""
+    from diffusers import WanImageToVideoPipeline
+
+    from ..models import SegmentHead, WanTrajectoryControlNet
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe = WanImageToVideoPipeline.from_pretrained(work / "base")
+    for name in ("transformer", "text_encoder"):
+        getattr(pipe, name).half()
+    pipe.save_pretrained(tmp / "base")
+    for stage in STAGES:
+        final = work / stage / "final"
+        WanTrajectoryControlNet.from_pretrained(final / "controlnet").half().save_pretrained(
+            tmp / stage / "controlnet")
+        if (final / "segment_head" / "config.json").exists():
+            SegmentHead.from_pretrained(final / "segment_head").half().save_pretrained(
+                tmp / stage / "segment_head")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    log(f"shipped to {out} ({size / 2**20:.1f} MiB)")
+
+
+# -------------------------------------------------------------------------------------- examples
+
+
+def phase_examples(work: Path, examples: Path, clip_index: int = 3) -> None:
+    """The bundled example: first frame, prompt and the three trajectory kinds of a held-out clip."""
+    from .. import trajectory
+    from ..data.dataset import Dataset
+    from ..io import write_image
+
+    ds = Dataset(work / "data" / "heldout", num_frames=FRAMES, sampling="start")
+    clip = ds[clip_index]
+    examples.mkdir(parents=True, exist_ok=True)
+    write_image(examples / "first_frame.png", clip.frames[0])
+    (examples / "prompt.txt").write_text(clip.caption + "\n")
+    dense = clip.trajectory
+    trajectory.save(dense, examples / "trajectory-mask.json")
+    boxes = dense.copy()
+    for o in boxes.objects:
+        o.masks = {0: o.masks[0]} if 0 in o.masks else {}
+    trajectory.save(boxes, examples / "trajectory-box.json")
+    trajectory.save(trajectory.sparsify(dense, num_keys=3, mode="even"), examples / "trajectory-sparse.json")
+    from ..io import write_video
+    write_video(examples / "source.mp4", clip.frames)
+
+
+# ----------------------------------------------------------------------------------------- bench
+
+
+def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bucket: int = 25) -> dict:
+    """Held-out MagicBench-style evaluation of the shipped model, the ablations, the floor (control
+    scale 0) and the ceiling (ground-truth videos), written to docs/tiny-model.md."""
+    from ..bench.report import report
+    from ..bench.runner import run_bench
+    from ..bench.score import score_run
+    from ..bench.sets import build_bench
+
+    bench = work / "bench"
+    build_bench(work / "data" / "heldout", bench, per_bucket=per_bucket, num_frames=FRAMES,
+                buckets=("1", "2", "3", "4", "5"))
+    runs = work / "bench-runs"
+    runs.mkdir(exist_ok=True)
+    base = model_dir / "base"
+    plan = [
+        ("ground truth (ceiling)", "gt", dict(ground_truth=True, kind="box")),
+        ("control scale 0 (floor)", "scale0", dict(controlnet=model_dir / "stage2" / "controlnet",
+                                                   kind="box", control_scale=0.0)),
+        ("stage 1, mask", "stage1-mask", dict(controlnet=model_dir / "stage1" / "controlnet", kind="mask")),
+        ("stage 2, box", "stage2-box", dict(controlnet=model_dir / "stage2" / "controlnet", kind="box")),
+        ("stage 3, sparse box", "stage3-sparse", dict(controlnet=model_dir / "stage3" / "controlnet",
+                                                      kind="sparse_box")),
+        ("stage 2 w/o progressive training", "ablation-scratch",
+         dict(controlnet=work / "stage2-from-scratch" / "final" / "controlnet", kind="box")),
+        ("stage 2 w/o latent seg. loss", "ablation-noseg",
+         dict(controlnet=work / "stage2-no-seg" / "final" / "controlnet", kind="box")),
+    ]
+    done = []
+    for label, name, kw in plan:
+        if "controlnet" in kw and not Path(kw["controlnet"]).exists():
+            log(f"bench: skipping {label} ({kw['controlnet']} missing)")
+            continue
+        run_bench(bench, runs / name, base=base, num_inference_steps=steps, seed=0, label=label, **kw)
+        score_run(runs / name, segmenter="classic")
+        done.append((label, runs / name))
+        log(f"bench: {label} scored")
+    return report([d for _, d in done], work / "bench-report", labels=[l for l, _ in done])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="src/magicmotion/assets/tiny")
     p.add_argument("--work", default="runs/tiny")
-    p.add_argument("--phases", default="data,vae,base,stages,bench")
+    p.add_argument("--phases", default="data,vae,base,stages,examples,bench")
     p.add_argument("--train-clips", type=int, default=3000)
     p.add_argument("--test-clips", type=int, default=120)
     p.add_argument("--vae-steps", type=int, default=1500)
-    p.add_argument("--base-steps", type=int, default=6000)
+    p.add_argument("--base-steps", type=int, default=4000)
+    p.add_argument("--stage-steps", type=int, default=None, help="override every stage's max_steps")
+    p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--examples", default="examples")
+    p.add_argument("--bench-steps", type=int, default=20)
+    p.add_argument("--per-bucket", type=int, default=25)
     args = p.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
@@ -303,6 +441,15 @@ def main(argv=None) -> int:
     if "base" in phases:
         phase_base(work, args.base_steps)
         log(f"base done ({time.time() - t0:.0f} s)")
+    if "stages" in phases:
+        phase_stages(work, STAGES + ([] if args.no_ablations else ABLATIONS), args.stage_steps)
+        ship(work, out)
+        log(f"stages done ({time.time() - t0:.0f} s)")
+    if "examples" in phases:
+        phase_examples(work, Path(args.examples))
+    if "bench" in phases:
+        phase_bench(work, out, Path("docs"), steps=args.bench_steps, per_bucket=args.per_bucket)
+        log(f"bench done ({time.time() - t0:.0f} s): {work / 'bench-report'}")
     return 0
 
 

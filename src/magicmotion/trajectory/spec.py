@@ -471,8 +471,10 @@ def _read_label_png(path: Path) -> np.ndarray:
 
 
 def _frame_number(path: Path, i: int) -> int:
-    digits = "".join(ch for ch in path.stem if ch.isdigit())
-    return int(path.stem) if path.stem.isdigit() else (int(digits) if digits else i)
+    """The frame a mask PNG is for: the last number in its name (00005.png, frame_5.png), else its
+    place in the sorted listing."""
+    numbers = re.findall(r"\d+", path.stem)
+    return int(numbers[-1]) if numbers else i
 
 
 def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None) -> Trajectory:
