@@ -105,14 +105,15 @@ class Page:
         self.page.locator(".toast-close").first.click()
 
     def click_image(self, x: float, y: float):
-        """Click pixel (x, y) of the drawing: the image is shown scaled to fit its box (object-fit:
-        contain), so the pixel's place on the screen follows from the element's size."""
+        """Click pixel (x, y) of the drawing. The image is centred in its element, scaled to fit it
+        (object-fit: contain) or, with scale-down, never enlarged: its place on the screen follows."""
         img = self.page.locator("#canvas img")
         box = img.bounding_box()
-        nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-        scale = max(nw / box["width"], nh / box["height"])
+        nw, nh, fit = img.evaluate("e => [e.naturalWidth, e.naturalHeight, getComputedStyle(e).objectFit]")
+        scale = max(nw / box["width"], nh / box["height"], 1.0 if fit == "scale-down" else 0.0)
         ox, oy = (box["width"] - nw / scale) / 2, (box["height"] - nh / scale) / 2
-        self.page.mouse.click(box["x"] + ox + x / scale, box["y"] + oy + y / scale)
+        k = nw / W  # the drawing shows the frame enlarged k times
+        self.page.mouse.click(box["x"] + ox + x * k / scale, box["y"] + oy + y * k / scale)
 
 
 def test_draw_and_generate_in_the_browser(tmp_path):
@@ -153,7 +154,8 @@ def test_draw_and_generate_in_the_browser(tmp_path):
                 app.expect_message("no first frame: upload an image or pick an example first")
                 page.locator("#first-frame input[type=file]").set_input_files(str(tmp_path / "too_wide.png"))
                 app.expect_message("5000x40 is too large")
-                page.locator("#first-frame button[aria-label='Remove Image']").first.click()
+                page.reload()  # a fresh session for the steps shown in the screenshots
+                page.wait_for_selector("#first-frame")
 
                 # 1. upload
                 page.locator("#first-frame input[type=file]").set_input_files(str(tmp_path / "first_frame.png"))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from magicmotion.app.drawing import (DRAWING_KEY, DrawnObject, box_from_clicks, build_trajectory, check_image,
+from magicmotion.app.drawing import (DRAWING_KEY, DrawnObject, box_from_clicks, build_trajectory, canvas_zoom,
+                                     check_image,
                                      default_key_frames, draw_canvas, filled_box, mask_from_box, moved_box,
                                      moved_mask, objects_from_spec, path_track, spec_dict)
 from magicmotion.errors import MediaError, TrajectoryError
@@ -318,3 +319,8 @@ def test_canvas_tints_masks_and_leaves_the_rest(first_frame):
     assert (np.abs(canvas[inside] - colour).sum(-1) < np.abs(image[inside].astype(float) - colour).sum(-1)).all()
     np.testing.assert_array_equal(canvas[:10, :10], image[:10, :10])
     assert (canvas[100, 115:118] != image[100, 115:118]).any()  # the path's end point is drawn
+    big = draw_canvas(image, [o], current=1, zoom=3)
+    assert big.shape == (3 * H, 3 * W, 3)
+    np.testing.assert_array_equal(big[:30:3, :30:3], image[:10, :10])
+    np.testing.assert_array_equal(big[45 * 3:50 * 3:3, 60 * 3:65 * 3:3], canvas[inside])
+    assert canvas_zoom((64, 64)) == 8 and canvas_zoom((320, 240)) == 2 and canvas_zoom((854, 480)) == 1

@@ -1,11 +1,10 @@
-"""Fixtures for the benchmark tests: a small synthetic dataset and a benchmark set built from it (made
-once per session), fake generators, and the real samples."""
+"""Fixtures for the benchmark tests: a small synthetic dataset, a benchmark set built from it and its
+ground-truth run (made once per session), and the real samples."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real-samples"
@@ -39,11 +38,6 @@ def ground_truth_run(bench_set, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "ground-truth"
     run_bench(bench_set, out, ground_truth=True, progress=False)
     return out
-
-
-def frozen(clip, trajectory):
-    """A fake model that ignores the trajectory: every frame is the first frame."""
-    return np.repeat(clip.frames[:1], len(clip.frames), axis=0)
 
 
 @pytest.fixture

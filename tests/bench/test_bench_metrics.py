@@ -178,6 +178,7 @@ class TinyExtractor(torch.nn.Module):
         return self.conv(x.float() / 255).mean(dim=(2, 3))
 
 
+@pytest.mark.slow
 def test_fid_with_custom_extractor_matches_torchmetrics():
     from torchmetrics.image.fid import FrechetInceptionDistance
 

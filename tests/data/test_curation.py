@@ -190,6 +190,23 @@ def test_scene_cut_splits_concatenated_clips(raw):
         np.testing.assert_array_equal(frames, span)
 
 
+REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real-samples"
+
+
+def test_clips_of_a_real_video_decode_to_the_right_frames():
+    """A real H.264 video (640x480, 25 fps, 117 frames): planned clips seek to the right frames."""
+    video_path = REAL / "example.mp4"
+    if not video_path.is_file():
+        pytest.skip(f"real samples not found at {REAL}")
+    source = SourceRow(id="example", path=str(video_path), caption="", objects=None)
+    clips = plan_clips(source, IngestConfig(clip_frames=10, frame_step=3))
+    video, fps = read_video(video_path)
+    assert clips and all(c.fps == pytest.approx(fps / 3) for c in clips)
+    for clip in clips[1:3]:
+        frames = read_clip(clip)
+        np.testing.assert_array_equal(frames, video[clip.start_frame:clip.start_frame + 28:3])
+
+
 def test_corrupt_video_raises_media_error(raw):
     csv_path, _ = raw
     with pytest.raises(MediaError, match="bad.mp4"):

@@ -26,7 +26,6 @@ def run(pipe, seed: int = 0, **kw) -> np.ndarray:
     return pipe(generator=torch.Generator().manual_seed(seed), **args).frames
 
 
-@pytest.mark.slow
 def test_scale_zero_reproduces_diffusers_wan_i2v(models_dir):
     from diffusers import WanImageToVideoPipeline
 
@@ -40,7 +39,6 @@ def test_scale_zero_reproduces_diffusers_wan_i2v(models_dir):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.slow
 def test_controlnet_follows_the_trajectory_and_seed_repeats(models_dir):
     pipe = load(models_dir, "wan_cn_trained")
     a = run(pipe)
@@ -54,7 +52,6 @@ def test_controlnet_follows_the_trajectory_and_seed_repeats(models_dir):
     assert np.abs(a - run(pipe, seed=1)).max() > 1e-3
 
 
-@pytest.mark.slow
 def test_batch_of_two_prompts_matches_single_runs(models_dir):
     pipe = load(models_dir, "wan_cn_trained")
     prompts = ["a red square moves right", "a blue ball rolls left"]

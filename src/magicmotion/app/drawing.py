@@ -506,50 +506,71 @@ def objects_from_spec(data: dict, source: str = "spec") -> tuple[Trajectory, lis
 # ------------------------------------------------------------------------------------------ canvas
 
 
+def canvas_zoom(size: tuple[int, int], side: int = 512) -> int:
+    """The whole-number factor a `size` = (W, H) frame is enlarged by on the drawing, so that a small
+    frame gets a longer side of at least `side` pixels to click on."""
+    return max(1, int(np.ceil(side / max(size))))
+
+
 def draw_canvas(image: np.ndarray, objects: list[DrawnObject], current: int | None = None,
-                alpha: float = 0.45) -> np.ndarray:
-    """The first frame with each object's mask tinted in its colour, its box, its SAM 2 points, a
-    pending box corner and its path (line, numbered points, scale labels). The current object's path
-    is drawn thicker. Returns uint8 (H, W, 3)."""
-    canvas = check_image(image).copy()
-    h, w = canvas.shape[:2]
-    unit = max(1, round(min(h, w) / 200))
+                zoom: int = 1, alpha: float = 0.45) -> np.ndarray:
+    """The first frame, enlarged `zoom` times (nearest neighbour), with each object's mask tinted in
+    its colour and outlined, its box, its SAM 2 points (green +: on the object, red x: background), a
+    pending box corner, and its path: arrows from the mask's centre through the numbered points, with
+    the scales set there. The current object's path is drawn thicker. Returns uint8 (zoom H, zoom W, 3);
+    a canvas pixel (X, Y) is the frame point (X / zoom, Y / zoom)."""
+    image = check_image(image)
+    h, w = image.shape[:2]
+    canvas = cv2.resize(image, (w * zoom, h * zoom), interpolation=cv2.INTER_NEAREST) if zoom > 1 else image.copy()
+    unit = max(1, round(min(canvas.shape[:2]) / 240))
+
+    def at(p) -> tuple[int, int]:
+        return int(round(float(p[0]) * zoom)), int(round(float(p[1]) * zoom))
+
+    def line(a, b, color, thick, arrow=True):
+        tip = min(0.3, 10 * unit / max(1.0, float(np.hypot(b[0] - a[0], b[1] - a[1]))))
+        draw = cv2.arrowedLine if arrow else cv2.line
+        kw = {"tipLength": tip} if arrow else {}
+        draw(canvas, a, b, (255, 255, 255), thick + 2, cv2.LINE_AA, **kw)
+        draw(canvas, a, b, color, thick, cv2.LINE_AA, **kw)
+
+    def label(text, p, color):
+        org = (p[0] + 4 * unit, p[1] - 4 * unit)
+        cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * unit, (255, 255, 255), 3 * unit, cv2.LINE_AA)
+        cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * unit, color, unit, cv2.LINE_AA)
+
     for o in objects:
         color = palette_color(o.id)
-        if o.mask is not None and o.mask.shape == (h, w) and o.mask.any():
-            tint = canvas[o.mask].astype(np.float32) * (1 - alpha) + np.array(color, np.float32) * alpha
-            canvas[o.mask] = np.clip(tint + 0.5, 0, 255).astype(np.uint8)
-            contours, _ = cv2.findContours(o.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        has_mask = o.mask is not None and o.mask.shape == (h, w) and bool(o.mask.any())
+        if has_mask:
+            mask = o.mask if zoom == 1 else cv2.resize(o.mask.astype(np.uint8), (w * zoom, h * zoom),
+                                                       interpolation=cv2.INTER_NEAREST).astype(bool)
+            tint = canvas[mask].astype(np.float32) * (1 - alpha) + np.array(color, np.float32) * alpha
+            canvas[mask] = np.clip(tint + 0.5, 0, 255).astype(np.uint8)
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(canvas, contours, -1, color, unit)
         if o.box is not None:
-            x0, y0, x1, y1 = (int(round(v)) for v in o.box)
-            cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), color, unit)
-        for (x, y), lbl in zip(o.points, o.point_labels):
-            cv2.drawMarker(canvas, (int(round(x)), int(round(y))), (0, 255, 0) if lbl else (255, 0, 0),
-                           cv2.MARKER_CROSS if lbl else cv2.MARKER_TILTED_CROSS, 6 * unit, 2 * unit)
+            cv2.rectangle(canvas, at(o.box[:2]), at(o.box[2:]), color, unit)
+        for p, lbl in zip(o.points, o.point_labels):
+            cv2.drawMarker(canvas, at(p), (0, 200, 0) if lbl else (230, 0, 0),
+                           cv2.MARKER_CROSS if lbl else cv2.MARKER_TILTED_CROSS, 8 * unit, 2 * unit)
         if o.corner is not None:
-            cv2.drawMarker(canvas, (int(round(o.corner[0])), int(round(o.corner[1]))), color,
-                           cv2.MARKER_SQUARE, 6 * unit, unit)
-        if o.mask is not None and o.mask.shape == (h, w) and o.mask.any():
-            start = o.start()
-            pts = [tuple(int(round(v)) for v in p) for p in [start, *o.path]]
+            cv2.drawMarker(canvas, at(o.corner), color, cv2.MARKER_SQUARE, 8 * unit, 2 * unit)
+        if has_mask:
+            pts = [at(p) for p in [o.start(), *o.path]]
             thick = 2 * unit if o.id == current else unit
             for a, b in zip(pts, pts[1:]):
-                cv2.arrowedLine(canvas, a, b, color, thick, tipLength=min(0.3, 8 * unit / max(1, np.hypot(b[0] - a[0], b[1] - a[1]))))
+                line(a, b, color, thick)
             cv2.circle(canvas, pts[0], 2 * unit + 1, color, -1)
             for i, p in enumerate(pts[1:], start=1):
                 cv2.circle(canvas, p, 2 * unit + 1, color, -1)
-                text = str(i) + (f" x{o.scales[i]:g}" if i in o.scales else "")
-                cv2.putText(canvas, text, (p[0] + 3 * unit, p[1] - 3 * unit), cv2.FONT_HERSHEY_SIMPLEX,
-                            0.35 * unit, (255, 255, 255), max(1, unit // 2) + 1, cv2.LINE_AA)
-                cv2.putText(canvas, text, (p[0] + 3 * unit, p[1] - 3 * unit), cv2.FONT_HERSHEY_SIMPLEX,
-                            0.35 * unit, color, max(1, unit // 2), cv2.LINE_AA)
+                label(str(i) + (f" x{o.scales[i]:g}" if i in o.scales else ""), p, color)
     return canvas
 
 
 __all__ = [
     "DRAWING_KEY", "DrawnObject", "MAX_IMAGE_SIDE", "Sam2Segmenter", "TIMINGS", "box_from_clicks",
-    "build_trajectory", "check_image", "check_key_frames", "check_objects", "check_point",
+    "build_trajectory", "canvas_zoom", "check_image", "check_key_frames", "check_objects", "check_point",
     "default_key_frames", "draw_canvas", "filled_box", "mask_from_box", "moved_box", "moved_mask",
     "object_tracks", "objects_from_spec", "path_track", "spec_dict",
 ]

@@ -161,6 +161,11 @@ def add_object(state: dict, label: str = "") -> dr.DrawnObject:
     return o
 
 
+def zoom(state: dict) -> int:
+    h, w = state["image"].shape[:2]
+    return dr.canvas_zoom((w, h))
+
+
 def describe(state: dict) -> str:
     """A short Markdown summary of the drawing, shown under the canvas."""
     if state["image"] is None:
@@ -223,8 +228,9 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
 
     def views(state: dict):
         """canvas image, object dropdown, summary."""
-        canvas = None if state["image"] is None else dr.draw_canvas(state["image"], state["objects"],
-                                                                      state["current"])
+        canvas = None
+        if state["image"] is not None:
+            canvas = dr.draw_canvas(state["image"], state["objects"], state["current"], zoom(state))
         current = next((c for c in object_choices(state) if choice_id(c) == state["current"]), None)
         return (canvas, gr.update(choices=object_choices(state), value=current), describe(state))
 
@@ -295,7 +301,8 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
     def on_click(mode, point_label, state, evt: gr.SelectData):
         o = current_object(state)
         h, w = state["image"].shape[:2]
-        x, y = (float(v) for v in evt.index[:2])
+        k = zoom(state)  # the drawing shows the frame enlarged k times
+        x, y = (round(float(v) / k, 2) for v in evt.index[:2])
         if mode == "Box":
             if o.corner is None:
                 o.corner = dr.check_point((x, y), (w, h), "box corner")

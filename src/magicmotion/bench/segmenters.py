@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BenchError
+from ..trajectory import mask_box
+from .metrics import mask_iou
 
 SEGMENTERS = ("classic", "sam2")
 DEFAULT_SAM2 = "facebook/sam2.1-hiera-tiny"
@@ -68,11 +70,11 @@ class ClassicSegmenter(Segmenter):
     """Colour-histogram back-projection + mean-shift tracking seeded by the frame-0 mask (OpenCV).
 
     bins: histogram bins of hue, saturation and value (HSV, OpenCV ranges); context: the surroundings
-    that the colour model is learnt
-    against, in box sizes around the object; threshold: the object probability above which a pixel
-    belongs to the object; margin: how far around the tracked window the mask may reach, as a share of
-    the window size; min_reliability: the frame-0 IoU of the colour model's own mask below which the
-    object is tracked by template matching instead."""
+    that the colour model is learnt against, in box sizes around the object; threshold: the object
+    probability above which a pixel belongs to the object; margin: how far around the tracked window
+    the mask may reach, as a share of the window size; min_reliability: the frame-0 IoU of the colour
+    model's own mask below which the object is tracked by template matching instead; fill: fill holes
+    in the masks."""
 
     name = "classic"
 
@@ -85,8 +87,6 @@ class ClassicSegmenter(Segmenter):
         self.margin, self.min_reliability = float(margin), float(min_reliability)
 
     def track(self, frames, first_masks):
-        import cv2
-
         frames, masks = check_inputs(frames, first_masks)
         T, H, W = frames.shape[:3]
         codes = colour_codes(frames, self.bins)
@@ -149,14 +149,6 @@ def _resolve_overlaps(masks: dict[int, np.ndarray], probs: dict[int, np.ndarray]
         masks[i][multi & (best != k)] = False
 
 
-def _box(mask: np.ndarray):
-    ys = np.flatnonzero(mask.any(axis=1))
-    if len(ys) == 0:
-        return None
-    xs = np.flatnonzero(mask.any(axis=0))
-    return np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=np.float64)
-
-
 def _clip_window(x0, y0, x1, y1, w, h):
     x0, y0 = int(np.clip(np.floor(x0), 0, w - 1)), int(np.clip(np.floor(y0), 0, h - 1))
     x1, y1 = int(np.clip(np.ceil(x1), x0 + 1, w)), int(np.clip(np.ceil(y1), y0 + 1, h))
@@ -171,7 +163,7 @@ class _ObjectTracker:
 
         self.cfg, self.frames, self.codes = cfg, frames, codes
         self.H, self.W = mask0.shape
-        self.box = _box(mask0)
+        self.box = mask_box(mask0)
         self.velocity = np.zeros(2)
         self.area0 = self.area = float(mask0.sum())
         self.lost = 0
@@ -186,7 +178,7 @@ class _ObjectTracker:
             around = ~mask0
         self.hist = self._posterior(codes[0], mask0, around)
         prob0 = self.probability(0)
-        self.reliability = _iou(prob0 > cfg.threshold, mask0) if around.any() else 1.0
+        self.reliability = mask_iou(prob0 > cfg.threshold, mask0) if around.any() else 1.0
         self.use_colour = self.reliability >= cfg.min_reliability
         if not self.use_colour:  # template of the object on frame 0 (grey), and its mask
             gx0, gy0, gx1, gy1 = (int(v) for v in self.box)
@@ -263,7 +255,7 @@ class _ObjectTracker:
 
     def commit(self, mask: np.ndarray) -> None:
         """Update position, velocity and size from the final mask of this frame."""
-        box = _box(mask)
+        box = mask_box(mask)
         if box is None:
             self.lost += 1
             self.velocity *= 0.5
@@ -293,11 +285,6 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     n, labels = cv2.connectedComponents(padded, connectivity=4)
     outside = labels[0, 0]
     return mask | (labels[1:-1, 1:-1] != outside) & ~mask
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 1.0
 
 
 # -------------------------------------------------------------------------------------- SAM 2

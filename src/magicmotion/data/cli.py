@@ -113,8 +113,11 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
+from .curation.cli import add_curate_parser  # noqa: E402  (issue 8: curate, filter)
+from .filtering import add_filter_parser  # noqa: E402
+
 # Subcommands of `magicmotion data`, in the order --help lists them; others append theirs here.
-SUBCOMMANDS = [_add_synth, _add_info]
+SUBCOMMANDS = [_add_synth, _add_info, add_curate_parser, add_filter_parser]
 
 
 def register(subparsers) -> None:

@@ -98,6 +98,10 @@ class MagicMotionTransformer(nn.Module):
     def num_control_blocks(self) -> int:
         return len(self.controlnet.out_projectors)
 
+    def cache_context(self, name: str):
+        """The base's diffusers cache context (diffusers' pipelines wrap each branch's call in it)."""
+        return self.base.cache_context(name)
+
     def enable_gradient_checkpointing(self) -> None:
         """Recompute base and control blocks in the backward pass instead of storing activations."""
         self.base.enable_gradient_checkpointing()
@@ -218,7 +222,7 @@ class MagicMotionTransformer(nn.Module):
         for i, block in enumerate(base.blocks):
             x = self._run_block(block, x, context, timestep_proj, rotary_emb)
             if i < len(residuals):
-                x = x + scales[i] * residuals[i]
+                x = torch.add(x, residuals[i], alpha=scales[i])
             if want_seg:
                 per_block.append(x)
 
@@ -287,7 +291,7 @@ class MagicMotionTransformer(nn.Module):
         for i, block in enumerate(base.transformer_blocks):
             x, context = self._run_block(block, x, context, emb, image_rotary_emb, attention_kwargs)
             if i < len(residuals):
-                x = x + scales[i] * residuals[i]
+                x = torch.add(x, residuals[i], alpha=scales[i])
             if want_seg:
                 per_block.append(x)
 

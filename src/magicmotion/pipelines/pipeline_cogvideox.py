@@ -353,6 +353,7 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         return MagicMotionPipelineOutput(frames=video, trajectory_maps=maps)
 
 
+@torch.no_grad()
 def cogvideox_trajectory_latents(vae, maps: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Trajectory maps -> scaled CogVideoX VAE latents (1, F, 16, H/8, W/8), float32.
 

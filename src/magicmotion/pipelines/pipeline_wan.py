@@ -379,6 +379,7 @@ def _wan_latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return mean, inv_std
 
 
+@torch.no_grad()
 def wan_trajectory_latents(vae, maps: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Trajectory maps -> normalised Wan VAE latents (1, z, F, H/8, W/8), float32.
 

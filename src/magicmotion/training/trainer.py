@@ -98,7 +98,12 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
 
     head = None
     if config.segment_head:
-        head = SegmentHead.from_pretrained(head_dir, torch_dtype=torch.float32) if head_dir else SegmentHead.from_transformer(base)
+        if head_dir:
+            head = SegmentHead.from_pretrained(head_dir, torch_dtype=torch.float32)
+        else:
+            with torch.random.fork_rng(devices=[]):  # the same fresh head for the same seed
+                torch.manual_seed(config.seed)
+                head = SegmentHead.from_transformer(base)
         nn.Module.to(head, torch.float32)
     joint = MagicMotionTransformer(base, controlnet, head, freeze_base=True)
     base.eval()

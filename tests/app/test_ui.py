@@ -1,0 +1,255 @@
+"""The app's event handlers called directly (no browser): the flows the browser test does not drive
+(examples, loading a spec, object list, scales, SAM 2 missing, errors) and the `magicmotion app`
+command."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gr = pytest.importorskip("gradio", reason="the app needs gradio: pip install 'magicmotion[app]'")
+
+from magicmotion.app import drawing as dr  # noqa: E402
+from magicmotion.app.ui import build_app, find_examples, new_state  # noqa: E402
+from magicmotion.cli import build_parser  # noqa: E402
+from magicmotion.errors import PipelineError  # noqa: E402
+from magicmotion.io import read_video  # noqa: E402
+from magicmotion.trajectory import from_dict, render  # noqa: E402
+
+W, H = 160, 120
+ZOOM = dr.canvas_zoom((W, H))
+SETTINGS = ("box", "arc", [], "a red square moves", 9, 2, 3, 1.0, 1.0, 32, 32, 8)  # kind .. fps
+
+
+class Recorder:
+    """A generate function that records its call and returns the maps (at 32x32) as the 'video'."""
+
+    def __init__(self, error: Exception | None = None):
+        self.calls, self.error = [], error
+
+    def __call__(self, image, prompt, trajectory, kind, **settings):
+        self.calls.append((image, prompt, trajectory, kind, settings))
+        if self.error:
+            raise self.error
+        maps = render(trajectory, kind, size=(settings["width"], settings["height"]))
+        return maps // 2 + 60, maps
+
+
+def handlers(demo) -> dict:
+    return {f.name: f.fn for f in demo.fns.values()}
+
+
+def select(x, y) -> gr.SelectData:
+    """A click on frame point (x, y): the drawing shows the frame enlarged ZOOM times."""
+    return gr.SelectData(None, {"index": [x * ZOOM, y * ZOOM], "value": None})
+
+
+@pytest.fixture
+def app(first_frame, tmp_path):
+    """(handlers, recorder, state with the first frame uploaded)."""
+    rec = Recorder()
+    demo = build_app(generate_fn=rec, output_dir=tmp_path / "out", examples_dirs=[])
+    fn = handlers(demo)
+    image, _ = first_frame
+    state = fn["on_upload"](image, new_state())[0]
+    return fn, rec, state
+
+
+def draw_square(fn, state):
+    """A box around the red square, then a path of two points."""
+    for x, y in [(25, 35), (75, 85)]:
+        state = fn["on_click"]("Box", None, state, select(x, y))[0]
+    for x, y in [(100, 60), (130, 90)]:
+        state = fn["on_click"]("Path", None, state, select(x, y))[0]
+    return state
+
+
+@pytest.mark.slow  # imports torch and diffusers (the outputs are written by magicmotion.pipelines)
+def test_clicks_preview_and_generate(app, first_frame, tmp_path):
+    fn, rec, state = app
+    image, masks = first_frame
+    state = draw_square(fn, state)
+    (o,) = state["objects"]
+    assert o.box.tolist() == [25, 35, 75, 85] and o.path == [(100, 60), (130, 90)]
+    assert ((o.mask & masks["square"]).sum() / (o.mask | masks["square"]).sum()) > 0.95
+    state = fn["on_set_scale"](1, 2.0, state)[0]
+    assert o.scales == {1: 2.0}
+
+    gif, files = fn["on_preview"](state, *SETTINGS)
+    assert Path(gif).suffix == ".gif" and Image.open(gif).n_frames == 9
+    spec = json.loads(Path(files[0]).read_text())
+    assert spec["drawing"]["objects"][0]["scales"] == {"1": 2.0}
+
+    video, files = fn["on_generate"](state, *SETTINGS)
+    (image_in, prompt, traj, kind, settings), = rec.calls
+    np.testing.assert_array_equal(image_in, image)
+    assert (prompt, kind) == ("a red square moves", "box")
+    assert settings == {"num_inference_steps": 2, "seed": 3, "guidance_scale": 1.0,
+                        "controlnet_conditioning_scale": 1.0, "width": 32, "height": 32}
+    expected = dr.build_trajectory(state["objects"], (W, H), 9, "box", caption="a red square moves")
+    assert dr.to_dict(traj) == dr.to_dict(expected)
+    frames, _ = read_video(video)
+    assert frames.shape == (9, 32, 32, 3)
+    names = sorted(Path(f).name for f in files)
+    assert names == ["trajectory.json", "video.mp4", "video.preview.gif"]
+    saved = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
+    assert dr.to_dict(from_dict(saved)) == dr.to_dict(expected)
+
+
+def test_objects_add_rename_remove_and_undo(app):
+    fn, _, state = app
+    state = draw_square(fn, state)
+    state, _, objects, summary, name = fn["on_add"]("disc", state)
+    assert [o.id for o in state["objects"]] == [1, 2] and state["current"] == 2 and name == ""
+    assert objects["choices"] == [("1", "1"), ("2: disc", "2: disc")] or objects["choices"] == ["1", "2: disc"]
+    state = fn["on_rename"]("blue disc", state)[0]
+    assert state["objects"][1].label == "blue disc"
+    state = fn["on_select_object"]("1", state)[0]
+    assert state["current"] == 1
+    state = fn["on_undo_path"](state)[0]
+    assert state["objects"][0].path == [(100, 60)]
+    state = fn["on_clear_path"](state)[0]
+    assert state["objects"][0].path == []
+    state = fn["on_remove"](state)[0]
+    assert [o.id for o in state["objects"]] == [2] and state["current"] == 2
+    with pytest.raises(gr.Error, match=r"object 2 \(blue disc\) has no mask"):
+        fn["on_preview"](state, *SETTINGS)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda fn, s: fn["on_click"]("Points (SAM 2)", "On the object", s, select(10, 10)), "point clicks need SAM 2"),
+    (lambda fn, s: fn["on_click"]("Path", None, s, select(10, 10)), "has no mask yet: drag a box"),
+    (lambda fn, s: fn["on_set_scale"](0, 2.0, s), "has no path points yet"),
+    (lambda fn, s: fn["on_preview"](new_state(), *SETTINGS), "no first frame"),
+    (lambda fn, s: fn["on_generate"](fn["on_remove"](s)[0], *SETTINGS), "no objects: add an object"),
+    (lambda fn, s: fn["on_preview"](s, "box", "arc", [], "", 10, 2, 0, 1.0, 1.0, 32, 32, 8), "frames must be 4k"),
+    (lambda fn, s: fn["on_load_spec"](None, s), "no spec file"),
+])
+def test_bad_input_is_a_message(app, call, message):
+    fn, _, state = app
+    with pytest.raises(gr.Error, match=message) as info:
+        call(fn, state)
+    assert "Traceback" not in str(info.value)
+
+
+def test_generation_errors_are_messages(first_frame, tmp_path):
+    image, _ = first_frame
+    for error, message in [(PipelineError("height must be a multiple of 16"), "height must be a multiple of 16"),
+                           (RuntimeError("CUDA out of memory"),
+                            "internal error (RuntimeError: CUDA out of memory); see the server log")]:
+        fn = handlers(build_app(generate_fn=Recorder(error), output_dir=tmp_path, examples_dirs=[]))
+        state = draw_square(fn, fn["on_upload"](image, new_state())[0])
+        with pytest.raises(gr.Error) as info:
+            fn["on_generate"](state, *SETTINGS)
+        assert info.value.message == message
+
+
+def test_oversized_upload_is_a_message(app):
+    fn, _, _ = app
+    with pytest.raises(gr.Error, match="5000x10 is too large"):
+        fn["on_upload"](np.zeros((10, 5000, 3), np.uint8), new_state())
+
+
+def test_load_spec_for_editing(app, tmp_path):
+    fn, _, state = app
+    state = fn["on_set_scale"](2, 0.5, draw_square(fn, state))[0]
+    gif, files = fn["on_preview"](state, "sparse_box", "time", [4], "", 9, 2, 11, 1.0, 1.0, 32, 32, 8)
+    spec_path = next(f for f in files if f.endswith(".json"))
+    fresh = fn["on_upload"](state["image"], new_state())[0]
+    out = fn["on_load_spec"](spec_path, fresh)
+    loaded = out[0]
+    (o,) = loaded["objects"]
+    assert o.path == state["objects"][0].path and o.scales == {2: 0.5}
+    np.testing.assert_array_equal(o.mask, state["objects"][0].mask)
+    kind, timing, frames, keys, prompt, seed = out[4:]
+    assert (kind["value"], timing["value"], frames["value"], keys["value"], seed["value"]) == (
+        "sparse_box", "time", 9, [4], 11)
+    # a spec drawn on another frame size is refused
+    other = fn["on_upload"](np.zeros((60, 80, 3), np.uint8), new_state())[0]
+    with pytest.raises(gr.Error, match="the spec is 160x120 but the first frame is 80x60"):
+        fn["on_load_spec"](spec_path, other)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(gr.Error, match="bad.json: not a JSON spec"):
+        fn["on_load_spec"](str(bad), fresh)
+
+
+def test_examples_with_and_without_a_spec(first_frame, tmp_path):
+    image, masks = first_frame
+    root = tmp_path / "examples"
+    (root / "square").mkdir(parents=True)
+    Image.fromarray(image).save(root / "square" / "first_frame.png")
+    o = dr.DrawnObject(1, "square", mask=masks["square"], path=[(120, 90)])
+    traj = dr.build_trajectory([o], (W, H), 9, "box")
+    (root / "square" / "trajectory.json").write_text(json.dumps(dr.spec_dict([o], traj, "box")))
+    Image.fromarray(image[:, ::-1]).save(root / "plain.jpg")
+    found = find_examples([root])
+    assert found == {"plain.jpg": (root / "plain.jpg", None),
+                     "square/first_frame.png": (root / "square" / "first_frame.png", root / "square" / "trajectory.json")}
+
+    fn = handlers(build_app(generate_fn=Recorder(), output_dir=tmp_path / "out", examples_dirs=[root]))
+    out = fn["on_example"]("square/first_frame.png", new_state())
+    state = out[0]
+    np.testing.assert_array_equal(out[1], image)
+    assert state["objects"][0].path == [(120, 90)] and state["objects"][0].label == "square"
+    out = fn["on_example"]("plain.jpg", new_state())
+    assert [o.mask for o in out[0]["objects"]] == [None]
+    with pytest.raises(gr.Error, match="unknown example"):
+        fn["on_example"]("nothing.png", new_state())
+
+
+# ------------------------------------------------------------------------------------- the command
+
+
+def test_app_command_defaults():
+    args = build_parser().parse_args(["app"])
+    assert (args.host, args.port, args.base, args.controlnet, args.sam2) == ("127.0.0.1", 7860, None, None, None)
+
+
+@pytest.mark.slow
+def test_app_command_serves_on_localhost(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.Popen([sys.executable, "-m", "magicmotion", "app", "--port", str(port), "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline, line = time.time() + 60, ""
+        while time.time() < deadline and "running at" not in line:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+        match = re.search(r"running at (http://\S+)", line)
+        assert match, f"no address printed (last line {line!r})"
+        url = match.group(1)
+        assert url.startswith(f"http://127.0.0.1:{port}")
+        with urllib.request.urlopen(url, timeout=20) as response:
+            assert response.status == 200 and b"MagicMotion" in response.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_app_command_port_in_use(tmp_path, capsys):
+    from magicmotion.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code = main(["app", "--port", str(port), "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"magicmotion: error: cannot start the app on 127.0.0.1:{port}") and "\n" not in err

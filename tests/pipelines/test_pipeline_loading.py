@@ -1,0 +1,99 @@
+"""load_pipeline: bases and ControlNets from disk, the shipped tiny model lookup, mismatches, options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pipelines_helpers import RUN, make_image, make_trajectory
+
+from magicmotion.errors import ModelError, PipelineError
+from magicmotion.pipelines import MagicMotionCogVideoXPipeline, MagicMotionWanPipeline, load_pipeline
+from magicmotion.pipelines import loading
+
+
+def frames(pipe, seed: int = 0) -> np.ndarray:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(image=make_image(), prompt="a square", trajectory=make_trajectory(),
+                generator=torch.Generator().manual_seed(seed), **RUN).frames
+
+
+def test_loads_wan_and_cogvideox_by_their_model_index(models_dir):
+    wan = load_pipeline(models_dir / "wan", models_dir / "wan_cn", device="cpu")
+    cog = load_pipeline(models_dir / "cog", models_dir / "cog_cn")
+    assert isinstance(wan, MagicMotionWanPipeline) and isinstance(cog, MagicMotionCogVideoXPipeline)
+    assert wan.transformer.dtype == torch.float32 and wan.controlnet.dtype == torch.float32  # fp32 on CPU
+    assert str(wan._execution_device) == "cpu"
+    with pytest.raises(ModelError, match="is a wan model, not cogvideox"):
+        load_pipeline(models_dir / "wan", models_dir / "wan_cn", model="cogvideox")
+
+
+def test_bf16_keeps_the_wan_vae_in_fp32(models_dir):
+    pipe = load_pipeline(models_dir / "wan", models_dir / "wan_cn", dtype="bf16")
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.controlnet.dtype == torch.bfloat16
+    assert pipe.text_encoder.dtype == torch.bfloat16 and pipe.vae.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "base, controlnet, error, message",
+    [
+        ("wan", "wan_other_cn", ModelError, "does not fit this base: inner dim 32 vs base 16"),
+        ("wan", "cog_cn", ModelError, "a cogvideox ControlNet cannot drive a wan base"),
+        ("cog", "wan_cn", ModelError, "a wan ControlNet cannot drive a cogvideox base"),
+        ("wan", None, ModelError, "no ControlNet given"),
+        ("missing", "wan_cn", ModelError, "base model folder not found"),
+        ("wan", "missing", ModelError, "ControlNet not found"),
+        ("wan/transformer", "wan_cn", ModelError, "no model_index.json"),
+        ("wan", "wan/vae", ModelError, "not a Trajectory ControlNet"),
+    ],
+)
+def test_mismatched_or_missing_models_are_model_errors(models_dir, base, controlnet, error, message):
+    with pytest.raises(error, match=message):
+        load_pipeline(models_dir / base, None if controlnet is None else models_dir / controlnet)
+
+
+def test_bad_options(models_dir):
+    for kw, message in [(dict(offload="disk"), "unknown offload"), (dict(dtype="int8"), "unknown dtype"),
+                        (dict(kind="circle"), "unknown kind"), (dict(model="sd"), "unknown model")]:
+        with pytest.raises(PipelineError, match=message):
+            load_pipeline(models_dir / "wan", models_dir / "wan_cn", **kw)
+
+
+def test_training_output_folder_and_released_pt_load(models_dir, tmp_path):
+    from magicmotion.models import CogVideoXTrajectoryControlNet
+
+    # a training run's final/ holds controlnet/ (and segment_head/)
+    trained = CogVideoXTrajectoryControlNet.from_pretrained(models_dir / "cog_cn_trained")
+    trained.save_pretrained(tmp_path / "final" / "controlnet")
+    from_final = load_pipeline(models_dir / "cog", tmp_path / "final")
+    # the released layout: {"state_dict": ...} with 1x1-conv projectors
+    sd = {k: (v.reshape(*v.shape, 1, 1) if k.startswith("out_projectors.") and k.endswith(".weight") else v)
+          for k, v in trained.state_dict().items()}
+    torch.save({"state_dict": sd}, tmp_path / "box.pt")
+    from_pt = load_pipeline(models_dir / "cog", tmp_path / "box.pt")
+    for key, value in trained.state_dict().items():
+        assert torch.equal(from_final.controlnet.state_dict()[key], value)
+        assert torch.equal(from_pt.controlnet.state_dict()[key], value), key
+    with pytest.raises(ModelError, match="released .pt checkpoints are CogVideoX"):
+        load_pipeline(models_dir / "wan", tmp_path / "box.pt")
+
+
+def test_no_base_means_the_shipped_tiny_model(models_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(loading, "TINY_MODEL_DIR", tmp_path / "tiny")
+    with pytest.raises(ModelError, match="shipped tiny model is not there"):
+        load_pipeline(kind="box")
+    (tmp_path / "tiny" / "stage2").mkdir(parents=True)
+    (tmp_path / "tiny" / "base").symlink_to(models_dir / "wan", target_is_directory=True)
+    (tmp_path / "tiny" / "stage2" / "controlnet").symlink_to(models_dir / "wan_cn_trained", target_is_directory=True)
+    pipe = load_pipeline(kind="box")
+    assert isinstance(pipe, MagicMotionWanPipeline)
+    assert pipe.controlnet.out_projectors[0].weight.abs().sum() > 0  # stage 2's (trained) ControlNet
+    with pytest.raises(ModelError, match="stage1"):  # mask -> stage 1, not there
+        load_pipeline(kind="mask")
+
+
+def test_model_offload_gives_the_same_video(models_dir):
+    plain = frames(load_pipeline(models_dir / "wan", models_dir / "wan_cn_trained"))
+    offloaded = load_pipeline(models_dir / "wan", models_dir / "wan_cn_trained", offload="model", device="cpu")
+    assert len(offloaded._all_hooks) == 4  # text encoder -> transformer -> vae, and the ControlNet alone
+    np.testing.assert_allclose(frames(offloaded), plain, atol=1e-6)

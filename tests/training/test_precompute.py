@@ -1,0 +1,102 @@
+"""Precomputed latents: the same tensors the on-the-fly path computes, checked against the config."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from magicmotion.errors import ConfigError
+from magicmotion.training.data import (ClipConditions, PrecomputedIndex, PrecomputedLatents, SampleKey, collate,
+                                       frames_to_tensor, stage_maps)
+
+
+@pytest.fixture(scope="module")
+def on_the_fly(wan_base, dataset):
+    """(clips, encoder) of the tiny Wan base, as the trainer builds them without precomputed data."""
+    from magicmotion.data.dataset import Dataset
+    from magicmotion.training.conditioning import LatentEncoder, load_base_components, load_transformer_config
+
+    clips = Dataset(dataset, num_frames=9, size=(32, 32), sampling="start", split="train")
+    names = ("vae", "text_encoder", "tokenizer", "scheduler", "image_encoder", "image_processor")
+    encoder = LatentEncoder("wan", load_base_components(str(wan_base), names),
+                            load_transformer_config(str(wan_base), "wan"))
+    return clips, encoder
+
+
+def test_index_and_files(wan_precomputed, dataset):
+    meta = json.loads((wan_precomputed / "index.json").read_text())
+    assert meta["kinds"] == ["mask", "box", "sparse_box"] and meta["sparse_variants"] == 2
+    assert [c["id"] for c in meta["clips"]] == [c for c in sorted(p.stem for p in (wan_precomputed / "clips").iterdir())]
+    assert len(meta["clips"]) == 3  # the train split
+    assert (wan_precomputed / "empty_prompt.safetensors").is_file()
+
+
+def test_precomputed_equals_on_the_fly(wan_precomputed, on_the_fly, make_config):
+    clips, encoder = on_the_fly
+    index = PrecomputedIndex.read(wan_precomputed)
+    for kind in ("mask", "box"):
+        pre = PrecomputedLatents(index, kind, need_mask=True)
+        raw = ClipConditions(clips, kind, need_mask=True)
+        for i in range(len(clips)):
+            key = SampleKey(i, 0, 5)
+            ours = encoder.encode(collate([raw[key]]), need_mask=True)
+            theirs = collate([pre[key]])
+            for name in ("latents", "trajectory_latents", "mask_latents", "image_condition", "prompt_embeds"):
+                assert torch.allclose(ours[name], theirs[name], atol=1e-5), (kind, i, name)
+            assert theirs["id"] == [clips.records[i]["id"]]
+
+
+def test_sparse_variants(wan_precomputed, on_the_fly):
+    from safetensors.torch import load_file
+
+    clips, encoder = on_the_fly
+    clip = clips[0]
+    tensors = load_file(str(wan_precomputed / "clips" / f"{clip.id}.safetensors"))
+    variants = [tensors[f"trajectory.sparse_box.{v:03d}"] for v in range(2)]
+    for v, stored in enumerate(variants):
+        maps = stage_maps(clip.trajectory, "sparse_box", np.random.default_rng([0, zlib.crc32(clip.id.encode()), v]))
+        assert torch.allclose(encoder.encode_video(frames_to_tensor(maps)[None], trajectory=True)[0], stored, atol=1e-5)
+    # training picks a variant per sample seed
+    pre = PrecomputedLatents(PrecomputedIndex.read(wan_precomputed), "sparse_box")
+    picked = {int(torch.equal(pre[SampleKey(0, 0, s)]["trajectory_latents"], variants[1])) for s in range(20)}
+    assert picked == {0, 1}
+
+
+def test_caption_dropout_uses_the_empty_prompt(wan_precomputed, on_the_fly):
+    clips, encoder = on_the_fly
+    pre = PrecomputedLatents(PrecomputedIndex.read(wan_precomputed), "mask", caption_dropout=1.0)
+    assert torch.allclose(pre[SampleKey(0, 0, 1)]["prompt_embeds"], encoder.encode_prompt([""])[0], atol=1e-6)
+
+
+def test_index_must_fit_the_config(wan_precomputed, make_config):
+    index = PrecomputedIndex.read(wan_precomputed)
+    index.check_fits(make_config())
+    with pytest.raises(ConfigError, match="num_frames 9 .*config: 5"):
+        index.check_fits(make_config(**{"data.num_frames": 5}))
+    only_mask = PrecomputedIndex(index.folder, dict(index.meta, kinds=["mask"]))
+    with pytest.raises(ConfigError, match="no box trajectory latents"):
+        only_mask.check_fits(make_config(condition="box"))
+
+
+def test_precompute_cli_and_rerun(tmp_path, wan_base, dataset):
+    import yaml
+
+    from magicmotion.cli import main
+    from training_helpers import config_dict
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_dict(wan_base, dataset, tmp_path / "run")))
+    out = tmp_path / "pre"
+    assert main(["train", "precompute", "--config", str(path), "--out", str(out), "--set", "data.split=test",
+                 "--no-progress"]) == 0
+    files = list((out / "clips").iterdir())
+    assert len(files) == 1 and json.loads((out / "index.json").read_text())["kinds"] == ["mask"]
+    stamp = files[0].stat().st_mtime_ns
+    assert main(["train", "precompute", "--config", str(path), "--out", str(out), "--set", "data.split=test",
+                 "--no-progress"]) == 0
+    assert files[0].stat().st_mtime_ns == stamp  # finished clips are not encoded again
+    assert main(["train", "precompute", "--config", str(path), "--out", str(out), "--kinds", "lines"]) == 2
