@@ -10,9 +10,8 @@ import pytest
 from PIL import Image
 
 from magicmotion.app.drawing import (DRAWING_KEY, DrawnObject, box_from_clicks, build_trajectory, canvas_zoom,
-                                     check_image,
-                                     default_key_frames, draw_canvas, filled_box, mask_from_box, moved_box,
-                                     moved_mask, objects_from_spec, path_track, spec_dict)
+                                     check_image, default_key_frames, draw_canvas, filled_box, mask_from_box,
+                                     moved_box, moved_mask, objects_from_spec, path_track, spec_dict)
 from magicmotion.errors import MediaError, TrajectoryError
 from magicmotion.io import read_image
 from magicmotion.trajectory import (ObjectTrack, Trajectory, from_dict, from_label_masks, interpolate_boxes, load,
@@ -78,22 +77,23 @@ def test_grabcut_falls_back_to_the_filled_box(first_frame):
     assert mask.any() and not (mask & ~filled_box(box, (W, H))).any()
 
 
+@pytest.mark.slow
 def test_grabcut_on_real_frames(real_samples):
-    """Boxes 8 px around the annotated objects of real frames: GrabCut's mask matches the annotation
-    better than the filled box does, and the judo player closely."""
+    """Boxes 4 px around the annotated objects of real frames (at half size): GrabCut's mask matches
+    the annotation better than the filled box does, and the judo player closely."""
     for name in ("judo", "bike"):
-        image = read_image(real_samples / "images" / name / "00000.jpg")
+        image = read_image(real_samples / "images" / name / "00000.jpg")[::2, ::2]
         with Image.open(real_samples / "masks" / name / "00000.png") as im:
-            labels = np.array(im)
+            labels = np.array(im)[::2, ::2]
         for oid in [int(i) for i in np.unique(labels) if i > 0]:
             truth = labels == oid
             b = mask_box(truth)
-            box = np.clip(b + [-8, -8, 8, 8], 0, [image.shape[1], image.shape[0]] * 2)
+            box = np.clip(b + [-4, -4, 4, 4], 0, [image.shape[1], image.shape[0]] * 2)
             mask = mask_from_box(image, box)
             iou = (mask & truth).sum() / (mask | truth).sum()
             filled = filled_box(box, (image.shape[1], image.shape[0]))
             iou_box = (filled & truth).sum() / (filled | truth).sum()
-            assert iou > iou_box + 0.1, (name, oid, iou, iou_box)
+            assert iou > iou_box + 0.05, (name, oid, iou, iou_box)
             if name == "judo":
                 assert iou > 0.75
 

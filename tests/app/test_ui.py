@@ -21,7 +21,7 @@ from PIL import Image
 gr = pytest.importorskip("gradio", reason="the app needs gradio: pip install 'magicmotion[app]'")
 
 from magicmotion.app import drawing as dr  # noqa: E402
-from magicmotion.app.ui import build_app, find_examples, new_state  # noqa: E402
+from magicmotion.app.ui import build_app, find_examples, fit_area, new_state  # noqa: E402
 from magicmotion.cli import build_parser  # noqa: E402
 from magicmotion.errors import PipelineError  # noqa: E402
 from magicmotion.io import read_video  # noqa: E402
@@ -105,6 +105,15 @@ def test_clicks_preview_and_generate(app, first_frame, tmp_path):
     assert names == ["trajectory.json", "video.mp4", "video.preview.gif"]
     saved = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
     assert dr.to_dict(from_dict(saved)) == dr.to_dict(expected)
+    # width and height 0: the tiny model's area in the frame's shape (160x120 -> 64x48)
+    fn["on_generate"](state, *SETTINGS[:9], 0, 0, 8)
+    assert (rec.calls[-1][4]["width"], rec.calls[-1][4]["height"]) == (64, 48)
+
+
+@pytest.mark.parametrize("size, expected", [((320, 240), (64, 48)), ((64, 64), (64, 64)), ((854, 480), (80, 48)),
+                                            ((480, 854), (48, 80)), ((720, 480), (96, 64))])
+def test_fit_area(size, expected):
+    assert fit_area(size, 64 * 64) == expected
 
 
 def test_objects_add_rename_remove_and_undo(app):
@@ -193,9 +202,13 @@ def test_examples_with_and_without_a_spec(first_frame, tmp_path):
     o = dr.DrawnObject(1, "square", mask=masks["square"], path=[(120, 90)])
     traj = dr.build_trajectory([o], (W, H), 9, "box")
     (root / "square" / "trajectory.json").write_text(json.dumps(dr.spec_dict([o], traj, "box")))
-    Image.fromarray(image[:, ::-1]).save(root / "plain.jpg")
+    (root / "plain").mkdir()
+    Image.fromarray(image[:, ::-1]).save(root / "plain" / "first_frame.jpg")
+    (root / "plain" / "prompt.txt").write_text("a mirrored scene\n")
+    (root / "square" / "masks").mkdir()
+    Image.fromarray(masks["square"].astype(np.uint8)).save(root / "square" / "masks" / "square_0.png")
     found = find_examples([root])
-    assert found == {"plain.jpg": (root / "plain.jpg", None),
+    assert found == {"plain/first_frame.jpg": (root / "plain" / "first_frame.jpg", None),
                      "square/first_frame.png": (root / "square" / "first_frame.png", root / "square" / "trajectory.json")}
 
     fn = handlers(build_app(generate_fn=Recorder(), output_dir=tmp_path / "out", examples_dirs=[root]))
@@ -203,10 +216,37 @@ def test_examples_with_and_without_a_spec(first_frame, tmp_path):
     state = out[0]
     np.testing.assert_array_equal(out[1], image)
     assert state["objects"][0].path == [(120, 90)] and state["objects"][0].label == "square"
-    out = fn["on_example"]("plain.jpg", new_state())
+    out = fn["on_example"]("plain/first_frame.jpg", new_state())
     assert [o.mask for o in out[0]["objects"]] == [None]
+    assert out[9]["value"] == "a mirrored scene"
     with pytest.raises(gr.Error, match="unknown example"):
         fn["on_example"]("nothing.png", new_state())
+
+
+def test_bundled_example_loads(tmp_path):
+    """The repository's own example (examples/first_frame.png + trajectory.json) opens for editing:
+    the frame-0 masks are the spec's, each path ends at the centre of the object's last box, and
+    every kind can be built from it."""
+    from magicmotion.trajectory import load, masks_to_boxes
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    found = find_examples([root]) if root.is_dir() else {}
+    name = next((n for n, (_, spec) in found.items() if spec is not None), None)
+    if name is None:
+        pytest.skip(f"no example with a trajectory spec under {root}")
+    fn = handlers(build_app(generate_fn=Recorder(), output_dir=tmp_path, examples_dirs=[root]))
+    out = fn["on_example"](name, new_state())
+    state = out[0]
+    spec = masks_to_boxes(load(found[name][1]))
+    assert [o.id for o in state["objects"]] == spec.ids
+    for o, track in zip(state["objects"], spec.objects):
+        np.testing.assert_array_equal(o.mask, track.mask(0))
+        last = track.boxes[max(track.boxes)]
+        np.testing.assert_allclose(o.path[-1], [(last[0] + last[2]) / 2, (last[1] + last[3]) / 2])
+    h, w = state["image"].shape[:2]
+    for kind in ("mask", "box", "sparse_box"):
+        traj = dr.build_trajectory(state["objects"], (w, h), spec.num_frames, kind, timing="time")
+        assert render(traj, kind).shape == (spec.num_frames, h, w, 3)
 
 
 # ------------------------------------------------------------------------------------- the command

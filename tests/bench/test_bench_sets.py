@@ -49,6 +49,18 @@ def test_build_bench_resumes_and_refuses_other_settings(synth_dataset, bench_set
         build_bench(synth_dataset, out, per_bucket=3, num_frames=9, progress=False)
 
 
+def test_build_bench_resized(synth_dataset, tmp_path):
+    """--size crops: the buckets count the objects still visible on frame 0 after the crop."""
+    s = build_bench(synth_dataset, tmp_path / "b", per_bucket=1, num_frames=5, size=(40, 24), progress=False)
+    ds = Dataset(tmp_path / "b")
+    assert s["clips"] == len(ds) > 0
+    for i in range(len(ds)):
+        clip = ds[i]
+        assert clip.frames.shape == (5, 24, 40, 3)
+        assert int(clip.record["bucket"]) == len(clip.trajectory.objects)
+        assert all(o.mask_area(0) > 0 for o in clip.trajectory.objects)
+
+
 def test_build_bench_bad_inputs(synth_dataset, tmp_path):
     with pytest.raises(BenchError, match="index not found"):
         build_bench(tmp_path, tmp_path / "b", progress=False)

@@ -347,6 +347,45 @@ def test_kill_between_write_and_done_is_reconciled(raw, tmp_path, monkeypatch):
     assert (out / "videos" / "two-f000020.mp4").stat().st_mtime_ns == written
 
 
+KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import test_curation as tc
+from magicmotion.data.curation import Manifest, curate
+
+real_done = Manifest.done
+
+def done_then_sigkill(self, clip_id):
+    if clip_id == {kill_after!r}:
+        os.kill(os.getpid(), signal.SIGKILL)  # the clip is in the index, the manifest not yet done
+    real_done(self, clip_id)
+
+Manifest.done = done_then_sigkill
+curate({csv!r}, {out!r}, tc._config(), models=tc.oracle_models(), progress=False)
+"""
+
+
+def test_sigkill_after_write_then_resume(raw, tmp_path):
+    """A real SIGKILL of the curating process right after a clip is written: the resumed run has
+    every clip exactly once."""
+    import signal
+    import subprocess
+    import sys
+
+    csv_path, _ = raw
+    out = tmp_path / "ds"
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), kill_after="two-f000020",
+                                csv=str(csv_path), out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert [r["id"] for r in read_index(out)] == ["two-f000000", "two-f000020"]
+    summary = curate(csv_path, out, _config(), models=oracle_models(), progress=False)
+    assert (summary.reconciled, summary.done, summary.skipped) == (1, 1, 2)
+    assert [r["id"] for r in read_index(out)] == ["two-f000000", "two-f000020", "one-f000000"]
+    with Manifest(out / MANIFEST) as m:
+        assert m.counts()["clips"] == {"pending": 0, "running": 0, "done": 3, "failed": 0}
+
+
 def test_stage_error_fails_one_clip_and_run_goes_on(raw, tmp_path):
     csv_path, _ = raw
 
@@ -417,3 +456,16 @@ class _NoModel:
 
     def eval(self):
         return self
+
+
+def test_bad_settings_are_config_errors(raw, tmp_path):
+    csv_path, _ = raw
+    for kw, match in [({"objects_from": "llm"}, "objects_from"), ({"engine": "spark"}, "engine"),
+                      ({"box_threshold": 1.5}, "box_threshold"), ({"clip_frames": 0}, "clip_frames"),
+                      ({"batch_size": 0}, "batch_size")]:
+        with pytest.raises(ConfigError, match=match):
+            curate(csv_path, tmp_path / "ds", _config(**kw), models=oracle_models(), progress=False)
+    no_objects = tmp_path / "list.jsonl"
+    no_objects.write_text(json.dumps({"video": str(csv_path.parent / "one.mp4"), "caption": "x"}) + "\n")
+    with pytest.raises(ConfigError, match="--objects-from given needs an 'objects' column"):
+        curate(no_objects, tmp_path / "ds", _config(), models=oracle_models(), progress=False)

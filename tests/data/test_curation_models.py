@@ -98,6 +98,15 @@ def test_language_model_prompt_and_batched_generation(tiny_llm):
     assert batched[1] == alone
 
 
+def test_language_model_needs_a_chat_template(tiny_llm):
+    from transformers import PreTrainedTokenizerFast
+
+    model, tok = tiny_llm
+    plain = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token="<|im_end|>")
+    with pytest.raises(ModelError, match="no chat template"):
+        LanguageModelObjects(model, plain)
+
+
 def test_language_model_loads_from_a_saved_folder(tiny_llm, tmp_path):
     model, tok = tiny_llm
     model.save_pretrained(tmp_path / "llm")

@@ -38,9 +38,11 @@ def test_generate_writes_video_preview_and_settings(models_dir, inputs_dir):
     assert settings["seed"] == 7 and settings["steps"] == 2 and settings["kind"] == "box"
     assert (settings["num_frames"], settings["width"], settings["height"]) == (9, 32, 32)
     assert settings["model"] == "MagicMotionWanPipeline" and settings["outputs"]["video"] == "video.mp4"
-    # the same seed makes the same video
+    # the same seed makes the same video (compared on the lossless preview: x264 at 32x32 is not
+    # bit-reproducible here)
     assert main(generate_args(models_dir, inputs_dir, out="again.mp4", seed=7, size="32x32")) == 0
-    np.testing.assert_array_equal(read_video(inputs_dir / "again.mp4")[0], frames)
+    np.testing.assert_array_equal(np.array(Image.open(inputs_dir / "again.preview.png")),
+                                  np.array(Image.open(inputs_dir / "video.preview.png")))
 
 
 def test_generate_without_base_uses_the_shipped_tiny_model(models_dir, inputs_dir, monkeypatch, tmp_path):

@@ -8,6 +8,18 @@ from pathlib import Path
 import pytest
 from training_helpers import FRAMES, SIZE, config_dict
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny models here are all overhead: one intra-op thread is several times faster on a shared
+    CPU. Restored after each test, so other parts' tests are unaffected."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("training")

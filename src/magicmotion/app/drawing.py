@@ -450,15 +450,16 @@ def spec_dict(objects: list[DrawnObject], traj: Trajectory, kind: str, timing: s
     return data
 
 
-def objects_from_spec(data: dict, source: str = "spec") -> tuple[Trajectory, list[DrawnObject], dict]:
+def objects_from_spec(data: dict, source: str = "spec", base_dir: str | Path = ".",
+                      ) -> tuple[Trajectory, list[DrawnObject], dict]:
     """A spec (parsed JSON) -> (trajectory, objects to edit, drawing options {kind, timing, key_frames,
-    settings}).
+    settings}). Mask paths in the spec are relative to `base_dir`.
 
     A spec written by the app carries its clicks and gives them back exactly. Any other spec is turned
     into a drawing: the frame-0 mask (or the filled frame-0 box), and as the path the box centres on
     the frames that have boxes (boxes from masks where there are none), with the scale at each point
     from the box size, under `time` timing."""
-    traj = from_dict(data, source=source)
+    traj = from_dict(data, base_dir=base_dir, source=source)
     drawing = data.get(DRAWING_KEY) if isinstance(data.get(DRAWING_KEY), dict) else None
     options = {"kind": "box", "timing": "time", "key_frames": None, "settings": {}}
     by_id = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -41,14 +42,15 @@ POINT_LABELS = ("On the object", "Background")
 PREVIEW_SIDE = 512  # the preview GIF's longer side, at most
 MAX_UPLOAD = "25mb"  # the server refuses larger uploads
 
-# Sampling settings shown in the page (keys are those of `generate`'s settings).
+# Sampling settings shown in the page (keys are those of `generate`'s settings). Width and height 0:
+# the shipped tiny model makes about TINY_AREA pixels in the frame's shape (it was trained at 64x64);
+# another model its own default size for the frame.
 DEFAULT_SETTINGS = {
-    "num_frames": 17, "num_inference_steps": 8, "seed": 0, "guidance_scale": 1.0,
-    "controlnet_conditioning_scale": 1.0, "width": 64, "height": 64, "fps": 8,
+    "num_frames": 17, "num_inference_steps": 25, "seed": 0, "guidance_scale": 6.0,
+    "controlnet_conditioning_scale": 1.0, "width": 0, "height": 0, "fps": 8,
 }
-REAL_MODEL_SETTINGS = {
-    "num_frames": 49, "num_inference_steps": 50, "guidance_scale": 6.0, "width": 0, "height": 0,
-}
+REAL_MODEL_SETTINGS = {"num_frames": 49, "num_inference_steps": 50, "fps": 16}
+TINY_AREA = 64 * 64
 
 # A generate function takes (image uint8 (H, W, 3), prompt, trajectory, kind, **settings) and
 # returns (frames uint8 (T, h, w, 3), maps uint8 (T, h, w, 3)).
@@ -70,18 +72,33 @@ def repo_examples_dirs() -> list[Path]:
 
 
 def find_examples(dirs: list[Path] | None = None) -> dict[str, tuple[Path, Path | None]]:
-    """{name: (image, spec or None)} for each image (png/jpg) under the example folders; the spec is
-    a .json beside it with the same stem, or trajectory.json in the same folder."""
+    """{name: (image, spec or None)} for the example first frames under the example folders: images
+    (png/jpg) named first_frame.*, or with a same-named .json spec beside them. The spec is that
+    .json, or trajectory.json in the same folder. A prompt.txt beside the image gives the prompt."""
     found: dict[str, tuple[Path, Path | None]] = {}
     for root in dirs if dirs is not None else repo_examples_dirs():
         for image in sorted(root.rglob("*")):
             if image.suffix.lower() not in (".png", ".jpg", ".jpeg") or not image.is_file():
                 continue
-            spec = next((p for p in (image.with_suffix(".json"), image.parent / "trajectory.json")
-                         if p.is_file()), None)
-            name = str(image.relative_to(root))
-            found.setdefault(name, (image, spec))
+            own = image.with_suffix(".json")
+            if image.stem != "first_frame" and not own.is_file():
+                continue  # masks and other pictures
+            spec = next((p for p in (own, image.parent / "trajectory.json") if p.is_file()), None)
+            found.setdefault(str(image.relative_to(root)), (image, spec))
     return found
+
+
+def fit_area(size: tuple[int, int], area: int, multiple: int = 16) -> tuple[int, int]:
+    """An output (W, H), multiples of `multiple`, of about `area` pixels and the shape of `size`
+    (the aspect ratio counts three times as much as the area)."""
+    w, h = size
+    best = None
+    for hh in range(multiple, 4 * int(math.sqrt(area)) + 1, multiple):
+        ww = max(multiple, round(hh * w / h / multiple) * multiple)
+        err = 3 * abs(math.log(ww / hh / (w / h))) + abs(math.log(ww * hh / area))
+        if best is None or err < best[0]:
+            best = (err, ww, hh)
+    return best[1], best[2]
 
 
 def pipeline_generate_fn(base=None, controlnet=None) -> GenerateFn:
@@ -258,6 +275,9 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
             state, updates = load_spec_into(state, spec_path)
         else:
             add_object(state)
+        prompt_file = image_path.parent / "prompt.txt"
+        if prompt_file.is_file():  # the example's prompt (the spec's caption otherwise)
+            updates[4] = gr.update(value=prompt_file.read_text().strip())
         return (state, state["image"], *views(state), *updates)
 
     def load_spec_into(state: dict, path) -> tuple[dict, list]:
@@ -266,7 +286,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise TrajectoryError(f"{path.name}: not a JSON spec ({e})") from None
-        traj, objects, options = dr.objects_from_spec(data, source=path.name)
+        traj, objects, options = dr.objects_from_spec(data, source=path.name, base_dir=path.parent)
         h, w = state["image"].shape[:2]
         if traj.size != (w, h):
             raise TrajectoryError(
@@ -463,6 +483,9 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
                                         "controlnet_conditioning_scale")}
         if settings["width"] and settings["height"]:
             gen.update(width=settings["width"], height=settings["height"])
+        elif base is None:  # the tiny model: its training area, in the frame's shape
+            h, w = state["image"].shape[:2]
+            gen["width"], gen["height"] = fit_area((w, h), TINY_AREA)
         frames, maps = generate_fn(state["image"], settings["prompt"], traj, kind, **gen)
         frames, maps = np.asarray(frames), np.asarray(maps)
         progress(1.0, desc="writing the video")
@@ -475,7 +498,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
 
     # ---------------------------------------------------------------------------------- the layout
 
-    with gr.Blocks(title="MagicMotion: draw a trajectory") as demo:
+    with gr.Blocks(title="MagicMotion: draw a trajectory", analytics_enabled=False) as demo:
         state = gr.State(new_state())
         gr.Markdown(
             "# MagicMotion: draw a trajectory, make a video\n"
@@ -539,9 +562,9 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
                         control = gr.Slider(0.0, 2.0, value=defaults["controlnet_conditioning_scale"], step=0.05,
                                             label="Control scale", elem_id="control-scale")
                     with gr.Row():
-                        width = gr.Number(value=defaults["width"], precision=0, label="Width (0 = model's)",
+                        width = gr.Number(value=defaults["width"], precision=0, label="Width (0 = automatic)",
                                           elem_id="width")
-                        height = gr.Number(value=defaults["height"], precision=0, label="Height (0 = model's)",
+                        height = gr.Number(value=defaults["height"], precision=0, label="Height (0 = automatic)",
                                            elem_id="height")
                         fps = gr.Number(value=defaults["fps"], precision=0, label="FPS", elem_id="fps")
                 with gr.Row():
@@ -582,6 +605,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
 def launch(demo, host: str = "127.0.0.1", port: int = 7860, **kwargs):
     """Start the server (does not block with prevent_thread_lock=True); returns the local address."""
     demo.queue()
+    kwargs.setdefault("share", False)
     _, url, _ = demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, **kwargs)
     return url
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -161,7 +160,14 @@ def _score(args) -> int:
                   i3d=args.i3d, device=args.device, fvd_frames=args.fvd_frames, fid_stride=args.fid_stride)
     for note in s["notes"]:
         print(f"magicmotion: note: {note}", file=sys.stderr)
-    print(json.dumps({"overall": s["overall"], "buckets": s["buckets"]}, indent=1))
+
+    def fmt(v, percent=False):
+        return "-" if v is None else (f"{100 * v:.2f}%" if percent else f"{v:.2f}")
+
+    print(f"{'objects':>8} {'clips':>5} {'FID':>8} {'FVD':>8} {'Mask IoU':>9} {'Box IoU':>9}")
+    for name, row in [*s["buckets"].items(), ("all", s["overall"])]:
+        print(f"{name:>8} {row['clips']:>5} {fmt(row['fid']):>8} {fmt(row['fvd']):>8} "
+              f"{fmt(row['mask_iou'], True):>9} {fmt(row['box_iou'], True):>9}")
     print(f"{args.run / 'scores.json'}: written")
     return 0
 

@@ -158,17 +158,20 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
         if record["num_frames"] < num_frames:
             skipped["too_short"] += 1
             continue
-        clip = reader.load_clip(record)
-        traj = controlled_objects(clip.trajectory)
-        if not traj.objects:
-            skipped["no_object_on_frame_0"] += 1
-            continue
-        label = bucket_of(len(traj.objects), spec)
-        if label is None:
-            skipped["no_bucket"] += 1
+        # the annotation alone says the bucket: the video is decoded only for clips that are kept
+        n = sum(o.mask_area(0) > 0 for o in reader.load_annotation(record).objects)
+        label = bucket_of(n, spec)
+        if n == 0 or label is None:
+            skipped["no_object_on_frame_0" if n == 0 else "no_bucket"] += 1
             continue
         if counts[label] >= per_bucket:
             continue
+        clip = reader.load_clip(record)
+        traj = controlled_objects(clip.trajectory)
+        if size is not None and len(traj.objects) != n:  # the crop to `size` cut an object off
+            label = bucket_of(len(traj.objects), spec)
+            if not traj.objects or label is None or counts[label] >= per_bucket:
+                continue
         writer.add(record["id"], clip.frames, traj, clip.caption, fps=clip.fps, split=BENCH_SPLIT,
                    bucket=label, source_clip=record["id"])
         counts[label] += 1

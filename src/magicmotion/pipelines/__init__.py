@@ -1,7 +1,8 @@
 """Inference: MagicMotion pipelines for Wan2.1 and CogVideoX image-to-video, loading, and `generate`.
 
 Names are imported lazily so that `magicmotion --help` (which imports `magicmotion.pipelines.cli`)
-does not import torch or diffusers.
+does not import torch or diffusers. The `generate` function lives in the module of the same name:
+`from magicmotion.pipelines.generate import generate`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ _EXPORTS = {
     "load_controlnet": "loading",
     "TINY_MODEL_DIR": "loading",
     "KIND_STAGE": "loading",
-    "generate": "generate",
     "write_outputs": "generate",
     "tiny_wan_components": "tiny",
     "tiny_cogvideox_components": "tiny",
@@ -31,7 +31,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .conditions import MagicMotionPipelineOutput, prepare_conditions
-    from .generate import generate, write_outputs
+    from .generate import write_outputs
     from .loading import KIND_STAGE, TINY_MODEL_DIR, load_controlnet, load_pipeline
     from .pipeline_cogvideox import MagicMotionCogVideoXPipeline, cogvideox_trajectory_latents
     from .pipeline_wan import MagicMotionWanPipeline, wan_trajectory_latents

@@ -593,6 +593,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     there is none); without it an `output_dir` holding checkpoints is refused. `callback(step, row)`
     runs after every optimiser step (and its checkpoint), on the main process.
     """
+    threads = torch.get_num_threads()
+    if config.loop.cpu_threads:
+        torch.set_num_threads(config.loop.cpu_threads)
+    try:
+        return _train(config, resume, progress, callback)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, resume: bool, progress: bool, callback) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler

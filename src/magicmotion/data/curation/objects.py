@@ -9,6 +9,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from ...errors import ModelError
+
 DEFAULT_LLM = "Qwen/Qwen2.5-0.5B-Instruct"
 
 SYSTEM_PROMPT = (
@@ -106,8 +108,6 @@ class LanguageModelObjects:
     def __init__(self, model, tokenizer, max_objects: int = 5, retries: int = 2,
                  max_new_tokens: int = 64, temperature: float = 0.7, seed: int = 0):
         if getattr(tokenizer, "chat_template", None) is None:
-            from ...errors import ModelError
-
             raise ModelError("the language model's tokenizer has no chat template "
                              "(use an instruction-tuned model)")
         self.model = model.eval()
@@ -126,8 +126,6 @@ class LanguageModelObjects:
         """Load any local folder or hub id (downloads happen only at the user's site)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from ...errors import ModelError
 
         if dtype is None:
             dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32

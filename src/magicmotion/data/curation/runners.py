@@ -35,7 +35,8 @@ MANIFEST = "manifest.sqlite"
 class CurationSummary:
     """What a run did. done / failed: clips finished or failed in this run; skipped: clips already
     done before it; sources_failed: source videos that could not be read (never planned);
-    reconciled: clips found written but not marked done (a killed run), now marked done."""
+    reconciled: clips found written but not marked done (a killed run), now marked done;
+    failures: (id, stage, reason) of every failed source ("ingest") and clip in the manifest."""
 
     dataset: str
     done: int = 0
