@@ -15,8 +15,8 @@ A step is exactly the trainer's: `LatentEncoder.encode` (on the fly), `TrainingO
 clipping, AdamW. Variants run in interleaved rounds so machine load hits them alike; the figure is the
 process CPU time of a step, the least over rounds (with one thread it equals wall time on an idle
 machine, and it does not count time spent descheduled on a shared machine); the median and the fastest
-wall time are printed too. `train()` is also run end to end on the precomputed data (its steps/s
-exclude start-up), to show what the loop adds (data loading, accelerate, logging).
+wall time are printed too. `train()` is also run end to end on the precomputed data (steps per CPU
+second, start-up excluded), to show what the loop adds (data loading, accelerate, logging).
 Peak memory is the growth of the resident set during one training step (Linux VmHWM, reset through
 /proc/self/clear_refs), in a child process per variant with MALLOC_MMAP_THRESHOLD_ fixed so freed
 tensors go back to the system. Default one thread (see benchmarks/controlnet.py for why).
@@ -160,7 +160,7 @@ def memory_in_child(work: Path, variant: str, args) -> float | None:
 
 
 def time_train_loop(work: Path, batch: int, steps: int) -> float:
-    """Steps per second of `train()` on precomputed latents, from its 3rd step to its last."""
+    """Steps per CPU second of `train()` on precomputed latents, from its 3rd step to its last."""
     import shutil
 
     from magicmotion.training.config import from_dict
@@ -169,7 +169,7 @@ def time_train_loop(work: Path, batch: int, steps: int) -> float:
     config = from_dict(config_for(work, True, False, batch, steps=steps))
     shutil.rmtree(config.output_dir, ignore_errors=True)
     stamps = {}
-    train(config, progress=False, callback=lambda step, row: stamps.__setitem__(step, time.perf_counter()))
+    train(config, progress=False, callback=lambda step, row: stamps.__setitem__(step, time.process_time()))
     return (steps - 2) / (stamps[steps] - stamps[2])
 
 
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "n/a"
         print(f"{r['variant']:<22}{r['step_ms']:>10.1f}{r['median_ms']:>10.1f}{r['wall_ms_min']:>10.1f}"
               f"{r['steps_per_s']:>10.2f}{r['samples_per_s']:>11.1f}{peak:>10}")
-    print(f"train() loop on precomputed latents: {loop_steps_per_s:.2f} steps/s (wall, after start-up)")
+    print(f"train() loop on precomputed latents: {loop_steps_per_s:.2f} steps per CPU second (after start-up)")
     if "precompute_s_per_clip" in setup:
         print(f"precompute: {setup['precompute_s_per_clip']:.2f} s per clip (video, image condition, mask and box maps)")
     for name, value in ratios.items():

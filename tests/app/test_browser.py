@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def generate_fn_for_test():
     """None (the app's own pipelines) when the shipped tiny model exists; else a tiny random
     MagicMotion Wan pipeline built in code, run through `magicmotion.pipelines.generate`."""
     from magicmotion.errors import ModelError
-    from magicmotion.pipelines import generate
+    from magicmotion.pipelines.generate import generate
     from magicmotion.pipelines.loading import tiny_model_paths
 
     try:
@@ -191,7 +190,11 @@ def test_draw_and_generate_in_the_browser(tmp_path):
                 # 5. generate
                 page.fill("#prompt textarea", "a red ball rolls to the right")
                 page.click("#generate")
-                page.wait_for_selector("#video video", timeout=60_000)
+                try:
+                    page.wait_for_selector("#video video", timeout=90_000)
+                except Exception:
+                    app.shot("failed-generate.png")
+                    raise AssertionError(f"no video; the page says: {page.locator('.toast-message-text').all_inner_texts()}")
                 page.wait_for_selector("#downloads a[download='video.mp4']", timeout=20_000)
                 app.shot("05-generated.png")
                 src = page.locator("#video video").get_attribute("src")

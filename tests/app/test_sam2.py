@@ -83,6 +83,7 @@ def test_sam2_bad_input(model, first_frame, tmp_path):
         Sam2Segmenter.from_pretrained(str(tmp_path / "empty"))
 
 
+@pytest.mark.slow
 def test_point_clicks_in_the_app(model, first_frame, tmp_path):
     """With SAM 2 given, point clicks in the app segment the selected object, on-object and background
     points alike, and the mask is SAM 2's for all the points so far."""

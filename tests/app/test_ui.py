@@ -75,7 +75,6 @@ def draw_square(fn, state):
     return state
 
 
-@pytest.mark.slow  # imports torch and diffusers (the outputs are written by magicmotion.pipelines)
 def test_clicks_preview_and_generate(app, first_frame, tmp_path):
     fn, rec, state = app
     image, masks = first_frame
@@ -181,9 +180,9 @@ def test_load_spec_for_editing(app, tmp_path):
     (o,) = loaded["objects"]
     assert o.path == state["objects"][0].path and o.scales == {2: 0.5}
     np.testing.assert_array_equal(o.mask, state["objects"][0].mask)
-    kind, timing, frames, keys, prompt, seed = out[4:]
-    assert (kind["value"], timing["value"], frames["value"], keys["value"], seed["value"]) == (
-        "sparse_box", "time", 9, [4], 11)
+    kind, timing, frames, keys, prompt, *settings = out[4:]
+    assert (kind["value"], timing["value"], frames["value"], keys["value"]) == ("sparse_box", "time", 9, [4])
+    assert [u["value"] for u in settings] == [11, 2, 1.0, 1.0, 32, 32, 8]
     # a spec drawn on another frame size is refused
     other = fn["on_upload"](np.zeros((60, 80, 3), np.uint8), new_state())[0]
     with pytest.raises(gr.Error, match="the spec is 160x120 but the first frame is 80x60"):
@@ -293,3 +292,37 @@ def test_app_command_port_in_use(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"magicmotion: error: cannot start the app on 127.0.0.1:{port}") and "\n" not in err
+
+
+@pytest.mark.slow
+def test_pipeline_generate_fn_loads_each_model_once(first_frame, monkeypatch):
+    """The app's own generation: `magicmotion.pipelines.generate` on a pipeline loaded on first use.
+    The tiny model (base None) loads its ControlNet for each kind; a given model serves all kinds."""
+    from magicmotion.app.ui import pipeline_generate_fn
+    from magicmotion.models import WanTrajectoryControlNet
+    from magicmotion.pipelines import loading
+    from magicmotion.pipelines.pipeline_wan import MagicMotionWanPipeline
+    from magicmotion.pipelines.tiny import tiny_wan_components
+
+    components = tiny_wan_components(seed=0)
+    pipe = MagicMotionWanPipeline(**components,
+                                  controlnet=WanTrajectoryControlNet.from_transformer(components["transformer"]))
+    loads = []
+
+    def load_pipeline(base=None, controlnet=None, kind=None, **kw):
+        loads.append((base, controlnet, kind))
+        return pipe
+
+    monkeypatch.setattr(loading, "load_pipeline", load_pipeline)
+    image, masks = first_frame
+    o = dr.DrawnObject(1, "square", mask=masks["square"], path=[(100, 60)])
+    settings = dict(num_inference_steps=1, seed=0, guidance_scale=1.0, width=32, height=16)
+    for base, expected in [(None, [(None, None, "box"), (None, None, "mask")]), ("base", [("base", "cn", "box")])]:
+        loads.clear()
+        fn = pipeline_generate_fn(base, "cn" if base else None)
+        for kind in ("box", "mask"):
+            traj = dr.build_trajectory([o], (W, H), 5, kind)
+            frames, maps = fn(image, "a red square", traj, kind, **settings)
+            assert frames.shape == maps.shape == (5, 16, 32, 3) and frames.dtype == np.uint8
+            np.testing.assert_array_equal(maps, render(traj, kind, size=(32, 16)))
+        assert loads == expected

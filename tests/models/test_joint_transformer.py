@@ -186,3 +186,23 @@ def test_head_must_fit_the_base():
     cn = controlnet_class(base).from_transformer(base)
     with pytest.raises(ModelError, match="segment head takes 2 blocks"):
         MagicMotionTransformer(base, cn, SegmentHead(hidden_size=16, num_blocks=2))
+
+
+def test_float32_controlnet_on_a_bfloat16_base(family):
+    """Training keeps a float32 ControlNet beside a bf16 base: the joint forward casts between them."""
+    base = build_base(family, num_layers=2)
+    cn = perturb(controlnet_class(base).from_transformer(base))
+    head = perturb(SegmentHead.from_transformer(base))
+    inputs, trajectory = build_inputs(base)
+    with torch.no_grad():
+        ref = MagicMotionTransformer(base, cn, head)(trajectory_latents=trajectory, return_segmentation=True, **inputs)
+    base.to(torch.bfloat16)
+    low = {k: v.to(torch.bfloat16) if k in ("hidden_states", "encoder_hidden_states",
+                                           "encoder_hidden_states_image") else v for k, v in inputs.items()}
+    with torch.no_grad():
+        out = MagicMotionTransformer(base, cn, head)(
+            trajectory_latents=trajectory.to(torch.bfloat16), return_segmentation=True, **low)
+    assert out.sample.dtype == torch.bfloat16 and cn.dtype == torch.float32
+    assert out.segmentation.dtype == torch.float32
+    assert torch.allclose(out.sample.float(), ref.sample, atol=0.1, rtol=0.05)
+    assert torch.allclose(out.segmentation, ref.segmentation, atol=0.1, rtol=0.05)

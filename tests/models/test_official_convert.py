@@ -79,6 +79,13 @@ def test_base_config_may_be_a_dict_and_heads_come_from_it(release):
         load_official_checkpoint(tmp / "box.pt", base_config={**dict(base.config), "num_attention_heads": 5})
 
 
+def test_a_wan_base_config_is_refused(release, tmp_path):
+    _, _, _, tmp = release
+    build_base("wan").save_config(tmp_path / "wan")
+    with pytest.raises(ModelError, match="the base config is a WanTransformer3DModel"):
+        load_official_checkpoint(tmp / "box.pt", base_config=tmp_path / "wan")
+
+
 def test_default_base_config_is_cogvideox_5b_i2v():
     assert COGVIDEOX_5B_I2V_CONFIG["num_attention_heads"] * COGVIDEOX_5B_I2V_CONFIG["attention_head_dim"] == 3072
     assert COGVIDEOX_5B_I2V_CONFIG["num_layers"] == 42 and COGVIDEOX_5B_I2V_CONFIG["in_channels"] == 32

@@ -51,6 +51,9 @@ DEFAULT_SETTINGS = {
 }
 REAL_MODEL_SETTINGS = {"num_frames": 49, "num_inference_steps": 50, "fps": 16}
 TINY_AREA = 64 * 64
+# Settings a spec written by the app brings back, in the order of the page's fields after the prompt.
+SPEC_SETTINGS = (("seed", int), ("num_inference_steps", int), ("guidance_scale", float),
+                 ("controlnet_conditioning_scale", float), ("width", int), ("height", int), ("fps", float))
 
 # A generate function takes (image uint8 (H, W, 3), prompt, trajectory, kind, **settings) and
 # returns (frames uint8 (T, h, w, 3), maps uint8 (T, h, w, 3)).
@@ -102,17 +105,20 @@ def fit_area(size: tuple[int, int], area: int, multiple: int = 16) -> tuple[int,
 
 
 def pipeline_generate_fn(base=None, controlnet=None) -> GenerateFn:
-    """Generation through `magicmotion.pipelines`: one pipeline per kind (the shipped tiny model when
-    `base` is None), loaded on first use and kept."""
+    """Generation through `magicmotion.pipelines`, the pipeline loaded on first use and kept. The
+    shipped tiny model (`base` None) has a ControlNet per kind: switching kinds loads that one; a
+    model of your own serves every kind."""
     cache: dict[str, Any] = {}
 
     def generate_fn(image, prompt, trajectory, kind, **settings):
-        from ..pipelines import generate, load_pipeline
+        from ..pipelines.generate import generate
+        from ..pipelines.loading import load_pipeline
 
-        if kind not in cache:
+        key = kind if base is None else "any"
+        if key not in cache:
             cache.clear()  # one model in memory at a time
-            cache[kind] = load_pipeline(base=base, controlnet=controlnet, kind=kind)
-        return generate(cache[kind], image, prompt, trajectory, kind, **settings)
+            cache[key] = load_pipeline(base=base, controlnet=controlnet, kind=kind)
+        return generate(cache[key], image, prompt, trajectory, kind, **settings)
 
     return generate_fn
 
@@ -270,7 +276,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         image_path, spec_path = examples[name]
         state = new_state()
         state["image"] = dr.check_image(read_image(image_path), where=str(image_path))
-        updates = [gr.update()] * 6
+        updates = [gr.update()] * (5 + len(SPEC_SETTINGS))
         if spec_path is not None:
             state, updates = load_spec_into(state, spec_path)
         else:
@@ -303,8 +309,9 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
             gr.update(value=traj.num_frames),
             gr.update(choices=list(range(1, traj.num_frames)), value=[int(k) for k in keys if 0 < k < traj.num_frames]),
             gr.update(value=traj.caption or s.get("prompt", "")) if traj.caption or s.get("prompt") else gr.update(),
-            gr.update(value=int(s["seed"])) if "seed" in s else gr.update(),
         ]
+        for key, cast in SPEC_SETTINGS:  # the sampling settings the spec was made with
+            updates.append(gr.update(value=cast(s[key])) if s.get(key) is not None else gr.update())
         return state, updates
 
     @shows_errors
@@ -476,16 +483,18 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         settings = collect_settings(prompt, num_frames, steps, seed, guidance, control, width, height, fps)
         if not settings["prompt"]:
             gr.Warning("no prompt given: generating with an empty prompt")
+        if not (settings["width"] and settings["height"]):
+            settings["width"] = settings["height"] = 0  # the model's default size
+            if base is None:  # the tiny model: its training area, in the frame's shape
+                h, w = state["image"].shape[:2]
+                settings["width"], settings["height"] = fit_area((w, h), TINY_AREA)
+        gen = {k: settings[k] for k in ("num_inference_steps", "seed", "guidance_scale",
+                                        "controlnet_conditioning_scale")}
+        if settings["width"]:
+            gen.update(width=settings["width"], height=settings["height"])
         progress(0, desc="loading the model and preparing")
         d = run_dir()
         spec = write_spec(d / "trajectory.json", state, traj, kind, timing, keys, settings)
-        gen = {k: settings[k] for k in ("num_inference_steps", "seed", "guidance_scale",
-                                        "controlnet_conditioning_scale")}
-        if settings["width"] and settings["height"]:
-            gen.update(width=settings["width"], height=settings["height"])
-        elif base is None:  # the tiny model: its training area, in the frame's shape
-            h, w = state["image"].shape[:2]
-            gen["width"], gen["height"] = fit_area((w, h), TINY_AREA)
         frames, maps = generate_fn(state["image"], settings["prompt"], traj, kind, **gen)
         frames, maps = np.asarray(frames), np.asarray(maps)
         progress(1.0, desc="writing the video")
@@ -579,7 +588,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
 
         # ---------------------------------------------------------------------------------- events
         drawing_out = [state, canvas, objects, summary]
-        spec_fields = [kind, timing, num_frames, keys, prompt, seed]
+        spec_fields = [kind, timing, num_frames, keys, prompt, seed, steps, guidance, control, width, height, fps]
         upload.upload(on_upload, [upload, state], drawing_out)
         upload.clear(on_upload, [upload, state], drawing_out)
         example_btn.click(on_example, [example, state], [state, upload, canvas, objects, summary, *spec_fields])

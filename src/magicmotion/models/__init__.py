@@ -25,7 +25,22 @@ _EXPORTS = {
     "tiny_cogvideox_inputs": "tiny",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "COGVIDEOX_5B_I2V_CONFIG",
+    "CogVideoXTrajectoryControlNet",
+    "MagicMotionTransformer",
+    "MagicMotionTransformerOutput",
+    "SegmentHead",
+    "WanTrajectoryControlNet",
+    "cogvideox_rotary_embedding",
+    "convert_official_checkpoint",
+    "load_official_checkpoint",
+    "tiny_cogvideox_inputs",
+    "tiny_cogvideox_transformer",
+    "tiny_wan_inputs",
+    "tiny_wan_transformer",
+]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .controlnet_cogvideox import CogVideoXTrajectoryControlNet, cogvideox_rotary_embedding

@@ -160,6 +160,10 @@ def controlnet_from_state_dict(sd: dict, base_config: dict | str | os.PathLike |
 
     path = Path(source)
     cfg = _base_config(base_config)
+    if cfg.get("_class_name", "CogVideoXTransformer3DModel") != "CogVideoXTransformer3DModel":
+        raise ModelError(
+            f"{path}: released checkpoints are CogVideoX ControlNets; the base config is a {cfg['_class_name']}"
+        )
     blocks = {int(m.group(1)) for k in sd if (m := _BLOCK_KEY.match(k))}
     if not blocks:
         raise ModelError(f"{path}: no transformer_blocks.N keys; is this a MagicMotion ControlNet checkpoint?")
@@ -186,7 +190,7 @@ def controlnet_from_state_dict(sd: dict, base_config: dict | str | os.PathLike |
         attention_head_dim=inner_dim // heads,
         text_embed_dim=_shape(sd, "patch_embed.text_proj.weight", path)[1],
         time_embed_dim=_shape(sd, "time_embedding.linear_2.weight", path)[0],
-        ofs_embed_dim=tuple(sd["ofs_embedding.linear_2.weight"].shape)[0] if "ofs_embedding.linear_2.weight" in sd
+        ofs_embed_dim=sd["ofs_embedding.linear_2.weight"].shape[0] if "ofs_embedding.linear_2.weight" in sd
         else cfg.get("ofs_embed_dim"),
         num_layers=num_blocks,
         base_num_layers=max(int(cfg.get("num_layers", num_blocks)), num_blocks),

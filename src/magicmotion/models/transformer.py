@@ -132,6 +132,11 @@ class MagicMotionTransformer(nn.Module):
             )
         return scales
 
+    def _segment(self, per_block: list[torch.Tensor], grid: tuple[int, int, int]) -> torch.Tensor:
+        """The head on the per-block hidden states, in the head's dtype (float32 beside a bf16 base)."""
+        dtype = self.segment_head.dtype
+        return self.segment_head([h.to(dtype) for h in per_block], grid)
+
     def _run_block(self, block, *args):
         if torch.is_grad_enabled() and self.base.gradient_checkpointing:
             return self.base._gradient_checkpointing_func(block, *args)
@@ -202,9 +207,13 @@ class MagicMotionTransformer(nn.Module):
         # control residuals
         residuals = []
         if num_run:
+            dtype = self.controlnet.dtype  # may differ from the base's (float32 trained copy of a bf16 base)
             residuals = self.controlnet(
-                hidden_states[:, :latent], trajectory_latents, timestep, encoder_hidden_states,
-                encoder_hidden_states_image=encoder_hidden_states_image, num_blocks=num_run,
+                hidden_states[:, :latent].to(dtype), trajectory_latents.to(dtype), timestep,
+                encoder_hidden_states.to(dtype),
+                encoder_hidden_states_image=None if encoder_hidden_states_image is None
+                else encoder_hidden_states_image.to(dtype),
+                num_blocks=num_run,
             )
 
         # embeddings
@@ -222,7 +231,7 @@ class MagicMotionTransformer(nn.Module):
         for i, block in enumerate(base.blocks):
             x = self._run_block(block, x, context, timestep_proj, rotary_emb)
             if i < len(residuals):
-                x = torch.add(x, residuals[i], alpha=scales[i])
+                x = torch.add(x, residuals[i].to(x.dtype), alpha=scales[i])
             if want_seg:
                 per_block.append(x)
 
@@ -238,7 +247,7 @@ class MagicMotionTransformer(nn.Module):
 
         segmentation = None
         if want_seg:
-            segmentation = self.segment_head(per_block, grid).permute(0, 2, 1, 3, 4)  # (B, C, F, H, W)
+            segmentation = self._segment(per_block, grid).permute(0, 2, 1, 3, 4)  # (B, C, F, H, W)
         return sample, segmentation
 
     def _forward_cogvideox(
@@ -269,9 +278,11 @@ class MagicMotionTransformer(nn.Module):
         # control residuals
         residuals = []
         if num_run:
+            dtype = self.controlnet.dtype  # may differ from the base's (float32 trained copy of a bf16 base)
             residuals = self.controlnet(
-                hidden_states[:, :, :latent], trajectory_latents, timestep, encoder_hidden_states,
-                image_rotary_emb=image_rotary_emb, timestep_cond=timestep_cond, ofs=ofs,
+                hidden_states[:, :, :latent].to(dtype), trajectory_latents.to(dtype), timestep,
+                encoder_hidden_states.to(dtype), image_rotary_emb=image_rotary_emb,
+                timestep_cond=None if timestep_cond is None else timestep_cond.to(dtype), ofs=ofs,
                 attention_kwargs=attention_kwargs, num_blocks=num_run,
             )
 
@@ -291,7 +302,7 @@ class MagicMotionTransformer(nn.Module):
         for i, block in enumerate(base.transformer_blocks):
             x, context = self._run_block(block, x, context, emb, image_rotary_emb, attention_kwargs)
             if i < len(residuals):
-                x = torch.add(x, residuals[i], alpha=scales[i])
+                x = torch.add(x, residuals[i].to(x.dtype), alpha=scales[i])
             if want_seg:
                 per_block.append(x)
 
@@ -309,5 +320,5 @@ class MagicMotionTransformer(nn.Module):
 
         segmentation = None
         if want_seg:
-            segmentation = self.segment_head(per_block, (frames, height // p, width // p))  # (B, F, C, H, W)
+            segmentation = self._segment(per_block, (frames, height // p, width // p))  # (B, F, C, H, W)
         return sample, segmentation

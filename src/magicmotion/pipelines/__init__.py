@@ -1,14 +1,20 @@
 """Inference: MagicMotion pipelines for Wan2.1 and CogVideoX image-to-video, loading, and `generate`.
 
 Names are imported lazily so that `magicmotion --help` (which imports `magicmotion.pipelines.cli`)
-does not import torch or diffusers. The `generate` function lives in the module of the same name:
-`from magicmotion.pipelines.generate import generate`.
+does not import torch or diffusers.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING
+
+# `generate` is both a module and the function in it. The module (light: numpy only) is imported here
+# and the name rebound to the function, so that `from magicmotion.pipelines import generate` always
+# gives the function (importing a submodule later would otherwise rebind the name to the module).
+from . import generate as _generate_module  # noqa: E402
+
+generate = _generate_module.generate
 
 _EXPORTS = {
     "MagicMotionWanPipeline": "pipeline_wan",
@@ -27,7 +33,7 @@ _EXPORTS = {
     "tiny_tokenizer": "tiny",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "generate"])
 
 if TYPE_CHECKING:  # pragma: no cover
     from .conditions import MagicMotionPipelineOutput, prepare_conditions

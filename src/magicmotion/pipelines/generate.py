@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import MediaError, PipelineError
-from .conditions import to_uint8_frames
 
 
 def output_paths(out_mp4: str | os.PathLike) -> dict[str, Path]:
@@ -75,6 +74,8 @@ def generate(
         PipelineError / TrajectoryError / MediaError before the model runs, on inputs that do not fit.
     """
     import torch
+
+    from .conditions import to_uint8_frames
 
     if not isinstance(prompt, str):
         raise PipelineError("generate makes one video: prompt must be a single string")

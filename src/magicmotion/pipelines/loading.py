@@ -224,7 +224,8 @@ def load_pipeline(
         base: a local diffusers pipeline folder or a hub id; None: the shipped tiny model.
         controlnet: a ControlNet folder (saved with `save_pretrained`, or holding `controlnet/`),
             a released `.pt`, a hub id, or a model instance. With `base=None` it defaults to the tiny
-            model's stage for `kind`; with a base of your own it is required.
+            model's stage for `kind`; with a saved MagicMotion pipeline folder, to its `controlnet/`;
+            with a plain base it is required.
         kind: "mask", "box" or "sparse_box"; picks the tiny model's stage (mask -> stage1,
             box -> stage2, sparse_box -> stage3).
         model: "auto" (from the base's model_index.json), "wan" or "cogvideox".
@@ -256,7 +257,10 @@ def load_pipeline(
         base, default_cn = tiny_model_paths(kind)
         controlnet = default_cn if controlnet is None else controlnet
     elif controlnet is None:
-        raise ModelError(f"{base}: no ControlNet given (a folder saved by training, or a released .pt)")
+        if (Path(base) / "controlnet" / "config.json").is_file():  # a saved MagicMotion pipeline
+            controlnet = Path(base) / "controlnet"
+        else:
+            raise ModelError(f"{base}: no ControlNet given (a folder saved by training, or a released .pt)")
 
     index = base_config(base)
     detected = detect_model(base, index)

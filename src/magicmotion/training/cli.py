@@ -31,7 +31,8 @@ def register(sub) -> None:
         "safetensors file per clip plus index.json. Train on it with --set data.precomputed=DIR.",
     )
     pre.add_argument("--config", required=True, metavar="YAML")
-    pre.add_argument("--out", required=True, metavar="DIR", help="output folder (re-runs skip finished clips)")
+    pre.add_argument("--out", metavar="DIR",
+                     help="output folder (default: the config's data.precomputed); re-runs skip finished clips")
     pre.add_argument("--kinds", default="", metavar="K1,K2",
                      help="more trajectory kinds to store, e.g. mask,box,sparse_box to serve all three stages")
     pre.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -57,16 +58,21 @@ def _train(args: argparse.Namespace) -> int:
 
 def _precompute(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from .config import CONDITIONS, load_config
+    from .config import CONDITIONS, check_config, load_config
 
     kinds = [k for k in args.kinds.split(",") if k]
     bad = [k for k in kinds if k not in CONDITIONS]
     if bad:
         raise ConfigError(f"--kinds: unknown kind {bad[0]!r} (one of {', '.join(CONDITIONS)})")
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides, check=False)
+    out = args.out or config.data.precomputed
+    if not out:
+        raise ConfigError(f"{args.config}: no --out and no data.precomputed to write to")
+    config.data.precomputed = None  # what is being written; the other checks apply
+    check_config(config)
     from .precompute import precompute
 
-    out = precompute(config, args.out, kinds=kinds, dtype=args.dtype, batch_size=args.batch_size,
+    out = precompute(config, out, kinds=kinds, dtype=args.dtype, batch_size=args.batch_size,
                      progress=not args.no_progress)
     print(f"wrote {out}/index.json")
     return 0

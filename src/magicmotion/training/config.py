@@ -157,8 +157,8 @@ SECTIONS = {"data": DataConfig, "optim": OptimConfig, "noise": NoiseConfig, "loo
 # ---------------------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read a YAML training config, apply `key=value` overrides and check it.
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), check: bool = True) -> TrainConfig:
+    """Read a YAML training config, apply `key=value` overrides and (with `check`) check it.
 
     Raises ConfigError naming the file and key for: unknown keys, values of the wrong type, a
     missing dataset, a stage 2/3 `init_from` without the previous stage's ControlNet (or head).
@@ -177,7 +177,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     for item in overrides:
         _apply_override(data, item, str(path))
     config = from_dict(data, source=str(path))
-    check_config(config)
+    if check:
+        check_config(config)
     return config
 
 

@@ -474,6 +474,44 @@ class CsvLog:
             csv.DictWriter(f, fieldnames=LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
 
 
+class LogWindow:
+    """Loss terms, gradient norms and time since the last logged row."""
+
+    NAMES = ("loss", "diffusion", "segmentation")
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.micro_steps = 0
+        self.steps = 0
+        self.grad_norms: list[float] = []
+        self.start = time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
+        self.micro_steps += 1
+
+    def step(self, grad_norm) -> None:
+        self.steps += 1
+        if grad_norm is not None:  # None under DeepSpeed, which clips inside its step
+            self.grad_norms.append(float(grad_norm))
+
+    def row(self, accelerator, state: TrainState, per_epoch: int, lr: float, loop) -> dict:
+        """Mean terms over the window and over processes, lr, grad norm, throughput."""
+        local = torch.tensor([self.sums.get(k, math.nan) / max(1, self.micro_steps) for k in self.NAMES],
+                             device=accelerator.device)
+        mean = accelerator.reduce(local, reduction="mean") if accelerator.num_processes > 1 else local
+        elapsed = time.perf_counter() - self.start
+        samples = self.steps * loop.batch_size * loop.grad_accum * accelerator.num_processes
+        row = {"step": state.step, "epoch": state.samples // per_epoch, "lr": lr,
+               "samples_per_s": round(samples / max(elapsed, 1e-9), 3), "time_s": round(elapsed, 3)}
+        for k, v in zip(self.NAMES, mean.tolist()):
+            row[k] = "" if math.isnan(v) else v
+        if self.grad_norms:
+            row["grad_norm"] = sum(self.grad_norms) / len(self.grad_norms)
+        return row
+
+
 def _hparams(config: TrainConfig) -> dict:
     flat = {}
 
@@ -625,6 +663,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback) -> Train
         ds = accelerator.state.deepspeed_plugin.deepspeed_config
         ds["train_micro_batch_size_per_gpu"] = loop.batch_size
         ds["gradient_accumulation_steps"] = loop.grad_accum
+        ds["gradient_clipping"] = optim.max_grad_norm  # DeepSpeed clips inside its step
     set_seed(config.seed)
 
     # models: frozen base in the compute dtype, trainable ControlNet (+ head) in float32
@@ -672,11 +711,12 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback) -> Train
         accelerator.init_trackers(config.model + "-stage" + str(config.stage), config=_hparams(config))
 
     history: list[dict] = []
-    window = {"terms": {}, "count": 0, "grad_norm": [], "start": time.perf_counter(), "steps": 0}
+    window = LogWindow()
     bar = tqdm(total=loop.max_steps, initial=state.step, desc=f"stage {config.stage}", unit="step",
                disable=not progress or not accelerator.is_main_process)
     batches = iter(loader)
     grad_norm = None
+    saved_step = state.step if checkpoint is not None else None
     while state.step < loop.max_steps:
         # one optimiser step = grad_accum micro-steps
         for _ in range(loop.grad_accum):
@@ -695,28 +735,25 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback) -> Train
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             state.micro_step += 1
-            for k, v in terms.items():
-                window["terms"][k] = window["terms"].get(k, 0.0) + float(v.detach())
-            window["count"] += 1
+            window.add(terms)
         state.step += 1
-        window["steps"] += 1
-        if grad_norm is not None:
-            window["grad_norm"].append(float(grad_norm))
+        window.step(grad_norm)
         bar.update()
         bar.set_postfix(loss=f"{float(terms['loss'].detach()):.4f}")
 
         row = None
         if state.step % loop.log_every == 0 or state.step == loop.max_steps:
-            row = _log_row(accelerator, window, state, sampler, lr_scheduler, loop, config)
+            row = window.row(accelerator, state, sampler.per_epoch(), lr_scheduler.get_last_lr()[0], loop)
             if accelerator.is_main_process:
                 log.write(row)
                 history.append(row)
                 if loop.tensorboard:
                     accelerator.log({k: v for k, v in row.items() if k not in ("step",) and v != ""}, step=state.step)
-            window = {"terms": {}, "count": 0, "grad_norm": [], "start": time.perf_counter(), "steps": 0}
+            window = LogWindow()
         if loop.save_every and state.step % loop.save_every == 0:
             save_checkpoint(accelerator, modules, optimizer, lr_scheduler, state, output_dir,
                             loop.keep_checkpoints, config)
+            saved_step = state.step
         if validator is not None and state.step % loop.validate_every == 0:
             if accelerator.is_main_process:
                 validator(joint, accelerator, state.step, output_dir)
@@ -725,24 +762,8 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback) -> Train
             callback(state.step, row or {"step": state.step, "loss": float(terms["loss"].detach())})
     bar.close()
 
+    if loop.save_every and saved_step != state.step:  # the last step too: --resume can then extend the run
+        save_checkpoint(accelerator, modules, optimizer, lr_scheduler, state, output_dir, loop.keep_checkpoints, config)
     final = save_final(accelerator, modules, output_dir, config, state)
     accelerator.end_training()
     return TrainResult(step=state.step, output_dir=output_dir, final_dir=final, model=joint, history=history)
-
-
-def _log_row(accelerator, window: dict, state: TrainState, sampler: ResumableSampler, lr_scheduler,
-             loop, config: TrainConfig) -> dict:
-    """Mean loss terms over the window (and over processes), lr, grad norm and throughput."""
-    names = ["loss", "diffusion", "segmentation"]
-    local = torch.tensor([window["terms"].get(k, math.nan) / max(1, window["count"]) for k in names],
-                         device=accelerator.device)
-    mean = accelerator.reduce(local, reduction="mean") if accelerator.num_processes > 1 else local
-    elapsed = time.perf_counter() - window["start"]
-    samples = window["steps"] * loop.batch_size * loop.grad_accum * accelerator.num_processes
-    row = {"step": state.step, "epoch": state.samples // sampler.per_epoch(), "lr": lr_scheduler.get_last_lr()[0],
-           "samples_per_s": round(samples / max(elapsed, 1e-9), 3), "time_s": round(elapsed, 3)}
-    for k, v in zip(names, mean.tolist()):
-        row[k] = "" if math.isnan(v) else v
-    if window["grad_norm"]:
-        row["grad_norm"] = sum(window["grad_norm"]) / len(window["grad_norm"])
-    return row
