@@ -52,6 +52,10 @@ def test_load_config_with_overrides(tmp_path, wan_base, dataset):
     assert config.data.size == (48, 32)
     assert config.condition == "box"
     assert config.source == str(path)
+    data = config_dict(wan_base, dataset, tmp_path / "out")
+    data["validation"] = None  # an empty section in YAML
+    config = load_config(write(tmp_path / "empty.yaml", data), ["validation.seed=3"])
+    assert config.validation.seed == 3 and config.validation.num_inference_steps == 25
 
 
 def test_unknown_key_names_key_and_file(tmp_path, wan_base, dataset):

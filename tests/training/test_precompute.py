@@ -18,11 +18,11 @@ from magicmotion.training.data import (ClipConditions, PrecomputedIndex, Precomp
 def on_the_fly(wan_base, dataset):
     """(clips, encoder) of the tiny Wan base, as the trainer builds them without precomputed data."""
     from magicmotion.data.dataset import Dataset
-    from magicmotion.training.conditioning import LatentEncoder, load_base_components, load_transformer_config
+    from magicmotion.training.conditioning import (LatentEncoder, encoder_names, load_base_components,
+                                                   load_transformer_config)
 
     clips = Dataset(dataset, num_frames=9, size=(32, 32), sampling="start", split="train")
-    names = ("vae", "text_encoder", "tokenizer", "scheduler", "image_encoder", "image_processor")
-    encoder = LatentEncoder("wan", load_base_components(str(wan_base), names),
+    encoder = LatentEncoder("wan", load_base_components(str(wan_base), encoder_names("wan")),
                             load_transformer_config(str(wan_base), "wan"))
     return clips, encoder
 

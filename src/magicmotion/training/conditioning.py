@@ -50,11 +50,29 @@ def load_transformer_config(base: str, model: str):
         raise ModelError(f"{base}/transformer: no transformer config ({e})") from None
 
 
-def load_base_components(base: str, names: tuple[str, ...], dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+ENCODERS = ("vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def encoder_names(model: str) -> tuple[str, ...]:
+    """The frozen components that turn clips into model inputs (plus CLIP for Wan bases that have it)."""
+    return ENCODERS + (("image_encoder", "image_processor") if model == "wan" else ())
+
+
+def encoder_dtypes(device: torch.device | str) -> dict[str, torch.dtype]:
+    """On GPUs the text and image encoders run in bfloat16 (UMT5-XXL is 22 GB in float32), as the
+    pipelines are usually run; the VAE stays in float32. On CPU everything is float32."""
+    if torch.device(device).type == "cuda":
+        return {"text_encoder": torch.bfloat16, "image_encoder": torch.bfloat16}
+    return {}
+
+
+def load_base_components(base: str, names: tuple[str, ...], dtype: torch.dtype = torch.float32,
+                         dtypes: dict[str, torch.dtype] | None = None) -> dict[str, Any]:
     """Load the named components of a diffusers pipeline folder (or hub id), one subfolder each.
 
     Only what is asked for is loaded, so a run on precomputed latents never loads the VAE or the text
-    encoder. Missing optional components (image_encoder, image_processor) come back as None.
+    encoder. Models load in `dtype`, or `dtypes[name]`. Missing optional components
+    (image_encoder, image_processor) come back as None.
     """
     index = _model_index(base)
     out: dict[str, Any] = {}
@@ -69,7 +87,7 @@ def load_base_components(base: str, names: tuple[str, ...], dtype: torch.dtype =
         cls = getattr(importlib.import_module(library), class_name)
         kwargs = {"subfolder": name}
         if hasattr(cls, "dtype") and name not in ("scheduler", "tokenizer", "image_processor"):
-            kwargs["torch_dtype"] = dtype
+            kwargs["torch_dtype"] = (dtypes or {}).get(name, dtype)
         try:
             out[name] = cls.from_pretrained(base, **kwargs)
         except (OSError, EnvironmentError, ValueError) as e:

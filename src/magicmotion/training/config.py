@@ -215,7 +215,7 @@ def _build(cls, data: Any, source: str, prefix: str):
         f = fields[key]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), value, source, prefix + key + ".")
+            kwargs[key] = _build(type(default), {} if value is None else value, source, prefix + key + ".")
         else:
             kwargs[key] = _coerce(value, default, f.type, source, prefix + key)
     return cls(**kwargs)
@@ -287,7 +287,9 @@ def _apply_override(data: dict, item: str, source: str) -> None:
     parts = _resolve_key(key)
     node = data
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"{source}: --set {key}: {part} is not a section")
     node[parts[-1]] = value

@@ -63,7 +63,8 @@ def precompute(config: TrainConfig, out: str | os.PathLike, kinds: list[str] | t
 
     from ..data.dataset import Dataset
     from ..io import atomic_path
-    from .conditioning import LatentEncoder, load_base_components, load_transformer_config
+    from .conditioning import (LatentEncoder, encoder_dtypes, encoder_names, load_base_components,
+                               load_transformer_config)
 
     if dtype not in DTYPES:
         raise ConfigError(f"precompute dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -95,10 +96,7 @@ def precompute(config: TrainConfig, out: str | os.PathLike, kinds: list[str] | t
                     sampling=d.sampling, split=d.split, seed=config.seed, pad=d.pad)
     if len(clips) == 0:
         raise ConfigError(f"{config.source}: data.dataset {d.dataset} has no clips in split {d.split!r}")
-    names = ("vae", "text_encoder", "tokenizer", "scheduler")
-    if config.model == "wan":
-        names += ("image_encoder", "image_processor")
-    components = load_base_components(config.base, names)
+    components = load_base_components(config.base, encoder_names(config.model), dtypes=encoder_dtypes(device))
     encoder = LatentEncoder(config.model, components, load_transformer_config(config.base, config.model), device)
     store = DTYPES[dtype]
 

@@ -189,7 +189,8 @@ def build_data(config: TrainConfig, device: torch.device):
                                      d.image_dropout, d.caption_dropout)
         return dataset, None
     from ..data.dataset import Dataset
-    from .conditioning import LatentEncoder, load_base_components, load_transformer_config
+    from .conditioning import (LatentEncoder, encoder_dtypes, encoder_names, load_base_components,
+                               load_transformer_config)
 
     clips = Dataset(d.dataset, num_frames=d.num_frames, stride=d.stride, size=tuple(d.size),
                     sampling=d.sampling, split=d.split, seed=config.seed, pad=d.pad)
@@ -197,11 +198,8 @@ def build_data(config: TrainConfig, device: torch.device):
         raise ConfigError(f"{config.source}: data.dataset {d.dataset} has no clips in split {d.split!r}")
     dataset = ClipConditions(clips, config.condition, config.needs_mask_latents, d.sparse_max_keys,
                              d.image_dropout, d.caption_dropout)
-    names = ("vae", "text_encoder", "tokenizer", "scheduler")
-    if config.model == "wan":
-        names += ("image_encoder", "image_processor")
-    encoder = LatentEncoder(config.model, load_base_components(config.base, names),
-                            load_transformer_config(config.base, config.model), device)
+    components = load_base_components(config.base, encoder_names(config.model), dtypes=encoder_dtypes(device))
+    encoder = LatentEncoder(config.model, components, load_transformer_config(config.base, config.model), device)
     return dataset, encoder
 
 
@@ -560,13 +558,11 @@ class Validator:
     def pipeline(self, joint):
         from copy import deepcopy
 
-        from .conditioning import load_base_components
+        from .conditioning import encoder_dtypes, encoder_names, load_base_components
 
         if self.components is None:
-            names = ("vae", "text_encoder", "tokenizer", "scheduler")
-            if self.config.model == "wan":
-                names += ("image_encoder", "image_processor")
-            self.components = load_base_components(self.config.base, names)
+            self.components = load_base_components(self.config.base, encoder_names(self.config.model),
+                                                   dtypes=encoder_dtypes(joint.base.device))
         c = self.components
         scheduler = deepcopy(c["scheduler"])
         if self.config.model == "wan":
@@ -699,8 +695,15 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback) -> Train
         persistent_workers=False, pin_memory=accelerator.device.type == "cuda",
     )
     objective = TrainingObjective(config, joint.base.config, scheduler)
-    validator = Validator(config, encoder.pipe.components if encoder is not None else None) \
-        if loop.validate_every else None
+    validator = None
+    if loop.validate_every:
+        from accelerate.utils import DistributedType
+
+        if accelerator.distributed_type == DistributedType.FSDP:
+            # the pipeline would run the sharded ControlNet outside its FSDP wrapper
+            accelerator.print("no validation videos under FSDP: generate from a checkpoint instead")
+        else:
+            validator = Validator(config, encoder.pipe.components if encoder is not None else None)
 
     # logging
     log = None
