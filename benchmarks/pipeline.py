@@ -13,7 +13,8 @@ whole pipeline against the sum of its parts, each measured alone on the same inp
 overhead = pipeline / sum(parts) - 1: what the pipeline's own glue costs (checks, concatenation, casting,
 progress bar, diffusers' device lookups). Running the pipeline at N and 2N steps splits it into a
 per-step part (the slope) and a once-per-call part. On a busy machine those differences drown in the
-noise of the parts themselves, so the glue is also timed directly: the same call with every model
+noise of the parts themselves (and a sum of per-part minima is biased low against the minimum of the
+whole), so the glue is also timed directly: the same call with every model
 call stubbed to return its cached result, less the conditions and scheduler time; glue / sum(parts)
 is the figure held to the target (<= 3%). Rounds interleave the pipeline and its parts; each figure is the
 least process CPU time over the rounds (one thread: equal to wall time on an idle machine, but not

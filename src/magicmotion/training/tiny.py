@@ -372,6 +372,15 @@ def phase_examples(work: Path, examples: Path, clip_index: int = 3) -> None:
         o.masks = {0: o.masks[0]} if 0 in o.masks else {}
     trajectory.save(boxes, examples / "trajectory-box.json")
     trajectory.save(trajectory.sparsify(dense, num_keys=3, mode="even"), examples / "trajectory-sparse.json")
+    # what a user writes by hand: boxes on key frames 0, 8, 16 and a frame-0 mask PNG per object
+    hand = trajectory.sparsify(dense, num_keys=2, mode="even")
+    (examples / "masks").mkdir(exist_ok=True)
+    data = trajectory.to_dict(hand)
+    for o, od in zip(hand.objects, data["objects"]):
+        name = f"masks/object{o.id}_0.png"
+        write_image(examples / name, o.mask(0).astype(np.uint8) * 255)
+        od["masks"] = {"0": name}
+    (examples / "trajectory.json").write_text(json.dumps(data, indent=1) + "\n")
     from ..io import write_video
     write_video(examples / "source.mp4", clip.frames)
 
