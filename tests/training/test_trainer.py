@@ -154,6 +154,13 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous(make_config, wan_pr
     assert [p.name for p in sorted(checkpoints.iterdir())] == ["step-0000001", "step-0000002", "step-0000003"]
 
 
+def test_missing_precomputed_folder(make_config, tmp_path):
+    config = make_config(**{"data.precomputed": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="nowhere: no index.json \\(run `magicmotion train precompute` first\\)"):
+        train(config, progress=False)
+    assert not Path(config.output_dir).exists()  # refused before anything was loaded or written
+
+
 def test_existing_checkpoints_need_resume(make_config, wan_precomputed):
     config = make_config(**{"data.precomputed": str(wan_precomputed), "loop.max_steps": 1, "loop.save_every": 1})
     train(config, progress=False)

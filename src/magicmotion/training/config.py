@@ -382,8 +382,6 @@ def check_config(config: TrainConfig, files: bool = True) -> None:
         return
     if not Path(d.dataset).is_dir():
         bad("data.dataset", f"folder {d.dataset} does not exist")
-    if d.precomputed and not (Path(d.precomputed) / "index.json").is_file():
-        bad("data.precomputed", f"{d.precomputed} has no index.json: run `magicmotion train precompute` first")
     if config.init_from:
         init_weights(config)
 

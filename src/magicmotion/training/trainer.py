@@ -642,7 +642,11 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback) -> Train
     from diffusers.optimization import get_scheduler
     from tqdm import tqdm
 
+    from .data import PrecomputedIndex
+
     loop, optim = config.loop, config.optim
+    if config.data.precomputed:  # before any model loads
+        PrecomputedIndex.read(config.data.precomputed).check_fits(config)
     output_dir = Path(config.output_dir)
     checkpoint = latest_checkpoint(output_dir) if resume else None
     if not resume and list_checkpoints(output_dir):
