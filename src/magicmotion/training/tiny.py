@@ -28,16 +28,18 @@ from tqdm import tqdm
 
 SIZE = (64, 64)
 FRAMES = 17
-VAE_CONFIG = dict(base_dim=12, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
-                  temperal_downsample=[False, True, True])
-BASE_CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32, in_channels=36,
+# x4 in space (not Wan's x8): a tiny Wan VAE with x8 learned only the mean colour in the time we have,
+# while x4 reconstructs the synthetic world; the transformer's (1, 4, 4) patches keep the same 4x4
+# token grid per latent frame that x8 with (1, 2, 2) patches would give.
+VAE_CONFIG = dict(base_dim=12, z_dim=16, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[],
+                  temperal_downsample=[True, True], scale_factor_spatial=4)
+BASE_CONFIG = dict(patch_size=(1, 4, 4), num_attention_heads=4, attention_head_dim=32, in_channels=36,
                    out_channels=16, text_dim=32, freq_dim=64, ffn_dim=256, num_layers=6,
                    cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None,
                    rope_max_seq_len=64)
 TEXT_CONFIG = dict(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
                    relative_attention_num_buckets=8, relative_attention_max_distance=16,
                    dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-TEXT_LEN = 64
 
 
 def log(msg: str) -> None:
@@ -105,7 +107,7 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32) -> Path:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     vae = AutoencoderKLWan(**VAE_CONFIG)
-    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=2e-4)
 
     def crops(n: int, length: int) -> torch.Tensor:
@@ -167,98 +169,91 @@ def text_components(seed: int = 0):
     return tokenizer, text_encoder
 
 
-@torch.no_grad()
-def encode_captions(tokenizer, text_encoder, captions: list[str]) -> dict[str, torch.Tensor]:
-    """caption -> embeddings (L, D) trimmed to its tokens, as WanPipeline.encode_prompt makes them
-    before zero-padding to max_sequence_length."""
-    out = {}
-    for c in sorted(set(captions)):
-        ids = tokenizer([c], padding="max_length", max_length=TEXT_LEN, truncation=True,
-                        return_tensors="pt", add_special_tokens=True)
-        n = int(ids.attention_mask.sum())
-        out[c] = text_encoder(ids.input_ids, ids.attention_mask).last_hidden_state[0, :n].clone()
-    return out
-
-
-def pad_text(embeds: list[torch.Tensor], length: int = 512) -> torch.Tensor:
-    batch = torch.zeros(len(embeds), length, embeds[0].shape[-1])
-    for i, e in enumerate(embeds):
-        batch[i, :len(e)] = e
-    return batch
-
-
-def normalize_latents(vae, z: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
-    return (z - mean) / std
-
-
-@torch.no_grad()
-def image_condition(vae, frames: torch.Tensor) -> torch.Tensor:
-    """Wan I2V condition exactly as WanImageToVideoPipeline.prepare_latents builds it: the latent of
-    [first frame, zeros...] (normalised) after a 4-channel first-frame mask = 20 channels.
-    frames: (B, 3, T, H, W) in [-1, 1]."""
-    b, _, t, h, w = frames.shape
-    video = torch.cat([frames[:, :, :1], frames.new_zeros(b, 3, t - 1, h, w)], dim=2)
-    z = normalize_latents(vae, vae.encode(video).latent_dist.mode())
-    lat_t, lat_h, lat_w = z.shape[2:]
-    mask = torch.zeros(b, 1, t, lat_h, lat_w)
-    mask[:, :, 0] = 1
-    mask = torch.cat([mask[:, :, :1].repeat_interleave(4, dim=2), mask[:, :, 1:]], dim=2)
-    mask = mask.view(b, -1, 4, lat_h, lat_w).transpose(1, 2)
-    return torch.cat([mask, z], dim=1)
-
-
-@torch.no_grad()
-def encode_world(vae, n: int, seed: int, batch: int = 16):
-    """n world clips -> (video latents (n,16,5,8,8), conditions (n,20,5,8,8), captions)."""
-    from ..data.synthetic import SyntheticWorld, caption_for
-
-    world = SyntheticWorld(size=SIZE, num_frames=FRAMES)
-    latents, conds, captions = [], [], []
-    for s in tqdm(range(0, n, batch), desc="encode base clips"):
-        scenes = [world.sample_scene(np.random.default_rng([seed, k])) for k in range(s, min(n, s + batch))]
-        x = to_tensor(np.stack([world.render(sc)[0] for sc in scenes]))
-        latents.append(normalize_latents(vae, vae.encode(x).latent_dist.mode()))
-        conds.append(image_condition(vae, x))
-        captions += [caption_for(sc) for sc in scenes]
-    return torch.cat(latents), torch.cat(conds), captions
-
-
 def flow_sigmas(u: torch.Tensor, shift: float = 3.0) -> torch.Tensor:
     """Wan's shifted flow-matching sigmas from uniform u."""
     return shift * u / (1 + (shift - 1) * u)
 
 
-def phase_base(work: Path, steps: int, clips: int = 4000, batch: int = 16, seed: int = 0) -> Path:
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+def stage_subset(work: Path, clips: int) -> Path:
+    """runs/tiny/data/stages: the first `clips` training clips (index lines; videos and annotations
+    are links to the full set's folders)."""
+    from ..data.dataset import read_index, write_index
+
+    root = work / "data" / "stages"
+    if (root / "index.jsonl").exists():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("videos", "annotations"):
+        link = root / name
+        if not link.exists():
+            link.symlink_to(Path("..") / "train" / name)
+    write_index(root, read_index(work / "data" / "train")[:clips])
+    return root
+
+
+def save_base(folder: Path, vae, transformer, seed: int = 0) -> None:
+    """A diffusers WanImageToVideoPipeline folder: the VAE, the text encoder, the transformer."""
+    from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
+
+    tokenizer, text_encoder = text_components(seed)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        flow_shift=3.0, num_train_timesteps=1000)
+    pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                                   scheduler=scheduler, transformer=transformer, image_encoder=None,
+                                   image_processor=None)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def load_precomputed(folder: Path) -> dict[str, torch.Tensor]:
+    """Every clip of a `magicmotion train precompute` folder, stacked: latents, image_condition,
+    prompt_embeds, and the empty prompt's embedding."""
+    from safetensors.torch import load_file
+
+    files = sorted((folder / "clips").glob("*.safetensors"))
+    clips = [load_file(str(f)) for f in files]
+    out = {k: torch.stack([c[k] for c in clips]).float()
+           for k in ("latents", "image_condition", "prompt_embeds")}
+    out["empty"] = load_file(str(folder / "empty_prompt.safetensors"))["prompt_embeds"].float()
+    return out
+
+
+def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 16, seed: int = 0) -> Path:
+    """The I2V base: first a base folder with an untrained transformer (so that `magicmotion train
+    precompute` encodes the stage clips with its VAE and text encoder), then the transformer trained
+    with flow matching on those same precomputed latents (no trajectory), saved in place."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from .precompute import precompute
 
     out = work / "base"
-    if (out / "model_index.json").exists():
+    if (work / "base.json").exists():
         return out
+    stage_subset(work, clips)
     vae = AutoencoderKLWan.from_pretrained(work / "vae").eval()
-    tokenizer, text_encoder = text_components(seed)
-    cache = work / "base-latents.pt"
-    if cache.exists():
-        data = torch.load(cache, weights_only=True)
-        latents, conds, captions = data["latents"], data["conds"], data["captions"]
-    else:
-        latents, conds, captions = encode_world(vae, clips, seed=200)
-        torch.save({"latents": latents, "conds": conds, "captions": captions}, cache)
-    text = encode_captions(tokenizer, text_encoder, captions + [""])
     torch.manual_seed(seed)
     model = WanTransformer3DModel(**BASE_CONFIG)
+    if not (out / "model_index.json").exists():
+        save_base(out, vae, model, seed)
+    pre = work / "precomputed"
+    if not (pre / "index.json").exists():
+        precompute(stage_config("stage1", work), pre, kinds=["mask", "box", "sparse_box"])
+    data = load_precomputed(pre)
+    latents, conds, texts = data["latents"], data["image_condition"], data["prompt_embeds"]
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=steps, pct_start=0.03)
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(range(steps), desc="base")
     ema = None
-    for step in bar:
+    for _ in bar:
         idx = torch.randint(0, len(latents), (batch,), generator=gen)
-        x0, cond = latents[idx], conds[idx]
+        x0, cond, ctx = latents[idx], conds[idx], texts[idx].clone()
         # 10% empty captions, so that classifier-free guidance has an unconditional model
         drop = torch.rand(batch, generator=gen) < 0.1
-        ctx = pad_text([text["" if d else captions[i]] for i, d in zip(idx.tolist(), drop.tolist())])
+        ctx[drop] = data["empty"].reshape(ctx.shape[1:]).to(ctx.dtype)
         noise = torch.randn(x0.shape, generator=gen)
         sigma = flow_sigmas(torch.rand(batch, generator=gen)).view(-1, 1, 1, 1, 1)
         xt = (1 - sigma) * x0 + sigma * noise
@@ -273,16 +268,12 @@ def phase_base(work: Path, steps: int, clips: int = 4000, batch: int = 16, seed:
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.4f}")
     model.eval()
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                        flow_shift=3.0, num_train_timesteps=1000)
-    pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
-                                   scheduler=scheduler, transformer=model, image_encoder=None,
-                                   image_processor=None)
-    tmp = out.with_suffix(".tmp")
+    tmp = out / "transformer.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp)
-    tmp.rename(out)
-    (work / "base.json").write_text(json.dumps({"final_loss_ema": ema, "steps": steps, "clips": clips}))
+    model.save_pretrained(tmp)
+    shutil.rmtree(out / "transformer")
+    tmp.rename(out / "transformer")
+    (work / "base.json").write_text(json.dumps({"final_loss_ema": ema, "steps": steps, "clips": len(latents)}))
     log(f"base: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, loss {ema:.4f}")
     return out
 
@@ -299,7 +290,7 @@ def stage_config(name: str, work: Path, steps: int | None = None):
     from .config import load_config
 
     sets = [f"base={work / 'base'}", f"output_dir={work / name}",
-            f"data.dataset={work / 'data' / 'train'}", f"data.precomputed={work / 'precomputed'}"]
+            f"data.dataset={work / 'data' / 'stages'}", f"data.precomputed={work / 'precomputed'}"]
     cfg_path = CONFIGS / f"{name}.yaml"
     text = cfg_path.read_text()
     if "init_from: runs/tiny/" in text:
@@ -311,13 +302,8 @@ def stage_config(name: str, work: Path, steps: int | None = None):
 
 
 def phase_stages(work: Path, names: list[str], steps: int | None = None) -> None:
-    from .config import load_config  # noqa: F401  (config errors surface before any training)
-    from .precompute import precompute
     from .trainer import train
 
-    pre = work / "precomputed"
-    if not (pre / "index.json").exists():
-        precompute(stage_config("stage1", work), pre, kinds=["mask", "box", "sparse_box"])
     for name in names:
         if (work / name / "final" / "controlnet" / "config.json").exists():
             continue
@@ -434,7 +420,7 @@ def main(argv=None) -> int:
     p.add_argument("--phases", default="data,vae,base,stages,examples,bench")
     p.add_argument("--train-clips", type=int, default=3000)
     p.add_argument("--test-clips", type=int, default=120)
-    p.add_argument("--vae-steps", type=int, default=3000)
+    p.add_argument("--vae-steps", type=int, default=2000)
     p.add_argument("--base-steps", type=int, default=4000)
     p.add_argument("--stage-steps", type=int, default=None, help="override every stage's max_steps")
     p.add_argument("--no-ablations", action="store_true")
