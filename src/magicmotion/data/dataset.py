@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError, MagicMotionError
+from ..io import fsync_dir
 from ..trajectory import ObjectTrack, Trajectory
 
 INDEX = "index.jsonl"
@@ -188,19 +189,6 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------------------- writer
 
 
@@ -226,7 +214,7 @@ class DatasetWriter:
         with self._thread_lock, _DatasetLock(self.root):
             if not self.index_path.exists():  # an empty dataset is a valid one
                 os.close(os.open(self.index_path, os.O_WRONLY | os.O_CREAT, 0o644))
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             self._refresh()
 
     @property
@@ -328,8 +316,8 @@ class DatasetWriter:
                     raise DatasetError(f"{self.root}: clip {clip_id} is already in the dataset")
                 os.replace(video_tmp, self.root / record["video"])
                 os.replace(ann_tmp, self.root / record["annotation"])
-                _fsync_dir(self.root / VIDEOS)
-                _fsync_dir(self.root / ANNOTATIONS)
+                fsync_dir(self.root / VIDEOS)
+                fsync_dir(self.root / ANNOTATIONS)
                 self._append(line)
                 self._ids.add(clip_id)
         finally:
@@ -353,7 +341,7 @@ class DatasetWriter:
             os.close(fd)
         if self._inode is None:
             self._inode = st.st_ino
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         self._offset = st.st_size
 
     @staticmethod

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError
+from ..io import fsync_dir, fsync_tree
 from .conditioning import base_inputs, drop_image_condition, flow_shift_of
 from .config import TrainConfig, init_weights, save_config
 from .data import ResumableSampler, collate, sample_seed
@@ -268,27 +269,6 @@ def _uses_accelerate_state(accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
-def _fsync_tree(folder: Path) -> None:
-    for root, _, files in os.walk(folder):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(Path(root))
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def rng_state() -> dict:
     """Python, numpy, torch (and CUDA) RNG states as plain types and tensors (weights_only loadable)."""
     np_state = np.random.get_state()
@@ -369,11 +349,11 @@ def save_checkpoint(accelerator, module, optimizer, lr_scheduler, state: TrainSt
         info = dict(state.to_dict(), num_processes=accelerator.num_processes, config=config.to_dict())
         with open(tmp / "state.json", "w") as f:
             json.dump(info, f, indent=1)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         for old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -432,7 +412,7 @@ def save_final(accelerator, module, output_dir: Path, config: TrainConfig, state
         info = {"stage": config.stage, "condition": config.condition, "model": config.model,
                 "base": config.base, "steps": state.step, "lambda_seg": config.lambda_seg}
         (tmp / "training.json").write_text(json.dumps(info, indent=1))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if final.exists():
             old = final.parent / ".final.old"
             shutil.rmtree(old, ignore_errors=True)
@@ -441,7 +421,7 @@ def save_final(accelerator, module, output_dir: Path, config: TrainConfig, state
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     accelerator.wait_for_everyone()
     return final
 
