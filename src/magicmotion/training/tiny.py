@@ -372,6 +372,9 @@ def ship(work: Path, out: Path) -> None:
         if (final / "segment_head" / "config.json").exists():
             SegmentHead.from_pretrained(final / "segment_head").half().save_pretrained(
                 tmp / stage / "segment_head")
+    card = Path(__file__).resolve().parents[3] / "docs" / "model-card-tiny.md"
+    if card.is_file():
+        shutil.copy(card, tmp / "README.md")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
