@@ -204,3 +204,37 @@ __all__ = [
     "onload", "prepare_conditions", "read_image", "read_trajectory", "release", "to_uint8_frames",
     "trajectory_frames", "trajectory_size",
 ]
+
+
+def check_call_inputs(pipe, prompt, negative_prompt, kind: str, num_frames: int, height: int, width: int,
+                      num_inference_steps: int, guidance_scale: float, trajectory_frames: int | None = None,
+                      callback_on_step_end_tensor_inputs=None) -> None:
+    """The checks both MagicMotion pipelines make before any model runs (PipelineError on bad input)."""
+    if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
+        raise PipelineError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+    batch = 1 if isinstance(prompt, str) else len(prompt)
+    if negative_prompt is not None:
+        if isinstance(negative_prompt, list) and len(negative_prompt) != batch:
+            raise PipelineError(f"{len(negative_prompt)} negative prompts for {batch} prompts")
+        if not isinstance(negative_prompt, (str, list)):
+            raise PipelineError(f"negative_prompt must be a string or a list, got {negative_prompt!r}")
+    if kind not in KINDS:
+        raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    t = pipe.vae_scale_factor_temporal
+    if num_frames < 1 or (num_frames - 1) % t:
+        raise PipelineError(
+            f"{num_frames} frames: the VAE needs (frames - 1) divisible by {t} (e.g. {t * 4 + 1}, 49, 81)"
+        )
+    if trajectory_frames is not None and trajectory_frames != num_frames:
+        raise PipelineError(f"the trajectory has {trajectory_frames} frames but {num_frames} were asked for")
+    m = pipe.spatial_multiple()
+    if height <= 0 or width <= 0 or height % m or width % m:
+        raise PipelineError(f"size {width}x{height}: width and height must be positive multiples of {m}")
+    if num_inference_steps < 1:
+        raise PipelineError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+    if guidance_scale < 0:
+        raise PipelineError(f"guidance_scale must be >= 0, got {guidance_scale}")
+    if callback_on_step_end_tensor_inputs is not None:
+        bad = [k for k in callback_on_step_end_tensor_inputs if k not in pipe._callback_tensor_inputs]
+        if bad:
+            raise PipelineError(f"callback tensor inputs {bad} not in {pipe._callback_tensor_inputs}")

@@ -34,7 +34,7 @@ from PIL import Image
 
 from ..errors import PipelineError
 from ..trajectory import KINDS
-from .conditions import (Conditions, MagicMotionPipelineOutput, TrajectoryInput, maps_to_video_tensor, onload,
+from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
                          prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_size)
 
 # Wan2.1 480P models generate about 832 x 480 pixels; a larger trajectory is scaled down to this area.
@@ -133,34 +133,8 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         callback_on_step_end_tensor_inputs=None,
     ) -> None:
         """Raise PipelineError on inputs the pipeline cannot run with (before any model runs)."""
-        if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
-            raise PipelineError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
-        batch = 1 if isinstance(prompt, str) else len(prompt)
-        if negative_prompt is not None:
-            if isinstance(negative_prompt, list) and len(negative_prompt) != batch:
-                raise PipelineError(f"{len(negative_prompt)} negative prompts for {batch} prompts")
-            if not isinstance(negative_prompt, (str, list)):
-                raise PipelineError(f"negative_prompt must be a string or a list, got {negative_prompt!r}")
-        if kind not in KINDS:
-            raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
-        t = self.vae_scale_factor_temporal
-        if num_frames < 1 or (num_frames - 1) % t:
-            raise PipelineError(
-                f"{num_frames} frames: the VAE needs (frames - 1) divisible by {t} (e.g. {t * 4 + 1}, 49, 81)"
-            )
-        if trajectory_frames is not None and trajectory_frames != num_frames:
-            raise PipelineError(f"the trajectory has {trajectory_frames} frames but {num_frames} were asked for")
-        m = self.spatial_multiple()
-        if height <= 0 or width <= 0 or height % m or width % m:
-            raise PipelineError(f"size {width}x{height}: width and height must be positive multiples of {m}")
-        if num_inference_steps < 1:
-            raise PipelineError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
-        if guidance_scale < 0:
-            raise PipelineError(f"guidance_scale must be >= 0, got {guidance_scale}")
-        if callback_on_step_end_tensor_inputs is not None:
-            bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
-            if bad:
-                raise PipelineError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+        check_call_inputs(self, prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
+                          guidance_scale, trajectory_frames, callback_on_step_end_tensor_inputs)
 
     def prepare_trajectory(
         self,
