@@ -16,6 +16,7 @@ Phases, each skipped when its output exists (so a re-run resumes):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import shutil
@@ -29,11 +30,12 @@ from tqdm import tqdm
 SIZE = (64, 64)
 FRAMES = 17
 # x4 in space (not Wan's x8): a tiny Wan VAE with x8 learned only the mean colour in the time we have,
-# while x4 reconstructs the synthetic world; the transformer's (1, 4, 4) patches keep the same 4x4
-# token grid per latent frame that x8 with (1, 2, 2) patches would give.
-VAE_CONFIG = dict(base_dim=12, z_dim=16, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[],
+# while x4 keeps the objects. With (1, 2, 2) patches a latent frame is an 8x8 token grid (8x8 pixels a
+# token); (1, 4, 4) patches (4x4 tokens of 16x16 pixels, smaller than most objects' paths) were 4x
+# cheaper but never learned to move an object.
+VAE_CONFIG = dict(base_dim=16, z_dim=16, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[],
                   temperal_downsample=[True, True], scale_factor_spatial=4)
-BASE_CONFIG = dict(patch_size=(1, 4, 4), num_attention_heads=4, attention_head_dim=32, in_channels=36,
+BASE_CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32, in_channels=36,
                    out_channels=16, text_dim=32, freq_dim=64, ffn_dim=256, num_layers=6,
                    cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None,
                    rope_max_seq_len=64)
@@ -75,15 +77,6 @@ def load_videos(root: Path, limit: int | None = None) -> tuple[np.ndarray, list[
     return arr, captions
 
 
-def world_videos(n: int, seed: int) -> np.ndarray:
-    """n clips of the synthetic world in memory, uint8 (n, T, H, W, 3)."""
-    from ..data.synthetic import SyntheticWorld
-
-    world = SyntheticWorld(size=SIZE, num_frames=FRAMES)
-    return np.stack([world.render(world.sample_scene(np.random.default_rng([seed, k])))[0]
-                     for k in range(n)])
-
-
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W) in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
@@ -92,100 +85,116 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------- vae
 
 
-def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32) -> Path:
+def world_clips(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n clips of the synthetic world in memory: frames uint8 (n, T, H, W, 3) and object labels
+    int32 (n, T, H, W) (0 = background)."""
+    from ..data.synthetic import SyntheticWorld
+
+    world = SyntheticWorld(size=SIZE, num_frames=FRAMES)
+    clips = [world.render(world.sample_scene(np.random.default_rng([seed, k]))) for k in range(n)]
+    return np.stack([c[0] for c in clips]), np.stack([c[1] for c in clips])
+
+
+def mask_maps(labels: np.ndarray) -> np.ndarray:
+    """Mask trajectory maps of label videos: each object filled in its palette colour on black (what
+    `magicmotion.trajectory.render(kind="mask")` draws), uint8 (..., 3)."""
+    from ..trajectory.palette import PALETTE
+
+    lut = PALETTE.copy()
+    lut[0] = 0
+    return lut[np.clip(labels, 0, 255)]
+
+
+def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: float = 1e-3) -> Path:
     """Train the tiny VAE as a deterministic autoencoder (the posterior's mode; the KL term is left
     out, latents are normalised afterwards by their measured mean and std) on random `crop` x `crop`
     crops: convolutions do not care about the frame size, and crops make a step 4x cheaper.
-    Two steps in three see single frames (the causal VAE encodes frame 0 alone), one a 5-frame clip
-    (the x4 temporal compression). Checkpoints every 500 steps under work/vae-ckpt."""
+
+    Half the steps see whole 17-frame clips (the causal cache over every 4-frame chunk), a quarter
+    single frames (the causal VAE encodes frame 0 alone), a quarter mask trajectory maps (palette
+    colours on black: the ControlNet's input and the segment head's target are VAE latents of such
+    videos). Object pixels weigh 5x in the loss: objects are small, and a plain pixel loss spends the
+    model on the background. Checkpoints every 500 steps under work/vae-ckpt.
+    """
     from diffusers import AutoencoderKLWan
 
     out = work / "vae"
     if (out / "config.json").exists():
         return out
-    videos = world_videos(2000, seed=100)
+    videos, labels = world_clips(2000, seed=100)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     vae = AutoencoderKLWan(**VAE_CONFIG)
-    opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=2e-4)
+    opt = torch.optim.Adam(vae.parameters(), lr=peak_lr)
+    lr_scale = 1.0
 
-    def crops(n: int, length: int) -> torch.Tensor:
+    def lr_at(step: int) -> float:  # linear warm-up, then cosine down to a tenth
+        if step < 100:
+            return peak_lr * (step + 1) / 100
+        return peak_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - 100) / max(1, steps - 100))))
+
+    def crops(n: int, length: int, maps: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         idx = rng.integers(0, len(videos), n)
         t = rng.integers(0, FRAMES - length + 1, n)
         y, x = rng.integers(0, SIZE[1] - crop + 1, n), rng.integers(0, SIZE[0] - crop + 1, n)
-        return to_tensor(np.stack([videos[i, a:a + length, b:b + crop, c:c + crop]
-                                   for i, a, b, c in zip(idx, t, y, x)]))
+        box = [(i, slice(a, a + length), slice(b, b + crop), slice(c, c + crop)) for i, a, b, c in zip(idx, t, y, x)]
+        lab = np.stack([labels[i, ts, ys, xs] for i, ts, ys, xs in box])
+        pix = mask_maps(lab) if maps else np.stack([videos[i, ts, ys, xs] for i, ts, ys, xs in box])
+        weight = 1.0 + 4.0 * torch.from_numpy(lab > 0).float()[:, None]
+        return to_tensor(pix), weight
 
+    # A tiny causal VAE trained this hard sometimes collapses to the mean colour (the loss jumps and
+    # stays up). Guard: keep the weights of the best window of 100 steps; when the window's loss is
+    # 25% above the best, go back to them and halve the learning rate.
+    best, good, window = math.inf, None, []
     bar = tqdm(range(steps), desc="vae")
-    ema = None
     for step in bar:
-        x = crops(4, 5) if step % 3 == 2 else crops(16, 1)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step) * lr_scale
+        kind = step % 4
+        x, w = crops(2, FRAMES) if kind in (0, 2) else crops(16, 1) if kind == 1 else crops(2, FRAMES, maps=True)
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
-        loss = (rec - x).pow(2).mean() + 0.5 * (rec - x).abs().mean()
+        err = (rec - x).pow(2) + 0.5 * (rec - x).abs()
+        loss = (err * w).mean() / w.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-        sched.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{ema:.4f}")
+        window.append(loss.item())
+        if len(window) == 100:
+            mean = sum(window) / len(window)
+            window = []
+            if mean < best:
+                best = mean
+                good = ({k: v.clone() for k, v in vae.state_dict().items()}, copy.deepcopy(opt.state_dict()))
+            elif mean > 1.25 * best and good is not None:
+                vae.load_state_dict(good[0])
+                opt.load_state_dict(good[1])
+                lr_scale *= 0.5
+                log(f"vae: loss {mean:.4f} at step {step + 1} is above the best {best:.4f}: back to the best "
+                    f"weights, learning rate x{lr_scale}")
+            bar.set_postfix(loss=f"{mean:.4f}", best=f"{best:.4f}")
         if (step + 1) % 500 == 0:
             vae.save_pretrained(work / "vae-ckpt")
+    if good is not None:
+        vae.load_state_dict(good[0])
     vae.eval()
     with torch.no_grad():  # latent statistics for normalisation, over whole clips
         lat = torch.cat([vae.encode(to_tensor(videos[i:i + 8])).latent_dist.mode()
                          for i in range(0, 128, 8)])
-    vae.register_to_config(latents_mean=lat.mean(dim=(0, 2, 3, 4)).tolist(),
-                           latents_std=lat.std(dim=(0, 2, 3, 4)).tolist())
-    tmp = out.with_suffix(".tmp")
-    vae.save_pretrained(tmp)
-    tmp.rename(out)
-    with torch.no_grad():
-        x = to_tensor(videos[:8])
-        psnr = psnr_of(vae.decode(vae.encode(x).latent_dist.mode()).sample, x)
-    log(f"vae: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params, clip PSNR {psnr:.1f} dB")
-    (work / "vae.json").write_text(json.dumps({"psnr_db": psnr, "steps": steps}))
-    return out
-
-
-def phase_vae_clips(work: Path, steps: int, seed: int = 1, crop: int = 32) -> Path:
-    """Fine-tune the VAE on whole 17-frame clips (crops): trained on 5-frame clips only, its causal
-    cache drifts on later chunks. Written back to work/vae with fresh latent statistics."""
-    from diffusers import AutoencoderKLWan
-
-    out = work / "vae"
-    if (work / "vae-clips.json").exists():
-        return out
-    videos = world_videos(1000, seed=300)
-    vae = AutoencoderKLWan.from_pretrained(out)
-    vae.train()
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(vae.parameters(), lr=5e-4)
-    bar = tqdm(range(steps), desc="vae clips")
-    for _ in bar:
-        idx = rng.integers(0, len(videos), 2)
-        y, x = rng.integers(0, SIZE[1] - crop + 1, 2), rng.integers(0, SIZE[0] - crop + 1, 2)
-        batch = to_tensor(np.stack([videos[i, :, b:b + crop, c:c + crop] for i, b, c in zip(idx, y, x)]))
-        rec = vae.decode(vae.encode(batch).latent_dist.mode()).sample
-        loss = (rec - batch).pow(2).mean() + 0.5 * (rec - batch).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    vae.eval()
-    with torch.no_grad():
-        lat = torch.cat([vae.encode(to_tensor(videos[i:i + 8])).latent_dist.mode() for i in range(0, 64, 8)])
         vae.register_to_config(latents_mean=lat.mean(dim=(0, 2, 3, 4)).tolist(),
                                latents_std=lat.std(dim=(0, 2, 3, 4)).tolist())
-        x = to_tensor(videos[:8])
+        x = to_tensor(videos[-8:])
         psnr = psnr_of(vae.decode(vae.encode(x).latent_dist.mode()).sample, x)
+        m = to_tensor(mask_maps(labels[-8:]))
+        psnr_maps = psnr_of(vae.decode(vae.encode(m).latent_dist.mode()).sample, m)
     tmp = work / "vae.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     vae.save_pretrained(tmp)
-    shutil.rmtree(out)
     tmp.rename(out)
-    (work / "vae-clips.json").write_text(json.dumps({"psnr_db": psnr, "steps": steps}))
-    log(f"vae fine-tuned on whole clips: clip PSNR {psnr:.1f} dB")
+    log(f"vae: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params, clip PSNR {psnr:.1f} dB, "
+        f"mask maps {psnr_maps:.1f} dB")
+    (work / "vae.json").write_text(json.dumps({"psnr_db": psnr, "mask_maps_psnr_db": psnr_maps, "steps": steps}))
     return out
 
 
@@ -262,7 +271,7 @@ def load_precomputed(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 16, seed: int = 0) -> Path:
+def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: int = 0) -> Path:
     """The I2V base: first a base folder with an untrained transformer (so that `magicmotion train
     precompute` encodes the stage clips with its VAE and text encoder), then the transformer trained
     with flow matching on those same precomputed latents (no trajectory), saved in place."""
@@ -462,16 +471,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="src/magicmotion/assets/tiny")
     p.add_argument("--work", default="runs/tiny")
     p.add_argument("--phases", default="data,vae,base,stages,examples,bench")
-    p.add_argument("--train-clips", type=int, default=3000)
-    p.add_argument("--test-clips", type=int, default=120)
-    p.add_argument("--vae-steps", type=int, default=2000)
+    p.add_argument("--train-clips", type=int, default=2000)
+    p.add_argument("--test-clips", type=int, default=150)
+    p.add_argument("--vae-steps", type=int, default=4000)
     p.add_argument("--base-steps", type=int, default=4000)
-    p.add_argument("--vae-clip-steps", type=int, default=300)
     p.add_argument("--stage-steps", type=int, default=None, help="override every stage's max_steps")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--examples", default="examples")
     p.add_argument("--bench-steps", type=int, default=20)
-    p.add_argument("--per-bucket", type=int, default=25)
+    p.add_argument("--per-bucket", type=int, default=20)
     args = p.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
@@ -484,8 +492,6 @@ def main(argv=None) -> int:
     if "vae" in phases:
         phase_vae(work, args.vae_steps)
         log(f"vae done ({time.time() - t0:.0f} s)")
-    if "vae" in phases or "vae-clips" in phases:
-        phase_vae_clips(work, args.vae_clip_steps)
     if "base" in phases:
         phase_base(work, args.base_steps)
         log(f"base done ({time.time() - t0:.0f} s)")
