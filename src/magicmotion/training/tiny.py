@@ -95,14 +95,27 @@ def world_clips(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([c[0] for c in clips]), np.stack([c[1] for c in clips])
 
 
-def mask_maps(labels: np.ndarray) -> np.ndarray:
-    """Mask trajectory maps of label videos: each object filled in its palette colour on black (what
-    `magicmotion.trajectory.render(kind="mask")` draws), uint8 (..., 3)."""
+def trajectory_maps(labels: np.ndarray, kind: str = "mask") -> np.ndarray:
+    """Trajectory maps of label videos (..., T, H, W), as `magicmotion.trajectory.render` draws them:
+    "mask", each object filled in its palette colour on black; "box", its box outlined (frame 0 the
+    filled mask). uint8 (..., T, H, W, 3)."""
     from ..trajectory.palette import PALETTE
+    from ..trajectory.render import box_thickness, draw_box
 
     lut = PALETTE.copy()
     lut[0] = 0
-    return lut[np.clip(labels, 0, 255)]
+    maps = lut[np.clip(labels, 0, 255)]
+    if kind == "mask":
+        return maps
+    flat, out = labels.reshape(-1, *labels.shape[-3:]), np.zeros_like(maps).reshape(-1, *maps.shape[-4:])
+    th = box_thickness(labels.shape[-2], labels.shape[-1])
+    for v, clip in enumerate(flat):
+        out[v, 0] = maps.reshape(out.shape)[v, 0]
+        for t in range(1, clip.shape[0]):
+            for i in np.unique(clip[t])[1:]:
+                ys, xs = np.nonzero(clip[t] == i)
+                draw_box(out[v, t], (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), lut[i], th)
+    return out.reshape(maps.shape)
 
 
 def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: float = 1e-3) -> Path:
@@ -111,9 +124,9 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
     crops: convolutions do not care about the frame size, and crops make a step 4x cheaper.
 
     Half the steps see whole 17-frame clips (the causal cache over every 4-frame chunk), a quarter
-    single frames (the causal VAE encodes frame 0 alone), a quarter mask trajectory maps (palette
-    colours on black: the ControlNet's input and the segment head's target are VAE latents of such
-    videos). Object pixels weigh 5x in the loss: objects are small, and a plain pixel loss spends the
+    single frames (the causal VAE encodes frame 0 alone), a quarter trajectory maps, mask and box
+    (palette colours on black: the ControlNet's input and the segment head's target are VAE latents
+    of such videos). Object pixels weigh 5x in the loss: objects are small, and a plain pixel loss spends the
     model on the background. Checkpoints every 500 steps under work/vae-ckpt.
     """
     from diffusers import AutoencoderKLWan
@@ -133,13 +146,13 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
             return peak_lr * (step + 1) / 100
         return peak_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - 100) / max(1, steps - 100))))
 
-    def crops(n: int, length: int, maps: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def crops(n: int, length: int, maps: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         idx = rng.integers(0, len(videos), n)
         t = rng.integers(0, FRAMES - length + 1, n)
         y, x = rng.integers(0, SIZE[1] - crop + 1, n), rng.integers(0, SIZE[0] - crop + 1, n)
         box = [(i, slice(a, a + length), slice(b, b + crop), slice(c, c + crop)) for i, a, b, c in zip(idx, t, y, x)]
         lab = np.stack([labels[i, ts, ys, xs] for i, ts, ys, xs in box])
-        pix = mask_maps(lab) if maps else np.stack([videos[i, ts, ys, xs] for i, ts, ys, xs in box])
+        pix = trajectory_maps(lab, maps) if maps else np.stack([videos[i, ts, ys, xs] for i, ts, ys, xs in box])
         weight = 1.0 + 4.0 * torch.from_numpy(lab > 0).float()[:, None]
         return to_tensor(pix), weight
 
@@ -151,8 +164,9 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step) * lr_scale
-        kind = step % 4
-        x, w = crops(2, FRAMES) if kind in (0, 2) else crops(16, 1) if kind == 1 else crops(2, FRAMES, maps=True)
+        kind = step % 8
+        maps = "mask" if kind == 3 else "box" if kind == 7 else None
+        x, w = crops(16, 1) if kind in (1, 5) else crops(2, FRAMES, maps)
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
         err = (rec - x).pow(2) + 0.5 * (rec - x).abs()
         loss = (err * w).mean() / w.mean()
@@ -186,7 +200,7 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
                                latents_std=lat.std(dim=(0, 2, 3, 4)).tolist())
         x = to_tensor(videos[-8:])
         psnr = psnr_of(vae.decode(vae.encode(x).latent_dist.mode()).sample, x)
-        m = to_tensor(mask_maps(labels[-8:]))
+        m = to_tensor(trajectory_maps(labels[-8:], "mask"))
         psnr_maps = psnr_of(vae.decode(vae.encode(m).latent_dist.mode()).sample, m)
     tmp = work / "vae.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
