@@ -96,26 +96,16 @@ def world_clips(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def trajectory_maps(labels: np.ndarray, kind: str = "mask") -> np.ndarray:
-    """Trajectory maps of label videos (..., T, H, W), as `magicmotion.trajectory.render` draws them:
-    "mask", each object filled in its palette colour on black; "box", its box outlined (frame 0 the
-    filled mask). uint8 (..., T, H, W, 3)."""
-    from ..trajectory.palette import PALETTE
-    from ..trajectory.render import box_thickness, draw_box
+    """Trajectory maps of label videos (..., T, H, W) (value = object id), rendered by the trajectory
+    layer: uint8 (..., T, H, W, 3)."""
+    from ..trajectory import from_label_masks, render
 
-    lut = PALETTE.copy()
-    lut[0] = 0
-    maps = lut[np.clip(labels, 0, 255)]
-    if kind == "mask":
-        return maps
-    flat, out = labels.reshape(-1, *labels.shape[-3:]), np.zeros_like(maps).reshape(-1, *maps.shape[-4:])
-    th = box_thickness(labels.shape[-2], labels.shape[-1])
+    flat = labels.reshape(-1, *labels.shape[-3:])
+    out = np.zeros((*flat.shape, 3), dtype=np.uint8)
     for v, clip in enumerate(flat):
-        out[v, 0] = maps.reshape(out.shape)[v, 0]
-        for t in range(1, clip.shape[0]):
-            for i in np.unique(clip[t])[1:]:
-                ys, xs = np.nonzero(clip[t] == i)
-                draw_box(out[v, t], (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), lut[i], th)
-    return out.reshape(maps.shape)
+        if clip.any():
+            out[v] = render(from_label_masks(clip), kind)
+    return out.reshape(*labels.shape, 3)
 
 
 def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: float = 1e-3) -> Path:

@@ -1,0 +1,52 @@
+"""The tiny-model recipe's own pieces (magicmotion.training.tiny): the synthetic clips and the
+trajectory maps its VAE trains on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from magicmotion.trajectory import PALETTE, palette_index
+from magicmotion.training import tiny
+
+
+def test_world_clips_are_seeded_and_labelled():
+    frames, labels = tiny.world_clips(3, seed=5)
+    assert frames.shape == (3, tiny.FRAMES, tiny.SIZE[1], tiny.SIZE[0], 3) and frames.dtype == np.uint8
+    assert labels.shape == frames.shape[:-1]
+    again, _ = tiny.world_clips(3, seed=5)
+    np.testing.assert_array_equal(frames, again)
+    assert all(1 <= len(np.unique(clip[0])) - 1 <= 5 for clip in labels)
+
+
+def test_mask_maps_paint_each_label_in_its_palette_colour():
+    _, labels = tiny.world_clips(2, seed=1)
+    maps = tiny.trajectory_maps(labels, "mask")
+    assert maps.shape == (*labels.shape, 3)
+    for oid in np.unique(labels)[1:]:
+        np.testing.assert_array_equal(maps[labels == oid], np.broadcast_to(PALETTE[palette_index(oid)], ((labels == oid).sum(), 3)))
+    assert not maps[labels == 0].any()
+
+
+def test_box_maps_outline_the_tight_box_after_a_filled_first_frame():
+    _, labels = tiny.world_clips(2, seed=3)
+    labels = labels[:, :, 8:40, 16:48]  # a crop, as the VAE sees them: objects may leave it
+    maps = tiny.trajectory_maps(labels, "box")
+    np.testing.assert_array_equal(maps[:, 0], tiny.trajectory_maps(labels[:, :1], "mask")[:, 0])
+    for clip, clip_maps in zip(labels, maps):
+        for t in range(1, clip.shape[0]):
+            for oid in np.unique(clip[t])[1:]:
+                ys, xs = np.nonzero(clip[t] == oid)
+                y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+                colour = PALETTE[palette_index(oid)]
+                # the tight box's border is painted all round (thickness 1 at this size; where
+                # boxes cross, the later object's colour), in this object's colour somewhere
+                f = clip_maps[t]
+                border = np.concatenate([f[y0, x0:x1 + 1], f[y1, x0:x1 + 1], f[y0:y1 + 1, x0], f[y0:y1 + 1, x1]])
+                assert border.any(axis=-1).all()
+                assert (border == colour).all(axis=-1).any()
+
+
+def test_empty_crop_gives_black_maps():
+    labels = np.zeros((2, 5, 16, 16), dtype=np.int32)
+    assert not tiny.trajectory_maps(labels, "box").any()
+
