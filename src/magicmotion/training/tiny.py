@@ -116,8 +116,8 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
     Half the steps see whole 17-frame clips (the causal cache over every 4-frame chunk), a quarter
     single frames (the causal VAE encodes frame 0 alone), a quarter trajectory maps, mask and box
     (palette colours on black: the ControlNet's input and the segment head's target are VAE latents
-    of such videos). Object pixels weigh 5x in the loss: objects are small, and a plain pixel loss spends the
-    model on the background. Checkpoints every 500 steps under work/vae-ckpt.
+    of such videos). Object pixels weigh 5x in the loss: objects are small, and a plain pixel loss
+    spends the model on the background. Checkpoints every 500 steps under work/vae-ckpt.
     """
     from diffusers import AutoencoderKLWan
 
@@ -478,11 +478,11 @@ def main(argv=None) -> int:
     p.add_argument("--train-clips", type=int, default=2000)
     p.add_argument("--test-clips", type=int, default=150)
     p.add_argument("--vae-steps", type=int, default=4000)
-    p.add_argument("--base-steps", type=int, default=4000)
+    p.add_argument("--base-steps", type=int, default=3000)
     p.add_argument("--stage-steps", type=int, default=None, help="override every stage's max_steps")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--examples", default="examples")
-    p.add_argument("--bench-steps", type=int, default=20)
+    p.add_argument("--bench-steps", type=int, default=10)
     p.add_argument("--per-bucket", type=int, default=20)
     args = p.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
