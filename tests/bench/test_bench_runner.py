@@ -116,3 +116,15 @@ def test_run_with_the_tiny_pipeline(tmp_path):
     settings = json.loads((out / "run.json").read_text())["settings"]
     assert settings["pipeline"] == "MagicMotionWanPipeline" and settings["num_inference_steps"] == 2
     assert np.asarray(video).std() > 0  # a decoded video, not an empty array
+
+
+def test_default_guidance_is_the_tiny_models_without_a_base_and_the_papers_with_one(bench_set, tmp_path):
+    from magicmotion.pipelines.loading import DEFAULT_GUIDANCE, TINY_GUIDANCE
+
+    run_bench(bench_set, tmp_path / "tiny", generate_fn=frozen, limit=1, progress=False)
+    run_bench(bench_set, tmp_path / "real", base="some/model", generate_fn=frozen, limit=1, progress=False)
+    run_bench(bench_set, tmp_path / "given", base="some/model", guidance_scale=3.5, generate_fn=frozen,
+              limit=1, progress=False)
+    got = [json.loads((tmp_path / n / "run.json").read_text())["settings"]["guidance_scale"]
+           for n in ("tiny", "real", "given")]
+    assert got == [TINY_GUIDANCE, DEFAULT_GUIDANCE, 3.5] and TINY_GUIDANCE != DEFAULT_GUIDANCE

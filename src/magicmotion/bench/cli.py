@@ -76,7 +76,8 @@ def register(sub) -> None:
                    help="trajectory kind (default box)")
     r.add_argument("--control-scale", type=float, default=1.0, help="ControlNet scale (default 1; 0 = floor)")
     r.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    r.add_argument("--guidance", type=float, default=6.0, help="guidance scale (default 6)")
+    r.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale (default 6; 1 for the shipped tiny model)")
     r.add_argument("--seed", type=int, default=0, help="seed, the same for every clip (default 0)")
     r.add_argument("--limit", type=int, default=None, help="only the first N clips")
     r.add_argument("--size", type=_size, default=None, help="output size WxH (default: the pipeline's)")

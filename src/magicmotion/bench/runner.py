@@ -73,7 +73,7 @@ def bench_records(bench_root: str | os.PathLike) -> list[dict]:
 
 def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, controlnet=None,
               kind: str = "box", control_scale: float = 1.0, num_inference_steps: int = 50,
-              guidance_scale: float = 6.0, seed: int = 0, limit: int | None = None,
+              guidance_scale: float | None = None, seed: int = 0, limit: int | None = None,
               ground_truth: bool = False, size: tuple[int, int] | None = None, sparse_keys: int = 4,
               device: str | None = None, dtype=None, offload: str = "none", label: str | None = None,
               pipeline=None, generate_fn: GenerateFn | None = None, progress: bool = True) -> dict:
@@ -81,6 +81,7 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
 
     base, controlnet: as `magicmotion.pipelines.loading.load_pipeline` (base None: the shipped tiny
     model); kind: trajectory kind; control_scale: ControlNet conditioning scale (0: the floor);
+    guidance_scale: default 6, or 1 for the shipped tiny model (`default_guidance`);
     seed: the same seed for every clip; size: (W, H) of the output (default: the pipeline's choice from
     the clip's size); ground_truth: copy the benchmark's own videos instead (the ceiling);
     pipeline: an already loaded MagicMotion pipeline (then base / controlnet only name it in run.json).
@@ -98,6 +99,10 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
         records = records[:limit]
     if kind not in KINDS:
         raise BenchError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if guidance_scale is None:
+        from ..pipelines.loading import default_guidance
+
+        guidance_scale = default_guidance(base)
     if ground_truth:
         settings = {"ground_truth": True, "size": list(size) if size else None}
     else:

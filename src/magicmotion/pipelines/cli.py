@@ -51,7 +51,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="MP4", help="output video (.mp4)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt (default empty)")
     p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    p.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance scale (default 6)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default 6; 1 for the shipped tiny model)")
     p.add_argument("--control-scale", type=float, default=1.0, help="ControlNet conditioning scale (default 1)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded in OUT.json)")
     p.add_argument("--frames", type=int, default=None,
@@ -103,9 +104,11 @@ def check_args(args) -> tuple[tuple[int, int] | None, object]:
 def run_generate(args) -> int:
     from .. import __version__
     from .generate import generate, random_seed, write_outputs
-    from .loading import load_pipeline
+    from .loading import default_guidance, load_pipeline
 
     size, traj = check_args(args)
+    if args.guidance is None:
+        args.guidance = default_guidance(args.base)
     pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
                          dtype=args.dtype, offload=args.offload)
     seed = random_seed() if args.seed is None else args.seed

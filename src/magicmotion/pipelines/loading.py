@@ -24,6 +24,17 @@ logger = logging.getLogger(__name__)
 
 TINY_MODEL_DIR = Path(magicmotion.__file__).parent / "assets" / "tiny"
 KIND_STAGE = {"mask": "stage1", "box": "stage2", "sparse_box": "stage3"}
+# Classifier-free guidance for the shipped tiny model. Its text encoder is random and frozen, so the
+# conditional and unconditional predictions differ by little more than noise, and the paper's 6
+# amplifies that noise into coloured blotches over the background; 1 (no guidance) keeps the frame.
+TINY_GUIDANCE = 1.0
+DEFAULT_GUIDANCE = 6.0  # the paper's, for real models
+
+
+def default_guidance(base) -> float:
+    """The guidance scale to use when none is given: `TINY_GUIDANCE` for the shipped tiny model
+    (`base` None), the paper's 6 otherwise."""
+    return TINY_GUIDANCE if base is None else DEFAULT_GUIDANCE
 MODELS = ("wan", "cogvideox")
 OFFLOAD = ("none", "model", "sequential")
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
@@ -301,7 +312,7 @@ def load_pipeline(
 
 
 __all__ = [
-    "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_MODEL_DIR", "base_config", "detect_model", "is_hub_id",
-    "load_controlnet", "load_pipeline", "resolve_device", "resolve_dtype", "tiny_model_paths",
+    "DEFAULT_GUIDANCE", "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_GUIDANCE", "TINY_MODEL_DIR", "base_config",
+    "default_guidance", "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "resolve_device", "resolve_dtype", "tiny_model_paths",
     "transformer_config",
 ]

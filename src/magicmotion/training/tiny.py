@@ -438,6 +438,7 @@ def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bu
     from ..bench.runner import run_bench
     from ..bench.score import score_run
     from ..bench.sets import build_bench
+    from ..pipelines.loading import TINY_GUIDANCE
 
     bench = work / "bench"
     build_bench(work / "data" / "heldout", bench, per_bucket=per_bucket, num_frames=FRAMES,
@@ -463,7 +464,8 @@ def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bu
         if "controlnet" in kw and not Path(kw["controlnet"]).exists():
             log(f"bench: skipping {label} ({kw['controlnet']} missing)")
             continue
-        run_bench(bench, runs / name, base=base, num_inference_steps=steps, seed=0, label=label, **kw)
+        run_bench(bench, runs / name, base=base, num_inference_steps=steps, guidance_scale=TINY_GUIDANCE,
+                  seed=0, label=label, **kw)
         score_run(runs / name, segmenter="classic")
         done.append((label, runs / name))
         log(f"bench: {label} scored")
