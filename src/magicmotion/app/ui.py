@@ -32,6 +32,7 @@ import gradio as gr
 import numpy as np
 
 from ..errors import MagicMotionError, MediaError, TrajectoryError
+from ..pipelines.loading import DEFAULT_GUIDANCE, TINY_GUIDANCE
 from ..trajectory import KINDS, MAX_SPARSE_KEYS, render, resize_crop
 from . import drawing as dr
 
@@ -42,15 +43,15 @@ POINT_LABELS = ("On the object", "Background")
 PREVIEW_SIDE = 512  # the preview GIF's longer side, at most
 MAX_UPLOAD = "25mb"  # the server refuses larger uploads
 
-# Sampling settings shown in the page (keys are those of `generate`'s settings); guidance 1 for the
-# tiny model (see `magicmotion.pipelines.loading.TINY_GUIDANCE`). Width and height 0:
+# Sampling settings shown in the page (keys are those of `generate`'s settings). Width and height 0:
 # the shipped tiny model makes about TINY_AREA pixels in the frame's shape (it was trained at 64x64);
 # another model its own default size for the frame.
 DEFAULT_SETTINGS = {
-    "num_frames": 17, "num_inference_steps": 25, "seed": 0, "guidance_scale": 1.0,
+    "num_frames": 17, "num_inference_steps": 25, "seed": 0, "guidance_scale": TINY_GUIDANCE,
     "controlnet_conditioning_scale": 1.0, "width": 0, "height": 0, "fps": 8,
 }
-REAL_MODEL_SETTINGS = {"num_frames": 49, "num_inference_steps": 50, "guidance_scale": 6.0, "fps": 16}
+REAL_MODEL_SETTINGS = {"num_frames": 49, "num_inference_steps": 50, "guidance_scale": DEFAULT_GUIDANCE,
+                       "fps": 16}
 TINY_AREA = 64 * 64
 # Settings a spec written by the app brings back, in the order of the page's fields after the prompt.
 SPEC_SETTINGS = (("seed", int), ("num_inference_steps", int), ("guidance_scale", float),

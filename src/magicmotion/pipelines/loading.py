@@ -29,18 +29,18 @@ KIND_STAGE = {"mask": "stage1", "box": "stage2", "sparse_box": "stage3"}
 # amplifies that noise into coloured blotches over the background; 1 (no guidance) keeps the frame.
 TINY_GUIDANCE = 1.0
 DEFAULT_GUIDANCE = 6.0  # the paper's, for real models
-
-
-def default_guidance(base) -> float:
-    """The guidance scale to use when none is given: `TINY_GUIDANCE` for the shipped tiny model
-    (`base` None), the paper's 6 otherwise."""
-    return TINY_GUIDANCE if base is None else DEFAULT_GUIDANCE
 MODELS = ("wan", "cogvideox")
 OFFLOAD = ("none", "model", "sequential")
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
           "fp32": "float32", "float32": "float32"}
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def default_guidance(base) -> float:
+    """The guidance scale to use when none is given: `TINY_GUIDANCE` for the shipped tiny model
+    (`base` None), the paper's 6 otherwise."""
+    return TINY_GUIDANCE if base is None else DEFAULT_GUIDANCE
 
 
 def is_hub_id(name: str | os.PathLike) -> bool:
@@ -313,6 +313,6 @@ def load_pipeline(
 
 __all__ = [
     "DEFAULT_GUIDANCE", "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_GUIDANCE", "TINY_MODEL_DIR", "base_config",
-    "default_guidance", "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "resolve_device", "resolve_dtype", "tiny_model_paths",
-    "transformer_config",
+    "default_guidance", "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "resolve_device",
+    "resolve_dtype", "tiny_model_paths", "transformer_config",
 ]

@@ -60,23 +60,6 @@ def phase_data(work: Path, train_clips: int, test_clips: int) -> None:
                test_fraction=1.0)
 
 
-def load_videos(root: Path, limit: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """All clips of a dataset as uint8 (N, T, H, W, 3), cached as .npy beside it."""
-    from ..data.dataset import read_index
-    from ..io import read_video
-
-    cache = root / "videos.npy"
-    records = read_index(root)[:limit]
-    captions = [r["caption"] for r in records]
-    if cache.exists():
-        arr = np.load(cache, mmap_mode="r")
-        if len(arr) == len(records):
-            return arr, captions
-    arr = np.stack([read_video(root / r["video"])[0][:FRAMES] for r in tqdm(records, desc="read videos")])
-    np.save(cache, arr)
-    return arr, captions
-
-
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W) in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
