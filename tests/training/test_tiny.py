@@ -3,7 +3,10 @@ trajectory maps its VAE trains on."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import torch
 
 from magicmotion.trajectory import PALETTE, palette_index
 from magicmotion.training import tiny
@@ -50,3 +53,31 @@ def test_empty_crop_gives_black_maps():
     labels = np.zeros((2, 5, 16, 16), dtype=np.int32)
     assert not tiny.trajectory_maps(labels, "box").any()
 
+
+
+class _RoundTrip:
+    """A stand-in autoencoder: encode is the identity, decode applies `fn` to the latents."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def encode(self, x):
+        return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: x))
+
+    def decode(self, z):
+        return SimpleNamespace(sample=self.fn(z))
+
+
+def test_outline_recall_counts_the_drawn_pixels_that_survive_the_round_trip():
+    _, labels = tiny.world_clips(2, seed=4)
+    assert tiny.outline_recall(_RoundTrip(lambda z: z), labels, "box") == 1.0
+    assert tiny.outline_recall(_RoundTrip(lambda z: torch.full_like(z, -1.0)), labels, "box") == 0.0
+
+    def lose_right_half(z):  # the round trip keeps only the left half of each frame
+        z = z.clone()
+        z[..., z.shape[-1] // 2:] = -1.0
+        return z
+
+    drawn = tiny.trajectory_maps(labels, "box")[:, 1:].max(-1) > 0
+    left = drawn[..., : drawn.shape[-1] // 2].sum() / drawn.sum()
+    assert abs(tiny.outline_recall(_RoundTrip(lose_right_half), labels, "box") - left) < 1e-6

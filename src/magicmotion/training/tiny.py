@@ -6,6 +6,8 @@ Phases, each skipped when its output exists (so a re-run resumes):
   base   a tiny Wan image-to-video transformer (no control) trained with flow matching to continue a
          first frame; saved with the VAE, a tiny UMT5 text encoder and a word tokenizer as a diffusers
          WanImageToVideoPipeline folder
+  maps   the VAE fine-tuned for trajectory maps (box outlines), video latents held in place; the
+         stage clips precomputed with it
   stages the three MagicMotion stages and the two ablations with `magicmotion.training.train`
          (configs/tiny/*.yaml)
   bench  MagicBench-style evaluation on the held-out clips, written to docs/tiny-model.md
@@ -185,6 +187,103 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
     return out
 
 
+def outline_recall(vae, labels: np.ndarray, kind: str) -> float:
+    """The share of a trajectory map's drawn pixels (frames 1..T-1) that come back drawn after the
+    VAE's round trip: how much of the trajectory its latents carry."""
+    x = to_tensor(trajectory_maps(labels, kind))
+    with torch.no_grad():
+        y = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    drawn, back = (x.amax(1) > -0.8)[:, 1:], (y.amax(1) > -0.5)[:, 1:]
+    return ((drawn & back).sum() / drawn.sum().clamp(min=1)).item()
+
+
+def phase_maps(work: Path, steps: int, seed: int = 0, crop: int = 32, lr: float = 2e-4,
+               anchor: float = 5.0) -> Path:
+    """Fine-tune the VAE for trajectory maps, after the base is trained on its video latents.
+
+    The VAE of phase `vae` keeps videos but drops most of a box map's one-pixel outlines (they are a
+    twentieth of the pixels and weigh little in its loss): the ControlNet then sees almost nothing of
+    a box trajectory. Here map crops (3 box, 1 mask in 8 steps) are weighted 11x on their drawn pixels,
+    and video crops (every other step) keep their reconstruction loss plus an anchor that holds their
+    normalised latents to the old encoder's, so the base trained on those latents stays valid.
+    Writes work/vae-maps, puts it into the base folder, then precomputes the stage clips with it
+    (work/precomputed).
+    """
+    from diffusers import AutoencoderKLWan
+
+    from .precompute import precompute
+
+    out, pre = work / "vae-maps", work / "precomputed"
+    if not (out / "config.json").exists():
+        videos, labels = world_clips(2000, seed=100)
+        held = world_clips(16, seed=999)[1]
+        old = AutoencoderKLWan.from_pretrained(work / "vae").eval().requires_grad_(False)
+        vae = AutoencoderKLWan.from_pretrained(work / "vae").train()
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+        before = {k: outline_recall(old, held, k) for k in ("mask", "box")}
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        opt = torch.optim.Adam(vae.parameters(), lr=lr)
+        bar = tqdm(range(steps), desc="vae maps")
+        ema = {}
+        for step in bar:
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / 50)
+            kind = None if step % 2 else ("mask" if step % 8 == 6 else "box")
+            idx = rng.integers(0, len(videos), 2)
+            y, x = rng.integers(0, SIZE[1] - crop + 1, 2), rng.integers(0, SIZE[0] - crop + 1, 2)
+            lab = np.stack([labels[i, :, a:a + crop, b:b + crop] for i, a, b in zip(idx, y, x)])
+            if kind:
+                pix = trajectory_maps(lab, kind)
+                w = 1.0 + 10.0 * torch.from_numpy(pix.max(-1) > 0).float()[:, None]
+            else:
+                pix = np.stack([videos[i, :, a:a + crop, b:b + crop] for i, a, b in zip(idx, y, x)])
+                w = 1.0 + 4.0 * torch.from_numpy(lab > 0).float()[:, None]
+            inp = to_tensor(pix)
+            z = vae.encode(inp).latent_dist.mode()
+            rec = vae.decode(z).sample
+            err = (rec - inp).pow(2) + 0.5 * (rec - inp).abs()
+            loss = (err * w).mean() / w.mean()
+            if not kind:
+                with torch.no_grad():
+                    z_old = old.encode(inp).latent_dist.mode()
+                drift = ((z - z_old) * inv_std).pow(2).mean()
+                loss = loss + anchor * drift
+                ema["drift"] = drift.item() if "drift" not in ema else 0.98 * ema["drift"] + 0.02 * drift.item()
+            key = kind or "video"
+            ema[key] = loss.item() if key not in ema else 0.98 * ema[key] + 0.02 * loss.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            bar.set_postfix({k: f"{v:.4f}" for k, v in ema.items()})
+        vae.eval()
+        after = {k: outline_recall(vae, held, k) for k in ("mask", "box")}
+        x = to_tensor(videos[-8:])
+        with torch.no_grad():
+            z_old, z = old.encode(x).latent_dist.mode(), vae.encode(x).latent_dist.mode()
+            psnr = psnr_of(vae.decode(z).sample, x)
+        drift = (((z - z_old) * inv_std).pow(2).mean()).item()
+        tmp = work / "vae-maps.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        vae.save_pretrained(tmp)
+        tmp.rename(out)
+        stats = {"steps": steps, "recall_before": before, "recall_after": after, "clip_psnr_db": psnr,
+                 "video_latent_drift": drift}
+        (work / "vae-maps.json").write_text(json.dumps(stats))
+        log(f"vae maps: drawn pixels kept, mask {before['mask']:.2f} -> {after['mask']:.2f}, box "
+            f"{before['box']:.2f} -> {after['box']:.2f}; clip PSNR {psnr:.1f} dB, video latent drift {drift:.4f}")
+    base_vae = work / "base" / "vae"
+    if not (pre / "index.json").exists():
+        tmp = work / "base" / "vae.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(out, tmp)
+        shutil.rmtree(base_vae)
+        tmp.rename(base_vae)
+        precompute(stage_config("stage1", work), pre, kinds=["mask", "box", "sparse_box"])
+    return out
+
+
 def psnr_of(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = ((a.clamp(-1, 1) - b) / 2).pow(2).mean().item()
     return 10 * math.log10(1.0 / max(mse, 1e-12))
@@ -275,9 +374,9 @@ def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: 
     model = WanTransformer3DModel(**BASE_CONFIG)
     if not (out / "model_index.json").exists():
         save_base(out, vae, model, seed)
-    pre = work / "precomputed"
+    pre = work / "precomputed-base"
     if not (pre / "index.json").exists():
-        precompute(stage_config("stage1", work), pre, kinds=["mask", "box", "sparse_box"])
+        precompute(stage_config("stage1", work), pre, kinds=[])  # videos, first frames, prompts (and mask maps)
     data = load_precomputed(pre)
     latents, conds, texts = data["latents"], data["image_condition"], data["prompt_embeds"]
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
@@ -459,11 +558,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="src/magicmotion/assets/tiny")
     p.add_argument("--work", default="runs/tiny")
-    p.add_argument("--phases", default="data,vae,base,stages,examples,bench")
+    p.add_argument("--phases", default="data,vae,base,maps,stages,examples,bench")
     p.add_argument("--train-clips", type=int, default=2000)
     p.add_argument("--test-clips", type=int, default=150)
     p.add_argument("--vae-steps", type=int, default=4000)
     p.add_argument("--base-steps", type=int, default=3000)
+    p.add_argument("--maps-steps", type=int, default=1200)
     p.add_argument("--stage-steps", type=int, default=None, help="override every stage's max_steps")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--examples", default="examples")
@@ -484,6 +584,9 @@ def main(argv=None) -> int:
     if "base" in phases:
         phase_base(work, args.base_steps)
         log(f"base done ({time.time() - t0:.0f} s)")
+    if "maps" in phases:
+        phase_maps(work, args.maps_steps)
+        log(f"maps done ({time.time() - t0:.0f} s)")
     if "stages" in phases:
         phase_stages(work, STAGES + ([] if args.no_ablations else ABLATIONS), args.stage_steps)
         ship(work, out)
