@@ -81,3 +81,22 @@ def test_outline_recall_counts_the_drawn_pixels_that_survive_the_round_trip():
     drawn = tiny.trajectory_maps(labels, "box")[:, 1:].max(-1) > 0
     left = drawn[..., : drawn.shape[-1] // 2].sum() / drawn.sum()
     assert abs(tiny.outline_recall(_RoundTrip(lose_right_half), labels, "box") - left) < 1e-6
+
+
+def test_finetune_for_maps_trains_a_copy_and_leaves_the_old_vae_alone():
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    old = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, attn_scales=[],
+                           temperal_downsample=[True], latents_mean=[0.0] * 4, latents_std=[0.5] * 4)
+    before = {k: v.clone() for k, v in old.state_dict().items()}
+    frames, labels = tiny.world_clips(3, seed=0)
+    frames, labels = frames[:, :5, :16, :16], labels[:, :5, :16, :16]
+    new = tiny.finetune_for_maps(old, frames, labels, steps=4, crop=16, lr=1e-3)
+    assert new is not old and not new.training and dict(new.config) == dict(old.config)
+    for k, v in old.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    assert any(not torch.equal(v, new.state_dict()[k]) for k, v in before.items())
+    again = tiny.finetune_for_maps(old, frames, labels, steps=4, crop=16, lr=1e-3)  # seeded
+    for k, v in new.state_dict().items():
+        torch.testing.assert_close(v, again.state_dict()[k])

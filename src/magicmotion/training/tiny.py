@@ -197,17 +197,67 @@ def outline_recall(vae, labels: np.ndarray, kind: str) -> float:
     return ((drawn & back).sum() / drawn.sum().clamp(min=1)).item()
 
 
-def phase_maps(work: Path, steps: int, seed: int = 0, crop: int = 32, lr: float = 2e-4,
-               anchor: float = 5.0) -> Path:
-    """Fine-tune the VAE for trajectory maps, after the base is trained on its video latents.
+def finetune_for_maps(old, videos: np.ndarray, labels: np.ndarray, steps: int, seed: int = 0, crop: int = 32,
+                      lr: float = 2e-4, anchor: float = 5.0):
+    """A copy of the VAE `old` fine-tuned for trajectory maps, its video latents held to `old`'s.
+
+    Map crops (3 box, 1 mask in 8 steps) are weighted 11x on their drawn pixels; video crops (every
+    other step) keep their reconstruction loss plus `anchor` x the mean squared drift of their
+    normalised latents from `old`'s. `videos` uint8 (N, T, H, W, 3) and `labels` (N, T, H, W) as
+    `world_clips` returns them. Returns the new VAE in eval mode; `old` is left as it was.
+    """
+    old = old.eval().requires_grad_(False)
+    vae = copy.deepcopy(old).train().requires_grad_(True)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(vae.parameters(), lr=lr)
+    height, width = videos.shape[2:4]
+    bar = tqdm(range(steps), desc="vae maps")
+    ema = {}
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 50)
+        kind = None if step % 2 else ("mask" if step % 8 == 6 else "box")
+        idx = rng.integers(0, len(videos), 2)
+        y, x = rng.integers(0, height - crop + 1, 2), rng.integers(0, width - crop + 1, 2)
+        lab = np.stack([labels[i, :, a:a + crop, b:b + crop] for i, a, b in zip(idx, y, x)])
+        if kind:
+            pix = trajectory_maps(lab, kind)
+            w = 1.0 + 10.0 * torch.from_numpy(pix.max(-1) > 0).float()[:, None]
+        else:
+            pix = np.stack([videos[i, :, a:a + crop, b:b + crop] for i, a, b in zip(idx, y, x)])
+            w = 1.0 + 4.0 * torch.from_numpy(lab > 0).float()[:, None]
+        inp = to_tensor(pix)
+        z = vae.encode(inp).latent_dist.mode()
+        rec = vae.decode(z).sample
+        err = (rec - inp).pow(2) + 0.5 * (rec - inp).abs()
+        loss = (err * w).mean() / w.mean()
+        if not kind:
+            with torch.no_grad():
+                z_old = old.encode(inp).latent_dist.mode()
+            drift = ((z - z_old) * inv_std).pow(2).mean()
+            loss = loss + anchor * drift
+            ema["drift"] = drift.item() if "drift" not in ema else 0.98 * ema["drift"] + 0.02 * drift.item()
+        key = kind or "video"
+        ema[key] = loss.item() if key not in ema else 0.98 * ema[key] + 0.02 * loss.item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        bar.set_postfix({k: f"{v:.4f}" for k, v in ema.items()})
+    return vae.eval()
+
+
+def phase_maps(work: Path, steps: int, seed: int = 0) -> Path:
+    """Fine-tune the VAE for trajectory maps (`finetune_for_maps`), after the base is trained on its
+    video latents.
 
     The VAE of phase `vae` keeps videos but drops most of a box map's one-pixel outlines (they are a
     twentieth of the pixels and weigh little in its loss): the ControlNet then sees almost nothing of
-    a box trajectory. Here map crops (3 box, 1 mask in 8 steps) are weighted 11x on their drawn pixels,
-    and video crops (every other step) keep their reconstruction loss plus an anchor that holds their
-    normalised latents to the old encoder's, so the base trained on those latents stays valid.
-    Writes work/vae-maps, puts it into the base folder, then precomputes the stage clips with it
-    (work/precomputed).
+    a box trajectory. The fine-tune holds the video latents in place, so the base trained on them
+    stays valid. Writes work/vae-maps, puts it into the base folder, then precomputes the stage clips
+    with it (work/precomputed).
     """
     from diffusers import AutoencoderKLWan
 
@@ -217,49 +267,12 @@ def phase_maps(work: Path, steps: int, seed: int = 0, crop: int = 32, lr: float 
     if not (out / "config.json").exists():
         videos, labels = world_clips(2000, seed=100)
         held = world_clips(16, seed=999)[1]
-        old = AutoencoderKLWan.from_pretrained(work / "vae").eval().requires_grad_(False)
-        vae = AutoencoderKLWan.from_pretrained(work / "vae").train()
-        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+        old = AutoencoderKLWan.from_pretrained(work / "vae").eval()
         before = {k: outline_recall(old, held, k) for k in ("mask", "box")}
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        opt = torch.optim.Adam(vae.parameters(), lr=lr)
-        bar = tqdm(range(steps), desc="vae maps")
-        ema = {}
-        for step in bar:
-            for group in opt.param_groups:
-                group["lr"] = lr * min(1.0, (step + 1) / 50)
-            kind = None if step % 2 else ("mask" if step % 8 == 6 else "box")
-            idx = rng.integers(0, len(videos), 2)
-            y, x = rng.integers(0, SIZE[1] - crop + 1, 2), rng.integers(0, SIZE[0] - crop + 1, 2)
-            lab = np.stack([labels[i, :, a:a + crop, b:b + crop] for i, a, b in zip(idx, y, x)])
-            if kind:
-                pix = trajectory_maps(lab, kind)
-                w = 1.0 + 10.0 * torch.from_numpy(pix.max(-1) > 0).float()[:, None]
-            else:
-                pix = np.stack([videos[i, :, a:a + crop, b:b + crop] for i, a, b in zip(idx, y, x)])
-                w = 1.0 + 4.0 * torch.from_numpy(lab > 0).float()[:, None]
-            inp = to_tensor(pix)
-            z = vae.encode(inp).latent_dist.mode()
-            rec = vae.decode(z).sample
-            err = (rec - inp).pow(2) + 0.5 * (rec - inp).abs()
-            loss = (err * w).mean() / w.mean()
-            if not kind:
-                with torch.no_grad():
-                    z_old = old.encode(inp).latent_dist.mode()
-                drift = ((z - z_old) * inv_std).pow(2).mean()
-                loss = loss + anchor * drift
-                ema["drift"] = drift.item() if "drift" not in ema else 0.98 * ema["drift"] + 0.02 * drift.item()
-            key = kind or "video"
-            ema[key] = loss.item() if key not in ema else 0.98 * ema[key] + 0.02 * loss.item()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            opt.step()
-            bar.set_postfix({k: f"{v:.4f}" for k, v in ema.items()})
-        vae.eval()
+        vae = finetune_for_maps(old, videos, labels, steps, seed=seed)
         after = {k: outline_recall(vae, held, k) for k in ("mask", "box")}
         x = to_tensor(videos[-8:])
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
         with torch.no_grad():
             z_old, z = old.encode(x).latent_dist.mode(), vae.encode(x).latent_dist.mode()
             psnr = psnr_of(vae.decode(z).sample, x)
