@@ -100,3 +100,21 @@ def test_finetune_for_maps_trains_a_copy_and_leaves_the_old_vae_alone():
     again = tiny.finetune_for_maps(old, frames, labels, steps=4, crop=16, lr=1e-3)  # seeded
     for k, v in new.state_dict().items():
         torch.testing.assert_close(v, again.state_dict()[k])
+
+
+def test_vae_round_trip_generator_returns_the_clip_through_the_vae(tmp_path):
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, attn_scales=[],
+                           temperal_downsample=[True])
+    vae.save_pretrained(tmp_path / "vae")
+    frames, _ = tiny.world_clips(1, seed=2)
+    frames = frames[0, :5, :16, :16]
+    out = tiny.vae_round_trip(tmp_path / "vae")(SimpleNamespace(frames=frames), None)
+    assert out.dtype == np.uint8 and out.shape == frames.shape
+    with torch.no_grad():
+        x = tiny.to_tensor(frames[None])
+        want = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    want = ((want[0].permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
+    np.testing.assert_array_equal(out, want)

@@ -526,6 +526,22 @@ def phase_examples(work: Path, examples: Path, clip_index: int = 3) -> None:
 # ----------------------------------------------------------------------------------------- bench
 
 
+def vae_round_trip(vae_dir: Path):
+    """A bench generator (`run_bench(generate_fn=...)`) that returns each clip's own frames after a
+    round trip through the VAE at `vae_dir`: the best any model on that VAE can score."""
+    from diffusers import AutoencoderKLWan
+
+    vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
+
+    def generate(clip, trajectory) -> np.ndarray:
+        x = to_tensor(np.asarray(clip.frames)[None])
+        with torch.no_grad():
+            y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        return ((y[0].permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+    return generate
+
+
 def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bucket: int = 25) -> dict:
     """Held-out MagicBench-style evaluation of the shipped model, the ablations, the floor (control
     scale 0) and the ceiling (ground-truth videos), written to docs/tiny-model.md."""
@@ -543,6 +559,7 @@ def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bu
     base = model_dir / "base"
     plan = [
         ("ground truth (ceiling)", "gt", dict(ground_truth=True, kind="box")),
+        ("ground truth through the VAE", "vae", dict(generate_fn=vae_round_trip(base / "vae"), kind="box")),
         ("control scale 0 (floor)", "scale0", dict(controlnet=model_dir / "stage2" / "controlnet",
                                                    kind="box", control_scale=0.0)),
         ("stage 1, mask", "stage1-mask", dict(controlnet=model_dir / "stage1" / "controlnet", kind="mask")),
