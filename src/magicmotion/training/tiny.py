@@ -544,7 +544,8 @@ def vae_round_trip(vae_dir: Path):
 
 def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bucket: int = 25) -> dict:
     """Held-out MagicBench-style evaluation of the shipped model, the ablations, the floor (control
-    scale 0) and the ceiling (ground-truth videos), written to docs/tiny-model.md."""
+    scale 0), the ceiling (ground-truth videos) and the VAE's ceiling (those videos through the VAE),
+    written to work/bench-report (copied into docs/tiny-model/ by hand)."""
     from ..bench.report import report
     from ..bench.runner import run_bench
     from ..bench.score import score_run
