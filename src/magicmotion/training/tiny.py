@@ -10,7 +10,7 @@ Phases, each skipped when its output exists (so a re-run resumes):
          stage clips precomputed with it
   stages the three MagicMotion stages and the two ablations with `magicmotion.training.train`
          (configs/tiny/*.yaml)
-  bench  MagicBench-style evaluation on the held-out clips, written to docs/tiny-model.md
+  bench  MagicBench-style evaluation on the held-out clips, written to work/bench-report
 
     python -m magicmotion.training.tiny --out src/magicmotion/assets/tiny --work runs/tiny
 """
