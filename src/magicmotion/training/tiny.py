@@ -67,6 +67,22 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
 
 
+def round_trip(vae, x: torch.Tensor) -> torch.Tensor:
+    """x (B, 3, T, H, W) in [-1, 1] -> the VAE's reconstruction from its posterior's mode."""
+    return vae.decode(vae.encode(x).latent_dist.mode()).sample
+
+
+def latent_drift(vae, z: torch.Tensor, z_ref: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of two latents after normalising by the VAE's `latents_std`."""
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std, device=z.device).view(1, -1, 1, 1, 1)
+    return ((z - z_ref) * inv_std).pow(2).mean()
+
+
+def ema_update(ema: dict[str, float], key: str, value: float, decay: float = 0.98) -> None:
+    """Exponential moving average of a logged value, started at its first value."""
+    ema[key] = value if key not in ema else decay * ema[key] + (1 - decay) * value
+
+
 # ------------------------------------------------------------------------------------------- vae
 
 
@@ -142,7 +158,7 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
         kind = step % 8
         maps = "mask" if kind == 3 else "box" if kind == 7 else None
         x, w = crops(16, 1) if kind in (1, 5) else crops(2, FRAMES, maps)
-        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        rec = round_trip(vae, x)
         err = (rec - x).pow(2) + 0.5 * (rec - x).abs()
         loss = (err * w).mean() / w.mean()
         opt.zero_grad(set_to_none=True)
@@ -174,9 +190,9 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
         vae.register_to_config(latents_mean=lat.mean(dim=(0, 2, 3, 4)).tolist(),
                                latents_std=lat.std(dim=(0, 2, 3, 4)).tolist())
         x = to_tensor(videos[-8:])
-        psnr = psnr_of(vae.decode(vae.encode(x).latent_dist.mode()).sample, x)
+        psnr = psnr_of(round_trip(vae, x), x)
         m = to_tensor(trajectory_maps(labels[-8:], "mask"))
-        psnr_maps = psnr_of(vae.decode(vae.encode(m).latent_dist.mode()).sample, m)
+        psnr_maps = psnr_of(round_trip(vae, m), m)
     tmp = work / "vae.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     vae.save_pretrained(tmp)
@@ -192,7 +208,7 @@ def outline_recall(vae, labels: np.ndarray, kind: str) -> float:
     VAE's round trip: how much of the trajectory its latents carry."""
     x = to_tensor(trajectory_maps(labels, kind))
     with torch.no_grad():
-        y = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        y = round_trip(vae, x)
     drawn, back = (x.amax(1) > -0.8)[:, 1:], (y.amax(1) > -0.5)[:, 1:]
     return ((drawn & back).sum() / drawn.sum().clamp(min=1)).item()
 
@@ -208,7 +224,6 @@ def finetune_for_maps(old, videos: np.ndarray, labels: np.ndarray, steps: int, s
     """
     old = old.eval().requires_grad_(False)
     vae = copy.deepcopy(old).train().requires_grad_(True)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
@@ -236,11 +251,10 @@ def finetune_for_maps(old, videos: np.ndarray, labels: np.ndarray, steps: int, s
         if not kind:
             with torch.no_grad():
                 z_old = old.encode(inp).latent_dist.mode()
-            drift = ((z - z_old) * inv_std).pow(2).mean()
+            drift = latent_drift(vae, z, z_old)
             loss = loss + anchor * drift
-            ema["drift"] = drift.item() if "drift" not in ema else 0.98 * ema["drift"] + 0.02 * drift.item()
-        key = kind or "video"
-        ema[key] = loss.item() if key not in ema else 0.98 * ema[key] + 0.02 * loss.item()
+            ema_update(ema, "drift", drift.item())
+        ema_update(ema, kind or "video", loss.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -272,11 +286,10 @@ def phase_maps(work: Path, steps: int, seed: int = 0) -> Path:
         vae = finetune_for_maps(old, videos, labels, steps, seed=seed)
         after = {k: outline_recall(vae, held, k) for k in ("mask", "box")}
         x = to_tensor(videos[-8:])
-        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
         with torch.no_grad():
             z_old, z = old.encode(x).latent_dist.mode(), vae.encode(x).latent_dist.mode()
             psnr = psnr_of(vae.decode(z).sample, x)
-        drift = (((z - z_old) * inv_std).pow(2).mean()).item()
+            drift = latent_drift(vae, z, z_old).item()
         tmp = work / "vae-maps.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         vae.save_pretrained(tmp)
@@ -396,7 +409,7 @@ def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=steps, pct_start=0.03)
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(range(steps), desc="base")
-    ema = None
+    ema: dict[str, float] = {}
     for _ in bar:
         idx = torch.randint(0, len(latents), (batch,), generator=gen)
         x0, cond, ctx = latents[idx], conds[idx], texts[idx].clone()
@@ -414,16 +427,16 @@ def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{ema:.4f}")
+        ema_update(ema, "loss", loss.item())
+        bar.set_postfix(loss=f"{ema['loss']:.4f}")
     model.eval()
     tmp = out / "transformer.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     shutil.rmtree(out / "transformer")
     tmp.rename(out / "transformer")
-    (work / "base.json").write_text(json.dumps({"final_loss_ema": ema, "steps": steps, "clips": len(latents)}))
-    log(f"base: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, loss {ema:.4f}")
+    (work / "base.json").write_text(json.dumps({"final_loss_ema": ema["loss"], "steps": steps, "clips": len(latents)}))
+    log(f"base: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, loss {ema['loss']:.4f}")
     return out
 
 
@@ -536,7 +549,7 @@ def vae_round_trip(vae_dir: Path):
     def generate(clip, trajectory) -> np.ndarray:
         x = to_tensor(np.asarray(clip.frames)[None])
         with torch.no_grad():
-            y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+            y = round_trip(vae, x).clamp(-1, 1)
         return ((y[0].permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
 
     return generate
