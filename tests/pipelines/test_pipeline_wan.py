@@ -117,3 +117,29 @@ def test_bad_inputs_fail_before_any_model_runs(models_dir, kw, message, monkeypa
     args.update(kw)
     with pytest.raises(PipelineError, match=message):
         pipe(**args)
+
+
+def test_text_length_comes_from_the_tokenizer(models_dir, tmp_path):
+    from magicmotion.pipelines.pipeline_wan import wan_text_length
+    from magicmotion.pipelines.tiny import tiny_tokenizer
+
+    short, full = tiny_tokenizer(max_length=64), tiny_tokenizer()
+    assert wan_text_length(short) == 64 and wan_text_length(full) == 512
+    assert wan_text_length(short, {"image_dim": 1280}) == 512  # the 14B's image/text split stays at 512
+
+    pipe = load(models_dir, "wan_cn_trained")
+    seen = []
+
+    def callback(p, i, t, tensors):
+        seen.append(tuple(tensors["prompt_embeds"].shape))
+        return {}
+
+    kw = dict(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["prompt_embeds"])
+    default = run(pipe, **kw)
+    assert seen[0][1] == 512
+    pipe.tokenizer = short  # a base trained on 64 text tokens, as the shipped tiny model
+    seen.clear()
+    got = run(pipe, **kw)
+    assert seen[0][1] == 64
+    np.testing.assert_array_equal(got, run(pipe, max_sequence_length=64))
+    assert np.abs(got - default).max() > 1e-4  # the padding reaches the model: the length matters

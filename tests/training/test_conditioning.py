@@ -82,6 +82,20 @@ def test_prompt_embeddings_equal_the_pipeline(wan):
     assert torch.allclose(embeds[:1], theirs)
 
 
+def test_prompt_length_follows_the_tokenizer():
+    from diffusers import WanImageToVideoPipeline
+
+    from magicmotion.pipelines.tiny import tiny_tokenizer, tiny_wan_components
+
+    c = tiny_wan_components(seed=0)
+    c["tokenizer"] = tiny_tokenizer(max_length=64)
+    embeds = LatentEncoder("wan", c, c["transformer"].config).encode_prompt(["a red circle"])
+    assert embeds.shape == (1, 64, 16)
+    theirs, _ = WanImageToVideoPipeline(**c).encode_prompt("a red circle", do_classifier_free_guidance=False,
+                                                          max_sequence_length=64)
+    assert torch.allclose(embeds, theirs)
+
+
 def test_model_inputs_layout(wan, cogvideox):
     noisy = torch.randn(2, 16, 3, 4, 4)
     cond = torch.randn(2, 20, 3, 4, 4)

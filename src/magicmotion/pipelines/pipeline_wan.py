@@ -39,6 +39,18 @@ from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_input
 
 # Wan2.1 480P models generate about 832 x 480 pixels; a larger trajectory is scaled down to this area.
 WAN_DEFAULT_AREA = 832 * 480
+# Wan2.1 pads every prompt to umT5's 512 tokens (and diffusers splits a 14B base's context into image
+# and text at 512); a base trained with fewer, like the shipped tiny model, says so in its tokenizer.
+WAN_TEXT_TOKENS = 512
+
+
+def wan_text_length(tokenizer, transformer_config=None) -> int:
+    """The text tokens a Wan base takes: its tokenizer's `model_max_length` where that is under 512,
+    else 512 (always 512 for a base with a CLIP image branch)."""
+    if transformer_config is not None and transformer_config.get("image_dim") is not None:
+        return WAN_TEXT_TOKENS
+    n = getattr(tokenizer, "model_max_length", None)
+    return int(n) if isinstance(n, int) and 0 < n < WAN_TEXT_TOKENS else WAN_TEXT_TOKENS
 
 
 class MagicMotionWanPipeline(WanImageToVideoPipeline):
@@ -205,7 +217,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         attention_kwargs: dict[str, Any] | None = None,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
-        max_sequence_length: int = 512,
+        max_sequence_length: int | None = None,
     ) -> MagicMotionPipelineOutput | tuple:
         """Generate videos whose objects follow `trajectory`.
 
@@ -226,6 +238,8 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                 block); 0 gives the base model's video.
             generator, latents: randomness, as in diffusers.
             output_type: "np" (float (B, T, H, W, 3) in [0, 1]), "pil", "pt" or "latent".
+            max_sequence_length: text tokens; default `wan_text_length` (512, or what a base trained
+                with fewer states in its tokenizer).
             callback_on_step_end: `fn(pipe, step, timestep, tensors) -> dict` after each step, with the
                 tensors named in `callback_on_step_end_tensor_inputs` ("latents", "prompt_embeds",
                 "negative_prompt_embeds", "trajectory_latents"); a returned tensor replaces it.
@@ -252,6 +266,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         first_frame = Image.fromarray(cond.image)
 
         # 3. text embeddings
+        max_sequence_length = max_sequence_length or wan_text_length(self.tokenizer, self.transformer.config)
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt=prompt, negative_prompt=negative_prompt,
             do_classifier_free_guidance=self.do_classifier_free_guidance,

@@ -32,10 +32,11 @@ DEFAULT_VOCABULARY = (
 TEXT_DIM = 16
 
 
-def tiny_tokenizer(vocabulary: Iterable[str] | None = None):
+def tiny_tokenizer(vocabulary: Iterable[str] | None = None, max_length: int = 512):
     """A word-level `PreTrainedTokenizerFast` (lower-cased, split on whitespace and punctuation).
 
     Ids: 0 `<pad>`, 1 `</s>` (appended to every text, as T5 does), 2 `<unk>`, then the words in order.
+    max_length: `model_max_length`; a Wan pipeline pads prompts to it when it is under 512.
     """
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
@@ -50,7 +51,7 @@ def tiny_tokenizer(vocabulary: Iterable[str] | None = None):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=max_length
     )
 
 

@@ -146,12 +146,14 @@ class LatentEncoder:
         if model == "wan":
             from diffusers import WanImageToVideoPipeline
 
+            from ..pipelines.pipeline_wan import wan_text_length
+
             self.pipe = WanImageToVideoPipeline(
                 tokenizer=components["tokenizer"], text_encoder=components["text_encoder"], vae=self.vae,
                 scheduler=components["scheduler"], image_processor=components.get("image_processor"),
                 image_encoder=components.get("image_encoder"), transformer=None,
             )
-            self.max_sequence_length = 512
+            self.max_sequence_length = wan_text_length(components["tokenizer"], transformer_config)
             self.uses_image_embeds = transformer_config.get("image_dim") is not None
             if self.uses_image_embeds and components.get("image_encoder") is None:
                 raise ModelError("this Wan base has a CLIP image branch but its pipeline has no image_encoder/")
@@ -194,7 +196,7 @@ class LatentEncoder:
 
     @torch.no_grad()
     def encode_prompt(self, captions: list[str]) -> torch.Tensor:
-        """Captions -> (B, S, D) float32 with the pipeline's `encode_prompt` (S = 512 for Wan, the
+        """Captions -> (B, S, D) float32 with the pipeline's `encode_prompt` (S = `wan_text_length` for Wan, the
         transformer's `max_text_seq_length` (226) for CogVideoX)."""
         embeds, _ = self.pipe.encode_prompt(
             prompt=list(captions), negative_prompt=None, do_classifier_free_guidance=False,
