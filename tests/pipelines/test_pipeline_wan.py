@@ -119,7 +119,7 @@ def test_bad_inputs_fail_before_any_model_runs(models_dir, kw, message, monkeypa
         pipe(**args)
 
 
-def test_text_length_comes_from_the_tokenizer(models_dir, tmp_path):
+def test_text_length_comes_from_the_tokenizer(models_dir):
     from magicmotion.pipelines.pipeline_wan import wan_text_length
     from magicmotion.pipelines.tiny import tiny_tokenizer
 

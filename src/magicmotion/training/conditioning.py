@@ -196,8 +196,8 @@ class LatentEncoder:
 
     @torch.no_grad()
     def encode_prompt(self, captions: list[str]) -> torch.Tensor:
-        """Captions -> (B, S, D) float32 with the pipeline's `encode_prompt` (S = `wan_text_length` for Wan, the
-        transformer's `max_text_seq_length` (226) for CogVideoX)."""
+        """Captions -> (B, S, D) float32 with the pipeline's `encode_prompt` (S = `wan_text_length` for
+        Wan, the transformer's `max_text_seq_length` (226) for CogVideoX)."""
         embeds, _ = self.pipe.encode_prompt(
             prompt=list(captions), negative_prompt=None, do_classifier_free_guidance=False,
             num_videos_per_prompt=1, max_sequence_length=self.max_sequence_length, device=self.device,
