@@ -25,27 +25,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
+from train import MMAP_ENV, peak_step_memory_mb  # benchmarks/train.py, beside this script
+
 LENGTHS = (512, 64)
 KINDS = ("base step", "stage step", "sampling step")
-
-
-def peak_mb(step) -> float | None:
-    def status_kb(field: str) -> int | None:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        return None
-
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        before = status_kb("VmRSS")
-        step()
-        return (status_kb("VmHWM") - before) / 1024
-    except (OSError, TypeError):
-        return None
 
 
 def steps_for(batch: int):
@@ -108,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_child:
         for fn in fns.values():
             fn()
-        print(json.dumps([[*key, peak_mb(fn)] for key, fn in fns.items()]))
+        print(json.dumps([[*key, peak_step_memory_mb(fn)] for key, fn in fns.items()]))
         return 0
     for fn in fns.values():  # warm-up
         fn()
