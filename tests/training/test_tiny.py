@@ -118,3 +118,13 @@ def test_vae_round_trip_generator_returns_the_clip_through_the_vae(tmp_path):
         want = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
     want = ((want[0].permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
     np.testing.assert_array_equal(out, want)
+
+
+def test_unknown_phase_is_an_error_before_any_work(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        tiny.main(["--work", str(tmp_path / "work"), "--phases", "data,stage"])
+    assert e.value.code == 2
+    assert "unknown phase(s) stage" in capsys.readouterr().err
+    assert not (tmp_path / "work" / "data").exists()

@@ -8,9 +8,14 @@ Phases, each skipped when its output exists (so a re-run resumes):
          WanImageToVideoPipeline folder
   maps   the VAE fine-tuned for trajectory maps (box outlines), video latents held in place; the
          stage clips precomputed with it
-  stages the three MagicMotion stages and the two ablations with `magicmotion.training.train`
-         (configs/tiny/*.yaml)
+  stages the three MagicMotion stages with `magicmotion.training.train` (configs/tiny/stage*.yaml),
+         then shipped to --out
+  examples  the bundled example (examples/) from a held-out clip
+  ablations the paper's two ablations at this scale (configs/tiny/stage2-*.yaml)
   bench  MagicBench-style evaluation on the held-out clips, written to work/bench-report
+
+`make tiny-model` runs the phases up to `examples` (the shipped weights, within 2 hours here);
+`make tiny-bench` runs `ablations,bench` (the evidence in docs/tiny-model.md).
 
     python -m magicmotion.training.tiny --out src/magicmotion/assets/tiny --work runs/tiny
 """
@@ -449,6 +454,7 @@ def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "tiny"
 STAGES = ["stage1", "stage2", "stage3"]
 ABLATIONS = ["stage2-from-scratch", "stage2-no-seg"]
+PHASES = ["data", "vae", "base", "maps", "stages", "examples", "ablations", "bench"]
 
 
 def stage_config(name: str, work: Path, steps: int | None = None):
@@ -606,22 +612,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="src/magicmotion/assets/tiny")
     p.add_argument("--work", default="runs/tiny")
-    p.add_argument("--phases", default="data,vae,base,maps,stages,examples,bench")
+    p.add_argument("--phases", default=",".join(PHASES), help=f"a subset of {','.join(PHASES)}")
     p.add_argument("--train-clips", type=int, default=2000)
     p.add_argument("--test-clips", type=int, default=150)
     p.add_argument("--vae-steps", type=int, default=4000)
-    p.add_argument("--base-steps", type=int, default=3000)
+    p.add_argument("--base-steps", type=int, default=4500)
     p.add_argument("--maps-steps", type=int, default=1200)
     p.add_argument("--stage-steps", type=int, default=None, help="override every stage's max_steps")
-    p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--examples", default="examples")
     p.add_argument("--bench-steps", type=int, default=10)
     p.add_argument("--per-bucket", type=int, default=20)
     args = p.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
+    phases = args.phases.split(",")
+    unknown = sorted(set(phases) - set(PHASES))
+    if unknown:
+        p.error(f"unknown phase(s) {', '.join(unknown)}; the phases are {','.join(PHASES)}")
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    phases = args.phases.split(",")
     t0 = time.time()
     if "data" in phases:
         phase_data(work, args.train_clips, args.test_clips)
@@ -636,11 +644,14 @@ def main(argv=None) -> int:
         phase_maps(work, args.maps_steps)
         log(f"maps done ({time.time() - t0:.0f} s)")
     if "stages" in phases:
-        phase_stages(work, STAGES + ([] if args.no_ablations else ABLATIONS), args.stage_steps)
+        phase_stages(work, STAGES, args.stage_steps)
         ship(work, out)
         log(f"stages done ({time.time() - t0:.0f} s)")
     if "examples" in phases:
         phase_examples(work, Path(args.examples))
+    if "ablations" in phases:
+        phase_stages(work, ABLATIONS, args.stage_steps)
+        log(f"ablations done ({time.time() - t0:.0f} s)")
     if "bench" in phases:
         phase_bench(work, out, Path("docs"), steps=args.bench_steps, per_bucket=args.per_bucket)
         log(f"bench done ({time.time() - t0:.0f} s): {work / 'bench-report'}")
