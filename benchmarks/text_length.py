@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 
-from train import MMAP_ENV, peak_step_memory_mb  # benchmarks/train.py, beside this script
+from train import json_from_child, peak_step_memory_mb  # benchmarks/train.py, beside this script
 
 LENGTHS = (512, 64)
 KINDS = ("base step", "stage step", "sampling step")
@@ -67,14 +64,8 @@ def steps_for(batch: int):
 
 def memory_in_child(args) -> dict:
     """{(kind, text length): peak MiB or None}, from a child process with MALLOC_MMAP_THRESHOLD_ set."""
-    if not sys.platform.startswith("linux"):
-        return {}
-    cmd = [sys.executable, __file__, "--batch", str(args.batch), "--threads", str(args.threads), "--memory-child"]
-    done = subprocess.run(cmd, env={**os.environ, MMAP_ENV: "65536"}, capture_output=True, text=True)
-    if done.returncode:
-        print(f"memory measurement failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-        return {}
-    return {(kind, n): mb for kind, n, mb in json.loads(done.stdout.strip().splitlines()[-1])}
+    rows = json_from_child(__file__, ["--batch", str(args.batch), "--threads", str(args.threads), "--memory-child"])
+    return {(kind, n): mb for kind, n, mb in rows or []}
 
 
 def main(argv: list[str] | None = None) -> int:

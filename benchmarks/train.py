@@ -147,16 +147,23 @@ def measure_memory(work: Path, variant: str, batch: int) -> float | None:
     return peak_step_memory_mb(step)
 
 
-def memory_in_child(work: Path, variant: str, args) -> float | None:
+def json_from_child(script: str, argv: list[str], what: str = "memory measurement"):
+    """Run `script argv` in a child process with MMAP_ENV set (freed tensors go back to the system, so
+    the resident set shows each step's own peak) and return the JSON of its last stdout line; None off
+    Linux or when the child fails (its stderr is printed, headed by `what`)."""
     if not sys.platform.startswith("linux"):
         return None
-    cmd = [sys.executable, __file__, "--work", str(work), "--batch", str(args.batch), "--threads", str(args.threads),
-           "--memory-child", variant]
-    done = subprocess.run(cmd, env={**os.environ, MMAP_ENV: "65536"}, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, script, *argv], env={**os.environ, MMAP_ENV: "65536"},
+                          capture_output=True, text=True)
     if done.returncode:
-        print(f"memory measurement of {variant} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        print(f"{what} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory_in_child(work: Path, variant: str, args) -> float | None:
+    argv = ["--work", str(work), "--batch", str(args.batch), "--threads", str(args.threads), "--memory-child", variant]
+    return json_from_child(__file__, argv, f"memory measurement of {variant}")
 
 
 def time_train_loop(work: Path, batch: int, steps: int) -> float:

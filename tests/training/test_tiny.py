@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from magicmotion.trajectory import PALETTE, palette_index
@@ -121,8 +122,6 @@ def test_vae_round_trip_generator_returns_the_clip_through_the_vae(tmp_path):
 
 
 def test_unknown_phase_is_an_error_before_any_work(tmp_path, capsys):
-    import pytest
-
     with pytest.raises(SystemExit) as e:
         tiny.main(["--work", str(tmp_path / "work"), "--phases", "data,stage"])
     assert e.value.code == 2
