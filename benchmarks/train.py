@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.loop_steps < 3:
+        parser.error(f"--loop-steps must be at least 3 (the first two are start-up), got {args.loop_steps}")
 
     import torch
 
