@@ -46,3 +46,17 @@ def make_blob_trajectory(dx: int = 16, size: int = 32, frames: int = 9) -> Traje
         x = start + int(round(t * dx / (frames - 1)))
         labels[t, size // 8: size - size // 8, max(x, 0): max(x, 0) + half] = 1
     return from_label_masks(labels)
+
+
+def check_trajectory_guidance(pipe, run) -> None:
+    """Trajectory guidance (`run(pipe, **kw)` -> frames): at 0 it gives the base's video; one step's
+    latents move linearly with the scale; with text guidance on, the move is the same, so it comes
+    from the conditional branch with and without the ControlNet."""
+    np.testing.assert_allclose(run(pipe, guidance_scale=1.0, trajectory_guidance_scale=0.0),
+                               run(pipe, guidance_scale=1.0, controlnet_conditioning_scale=0.0), atol=1e-5)
+    one = dict(num_inference_steps=1, output_type="latent")
+    plain = {w: run(pipe, guidance_scale=1.0, trajectory_guidance_scale=w, **one) for w in (0.0, 1.0, 2.5)}
+    assert (plain[1.0] - plain[0.0]).abs().max() > 1e-3  # the ControlNet moves this step
+    torch.testing.assert_close(plain[2.5], plain[0.0] + 2.5 * (plain[1.0] - plain[0.0]), atol=1e-5, rtol=1e-4)
+    text = {w: run(pipe, guidance_scale=4.0, trajectory_guidance_scale=w, **one) for w in (1.0, 2.5)}
+    torch.testing.assert_close(text[2.5] - text[1.0], plain[2.5] - plain[1.0], atol=1e-5, rtol=1e-4)

@@ -38,6 +38,7 @@ def test_generate_writes_video_preview_and_settings(models_dir, inputs_dir):
     assert settings["seed"] == 7 and settings["steps"] == 2 and settings["kind"] == "box"
     assert (settings["num_frames"], settings["width"], settings["height"]) == (9, 32, 32)
     assert settings["model"] == "MagicMotionWanPipeline" and settings["outputs"]["video"] == "video.mp4"
+    assert settings["trajectory_guidance"] == 1.0  # off for a model of your own
     # the same seed makes the same video (compared on the lossless preview: x264 at 32x32 is not
     # bit-reproducible here)
     assert main(generate_args(models_dir, inputs_dir, out="again.mp4", seed=7, size="32x32")) == 0
@@ -56,6 +57,7 @@ def test_generate_without_base_uses_the_shipped_tiny_model(models_dir, inputs_di
     assert main(args) == 0
     settings = json.loads((inputs_dir / "video.json").read_text())
     assert settings["base"] == "tiny (shipped)" and "sparse_box" in settings["controlnet"]
+    assert settings["trajectory_guidance"] == loading.TINY_TRAJECTORY_GUIDANCE != 1.0
     assert read_video(inputs_dir / "video.mp4")[0].shape == (9, 32, 32, 3)
 
 
@@ -95,6 +97,7 @@ def bad_spec(inputs_dir, frames: int = 10):
         (lambda d, a: a.extend(["--size", "30x30"]), "multiples of 16"),
         (lambda d, a: a.extend(["--size", "big"]), "WIDTHxHEIGHT"),
         (lambda d, a: a.extend(["--offload", "disk"]), "unknown offload"),
+        (lambda d, a: a.extend(["--trajectory-guidance", "-1"]), "trajectory_guidance_scale must be"),
         (lambda d, a: a.__setitem__(a.index("--controlnet") + 1, a[a.index("--controlnet") + 1].replace(
             "wan_cn_trained", "wan_other_cn")), "does not fit this base"),
         (lambda d, a: a.__setitem__(a.index("--controlnet") + 1, a[a.index("--controlnet") + 1].replace(

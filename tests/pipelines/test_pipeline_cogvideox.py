@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipelines_helpers import RUN, make_blob_trajectory, make_image, make_trajectory
+from pipelines_helpers import RUN, check_trajectory_guidance, make_blob_trajectory, make_image, make_trajectory
 
 from magicmotion.errors import PipelineError
 from magicmotion.models import CogVideoXTrajectoryControlNet
@@ -51,6 +51,10 @@ def test_controlnet_follows_the_trajectory_and_batch_works(models_dir):
     batch = run(pipe, prompt=["a red square moves right", "a blue ball"])
     assert batch.shape == (2, 9, 32, 32, 3)
     assert np.abs(batch[0] - batch[1]).max() > 1e-4
+
+
+def test_trajectory_guidance(models_dir):
+    check_trajectory_guidance(load(models_dir, "cog_cn_trained"), run)
 
 
 def test_learned_positional_embeddings_fix_the_size():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipelines_helpers import RUN, make_blob_trajectory, make_image, make_trajectory
+from pipelines_helpers import RUN, check_trajectory_guidance, make_blob_trajectory, make_image, make_trajectory
 
 from magicmotion.errors import PipelineError
 from magicmotion.pipelines import MagicMotionWanPipeline
@@ -50,6 +50,10 @@ def test_controlnet_follows_the_trajectory_and_seed_repeats(models_dir):
     assert np.abs(a - off).max() > 1e-3  # the ControlNet changes the video
     assert np.abs(right - left).max() > 1e-3  # ... according to the trajectory
     assert np.abs(a - run(pipe, seed=1)).max() > 1e-3
+
+
+def test_trajectory_guidance(models_dir):
+    check_trajectory_guidance(load(models_dir, "wan_cn_trained"), run)
 
 
 def test_batch_of_two_prompts_matches_single_runs(models_dir):
@@ -108,6 +112,7 @@ def test_defaults_come_from_the_trajectory(models_dir):
         (dict(image=make_image(32)[:, :16]), "aspect"),
         (dict(prompt=["a", "b"], negative_prompt=["c"]), "negative prompts"),
         (dict(num_inference_steps=0), "at least 1"),
+        (dict(trajectory_guidance_scale=-1.0), "trajectory_guidance_scale"),
     ],
 )
 def test_bad_inputs_fail_before_any_model_runs(models_dir, kw, message, monkeypatch):

@@ -73,8 +73,8 @@ def bench_records(bench_root: str | os.PathLike) -> list[dict]:
 
 def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, controlnet=None,
               kind: str = "box", control_scale: float = 1.0, num_inference_steps: int = 50,
-              guidance_scale: float | None = None, seed: int = 0, limit: int | None = None,
-              ground_truth: bool = False, size: tuple[int, int] | None = None, sparse_keys: int = 4,
+              guidance_scale: float | None = None, trajectory_guidance: float | None = None, seed: int = 0,
+              limit: int | None = None, ground_truth: bool = False, size: tuple[int, int] | None = None, sparse_keys: int = 4,
               device: str | None = None, dtype=None, offload: str = "none", label: str | None = None,
               pipeline=None, generate_fn: GenerateFn | None = None, progress: bool = True) -> dict:
     """Generate a video for each of the first `limit` (default all) clips of the benchmark set.
@@ -82,6 +82,8 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
     base, controlnet: as `magicmotion.pipelines.loading.load_pipeline` (base None: the shipped tiny
     model); kind: trajectory kind; control_scale: ControlNet conditioning scale (0: the floor);
     guidance_scale: default 6, or 1 for the shipped tiny model (`default_guidance`);
+    trajectory_guidance: the pipelines' `trajectory_guidance_scale`, default 1 (off), or
+    `TINY_TRAJECTORY_GUIDANCE` for the shipped tiny model (`default_trajectory_guidance`);
     seed: the same seed for every clip; size: (W, H) of the output (default: the pipeline's choice from
     the clip's size); ground_truth: copy the benchmark's own videos instead (the ceiling);
     pipeline: an already loaded MagicMotion pipeline (then base / controlnet only name it in run.json).
@@ -99,16 +101,19 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
         records = records[:limit]
     if kind not in KINDS:
         raise BenchError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
-    if guidance_scale is None:
-        from ..pipelines.loading import default_guidance
+    from ..pipelines.loading import default_guidance, default_trajectory_guidance
 
+    if guidance_scale is None:
         guidance_scale = default_guidance(base)
+    if trajectory_guidance is None:
+        trajectory_guidance = default_trajectory_guidance(base)
     if ground_truth:
         settings = {"ground_truth": True, "size": list(size) if size else None}
     else:
         settings = {"ground_truth": False, "kind": kind, "base": _name(base), "controlnet": _name(controlnet),
                     "control_scale": float(control_scale), "num_inference_steps": int(num_inference_steps),
-                    "guidance_scale": float(guidance_scale), "seed": int(seed),
+                    "guidance_scale": float(guidance_scale), "trajectory_guidance": float(trajectory_guidance),
+                    "seed": int(seed),
                     "size": list(size) if size else None,
                     "sparse_keys": int(sparse_keys) if kind == "sparse_box" else None,
                     "generator": "custom" if generate_fn is not None else "pipeline",
@@ -139,8 +144,8 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
                                                  device=device, dtype=dtype, offload=offload)
                     generate = generate_fn or pipeline_generator(
                         pipeline, kind=kind, control_scale=control_scale,
-                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
-                        size=size)
+                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                        trajectory_guidance=trajectory_guidance, seed=seed, size=size)
                 _generate_one(reader, record, kind, sparse_keys, generate, video, out / PREVIEWS)
             bar.update(1)
     info["complete"] = True
@@ -236,7 +241,7 @@ def _generate_one(reader, record: dict, kind: str, sparse_keys: int, generate, v
 
 
 def pipeline_generator(pipe, kind: str = "box", control_scale: float = 1.0, num_inference_steps: int = 50,
-                       guidance_scale: float = 6.0, seed: int = 0,
+                       guidance_scale: float = 6.0, trajectory_guidance: float = 1.0, seed: int = 0,
                        size: tuple[int, int] | None = None) -> GenerateFn:
     """A generate_fn running a loaded MagicMotion pipeline (`load_pipeline`) on each clip: the clip's
     first frame, caption and condition trajectory, as many frames as the clip, the same seed each time."""
@@ -248,6 +253,7 @@ def pipeline_generator(pipe, kind: str = "box", control_scale: float = 1.0, num_
         return generate(pipe, clip.frames[0], clip.caption, trajectory, kind,
                         num_frames=len(clip.frames), height=height, width=width,
                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                        controlnet_conditioning_scale=control_scale, seed=seed)
+                        controlnet_conditioning_scale=control_scale,
+                        trajectory_guidance_scale=trajectory_guidance, seed=seed)
 
     return run

@@ -54,6 +54,9 @@ def register(sub) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default 6; 1 for the shipped tiny model)")
     p.add_argument("--control-scale", type=float, default=1.0, help="ControlNet conditioning scale (default 1)")
+    p.add_argument("--trajectory-guidance", type=float, default=None, metavar="W",
+                   help="trajectory guidance: move each step W times as far from the uncontrolled prediction "
+                        "(1 = off, the default; 2 for the shipped tiny model); costs a second base pass per step")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded in OUT.json)")
     p.add_argument("--frames", type=int, default=None,
                    help="frames to generate; must equal the spec's frame count (default: the spec's)")
@@ -104,11 +107,13 @@ def check_args(args) -> tuple[tuple[int, int] | None, object]:
 def run_generate(args) -> int:
     from .. import __version__
     from .generate import generate, random_seed, write_outputs
-    from .loading import default_guidance, load_pipeline
+    from .loading import default_guidance, default_trajectory_guidance, load_pipeline
 
     size, traj = check_args(args)
     if args.guidance is None:
         args.guidance = default_guidance(args.base)
+    if args.trajectory_guidance is None:
+        args.trajectory_guidance = default_trajectory_guidance(args.base)
     pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
                          dtype=args.dtype, offload=args.offload)
     seed = random_seed() if args.seed is None else args.seed
@@ -117,14 +122,16 @@ def run_generate(args) -> int:
     frames, maps = generate(
         pipe, args.image, args.prompt, traj, args.kind, negative_prompt=args.negative_prompt,
         num_frames=args.frames, height=height, width=width, num_inference_steps=args.steps,
-        guidance_scale=args.guidance, controlnet_conditioning_scale=args.control_scale, seed=seed,
+        guidance_scale=args.guidance, controlnet_conditioning_scale=args.control_scale,
+        trajectory_guidance_scale=args.trajectory_guidance, seed=seed,
     )
     elapsed = time.perf_counter() - start
     settings = dict(
         base=args.base or "tiny (shipped)", controlnet=args.controlnet or f"tiny (shipped, {args.kind})",
         model=type(pipe).__name__, image=args.image, trajectory=args.trajectory, kind=args.kind,
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, guidance=args.guidance,
-        control_scale=args.control_scale, seed=seed, offload=args.offload, device=str(pipe._execution_device),
+        control_scale=args.control_scale, trajectory_guidance=args.trajectory_guidance, seed=seed,
+        offload=args.offload, device=str(pipe._execution_device),
         dtype=str(pipe.transformer.dtype).replace("torch.", ""), seconds=round(elapsed, 2),
         magicmotion=__version__,
     )

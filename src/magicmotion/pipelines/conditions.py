@@ -7,6 +7,7 @@ Shared by `MagicMotionWanPipeline` and `MagicMotionCogVideoXPipeline`.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +209,7 @@ __all__ = [
 
 def check_call_inputs(pipe, prompt, negative_prompt, kind: str, num_frames: int, height: int, width: int,
                       num_inference_steps: int, guidance_scale: float, trajectory_frames: int | None = None,
-                      callback_on_step_end_tensor_inputs=None) -> None:
+                      callback_on_step_end_tensor_inputs=None, trajectory_guidance_scale: float = 1.0) -> None:
     """The checks both MagicMotion pipelines make before any model runs (PipelineError on bad input)."""
     if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
         raise PipelineError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
@@ -234,7 +235,21 @@ def check_call_inputs(pipe, prompt, negative_prompt, kind: str, num_frames: int,
         raise PipelineError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
     if guidance_scale < 0:
         raise PipelineError(f"guidance_scale must be >= 0, got {guidance_scale}")
+    if not math.isfinite(trajectory_guidance_scale) or trajectory_guidance_scale < 0:
+        raise PipelineError(f"trajectory_guidance_scale must be a number >= 0, got {trajectory_guidance_scale}")
     if callback_on_step_end_tensor_inputs is not None:
         bad = [k for k in callback_on_step_end_tensor_inputs if k not in pipe._callback_tensor_inputs]
         if bad:
             raise PipelineError(f"callback tensor inputs {bad} not in {pipe._callback_tensor_inputs}")
+
+
+def trajectory_guided(noise_pred: torch.Tensor, controlled: torch.Tensor, free: torch.Tensor,
+                      scale: float) -> torch.Tensor:
+    """Trajectory guidance: `noise_pred + (scale - 1) * (controlled - free)`.
+
+    `controlled` is the text-conditional prediction with the ControlNet, `free` the same without it
+    (control scale 0), `noise_pred` the prediction the sampler would step with (after text guidance).
+    Without text guidance this is `free + scale * (controlled - free)`: classifier-free guidance
+    with the trajectory as the condition. 1 changes nothing; 0 gives the base's prediction.
+    """
+    return noise_pred + (scale - 1.0) * (controlled - free)

@@ -56,6 +56,7 @@ def generate(
     num_inference_steps: int = 50,
     guidance_scale: float = 6.0,
     controlnet_conditioning_scale: float = 1.0,
+    trajectory_guidance_scale: float = 1.0,
     seed: int | None = None,
     **call_kwargs: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -82,13 +83,13 @@ def generate(
     # every check the pipeline makes, before any model runs
     cond, frames_, h, w = pipe.prepare_trajectory(image, trajectory, kind, num_frames, height, width)
     pipe.check_inputs(prompt, negative_prompt, kind, frames_, h, w, num_inference_steps, guidance_scale,
-                      cond.num_frames)
+                      cond.num_frames, trajectory_guidance_scale=trajectory_guidance_scale)
     generator = None if seed is None else torch.Generator("cpu").manual_seed(int(seed))
     out = pipe(
         image=cond.image, prompt=prompt, trajectory=cond.maps, kind=kind, negative_prompt=negative_prompt,
         num_frames=frames_, height=h, width=w, num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale, controlnet_conditioning_scale=controlnet_conditioning_scale,
-        generator=generator, output_type="np", **call_kwargs,
+        trajectory_guidance_scale=trajectory_guidance_scale, generator=generator, output_type="np", **call_kwargs,
     )
     return to_uint8_frames(out.frames)[0], out.trajectory_maps
 

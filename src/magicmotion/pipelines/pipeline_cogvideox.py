@@ -11,7 +11,8 @@ Steps, in the parent's order, with the trajectory added:
                            generator, as the parent does)
 5. `encode_trajectory`     the maps through the same VAE, scaled exactly as the image latents
 6. denoising loop          `MagicMotionTransformer` (base + ControlNet), cond and uncond as one batch,
-                           the trajectory latents in both guidance branches
+                           the trajectory latents in both guidance branches; with trajectory guidance
+                           the conditional branch once more without the ControlNet
 7. `decode_latents`        (parent) VAE decode + video post-processing
 
 With `controlnet_conditioning_scale=0` the output equals `CogVideoXImageToVideoPipeline`'s for the same
@@ -35,7 +36,7 @@ from PIL import Image
 from ..errors import PipelineError
 from ..trajectory import KINDS
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
-                         prepare_conditions, read_trajectory, release, trajectory_frames)
+                         prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guided)
 
 
 class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
@@ -112,10 +113,12 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         guidance_scale: float,
         trajectory_frames: int | None = None,
         callback_on_step_end_tensor_inputs=None,
+        trajectory_guidance_scale: float = 1.0,
     ) -> None:
         """Raise PipelineError on inputs the pipeline cannot run with (before any model runs)."""
         check_call_inputs(self, prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
-                          guidance_scale, trajectory_frames, callback_on_step_end_tensor_inputs)
+                          guidance_scale, trajectory_frames, callback_on_step_end_tensor_inputs,
+                          trajectory_guidance_scale)
         fixed = self.fixed_size
         if fixed is not None and (width, height, num_frames) != fixed:
             raise PipelineError(
@@ -173,6 +176,7 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         num_inference_steps: int = 50,
         guidance_scale: float = 6.0,
         controlnet_conditioning_scale: float | list[float] = 1.0,
+        trajectory_guidance_scale: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         eta: float = 0.0,
@@ -204,7 +208,8 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         # 1-2. conditions and checks
         cond, num_frames, height, width = self.prepare_trajectory(image, trajectory, kind, num_frames, height, width)
         self.check_inputs(prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
-                          guidance_scale, cond.num_frames, callback_on_step_end_tensor_inputs)
+                          guidance_scale, cond.num_frames, callback_on_step_end_tensor_inputs,
+                          trajectory_guidance_scale)
 
         self._guidance_scale = guidance_scale
         self._current_timestep = None
@@ -281,6 +286,7 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
                     attention_kwargs=attention_kwargs,
                     return_dict=False,
                 )[0].float()
+                controlled = noise_pred.chunk(2)[1] if cfg else noise_pred
 
                 if use_dynamic_cfg:
                     self._guidance_scale = 1 + guidance_scale * (
@@ -289,6 +295,14 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
                 if cfg:
                     noise_uncond, noise_text = noise_pred.chunk(2)
                     noise_pred = noise_uncond + self.guidance_scale * (noise_text - noise_uncond)
+                if trajectory_guidance_scale != 1.0:  # the conditional branch again, without control
+                    n = latents.shape[0]
+                    free = model(
+                        hidden_states=model_input[-n:], timestep=timestep[-n:], encoder_hidden_states=prompt_embeds,
+                        trajectory_latents=traj_input[-n:], conditioning_scale=0.0, image_rotary_emb=image_rotary_emb,
+                        ofs=ofs_emb, attention_kwargs=attention_kwargs, return_dict=False,
+                    )[0].float()
+                    noise_pred = trajectory_guided(noise_pred, controlled, free, trajectory_guidance_scale)
 
                 if not isinstance(self.scheduler, CogVideoXDPMScheduler):
                     latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]

@@ -9,7 +9,8 @@ The steps are the parent's, in the parent's order, with the trajectory added:
 5. `prepare_latents`       (parent) noise + the first-frame condition (mask 4 ch + image latents 16 ch)
 6. `encode_trajectory`     the maps through the same VAE, normalised exactly as the image latents
 7. denoising loop          `MagicMotionTransformer` (base + ControlNet), cond and uncond as one batch,
-                           the trajectory latents in both guidance branches
+                           the trajectory latents in both guidance branches; with trajectory guidance
+                           the conditional branch once more without the ControlNet
 8. `decode_latents`        VAE decode + video post-processing
 
 With `controlnet_conditioning_scale=0` the output equals `WanImageToVideoPipeline`'s for the same
@@ -34,7 +35,8 @@ from PIL import Image
 
 from ..errors import PipelineError
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
-                         prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_size)
+                         prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guided,
+                         trajectory_size)
 
 # Wan2.1 480P models generate about 832 x 480 pixels; a larger trajectory is scaled down to this area.
 WAN_DEFAULT_AREA = 832 * 480
@@ -142,10 +144,12 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         guidance_scale: float,
         trajectory_frames: int | None = None,
         callback_on_step_end_tensor_inputs=None,
+        trajectory_guidance_scale: float = 1.0,
     ) -> None:
         """Raise PipelineError on inputs the pipeline cannot run with (before any model runs)."""
         check_call_inputs(self, prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
-                          guidance_scale, trajectory_frames, callback_on_step_end_tensor_inputs)
+                          guidance_scale, trajectory_frames, callback_on_step_end_tensor_inputs,
+                          trajectory_guidance_scale)
 
     def prepare_trajectory(
         self,
@@ -209,6 +213,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         num_inference_steps: int = 50,
         guidance_scale: float = 6.0,
         controlnet_conditioning_scale: float | list[float] = 1.0,
+        trajectory_guidance_scale: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "np",
@@ -235,6 +240,10 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                 (guidance off at <= 1).
             controlnet_conditioning_scale: weight of the control residuals (a float or one per control
                 block); 0 gives the base model's video.
+            trajectory_guidance_scale: classifier-free guidance with the trajectory as the condition
+                (not in the paper): each step also runs the text-conditional branch without the
+                ControlNet and moves the prediction `scale - 1` times further from it, towards the
+                controlled one. 1 (default) is off and costs nothing; 0 gives the base's video.
             generator, latents: randomness, as in diffusers.
             output_type: "np" (float (B, T, H, W, 3) in [0, 1]), "pil", "pt" or "latent".
             max_sequence_length: text tokens; default `wan_text_length` (512, or what a base trained
@@ -254,7 +263,8 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         # 1-2. conditions and checks
         cond, num_frames, height, width = self.prepare_trajectory(image, trajectory, kind, num_frames, height, width)
         self.check_inputs(prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
-                          guidance_scale, cond.num_frames, callback_on_step_end_tensor_inputs)
+                          guidance_scale, cond.num_frames, callback_on_step_end_tensor_inputs,
+                          trajectory_guidance_scale)
 
         self._guidance_scale = guidance_scale
         self._attention_kwargs = attention_kwargs
@@ -328,9 +338,18 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                     attention_kwargs=attention_kwargs,
                     return_dict=False,
                 )[0]
+                controlled = noise_pred.chunk(2)[1] if cfg else noise_pred
                 if cfg:
                     noise_uncond, noise_text = noise_pred.chunk(2)
                     noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+                if trajectory_guidance_scale != 1.0:  # the conditional branch again, without control
+                    n = latents.shape[0]
+                    free = model(
+                        hidden_states=model_input[-n:], timestep=timestep[-n:], encoder_hidden_states=prompt_embeds,
+                        trajectory_latents=traj_input[-n:], conditioning_scale=0.0,
+                        encoder_hidden_states_image=image_embeds, attention_kwargs=attention_kwargs, return_dict=False,
+                    )[0]
+                    noise_pred = trajectory_guided(noise_pred, controlled, free, trajectory_guidance_scale)
 
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
