@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,bench,data,app
 STAMP  := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC) $(EXTRAS)" | md5sum | cut -c1-8)
 
-.PHONY: demo test install tiny-model tiny-bench bench-speed clean
+.PHONY: demo test install tiny-model tiny-bench clean
 
 install: $(STAMP)
 

@@ -29,38 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def peak_step_memory_mb(step) -> float | None:
-    """Growth of the resident set (MiB) while `step()` runs, or None where /proc is not available."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return None
-    before = _status_kb("VmRSS")
-    step()
-    peak = _status_kb("VmHWM")
-    if before is None or peak is None:
-        return None
-    return (peak - before) / 1024
+from train import json_from_child, peak_step_memory_mb  # benchmarks/train.py, beside this script
 
 
 def build(family: str, args):
@@ -142,14 +116,7 @@ def measure_memory(family: str, args) -> dict:
 
 
 def memory_in_child(family: str, argv: list[str]) -> dict:
-    if not sys.platform.startswith("linux"):
-        return {}
-    cmd = [sys.executable, __file__, *argv, "--family", family, "--memory-child"]
-    done = subprocess.run(cmd, env={**os.environ, MMAP_ENV: "65536"}, capture_output=True, text=True)
-    if done.returncode:
-        print(f"memory measurement failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-        return {}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_from_child(__file__, [*argv, "--family", family, "--memory-child"]) or {}
 
 
 def bench_family(family: str, args, argv: list[str]) -> dict:

@@ -44,7 +44,7 @@ def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box
     from . import trajectory
     from .io import read_image
     from .pipelines import generate, load_pipeline, write_outputs
-    from .pipelines.loading import TINY_GUIDANCE, TINY_TRAJECTORY_GUIDANCE
+    from .pipelines.loading import TINY_GUIDANCE
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,11 +58,9 @@ def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box
         spec = trajectory.load(ex / SPEC_FILES[kind])
         pipe = load_pipeline(base=None, kind=kind, device=device)
         frames, maps = generate(pipe, image, prompt, spec, kind=kind, num_inference_steps=steps,
-                                guidance_scale=TINY_GUIDANCE, trajectory_guidance_scale=TINY_TRAJECTORY_GUIDANCE,
-                                seed=seed)
+                                guidance_scale=TINY_GUIDANCE, seed=seed)
         settings = dict(kind=kind, prompt=prompt, image=str(ex / "first_frame.png"),
-                        trajectory=str(ex / SPEC_FILES[kind]), steps=steps, guidance=TINY_GUIDANCE,
-                        trajectory_guidance=TINY_TRAJECTORY_GUIDANCE, seed=seed,
+                        trajectory=str(ex / SPEC_FILES[kind]), steps=steps, guidance=TINY_GUIDANCE, seed=seed,
                         model="shipped tiny model")
         paths = write_outputs(out / f"{kind}.mp4", frames, maps, settings)
         scores = follow_scores(frames, reference)

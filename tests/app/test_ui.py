@@ -294,22 +294,6 @@ def test_app_command_port_in_use(tmp_path, capsys):
     assert err.startswith(f"magicmotion: error: cannot start the app on 127.0.0.1:{port}") and "\n" not in err
 
 
-def test_pipeline_generate_fn_uses_the_models_trajectory_guidance(monkeypatch):
-    import importlib
-
-    from magicmotion.app.ui import pipeline_generate_fn
-    from magicmotion.pipelines import loading
-
-    gen_module = importlib.import_module("magicmotion.pipelines.generate")  # the package exports the function
-    calls = []
-    monkeypatch.setattr(loading, "load_pipeline", lambda **kw: "pipe")
-    monkeypatch.setattr(gen_module, "generate", lambda pipe, *a, **kw: calls.append(kw) or (None, None))
-    pipeline_generate_fn(None)(None, "p", None, "box", seed=0)
-    pipeline_generate_fn("base", "cn")(None, "p", None, "box", seed=0)
-    pipeline_generate_fn(None)(None, "p", None, "box", trajectory_guidance_scale=3.0)
-    assert [c["trajectory_guidance_scale"] for c in calls] == [loading.TINY_TRAJECTORY_GUIDANCE, 1.0, 3.0]
-
-
 @pytest.mark.slow
 def test_pipeline_generate_fn_loads_each_model_once(first_frame, monkeypatch):
     """The app's own generation: `magicmotion.pipelines.generate` on a pipeline loaded on first use.

@@ -123,19 +123,9 @@ def test_default_guidance_is_the_tiny_models_without_a_base_and_the_papers_with_
 
     run_bench(bench_set, tmp_path / "tiny", generate_fn=frozen, limit=1, progress=False)
     run_bench(bench_set, tmp_path / "real", base="some/model", generate_fn=frozen, limit=1, progress=False)
-    run_bench(bench_set, tmp_path / "given", base="some/model", guidance_scale=3.5, generate_fn=frozen,
-              limit=1, progress=False)
-    got = [json.loads((tmp_path / n / "run.json").read_text())["settings"]["guidance_scale"]
-           for n in ("tiny", "real", "given")]
-    assert got == [TINY_GUIDANCE, DEFAULT_GUIDANCE, 3.5] and TINY_GUIDANCE != DEFAULT_GUIDANCE
-
-
-def test_trajectory_guidance_defaults_to_the_tiny_models_without_a_base_and_off_with_one(bench_set, tmp_path):
-    from magicmotion.pipelines.loading import TINY_TRAJECTORY_GUIDANCE
-
-    run_bench(bench_set, tmp_path / "tiny", generate_fn=frozen, limit=1, progress=False)
-    run_bench(bench_set, tmp_path / "real", base="some/model", generate_fn=frozen, limit=1, progress=False)
-    run_bench(bench_set, tmp_path / "given", trajectory_guidance=3.0, generate_fn=frozen, limit=1, progress=False)
-    got = [json.loads((tmp_path / n / "run.json").read_text())["settings"]["trajectory_guidance"]
-           for n in ("tiny", "real", "given")]
-    assert got == [TINY_TRAJECTORY_GUIDANCE, 1.0, 3.0] and TINY_TRAJECTORY_GUIDANCE != 1.0
+    run_bench(bench_set, tmp_path / "given", base="some/model", guidance_scale=3.5, trajectory_guidance=2.0,
+              generate_fn=frozen, limit=1, progress=False)
+    got = [json.loads((tmp_path / n / "run.json").read_text())["settings"] for n in ("tiny", "real", "given")]
+    assert [s["guidance_scale"] for s in got] == [TINY_GUIDANCE, DEFAULT_GUIDANCE, 3.5]
+    assert TINY_GUIDANCE != DEFAULT_GUIDANCE
+    assert [s["trajectory_guidance"] for s in got] == [1.0, 1.0, 2.0]  # off unless asked for

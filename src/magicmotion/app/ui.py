@@ -109,15 +109,13 @@ def fit_area(size: tuple[int, int], area: int, multiple: int = 16) -> tuple[int,
 def pipeline_generate_fn(base=None, controlnet=None) -> GenerateFn:
     """Generation through `magicmotion.pipelines`, the pipeline loaded on first use and kept. The
     shipped tiny model (`base` None) has a ControlNet per kind: switching kinds loads that one; a
-    model of your own serves every kind. Trajectory guidance is the model's default
-    (`default_trajectory_guidance`) unless the settings name one."""
+    model of your own serves every kind."""
     cache: dict[str, Any] = {}
 
     def generate_fn(image, prompt, trajectory, kind, **settings):
         from ..pipelines.generate import generate
-        from ..pipelines.loading import default_trajectory_guidance, load_pipeline
+        from ..pipelines.loading import load_pipeline
 
-        settings.setdefault("trajectory_guidance_scale", default_trajectory_guidance(base))
         key = kind if base is None else "any"
         if key not in cache:
             cache.clear()  # one model in memory at a time

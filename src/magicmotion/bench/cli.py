@@ -78,8 +78,8 @@ def register(sub) -> None:
     r.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     r.add_argument("--guidance", type=float, default=None,
                    help="guidance scale (default 6; 1 for the shipped tiny model)")
-    r.add_argument("--trajectory-guidance", type=float, default=None, metavar="W",
-                   help="trajectory guidance scale (default 1 = off; 2 for the shipped tiny model)")
+    r.add_argument("--trajectory-guidance", type=float, default=1.0, metavar="W",
+                   help="trajectory guidance scale (default 1 = off; see magicmotion generate)")
     r.add_argument("--seed", type=int, default=0, help="seed, the same for every clip (default 0)")
     r.add_argument("--limit", type=int, default=None, help="only the first N clips")
     r.add_argument("--size", type=_size, default=None, help="output size WxH (default: the pipeline's)")
@@ -147,8 +147,8 @@ def _run(args) -> int:
 
     s = run_bench(args.bench, args.out, base=args.base, controlnet=args.controlnet, kind=args.kind,
                   control_scale=args.control_scale, num_inference_steps=args.steps,
-                  guidance_scale=args.guidance, trajectory_guidance=args.trajectory_guidance, seed=args.seed, limit=args.limit,
-                  ground_truth=args.ground_truth, size=args.size, sparse_keys=args.sparse_keys,
+                  guidance_scale=args.guidance, trajectory_guidance=args.trajectory_guidance, seed=args.seed,
+                  limit=args.limit, ground_truth=args.ground_truth, size=args.size, sparse_keys=args.sparse_keys,
                   device=args.device, dtype=args.dtype, offload=args.offload, label=args.label)
     print(f"{args.out}: {s['clips']} clips ({s['generated']} generated now, {s['skipped']} already done)")
     return 0

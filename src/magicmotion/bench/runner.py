@@ -73,17 +73,17 @@ def bench_records(bench_root: str | os.PathLike) -> list[dict]:
 
 def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, controlnet=None,
               kind: str = "box", control_scale: float = 1.0, num_inference_steps: int = 50,
-              guidance_scale: float | None = None, trajectory_guidance: float | None = None, seed: int = 0,
-              limit: int | None = None, ground_truth: bool = False, size: tuple[int, int] | None = None, sparse_keys: int = 4,
-              device: str | None = None, dtype=None, offload: str = "none", label: str | None = None,
+              guidance_scale: float | None = None, trajectory_guidance: float = 1.0, seed: int = 0,
+              limit: int | None = None, ground_truth: bool = False, size: tuple[int, int] | None = None,
+              sparse_keys: int = 4, device: str | None = None, dtype=None, offload: str = "none",
+              label: str | None = None,
               pipeline=None, generate_fn: GenerateFn | None = None, progress: bool = True) -> dict:
     """Generate a video for each of the first `limit` (default all) clips of the benchmark set.
 
     base, controlnet: as `magicmotion.pipelines.loading.load_pipeline` (base None: the shipped tiny
     model); kind: trajectory kind; control_scale: ControlNet conditioning scale (0: the floor);
     guidance_scale: default 6, or 1 for the shipped tiny model (`default_guidance`);
-    trajectory_guidance: the pipelines' `trajectory_guidance_scale`, default 1 (off), or
-    `TINY_TRAJECTORY_GUIDANCE` for the shipped tiny model (`default_trajectory_guidance`);
+    trajectory_guidance: the pipelines' `trajectory_guidance_scale` (1: off);
     seed: the same seed for every clip; size: (W, H) of the output (default: the pipeline's choice from
     the clip's size); ground_truth: copy the benchmark's own videos instead (the ceiling);
     pipeline: an already loaded MagicMotion pipeline (then base / controlnet only name it in run.json).
@@ -101,12 +101,10 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
         records = records[:limit]
     if kind not in KINDS:
         raise BenchError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
-    from ..pipelines.loading import default_guidance, default_trajectory_guidance
-
     if guidance_scale is None:
+        from ..pipelines.loading import default_guidance
+
         guidance_scale = default_guidance(base)
-    if trajectory_guidance is None:
-        trajectory_guidance = default_trajectory_guidance(base)
     if ground_truth:
         settings = {"ground_truth": True, "size": list(size) if size else None}
     else:

@@ -54,9 +54,9 @@ def register(sub) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default 6; 1 for the shipped tiny model)")
     p.add_argument("--control-scale", type=float, default=1.0, help="ControlNet conditioning scale (default 1)")
-    p.add_argument("--trajectory-guidance", type=float, default=None, metavar="W",
+    p.add_argument("--trajectory-guidance", type=float, default=1.0, metavar="W",
                    help="trajectory guidance: move each step W times as far from the uncontrolled prediction "
-                        "(1 = off, the default; 2 for the shipped tiny model); costs a second base pass per step")
+                        "(default 1 = off; not in the paper); costs one more base pass per step")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded in OUT.json)")
     p.add_argument("--frames", type=int, default=None,
                    help="frames to generate; must equal the spec's frame count (default: the spec's)")
@@ -107,13 +107,11 @@ def check_args(args) -> tuple[tuple[int, int] | None, object]:
 def run_generate(args) -> int:
     from .. import __version__
     from .generate import generate, random_seed, write_outputs
-    from .loading import default_guidance, default_trajectory_guidance, load_pipeline
+    from .loading import default_guidance, load_pipeline
 
     size, traj = check_args(args)
     if args.guidance is None:
         args.guidance = default_guidance(args.base)
-    if args.trajectory_guidance is None:
-        args.trajectory_guidance = default_trajectory_guidance(args.base)
     pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
                          dtype=args.dtype, offload=args.offload)
     seed = random_seed() if args.seed is None else args.seed

@@ -29,9 +29,6 @@ KIND_STAGE = {"mask": "stage1", "box": "stage2", "sparse_box": "stage3"}
 # amplifies that noise into coloured blotches over the background; 1 (no guidance) keeps the frame.
 TINY_GUIDANCE = 1.0
 DEFAULT_GUIDANCE = 6.0  # the paper's, for real models
-# Trajectory guidance (not in the paper; the pipelines' `trajectory_guidance_scale`): the shipped tiny
-# model follows its trajectory more closely with it (docs/tiny-model.md); off (1) for real models.
-TINY_TRAJECTORY_GUIDANCE = 2.0
 MODELS = ("wan", "cogvideox")
 OFFLOAD = ("none", "model", "sequential")
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
@@ -44,12 +41,6 @@ def default_guidance(base) -> float:
     """The guidance scale to use when none is given: `TINY_GUIDANCE` for the shipped tiny model
     (`base` None), the paper's 6 otherwise."""
     return TINY_GUIDANCE if base is None else DEFAULT_GUIDANCE
-
-
-def default_trajectory_guidance(base) -> float:
-    """The trajectory guidance scale to use when none is given: `TINY_TRAJECTORY_GUIDANCE` for the
-    shipped tiny model (`base` None), 1 (off) otherwise."""
-    return TINY_TRAJECTORY_GUIDANCE if base is None else 1.0
 
 
 def is_hub_id(name: str | os.PathLike) -> bool:
@@ -321,8 +312,7 @@ def load_pipeline(
 
 
 __all__ = [
-    "DEFAULT_GUIDANCE", "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_GUIDANCE", "TINY_MODEL_DIR",
-    "TINY_TRAJECTORY_GUIDANCE", "default_trajectory_guidance", "base_config",
+    "DEFAULT_GUIDANCE", "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_GUIDANCE", "TINY_MODEL_DIR", "base_config",
     "default_guidance", "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "resolve_device",
     "resolve_dtype", "tiny_model_paths", "transformer_config",
 ]

@@ -34,7 +34,6 @@ from diffusers.utils.torch_utils import get_module_execution_device
 from PIL import Image
 
 from ..errors import PipelineError
-from ..trajectory import KINDS
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
                          prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guided)
 
