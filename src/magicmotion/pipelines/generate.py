@@ -89,7 +89,8 @@ def generate(
         image=cond.image, prompt=prompt, trajectory=cond.maps, kind=kind, negative_prompt=negative_prompt,
         num_frames=frames_, height=h, width=w, num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale, controlnet_conditioning_scale=controlnet_conditioning_scale,
-        trajectory_guidance_scale=trajectory_guidance_scale, generator=generator, output_type="np", **call_kwargs,
+        trajectory_guidance_scale=trajectory_guidance_scale, generator=generator, output_type="np",
+        **call_kwargs,
     )
     return to_uint8_frames(out.frames)[0], out.trajectory_maps
 

@@ -580,8 +580,6 @@ def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bu
     from ..bench.sets import build_bench
     from ..pipelines.loading import TINY_GUIDANCE
 
-    W = BENCH_TRAJECTORY_GUIDANCE
-
     bench = work / "bench"
     build_bench(work / "data" / "heldout", bench, per_bucket=per_bucket, num_frames=FRAMES,
                 buckets=("1", "2", "3", "4", "5"))
@@ -592,7 +590,7 @@ def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bu
         ("ground truth (ceiling)", "gt", dict(ground_truth=True, kind="box")),
         ("ground truth through the VAE", "vae", dict(generate_fn=vae_round_trip(base / "vae"), kind="box")),
         ("control scale 0 (floor)", "scale0", dict(controlnet=model_dir / "stage2" / "controlnet",
-                                                   kind="box", control_scale=0.0, trajectory_guidance=1.0)),
+                                                   kind="box", control_scale=0.0)),
     ]
     models = [
         ("stage 1, mask", "stage1-mask", dict(controlnet=model_dir / "stage1" / "controlnet", kind="mask")),
@@ -604,9 +602,10 @@ def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bu
         ("stage 2 w/o latent seg. loss", "ablation-noseg",
          dict(controlnet=work / "stage2-no-seg" / "final" / "controlnet", kind="box")),
     ]
-    # each model as the paper samples it, then with the tiny model's trajectory guidance
-    plan += [(label, name, dict(kw, trajectory_guidance=1.0)) for label, name, kw in models]
-    plan += [(f"{label}, trajectory guidance {W:g}", f"{name}-tg", dict(kw, trajectory_guidance=W))
+    # each model as the paper samples it, then with trajectory guidance
+    w = BENCH_TRAJECTORY_GUIDANCE
+    plan += models
+    plan += [(f"{label}, trajectory guidance {w:g}", f"{name}-tg", dict(kw, trajectory_guidance=w))
              for label, name, kw in models]
     done = []
     for label, name, kw in plan:
