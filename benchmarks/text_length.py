@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-from train import json_from_child, peak_step_memory_mb  # benchmarks/train.py, beside this script
+from train import interleaved_cpu_times, json_from_child, peak_step_memory_mb  # benchmarks/train.py
 
 LENGTHS = (512, 64)
 KINDS = ("base step", "stage step", "sampling step")
@@ -85,16 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             fn()
         print(json.dumps([[*key, peak_step_memory_mb(fn)] for key, fn in fns.items()]))
         return 0
-    for fn in fns.values():  # warm-up
-        fn()
-    cpu = {key: [] for key in fns}
-    for _ in range(args.rounds):
-        for key, fn in fns.items():
-            c0 = time.process_time()
-            fn()
-            cpu[key].append(time.process_time() - c0)
-            for m in models:
-                m.zero_grad(set_to_none=True)
+
+    def drop_grads():
+        for m in models:
+            m.zero_grad(set_to_none=True)
+
+    cpu = interleaved_cpu_times(fns, args.rounds, after=drop_grads)
     memory = memory_in_child(args)
 
     print(f"tiny Wan base (6 blocks of 4x32) + ControlNet (6 blocks), batch {args.batch}, 17x64x64 clips "

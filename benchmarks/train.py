@@ -67,6 +67,25 @@ def peak_step_memory_mb(step) -> float | None:
     return None if before is None or peak is None else (peak - before) / 1024
 
 
+def interleaved_cpu_times(fns: dict, rounds: int, after=None) -> dict:
+    """{key: [process CPU seconds of each call of fns[key]]}: one warm-up call each, then `rounds`
+    rounds calling every function in turn, so that machine load hits them alike. `after()` runs
+    after every call (e.g. to drop gradients)."""
+    for fn in fns.values():
+        fn()
+        if after is not None:
+            after()
+    times = {key: [] for key in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            c0 = time.process_time()
+            fn()
+            times[key].append(time.process_time() - c0)
+            if after is not None:
+                after()
+    return times
+
+
 # ---------------------------------------------------------------------------------------- setup
 
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-from train import json_from_child, peak_step_memory_mb  # benchmarks/train.py, beside this script
+from train import interleaved_cpu_times, json_from_child, peak_step_memory_mb  # benchmarks/train.py
 
 
 def calls_for(steps: int, scale: float):
@@ -65,14 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             fn()
         print(json.dumps([[w, peak_step_memory_mb(fn)] for w, fn in fns.items()]))
         return 0
-    for fn in fns.values():  # warm-up
-        fn()
-    cpu = {w: [] for w in fns}
-    for _ in range(args.rounds):
-        for w, fn in fns.items():
-            c0 = time.process_time()
-            fn()
-            cpu[w].append(time.process_time() - c0)
+    cpu = interleaved_cpu_times(fns, args.rounds)
     rows = json_from_child(__file__, ["--steps", str(args.steps), "--scale", str(args.scale),
                                       "--threads", str(args.threads), "--memory-child"])
     memory = {w: mb for w, mb in rows or []}
