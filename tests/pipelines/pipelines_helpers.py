@@ -60,3 +60,14 @@ def check_trajectory_guidance(pipe, run) -> None:
     torch.testing.assert_close(plain[2.5], plain[0.0] + 2.5 * (plain[1.0] - plain[0.0]), atol=1e-5, rtol=1e-4)
     text = {w: run(pipe, guidance_scale=4.0, trajectory_guidance_scale=w, **one) for w in (1.0, 2.5)}
     torch.testing.assert_close(text[2.5] - text[1.0], plain[2.5] - plain[1.0], atol=1e-5, rtol=1e-4)
+    # one extra pass of the joint model per step, none when every control scale is 0
+    from magicmotion.models import MagicMotionTransformer
+
+    forward, calls = MagicMotionTransformer.forward, []
+    MagicMotionTransformer.forward = lambda self, *a, **k: calls.append(1) or forward(self, *a, **k)
+    try:
+        for scale in (1.0, 0.0):
+            run(pipe, controlnet_conditioning_scale=scale, trajectory_guidance_scale=3.0, num_inference_steps=2)
+    finally:
+        MagicMotionTransformer.forward = forward
+    assert len(calls) == 2 * 2 + 2

@@ -258,6 +258,9 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
 
         # 6. denoising loop: cond and uncond in one batch, the trajectory in both
         model = self.joint_transformer()
+        # trajectory guidance; with every control scale 0 it would change nothing
+        guide = trajectory_guidance_scale != 1.0 and any(
+            model.conditioning_scales(controlnet_conditioning_scale))
         num_warmup_steps = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
         onload(self.transformer)
         with self.progress_bar(total=num_inference_steps) as progress_bar:
@@ -294,7 +297,7 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
                 if cfg:
                     noise_uncond, noise_text = noise_pred.chunk(2)
                     noise_pred = noise_uncond + self.guidance_scale * (noise_text - noise_uncond)
-                if trajectory_guidance_scale != 1.0:  # the conditional branch again, without control
+                if guide:  # the conditional branch again, without control
                     n = latents.shape[0]
                     free = model(
                         hidden_states=model_input[-n:], timestep=timestep[-n:], encoder_hidden_states=prompt_embeds,

@@ -309,6 +309,9 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
 
         # 7. denoising loop: cond and uncond in one batch, the trajectory in both
         model = self.joint_transformer()
+        # trajectory guidance; with every control scale 0 it would change nothing
+        guide = trajectory_guidance_scale != 1.0 and any(
+            model.conditioning_scales(controlnet_conditioning_scale))
         cfg = self.do_classifier_free_guidance
         self._num_timesteps = len(timesteps)
         num_warmup_steps = len(timesteps) - num_inference_steps * self.scheduler.order
@@ -342,7 +345,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                 if cfg:
                     noise_uncond, noise_text = noise_pred.chunk(2)
                     noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
-                if trajectory_guidance_scale != 1.0:  # the conditional branch again, without control
+                if guide:  # the conditional branch again, without control
                     n = latents.shape[0]
                     free = model(
                         hidden_states=model_input[-n:], timestep=timestep[-n:], encoder_hidden_states=prompt_embeds,
