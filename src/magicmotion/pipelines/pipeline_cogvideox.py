@@ -288,15 +288,15 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
                     attention_kwargs=attention_kwargs,
                     return_dict=False,
                 )[0].float()
-                controlled = noise_pred.chunk(2)[1] if cfg else noise_pred
+                controlled = noise_pred  # the text-conditional prediction with control
 
                 if use_dynamic_cfg:
                     self._guidance_scale = 1 + guidance_scale * (
                         (1 - math.cos(math.pi * ((num_inference_steps - t.item()) / num_inference_steps) ** 5.0)) / 2
                     )
                 if cfg:
-                    noise_uncond, noise_text = noise_pred.chunk(2)
-                    noise_pred = noise_uncond + self.guidance_scale * (noise_text - noise_uncond)
+                    noise_uncond, controlled = noise_pred.chunk(2)
+                    noise_pred = noise_uncond + self.guidance_scale * (controlled - noise_uncond)
                 if guide:  # the conditional branch again, without control
                     n = latents.shape[0]
                     free = model(

@@ -341,10 +341,10 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                     attention_kwargs=attention_kwargs,
                     return_dict=False,
                 )[0]
-                controlled = noise_pred.chunk(2)[1] if cfg else noise_pred
+                controlled = noise_pred  # the text-conditional prediction with control
                 if cfg:
-                    noise_uncond, noise_text = noise_pred.chunk(2)
-                    noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+                    noise_uncond, controlled = noise_pred.chunk(2)
+                    noise_pred = noise_uncond + guidance_scale * (controlled - noise_uncond)
                 if guide:  # the conditional branch again, without control
                     n = latents.shape[0]
                     free = model(
