@@ -1,5 +1,5 @@
 """The tiny-model recipe's own pieces (magicmotion.training.tiny): the synthetic clips and the
-trajectory maps its VAE trains on."""
+trajectory maps its VAE trains on, and the stage configs it trains the shipped model with."""
 
 from __future__ import annotations
 
@@ -127,3 +127,34 @@ def test_unknown_phase_is_an_error_before_any_work(tmp_path, capsys):
     assert e.value.code == 2
     assert "unknown phase(s) stage" in capsys.readouterr().err
     assert not (tmp_path / "work" / "data").exists()
+
+
+def test_stage_configs_chain_and_match_the_shipped_model(tmp_path):
+    """Each stage starts from the one before it (the same ControlNet layout, the paper's lambdas), the
+    ablations are stage 2's settings with one change, and the shipped ControlNets have the configs'
+    layout."""
+    import json
+
+    from magicmotion.pipelines.loading import TINY_MODEL_DIR
+
+    work = tmp_path / "work"
+    (work / "data" / "stages").mkdir(parents=True)
+    for stage in ("stage1", "stage2"):  # what stages 2 and 3 start from: here the shipped stages
+        (work / stage).symlink_to(TINY_MODEL_DIR / stage)
+    cfg = {name: tiny.stage_config(name, work) for name in tiny.STAGES + tiny.ABLATIONS}
+    assert [cfg[s].condition for s in tiny.STAGES] == ["mask", "box", "sparse_box"]
+    assert cfg["stage1"].init_from is None
+    assert cfg["stage2"].init_from == str(work / "stage1")
+    assert cfg["stage3"].init_from == str(work / "stage2") and cfg["stage3"].init_head
+    assert [cfg[s].lambda_seg for s in tiny.STAGES] == [0.0, 0.5, 0.5]
+    assert {c.controlnet_layers for c in cfg.values()} == {cfg["stage1"].controlnet_layers}
+    scratch, noseg, stage2 = cfg["stage2-from-scratch"], cfg["stage2-no-seg"], cfg["stage2"]
+    assert scratch.init_from is None and scratch.lambda_seg == stage2.lambda_seg
+    assert noseg.init_from == stage2.init_from and noseg.lambda_seg == 0 and not noseg.segment_head
+    for c in (scratch, noseg):
+        assert c.condition == "box" and c.loop.max_steps == stage2.loop.max_steps and c.optim == stage2.optim
+    shipped = TINY_MODEL_DIR
+    base_layers = json.loads((shipped / "base" / "transformer" / "config.json").read_text())["num_layers"]
+    for stage in tiny.STAGES:
+        layers = json.loads((shipped / stage / "controlnet" / "config.json").read_text())["num_layers"]
+        assert layers == (cfg[stage].controlnet_layers or base_layers), stage
