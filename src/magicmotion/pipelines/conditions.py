@@ -243,6 +243,12 @@ def check_call_inputs(pipe, prompt, negative_prompt, kind: str, num_frames: int,
             raise PipelineError(f"callback tensor inputs {bad} not in {pipe._callback_tensor_inputs}")
 
 
+def trajectory_guidance_on(model, scale: float, conditioning_scale) -> bool:
+    """Whether a step needs trajectory guidance's extra pass: not at scale 1, nor when every control
+    scale is 0 (the controlled and free predictions are then the same)."""
+    return scale != 1.0 and any(model.conditioning_scales(conditioning_scale))
+
+
 def trajectory_guided(noise_pred: torch.Tensor, controlled: torch.Tensor, free: torch.Tensor,
                       scale: float) -> torch.Tensor:
     """Trajectory guidance: `noise_pred + (scale - 1) * (controlled - free)`.

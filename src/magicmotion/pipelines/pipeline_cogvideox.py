@@ -35,7 +35,8 @@ from PIL import Image
 
 from ..errors import PipelineError
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
-                         prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guided)
+                         prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
+                         trajectory_guided)
 
 
 class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
@@ -258,9 +259,7 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
 
         # 6. denoising loop: cond and uncond in one batch, the trajectory in both
         model = self.joint_transformer()
-        # trajectory guidance; with every control scale 0 it would change nothing
-        guide = trajectory_guidance_scale != 1.0 and any(
-            model.conditioning_scales(controlnet_conditioning_scale))
+        guide = trajectory_guidance_on(model, trajectory_guidance_scale, controlnet_conditioning_scale)
         num_warmup_steps = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
         onload(self.transformer)
         with self.progress_bar(total=num_inference_steps) as progress_bar:

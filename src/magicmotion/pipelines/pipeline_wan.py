@@ -35,8 +35,8 @@ from PIL import Image
 
 from ..errors import PipelineError
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
-                         prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guided,
-                         trajectory_size)
+                         prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
+                         trajectory_guided, trajectory_size)
 
 # Wan2.1 480P models generate about 832 x 480 pixels; a larger trajectory is scaled down to this area.
 WAN_DEFAULT_AREA = 832 * 480
@@ -309,9 +309,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
 
         # 7. denoising loop: cond and uncond in one batch, the trajectory in both
         model = self.joint_transformer()
-        # trajectory guidance; with every control scale 0 it would change nothing
-        guide = trajectory_guidance_scale != 1.0 and any(
-            model.conditioning_scales(controlnet_conditioning_scale))
+        guide = trajectory_guidance_on(model, trajectory_guidance_scale, controlnet_conditioning_scale)
         cfg = self.do_classifier_free_guidance
         self._num_timesteps = len(timesteps)
         num_warmup_steps = len(timesteps) - num_inference_steps * self.scheduler.order
