@@ -29,7 +29,7 @@ from magicmotion.trajectory import from_dict, render  # noqa: E402
 
 W, H = 160, 120
 ZOOM = dr.canvas_zoom((W, H))
-SETTINGS = ("box", "arc", [], "a red square moves", 9, 2, 3, 1.0, 1.0, 32, 32, 8)  # kind .. fps
+SETTINGS = ("box", "arc", [], "a red square moves", 9, 2, 3, 1.0, 1.0, 2.5, 32, 32, 8)  # kind .. fps
 
 
 class Recorder:
@@ -95,7 +95,8 @@ def test_clicks_preview_and_generate(app, first_frame, tmp_path):
     np.testing.assert_array_equal(image_in, image)
     assert (prompt, kind) == ("a red square moves", "box")
     assert settings == {"num_inference_steps": 2, "seed": 3, "guidance_scale": 1.0,
-                        "controlnet_conditioning_scale": 1.0, "width": 32, "height": 32}
+                        "controlnet_conditioning_scale": 1.0, "trajectory_guidance_scale": 2.5,
+                        "width": 32, "height": 32}
     expected = dr.build_trajectory(state["objects"], (W, H), 9, "box", caption="a red square moves")
     assert dr.to_dict(traj) == dr.to_dict(expected)
     frames, _ = read_video(video)
@@ -105,7 +106,7 @@ def test_clicks_preview_and_generate(app, first_frame, tmp_path):
     saved = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
     assert dr.to_dict(from_dict(saved)) == dr.to_dict(expected)
     # width and height 0: the tiny model's area in the frame's shape (160x120 -> 64x48)
-    fn["on_generate"](state, *SETTINGS[:9], 0, 0, 8)
+    fn["on_generate"](state, *SETTINGS[:10], 0, 0, 8)
     assert (rec.calls[-1][4]["width"], rec.calls[-1][4]["height"]) == (64, 48)
 
 
@@ -141,7 +142,7 @@ def test_objects_add_rename_remove_and_undo(app):
     (lambda fn, s: fn["on_set_scale"](0, 2.0, s), "has no path points yet"),
     (lambda fn, s: fn["on_preview"](new_state(), *SETTINGS), "no first frame"),
     (lambda fn, s: fn["on_generate"](fn["on_remove"](s)[0], *SETTINGS), "no objects: add an object"),
-    (lambda fn, s: fn["on_preview"](s, "box", "arc", [], "", 10, 2, 0, 1.0, 1.0, 32, 32, 8), "frames must be 4k"),
+    (lambda fn, s: fn["on_preview"](s, "box", "arc", [], "", 10, 2, 0, 1.0, 1.0, 1.0, 32, 32, 8), "frames must be 4k"),
     (lambda fn, s: fn["on_load_spec"](None, s), "no spec file"),
 ])
 def test_bad_input_is_a_message(app, call, message):
@@ -172,7 +173,7 @@ def test_oversized_upload_is_a_message(app):
 def test_load_spec_for_editing(app, tmp_path):
     fn, _, state = app
     state = fn["on_set_scale"](2, 0.5, draw_square(fn, state))[0]
-    gif, files = fn["on_preview"](state, "sparse_box", "time", [4], "", 9, 2, 11, 1.0, 1.0, 32, 32, 8)
+    gif, files = fn["on_preview"](state, "sparse_box", "time", [4], "", 9, 2, 11, 1.0, 1.0, 1.75, 32, 32, 8)
     spec_path = next(f for f in files if f.endswith(".json"))
     fresh = fn["on_upload"](state["image"], new_state())[0]
     out = fn["on_load_spec"](spec_path, fresh)
@@ -182,7 +183,7 @@ def test_load_spec_for_editing(app, tmp_path):
     np.testing.assert_array_equal(o.mask, state["objects"][0].mask)
     kind, timing, frames, keys, prompt, *settings = out[4:]
     assert (kind["value"], timing["value"], frames["value"], keys["value"]) == ("sparse_box", "time", 9, [4])
-    assert [u["value"] for u in settings] == [11, 2, 1.0, 1.0, 32, 32, 8]
+    assert [u["value"] for u in settings] == [11, 2, 1.0, 1.0, 1.75, 32, 32, 8]
     # a spec drawn on another frame size is refused
     other = fn["on_upload"](np.zeros((60, 80, 3), np.uint8), new_state())[0]
     with pytest.raises(gr.Error, match="the spec is 160x120 but the first frame is 80x60"):

@@ -48,14 +48,15 @@ MAX_UPLOAD = "25mb"  # the server refuses larger uploads
 # another model its own default size for the frame.
 DEFAULT_SETTINGS = {
     "num_frames": 17, "num_inference_steps": 25, "seed": 0, "guidance_scale": TINY_GUIDANCE,
-    "controlnet_conditioning_scale": 1.0, "width": 0, "height": 0, "fps": 8,
+    "controlnet_conditioning_scale": 1.0, "trajectory_guidance_scale": 1.0, "width": 0, "height": 0, "fps": 8,
 }
 REAL_MODEL_SETTINGS = {"num_frames": 49, "num_inference_steps": 50, "guidance_scale": DEFAULT_GUIDANCE,
                        "fps": 16}
 TINY_AREA = 64 * 64
 # Settings a spec written by the app brings back, in the order of the page's fields after the prompt.
 SPEC_SETTINGS = (("seed", int), ("num_inference_steps", int), ("guidance_scale", float),
-                 ("controlnet_conditioning_scale", float), ("width", int), ("height", int), ("fps", float))
+                 ("controlnet_conditioning_scale", float), ("trajectory_guidance_scale", float), ("width", int),
+                 ("height", int), ("fps", float))
 
 # A generate function takes (image uint8 (H, W, 3), prompt, trajectory, kind, **settings) and
 # returns (frames uint8 (T, h, w, 3), maps uint8 (T, h, w, 3)).
@@ -462,27 +463,31 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
             tmp.write_text(json.dumps(data, indent=1))
         return path
 
-    def collect_settings(prompt, num_frames, steps, seed, guidance, control, width, height, fps):
+    def collect_settings(prompt, num_frames, steps, seed, guidance, control, trajectory_guidance, width, height,
+                         fps):
         return {"prompt": (prompt or "").strip(), "num_frames": int(num_frames),
                 "num_inference_steps": int(steps), "seed": int(seed or 0), "guidance_scale": float(guidance),
-                "controlnet_conditioning_scale": float(control), "width": int(width or 0),
+                "controlnet_conditioning_scale": float(control),
+                "trajectory_guidance_scale": float(trajectory_guidance), "width": int(width or 0),
                 "height": int(height or 0), "fps": float(fps)}
 
     @shows_errors
-    def on_preview(state, kind, timing, keys, prompt, num_frames, steps, seed, guidance, control, width,
-                   height, fps):
+    def on_preview(state, kind, timing, keys, prompt, num_frames, steps, seed, guidance, control,
+                   trajectory_guidance, width, height, fps):
         traj = make_trajectory(state, kind, timing, keys, num_frames, prompt)
-        settings = collect_settings(prompt, num_frames, steps, seed, guidance, control, width, height, fps)
+        settings = collect_settings(prompt, num_frames, steps, seed, guidance, control, trajectory_guidance,
+                                    width, height, fps)
         d = run_dir()
         gif = write_preview(d / "trajectory_preview.gif", state["image"], render(traj, kind), settings["fps"])
         spec = write_spec(d / "trajectory.json", state, traj, kind, timing, keys, settings)
         return str(gif), [str(spec), str(gif)]
 
     @shows_errors
-    def on_generate(state, kind, timing, keys, prompt, num_frames, steps, seed, guidance, control, width,
-                    height, fps, progress=gr.Progress(track_tqdm=True)):
+    def on_generate(state, kind, timing, keys, prompt, num_frames, steps, seed, guidance, control,
+                    trajectory_guidance, width, height, fps, progress=gr.Progress(track_tqdm=True)):
         traj = make_trajectory(state, kind, timing, keys, num_frames, prompt)
-        settings = collect_settings(prompt, num_frames, steps, seed, guidance, control, width, height, fps)
+        settings = collect_settings(prompt, num_frames, steps, seed, guidance, control, trajectory_guidance,
+                                    width, height, fps)
         if not settings["prompt"]:
             gr.Warning("no prompt given: generating with an empty prompt")
         if not (settings["width"] and settings["height"]):
@@ -491,7 +496,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
                 h, w = state["image"].shape[:2]
                 settings["width"], settings["height"] = fit_area((w, h), TINY_AREA)
         gen = {k: settings[k] for k in ("num_inference_steps", "seed", "guidance_scale",
-                                        "controlnet_conditioning_scale")}
+                                        "controlnet_conditioning_scale", "trajectory_guidance_scale")}
         if settings["width"]:
             gen.update(width=settings["width"], height=settings["height"])
         progress(0, desc="loading the model and preparing")
@@ -572,6 +577,10 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
                                              label="Guidance scale", elem_id="guidance")
                         control = gr.Slider(0.0, 2.0, value=defaults["controlnet_conditioning_scale"], step=0.05,
                                             label="Control scale", elem_id="control-scale")
+                        trajectory_guidance = gr.Slider(
+                            1.0, 4.0, value=defaults["trajectory_guidance_scale"], step=0.25,
+                            label="Trajectory guidance (1 = off; each step also runs the base alone)",
+                            elem_id="trajectory-guidance")
                     with gr.Row():
                         width = gr.Number(value=defaults["width"], precision=0, label="Width (0 = automatic)",
                                           elem_id="width")
@@ -590,7 +599,8 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
 
         # ---------------------------------------------------------------------------------- events
         drawing_out = [state, canvas, objects, summary]
-        spec_fields = [kind, timing, num_frames, keys, prompt, seed, steps, guidance, control, width, height, fps]
+        spec_fields = [kind, timing, num_frames, keys, prompt, seed, steps, guidance, control, trajectory_guidance,
+                       width, height, fps]
         upload.upload(on_upload, [upload, state], drawing_out)
         upload.clear(on_upload, [upload, state], drawing_out)
         example_btn.click(on_example, [example, state], [state, upload, canvas, objects, summary, *spec_fields])
@@ -606,8 +616,8 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         clear_path_btn.click(on_clear_path, [state], drawing_out)
         scale_btn.click(on_set_scale, [scale_point, scale_value, state], drawing_out)
         num_frames.change(on_frames, [num_frames, keys], [keys])
-        run_inputs = [state, kind, timing, keys, prompt, num_frames, steps, seed, guidance, control, width,
-                      height, fps]
+        run_inputs = [state, kind, timing, keys, prompt, num_frames, steps, seed, guidance, control,
+                      trajectory_guidance, width, height, fps]
         preview_btn.click(on_preview, run_inputs, [preview, files])
         generate_btn.click(on_generate, run_inputs, [video, files])
     return demo
