@@ -8,7 +8,7 @@ and the extra time per denoising step. Guidance adds one pass of the base alone 
 step, so a step should cost between 1x and 2x; the VAE and the rest do not change. Peak memory is
 the growth of the resident set during one call, measured in a child process (see train.py).
 
-    .venv/bin/python benchmarks/trajectory_guidance.py [--rounds 5] [--steps 10] [--scale 2.5] [--threads 2]
+    .venv/bin/python benchmarks/trajectory_guidance.py [--rounds 5] [--steps 10] [--scale 2] [--threads 2]
 """
 
 from __future__ import annotations

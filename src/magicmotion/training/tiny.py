@@ -567,7 +567,7 @@ def vae_round_trip(vae_dir: Path):
 
 # The bench phase also scores every model with trajectory guidance (the pipelines'
 # `trajectory_guidance_scale`; not in the paper, off by default), at this scale.
-BENCH_TRAJECTORY_GUIDANCE = 2.5
+BENCH_TRAJECTORY_GUIDANCE = 2.0
 
 
 def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bucket: int = 25) -> dict:
