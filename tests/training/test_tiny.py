@@ -158,3 +158,49 @@ def test_stage_configs_chain_and_match_the_shipped_model(tmp_path):
     for stage in tiny.STAGES:
         layers = json.loads((TINY_MODEL_DIR / stage / "controlnet" / "config.json").read_text())["num_layers"]
         assert layers == (cfg[stage].controlnet_layers or base_layers), stage
+
+
+def test_ship_stores_fp16_weights_that_load_back_as_the_trained_values(tmp_path):
+    """`ship` packs a work folder's base and stages: the transformer, ControlNets and heads in fp16
+    (values = the fp32 ones rounded), the 48 KB text encoder in fp32 so that plain transformers loads
+    it as fp32 too; an older package is replaced whole."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+    from safetensors import safe_open
+    from transformers import UMT5EncoderModel
+
+    from magicmotion.models import SegmentHead, WanTrajectoryControlNet
+    from magicmotion.pipelines.tiny import tiny_wan_components
+
+    work, out = tmp_path / "work", tmp_path / "pkg"
+    pipe = WanImageToVideoPipeline(**tiny_wan_components(seed=0))
+    pipe.save_pretrained(work / "base")
+    nets = {}
+    for i, stage in enumerate(tiny.STAGES):
+        net = WanTrajectoryControlNet.from_transformer(pipe.transformer, num_layers=1)
+        with torch.no_grad():
+            net.out_projectors[0].weight.normal_(generator=torch.Generator().manual_seed(i))
+        net.save_pretrained(work / stage / "final" / "controlnet")
+        nets[stage] = net
+        if stage != "stage1":
+            SegmentHead.from_transformer(pipe.transformer).save_pretrained(work / stage / "final" / "segment_head")
+    (out / "stale").mkdir(parents=True)
+
+    tiny.ship(work, out)
+
+    assert not (out / "stale").exists() and not out.with_name("pkg.tmp").exists()
+    assert not (out / "stage1" / "segment_head").exists() and (out / "stage3" / "segment_head").is_dir()
+    def stored_dtypes(folder):
+        with safe_open(str(next(folder.glob("*.safetensors"))), "pt") as f:
+            return {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert stored_dtypes(out / "base" / "transformer") == {"F16"}
+    assert stored_dtypes(out / "stage2" / "controlnet") == {"F16"}
+    assert stored_dtypes(out / "base" / "text_encoder") == {"F32"}
+    text_encoder = UMT5EncoderModel.from_pretrained(out / "base" / "text_encoder")
+    assert text_encoder.dtype == torch.float32
+    torch.testing.assert_close(text_encoder.state_dict(), pipe.text_encoder.state_dict(), rtol=0, atol=0)
+    transformer = WanTransformer3DModel.from_pretrained(out / "base" / "transformer")
+    want = {k: v.half().float() for k, v in pipe.transformer.state_dict().items()}
+    torch.testing.assert_close(transformer.float().state_dict(), want, rtol=0, atol=0)
+    net = WanTrajectoryControlNet.from_pretrained(out / "stage3" / "controlnet").float()
+    w = nets["stage3"].out_projectors[0].weight
+    assert w.abs().sum() > 0 and torch.equal(net.out_projectors[0].weight, w.half().float())

@@ -87,7 +87,7 @@ def load_base_components(base: str, names: tuple[str, ...], dtype: torch.dtype =
         cls = getattr(importlib.import_module(library), class_name)
         kwargs = {"subfolder": name}
         if hasattr(cls, "dtype") and name not in ("scheduler", "tokenizer", "image_processor"):
-            kwargs["torch_dtype"] = (dtypes or {}).get(name, dtype)
+            kwargs["dtype"] = (dtypes or {}).get(name, dtype)
         try:
             out[name] = cls.from_pretrained(base, **kwargs)
         except (OSError, EnvironmentError, ValueError) as e:

@@ -485,16 +485,19 @@ def phase_stages(work: Path, names: list[str], steps: int | None = None) -> None
 
 
 def ship(work: Path, out: Path) -> None:
-    """Copy the base and the three stages into the package, weights stored in fp16 (loaded as fp32)."""
+    """Copy the base and the three stages into the package, weights stored in fp16 (loaded as fp32).
+
+    The text encoder (48 KB) stays fp32: transformers loads a model in the dtype it was saved in, so
+    an fp16 one would come back fp16 to anyone who loads the base by hand (diffusers models load fp32).
+    """
     from diffusers import WanImageToVideoPipeline
 
     from ..models import SegmentHead, WanTrajectoryControlNet
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe = WanImageToVideoPipeline.from_pretrained(work / "base")
-    for name in ("transformer", "text_encoder"):
-        getattr(pipe, name).half()
+    pipe = WanImageToVideoPipeline.from_pretrained(work / "base", dtype=torch.float32)
+    pipe.transformer.half()
     pipe.save_pretrained(tmp / "base")
     for stage in STAGES:
         final = work / stage / "final"

@@ -88,7 +88,7 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
     head_dir = None
     if config.init_from:
         cn_dir, head_dir = init_weights(config)
-        controlnet = cls.from_pretrained(cn_dir, torch_dtype=torch.float32)
+        controlnet = cls.from_pretrained(cn_dir, dtype=torch.float32)
         layers = controlnet.config.num_layers
         if config.controlnet_layers is not None and config.controlnet_layers != layers:
             raise ConfigError(f"{config.source}: controlnet_layers is {config.controlnet_layers} but "
@@ -100,7 +100,7 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
     head = None
     if config.segment_head:
         if head_dir:
-            head = SegmentHead.from_pretrained(head_dir, torch_dtype=torch.float32)
+            head = SegmentHead.from_pretrained(head_dir, dtype=torch.float32)
         else:
             with torch.random.fork_rng(devices=[]):  # the same fresh head for the same seed
                 torch.manual_seed(config.seed)
