@@ -189,6 +189,7 @@ def test_ship_stores_fp16_weights_that_load_back_as_the_trained_values(tmp_path)
 
     assert not (out / "stale").exists() and not out.with_name("pkg.tmp").exists()
     assert not (out / "stage1" / "segment_head").exists() and (out / "stage3" / "segment_head").is_dir()
+
     def stored_dtypes(folder):
         with safe_open(str(next(folder.glob("*.safetensors"))), "pt") as f:
             return {f.get_slice(k).get_dtype() for k in f.keys()}
