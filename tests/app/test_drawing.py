@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from magicmotion.app import drawing
 from magicmotion.app.drawing import (DRAWING_KEY, DrawnObject, box_from_clicks, build_trajectory, canvas_zoom,
-                                     check_image, default_key_frames, draw_canvas, filled_box, mask_from_box,
-                                     moved_box, moved_mask, objects_from_spec, path_track, spec_dict)
+                                     check_image, default_key_frames, draw_canvas, draw_label, filled_box,
+                                     mask_from_box, moved_box, moved_mask, objects_from_spec, path_track,
+                                     point_label, scale_text, spec_dict)
 from magicmotion.errors import MediaError, TrajectoryError
 from magicmotion.io import read_image
 from magicmotion.trajectory import (ObjectTrack, Trajectory, from_dict, from_label_masks, interpolate_boxes, load,
@@ -324,3 +326,56 @@ def test_canvas_tints_masks_and_leaves_the_rest(first_frame):
     np.testing.assert_array_equal(big[:30:3, :30:3], image[:10, :10])
     np.testing.assert_array_equal(big[45 * 3:50 * 3:3, 60 * 3:65 * 3:3], canvas[inside])
     assert canvas_zoom((64, 64)) == 8 and canvas_zoom((320, 240)) == 2 and canvas_zoom((854, 480)) == 1
+
+
+def test_path_labels_are_rounded():
+    assert scale_text(0.919866) == "x0.92" and scale_text(1.5) == "x1.5" and scale_text(2.0) == "x2"
+    assert point_label(1, {1: 0.919866}) == "1 x0.92"
+    assert point_label(2, {1: 0.919866}) == "2"
+
+
+def ink(canvas: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(canvas.any(-1))
+    return np.stack([xs, ys], axis=1)
+
+
+@pytest.mark.parametrize("unit", [1, 3])
+def test_path_labels_stay_inside_the_canvas(unit):
+    """A label next to a point at each corner and edge is drawn whole: as many pixels as the same
+    label in the middle of a large canvas (none cut off), all inside the canvas and near the point."""
+    text = "12 x0.92"
+    big = np.zeros((600, 800, 3), np.uint8)
+    draw_label(big, text, (400, 300), (255, 0, 0), unit)
+    whole = len(ink(big))
+    w, h = 200, 150
+    for point in [(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1), (w // 2, 0), (w // 2, h - 1), (0, h // 2),
+                  (w - 1, h // 2), (w - 3, 2), (w // 2, h // 2)]:
+        canvas = np.zeros((h, w, 3), np.uint8)
+        x0, y0, x1, y1 = draw_label(canvas, text, point, (255, 0, 0), unit)
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, point
+        pixels = ink(canvas)
+        assert len(pixels) == whole, f"label at {point} cut off"
+        assert (pixels >= [x0, y0]).all() and (pixels < [x1, y1]).all()
+        # next to the point: no farther than its own size plus the gap
+        assert x0 - (x1 - x0) - 8 * unit <= point[0] <= x1 + 8 * unit, point
+        assert y0 - 8 * unit <= point[1] <= y1 + (y1 - y0) + 8 * unit, point
+
+
+def test_canvas_labels_path_points_rounded_and_inside(first_frame, monkeypatch):
+    """draw_canvas labels each path point through draw_label, the scale rounded, inside the canvas even
+    for points on the frame's edge."""
+    image, _ = first_frame
+    o = square_object(first_frame, path=[(W, 0), (W, H), (0, H)])
+    o.scales = {1: 0.919866, 3: 2.0}
+    calls = []
+
+    def spy(canvas, text, point, color, unit=1):
+        box = draw_label(canvas, text, point, color, unit)
+        calls.append((text, box, canvas.shape))
+        return box
+
+    monkeypatch.setattr(drawing, "draw_label", spy)
+    draw_canvas(image, [o], current=1, zoom=2)
+    assert [c[0] for c in calls] == ["1 x0.92", "2", "3 x2"]
+    for _, (x0, y0, x1, y1), shape in calls:
+        assert 0 <= x0 < x1 <= shape[1] and 0 <= y0 < y1 <= shape[0]

@@ -223,6 +223,38 @@ def test_examples_with_and_without_a_spec(first_frame, tmp_path):
         fn["on_example"]("nothing.png", new_state())
 
 
+def example_dropdown(demo):
+    return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "example")
+
+
+def test_first_example_is_preselected_and_none_picked_is_a_message(first_frame, tmp_path, monkeypatch):
+    """The Example dropdown starts on the first example, so Use example works at once; pressing it with
+    nothing picked shows a message and changes nothing (no error: that would mark every output red)."""
+    image, _ = first_frame
+    root = tmp_path / "examples"
+    for name in ("b", "a"):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(image).save(root / name / "first_frame.png")
+    demo = build_app(generate_fn=Recorder(), output_dir=tmp_path / "out", examples_dirs=[root])
+    dropdown = example_dropdown(demo)
+    assert dropdown.value == "a/first_frame.png" == next(iter(find_examples([root])))
+    fn = handlers(demo)
+    assert fn["on_example"](dropdown.value, new_state())[0]["image"] is not None
+
+    messages = []
+    monkeypatch.setattr(gr, "Info", messages.append)
+    state = new_state()
+    for nothing in (None, ""):
+        out = fn["on_example"](nothing, state)
+        assert out[0] is state and state["image"] is None
+        assert len(out) == 5 + 13 and all(u == gr.skip() for u in out[1:])  # state, 4 views, 13 fields
+    assert messages == ["Pick an example under Example first, then press Use example."] * 2
+    empty = build_app(generate_fn=Recorder(), output_dir=tmp_path / "out", examples_dirs=[])
+    assert example_dropdown(empty).value is None
+    handlers(empty)["on_example"](None, new_state())
+    assert messages[-1] == "There are no examples here: upload a first frame instead."
+
+
 def test_bundled_example_loads(tmp_path):
     """The repository's own example (examples/first_frame.png + trajectory.json) opens for editing:
     the frame-0 masks are the spec's, each path ends at the centre of the object's last box, and

@@ -535,11 +535,6 @@ def draw_canvas(image: np.ndarray, objects: list[DrawnObject], current: int | No
         draw(canvas, a, b, (255, 255, 255), thick + 2, cv2.LINE_AA, **kw)
         draw(canvas, a, b, color, thick, cv2.LINE_AA, **kw)
 
-    def label(text, p, color):
-        org = (p[0] + 4 * unit, p[1] - 4 * unit)
-        cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * unit, (255, 255, 255), 3 * unit, cv2.LINE_AA)
-        cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * unit, color, unit, cv2.LINE_AA)
-
     for o in objects:
         color = palette_color(o.id)
         has_mask = o.mask is not None and o.mask.shape == (h, w) and bool(o.mask.any())
@@ -565,13 +560,59 @@ def draw_canvas(image: np.ndarray, objects: list[DrawnObject], current: int | No
             cv2.circle(canvas, pts[0], 2 * unit + 1, color, -1)
             for i, p in enumerate(pts[1:], start=1):
                 cv2.circle(canvas, p, 2 * unit + 1, color, -1)
-                label(str(i) + (f" x{o.scales[i]:g}" if i in o.scales else ""), p, color)
+                draw_label(canvas, point_label(i, o.scales), p, color, unit)
     return canvas
+
+
+def scale_text(scale: float) -> str:
+    """A path point's scale as shown to the user: "x1.5", "x0.92" (two decimals at most)."""
+    return f"x{round(float(scale), 2):g}"
+
+
+def point_label(i: int, scales: dict[int, float]) -> str:
+    """The label of path point i on the drawing: its number, and its scale when one is set there."""
+    return str(i) + (f" {scale_text(scales[i])}" if i in scales else "")
+
+
+LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def label_box(text: str, point, size: tuple[int, int], unit: int = 1) -> tuple[int, int, int, int]:
+    """Where `draw_label` puts `text` for a point (x, y) of a `size` = (W, H) canvas: up and to the
+    right of the point, flipped to the other side of it at an edge and then shifted so the whole label
+    (with its white outline) lies inside the canvas. Returns the label's box (x0, y0, x1, y1), pixels
+    x0 <= X < x1, y0 <= Y < y1."""
+    (tw, th), base = cv2.getTextSize(text, LABEL_FONT, 0.45 * unit, 3 * unit)
+    pad = 2 * unit  # the outline and the anti-aliasing reach this far beyond the glyphs
+    bw, bh = tw + 2 * pad, th + base + 2 * pad
+    w, h = size
+    px, py = int(point[0]), int(point[1])
+    x0 = px + 4 * unit - pad
+    if x0 + bw > w:
+        x0 = px - 4 * unit - bw + pad
+    y0 = py - 4 * unit - th - pad
+    if y0 < 0:
+        y0 = py + 4 * unit - pad
+    x0 = min(max(x0, 0), max(w - bw, 0))
+    y0 = min(max(y0, 0), max(h - bh, 0))
+    return x0, y0, x0 + bw, y0 + bh
+
+
+def draw_label(canvas: np.ndarray, text: str, point, color, unit: int = 1) -> tuple[int, int, int, int]:
+    """`text` in `color` with a white outline next to canvas pixel `point`, kept inside the canvas
+    (see `label_box`); returns its box."""
+    h, w = canvas.shape[:2]
+    box = label_box(text, point, (w, h), unit)
+    _, base = cv2.getTextSize(text, LABEL_FONT, 0.45 * unit, 3 * unit)
+    org = (box[0] + 2 * unit, box[3] - 2 * unit - base)  # putText's origin: the text's baseline, left
+    cv2.putText(canvas, text, org, LABEL_FONT, 0.45 * unit, (255, 255, 255), 3 * unit, cv2.LINE_AA)
+    cv2.putText(canvas, text, org, LABEL_FONT, 0.45 * unit, color, unit, cv2.LINE_AA)
+    return box
 
 
 __all__ = [
     "DRAWING_KEY", "DrawnObject", "MAX_IMAGE_SIDE", "Sam2Segmenter", "TIMINGS", "box_from_clicks",
     "build_trajectory", "canvas_zoom", "check_image", "check_key_frames", "check_objects", "check_point",
-    "default_key_frames", "draw_canvas", "filled_box", "mask_from_box", "moved_box", "moved_mask",
-    "object_tracks", "objects_from_spec", "path_track", "spec_dict",
+    "default_key_frames", "draw_canvas", "draw_label", "filled_box", "label_box", "mask_from_box", "moved_box",
+    "moved_mask", "object_tracks", "objects_from_spec", "path_track", "point_label", "scale_text", "spec_dict",
 ]

@@ -204,7 +204,7 @@ def describe(state: dict) -> str:
         mark = "**>**" if o.id == state["current"] else "-"
         mask = "no mask" if o.mask is None else f"mask {int(o.mask.sum())} px"
         path = ", ".join(
-            f"{i}: ({x:.0f}, {y:.0f})" + (f" x{o.scales[i]:g}" if i in o.scales else "")
+            f"{i}: ({x:.0f}, {y:.0f})" + (f" {dr.scale_text(o.scales[i])}" if i in o.scales else "")
             for i, (x, y) in enumerate(o.path, start=1)
         ) or "none (it stays still)"
         pending = " - waiting for the second box corner" if o.corner is not None else ""
@@ -270,8 +270,10 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
 
     @shows_errors
     def on_example(name, state):
-        if not name:
-            raise MediaError("pick an example first")
+        if not name:  # nothing picked: say so, change nothing (an error would mark every output red)
+            gr.Info("Pick an example under Example first, then press Use example."
+                    if examples else "There are no examples here: upload a first frame instead.")
+            return (state, *[gr.skip()] * (4 + 5 + len(SPEC_SETTINGS)))
         if name not in examples:
             raise MediaError(f"unknown example {name!r}")
         from ..io import read_image
@@ -526,8 +528,8 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
                 upload = gr.Image(label="First frame (upload)", type="numpy", sources=["upload"],
                                   image_mode="RGB", height=200, elem_id="first-frame")
                 with gr.Row():
-                    example = gr.Dropdown(choices=list(examples), value=None, label="Example",
-                                          elem_id="example", scale=3)
+                    example = gr.Dropdown(choices=list(examples), value=next(iter(examples), None),
+                                          label="Example", elem_id="example", scale=3)
                     example_btn = gr.Button("Use example", size="sm", scale=1, elem_id="use-example")
                 load_spec = gr.UploadButton("Load spec JSON", file_types=[".json"], size="sm",
                                             elem_id="load-spec")
