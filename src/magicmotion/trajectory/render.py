@@ -7,6 +7,12 @@ the same outlines on the frames that have a key box (or a mask) only, other fram
 `box` and `sparse_box` is the filled frame-0 mask (or the filled frame-0 box when an object has no
 frame-0 mask). Objects are drawn in list order, later ones on top.
 
+`palette` picks the colours and the outline style together: `voc` (ours) draws the outline as a band
+`thickness` pixels wide inside the box; `release` draws it as the authors' release does,
+`cv2.rectangle(img, (x0, y0), (x1, y1), colour, thickness)` with (x1, y1) the box's exclusive edge:
+a band 2 * (thickness // 2) + 1 pixels wide centred on the box edge, reaching past the right and
+bottom edge, with rounded outer corners.
+
 Masks are painted straight from their run-length encoding: the runs of all objects on all frames
 are merged into one label row (column-major frames, as COCO RLE stores them), expanded with one
 `np.repeat`, transposed and coloured through the palette with a lookup table: a few passes over
@@ -22,12 +28,14 @@ import numpy as np
 
 from ..errors import TrajectoryError
 from .ops import fill_boxes, rescale, resize_crop
-from .palette import PALETTE, palette_index
+from .palette import get_palette, palette_index
 from .spec import Trajectory, rle_box, rle_runs
 
 KINDS = ("mask", "box", "sparse_box")
 
-_LUT = np.ascontiguousarray(PALETTE.reshape(256, 1, 3))  # palette index -> colour, for cv2
+_LUTS = {name: np.ascontiguousarray(get_palette(name).reshape(256, 1, 3))  # index -> colour, for cv2
+         for name in ("voc", "release")}
+_LUT = _LUTS["voc"]
 _CHUNK_PIXELS = 2_000_000  # frames painted at a time: about this many pixels
 
 
@@ -45,10 +53,15 @@ def box_pixels(box, width: int, height: int) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
-def draw_box(frame: np.ndarray, box, color, thickness: int) -> None:
-    """Outline `box` in `frame` (H, W, 3) in place: a band `thickness` pixels wide inside the box."""
+def draw_box(frame: np.ndarray, box, color, thickness: int, style: str = "voc") -> None:
+    """Outline `box` in `frame` (H, W, 3) in place. `voc`: a band `thickness` pixels wide inside the
+    box. `release`: `cv2.rectangle` from (x0, y0) to the exclusive edge (x1, y1), as the authors'
+    release draws (a band about thickness + 1 wide centred on the edge, rounded outer corners)."""
     h, w = frame.shape[:2]
     x0, y0, x1, y1 = box_pixels(box, w, h)
+    if style == "release":
+        cv2.rectangle(frame, (x0, y0), (x1, y1), tuple(int(c) for c in color), int(thickness))
+        return
     frame[y0:min(y0 + thickness, y1), x0:x1] = color
     frame[max(y1 - thickness, y0):y1, x0:x1] = color
     frame[y0:y1, x0:min(x0 + thickness, x1)] = color
@@ -91,11 +104,13 @@ def box_runs(box, frame: int, width: int, height: int) -> tuple[np.ndarray, np.n
     return columns + y0, columns + y1
 
 
-def paint_filled(maps: np.ndarray, shapes: list[tuple[np.ndarray, np.ndarray, int]]) -> None:
+def paint_filled(maps: np.ndarray, shapes: list[tuple[np.ndarray, np.ndarray, int]],
+                 palette: str = "voc") -> None:
     """Paint filled shapes into `maps` (T, H, W, 3) uint8 in place; black where none is drawn.
 
     shapes: (starts, stops, palette index) per object in drawing order, the runs sorted; later
     shapes cover earlier ones. Works through a few frames at a time so the buffers stay small."""
+    lut = _LUTS[palette]
     T, H, W = maps.shape[:3]
     shapes = [s for s in shapes if len(s[0])]
     step = max(1, _CHUNK_PIXELS // (W * H))
@@ -122,10 +137,10 @@ def paint_filled(maps: np.ndarray, shapes: list[tuple[np.ndarray, np.ndarray, in
         labels = np.repeat(label, np.diff(bounds)).reshape(t1 - t0, W, H)  # column-major frames
         for t in range(t1 - t0):
             cv2.transpose(labels[t], dst=rows[t])
-        cv2.applyColorMap(rows[:t1 - t0].reshape(-1, W), _LUT, dst=maps[t0:t1].reshape(-1, W, 3))
+        cv2.applyColorMap(rows[:t1 - t0].reshape(-1, W), lut, dst=maps[t0:t1].reshape(-1, W, 3))
 
 
-def _first_frame(traj: Trajectory, frame: np.ndarray) -> None:
+def _first_frame(traj: Trajectory, frame: np.ndarray, palette: str) -> None:
     W, H = traj.width, traj.height
     shapes = []
     for o in traj.objects:
@@ -134,19 +149,22 @@ def _first_frame(traj: Trajectory, frame: np.ndarray) -> None:
         elif 0 in o.boxes:
             shapes.append((*box_runs(o.boxes[0], 0, W, H), palette_index(o.id)))
     if shapes:
-        paint_filled(frame[None], shapes)
+        paint_filled(frame[None], shapes, palette)
 
 
 # ---------------------------------------------------------------------------------------- render
 
 
-def render(traj: Trajectory, kind: str, size: tuple[int, int] | None = None) -> np.ndarray:
+def render(traj: Trajectory, kind: str, size: tuple[int, int] | None = None,
+           palette: str = "voc") -> np.ndarray:
     """Trajectory maps of `kind` ("mask", "box" or "sparse_box") as uint8 (T, H, W, 3).
 
     `size` = (W, H) first rescales the trajectory (resize to cover, centre crop: `rescale`). The
-    `mask` kind needs a mask of every object on every frame (an empty mask: absent there)."""
+    `mask` kind needs a mask of every object on every frame (an empty mask: absent there).
+    `palette`: "voc" (our colours and outlines) or "release" (the authors' release's)."""
     if kind not in KINDS:
         raise TrajectoryError(f"{traj.where()}: unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    table = get_palette(palette)
     traj.validate()
     if kind == "mask":
         for o in traj.objects:
@@ -167,20 +185,20 @@ def render(traj: Trajectory, kind: str, size: tuple[int, int] | None = None) -> 
             frames = sorted(o.masks)
             runs = mask_runs([o.masks[t] for t in frames], frames, W, H)
             shapes.append((*runs, palette_index(o.id)))
-        paint_filled(maps, shapes)
+        paint_filled(maps, shapes, palette)
         return maps
 
-    _first_frame(traj, maps[0])
+    _first_frame(traj, maps[0], palette)
     thickness = box_thickness(W, H)
     for o in traj.objects:
         boxes = _boxes(o)
         if kind == "box":
             absent = {t for t in o.masks if t not in boxes}  # an empty mask: not there
             boxes = fill_boxes(boxes, T, absent)
-        color = PALETTE[palette_index(o.id)]
+        color = table[palette_index(o.id)]
         for t, box in boxes.items():
             if t > 0:
-                draw_box(maps[t], box, color, thickness)
+                draw_box(maps[t], box, color, thickness, style=palette)
     return maps
 
 
@@ -196,7 +214,8 @@ def _boxes(o) -> dict:
 
 
 def preview_frames(traj: Trajectory, image: np.ndarray, kind: str = "box",
-                   size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   size: tuple[int, int] | None = None,
+                   palette: str = "voc") -> tuple[np.ndarray, np.ndarray]:
     """The first frame repeated on every frame, and the trajectory maps, both at `size` (default:
     the trajectory's size): image and trajectory go through the same resize + centre crop.
 
@@ -204,7 +223,7 @@ def preview_frames(traj: Trajectory, image: np.ndarray, kind: str = "box",
     it is shorter). Returns (frames, maps), both uint8 (T, H, W, 3); `magicmotion.io.write_preview`
     draws one over the other."""
     size = traj.size if size is None else (int(size[0]), int(size[1]))
-    maps = render(traj, kind, size=size)
+    maps = render(traj, kind, size=size, palette=palette)
     image = np.asarray(image)
     if image.ndim == 3:
         frames = np.broadcast_to(resize_crop(image, size)[None], maps.shape)
