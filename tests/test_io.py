@@ -249,14 +249,43 @@ def test_contact_sheet():
     assert contact_sheet(frames[:3]).shape == (4, 18, 3)
 
 
+def test_contact_sheet_enlarges_small_frames_by_whole_pixels(tmp_path):
+    """A 17-frame 64x64 video: a sheet of 16 frames, each enlarged twice (each pixel a 2x2 block),
+    so the sheet is 1024 pixels wide; 720x480 frames are kept as they are."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(17, 64, 64, 3), dtype=np.uint8)
+    write_preview(tmp_path / "small.png", frames)
+    sheet = read_image(tmp_path / "small.png")
+    assert sheet.shape[1] >= 1000 and sheet.shape == (2 * 128, 8 * 128, 3)
+    idx = np.linspace(0, 16, 16).round().astype(int)
+    for i, t in enumerate(idx):
+        r, q = divmod(i, 8)
+        tile = sheet[r * 128:(r + 1) * 128, q * 128:(q + 1) * 128]
+        for dy in (0, 1):
+            for dx in (0, 1):  # every pixel of each 2x2 block is the frame's pixel
+                np.testing.assert_array_equal(tile[dy::2, dx::2], frames[t])
+    one = contact_sheet(frames[:1], min_width=1000)
+    assert one.shape == (512, 512, 3)  # one small frame: enlarged up to the largest side allowed
+    np.testing.assert_array_equal(one[::8, ::8], frames[0])
+
+    big = np.zeros((17, 480, 720, 3), np.uint8)
+    big[:, 100:200, 300:400] = 255
+    write_preview(tmp_path / "big.png", big)
+    sheet = read_image(tmp_path / "big.png")
+    assert sheet.shape == (2 * 480, 8 * 720, 3)
+    np.testing.assert_array_equal(sheet[:480, :720], big[0])
+    assert contact_sheet(big[:3], min_width=1000).shape == (480, 3 * 720, 3)
+    assert contact_sheet(frames).shape == (2 * 64, 8 * 64, 3)  # min_width 0: as they are
+
+
 def test_write_preview(tmp_path):
     frames = moving_square(5)
     maps = np.zeros_like(frames)
     maps[:, 2:6, 2:6] = (128, 0, 0)
     write_preview(tmp_path / "p.png", frames, maps)
     sheet = read_image(tmp_path / "p.png")
-    assert sheet.shape == (32, 5 * 48, 3)
-    np.testing.assert_array_equal(sheet[:, :48], overlay(frames, maps)[0])
+    assert sheet.shape == (5 * 32, 5 * 5 * 48, 3)  # small frames enlarged 5 times: 1200 pixels wide
+    np.testing.assert_array_equal(sheet[::5, :5 * 48:5], overlay(frames, maps)[0])
     write_preview(tmp_path / "p.gif", frames, maps, fps=10)
     with Image.open(tmp_path / "p.gif") as im:
         assert im.n_frames == 5 and im.size == (48, 32)

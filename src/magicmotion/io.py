@@ -252,13 +252,24 @@ def overlay(frames: np.ndarray, maps: np.ndarray, alpha: float = 0.6) -> np.ndar
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def contact_sheet(frames: np.ndarray, columns: int = 8, max_frames: int = 16) -> np.ndarray:
-    """Frames (evenly chosen, at most `max_frames`) tiled left to right, top to bottom."""
+SHEET_MIN_WIDTH = 1000  # a preview contact sheet of small frames is enlarged to about this width
+SHEET_MAX_SIDE = 512  # ... but no frame beyond this side
+
+
+def contact_sheet(frames: np.ndarray, columns: int = 8, max_frames: int = 16, min_width: int = 0,
+                  max_side: int = SHEET_MAX_SIDE) -> np.ndarray:
+    """Frames (evenly chosen, at most `max_frames`) tiled left to right, top to bottom. Small frames
+    are enlarged a whole number of times (nearest neighbour: each pixel becomes a block) until the
+    sheet is at least `min_width` wide, as long as a frame's longer side stays within `max_side`;
+    frames that large already are kept as they are."""
     frames = np.asarray(frames, dtype=np.uint8)
     idx = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
     chosen = frames[idx]
     cols = min(columns, len(chosen))
     rows = -(-len(chosen) // cols)
+    k = max(1, min(-(-min_width // (cols * chosen.shape[2])), max_side // max(chosen.shape[1:3])))
+    if k > 1:
+        chosen = chosen.repeat(k, axis=1).repeat(k, axis=2)
     _, h, w, c = chosen.shape
     sheet = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
     for i, f in enumerate(chosen):
@@ -273,7 +284,8 @@ PREVIEW_SUFFIXES = (".gif", ".mp4", *IMAGE_FORMATS)
 def write_preview(path: str | os.PathLike, frames: np.ndarray, maps: np.ndarray | None = None,
                   fps: float = 8.0, alpha: float = 0.6) -> Path:
     """The trajectory maps (T, H, W, 3) drawn over the frames (T, H, W, 3): an animated .gif, an .mp4
-    video, or a contact sheet (.png, .jpg, .webp) of up to 16 frames, 8 to a row."""
+    video, or a contact sheet (.png, .jpg, .webp) of up to 16 frames, 8 to a row, small frames
+    enlarged (nearest neighbour) to make it about SHEET_MIN_WIDTH pixels wide."""
     from PIL import Image
 
     path = Path(path)
@@ -292,4 +304,4 @@ def write_preview(path: str | os.PathLike, frames: np.ndarray, maps: np.ndarray 
             images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
                            duration=max(1, round(1000 / fps)), loop=0)
         return path
-    return write_image(path, contact_sheet(shown))
+    return write_image(path, contact_sheet(shown, min_width=SHEET_MIN_WIDTH))
