@@ -1,6 +1,7 @@
 """End to end in a real browser: start the app on a free local port, drive it with Playwright and
-Debian's Chromium: upload a first frame, drag a box, click a path, set a scale, preview, generate,
-and check that a video appears and that the downloaded spec matches the clicks.
+Debian's Chromium: open the preselected example, upload a first frame, drag a box, click a path, set
+a scale, preview, generate, and check that a video appears and that the downloaded spec matches the
+clicks.
 
 Needs `playwright` (pip; not its browser download) and Chromium at /usr/bin/chromium
 (`apt-get install -y chromium`); skipped otherwise. Generation uses the shipped tiny model when it is
@@ -24,6 +25,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 W, H = 320, 240
 FRAMES = 9
 
@@ -82,6 +84,21 @@ def generate_fn_for_test():
     return generate_fn
 
 
+def examples_dir(tmp_path: Path) -> Path:
+    """The repository's examples/ (what a newcomer sees first), or one made here when it has none."""
+    from magicmotion.app.ui import find_examples
+
+    if REPO_EXAMPLES.is_dir() and find_examples([REPO_EXAMPLES]):
+        return REPO_EXAMPLES
+    root = tmp_path / "examples"
+    root.mkdir()
+    from PIL import Image
+
+    Image.fromarray(first_frame()).save(root / "first_frame.png")
+    (root / "prompt.txt").write_text("a red ball rolls to the right\n")
+    return root
+
+
 class Page:
     """The app's page, with the few actions the test needs."""
 
@@ -96,6 +113,10 @@ class Page:
         if not present:
             js = "t => !document.querySelector('#summary').innerText.includes(t)"
         self.page.wait_for_function(js, arg=text, timeout=20_000)
+
+    def errors_shown(self) -> list[str]:
+        """The error marks in the page: red 'Error' badges on components, error toasts."""
+        return [e.inner_text() for e in self.page.locator(".error").all() if e.is_visible()]
 
     def expect_message(self, text: str):
         """An error or warning shown in the page (a toast), then closed."""
@@ -121,7 +142,7 @@ def test_draw_and_generate_in_the_browser(tmp_path):
     from playwright.sync_api import sync_playwright
 
     from magicmotion.app.drawing import DRAWING_KEY, mask_from_box
-    from magicmotion.app.ui import build_app, launch
+    from magicmotion.app.ui import build_app, find_examples, launch
     from magicmotion.io import read_video
     from magicmotion.trajectory import from_dict
 
@@ -131,7 +152,9 @@ def test_draw_and_generate_in_the_browser(tmp_path):
     Image.fromarray(image).save(tmp_path / "first_frame.png")
     Image.fromarray(np.zeros((40, 5000, 3), np.uint8)).save(tmp_path / "too_wide.png")
 
-    demo = build_app(generate_fn=generate_fn_for_test(), output_dir=tmp_path / "out", examples_dirs=[],
+    examples_root = examples_dir(tmp_path)
+    examples = find_examples([examples_root])
+    demo = build_app(generate_fn=generate_fn_for_test(), output_dir=tmp_path / "out", examples_dirs=[examples_root],
                      settings={"num_frames": FRAMES, "num_inference_steps": 2, "width": 32, "height": 32})
     url = launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     assert url.startswith("http://127.0.0.1:")
@@ -146,6 +169,19 @@ def test_draw_and_generate_in_the_browser(tmp_path):
                 page = browser.new_page()
                 app = Page(page, shots)
                 page.goto(url)
+                page.wait_for_selector("#first-frame")
+
+                # the first example is picked already: Use example opens it, with no error anywhere
+                first_example, (example_image, _) = next(iter(examples.items()))
+                assert page.locator("#example input").input_value() == first_example
+                page.click("#use-example")
+                eh, ew = np.asarray(Image.open(example_image)).shape[:2]
+                app.wait_summary(f"First frame {ew}x{eh}")
+                page.wait_for_selector("#canvas img")
+                page.wait_for_timeout(500)  # let the statuses settle
+                assert app.errors_shown() == []
+                app.shot("00-example.png")
+                page.reload()
                 page.wait_for_selector("#first-frame")
 
                 # bad input first: nothing uploaded, then an oversized image
