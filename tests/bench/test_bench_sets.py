@@ -61,6 +61,47 @@ def test_build_bench_resized(synth_dataset, tmp_path):
         assert all(o.mask_area(0) > 0 for o in clip.trajectory.objects)
 
 
+def test_build_bench_of_clips_too_short_names_them_and_writes_nothing(tmp_path, capsys):
+    """The README's `data synth --frames 17` then `bench build` with its default 49 frames: exit 2
+    naming the clips and their length, and no benchmark folder left behind."""
+    from magicmotion.cli import main
+    from magicmotion.data.synthetic import synthesize
+
+    synthesize(tmp_path / "d", 4, frames=17, size=(32, 32), seed=0, progress=False)
+    assert main(["bench", "build", str(tmp_path / "d"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "4 clips shorter than 49 frames (synth-s0-000000: 17 frames" in err
+    assert "--frames 17 or less" in err
+    assert not (tmp_path / "b").exists()
+    # a reason found only while building (no object on frame 0): the same
+    with pytest.raises(BenchError, match=r"b2 removed\): 4 clips with no object on frame 0"):
+        _no_objects_build(tmp_path)
+    assert not (tmp_path / "b2").exists()
+
+
+def _no_objects_build(tmp_path):
+    """A dataset whose clips have no object on frame 0 (annotations emptied), built into b2."""
+    import shutil as sh
+
+    from magicmotion.trajectory import from_dict, to_dict
+
+    sh.copytree(tmp_path / "d", tmp_path / "d0")
+    for r in read_index(tmp_path / "d0"):
+        path = tmp_path / "d0" / "annotations" / f"{r['id']}.json"
+        traj = from_dict(json.loads(path.read_text()))
+        for o in traj.objects:
+            o.masks.pop(0, None)
+            o.boxes.pop(0, None)
+        path.write_text(json.dumps(to_dict(traj)))
+    return build_bench(tmp_path / "d0", tmp_path / "b2", num_frames=17, progress=False)
+
+
+def test_build_bench_summary_names_skipped_clips(synth_dataset, bench_set, capsys):
+    info = json.loads((bench_set / "bench.json").read_text())
+    short = {i: v for i, v in info["skipped_clips"].items() if v["reason"] == "too_short"}
+    assert short and all(v["detail"] == "5 frames" for v in short.values())
+
+
 def test_build_bench_bad_inputs(synth_dataset, tmp_path):
     with pytest.raises(BenchError, match="index not found"):
         build_bench(tmp_path, tmp_path / "b", progress=False)
@@ -132,8 +173,9 @@ def test_read_davis_folder_reads_back(tmp_path):
 def test_read_davis_num_frames_and_bad_folders(tmp_path):
     frames, labels = moving_objects(T=4)
     make_davis(tmp_path / "davis", {"short": (frames, list(labels))})
-    s = read_davis(tmp_path / "davis", tmp_path / "b1", num_frames=5, progress=False)
-    assert s["clips"] == 0 and s["skipped"]["too_short"] == 1
+    with pytest.raises(BenchError, match=r"b1 removed\): 1 clip shorter than 5 frames \(short: 4 frames\)"):
+        read_davis(tmp_path / "davis", tmp_path / "b1", num_frames=5, progress=False)
+    assert not (tmp_path / "b1").exists()
     s = read_davis(tmp_path / "davis", tmp_path / "b2", num_frames=3, progress=False)
     assert s["clips"] == 1 and Dataset(tmp_path / "b2")[0].frames.shape[0] == 3
     with pytest.raises(BenchError, match="not a DAVIS folder"):
@@ -150,8 +192,8 @@ def test_read_davis_from_real_samples(real_samples, tmp_path):
     for seq in ("bike", "judo"):
         shutil.copytree(real_samples / "images" / seq, davis / "JPEGImages" / "480p" / seq)
         shutil.copytree(real_samples / "masks" / seq, davis / "Annotations" / "480p" / seq)
-    s = read_davis(davis, tmp_path / "full", progress=False)
-    assert s["clips"] == 0 and s["skipped"]["missing_annotation"] == 2
+    with pytest.raises(BenchError, match="2 clips with an annotation missing"):
+        read_davis(davis, tmp_path / "full", progress=False)
     s = read_davis(davis, tmp_path / "one", num_frames=1, progress=False)
     assert s["clips"] == 2
     ds = Dataset(tmp_path / "one")

@@ -152,9 +152,25 @@ def test_track_quality_object_motion_and_duration(make_dataset, tmp_path):
     assert all(x["duration"] == {"score": 1.5, "pass": True, "reason": None} for x in v.values())
     assert [r["id"] for r in read_index(tmp_path / "kept")] == ["good"]
     too_short = _only("duration", duration={"min_seconds": 2.0})
-    report = filter_dataset(root, too_short, tmp_path / "none", progress=False)
-    assert report.kept == 0 and report.removed == {"duration": 3}
+    with pytest.raises(DatasetError, match=r"no clip passed the filters.*duration removed 3 of 3 "
+                                           r"\(good: seconds 1.5 < 2.0; lost: "):
+        filter_dataset(root, too_short, tmp_path / "none", progress=False)
     assert _verdicts(root)["good"]["duration"]["reason"] == "seconds 1.5 < 2.0"
+    # the report is there, the (empty) dataset is not
+    assert (tmp_path / "none" / "filter_report.md").is_file()
+    assert not (tmp_path / "none" / "index.jsonl").exists()
+
+
+def test_filter_and_info_of_an_empty_dataset_say_so(tmp_path, capsys):
+    from magicmotion.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "index.jsonl").write_text("")
+    assert main(["data", "info", str(tmp_path / "empty")]) == 2
+    assert "no clips" in capsys.readouterr().err
+    assert main(["data", "filter", str(tmp_path / "empty"), "--out", str(tmp_path / "kept")]) == 2
+    assert "no clips to filter" in capsys.readouterr().err
+    assert not (tmp_path / "kept").exists()
 
 
 def test_filter_dataset_writes_subset_report_and_histograms(make_dataset, tmp_path):

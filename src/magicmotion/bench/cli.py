@@ -123,11 +123,13 @@ def register(sub) -> None:
 
 
 def _build(args) -> int:
-    from .sets import build_bench
+    from .sets import build_bench, skipped_text
 
     s = build_bench(args.dataset, args.out, per_bucket=args.per_bucket, num_frames=args.frames,
                     buckets=args.buckets, seed=args.seed, split=args.split, size=args.size)
-    print(f"{args.out}: {s['clips']} clips; by bucket {s['buckets']}; skipped {s['skipped']}")
+    print(f"{args.out}: {s['clips']} clips; by bucket {s['buckets']}")
+    if any(s["skipped"].values()):
+        print(f"{args.out}: skipped {skipped_text(s['skipped'], s['skipped_clips'], args.frames)}")
     if s["short_buckets"]:
         print(f"{args.out}: fewer than {args.per_bucket} clips in bucket(s) {', '.join(s['short_buckets'])}")
     return 0

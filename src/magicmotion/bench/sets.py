@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,48 @@ def _check_same_build(out: Path, params: dict) -> None:
                          "use another --out")
 
 
+# ----------------------------------------------------------------------- nothing to build
+
+
+MAX_NAMED = 20  # skipped clips named in bench.json (and 5 of them in messages)
+
+SKIP_WHY = {"too_short": "shorter than {frames} frames", "no_object_on_frame_0": "no object on frame 0",
+            "no_bucket": "a number of objects in no bucket",
+            "missing_annotation": "an annotation missing"}
+
+
+def _is_fresh(out: Path) -> bool:
+    """True when `out` does not exist yet or is an empty folder (this build may remove it)."""
+    return not out.exists() or (out.is_dir() and not any(out.iterdir()))
+
+
+def skipped_text(skipped: dict, named: dict, num_frames, max_named: int = 5) -> str:
+    """"4 clips shorter than 49 frames (clip-000000: 17 frames, ...)" for each reason with clips.
+    skipped: {reason: count}; named: {clip id: {"reason", "detail"}} (a summary's skipped_clips)."""
+    parts = []
+    for reason, n in skipped.items():
+        if not n:
+            continue
+        why = SKIP_WHY.get(reason, reason).format(frames=num_frames)
+        examples = [f"{i}: {v['detail']}" for i, v in named.items() if v["reason"] == reason]
+        examples = examples[:max_named]
+        more = n - len(examples)
+        parts.append(f"{n} clip{'s' if n > 1 else ''} with {why}" if reason != "too_short"
+                     else f"{n} clip{'s' if n > 1 else ''} {why}")
+        if examples:
+            parts[-1] += f" ({', '.join(examples)}{f' and {more} more' if more else ''})"
+    return "; ".join(parts)
+
+
+def _nothing_built(source: Path, out: Path, where: str, skipped: dict, named: dict,
+                   num_frames, hint: str = "") -> BenchError:
+    """The error of a build that found no clip: `where` says what became of `out`."""
+    why = skipped_text(skipped, named, num_frames) or "no clip to take"
+    where = f"{out} {where}"
+    return BenchError(f"{source}: no clip for the benchmark ({where}): {why}"
+                      + (f"; {hint}" if hint else ""))
+
+
 # ------------------------------------------------------------------------------ MagicBench
 
 
@@ -111,9 +154,11 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     their first `num_frames` frames, sorted into buckets by the number of controlled objects, up to
     `per_bucket` clips each (the paper: 6 buckets x 100 = 600 clips of 49 frames).
 
-    Clips shorter than `num_frames` and clips with no object on frame 0 are skipped and counted.
-    `size` = (W, H) resizes + centre-crops frames and trajectories. Re-running with the same settings
-    completes an interrupted build. Returns the summary also written to `out/bench.json`."""
+    Clips shorter than `num_frames` and clips with no object on frame 0 are skipped, counted and
+    (the first MAX_NAMED) named. `size` = (W, H) resizes + centre-crops frames and trajectories.
+    Re-running with the same settings completes an interrupted build. Returns the summary also
+    written to `out/bench.json`. When no clip qualifies this raises BenchError naming the skipped
+    clips and why, and leaves no benchmark folder behind (one this build created is removed)."""
     from tqdm import tqdm
 
     from ..data.dataset import Dataset, DatasetWriter, read_index
@@ -132,6 +177,16 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
         raise BenchError(str(e)) from None
     if split is not None:
         records = [r for r in records if r["split"] == split]
+    if not records:
+        raise BenchError(f"{dataset_root}: no clips" + (f" in split {split!r}" if split else "")
+                         + "; nothing to build a benchmark from")
+    longest = max(r["num_frames"] for r in records)
+    if longest < num_frames:  # known from the index alone: say so before writing anything
+        named = {r["id"]: {"reason": "too_short", "detail": f"{r['num_frames']} frames"}
+                 for r in records[:MAX_NAMED]}
+        raise _nothing_built(dataset_root, out, "not written", {"too_short": len(records)}, named,
+                             num_frames, f"--frames {longest} or less fits the longest clip")
+    fresh = _is_fresh(out)
     params = {"kind": "magicbench", "source": str(dataset_root.resolve()), "per_bucket": int(per_bucket),
               "num_frames": int(num_frames), "buckets": [label for label, _, _ in spec], "seed": int(seed),
               "split": split, "size": list(size) if size else None}
@@ -147,6 +202,13 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     done = writer.ids()
     reader = Dataset(dataset_root, num_frames=num_frames, sampling="start", size=size)
     skipped = {"too_short": 0, "no_object_on_frame_0": 0, "no_bucket": 0}
+    named: dict[str, dict] = {}
+
+    def skip(record, reason: str, detail: str) -> None:
+        skipped[reason] += 1
+        if len(named) < MAX_NAMED:
+            named[record["id"]] = {"reason": reason, "detail": detail}
+
     order = np.random.default_rng(seed).permutation(len(records))
     bar = tqdm(order, desc=f"bench build {out.name}", unit="clip", disable=not progress)
     for i in bar:
@@ -156,13 +218,13 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
         if record["id"] in done:
             continue
         if record["num_frames"] < num_frames:
-            skipped["too_short"] += 1
+            skip(record, "too_short", f"{record['num_frames']} frames")
             continue
         # the annotation alone says the bucket: the video is decoded only for clips that are kept
         n = sum(o.mask_area(0) > 0 for o in reader.load_annotation(record).objects)
         label = bucket_of(n, spec)
         if n == 0 or label is None:
-            skipped["no_object_on_frame_0" if n == 0 else "no_bucket"] += 1
+            skip(record, "no_object_on_frame_0" if n == 0 else "no_bucket", f"{n} objects")
             continue
         if counts[label] >= per_bucket:
             continue
@@ -176,7 +238,13 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
                    bucket=label, source_clip=record["id"])
         counts[label] += 1
     summary = {"params": params, "clips": sum(counts.values()), "buckets": counts, "skipped": skipped,
+               "skipped_clips": named,
                "short_buckets": [k for k, c in counts.items() if c < per_bucket]}
+    if not summary["clips"]:
+        if fresh:
+            shutil.rmtree(out)
+        raise _nothing_built(dataset_root, out, "removed" if fresh else "left as it was", skipped,
+                             named, num_frames)
     _write_info(out, summary)
     return summary
 
@@ -275,13 +343,14 @@ def read_davis(root: str | os.PathLike, out: str | os.PathLike, resolution: str 
     sequences = davis_sequences(root, resolution, imageset)
     params = {"kind": "davis", "source": str(root.resolve()), "resolution": resolution,
               "num_frames": num_frames, "imageset": imageset, "buckets": [b for b, _, _ in spec]}
+    fresh = _is_fresh(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_same_build(out, params)
     _write_info(out, {"params": params})
     writer = DatasetWriter(out)
     done = writer.ids()
     skipped = {"too_short": 0, "missing_annotation": 0, "no_object_on_frame_0": 0, "no_bucket": 0}
-    resized, counts, reasons = 0, {b: 0 for b, _, _ in spec}, {}
+    resized, counts, reasons, kinds = 0, {b: 0 for b, _, _ in spec}, {}, {}
     for r in read_index(out):
         if r.get("bucket") in counts:
             counts[r["bucket"]] += 1
@@ -295,7 +364,7 @@ def read_davis(root: str | os.PathLike, out: str | os.PathLike, resolution: str 
         jpgs = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not jpgs or (num_frames is not None and len(jpgs) < num_frames):
             skipped["too_short"] += 1
-            reasons[seq] = f"{len(jpgs)} frames"
+            reasons[seq], kinds[seq] = f"{len(jpgs)} frames", "too_short"
             continue
         jpgs = jpgs[:num_frames] if num_frames else jpgs
         pngs = [root / "Annotations" / resolution / seq / f"{p.stem}.png" for p in jpgs]
@@ -303,6 +372,7 @@ def read_davis(root: str | os.PathLike, out: str | os.PathLike, resolution: str 
         if missing:
             skipped["missing_annotation"] += 1
             reasons[seq] = f"no annotation {missing[0].name} (and {len(missing) - 1} more)"
+            kinds[seq] = "missing_annotation"
             continue
         frames = [read_image(p) for p in jpgs]
         if any(f.shape != frames[0].shape for f in frames):
@@ -327,6 +397,12 @@ def read_davis(root: str | os.PathLike, out: str | os.PathLike, resolution: str 
         counts[label] += 1
     summary = {"params": params, "clips": sum(counts.values()), "buckets": counts, "skipped": skipped,
                "skipped_sequences": reasons, "resized_annotations": resized}
+    if not summary["clips"]:
+        if fresh:
+            shutil.rmtree(out)
+        named = {seq: {"reason": kinds[seq], "detail": why} for seq, why in reasons.items()}
+        raise _nothing_built(root, out, "removed" if fresh else "left as it was", skipped, named,
+                             num_frames or 1)
     _write_info(out, summary)
     return summary
 

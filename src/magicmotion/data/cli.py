@@ -74,9 +74,13 @@ def _add_info(sub) -> None:
 
 
 def _info(args) -> int:
-    from .dataset import Dataset, dataset_info, write_info_plot
+    from ..errors import DatasetError
+    from .dataset import INDEX, Dataset, dataset_info, write_info_plot
 
     info = dataset_info(args.dataset)
+    if not info["num_clips"]:
+        raise DatasetError(f"{args.dataset}: no clips ({args.dataset / INDEX} is empty); nothing "
+                           "to summarise")
     if args.verify:
         from tqdm import tqdm
 

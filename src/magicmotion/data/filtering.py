@@ -239,6 +239,22 @@ class FilterReport:
             lines += [f"- {i}: {e}" for i, e in self.unreadable]
         return "\n".join(lines) + "\n"
 
+    def why_removed(self, records: list[dict], max_named: int = 3) -> str:
+        """"motion removed 4 of 4 (clip-1: too still: flow 0.01 < 0.05; ...), ..." over the
+        filters that removed clips, with the reasons of the first `max_named` clips of each."""
+        parts = []
+        for name, n in self.removed.items():
+            if not n:
+                continue
+            why = [f"{r['id']}: {r['filters'][name]['reason']}" for r in records
+                   if name in r.get("filters", {}) and not r["filters"][name]["pass"]][:max_named]
+            parts.append(f"{name} removed {n} of {self.total} ({'; '.join(why)}"
+                         + ("; ..." if n > len(why) else "") + ")")
+        if self.unreadable:
+            i, e = self.unreadable[0]
+            parts.append(f"{len(self.unreadable)} unreadable ({i}: {e})")
+        return ", ".join(parts) or "no filter passed any clip"
+
     def format(self) -> str:
         parts = ", ".join(f"{k} {v}" for k, v in self.removed.items() if v)
         return (f"{self.out}: kept {self.kept} of {self.total} clips"
@@ -287,29 +303,37 @@ def filter_dataset(root: str | os.PathLike, config: dict | str | os.PathLike | N
                    progress: bool = True) -> FilterReport:
     """Score the clips of `root` (scores saved in its index), write the clips that pass every
     enabled filter into a new dataset at `out` (videos and annotations hard-linked, or copied), and
-    a report there: filter_report.json, filter_report.md and filter_scores.png."""
+    a report there: filter_report.json, filter_report.md and filter_scores.png.
+
+    An empty dataset raises DatasetError before anything is written. When no clip passes, `out`
+    gets the report but no dataset (no index.jsonl), and DatasetError says what removed the clips,
+    with an example reason per filter."""
     from ..io import atomic_path
     from .dataset import ANNOTATIONS, VIDEOS, read_index, write_index
 
     root, out = Path(root), Path(out)
     cfg = config if isinstance(config, dict) else load_filter_config(config)
-    read_index(root)  # a clear error for a folder that is not a dataset
+    if not read_index(root):  # also a clear error for a folder that is not a dataset
+        raise DatasetError(f"{root}: no clips to filter ({root / 'index.jsonl'} is empty)")
     if out.resolve() == root.resolve():
         raise DatasetError(f"{out}: the kept subset must go to another folder than the dataset")
     if (out / "index.jsonl").exists():
         raise DatasetError(f"{out}: already a dataset; choose a new --out")
     records, unreadable = score_dataset(root, cfg, progress)
 
-    (out / VIDEOS).mkdir(parents=True, exist_ok=True)
-    (out / ANNOTATIONS).mkdir(exist_ok=True)
     kept = [r for r in records if r["filter_pass"]]
+    out.mkdir(parents=True, exist_ok=True)
+    if kept:
+        (out / VIDEOS).mkdir(exist_ok=True)
+        (out / ANNOTATIONS).mkdir(exist_ok=True)
     for r in kept:
         for key, default in (("video", None), ("annotation", f"{ANNOTATIONS}/{r['id']}.json")):
             rel = r.get(key, default)
             dst = out / rel
             dst.unlink(missing_ok=True)
             _link_or_copy(root / rel, dst)
-    write_index(out, kept)
+    if kept:
+        write_index(out, kept)
 
     report = FilterReport(dataset=str(root), out=str(out), total=len(records), kept=len(kept),
                           unreadable=unreadable, config=cfg)
@@ -326,6 +350,9 @@ def filter_dataset(root: str | os.PathLike, config: dict | str | os.PathLike | N
     with atomic_path(out / REPORT_MD) as tmp:
         tmp.write_text(report.markdown())
     write_histograms(records, cfg, out / REPORT_PNG)
+    if not kept:
+        raise DatasetError(f"{root}: no clip passed the filters, so {out} holds only the report "
+                           f"({report.files['markdown']}): {report.why_removed(records)}")
     return report
 
 
