@@ -10,7 +10,7 @@ frame-0 mask). Objects are drawn in list order, later ones on top.
 `palette` picks the colours and the outline style together: `voc` (ours) draws the outline as a band
 `thickness` pixels wide inside the box; `release` draws it as the authors' release does,
 `cv2.rectangle(img, (x0, y0), (x1, y1), colour, thickness)` with (x1, y1) the box's exclusive edge:
-a band 2 * (thickness // 2) + 1 pixels wide centred on the box edge, reaching past the right and
+a band about thickness + 1 pixels wide (5 at thickness 4) centred on the box edge, reaching past the right and
 bottom edge, with rounded outer corners.
 
 Masks are painted straight from their run-length encoding: the runs of all objects on all frames

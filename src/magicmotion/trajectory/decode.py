@@ -1,0 +1,345 @@
+"""Trajectory maps -> spec: read rendered maps (also after lossy H.264) back into a Trajectory.
+
+`from_maps(maps, kind=None, palette=None)` inverts `render`:
+
+1. palette: the one whose colours lie nearest the map's non-black pixels (unless given);
+2. colours: each pixel is black (background) or one of the palette's object colours. Pixels within
+   `CORE_TOL` of a colour are that colour's *core*; an object colour is present when its core
+   survives a 3x3 erosion somewhere (so the one-pixel fringes H.264 leaves along edges, whose blended
+   colours can be other palette colours, make no objects). The remaining non-black pixels (fringes)
+   go to the nearest core pixel's object when their colour is nearer that object's colour than black;
+3. ids: a colour reads back as the smallest id drawn in it (`palette_ids`);
+4. per object and frame: filled (a mask: stored) or an outline (a box: recovered by inverting how
+   the palette's style draws it, `draw_box`, so that re-rendering draws the same outline);
+5. kind (unless given): `mask` when no frame has outlines, `box` when frames 1.. have outlines and
+   none is empty, `sparse_box` when some frame after 0 is entirely black.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import TrajectoryError
+from .palette import PALETTES, get_palette, palette_ids
+from .render import KINDS, box_pixels, box_thickness, draw_box
+from .spec import ObjectTrack, Trajectory, encode_mask, mask_box
+
+DARK = 20            # pixels whose channels are all below this are background
+CORE_TOL = 20        # RGB distance within which a pixel is taken to be a palette colour
+UNKNOWN_TOL = 40     # farther than this from every palette colour: not a map colour
+OUTLINE_IOU = 0.6    # an object's pixels this close (IoU) to the outline of their box: an outline
+
+
+def load_maps(path: str | os.PathLike) -> np.ndarray:
+    """Trajectory maps from a video file (mp4, ...) or a folder of PNG/JPG frames (sorted by name):
+    uint8 (T, H, W, 3) RGB."""
+    from ..io import read_video
+
+    maps, _ = read_video(Path(path))
+    return maps
+
+
+def from_maps_file(path: str | os.PathLike, kind: str | None = None,
+                   palette: str | None = None) -> Trajectory:
+    """`from_maps(load_maps(path), ...)`, errors naming the file."""
+    return from_maps(load_maps(path), kind=kind, palette=palette, source=str(path))
+
+
+# ------------------------------------------------------------------------------------- colours
+
+
+def _distinct(palette: str) -> tuple[np.ndarray, np.ndarray]:
+    """The palette's distinct object colours, int32 (K, 3), and the id each reads back as (K,)."""
+    ids = palette_ids(palette)
+    return np.array(list(ids), np.int32).reshape(-1, 3), np.array(list(ids.values()), np.int64)
+
+
+def _nearest(pixels: np.ndarray, colours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For uint8 (N, 3) pixels: index of the nearest of `colours` (K, 3) and the squared distance.
+    Works on the distinct pixel values, so lossless maps cost next to nothing."""
+    if len(pixels) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    key = (pixels[:, 0].astype(np.int32) << 16) | (pixels[:, 1].astype(np.int32) << 8) | pixels[:, 2]
+    values, inverse = np.unique(key, return_inverse=True)
+    rgb = np.stack([values >> 16, (values >> 8) & 255, values & 255], axis=1).astype(np.int64)
+    d2 = ((rgb[:, None, :] - colours[None].astype(np.int64)) ** 2).sum(-1)
+    best = d2.argmin(1)
+    return best[inverse], d2[np.arange(len(values)), best][inverse]
+
+
+def _bright(frame: np.ndarray) -> np.ndarray:
+    """bool (H, W): not background-dark."""
+    return frame.max(axis=2) >= DARK
+
+
+def detect_palette(maps: np.ndarray, source: str = "maps") -> str:
+    """The palette whose colours lie nearest (median distance) to the maps' non-black pixels."""
+    step = max(1, len(maps) // 12)
+    pixels = maps[::step][_bright_video(maps[::step])]
+    if len(pixels) == 0:
+        raise TrajectoryError(f"{source}: no objects found (every frame is black)")
+    if len(pixels) > 400_000:
+        pixels = pixels[:: len(pixels) // 400_000 + 1]
+    scores = {name: float(np.median(_nearest(pixels, _distinct(name)[0])[1])) for name in PALETTES}
+    return min(PALETTES, key=lambda name: scores[name])
+
+
+def _bright_video(maps: np.ndarray) -> np.ndarray:
+    return maps.max(axis=3) >= DARK
+
+
+def _check_unknown(frame: np.ndarray, bright: np.ndarray, d2: np.ndarray, where: str, t: int) -> None:
+    """Raise when colours that are no palette colour make up most of a frame's non-black pixels."""
+    far = d2 > UNKNOWN_TOL ** 2
+    if far.sum() > 0.5 * max(int(bright.sum()), 1) and far.sum() >= 16:
+        pixels = frame[bright][far]
+        values, counts = np.unique(pixels // 8 * 8 + 4, axis=0, return_counts=True)
+        colour = tuple(int(v) for v in values[counts.argmax()])
+        raise TrajectoryError(
+            f"{where}: frame {t}: {100 * far.sum() / bright.sum():.0f}% of the non-black pixels are "
+            f"no colour of the palette (mostly about {colour}); not trajectory maps of this palette"
+        )
+
+
+def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: str) -> np.ndarray:
+    """Indices (into `colours`) of the object colours that have a solid core somewhere."""
+    counts = np.zeros(len(colours), np.int64)
+    kernel = np.ones((3, 3), np.uint8)
+    for t, frame in enumerate(maps):
+        bright = _bright(frame)
+        if not bright.any():
+            continue
+        index, d2 = _nearest(frame[bright], colours)
+        _check_unknown(frame, bright, d2, where, t)
+        core = np.zeros(frame.shape[:2], np.int32)
+        core[bright] = np.where(d2 <= CORE_TOL ** 2, index + 1, 0)
+        if erode:  # keep core pixels whose 3x3 neighbourhood is all the same colour
+            core16 = core.astype(np.uint16)
+            same = (cv2.erode(core16, kernel) == core16) & (cv2.dilate(core16, kernel) == core16)
+            core = np.where(same, core, 0)
+        counts += np.bincount(core.ravel(), minlength=len(colours) + 1)[1:]
+    return np.flatnonzero(counts >= 4)
+
+
+def _label_frame(frame: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) labels: 0 background, k for present colour k - 1 (`present` int (K, 3))."""
+    h, w = frame.shape[:2]
+    labels = np.zeros((h, w), np.uint8)
+    bright = _bright(frame)
+    if not bright.any() or len(present) == 0:
+        return labels
+    candidates = np.concatenate([np.zeros((1, 3), present.dtype), present])  # 0: black
+    index, d2 = _nearest(frame[bright], candidates)
+    core = d2 <= CORE_TOL ** 2
+    labels[bright] = np.where(core, index, 0)
+    fringe = np.zeros((h, w), bool)
+    fringe[bright] = ~core
+    seeds = labels > 0
+    if fringe.any() and seeds.any():
+        # a fringe pixel belongs to the nearest object core if its colour is nearer that than black
+        _, nearest = cv2.distanceTransformWithLabels((~seeds).astype(np.uint8), cv2.DIST_L2, 3,
+                                                     labelType=cv2.DIST_LABEL_PIXEL)
+        owner = labels[seeds][nearest[fringe] - 1]
+        pixels = frame[fringe].astype(np.int64)
+        to_owner = ((pixels - present[owner - 1].astype(np.int64)) ** 2).sum(1)
+        to_black = (pixels ** 2).sum(1)
+        labels[fringe] = np.where(to_owner < to_black, owner, 0)
+    return labels
+
+
+# ------------------------------------------------------------------------------- outlines -> boxes
+
+
+@functools.lru_cache(maxsize=None)
+def outline_band(thickness: int, style: str) -> tuple[int, int, int]:
+    """How `draw_box` draws a box side of `style`: (outer, inner, shift). The left side of a box with
+    left edge x0 covers columns x0 - outer .. x0 + inner; the right side of a box with right edge x1
+    covers columns r - inner .. r + outer with r = x1 - shift (likewise top and bottom). Measured by
+    drawing, so it is what this OpenCV does."""
+    size = 8 * thickness + 40
+    canvas = np.zeros((size, size, 3), np.uint8)
+    x0, x1 = 2 * thickness + 4, size - 2 * thickness - 4
+    draw_box(canvas, (x0, x0, x1, x1), (255, 255, 255), thickness, style=style)
+    row = np.flatnonzero(canvas[size // 2, :, 0])
+    left = row[row < size // 2]
+    right = row[row >= size // 2]
+    outer, inner = x0 - left[0], left[-1] - x0
+    shift = x1 - (right[0] + inner)
+    return int(outer), int(inner), int(shift)
+
+
+def _side_line(mask: np.ndarray, cover: np.ndarray, lo: int, hi: int, outer: int, inner: int) -> int:
+    """The line coordinate of the side of an outline that faces the end of axis 0 (the bottom side),
+    in the coordinates of `mask` (bool (n, m), oriented so); columns lo..hi cross that side only.
+
+    From the band's outer pixel in the columns where the pixel beyond it is neither past the frame nor
+    covered by an object drawn later (`cover`); where the band is cut or covered, from its inner
+    pixel (the first after the box's inside); where it is hidden entirely, just under the cover.
+    Medians over the columns, so lossy maps read well."""
+    n = mask.shape[0]
+    span = outer + inner + 1
+    sub = mask[:, lo:hi + 1]
+    cols = np.flatnonzero(sub.any(0))
+    sub, cov = sub[:, cols], cover[:, lo + cols]
+    first = np.argmax(sub, axis=0)
+    last = n - 1 - np.argmax(sub[::-1], axis=0)
+    # a column whose lit pixels span one band only shows the opposite side (this one is hidden there)
+    own = (last - first + 1 > span) | (last.max() - first.min() + 1 <= span)
+    beyond = np.minimum(last + 1, n - 1)
+    free = own & (last + 1 < n) & ~cov[beyond, np.arange(len(cols))]
+    if free.any():
+        return int(np.median(last[free])) - outer
+    if own.any():  # cut or covered past the outer pixel: from the inner pixel, if there is an inside
+        rows = np.arange(n)[:, None]
+        unlit_before = np.maximum.accumulate(np.where(sub, -1, rows), axis=0)[last, np.arange(len(cols))]
+        inside = own & (unlit_before > first)
+        if inside.any():
+            return int(np.median(unlit_before[inside])) + 1 + inner
+        return int(last[own].max()) - outer
+    # hidden everywhere: the band lies under the cover, taken to start right past the lit pixels
+    rows = np.arange(n)[:, None]
+    starts = np.where(cov & (rows > last), rows, n).min(axis=0)
+    starts = starts[starts < n]
+    return int(np.median(starts)) + inner if len(starts) else int(last.max()) - outer
+
+
+def fit_box(mask: np.ndarray, thickness: int, style: str, cover: np.ndarray | None = None) -> np.ndarray:
+    """The box whose outline (`draw_box` with `thickness` and `style`) is `mask` (bool (H, W), not
+    empty), where `cover` (bool (H, W)) marks pixels that objects drawn later may hide: float
+    [x0, y0, x1, y1] with integer values."""
+    h, w = mask.shape
+    cover = np.zeros_like(mask) if cover is None else cover
+    outer, inner, shift = outline_band(thickness, style)
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    top, bottom, left, right = rows[0], rows[-1], cols[0], cols[-1]
+    span = outer + inner + 1  # skip the corners: the middle of each side crosses only that side
+
+    def middle(a, b):
+        return (a + span, b - span) if b - a > 2 * span else (a, b)
+
+    ca, cb = middle(left, right)
+    ra, rb = middle(top, bottom)
+    yb = _side_line(mask, cover, ca, cb, outer, inner)
+    yt = h - 1 - _side_line(mask[::-1], cover[::-1], ca, cb, outer, inner)
+    xr = _side_line(mask.T, cover.T, ra, rb, outer, inner)
+    xl = w - 1 - _side_line(mask.T[::-1], cover.T[::-1], ra, rb, outer, inner)
+    x0, y0, x1, y1 = xl, yt, xr + shift, yb + shift
+    x0, y0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
+    x1, y1 = min(max(x1, x0 + 1), w), min(max(y1, y0 + 1), h)
+    return np.array([x0, y0, x1, y1], np.float64)
+
+
+def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str) -> str:
+    """'outline' when `mask` is the outline of `box`, 'solid' when that outline is itself a filled
+    rectangle (a box too small to have an inside: either reading holds), else 'filled'."""
+    h, w = mask.shape
+    x0, y0, x1, y1 = box_pixels(box, w, h)
+    outer = outline_band(thickness, style)[0]
+    ya, yb = max(y0 - outer - 1, 0), min(y1 + outer + 2, h)
+    xa, xb = max(x0 - outer - 1, 0), min(x1 + outer + 2, w)
+    ideal = np.zeros((h, w, 3), np.uint8)
+    draw_box(ideal, box, (1, 1, 1), thickness, style=style)
+    ideal = ideal[ya:yb, xa:xb, 0] > 0
+    m = mask[ya:yb, xa:xb]
+    union = (ideal | m).sum()
+    iou = (ideal & m).sum() / union if union else 0.0
+    if iou < OUTLINE_IOU:
+        return "filled"
+    rows, cols = np.flatnonzero(ideal.any(1)), np.flatnonzero(ideal.any(0))
+    hole = ideal[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].mean() < 0.95
+    return "outline" if hole else "solid"
+
+
+# ------------------------------------------------------------------------------------- maps -> spec
+
+
+def from_maps(maps: np.ndarray, kind: str | None = None, palette: str | None = None,
+              source: str = "") -> Trajectory:
+    """Trajectory maps, uint8 (T, H, W, 3) RGB (as `render` draws them, or read back from a lossy
+    video), -> a Trajectory that renders to the same maps.
+
+    kind: "mask", "box", "sparse_box" or None (detect it); palette: "voc", "release" or None (detect
+    it). Objects are told apart by colour; ids come from the palette. Frame 0 and every frame of
+    `mask` maps give masks (and their tight boxes); outlines on frames 1.. give boxes; an object
+    absent from a frame gets an empty mask there (`mask`, `box`) or no key (`sparse_box`)."""
+    where = source or "maps"
+    maps = np.asarray(maps)
+    if maps.dtype != np.uint8 or maps.ndim != 4 or maps.shape[-1] != 3 or 0 in maps.shape:
+        raise TrajectoryError(f"{where}: trajectory maps must be uint8 (T, H, W, 3), got "
+                              f"{maps.dtype} {maps.shape}")
+    if kind is not None and kind not in KINDS:
+        raise TrajectoryError(f"{where}: unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    T, H, W = maps.shape[:3]
+    if not _bright_video(maps).any():
+        raise TrajectoryError(f"{where}: no objects found (every frame is black)")
+    palette = detect_palette(maps, where) if palette is None else palette
+    if palette not in PALETTES:
+        raise TrajectoryError(f"{where}: unknown palette {palette!r}: expected one of {', '.join(PALETTES)}")
+    colours, ids = _distinct(palette)
+    thickness = box_thickness(W, H)
+    outer, inner, _ = outline_band(thickness, palette)
+    # erosion tells solid colours from edge fringes, where lines are thick enough to survive it
+    present = _present_colours(maps, colours, erode=outer + inner + 1 >= 3, where=where)
+    if len(present) == 0:
+        raise TrajectoryError(f"{where}: no objects found (no palette {palette!r} colour covers "
+                              "more than a few pixels)")
+    order = np.argsort(ids[present])
+    present, object_ids = present[order], ids[present][order]
+    labels = np.stack([_label_frame(frame, colours[present]) for frame in maps])
+
+    # per object and frame: absent, filled, outline or solid (a box too small for an inside)
+    states: dict[tuple[int, int], str] = {}
+    boxes: dict[tuple[int, int], np.ndarray] = {}
+    for k in range(len(present)):
+        for t in range(T):
+            m = labels[t] == k + 1
+            if not m.any():
+                continue
+            if t == 0:
+                states[k, t] = "filled"
+                continue
+            boxes[k, t] = fit_box(m, thickness, palette, cover=labels[t] > k + 1)
+            states[k, t] = _outline_state(m, boxes[k, t], thickness, palette)
+    if kind is None:
+        kind = _detect_kind(states, T, len(present), object_ids, where)
+
+    traj = Trajectory(width=W, height=H, num_frames=T, source=source)
+    for k, oid in enumerate(object_ids):
+        obj = ObjectTrack(id=int(oid))
+        for t in range(T):
+            present_here = (k, t) in states
+            if kind == "mask" or t == 0:
+                if present_here or kind != "sparse_box":
+                    m = labels[t] == k + 1
+                    obj.masks[t] = encode_mask(m)
+                    box = mask_box(m)
+                    if box is not None:
+                        obj.boxes[t] = box
+            elif present_here:
+                obj.boxes[t] = boxes[k, t]
+            elif kind == "box":
+                obj.masks[t] = encode_mask(np.zeros((H, W), bool))  # absent here
+        traj.objects.append(obj)
+    return traj.validate()
+
+
+def _detect_kind(states: dict, num_frames: int, num_objects: int, object_ids, where: str) -> str:
+    later = {key: s for key, s in states.items() if key[1] > 0}
+    outlines = [key for key, s in later.items() if s == "outline"]
+    if not outlines:
+        return "mask"
+    filled = [key for key, s in later.items() if s == "filled"]
+    if filled:
+        k, t = filled[0]
+        ko, to = outlines[0]
+        raise TrajectoryError(
+            f"{where}: frame {t}: object {object_ids[k]} is a filled shape but object "
+            f"{object_ids[ko]} on frame {to} is a box outline; maps of one kind have either (pass kind=)"
+        )
+    empty = [t for t in range(1, num_frames) if not any((k, t) in states for k in range(num_objects))]
+    return "sparse_box" if empty else "box"
