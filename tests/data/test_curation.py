@@ -21,7 +21,7 @@ from magicmotion.data.curation import (MANIFEST, CurationConfig, CurationModels,
                                        read_clip, read_inputs, scenes_from_cuts)
 from magicmotion.data.dataset import Dataset, read_index
 from magicmotion.data.synthetic import COLORS, SyntheticWorld
-from magicmotion.errors import ConfigError, MediaError
+from magicmotion.errors import ConfigError, DatasetError, MediaError
 from magicmotion.io import read_video, write_video
 
 FPS = 8.0
@@ -265,6 +265,71 @@ def test_corrupt_video_is_failed_in_manifest(curated):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     cols = [r[1] for r in db.execute("PRAGMA table_info(clips)")]
     assert {"id", "source", "stage", "status", "error", "created", "updated"} <= set(cols)
+
+
+def test_videos_too_short_for_a_clip_are_named_and_nothing_is_left(raw, tmp_path):
+    """Every video shorter than one clip: DatasetError naming each with its frame count and what a
+    clip needs, and no dataset folder left behind (a re-run with other settings starts clean)."""
+    csv_path, _ = raw
+    out = tmp_path / "ds"
+    with pytest.raises(DatasetError) as e:
+        curate(csv_path, out, _config(clip_frames=49), models=oracle_models(), progress=False)
+    msg = str(e.value)
+    assert "no clip curated" in msg and f"{out} removed" in msg
+    assert "2 source videos are too short for one clip of 49 frames (--clip-frames 49 at " \
+           "--frame-step 2: 97 source frames in one scene)" in msg
+    assert "two.mp4 has 40 frames (longest scene 20)" in msg and "one.mp4 has 20 frames" in msg
+    assert "--clip-frames 10 or less" in msg
+    assert "1 source video failed: bad [ingest]: MediaError" in msg
+    assert not out.exists()
+    # the same out, now with clips that fit: no "other settings" error
+    assert curate(csv_path, out, _config(), models=oracle_models(), progress=False).done == 3
+
+
+def test_a_video_too_short_among_others_is_named_in_the_summary(raw, tmp_path):
+    csv_path, _ = raw
+    video, _, names = _sample(5, 6)
+    write_video(tmp_path / "short.mp4", video, fps=FPS)
+    rows = [f"{csv_path.parent / 'one.mp4'},a moving thing,{'; '.join(read_inputs(csv_path)[1].objects)}",
+            f"{tmp_path / 'short.mp4'},a short one,{'; '.join(names.values())}"]
+    (tmp_path / "list.csv").write_text("video,caption,objects\n" + "\n".join(rows) + "\n")
+    summary = curate(tmp_path / "list.csv", tmp_path / "ds", _config(), models=oracle_models(),
+                     progress=False)
+    assert summary.done == 1 and summary.too_short == [(str(tmp_path / "short.mp4"), 6, 6)]
+    assert (f"1 source video is too short for one clip of 8 frames (--clip-frames 8 at --frame-step "
+            f"2: 15 source frames): {tmp_path / 'short.mp4'} has 6 frames") in summary.format()
+    with Manifest(tmp_path / "ds" / MANIFEST) as m:  # a resumed run still knows why
+        assert [(s.num_clips, s.num_frames, s.longest_scene) for s in m.short_sources()] == [(0, 6, 6)]
+
+
+def test_cli_curate_of_short_videos_exits_2_with_the_reason(tmp_path, capsys):
+    """The README's `data curate videos/` with its defaults on the bundled 17-frame example: exit 2
+    before any model is loaded, naming the video, its length and the clip length."""
+    from magicmotion.cli import main
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "source.mp4").write_bytes((Path(__file__).parents[2] / "examples" / "source.mp4").read_bytes())
+    (videos / "source.txt").write_text("a purple hexagon and a pink triangle")
+    assert main(["data", "curate", str(videos), "--out", str(tmp_path / "mine"), "--quiet",
+                 "--llm", str(tmp_path / "no-such-model")]) == 2
+    err = capsys.readouterr().err
+    assert "1 source video is too short for one clip of 49 frames (--clip-frames 49)" in err
+    assert "source.mp4 has 17 frames; --clip-frames 17 or less fits" in err
+    assert not (tmp_path / "mine").exists()
+
+
+def test_manifest_of_an_older_version_gets_the_new_columns(tmp_path):
+    db = sqlite3.connect(tmp_path / MANIFEST)
+    db.execute("CREATE TABLE sources (id TEXT PRIMARY KEY, path TEXT NOT NULL, caption TEXT NOT NULL,"
+               " objects TEXT, status TEXT NOT NULL DEFAULT 'pending', error TEXT, num_clips INTEGER,"
+               " created REAL NOT NULL, updated REAL NOT NULL)")
+    db.execute("INSERT INTO sources VALUES ('a', 'a.mp4', '', NULL, 'done', NULL, 0, 0, 0)")
+    db.commit()
+    db.close()
+    with Manifest(tmp_path / MANIFEST) as m:
+        (s,) = m.short_sources()
+        assert (s.id, s.num_frames, s.longest_scene) == ("a", None, None)
 
 
 def test_rerun_skips_done_clips_and_settings_are_fixed(curated, raw):

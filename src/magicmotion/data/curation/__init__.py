@@ -9,7 +9,8 @@ status so a run resumes; runners.py runs the stages locally or on Ray Data.
 """
 
 from .grounding import BOX_THRESHOLD, DEFAULT_GROUNDING, TEXT_THRESHOLD, Detection, GroundingDinoGrounder
-from .ingest import IngestConfig, plan_clips, read_clip, read_inputs, scan_video, scenes_from_cuts
+from .ingest import (IngestConfig, SourcePlan, plan_clips, plan_source, read_clip, read_inputs,
+                     scan_video, scenes_from_cuts)
 from .manifest import ClipRow, Manifest, SourceRow
 from .objects import (DEFAULT_LLM, GivenObjects, LanguageModelObjects, ObjectsAnswerError,
                       ObjectsResult, parse_objects, validate_objects)
@@ -23,8 +24,9 @@ __all__ = [
     "BOX_THRESHOLD", "DEFAULT_GROUNDING", "DEFAULT_LLM", "DEFAULT_SAM2", "MANIFEST", "TEXT_THRESHOLD",
     "ClipRow", "CurationConfig", "CurationModels", "CurationSummary", "Detection", "GivenObjects",
     "GroundingDinoGrounder", "IngestConfig", "LanguageModelObjects", "Manifest", "ObjectsAnswerError",
-    "ObjectsResult", "Sam2Tracker", "SourceRow", "curate", "grounding_stage", "load_stage",
-    "masks_to_trajectory", "new_task", "objects_stage", "parse_objects", "plan_clips", "plan_sources", "plan_sources_ray",
+    "ObjectsResult", "Sam2Tracker", "SourcePlan", "SourceRow", "curate", "grounding_stage", "load_stage",
+    "masks_to_trajectory", "new_task", "objects_stage", "parse_objects", "plan_clips", "plan_source",
+    "plan_sources", "plan_sources_ray",
     "read_clip", "read_inputs", "run_local", "run_ray", "scan_video", "scenes_from_cuts",
     "tracking_stage", "validate_objects", "write_stage",
 ]

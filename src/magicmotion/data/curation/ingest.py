@@ -246,13 +246,24 @@ def scenes_from_cuts(num_frames: int, cuts: list[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def plan_clips(source: SourceRow, cfg: IngestConfig) -> list[ClipRow]:
+@dataclass
+class SourcePlan:
+    """The clips planned from one source video, and what decided them: the video's number of frames
+    and the length of its longest scene (no clip when that is shorter than IngestConfig.span)."""
+
+    clips: list[ClipRow]
+    num_frames: int
+    longest_scene: int
+
+
+def plan_source(source: SourceRow, cfg: IngestConfig) -> SourcePlan:
     """Scene-detect a source video and cut clips of cfg.clip_frames frames (every frame_step-th
     source frame) inside each scene, back to back from the scene's start. Raises MediaError for a
     video that cannot be decoded."""
     n, fps, cuts, pts = scan_video(source.path, cfg)
+    scenes = scenes_from_cuts(n, cuts)
     clips = []
-    for start, end in scenes_from_cuts(n, cuts):
+    for start, end in scenes:
         k = 0
         s = start
         while s + cfg.span <= end:
@@ -264,7 +275,12 @@ def plan_clips(source: SourceRow, cfg: IngestConfig) -> list[ClipRow]:
                 fps=fps / cfg.frame_step, caption=source.caption, given_objects=source.objects))
             s += cfg.span
             k += 1
-    return clips
+    return SourcePlan(clips, n, max(b - a for a, b in scenes))
+
+
+def plan_clips(source: SourceRow, cfg: IngestConfig) -> list[ClipRow]:
+    """The clips of `plan_source`."""
+    return plan_source(source, cfg).clips
 
 
 # ------------------------------------------------------------------------------------ decoding

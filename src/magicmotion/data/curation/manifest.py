@@ -1,11 +1,13 @@
 """The curation manifest: one SQLite row per source video and per clip, with its stage and status.
 
-    sources(id, path, caption, objects, status, error, num_clips, created, updated)
+    sources(id, path, caption, objects, status, error, num_clips, num_frames, longest_scene,
+            created, updated)
     clips(id, source, path, start_frame, start_pts, num_frames, frame_step, fps, caption,
           given_objects, stage, status, error, attempts, objects, created, updated)
     meta(key, value)            the settings the clips were planned with
 
-status is pending | running | done | failed; stage is the stage a clip is in (or failed in):
+status is pending | running | done | failed (a source done with num_clips 0 was too short: its
+num_frames and longest_scene say how short); stage is the stage a clip is in (or failed in):
 load, objects, grounding, tracking, write. The database runs in WAL mode with synchronous=FULL, so a
 committed row survives a killed process. Re-running resumes: sources not done are planned again,
 clips not done are processed again from their first stage (work in flight is redone, never
@@ -36,6 +38,8 @@ CREATE TABLE IF NOT EXISTS sources (
     status TEXT NOT NULL DEFAULT 'pending',
     error TEXT,
     num_clips INTEGER,
+    num_frames INTEGER,
+    longest_scene INTEGER,
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
@@ -61,6 +65,8 @@ CREATE TABLE IF NOT EXISTS clips (
 CREATE INDEX IF NOT EXISTS clips_status ON clips(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added after the first release, for manifests written before them.
+_ADDED_COLUMNS = {"sources": (("num_frames", "INTEGER"), ("longest_scene", "INTEGER"))}
 
 
 @dataclass
@@ -72,6 +78,8 @@ class SourceRow:
     status: str = "pending"
     error: str | None = None
     num_clips: int | None = None
+    num_frames: int | None = None
+    longest_scene: int | None = None
 
 
 @dataclass
@@ -116,6 +124,11 @@ class Manifest:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(_SCHEMA)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns:
+                    if name not in have:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as e:
             raise DatasetError(f"{self.path}: not a curation manifest ({e})") from None
         self.db.row_factory = sqlite3.Row
@@ -182,13 +195,16 @@ class Manifest:
                                tuple(statuses))
         return [SourceRow(id=r["id"], path=r["path"], caption=r["caption"],
                           objects=_load(r["objects"]), status=r["status"], error=r["error"],
-                          num_clips=r["num_clips"]) for r in rows]
+                          num_clips=r["num_clips"], num_frames=r["num_frames"],
+                          longest_scene=r["longest_scene"]) for r in rows]
 
     def start_source(self, source_id: str) -> None:
         self._write("UPDATE sources SET status='running', updated=? WHERE id=?", (time.time(), source_id))
 
-    def finish_source(self, source_id: str, clips: list[ClipRow]) -> None:
-        """Insert the clips planned from a source and mark it done, in one transaction."""
+    def finish_source(self, source_id: str, clips: list[ClipRow], num_frames: int | None = None,
+                      longest_scene: int | None = None) -> None:
+        """Insert the clips planned from a source and mark it done, in one transaction, with the
+        video's length and its longest scene (frames)."""
         now = time.time()
         with self._transaction():
             self.db.executemany(
@@ -197,12 +213,18 @@ class Manifest:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'load', 'pending', ?, ?)",
                 [(c.id, c.source, c.path, c.start_frame, c.start_pts, c.num_frames, c.frame_step,
                   c.fps, c.caption, _dump(c.given_objects), now, now) for c in clips])
-            self.db.execute("UPDATE sources SET status='done', error=NULL, num_clips=?, updated=? "
-                            "WHERE id=?", (len(clips), now, source_id))
+            self.db.execute("UPDATE sources SET status='done', error=NULL, num_clips=?, "
+                            "num_frames=?, longest_scene=?, updated=? WHERE id=?",
+                            (len(clips), num_frames, longest_scene, now, source_id))
 
     def fail_source(self, source_id: str, error: str) -> None:
         self._write("UPDATE sources SET status='failed', error=?, updated=? WHERE id=?",
                     (error, time.time(), source_id))
+
+    def short_sources(self) -> list[SourceRow]:
+        """Sources that were read but gave no clip (shorter than a clip, or cut into scenes that
+        are)."""
+        return [s for s in self.sources(("done",)) if s.num_clips == 0]
 
     # ------------------------------------------------------------------------------------- clips
 

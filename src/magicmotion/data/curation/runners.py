@@ -20,10 +20,11 @@ driver writes the clips and the manifest, so the index and the manifest have a s
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import ConfigError
+from ...errors import ConfigError, DatasetError
 from .manifest import Manifest
 from .stages import (CurationConfig, CurationModels, grounding_stage, load_stage, new_task,
                      objects_stage, tracking_stage, write_stage)
@@ -36,7 +37,9 @@ class CurationSummary:
     """What a run did. done / failed: clips finished or failed in this run; skipped: clips already
     done before it; sources_failed: source videos that could not be read (never planned);
     reconciled: clips found written but not marked done (a killed run), now marked done;
-    failures: (id, stage, reason) of every failed source ("ingest") and clip in the manifest."""
+    failures: (id, stage, reason) of every failed source ("ingest") and clip in the manifest;
+    too_short: (path, frames, longest scene) of every source that gave no clip, and clip_span the
+    source frames one clip needs (--clip-frames and --frame-step)."""
 
     dataset: str
     done: int = 0
@@ -45,12 +48,50 @@ class CurationSummary:
     sources_failed: int = 0
     reconciled: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    too_short: list[tuple[str, int | None, int | None]] = field(default_factory=list)
+    clip_frames: int = 49
+    frame_step: int = 1
+
+    @property
+    def clip_span(self) -> int:
+        return (self.clip_frames - 1) * self.frame_step + 1
+
+    def too_short_text(self, max_named: int = 5) -> str:
+        """"2 source videos are too short for one clip of 49 frames (--clip-frames 49): a.mp4 has
+        17 frames, ..." (empty when none)."""
+        if not self.too_short:
+            return ""
+        need = f"one clip of {self.clip_frames} frames (--clip-frames {self.clip_frames}"
+        if self.frame_step > 1:
+            need += f" at --frame-step {self.frame_step}: {self.clip_span} source frames"
+        need += " in one scene)" if any(sc is not None and f is not None and sc < f
+                                        for _, f, sc in self.too_short) else ")"
+        named = []
+        for path, frames, scene in self.too_short[:max_named]:
+            text = f"{path} has {frames if frames is not None else '?'} frames"
+            if scene is not None and frames is not None and scene < frames:
+                text += f" (longest scene {scene})"
+            named.append(text)
+        more = len(self.too_short) - len(named)
+        n = len(self.too_short)
+        return (f"{n} source video{'s are' if n > 1 else ' is'} too short for {need}: "
+                + ", ".join(named) + (f" and {more} more" if more else ""))
+
+    def hint(self) -> str:
+        """What to change when the videos are too short: the longest scene seen."""
+        scenes = [s for _, _, s in self.too_short if s is not None]
+        if not scenes:
+            return ""
+        fit = (max(scenes) - 1) // self.frame_step + 1
+        return f"--clip-frames {fit} or less fits the longest of them"
 
     def format(self, max_failures: int = 10) -> str:
         lines = [f"{self.dataset}: {self.done} clips done, {self.failed} failed, {self.skipped} "
                  f"skipped (already done); {self.sources_failed} source videos failed"]
         if self.reconciled:
             lines.append(f"  {self.reconciled} clips written by an interrupted run marked done")
+        if self.too_short:
+            lines.append(f"  {self.too_short_text(max_failures)}")
         for cid, stage, error in self.failures[:max_failures]:
             lines.append(f"  failed {cid} [{stage}]: {error}")
         if len(self.failures) > max_failures:
@@ -61,7 +102,11 @@ class CurationSummary:
 def curate(input_path: str | os.PathLike, out: str | os.PathLike, config: CurationConfig | None = None,
            models: CurationModels | None = None, progress: bool = True) -> CurationSummary:
     """Curate the videos listed by `input_path` (folder, CSV or JSONL) into the dataset at `out`
-    (created if missing; resumed if it has a manifest). Returns the run's summary."""
+    (created if missing; resumed if it has a manifest). Returns the run's summary.
+
+    When the dataset ends with no clip at all (every video too short, unreadable, or every clip
+    failed) this raises DatasetError saying why, naming the videos and clips, and removes `out` if
+    this run created it (so a re-run with other settings starts clean)."""
     from ..dataset import DatasetWriter
     from .ingest import read_inputs
 
@@ -71,6 +116,7 @@ def curate(input_path: str | os.PathLike, out: str | os.PathLike, config: Curati
     if cfg.objects_from == "given" and not any(s.objects for s in sources):
         raise ConfigError(f"{input_path}: --objects-from given needs an 'objects' column (CSV/JSONL) "
                           "or <video>.json files with 'objects'")
+    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
     writer = DatasetWriter(out)
     models = models or CurationModels.from_config(cfg)
     with Manifest(out / MANIFEST) as manifest:
@@ -78,7 +124,8 @@ def curate(input_path: str | os.PathLike, out: str | os.PathLike, config: Curati
         if cfg.retry_failed:
             manifest.retry_failed()
         manifest.add_sources(sources)
-        summary = CurationSummary(dataset=str(out))
+        summary = CurationSummary(dataset=str(out), clip_frames=cfg.clip_frames,
+                                  frame_step=cfg.frame_step)
         summary.reconciled = len(manifest.reconcile(writer.ids()))
         (plan_sources_ray if cfg.engine == "ray" else plan_sources)(manifest, cfg, progress)
         summary.skipped = manifest.counts()["clips"]["done"]
@@ -92,7 +139,34 @@ def curate(input_path: str | os.PathLike, out: str | os.PathLike, config: Curati
         summary.failed = after["clips"]["failed"] - before["failed"]
         summary.sources_failed = after["sources"]["failed"]
         summary.failures = manifest.failures()
+        summary.too_short = [(s.path, s.num_frames, s.longest_scene)
+                             for s in manifest.short_sources()]
+    if not writer.ids():
+        if fresh:
+            shutil.rmtree(out)
+        raise DatasetError(_nothing_curated(input_path, out, fresh, summary))
     return summary
+
+
+def _nothing_curated(input_path, out: Path, removed: bool, summary: CurationSummary,
+                     max_named: int = 3) -> str:
+    """Why a run left the dataset without a clip, on one line."""
+    reasons = []
+    if summary.too_short:
+        hint = summary.hint()
+        reasons.append(summary.too_short_text(max_named) + (f"; {hint}" if hint else ""))
+    for what, stages in (("source video", ("ingest",)), ("clip", None)):
+        failed = [f for f in summary.failures
+                  if (f[1] in stages if stages else f[1] != "ingest")]
+        if failed:
+            named = "; ".join(f"{i} [{stage}]: {error}" for i, stage, error in failed[:max_named])
+            more = f"; and {len(failed) - max_named} more" if len(failed) > max_named else ""
+            reasons.append(f"{len(failed)} {what}{'s' if len(failed) > 1 else ''} failed: "
+                           f"{named}{more}")
+    if not reasons:
+        reasons.append("no source video gave a clip")
+    where = f"{out} removed" if removed else f"{out} left as it was"
+    return f"{input_path}: no clip curated ({where}): " + "; ".join(reasons)
 
 
 def plan_sources(manifest: Manifest, cfg: CurationConfig, progress: bool = True) -> None:
@@ -100,18 +174,18 @@ def plan_sources(manifest: Manifest, cfg: CurationConfig, progress: bool = True)
     fails with the reason; the others go on)."""
     from tqdm import tqdm
 
-    from .ingest import plan_clips
+    from .ingest import plan_source
 
     ingest = cfg.ingest()
     for source in tqdm(manifest.sources(("pending", "running")), desc="scenes", unit="video",
                        disable=not progress):
         manifest.start_source(source.id)
         try:
-            clips = plan_clips(source, ingest)
+            plan = plan_source(source, ingest)
         except Exception as e:  # noqa: BLE001 - a bad video fails alone
             manifest.fail_source(source.id, f"{type(e).__name__}: {e}")
             continue
-        manifest.finish_source(source.id, clips)
+        manifest.finish_source(source.id, plan.clips, plan.num_frames, plan.longest_scene)
 
 
 def _record_failures(manifest: Manifest, tasks: list[dict]) -> list[dict]:
@@ -278,16 +352,18 @@ class _PlanStage:
     def __call__(self, row: dict) -> dict:
         import json
 
-        from .ingest import plan_clips
+        from .ingest import plan_source
         from .manifest import SourceRow
 
         source = SourceRow(id=row["id"], path=row["path"], caption=row["caption"],
                            objects=json.loads(row["objects"]) if row["objects"] else None)
         try:
-            clips = plan_clips(source, self.ingest)
+            plan = plan_source(source, self.ingest)
         except Exception as e:  # noqa: BLE001
-            return {"id": row["id"], "clips": "", "error": f"{type(e).__name__}: {e}"}
-        return {"id": row["id"], "clips": json.dumps([c.__dict__ for c in clips]), "error": ""}
+            return {"id": row["id"], "clips": "", "num_frames": -1, "longest_scene": -1,
+                    "error": f"{type(e).__name__}: {e}"}
+        return {"id": row["id"], "clips": json.dumps([c.__dict__ for c in plan.clips]),
+                "num_frames": plan.num_frames, "longest_scene": plan.longest_scene, "error": ""}
 
 
 def plan_sources_ray(manifest: Manifest, cfg: CurationConfig, progress: bool = True) -> None:
@@ -312,7 +388,8 @@ def plan_sources_ray(manifest: Manifest, cfg: CurationConfig, progress: bool = T
         if row["error"]:
             manifest.fail_source(row["id"], row["error"])
         else:
-            manifest.finish_source(row["id"], [ClipRow(**c) for c in json.loads(row["clips"])])
+            manifest.finish_source(row["id"], [ClipRow(**c) for c in json.loads(row["clips"])],
+                                   int(row["num_frames"]), int(row["longest_scene"]))
 
 
 def run_ray(tasks: list[dict], manifest: Manifest, writer, cfg: CurationConfig,

@@ -79,7 +79,12 @@ def tiny_grounding_tokenizer():
 
 
 def tiny_grounding_dino(seed: int = 0, image_size: int = 64):
-    """(GroundingDinoForObjectDetection with a tiny Swin backbone and BERT, its processor)."""
+    """(GroundingDinoForObjectDetection with a tiny Swin backbone and BERT, its processor).
+
+    d_model is 64, twice the 32 groups of the GroupNorm after each input projection: with d_model 32
+    a group is one channel, and on a square image the last feature level is 1x1 (64 px / 4 / 2**4),
+    so a batch of one image fails in F.group_norm ("Expected more than 1 value per channel when
+    training", raised in eval mode too)."""
     from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoProcessor, SwinConfig)
 
@@ -95,7 +100,7 @@ def tiny_grounding_dino(seed: int = 0, image_size: int = 64):
     text = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                       intermediate_size=16, max_position_embeddings=64)
     cfg = GroundingDinoConfig(backbone_config=backbone, text_config=text, use_timm_backbone=False,
-                              d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=16,
+                              d_model=64, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=16,
                               decoder_ffn_dim=16, encoder_attention_heads=2,
                               decoder_attention_heads=2, num_queries=12, max_text_len=32,
                               encoder_n_points=1, decoder_n_points=1)
