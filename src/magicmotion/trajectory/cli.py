@@ -1,4 +1,4 @@
-"""`magicmotion trajectory render | from-masks | preview`: thin wrappers over the trajectory layer and
+"""`magicmotion trajectory render | from-masks | from-maps | preview`: thin wrappers over the trajectory layer and
 `magicmotion.io`. Bad input raises MagicMotionError (one line, exit 2) before any output is written."""
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def render_command(args) -> int:
             raise TrajectoryError("--keys and --seed make sparse key boxes: use --kind box or sparse_box")
         mode = "random" if args.seed is not None else "even"
         traj = sparsify(traj, num_keys=args.keys, mode=mode, seed=args.seed)
-    maps = render(traj, args.kind, size=args.size)
+    maps = render(traj, args.kind, size=args.size, palette=args.palette)
     if is_frames_folder(args.out):
         write_frames(out, maps)
     elif out.suffix.lower() == ".gif":
@@ -90,7 +90,7 @@ def render_command(args) -> int:
     else:
         write_video(out, maps, fps=args.fps)
     t, h, w, _ = maps.shape
-    print(f"wrote {out}: {args.kind} maps, {t} frames, {w}x{h}")
+    print(f"wrote {out}: {args.kind} maps, {t} frames, {w}x{h}, palette {args.palette}")
     return 0
 
 
@@ -114,6 +114,22 @@ def from_masks_command(args) -> int:
     return 0
 
 
+def from_maps_command(args) -> int:
+    from . import save
+    from .decode import decode_maps, load_maps
+
+    out = check_output(args.out, (".json",), folder_ok=False)
+    decoded = decode_maps(load_maps(args.maps), kind=args.kind, palette=args.palette, source=args.maps)
+    traj = decoded.trajectory
+    if args.caption:
+        traj.caption = args.caption
+    save(traj, out)
+    print(f"wrote {out}: {len(traj.objects)} objects (ids {', '.join(map(str, traj.ids))}), "
+          f"{decoded.kind} maps, palette {decoded.palette}, {traj.num_frames} frames, "
+          f"{traj.width}x{traj.height}")
+    return 0
+
+
 def preview_command(args) -> int:
     from ..io import PREVIEW_SUFFIXES, read_image, read_video, write_preview
     from . import load, preview_frames
@@ -124,7 +140,7 @@ def preview_command(args) -> int:
         image = read_image(args.image)
     else:
         image, _ = read_video(args.video, max_frames=traj.num_frames)
-    frames, maps = preview_frames(traj, image, kind=args.kind, size=args.size)
+    frames, maps = preview_frames(traj, image, kind=args.kind, size=args.size, palette=args.palette)
     write_preview(out, frames, maps, fps=args.fps, alpha=args.alpha)
     t, h, w, _ = maps.shape
     print(f"wrote {out}: {args.kind} trajectory over {t} frames, {w}x{h}")
@@ -135,10 +151,14 @@ def preview_command(args) -> int:
 
 
 def register(subparsers) -> None:
+    from .palette import PALETTES
     from .render import KINDS
 
+    palette_help = ("colours and box outlines: voc (ours, the tiny model's) or release (the authors' "
+                    "release's: supervision's palette at 50%% over black, cv2.rectangle outlines); "
+                    "default: voc")
     parser = subparsers.add_parser(
-        "trajectory", help="render trajectory maps, read mask folders, preview a trajectory",
+        "trajectory", help="render trajectory maps, read mask folders or maps, preview a trajectory",
         description="Trajectory specs (docs/trajectory-format.md): render them to trajectory maps, "
                     "make them from DAVIS-style mask folders, preview them over the first frame.",
     )
@@ -161,6 +181,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int,
                    help="choose the key frames (and their number, without --keys) at random")
     p.add_argument("--fps", type=_positive_float, default=8.0, help="frame rate of mp4/gif (8)")
+    p.add_argument("--palette", choices=PALETTES, default="voc", help=palette_help)
     p.set_defaults(func=render_command)
 
     p = sub.add_parser(
@@ -174,6 +195,19 @@ def register(subparsers) -> None:
                    help="frames in the video (default: the last annotated frame + 1)")
     p.add_argument("--caption", default="", help="caption stored in the spec")
     p.set_defaults(func=from_masks_command)
+
+    p = sub.add_parser(
+        "from-maps", help="rendered trajectory maps (mp4 or PNG folder) -> spec",
+        description="Read trajectory maps (rendered by `trajectory render` or the authors' release, "
+                    "also after H.264) back into a spec: objects by palette colour, masks from "
+                    "filled shapes, boxes from outlines; kind and palette are detected unless given.",
+    )
+    p.add_argument("maps", help="maps video (.mp4, ...) or folder of PNG frames")
+    p.add_argument("--out", required=True, help="spec to write (.json)")
+    p.add_argument("--kind", choices=KINDS, help="map kind (default: detected)")
+    p.add_argument("--palette", choices=PALETTES, help="palette (default: detected)")
+    p.add_argument("--caption", default="", help="caption stored in the spec")
+    p.set_defaults(func=from_maps_command)
 
     p = sub.add_parser(
         "preview", help="draw a trajectory over the first frame (png contact sheet, gif, mp4)",
@@ -191,4 +225,5 @@ def register(subparsers) -> None:
                         "cover it and centre-cropped the same way")
     p.add_argument("--alpha", type=_alpha, default=0.6, help="opacity of the maps (0.6)")
     p.add_argument("--fps", type=_positive_float, default=8.0, help="frame rate of gif/mp4 (8)")
+    p.add_argument("--palette", choices=PALETTES, default="voc", help=palette_help)
     p.set_defaults(func=preview_command)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -42,12 +43,6 @@ def load_maps(path: str | os.PathLike) -> np.ndarray:
 
     maps, _ = read_video(Path(path))
     return maps
-
-
-def from_maps_file(path: str | os.PathLike, kind: str | None = None,
-                   palette: str | None = None) -> Trajectory:
-    """`from_maps(load_maps(path), ...)`, errors naming the file."""
-    return from_maps(load_maps(path), kind=kind, palette=palette, source=str(path))
 
 
 # ------------------------------------------------------------------------------------- colours
@@ -107,8 +102,11 @@ def _check_unknown(frame: np.ndarray, bright: np.ndarray, d2: np.ndarray, where:
 
 
 def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: str) -> np.ndarray:
-    """Indices (into `colours`) of the object colours that have a solid core somewhere."""
-    counts = np.zeros(len(colours), np.int64)
+    """Indices (into `colours`) of the object colours that have a solid core somewhere, strongest
+    first. A weak colour that is a blend of black and a stronger one, or of two stronger ones (what
+    lossy coding leaves along edges, such as voc (0, 0, 64) between (0, 0, 128) and black), is not an
+    object."""
+    strength = np.zeros(len(colours), np.int64)  # the most core pixels on any frame
     kernel = np.ones((3, 3), np.uint8)
     for t, frame in enumerate(maps):
         bright = _bright(frame)
@@ -116,14 +114,34 @@ def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: 
             continue
         index, d2 = _nearest(frame[bright], colours)
         _check_unknown(frame, bright, d2, where, t)
-        core = np.zeros(frame.shape[:2], np.int32)
+        core = np.zeros(frame.shape[:2], np.uint16)
         core[bright] = np.where(d2 <= CORE_TOL ** 2, index + 1, 0)
         if erode:  # keep core pixels whose 3x3 neighbourhood is all the same colour
-            core16 = core.astype(np.uint16)
-            same = (cv2.erode(core16, kernel) == core16) & (cv2.dilate(core16, kernel) == core16)
+            same = (cv2.erode(core, kernel) == core) & (cv2.dilate(core, kernel) == core)
             core = np.where(same, core, 0)
-        counts += np.bincount(core.ravel(), minlength=len(colours) + 1)[1:]
-    return np.flatnonzero(counts >= 4)
+        strength = np.maximum(strength, np.bincount(core.ravel(), minlength=len(colours) + 1)[1:])
+    accepted: list[int] = []
+    for c in np.argsort(-strength, kind="stable"):
+        if strength[c] < 4:
+            break
+        anchors = [np.zeros(3)] + [colours[a].astype(float) for a in accepted]
+        weights = [0] + [strength[a] for a in accepted]
+        blend = any(
+            _segment_distance(colours[c], anchors[i], anchors[j]) <= CORE_TOL
+            and strength[c] < 0.1 * max(weights[i], weights[j])
+            for i in range(len(anchors)) for j in range(i + 1, len(anchors))
+        )
+        if not blend:
+            accepted.append(int(c))
+    return np.array(accepted, np.int64)
+
+
+def _segment_distance(point, a, b) -> float:
+    """RGB distance from `point` to the segment a-b."""
+    point, a, b = (np.asarray(v, float) for v in (point, a, b))
+    ab = b - a
+    u = 0.0 if not ab.any() else float(np.clip((point - a) @ ab / (ab @ ab), 0, 1))
+    return float(np.linalg.norm(point - (a + u * ab)))
 
 
 def _label_frame(frame: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -258,8 +276,24 @@ def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str
 # ------------------------------------------------------------------------------------- maps -> spec
 
 
+@dataclass
+class DecodedMaps:
+    """What `decode_maps` read: the trajectory, and the kind and palette it took the maps to be."""
+
+    trajectory: Trajectory
+    kind: str
+    palette: str
+
+
 def from_maps(maps: np.ndarray, kind: str | None = None, palette: str | None = None,
               source: str = "") -> Trajectory:
+    """Trajectory maps, uint8 (T, H, W, 3), -> a Trajectory that renders to the same maps (see
+    `decode_maps`)."""
+    return decode_maps(maps, kind=kind, palette=palette, source=source).trajectory
+
+
+def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None = None,
+                source: str = "") -> DecodedMaps:
     """Trajectory maps, uint8 (T, H, W, 3) RGB (as `render` draws them, or read back from a lossy
     video), -> a Trajectory that renders to the same maps.
 
@@ -325,7 +359,7 @@ def from_maps(maps: np.ndarray, kind: str | None = None, palette: str | None = N
             elif kind == "box":
                 obj.masks[t] = encode_mask(np.zeros((H, W), bool))  # absent here
         traj.objects.append(obj)
-    return traj.validate()
+    return DecodedMaps(traj.validate(), kind, palette)
 
 
 def _detect_kind(states: dict, num_frames: int, num_objects: int, object_ids, where: str) -> str:
