@@ -201,29 +201,34 @@ def _side_line(mask: np.ndarray, cover: np.ndarray, lo: int, hi: int, outer: int
     Medians over the columns, so lossy maps read well."""
     n = mask.shape[0]
     span = outer + inner + 1
+    extent = np.flatnonzero(mask.any(1))
+    ext_first, ext_last = extent[0], extent[-1]
     sub = mask[:, lo:hi + 1]
     cols = np.flatnonzero(sub.any(0))
     sub, cov = sub[:, cols], cover[:, lo + cols]
     first = np.argmax(sub, axis=0)
     last = n - 1 - np.argmax(sub[::-1], axis=0)
     # a column whose lit pixels span one band only shows the opposite side (this one is hidden there)
-    own = (last - first + 1 > span) | (last.max() - first.min() + 1 <= span)
+    own = (last - first + 1 > span) | (ext_last - ext_first + 1 <= span)
     beyond = np.minimum(last + 1, n - 1)
     free = own & (last + 1 < n) & ~cov[beyond, np.arange(len(cols))]
     if free.any():
         return int(np.median(last[free])) - outer
+    rows = np.arange(n)[:, None]
     if own.any():  # cut or covered past the outer pixel: from the inner pixel, if there is an inside
-        rows = np.arange(n)[:, None]
         unlit_before = np.maximum.accumulate(np.where(sub, -1, rows), axis=0)[last, np.arange(len(cols))]
         inside = own & (unlit_before > first)
         if inside.any():
             return int(np.median(unlit_before[inside])) + 1 + inner
         return int(last[own].max()) - outer
-    # hidden everywhere: the band lies under the cover, taken to start right past the lit pixels
-    rows = np.arange(n)[:, None]
+    # hidden all along: past the frame's edge, or where the other sides end, or under the cover
+    if ext_last == n - 1:
+        return n + inner
+    if not cover[ext_last + 1, mask[ext_last]].any():
+        return int(ext_last) - outer
     starts = np.where(cov & (rows > last), rows, n).min(axis=0)
     starts = starts[starts < n]
-    return int(np.median(starts)) + inner if len(starts) else int(last.max()) - outer
+    return int(np.median(starts)) + inner if len(starts) else int(ext_last) - outer
 
 
 def fit_box(mask: np.ndarray, thickness: int, style: str, cover: np.ndarray | None = None) -> np.ndarray:
@@ -316,9 +321,9 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
         raise TrajectoryError(f"{where}: unknown palette {palette!r}: expected one of {', '.join(PALETTES)}")
     colours, ids = _distinct(palette)
     thickness = box_thickness(W, H)
-    outer, inner, _ = outline_band(thickness, palette)
-    # erosion tells solid colours from edge fringes, where lines are thick enough to survive it
-    present = _present_colours(maps, colours, erode=outer + inner + 1 >= 3, where=where)
+    # erosion tells solid colours from edge fringes: a colour counts where it covers a 3x3 square
+    # (every object on frame 0 does; one seen only as outlines needs lines 3 px wide, 720x480 has 4-5)
+    present = _present_colours(maps, colours, erode=True, where=where)
     if len(present) == 0:
         raise TrajectoryError(f"{where}: no objects found (no palette {palette!r} colour covers "
                               "more than a few pixels)")

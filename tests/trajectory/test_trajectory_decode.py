@@ -1,0 +1,176 @@
+"""Trajectory maps -> spec (`from_maps`, `decode_maps`, `load_maps`, `trajectory from-maps`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from magicmotion.cli import main
+from magicmotion.data.synthetic import SyntheticWorld
+from magicmotion.errors import TrajectoryError
+from magicmotion.io import write_frames, write_video
+from magicmotion.trajectory import (decode_maps, from_label_masks, from_maps, load, load_maps,
+                                    palette_color, render, sparsify)
+
+SMALL_W, SMALL_H = 400, 304  # outlines 3 px: the thinnest that H.264 keeps readable in voc colours
+
+
+def synthetic_spec(size=(240, 160), frames=17, objects=(1, 3), seed=0, kind="box"):
+    """A spec of 1..3 synthetic objects moving (masks on every frame; sparse: 4 key boxes)."""
+    world = SyntheticWorld(size=size, num_frames=frames, min_objects=objects[0], max_objects=objects[1])
+    _, labels, _, _ = world.sample(np.random.default_rng(seed))
+    traj = from_label_masks(labels)
+    return sparsify(traj, num_keys=4) if kind == "sparse_box" else traj
+
+
+def box_iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def check_recovered(truth, back, kind, min_iou=0.95):
+    """Same objects; masks (mask kind: all frames; else frame 0) and boxes (frames 1..) close."""
+    assert back.ids == truth.ids
+    assert (back.width, back.height, back.num_frames) == (truth.width, truth.height, truth.num_frames)
+    for o, b in zip(truth.objects, back.objects):
+        mask_frames = range(truth.num_frames) if kind == "mask" else [0]
+        for t in mask_frames:
+            m = o.mask(t)
+            if m is None or not m.any():
+                assert b.mask_area(t) == 0
+                continue
+            mb = b.mask(t)
+            assert (m & mb).sum() / (m | mb).sum() >= min_iou, (o.id, t)
+        if kind == "mask":
+            continue
+        for t in range(1, truth.num_frames):
+            if kind == "sparse_box":
+                expected = o.boxes.get(t)
+            else:
+                expected = o.boxes.get(t) if o.mask_area(t) else None
+            if expected is None:
+                assert t not in b.boxes, (o.id, t)
+            else:
+                assert box_iou(expected, b.boxes[t]) >= min_iou, (o.id, t, expected, b.boxes[t])
+
+
+# ------------------------------------------------------------------------------------ lossless
+
+
+@pytest.mark.parametrize("palette", ["voc", "release"])
+@pytest.mark.parametrize("kind", ["mask", "box", "sparse_box"])
+def test_lossless_round_trip_renders_the_same_maps(kind, palette):
+    truth = synthetic_spec(objects=(3, 3), seed=3, kind=kind)
+    maps = render(truth, kind, palette=palette)
+    decoded = decode_maps(maps)
+    assert (decoded.kind, decoded.palette) == (kind, palette)
+    np.testing.assert_array_equal(render(decoded.trajectory, kind, palette=palette), maps)
+    check_recovered(truth, decoded.trajectory, kind, min_iou=0.99)
+
+
+# ------------------------------------------------------------------------------ through H.264
+
+
+@pytest.mark.parametrize("palette", ["voc", "release"])
+def test_h264_720x480_49_frames(tmp_path, palette):
+    kind = "box" if palette == "release" else "mask"
+    truth = synthetic_spec(size=(720, 480), frames=49, objects=(3, 3), seed=1, kind=kind)
+    write_video(tmp_path / "maps.mp4", render(truth, kind, palette=palette))
+    decoded = decode_maps(load_maps(tmp_path / "maps.mp4"))  # palette and kind detected
+    assert (decoded.kind, decoded.palette) == (kind, palette)
+    check_recovered(truth, decoded.trajectory, kind)
+
+
+@pytest.mark.parametrize("palette", ["voc", "release"])
+@pytest.mark.parametrize("kind", ["mask", "box", "sparse_box"])
+def test_h264_small(tmp_path, kind, palette):
+    truth = synthetic_spec(size=(SMALL_W, SMALL_H), frames=13, objects=(1, 3), seed=7, kind=kind)
+    write_video(tmp_path / "maps.mp4", render(truth, kind, palette=palette))
+    decoded = decode_maps(load_maps(tmp_path / "maps.mp4"))
+    assert (decoded.kind, decoded.palette) == (kind, palette)
+    check_recovered(truth, decoded.trajectory, kind)
+    # given kind and palette read the same
+    again = from_maps(load_maps(tmp_path / "maps.mp4"), kind=kind, palette=palette)
+    assert again.ids == decoded.trajectory.ids
+
+
+def test_png_folder_and_cli(tmp_path, capsys):
+    truth = synthetic_spec(objects=(2, 2), seed=5, kind="sparse_box")
+    maps = render(truth, "sparse_box", palette="release")
+    write_frames(tmp_path / "maps", maps)
+    np.testing.assert_array_equal(load_maps(tmp_path / "maps"), maps)
+    out = tmp_path / "spec.json"
+    assert main(["trajectory", "from-maps", str(tmp_path / "maps"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "sparse_box maps, palette release" in printed and "ids 1, 2" in printed
+    back = load(out)
+    np.testing.assert_array_equal(render(back, "sparse_box", palette="release"), maps)
+    assert json.loads(out.read_text())["version"] == 1
+    # a forced kind and palette
+    assert main(["trajectory", "from-maps", str(tmp_path / "maps"), "--out", str(out), "--kind",
+                 "sparse_box", "--palette", "release"]) == 0
+
+
+# --------------------------------------------------------------------------------------- errors
+
+
+def test_no_objects(tmp_path, capsys):
+    write_frames(tmp_path / "black", np.zeros((3, 32, 48, 3), np.uint8))
+    with pytest.raises(TrajectoryError, match="black: no objects found"):
+        from_maps(load_maps(tmp_path / "black"), source=str(tmp_path / "black"))
+    assert main(["trajectory", "from-maps", str(tmp_path / "black"), "--out", str(tmp_path / "s.json")]) == 2
+    assert "no objects found" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_foreign_colour_dominating_names_file_and_frame():
+    maps = np.zeros((3, 40, 60, 3), np.uint8)
+    maps[0, 5:15, 5:15] = palette_color(1)
+    maps[1, 5:35, 5:55] = (255, 255, 255)  # white: no palette colour
+    maps[1, 5:10, 5:10] = palette_color(1)
+    with pytest.raises(TrajectoryError, match=r"clip.mp4: frame 1: .*no colour of the palette"):
+        from_maps(maps, source="clip.mp4")
+
+
+def test_bad_input():
+    with pytest.raises(TrajectoryError, match="uint8 \\(T, H, W, 3\\)"):
+        from_maps(np.zeros((2, 8, 8), np.uint8))
+    maps = np.zeros((2, 16, 16, 3), np.uint8)
+    maps[:, 2:8, 2:8] = palette_color(1)
+    with pytest.raises(TrajectoryError, match="unknown kind"):
+        from_maps(maps, kind="boxes")
+    with pytest.raises(TrajectoryError, match="unknown palette"):
+        from_maps(maps, palette="davis")
+
+
+def test_mixed_filled_and_outlines_is_an_error_unless_kind_given():
+    maps = np.zeros((3, 60, 80, 3), np.uint8)
+    maps[:, 5:25, 5:25] = palette_color(1)  # filled on every frame
+    maps[0, 30:50, 40:70] = palette_color(2)
+    maps[1:, 30:50, 40:70] = palette_color(2)
+    maps[1:, 31:49, 41:69] = 0  # an outline on frames 1, 2
+    with pytest.raises(TrajectoryError, match="frame 1: object 1 is a filled shape but object 2"):
+        from_maps(maps)
+    traj = from_maps(maps, kind="box")
+    assert traj.object(2).boxes[1].tolist() == [40, 30, 70, 50]
+    assert traj.object(1).boxes[2].tolist() == [5, 5, 25, 25]
+
+
+def test_single_frame_is_a_mask_and_solid_small_boxes():
+    maps = np.zeros((1, 20, 30, 3), np.uint8)
+    maps[0, 2:6, 3:9] = palette_color(4)
+    decoded = decode_maps(maps)
+    assert decoded.kind == "mask" and decoded.trajectory.ids == [4]
+    # a box too small to have an inside reads as a box among box frames
+    maps = np.zeros((3, 20, 30, 3), np.uint8)
+    maps[0, 2:6, 3:9] = palette_color(4)
+    maps[1, 10:18, 10:25] = palette_color(4)
+    maps[1, 11:17, 11:24] = 0
+    maps[2, 2:4, 3:5] = palette_color(4)  # the outline of a 2x2 box at thickness 1: solid
+    decoded = decode_maps(maps)
+    assert decoded.kind == "box"
+    np.testing.assert_array_equal(render(decoded.trajectory, "box"), maps)
