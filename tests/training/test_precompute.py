@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from magicmotion.errors import ConfigError
+from magicmotion.training.config import load_config
 from magicmotion.training.data import (ClipConditions, PrecomputedIndex, PrecomputedLatents, SampleKey, collate,
                                        frames_to_tensor, stage_maps)
 
@@ -78,8 +79,10 @@ def test_index_must_fit_the_config(wan_precomputed, make_config):
     with pytest.raises(ConfigError, match="num_frames 9 .*config: 5"):
         index.check_fits(make_config(**{"data.num_frames": 5}))
     only_mask = PrecomputedIndex(index.folder, dict(index.meta, kinds=["mask"]))
-    with pytest.raises(ConfigError, match="no box trajectory latents"):
-        only_mask.check_fits(make_config(condition="box"))
+    with pytest.raises(ConfigError, match=r"no box trajectory latents \(it holds mask; stage 2 needs "
+                                          r"box\): precompute again with all three kinds, "
+                                          r"`magicmotion train precompute --config "):
+        only_mask.check_fits(make_config(condition="box", stage=2))
 
 
 def test_precompute_cli_and_rerun(tmp_path, wan_base, dataset):
@@ -94,7 +97,12 @@ def test_precompute_cli_and_rerun(tmp_path, wan_base, dataset):
     assert main(["train", "precompute", "--config", str(path), "--out", str(out), "--set", "data.split=test",
                  "--no-progress"]) == 0
     files = list((out / "clips").iterdir())
-    assert len(files) == 1 and json.loads((out / "index.json").read_text())["kinds"] == ["mask"]
+    # all three kinds by default: stage 1's precompute serves stages 2 and 3
+    assert len(files) == 1
+    assert json.loads((out / "index.json").read_text())["kinds"] == ["mask", "box", "sparse_box"]
+    for stage, kind in ((2, "box"), (3, "sparse_box")):
+        config = load_config(path, ["data.split=test", f"stage={stage}", f"condition={kind}"], check=False)
+        PrecomputedIndex.read(out).check_fits(config)
     stamp = files[0].stat().st_mtime_ns
     assert main(["train", "precompute", "--config", str(path), "--out", str(out), "--set", "data.split=test",
                  "--no-progress"]) == 0

@@ -26,15 +26,16 @@ def register(sub) -> None:
     pre = actions.add_parser(
         "precompute",
         help="encode a config's clips (VAE latents, trajectory latents, text embeddings) to disk once",
-        description="Encode the video, trajectory maps (mask always, the config's kind, and --kinds), the "
+        description="Encode the video, trajectory maps (all three kinds unless --kinds says otherwise), the "
         "first-frame condition and the caption of every clip with the base's frozen encoders, one "
         "safetensors file per clip plus index.json. Train on it with --set data.precomputed=DIR.",
     )
     pre.add_argument("--config", required=True, metavar="YAML")
     pre.add_argument("--out", metavar="DIR",
                      help="output folder (default: the config's data.precomputed); re-runs skip finished clips")
-    pre.add_argument("--kinds", default="", metavar="K1,K2",
-                     help="more trajectory kinds to store, e.g. mask,box,sparse_box to serve all three stages")
+    pre.add_argument("--kinds", default=None, metavar="K1,K2",
+                     help="trajectory kinds to store (default: mask,box,sparse_box, so one folder serves "
+                     "all three stages); mask and the config's kind are always stored")
     pre.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     pre.add_argument("--batch-size", type=int, default=4, help="videos per VAE call")
     pre.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -60,8 +61,8 @@ def _precompute(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from .config import CONDITIONS, load_config
 
-    kinds = [k for k in args.kinds.split(",") if k]
-    bad = [k for k in kinds if k not in CONDITIONS]
+    kinds = None if args.kinds is None else [k for k in args.kinds.split(",") if k]
+    bad = [k for k in kinds or () if k not in CONDITIONS]
     if bad:
         raise ConfigError(f"--kinds: unknown kind {bad[0]!r} (one of {', '.join(CONDITIONS)})")
     config = load_config(args.config, args.overrides)

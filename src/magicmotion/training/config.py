@@ -381,9 +381,21 @@ def check_config(config: TrainConfig, files: bool = True) -> None:
     if not files:
         return
     if not Path(d.dataset).is_dir():
-        bad("data.dataset", f"folder {d.dataset} does not exist")
+        bad("data.dataset", f"folder {d.dataset} does not exist: {make_data_hint(config)}")
     if config.init_from:
         init_weights(config)
+
+
+def make_data_hint(config: TrainConfig) -> str:
+    """How to make the config's missing dataset: the exact `magicmotion data synth` command for
+    synthetic clips that fit it, or curation of real videos."""
+    d = config.data
+    frames = (d.num_frames - 1) * d.stride + 1
+    synth = (f"magicmotion data synth --out {d.dataset} --clips 100 --frames {frames} "
+             f"--size {d.size[0]}x{d.size[1]} --seed 0")
+    return (f"make synthetic clips that fit this config with `{synth}`, or curate your own videos "
+            f"into it (`magicmotion data curate VIDEOS --out {d.dataset} --clip-frames {frames}`, "
+            "docs/data-pipeline.md)")
 
 
 def init_weights(config: TrainConfig) -> tuple[Path, Path | None]:
@@ -405,9 +417,11 @@ def init_weights(config: TrainConfig) -> tuple[Path, Path | None]:
                     f"(was it trained with segment_head: true?)"
                 )
             return folder / "controlnet", (head if config.init_head else None)
+    sibling = Path(src).parent / f"stage{config.stage - 1}.yaml"
+    how = f" (`magicmotion train --config {sibling}`)" if config.stage > 1 and sibling.is_file() else ""
     raise ConfigError(
         f"{src}: init_from: {previous}'s output is missing: no ControlNet at {root / 'final' / 'controlnet'} "
-        f"(train {previous} first, or set init_from: null to start from the base)"
+        f"(train {previous} first{how}, or set init_from: null to start from the base)"
     )
 
 

@@ -191,8 +191,10 @@ class PrecomputedIndex:
                               + " — run `magicmotion train precompute` again for this config")
         if config.condition not in m["kinds"]:
             raise ConfigError(
-                f"{self.folder}: no {config.condition} trajectory latents (has {', '.join(m['kinds'])}); "
-                f"precompute with --kinds {config.condition}")
+                f"{self.folder}: no {config.condition} trajectory latents (it holds "
+                f"{', '.join(m['kinds'])}; stage {config.stage} needs {config.condition}): precompute "
+                f"again with all three kinds, `magicmotion train precompute --config {config.source} "
+                f"--out {self.folder}`")
 
 
 class PrecomputedLatents(torch.utils.data.Dataset):

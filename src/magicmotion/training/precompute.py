@@ -28,15 +28,16 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .config import TrainConfig
+from .config import CONDITIONS, TrainConfig
 from .data import PRECOMPUTED_VERSION, frames_to_tensor, stage_maps
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def precompute_kinds(config: TrainConfig, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """Mask maps always (stage 1's condition and the L_seg target), the config's kind, and `extra`."""
-    kinds = ["mask", config.condition, *extra]
+def precompute_kinds(config: TrainConfig, extra: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """All three kinds when `extra` is None (one folder serves the three stages); else mask maps
+    (stage 1's condition and the L_seg target), the config's kind, and `extra`."""
+    kinds = list(CONDITIONS) if extra is None else ["mask", config.condition, *extra]
     return [k for k in ("mask", "box", "sparse_box") if k in kinds]
 
 
@@ -44,14 +45,15 @@ def clip_seed(seed: int, clip_id: str) -> int:
     return int(np.random.SeedSequence([seed, zlib.crc32(clip_id.encode())]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def precompute(config: TrainConfig, out: str | os.PathLike, kinds: list[str] | tuple[str, ...] = (),
+def precompute(config: TrainConfig, out: str | os.PathLike, kinds: list[str] | tuple[str, ...] | None = None,
                dtype: str = "float32", batch_size: int = 4, device: str | None = None,
                progress: bool = True) -> Path:
     """Encode every clip of the config's dataset split into `out` (see the module docstring).
 
     Args:
-        kinds: trajectory kinds to store besides "mask" and the config's condition (e.g. all three,
-            to precompute once for the three stages).
+        kinds: None (default) stores all three trajectory kinds, so one folder serves the three
+            stages; a list stores only "mask", the config's condition and these (e.g. [] for one
+            stage: stage 3's K sparse variants are K more VAE encodes per clip).
         dtype: stored precision: float32, bfloat16 or float16.
         batch_size: videos per VAE call.
     Returns:

@@ -458,16 +458,16 @@ PHASES = ["data", "vae", "base", "maps", "stages", "examples", "ablations", "ben
 
 
 def stage_config(name: str, work: Path, steps: int | None = None):
-    """configs/tiny/NAME.yaml with its runs/tiny paths moved under `work`."""
+    """configs/tiny/NAME.yaml with its base, data, output and init_from (the previous stage's
+    output_dir, by its last folder name) moved under `work`."""
     from .config import load_config
 
     sets = [f"base={work / 'base'}", f"output_dir={work / name}",
             f"data.dataset={work / 'data' / 'stages'}", f"data.precomputed={work / 'precomputed'}"]
     cfg_path = CONFIGS / f"{name}.yaml"
-    text = cfg_path.read_text()
-    if "init_from: runs/tiny/" in text:
-        prev = text.split("init_from: runs/tiny/")[1].split()[0]
-        sets.append(f"init_from={work / prev}")
+    prev = load_config(cfg_path, check=False).init_from
+    if prev:
+        sets.append(f"init_from={work / Path(prev).name}")
     if steps:
         sets.append(f"loop.max_steps={steps}")
     return load_config(cfg_path, sets)
