@@ -208,8 +208,10 @@ def _side_line(mask: np.ndarray, cover: np.ndarray, lo: int, hi: int, outer: int
     sub, cov = sub[:, cols], cover[:, lo + cols]
     first = np.argmax(sub, axis=0)
     last = n - 1 - np.argmax(sub[::-1], axis=0)
-    # a column whose lit pixels span one band only shows the opposite side (this one is hidden there)
-    own = (last - first + 1 > span) | (ext_last - ext_first + 1 <= span)
+    # a column shows this side where its lit pixels have a gap (the box's inside) between the two
+    # sides, or where the box is too small for an inside; one run alone is the opposite side
+    gap = sub.sum(axis=0) < last - first + 1
+    own = gap | (ext_last - ext_first + 1 <= 2 * span)
     beyond = np.minimum(last + 1, n - 1)
     free = own & (last + 1 < n) & ~cov[beyond, np.arange(len(cols))]
     if free.any():
@@ -257,9 +259,11 @@ def fit_box(mask: np.ndarray, thickness: int, style: str, cover: np.ndarray | No
     return np.array([x0, y0, x1, y1], np.float64)
 
 
-def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str) -> str:
-    """'outline' when `mask` is the outline of `box`, 'solid' when that outline is itself a filled
-    rectangle (a box too small to have an inside: either reading holds), else 'filled'."""
+def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str,
+                   cover: np.ndarray) -> str:
+    """'outline' when `mask` is the outline of `box` (where objects drawn later, `cover`, do not hide
+    it), 'solid' when that outline is itself a filled rectangle (a box too small to have an inside:
+    either reading holds), else 'filled'."""
     h, w = mask.shape
     x0, y0, x1, y1 = box_pixels(box, w, h)
     outer = outline_band(thickness, style)[0]
@@ -269,8 +273,9 @@ def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str
     draw_box(ideal, box, (1, 1, 1), thickness, style=style)
     ideal = ideal[ya:yb, xa:xb, 0] > 0
     m = mask[ya:yb, xa:xb]
-    union = (ideal | m).sum()
-    iou = (ideal & m).sum() / union if union else 0.0
+    shown = ideal & ~cover[ya:yb, xa:xb]
+    union = (shown | m).sum()
+    iou = (shown & m).sum() / union if union else 0.0
     if iou < OUTLINE_IOU:
         return "filled"
     rows, cols = np.flatnonzero(ideal.any(1)), np.flatnonzero(ideal.any(0))
@@ -342,8 +347,9 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
             if t == 0:
                 states[k, t] = "filled"
                 continue
-            boxes[k, t] = fit_box(m, thickness, palette, cover=labels[t] > k + 1)
-            states[k, t] = _outline_state(m, boxes[k, t], thickness, palette)
+            cover = labels[t] > k + 1
+            boxes[k, t] = fit_box(m, thickness, palette, cover=cover)
+            states[k, t] = _outline_state(m, boxes[k, t], thickness, palette, cover)
     if kind is None:
         kind = _detect_kind(states, T, len(present), object_ids, where)
 
