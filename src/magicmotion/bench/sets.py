@@ -158,7 +158,7 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     (the first MAX_NAMED) named. `size` = (W, H) resizes + centre-crops frames and trajectories.
     Re-running with the same settings completes an interrupted build. Returns the summary also
     written to `out/bench.json`. When no clip qualifies this raises BenchError naming the skipped
-    clips and why, and leaves no benchmark folder behind (one this build created is removed)."""
+    clips and why, and leaves no benchmark folder behind (one this build created or found empty is removed)."""
     from tqdm import tqdm
 
     from ..data.dataset import Dataset, DatasetWriter, read_index

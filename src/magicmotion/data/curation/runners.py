@@ -106,7 +106,7 @@ def curate(input_path: str | os.PathLike, out: str | os.PathLike, config: Curati
 
     When the dataset ends with no clip at all (every video too short, unreadable, or every clip
     failed) this raises DatasetError saying why, naming the videos and clips, and removes `out` if
-    this run created it (so a re-run with other settings starts clean)."""
+    this run created it or found it empty (so a re-run with other settings starts clean)."""
     from ..dataset import DatasetWriter
     from .ingest import read_inputs
 
