@@ -149,7 +149,7 @@ def test_bad_input():
 
 def test_mixed_filled_and_outlines_is_an_error_unless_kind_given():
     maps = np.zeros((3, 60, 80, 3), np.uint8)
-    maps[:, 5:25, 5:25] = palette_color(1)  # filled on every frame
+    maps[:, 5:25, 5:25] = palette_color(1)  # filled on every frame: half the shapes of frames 1, 2
     maps[0, 30:50, 40:70] = palette_color(2)
     maps[1:, 30:50, 40:70] = palette_color(2)
     maps[1:, 31:49, 41:69] = 0  # an outline on frames 1, 2

@@ -11,8 +11,9 @@
 3. ids: a colour reads back as the smallest id drawn in it (`palette_ids`);
 4. per object and frame: filled (a mask: stored) or an outline (a box: recovered by inverting how
    the palette's style draws it, `draw_box`, so that re-rendering draws the same outline);
-5. kind (unless given): `mask` when no frame has outlines, `box` when frames 1.. have outlines and
-   none is empty, `sparse_box` when some frame after 0 is entirely black.
+5. kind (unless given): `mask` when frames 1.. show filled shapes, `box` when they show outlines
+   and none is empty, `sparse_box` when some frame after 0 is entirely black (a few shapes read the
+   other way, up to 10%, are outvoted).
 """
 
 from __future__ import annotations
@@ -374,12 +375,15 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
 
 
 def _detect_kind(states: dict, num_frames: int, num_objects: int, object_ids, where: str) -> str:
-    later = {key: s for key, s in states.items() if key[1] > 0}
+    """mask when frames 1.. show filled shapes, box or sparse_box when they show outlines (sparse
+    when some frame is black). A few shapes read the other way (an object mostly hidden behind
+    another can leave a rim that looks like an outline) are outvoted; half and half is an error."""
+    later = {key: s for key, s in states.items() if key[1] > 0 and s != "solid"}
     outlines = [key for key, s in later.items() if s == "outline"]
-    if not outlines:
-        return "mask"
     filled = [key for key, s in later.items() if s == "filled"]
-    if filled:
+    if len(outlines) <= 0.1 * len(later):
+        return "mask"
+    if len(filled) > 0.1 * len(later):
         k, t = filled[0]
         ko, to = outlines[0]
         raise TrajectoryError(
