@@ -59,7 +59,8 @@ def separation(palette: str, folder: Path) -> dict:
             draw_box(outlines[t], [x, y, x + 120, y + 140], colour, 4, style=palette)
         bands.append((y + 70, x + (2 if palette == "voc" else 0)))  # left band, middle row
     back = h264(patches, folder)[1]
-    patch_colours = np.array([back[cy - 10:cy + 10, cx - 10:cx + 10].reshape(-1, 3).mean(0) for cy, cx in centres])
+    patch_colours = np.array([back[cy - 10:cy + 10, cx - 10:cx + 10].reshape(-1, 3).mean(0)
+                              for cy, cx in centres])
     back_outlines = h264(outlines, folder)[1]
     band_colours = np.array([back_outlines[cy - 20:cy + 20, cx].mean(0) for cy, cx in bands])
     # nearest colour of every outline pixel, among black and ids 1..8

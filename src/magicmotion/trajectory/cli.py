@@ -1,5 +1,6 @@
-"""`magicmotion trajectory render | from-masks | from-maps | preview`: thin wrappers over the trajectory layer and
-`magicmotion.io`. Bad input raises MagicMotionError (one line, exit 2) before any output is written."""
+"""`magicmotion trajectory render | from-masks | from-maps | preview`: thin wrappers over the
+trajectory layer and `magicmotion.io`. Bad input raises MagicMotionError (one line, exit 2) before
+any output is written."""
 
 from __future__ import annotations
 

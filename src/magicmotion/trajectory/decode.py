@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from ..errors import TrajectoryError
-from .palette import PALETTES, get_palette, palette_ids
+from .palette import PALETTES, palette_ids
 from .render import KINDS, box_pixels, box_thickness, draw_box
 from .spec import ObjectTrack, Trajectory, encode_mask, mask_box
 
