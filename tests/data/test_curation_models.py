@@ -115,7 +115,7 @@ def test_language_model_loads_from_a_saved_folder(tiny_llm, tmp_path):
                                                   max_new_tokens=4)
     assert type(finder.model).__name__ == "Qwen2ForCausalLM"
     assert finder.generate(["a cat"]) == LanguageModelObjects(model, tok, max_new_tokens=4).generate(["a cat"])
-    with pytest.raises(ModelError, match="cannot load the language model"):
+    with pytest.raises(ModelError, match="missing: language model folder not found"):
         LanguageModelObjects.from_pretrained(str(tmp_path / "missing"))
 
 
@@ -238,7 +238,7 @@ def test_sam2_loads_from_a_saved_folder(tiny_sam2, tmp_path):
     frames = np.random.default_rng(3).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
     boxes = np.array([[1, 1, 9, 9.0]])
     np.testing.assert_array_equal(tracker(frames, boxes), Sam2Tracker(tiny_sam2)(frames, boxes))
-    with pytest.raises(ModelError, match="cannot load the SAM 2 video model"):
+    with pytest.raises(ModelError, match="missing: SAM 2 video model folder not found"):
         Sam2Tracker.from_pretrained(str(tmp_path / "missing"))
 
 

@@ -42,7 +42,7 @@ def test_bf16_keeps_the_wan_vae_in_fp32(models_dir):
         ("cog", "wan_cn", ModelError, "a wan ControlNet cannot drive a cogvideox base"),
         ("wan", None, ModelError, "no ControlNet given"),
         ("missing", "wan_cn", ModelError, "base model folder not found"),
-        ("wan", "missing", ModelError, "ControlNet not found"),
+        ("wan", "missing", ModelError, "ControlNet folder not found"),
         ("wan/transformer", "wan_cn", ModelError, "no model_index.json"),
         ("wan", "wan/vae", ModelError, "not a Trajectory ControlNet"),
     ],

@@ -148,11 +148,9 @@ class Sam2Segmenter:
         """Load a SAM 2 model folder (or hub id) saved by transformers."""
         from transformers import Sam2Model
 
-        from ..pipelines.loading import is_hub_id
+        from ..hub import resolve_pretrained
 
-        if not Path(path).is_dir() and not is_hub_id(path):
-            raise MagicMotionError(f"{path}: SAM 2 model folder not found (a folder saved by transformers' "
-                                   "Sam2Model.save_pretrained, or a hub id like facebook/sam2.1-hiera-tiny)")
+        path = str(resolve_pretrained(path, "SAM 2 model"))  # a folder, a hub id, or its cached copy offline
         try:
             model = Sam2Model.from_pretrained(path)
         except (OSError, ValueError) as e:

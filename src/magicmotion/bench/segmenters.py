@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BenchError
+from ..errors import BenchError, ModelError
+from ..hub import resolve_pretrained
 from ..trajectory import mask_box
 from .metrics import mask_iou
 
@@ -315,7 +316,11 @@ class Sam2Segmenter(Segmenter):
         if isinstance(model, Sam2VideoModel):
             self.model = model
         else:
-            where = str(model)
+            try:
+                where = str(resolve_pretrained(model, "SAM 2 model"))
+            except ModelError as e:  # a missing folder, or a hub id out of reach and not cached
+                raise BenchError(f"cannot load SAM 2 from {e}. Pass --sam2 a local folder with a Sam2VideoModel "
+                                 "or use --segmenter classic") from None
             try:
                 self.model = Sam2VideoModel.from_pretrained(where)
             except Exception as e:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import magicmotion
 
 from ..errors import ModelError, PipelineError
+from ..hub import is_hub_id, resolve_pretrained
 from ..trajectory import KINDS
 
 logger = logging.getLogger(__name__)
@@ -34,19 +34,11 @@ OFFLOAD = ("none", "model", "sequential")
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
           "fp32": "float32", "float32": "float32"}
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
 
 def default_guidance(base) -> float:
     """The guidance scale to use when none is given: `TINY_GUIDANCE` for the shipped tiny model
     (`base` None), the paper's 6 otherwise."""
     return TINY_GUIDANCE if base is None else DEFAULT_GUIDANCE
-
-
-def is_hub_id(name: str | os.PathLike) -> bool:
-    """`org/name` that is not a local path: a model on the Hugging Face Hub (fetched at the user's site)."""
-    s = str(name)
-    return not Path(s).exists() and bool(_HUB_ID.match(s)) and not s.startswith((".", "/", "~"))
 
 
 def resolve_dtype(dtype, device: str):
@@ -82,15 +74,16 @@ def resolve_device(device) -> str:
 
 
 def base_config(base: str | os.PathLike) -> dict[str, Any]:
-    """The base's `model_index.json` (local folder, or fetched from the hub)."""
-    if is_hub_id(base):
+    """The base's `model_index.json` (local folder, the hub, or the hub's local cache when offline)."""
+    where = resolve_pretrained(base, "base model", file="model_index.json")
+    if isinstance(where, str):  # a hub id, the hub reachable
         from diffusers import DiffusionPipeline
 
         try:
-            return dict(DiffusionPipeline.load_config(str(base)))
+            return dict(DiffusionPipeline.load_config(where))
         except Exception as e:  # noqa: BLE001 - any hub / network failure is a model error here
             raise ModelError(f"{base}: cannot fetch the base model's model_index.json ({e})") from None
-    path = Path(base)
+    path = where
     if not path.is_dir():
         raise ModelError(f"{path}: base model folder not found")
     index = path / "model_index.json"
@@ -115,14 +108,15 @@ def detect_model(base: str | os.PathLike, config: dict | None = None) -> str:
 
 def transformer_config(base: str | os.PathLike) -> dict[str, Any]:
     """The base transformer's config.json."""
-    if is_hub_id(base):
+    where = resolve_pretrained(base, "base model", file="model_index.json")
+    if isinstance(where, str):
         from diffusers import DiffusionPipeline
 
         try:
-            return dict(DiffusionPipeline.load_config(str(base), subfolder="transformer"))
+            return dict(DiffusionPipeline.load_config(where, subfolder="transformer"))
         except Exception as e:  # noqa: BLE001
             raise ModelError(f"{base}: cannot fetch transformer/config.json ({e})") from None
-    path = Path(base) / "transformer" / "config.json"
+    path = where / "transformer" / "config.json"
     if not path.is_file():
         raise ModelError(f"{path}: base transformer config not found")
     return json.loads(path.read_text())
@@ -188,15 +182,16 @@ def load_controlnet(path: str | os.PathLike, model: str | None = None, dtype=Non
         controlnet, _, report = load_official_checkpoint(p, base_config=cfg)
         logger.info("%s", report)
         return (controlnet.to(dtype=dtype) if dtype is not None else controlnet).eval()
-    if is_hub_id(path):
-        if model is None:
-            raise ModelError(f"{path}: say which base (wan or cogvideox) a hub ControlNet is for")
-        cls = dict(classes.values())[model]
-        try:
-            return cls.from_pretrained(str(path), dtype=dtype).eval()
-        except Exception as e:  # noqa: BLE001
-            raise ModelError(f"{path}: cannot fetch the ControlNet ({e})") from None
-    raise ModelError(f"{path}: ControlNet not found")
+    where = resolve_pretrained(path, "ControlNet")  # a missing path, or a hub id out of reach, fails here
+    if isinstance(where, Path):  # the hub id's cached snapshot (the hub out of reach)
+        return load_controlnet(where, model=model, dtype=dtype, base=base)
+    if model is None:
+        raise ModelError(f"{path}: say which base (wan or cogvideox) a hub ControlNet is for")
+    cls = dict(classes.values())[model]
+    try:
+        return cls.from_pretrained(where, dtype=dtype).eval()
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{path}: cannot fetch the ControlNet ({e})") from None
 
 
 def tiny_model_paths(kind: str | None = None) -> tuple[Path, Path]:

@@ -43,7 +43,10 @@ def load_transformer_config(base: str, model: str):
     import diffusers
     from diffusers.configuration_utils import FrozenDict
 
+    from ..hub import resolve_pretrained
+
     cls = getattr(diffusers, TRANSFORMERS[model])
+    base = str(resolve_pretrained(base, "base model", file="model_index.json"))
     try:
         return FrozenDict(cls.load_config(base, subfolder="transformer"))
     except (OSError, EnvironmentError, ValueError) as e:
@@ -74,6 +77,9 @@ def load_base_components(base: str, names: tuple[str, ...], dtype: torch.dtype =
     encoder. Models load in `dtype`, or `dtypes[name]`. Missing optional components
     (image_encoder, image_processor) come back as None.
     """
+    from ..hub import resolve_pretrained
+
+    base = str(resolve_pretrained(base, "base model", file="model_index.json"))  # the cache when offline
     index = _model_index(base)
     out: dict[str, Any] = {}
     for name in names:

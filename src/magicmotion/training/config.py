@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..hub import looks_like_path
 
 MODELS = ("wan", "cogvideox")
 CONDITIONS = ("mask", "box", "sparse_box")
@@ -380,6 +381,9 @@ def check_config(config: TrainConfig, files: bool = True) -> None:
         bad("data.dataset", "is missing: the dataset folder to train on (see docs/training.md)")
     if not files:
         return
+    if looks_like_path(config.base) and not Path(config.base).expanduser().exists():
+        bad("base", f"{config.base}: folder not found (make that diffusers folder, or set base to a hub "
+                    "id; the config's comment at base: says how)")
     if not Path(d.dataset).is_dir():
         bad("data.dataset", f"folder {d.dataset} does not exist: {make_data_hint(config)}")
     if config.init_from:

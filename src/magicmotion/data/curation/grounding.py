@@ -73,10 +73,12 @@ class GroundingDinoGrounder:
         from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 
         from ...errors import ModelError
+        from ...hub import resolve_pretrained
 
+        where = str(resolve_pretrained(name, "Grounding DINO model"))
         try:
-            processor = GroundingDinoProcessor.from_pretrained(name)
-            model = GroundingDinoForObjectDetection.from_pretrained(name)
+            processor = GroundingDinoProcessor.from_pretrained(where)
+            model = GroundingDinoForObjectDetection.from_pretrained(where)
         except (OSError, ValueError) as e:
             raise ModelError(f"{name}: cannot load the Grounding DINO model ({e})") from None
         return cls(model.to(device), processor, **kwargs)

@@ -127,11 +127,14 @@ class LanguageModelObjects:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ...hub import resolve_pretrained
+
         if dtype is None:
             dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        where = str(resolve_pretrained(name, "language model"))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(name)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(where)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
         except (OSError, ValueError) as e:
             raise ModelError(f"{name}: cannot load the language model ({e})") from None
         return cls(model.to(device), tokenizer, **kwargs)

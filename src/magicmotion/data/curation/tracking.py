@@ -44,12 +44,14 @@ class Sam2Tracker:
         from transformers import Sam2VideoModel
 
         from ...errors import ModelError
+        from ...hub import resolve_pretrained
 
+        where = str(resolve_pretrained(name, "SAM 2 video model"))
         try:
-            model = Sam2VideoModel.from_pretrained(name)
+            model = Sam2VideoModel.from_pretrained(where)
         except (OSError, ValueError) as e:
             raise ModelError(f"{name}: cannot load the SAM 2 video model ({e})") from None
-        return cls(model.to(device), load_sam2_processor(name), **kwargs)
+        return cls(model.to(device), load_sam2_processor(where), **kwargs)
 
     @property
     def image_size(self) -> int:
