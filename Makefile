@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/magicmotion demo --out outputs/demo
+	@echo "magicmotion is installed in $(VENV): run 'source $(VENV)/bin/activate' to use it from this shell"
 
 test: $(STAMP)
 	$(PY) -m pytest
