@@ -112,6 +112,44 @@ def test_reachable_hub_keeps_the_id(hf_env, monkeypatch):
     assert resolve_pretrained("some-org/some-model") == "some-org/some-model"
 
 
+@pytest.mark.parametrize("status, reachable", [(200, True), (401, True), (404, False), (502, False)])
+def test_reachability_needs_a_hub_like_answer(status, reachable, hf_env, monkeypatch):
+    """A root that 404s (a captive interceptor, a wrong port) is not a hub; one that wants a token is."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        assert hub.hub_reachable() is reachable
+    finally:
+        server.shutdown()
+
+
+def test_reachability_check_is_bounded_by_its_timeout(hf_env, monkeypatch):
+    import socket
+
+    silent = socket.socket()  # accepts connections, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        start = time.perf_counter()
+        assert hub.hub_reachable(timeout=0.5) is False
+        assert time.perf_counter() - start < 1.5
+    finally:
+        silent.close()
+
+
 def test_base_config_reads_the_cached_snapshot_offline(hf_env, monkeypatch):
     from magicmotion.pipelines.loading import base_config, transformer_config
 

@@ -67,8 +67,8 @@ def _reachable(endpoint: str, timeout: float) -> bool:
         try:
             urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
             result[0] = True
-        except urllib.error.HTTPError:  # an answer, even an error status, means the hub is there
-            result[0] = True
+        except urllib.error.HTTPError as e:  # a hub (or a mirror) that wants a token, or no HEAD, is there;
+            result[0] = e.code in (401, 403, 405)  # a 404 / 5xx at its root is not a hub
         except Exception:  # noqa: BLE001 - DNS, refused, TLS, timeout: not reachable
             result[0] = False
 
@@ -79,8 +79,8 @@ def _reachable(endpoint: str, timeout: float) -> bool:
 
 
 def hub_reachable(timeout: float = REACH_TIMEOUT) -> bool:
-    """Whether the hub endpoint answers an HTTP request within `timeout` s (proxies from the
-    environment apply). The answer is remembered per endpoint for the rest of the process."""
+    """Whether the hub endpoint's root answers within `timeout` s (proxies from the environment
+    apply), with a success or 401/403/405. The answer is remembered per endpoint for the process."""
     return _reachable(hub_endpoint(), float(timeout))
 
 
