@@ -238,7 +238,8 @@ def test_preview_png_gif_mp4(workdir, capsys):
                           "--out", workdir / "overlay.png"], capsys)
     assert code == 0, err
     sheet = read_image(workdir / "overlay.png")
-    assert sheet.shape == (2 * 32, 8 * 48, 3)  # 9 frames: 8 on the first row
+    assert sheet.shape == (2 * 3 * 32, 8 * 3 * 48, 3)  # 9 frames: 8 on the first row, small frames x3
+    sheet = sheet[::3, ::3]
     first = read_image(workdir / "first.png")
     # frame 0: the filled mask blended over the image; elsewhere the image itself
     assert (sheet[0:4, 0:48] == first[0:4]).all()
@@ -262,11 +263,11 @@ def test_preview_rescales_image_and_trajectory_together(workdir, capsys):
                           "--out", workdir / "a.png", "--size", "96x64"], capsys)
     assert code == 0, err
     sheet = read_image(workdir / "a.png")
-    assert sheet.shape == (2 * 64, 8 * 96, 3)
+    assert sheet.shape == (2 * 2 * 64, 8 * 2 * 96, 3)  # small frames enlarged x2
     code, _, err = run(["trajectory", "preview", workdir / "spec.json", "--image", workdir / "big.png",
                         "--out", workdir / "b.png"], capsys)
     assert code == 0, err
-    assert read_image(workdir / "b.png").shape == (2 * 32, 8 * 48, 3)  # the spec's size by default
+    assert read_image(workdir / "b.png").shape == (2 * 3 * 32, 8 * 3 * 48, 3)  # the spec's size by default (x3)
 
 
 # ---------------------------------------------------------------------------------------- bad input

@@ -33,7 +33,7 @@ def test_generate_writes_video_preview_and_settings(models_dir, inputs_dir):
     assert frames.shape == (9, 32, 32, 3) and fps == 16
     with Image.open(inputs_dir / "video.preview.gif") as gif:
         assert gif.n_frames == 9 and gif.size == (32, 32)
-    assert Image.open(inputs_dir / "video.preview.png").size == (8 * 32, 2 * 32)  # contact sheet, 9 frames
+    assert Image.open(inputs_dir / "video.preview.png").size == (4 * 8 * 32, 4 * 2 * 32)  # contact sheet, 9 frames, x4
     settings = json.loads((inputs_dir / "video.json").read_text())
     assert settings["seed"] == 7 and settings["steps"] == 2 and settings["kind"] == "box"
     assert (settings["num_frames"], settings["width"], settings["height"]) == (9, 32, 32)
@@ -67,11 +67,11 @@ def test_generate_on_real_sample(models_dir, real_samples, tmp_path):
     save(spec, tmp_path / "judo.json")
     args = ["generate", "--base", str(models_dir / "wan"), "--controlnet", str(models_dir / "wan_cn_trained"),
             "--image", str(real_samples / "images" / "judo" / "00000.jpg"), "--trajectory",
-            str(tmp_path / "judo.json"), "--prompt", "two people doing judo", "--out", str(tmp_path / "judo.mp4"),
+            str(tmp_path / "judo.json"), "--prompt", "two people doing judo", "--out", str(tmp_path / "judo-video.mp4"),
             "--steps", "1", "--size", "48x32", "--seed", "0"]
     assert main(args) == 0
-    assert read_video(tmp_path / "judo.mp4")[0].shape == (17, 32, 48, 3)
-    with Image.open(tmp_path / "judo.preview.gif") as gif:
+    assert read_video(tmp_path / "judo-video.mp4")[0].shape == (17, 32, 48, 3)
+    with Image.open(tmp_path / "judo-video.preview.gif") as gif:
         assert gif.n_frames == 17
     # the full annotation has 14 frames, which the video VAE cannot make
     save(from_mask_frames(real_samples / "masks" / "judo"), tmp_path / "judo14.json")
@@ -96,7 +96,10 @@ def bad_spec(inputs_dir, frames: int = 10):
         (lambda d, a: a.extend(["--size", "30x30"]), "multiples of 16"),
         (lambda d, a: a.extend(["--size", "big"]), "WIDTHxHEIGHT"),
         (lambda d, a: a.extend(["--offload", "disk"]), "unknown offload"),
-        (lambda d, a: a.extend(["--trajectory-guidance", "-1"]), "trajectory_guidance_scale must be"),
+        (lambda d, a: a.extend(["--trajectory-guidance", "-1"]), "--trajectory-guidance must be"),
+            (lambda d, a: a.extend(["--guidance", "nan"]), "--guidance must be"),
+            (lambda d, a: a.extend(["--control-scale", "inf"]), "--control-scale must be"),
+            (lambda d, a: a.extend(["--size", "4096x4096"]), "more than this model can run"),
         (lambda d, a: a.__setitem__(a.index("--controlnet") + 1, a[a.index("--controlnet") + 1].replace(
             "wan_cn_trained", "wan_other_cn")), "does not fit this base"),
         (lambda d, a: a.__setitem__(a.index("--controlnet") + 1, a[a.index("--controlnet") + 1].replace(

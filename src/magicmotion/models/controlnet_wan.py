@@ -42,6 +42,8 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
         base_in_channels: input channels of the base (36: noise 16 + mask 4 + image latents 16).
         base_num_layers: number of blocks of the base this ControlNet was built for.
         base_type: "wan" (checked by `MagicMotionTransformer`).
+        trajectory_palette: the palette of the trajectory maps it was trained on ("voc" or "release",
+            see `magicmotion.trajectory.palette`); pipelines render specs with it.
         the rest: as `WanTransformer3DModel`.
     """
 
@@ -71,12 +73,15 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
         base_in_channels: int = 36,
         base_num_layers: int = 30,
         base_type: str = "wan",
+        trajectory_palette: str = "voc",
     ):
         super().__init__()
         if base_type != "wan":
             raise ModelError(f"WanTrajectoryControlNet: base_type must be 'wan', got {base_type!r}")
         if in_channels % 2:
             raise ModelError(f"WanTrajectoryControlNet: in_channels {in_channels} is not noise + trajectory")
+        if trajectory_palette not in ("voc", "release"):
+            raise ModelError(f"WanTrajectoryControlNet: trajectory_palette must be voc or release, got {trajectory_palette!r}")
         patch_size = tuple(patch_size)
         inner_dim = num_attention_heads * attention_head_dim
 
@@ -115,7 +120,8 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
         return self.config.num_attention_heads * self.config.attention_head_dim
 
     @classmethod
-    def from_transformer(cls, transformer, num_layers: int | None = None) -> "WanTrajectoryControlNet":
+    def from_transformer(cls, transformer, num_layers: int | None = None,
+                         trajectory_palette: str = "voc") -> "WanTrajectoryControlNet":
         """Build a ControlNet from a Wan image-to-video base (36 input channels), copying its weights.
 
         Copies the condition embedder, rotary settings and the first `num_layers` blocks (default: all);
@@ -141,6 +147,7 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
             num_layers=num_layers,
             base_in_channels=cfg.in_channels,
             base_num_layers=base_layers,
+            trajectory_palette=trajectory_palette,
         )
         with torch.no_grad():
             w, b = transformer.patch_embedding.weight, transformer.patch_embedding.bias

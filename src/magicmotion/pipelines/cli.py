@@ -50,9 +50,11 @@ def register(sub) -> None:
     p.add_argument("--prompt", required=True, help="text prompt")
     p.add_argument("--out", required=True, metavar="MP4", help="output video (.mp4)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt (default empty)")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: the model's recommended, e.g. 50; 25 for the shipped tiny model)")
     p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale (default 6; 1 for the shipped tiny model)")
+                   help="classifier-free guidance scale (default: the model's recommended, e.g. 6; 1 for the "
+                        "shipped tiny model)")
     p.add_argument("--control-scale", type=float, default=1.0, help="ControlNet conditioning scale (default 1)")
     p.add_argument("--trajectory-guidance", type=float, default=1.0, metavar="W",
                    help="trajectory guidance: move each step W times as far from the uncontrolled prediction "
@@ -61,7 +63,8 @@ def register(sub) -> None:
     p.add_argument("--frames", type=int, default=None,
                    help="frames to generate; must equal the spec's frame count (default: the spec's)")
     p.add_argument("--size", default=None, metavar="WxH",
-                   help="output size, e.g. 832x480 (default: Wan: the spec's size within ~832x480; CogVideoX: 720x480)")
+                   help="output size, e.g. 832x480 (default: the model's recommended: Wan: the trajectory's size within "
+                        "~832x480; CogVideoX: 720x480; the shipped tiny model: within 64x64)")
     p.add_argument("--offload", default="none", metavar="MODE",
                    help="none | model | sequential: diffusers CPU offload to save GPU memory (default none)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default cuda when available)")
@@ -69,23 +72,35 @@ def register(sub) -> None:
     p.set_defaults(func=run_generate)
 
 
-def check_args(args) -> tuple[tuple[int, int] | None, object]:
-    """Checks that need no model. Returns (size, trajectory as read)."""
+def check_args(args) -> dict:
+    """Checks that need no model weights (the model's configs are read). Returns what they settled:
+    size (W, H), traj (the trajectory as read), settings (`ModelSettings` with the arguments applied),
+    fit (None, or how an image and trajectory of slightly different aspect were fitted)."""
+    import math
+
     from .conditions import check_aspect, read_image, read_trajectory, trajectory_frames, trajectory_size
-    from .generate import check_output
-    from .loading import is_hub_id
+    from .generate import check_output, output_paths
+    from .loading import model_settings
+    from .settings import default_size
 
     if args.kind not in KINDS:
         raise PipelineError(f"unknown kind {args.kind!r}: expected one of {', '.join(KINDS)}")
     if args.offload not in OFFLOAD:
         raise PipelineError(f"unknown offload {args.offload!r}: expected one of {', '.join(OFFLOAD)}")
-    if args.steps < 1:
-        raise PipelineError(f"--steps must be at least 1, got {args.steps}")
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise PipelineError(f"--steps must be in 1..1000, got {args.steps}")
+    for flag, value in (("--guidance", args.guidance), ("--control-scale", args.control_scale),
+                        ("--trajectory-guidance", args.trajectory_guidance)):
+        if value is not None and (not math.isfinite(value) or not 0 <= value <= 100):
+            raise PipelineError(f"{flag} must be a number in 0..100, got {value}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise PipelineError(f"--seed must be in 0..2^32-1, got {args.seed}")
     size = parse_size(args.size)
     check_output(args.out)
-    for flag, value in (("--base", args.base), ("--controlnet", args.controlnet)):
-        if value is not None and not Path(value).exists() and not is_hub_id(value):
-            raise MediaError(f"{value}: {flag} not found")
+    inputs = {Path(p).resolve() for p in (args.image, args.trajectory)}
+    for name, path in output_paths(args.out).items():
+        if path.resolve() in inputs:
+            raise MediaError(f"{args.out}: its {name} file {path} would overwrite an input; pick another --out")
     if not Path(args.image).is_file():
         raise MediaError(f"{args.image}: image not found")
     if not Path(args.trajectory).exists():
@@ -100,40 +115,53 @@ def check_args(args) -> tuple[tuple[int, int] | None, object]:
         )
     if args.frames is not None and args.frames != frames:
         raise PipelineError(f"{args.trajectory}: the trajectory has {frames} frames but --frames is {args.frames}")
-    check_aspect((image.shape[1], image.shape[0]), trajectory_size(traj), str(args.trajectory))
-    return size, traj
+    fit = check_aspect((image.shape[1], image.shape[0]), trajectory_size(traj), str(args.trajectory))
+    # the model's recommended settings and limits, from its configs: a size it cannot run is refused here
+    _, settings, limits = model_settings(args.base, args.controlnet, args.kind)
+    settings = settings.with_arguments(guidance_scale=args.guidance, num_inference_steps=args.steps,
+                                       size=list(size) if size else None)
+    out_size = size or default_size(settings, limits.multiple, trajectory_size(traj))
+    if out_size[0] % limits.multiple or out_size[1] % limits.multiple:
+        raise PipelineError(f"--size {out_size[0]}x{out_size[1]}: width and height must be multiples of "
+                            f"{limits.multiple} for this model")
+    limits.check(out_size[0], out_size[1], frames)
+    return dict(size=out_size, traj=traj, settings=settings, fit=fit)
 
 
 def run_generate(args) -> int:
     from .. import __version__
     from .generate import generate, random_seed, write_outputs
-    from .loading import default_guidance, load_pipeline
+    from .loading import load_pipeline
 
-    size, traj = check_args(args)
-    if args.guidance is None:
-        args.guidance = default_guidance(args.base)
+    checked = check_args(args)
+    settings = checked["settings"]
     pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
                          dtype=args.dtype, offload=args.offload)
+    # what the loaded model recommends, with the arguments given applied
+    settings = pipe.model_settings.with_arguments(guidance_scale=args.guidance, num_inference_steps=args.steps,
+                                                  size=list(checked["size"]) if args.size else None)
     seed = random_seed() if args.seed is None else args.seed
-    width, height = size if size is not None else (None, None)
+    width, height = checked["size"]
     start = time.perf_counter()
     frames, maps = generate(
-        pipe, args.image, args.prompt, traj, args.kind, negative_prompt=args.negative_prompt,
-        num_frames=args.frames, height=height, width=width, num_inference_steps=args.steps,
-        guidance_scale=args.guidance, controlnet_conditioning_scale=args.control_scale,
+        pipe, args.image, args.prompt, checked["traj"], args.kind, negative_prompt=args.negative_prompt,
+        num_frames=args.frames, height=height, width=width, num_inference_steps=settings["num_inference_steps"],
+        guidance_scale=settings["guidance_scale"], controlnet_conditioning_scale=args.control_scale,
         trajectory_guidance_scale=args.trajectory_guidance, seed=seed,
     )
     elapsed = time.perf_counter() - start
-    settings = dict(
+    record = dict(
         base=args.base or "tiny (shipped)", controlnet=args.controlnet or f"tiny (shipped, {args.kind})",
         model=type(pipe).__name__, image=args.image, trajectory=args.trajectory, kind=args.kind,
-        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, guidance=args.guidance,
-        control_scale=args.control_scale, trajectory_guidance=args.trajectory_guidance, seed=seed,
+        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=settings["num_inference_steps"],
+        guidance=settings["guidance_scale"], control_scale=args.control_scale,
+        trajectory_guidance=args.trajectory_guidance, seed=seed, trajectory_palette=settings["trajectory_palette"],
+        map_encoding=settings["map_encoding"], fit=checked["fit"], model_settings=settings.record(),
         offload=args.offload, device=str(pipe._execution_device),
         dtype=str(pipe.transformer.dtype).replace("torch.", ""), seconds=round(elapsed, 2),
         magicmotion=__version__,
     )
-    paths = write_outputs(args.out, frames, maps, settings, fps=pipe.fps)
+    paths = write_outputs(args.out, frames, maps, record, fps=settings["fps"])
     print(f"wrote {paths['video']} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, "
           f"{elapsed:.1f} s), {paths['preview_gif'].name}, {paths['preview_png'].name}, {paths['settings'].name}",
           file=sys.stderr)

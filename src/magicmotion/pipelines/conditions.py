@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+import cv2
 import numpy as np
 import torch
 from diffusers.utils import BaseOutput
@@ -41,12 +42,14 @@ class Conditions:
 
     image: uint8 (H, W, 3). maps: uint8 (T, H, W, 3), or float (T, 3, H, W) in [0, 1] when given so.
     source_size: (W, H) of the trajectory as given, before resizing. source: where it came from.
+    fit: None, or how an image and trajectory of slightly different aspect were fitted.
     """
 
     image: np.ndarray
     maps: np.ndarray | torch.Tensor
     source_size: tuple[int, int]
     source: str
+    fit: str | None = None
 
     @property
     def num_frames(self) -> int:
@@ -127,43 +130,73 @@ def describe(trajectory: Trajectory | np.ndarray | torch.Tensor) -> str:
     return "trajectory maps"
 
 
-def check_aspect(image_wh: tuple[int, int], traj_wh: tuple[int, int], where: str, tolerance: float = 0.01) -> None:
-    """The image and the trajectory are resized and cropped with the same rule; that keeps them aligned
-    only when they have the same aspect ratio (within `tolerance`, relative)."""
+# Image and trajectory with the same aspect ratio (within ALIGN_TOLERANCE) go through one resize +
+# centre crop and stay aligned pixel for pixel. Up to FIT_TOLERANCE apart -- the authors' release pairs
+# 1280x853 images with 1280x864 maps (1.3%), 848x480 with 864x480 (1.9%), 1280x788 with 1280x800
+# (1.5%), because its map videos were encoded at multiples of 16 -- each is fitted to the output size on
+# its own, as the release does: the maps are stretched to the image's frame, then both are resized and
+# cropped together. Further apart, the pair is refused.
+ALIGN_TOLERANCE = 0.01
+FIT_TOLERANCE = 0.03
+
+
+def aspect_difference(image_wh: tuple[int, int], traj_wh: tuple[int, int]) -> float:
+    """How far apart the aspect ratios are, relative to the trajectory's (0.0185 for 848x480 vs 864x480)."""
     (iw, ih), (tw, th) = image_wh, traj_wh
-    if abs(iw / ih - tw / th) > tolerance * (tw / th):
+    return abs(iw / ih - tw / th) / (tw / th)
+
+
+def check_aspect(image_wh: tuple[int, int], traj_wh: tuple[int, int], where: str,
+                 tolerance: float = FIT_TOLERANCE) -> str | None:
+    """Refuse an image and a trajectory whose aspect ratios differ by more than `tolerance`.
+
+    Returns None when they go through one transform together, or a note saying that each was
+    fitted to the output size on its own (aspects apart by more than ALIGN_TOLERANCE)."""
+    (iw, ih), (tw, th) = image_wh, traj_wh
+    d = aspect_difference(image_wh, traj_wh)
+    if d > tolerance:
         raise PipelineError(
-            f"{where}: trajectory is {tw}x{th} but the image is {iw}x{ih}; their aspect ratios differ, so "
-            "they cannot be resized and cropped to the output size together (use the first frame of the "
-            "video the trajectory was drawn on, or rescale the spec)"
+            f"{where}: trajectory is {tw}x{th} but the image is {iw}x{ih}; their aspect ratios differ by "
+            f"{100 * d:.1f}% (at most {100 * tolerance:.0f}% can be fitted), so they cannot be brought to the "
+            "output size together (use the first frame of the video the trajectory was drawn on, or rescale "
+            "the spec)"
         )
+    if d <= ALIGN_TOLERANCE:
+        return None
+    return (f"trajectory {tw}x{th} stretched to the image's {iw}x{ih} (aspect ratios {100 * d:.1f}% apart), "
+            "then both resized and cropped to the output size")
 
 
 def prepare_conditions(image, trajectory: Trajectory | np.ndarray | torch.Tensor, kind: str,
-                       size: tuple[int, int]) -> Conditions:
+                       size: tuple[int, int], palette: str = "voc") -> Conditions:
     """The first frame and trajectory maps at `size` = (W, H), resized and cropped together.
 
-    A spec is rendered with `render(spec, kind, size=...)` (boxes rescaled exactly as the image is
-    cropped); uint8 maps are resized and cropped like the image (nearest neighbour, colours kept); a
-    float tensor must already be at `size`.
-    """
+    A spec is rendered with `render(spec, kind, size=..., palette=...)` (boxes rescaled exactly as the
+    image is cropped); uint8 maps are resized and cropped like the image (nearest neighbour, colours
+    kept); a float tensor must already be at `size`. An image and a trajectory a few percent apart in
+    aspect are fitted each on its own (see `check_aspect`)."""
     if kind not in KINDS:
         raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     frame = read_image(image)
     where = describe(trajectory)
     src = trajectory_size(trajectory)
-    check_aspect((frame.shape[1], frame.shape[0]), src, where)
+    image_wh = (frame.shape[1], frame.shape[0])
+    fit = check_aspect(image_wh, src, where)
     size = (int(size[0]), int(size[1]))
-    if isinstance(trajectory, Trajectory):
-        maps = render(trajectory, kind, size=size)
-    elif isinstance(trajectory, torch.Tensor):
+    if isinstance(trajectory, torch.Tensor):
         if src != size:
             raise PipelineError(f"{where}: a trajectory tensor must be at the output size {size[0]}x{size[1]}, "
                                 f"got {src[0]}x{src[1]}")
         maps = trajectory
+    elif fit is not None:  # stretched to the image's frame first (nearest: colours kept)
+        maps = render(trajectory, kind, palette=palette) if isinstance(trajectory, Trajectory) else trajectory
+        maps = np.stack([cv2.resize(m, image_wh, interpolation=cv2.INTER_NEAREST) for m in maps])
+        maps = resize_crop(maps, size, nearest=True)
+    elif isinstance(trajectory, Trajectory):
+        maps = render(trajectory, kind, size=size, palette=palette)
     else:
         maps = resize_crop(trajectory, size, nearest=True)
-    return Conditions(image=resize_crop(frame, size), maps=maps, source_size=src, source=where)
+    return Conditions(image=resize_crop(frame, size), maps=maps, source_size=src, source=where, fit=fit)
 
 
 def maps_to_video_tensor(maps: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -201,7 +234,8 @@ def to_uint8_frames(frames) -> np.ndarray:
 
 
 __all__ = [
-    "Conditions", "MagicMotionPipelineOutput", "TrajectoryInput", "check_aspect", "maps_to_video_tensor",
+    "ALIGN_TOLERANCE", "FIT_TOLERANCE", "Conditions", "MagicMotionPipelineOutput", "TrajectoryInput",
+    "aspect_difference", "check_aspect", "maps_to_video_tensor",
     "onload", "prepare_conditions", "read_image", "read_trajectory", "release", "to_uint8_frames",
     "trajectory_frames", "trajectory_size",
 ]

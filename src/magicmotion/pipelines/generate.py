@@ -53,8 +53,8 @@ def generate(
     num_frames: int | None = None,
     height: int | None = None,
     width: int | None = None,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 6.0,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
     controlnet_conditioning_scale: float = 1.0,
     trajectory_guidance_scale: float = 1.0,
     seed: int | None = None,
@@ -68,6 +68,8 @@ def generate(
         trajectory: a spec path / `Trajectory`, or rendered maps (see the pipelines' `__call__`).
         kind: "mask", "box" or "sparse_box".
         seed: the random seed (a CPU generator, so a seed gives the same video on any device).
+        num_inference_steps, guidance_scale, height/width, num_frames: default the model's recommended
+            settings (`magicmotion.json` in its folder, see `magicmotion.pipelines.settings`).
         the rest: as the pipelines' `__call__`.
     Returns:
         (frames uint8 (T, H, W, 3), trajectory maps uint8 (T, H, W, 3)) at the output size.
@@ -80,6 +82,11 @@ def generate(
 
     if not isinstance(prompt, str):
         raise PipelineError("generate makes one video: prompt must be a single string")
+    from .settings import pipeline_settings
+
+    settings = pipeline_settings(pipe)
+    num_inference_steps = settings["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+    guidance_scale = settings["guidance_scale"] if guidance_scale is None else guidance_scale
     # every check the pipeline makes, before any model runs
     cond, frames_, h, w = pipe.prepare_trajectory(image, trajectory, kind, num_frames, height, width)
     pipe.check_inputs(prompt, negative_prompt, kind, frames_, h, w, num_inference_steps, guidance_scale,

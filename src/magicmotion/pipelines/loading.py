@@ -17,6 +17,7 @@ from typing import Any
 import magicmotion
 
 from ..errors import ModelError, PipelineError
+from .settings import resolve_settings
 from ..hub import is_hub_id, resolve_pretrained
 from ..trajectory import KINDS
 
@@ -275,9 +276,11 @@ def load_pipeline(
     model = detected
 
     # the ControlNet first, and checked against the base's config before the base's weights load
+    controlnet_source = None
     if isinstance(controlnet, torch.nn.Module):
         controlnet = controlnet.to(dtype=dtype)
     else:
+        controlnet_source = controlnet
         controlnet = load_controlnet(controlnet, model=model, dtype=dtype, base=base)
     try:
         controlnet.check_compatible(empty_transformer(model, transformer_config(base)))
@@ -292,6 +295,10 @@ def load_pipeline(
         pipe = cls.from_pretrained(str(base), controlnet=controlnet, dtype=dtypes)
     except (OSError, ValueError, TypeError) as e:
         raise ModelError(f"{base}: cannot load the base model ({e})") from None
+    # the recommended settings of the base and of the ControlNet as named (folder or file)
+    pipe.model_settings = resolve_settings(model, base=base, controlnet=controlnet_source,
+                                           controlnet_config=dict(controlnet.config),
+                                           transformer_config=dict(pipe.transformer.config))
 
     if vae_tiling:
         pipe.vae.enable_tiling()
@@ -306,8 +313,46 @@ def load_pipeline(
     return pipe
 
 
+
+def model_settings(base=None, controlnet=None, kind: str | None = None):
+    """(family, `ModelSettings`, `ModelLimits`) of a base + ControlNet as named, from their configs
+    alone (no weights load): what `load_pipeline` will recommend and what the base can run, for checks
+    that must come before a model loads."""
+    from .settings import model_limits
+
+    if base is None:
+        base, default_cn = tiny_model_paths(kind)
+        controlnet = default_cn if controlnet is None else controlnet
+    elif controlnet is None and (Path(base) / "controlnet" / "config.json").is_file():
+        controlnet = Path(base) / "controlnet"
+    family = detect_model(base)
+    tcfg = transformer_config(base)
+    cn_cfg = None
+    if controlnet is not None and not isinstance(controlnet, (str, os.PathLike)):
+        cn_cfg = dict(controlnet.config) if hasattr(controlnet, "config") else None
+        controlnet = None
+    elif controlnet is not None:
+        p = Path(controlnet)
+        for cfg in (p / "config.json", p / "controlnet" / "config.json"):
+            if cfg.is_file():
+                try:
+                    cn_cfg = json.loads(cfg.read_text())
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                    raise ModelError(f"{cfg}: unreadable ({e})") from None
+                break
+    vae_cfg = None
+    vae_file = Path(base) / "vae" / "config.json"
+    if vae_file.is_file():
+        try:
+            vae_cfg = json.loads(vae_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelError(f"{vae_file}: unreadable ({e})") from None
+    settings = resolve_settings(family, base=base, controlnet=controlnet, controlnet_config=cn_cfg,
+                                transformer_config=tcfg)
+    return family, settings, model_limits(family, tcfg, vae_cfg)
+
 __all__ = [
     "DEFAULT_GUIDANCE", "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_GUIDANCE", "TINY_MODEL_DIR", "base_config",
-    "default_guidance", "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "resolve_device",
+    "default_guidance", "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "model_settings", "resolve_device",
     "resolve_dtype", "tiny_model_paths", "transformer_config",
 ]

@@ -36,7 +36,8 @@ from PIL import Image
 from ..errors import PipelineError
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
                          prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
-                         trajectory_guided)
+                         trajectory_guided, trajectory_size)
+from .settings import default_size, model_limits, pipeline_settings, resolve_settings
 
 
 class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
@@ -71,6 +72,7 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         released `.pt` checkpoint (e.g. `stage2/box.pt`, imported with
         `magicmotion.models.load_official_checkpoint`).
         """
+        controlnet_source = controlnet
         if isinstance(controlnet, (str, os.PathLike)):
             from .loading import load_controlnet
 
@@ -78,7 +80,12 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
                                          base=pretrained_model_name_or_path)
         if controlnet is not None:
             kwargs["controlnet"] = controlnet
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe.model_settings = resolve_settings(
+            "cogvideox", base=pretrained_model_name_or_path, controlnet=controlnet_source,
+            controlnet_config=dict(pipe.controlnet.config) if pipe.controlnet is not None else None,
+            transformer_config=dict(pipe.transformer.config))
+        return pipe
 
     # ------------------------------------------------------------------------------------ steps
 
@@ -97,9 +104,13 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         return self.vae_scale_factor_spatial * int(self.transformer.config.patch_size)
 
     def default_size(self, trajectory_wh: tuple[int, int] | None = None) -> tuple[int, int]:
-        """(W, H) when none is given: the base's sample size (480 x 720 for CogVideoX-5B-I2V)."""
-        cfg, s = self.transformer.config, self.vae_scale_factor_spatial
-        return cfg.sample_width * s, cfg.sample_height * s
+        """(W, H) when none is given: the model's recommended size (the base's sample size, 720 x 480
+        for CogVideoX-5B-I2V, unless its magicmotion.json says otherwise)."""
+        return default_size(pipeline_settings(self), self.spatial_multiple(), trajectory_wh or (720, 480))
+
+    def limits(self):
+        """What this base can run (`ModelLimits`): only its sample size with learned positional embeddings."""
+        return model_limits("cogvideox", dict(self.transformer.config), dict(self.vae.config))
 
     def check_inputs(
         self,
@@ -119,12 +130,7 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         check_call_inputs(self, prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
                           guidance_scale, trajectory_frames, callback_on_step_end_tensor_inputs,
                           trajectory_guidance_scale)
-        fixed = self.fixed_size
-        if fixed is not None and (width, height, num_frames) != fixed:
-            raise PipelineError(
-                f"this CogVideoX base has learned positional embeddings and only works at {fixed[0]}x{fixed[1]} "
-                f"with {fixed[2]} frames; asked for {width}x{height} with {num_frames} frames"
-            )
+        self.limits().check(width, height, num_frames)
 
     def prepare_trajectory(
         self,
@@ -141,18 +147,25 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         if (height is None) != (width is None):
             raise PipelineError("give both height and width, or neither")
         if height is None:
-            width, height = self.default_size()
+            width, height = self.default_size(trajectory_size(traj))
         num_frames = trajectory_frames(traj) if num_frames is None else int(num_frames)
-        return prepare_conditions(image, traj, kind, (width, height)), num_frames, int(height), int(width)
+        palette = pipeline_settings(self)["trajectory_palette"]
+        cond = prepare_conditions(image, traj, kind, (width, height), palette=palette)
+        return cond, num_frames, int(height), int(width)
 
     def encode_trajectory(self, maps: np.ndarray | torch.Tensor, device: torch.device,
-                          dtype: torch.dtype) -> torch.Tensor:
+                          dtype: torch.dtype, generator: torch.Generator | None = None) -> torch.Tensor:
         """Trajectory maps (T, H, W, 3) uint8 -> trajectory latents (1, F, 16, H/8, W/8).
 
-        The VAE latent's mode (deterministic), scaled exactly as `prepare_latents` scales the
-        first-frame latents (times `scaling_factor`, or divided by it when `invert_scale_latents`).
+        The VAE latent's mode (deterministic), or, when the model's settings say `map_encoding:
+        "sample"` (the authors' release, and checkpoints imported from it), a sample of the VAE
+        posterior drawn with `generator`, as the release does; scaled exactly as `prepare_latents`
+        scales the first-frame latents (times `scaling_factor`, or divided by it when
+        `invert_scale_latents`).
         """
-        return cogvideox_trajectory_latents(self.vae, maps).to(device=device, dtype=dtype)
+        sample = pipeline_settings(self)["map_encoding"] == "sample"
+        return cogvideox_trajectory_latents(self.vae, maps, generator if sample else None,
+                                            sample=sample).to(device=device, dtype=dtype)
 
     def joint_transformer(self):
         """Base + ControlNet as one model (`magicmotion.models.MagicMotionTransformer`)."""
@@ -173,8 +186,8 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 6.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         controlnet_conditioning_scale: float | list[float] = 1.0,
         trajectory_guidance_scale: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -205,7 +218,10 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         max_sequence_length = max_sequence_length or self.transformer.config.max_text_seq_length
 
-        # 1-2. conditions and checks
+        # 1-2. the model's recommended settings where none are given, conditions and checks
+        settings = pipeline_settings(self)
+        num_inference_steps = settings["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+        guidance_scale = settings["guidance_scale"] if guidance_scale is None else guidance_scale
         cond, num_frames, height, width = self.prepare_trajectory(image, trajectory, kind, num_frames, height, width)
         self.check_inputs(prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
                           guidance_scale, cond.num_frames, callback_on_step_end_tensor_inputs,
@@ -244,7 +260,8 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         )
 
         # 5. trajectory latents, one copy per video (padded at the front like the image latents)
-        trajectory_latents = self.encode_trajectory(cond.maps, device, dtype)
+        gen = generator[0] if isinstance(generator, list) else generator
+        trajectory_latents = self.encode_trajectory(cond.maps, device, dtype, gen)
         pad = latents.shape[1] - trajectory_latents.shape[1]
         if pad > 0:
             trajectory_latents = torch.cat([trajectory_latents[:, :1].repeat(1, pad, 1, 1, 1), trajectory_latents], 1)
@@ -343,13 +360,16 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
 
 
 @torch.no_grad()
-def cogvideox_trajectory_latents(vae, maps: np.ndarray | torch.Tensor) -> torch.Tensor:
+def cogvideox_trajectory_latents(vae, maps: np.ndarray | torch.Tensor, generator: torch.Generator | None = None,
+                                 sample: bool = False) -> torch.Tensor:
     """Trajectory maps -> scaled CogVideoX VAE latents (1, F, 16, H/8, W/8), float32.
 
-    maps: uint8 (T, H, W, 3) or float (T, 3, H, W) in [0, 1]. Training uses the same function.
+    maps: uint8 (T, H, W, 3) or float (T, 3, H, W) in [0, 1]. The posterior's mode, or with `sample`
+    a draw from it with `generator` (the release's way). Training uses the same function.
     """
     video = maps_to_video_tensor(maps).to(device=get_module_execution_device(vae), dtype=vae.dtype)
-    z = vae.encode(video).latent_dist.mode().float().permute(0, 2, 1, 3, 4)  # (B, F, C, H, W)
+    dist = vae.encode(video).latent_dist
+    z = (dist.sample(generator) if sample else dist.mode()).float().permute(0, 2, 1, 3, 4)  # (B, F, C, H, W)
     scale = vae.config.scaling_factor
     return z / scale if vae.config.invert_scale_latents else z * scale
 

@@ -37,9 +37,10 @@ from ..errors import PipelineError
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
                          prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
                          trajectory_guided, trajectory_size)
+from .settings import default_size, model_limits, pipeline_settings, resolve_settings
 
 # Wan2.1 480P models generate about 832 x 480 pixels; a larger trajectory is scaled down to this area.
-WAN_DEFAULT_AREA = 832 * 480
+WAN_DEFAULT_AREA = 832 * 480  # the wan family default in settings.py
 # Wan2.1 pads every prompt to umT5's 512 tokens (and diffusers splits a 14B base's context into image
 # and text at 512); a base trained with fewer, like the shipped tiny model, says so in its tokenizer.
 WAN_TEXT_TOKENS = 512
@@ -109,6 +110,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         `.pt` checkpoint (imported with `magicmotion.models.load_official_checkpoint`). A folder saved
         from this pipeline (with its `controlnet/`) needs none.
         """
+        controlnet_source = controlnet
         if isinstance(controlnet, (str, os.PathLike)):
             from .loading import load_controlnet
 
@@ -116,7 +118,12 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                                          base=pretrained_model_name_or_path)
         if controlnet is not None:
             kwargs["controlnet"] = controlnet
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe.model_settings = resolve_settings(
+            "wan", base=pretrained_model_name_or_path, controlnet=controlnet_source,
+            controlnet_config=dict(pipe.controlnet.config) if pipe.controlnet is not None else None,
+            transformer_config=dict(pipe.transformer.config))
+        return pipe
 
     # ------------------------------------------------------------------------------------ steps
 
@@ -125,12 +132,15 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         return self.vae_scale_factor_spatial * int(self.transformer.config.patch_size[1])
 
     def default_size(self, trajectory_wh: tuple[int, int]) -> tuple[int, int]:
-        """(W, H) when none is given: the trajectory's size, scaled down to Wan2.1's 480P area if larger,
-        rounded down to the spatial multiple."""
-        w, h = trajectory_wh
-        scale = min(1.0, math.sqrt(WAN_DEFAULT_AREA / (w * h)))
-        m = self.spatial_multiple()
-        return max(m, int(w * scale) // m * m), max(m, int(h * scale) // m * m)
+        """(W, H) when none is given: the model's recommended size, or the trajectory's size scaled down
+        to its recommended area (Wan2.1 480P: ~832x480; the shipped tiny model: 64x64), rounded down to
+        the spatial multiple."""
+        return default_size(pipeline_settings(self), self.spatial_multiple(), trajectory_wh)
+
+    def limits(self):
+        """What this base can run (`ModelLimits`): its rotary table covers `rope_max_seq_len` tokens
+        per axis."""
+        return model_limits("wan", dict(self.transformer.config), dict(self.vae.config))
 
     def check_inputs(
         self,
@@ -150,6 +160,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         check_call_inputs(self, prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
                           guidance_scale, trajectory_frames, callback_on_step_end_tensor_inputs,
                           trajectory_guidance_scale)
+        self.limits().check(width, height, num_frames)
 
     def prepare_trajectory(
         self,
@@ -172,7 +183,9 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         if height is None:
             width, height = self.default_size(trajectory_size(traj))
         num_frames = trajectory_frames(traj) if num_frames is None else int(num_frames)
-        return prepare_conditions(image, traj, kind, (width, height)), num_frames, int(height), int(width)
+        palette = pipeline_settings(self)["trajectory_palette"]
+        cond = prepare_conditions(image, traj, kind, (width, height), palette=palette)
+        return cond, num_frames, int(height), int(width)
 
     def encode_trajectory(self, maps: np.ndarray | torch.Tensor, device: torch.device,
                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -210,8 +223,8 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 6.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         controlnet_conditioning_scale: float | list[float] = 1.0,
         trajectory_guidance_scale: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -260,7 +273,10 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
-        # 1-2. conditions and checks
+        # 1-2. the model's recommended settings where none are given, conditions and checks
+        settings = pipeline_settings(self)
+        num_inference_steps = settings["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+        guidance_scale = settings["guidance_scale"] if guidance_scale is None else guidance_scale
         cond, num_frames, height, width = self.prepare_trajectory(image, trajectory, kind, num_frames, height, width)
         self.check_inputs(prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
                           guidance_scale, cond.num_frames, callback_on_step_end_tensor_inputs,

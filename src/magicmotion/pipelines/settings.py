@@ -1,0 +1,261 @@
+"""Recommended settings that travel with a model.
+
+A model folder may carry `magicmotion.json`: the settings its makers recommend (guidance, steps, size
+or area, frames, fps, the trajectory palette, how trajectory maps are encoded). `generate`, `bench run`,
+the app and the Python API use them unless told otherwise, whichever way the model was named (no
+`--base`, the folder's path, or a hub id), and record where each value came from:
+
+    argument  >  ControlNet folder's magicmotion.json  >  base folder's magicmotion.json
+              >  ControlNet config (its trajectory palette)  >  the base family's defaults
+
+The family defaults are the paper's (guidance 6, 50 steps) with each base's own frame rate and size:
+Wan2.1 480P (about 832x480 pixels, 81 frames, 16 fps), CogVideoX-5B-I2V (its sample size, 49 frames,
+8 fps).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+SETTINGS_FILE = "magicmotion.json"
+PALETTES = ("voc", "release")
+MAP_ENCODINGS = ("mode", "sample")
+
+# name -> (check, what it must be)
+_FIELDS = {
+    "guidance_scale": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "num_inference_steps": (lambda v: _integer(v) and 1 <= v <= 1000, "an integer in 1..1000"),
+    "size": (lambda v: isinstance(v, list) and len(v) == 2 and all(_integer(x) and 1 <= x <= 8192 for x in v),
+             "[width, height]"),
+    "area": (lambda v: _integer(v) and 1 <= v <= 8192 * 8192, "a pixel count"),
+    "num_frames": (lambda v: _integer(v) and v >= 1 and (v - 1) % 4 == 0, "an integer 4k + 1"),
+    "fps": (lambda v: _number(v) and 0 < v <= 240, "a number in (0, 240]"),
+    "trajectory_palette": (lambda v: v in PALETTES, " or ".join(PALETTES)),
+    "map_encoding": (lambda v: v in MAP_ENCODINGS, " or ".join(MAP_ENCODINGS)),
+}
+FIELDS = tuple(_FIELDS)
+
+FAMILY_DEFAULTS = {
+    "wan": {"guidance_scale": 6.0, "num_inference_steps": 50, "area": 832 * 480, "num_frames": 81, "fps": 16.0,
+            "trajectory_palette": "voc", "map_encoding": "mode"},
+    "cogvideox": {"guidance_scale": 6.0, "num_inference_steps": 50, "size": [720, 480], "num_frames": 49,
+                  "fps": 8.0, "trajectory_palette": "voc", "map_encoding": "mode"},
+}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass
+class ModelSettings:
+    """Settings with the source of each value (`sources[name]`: "argument", a file path, "ControlNet
+    config" or "<family> defaults")."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, name: str):
+        return self.values.get(name)
+
+    def get(self, name: str, default=None):
+        return self.values.get(name, default)
+
+    def update(self, values: dict[str, Any], source: str, override: bool = False) -> None:
+        """Take `values` (None values ignored) from `source`; existing values win unless `override`."""
+        for k, v in values.items():
+            if v is None or k not in _FIELDS or (k in self.values and not override):
+                continue
+            self.values[k] = v
+            self.sources[k] = source
+
+    def with_arguments(self, **given) -> "ModelSettings":
+        """A copy where the given (non-None) arguments replace the model's values."""
+        out = ModelSettings(dict(self.values), dict(self.sources))
+        out.update({k: v for k, v in given.items() if v is not None}, "argument", override=True)
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """{"values": ..., "sources": ...} for a settings JSON."""
+        return {"values": dict(self.values), "sources": dict(self.sources)}
+
+
+def read_settings_file(folder: str | os.PathLike) -> dict[str, Any]:
+    """A folder's `magicmotion.json` checked field by field ({} when there is none)."""
+    path = Path(folder) / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: unreadable model settings ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: model settings must be a JSON object")
+    for k, v in data.items():
+        if k.startswith("_"):
+            continue
+        if k not in _FIELDS:
+            raise ModelError(f"{path}: unknown setting {k!r} (known: {', '.join(FIELDS)})")
+        check, what = _FIELDS[k]
+        if not check(v):
+            raise ModelError(f"{path}: {k} must be {what}, got {v!r}")
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def write_settings_file(folder: str | os.PathLike, values: dict[str, Any], note: str | None = None) -> Path:
+    """Write a folder's `magicmotion.json` (checked as it would be read)."""
+    from ..io import atomic_path
+
+    folder = Path(folder)
+    data = ({"_note": note} if note else {}) | {k: v for k, v in values.items() if v is not None}
+    path = folder / SETTINGS_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    read_settings_file(folder)
+    return path
+
+
+def _local_folder(name) -> Path | None:
+    if name is None or not isinstance(name, (str, os.PathLike)):
+        return None
+    p = Path(name)
+    return p if p.is_dir() else None
+
+
+def resolve_settings(family: str, base=None, controlnet=None, controlnet_config: dict | None = None,
+                     transformer_config: dict | None = None) -> ModelSettings:
+    """The recommended settings of a base (folder or hub id) + ControlNet (folder, file or model).
+
+    `controlnet_config`: the loaded ControlNet's config (its `trajectory_palette`);
+    `transformer_config`: the base transformer's (a CogVideoX base's sample size)."""
+    if family not in FAMILY_DEFAULTS:
+        raise ModelError(f"unknown model family {family!r}")
+    s = ModelSettings()
+    cn_folder = _local_folder(controlnet)
+    if cn_folder is not None:
+        for folder in (cn_folder, cn_folder.parent):  # stageN/controlnet/ or stageN/
+            values = read_settings_file(folder)
+            if values:
+                s.update(values, str(folder / SETTINGS_FILE))
+                break
+    elif controlnet is not None and isinstance(controlnet, (str, os.PathLike)) and Path(controlnet).is_file():
+        s.update(read_settings_file(Path(controlnet).parent), str(Path(controlnet).parent / SETTINGS_FILE))
+    base_folder = _local_folder(base)
+    if base_folder is not None:
+        s.update(read_settings_file(base_folder), str(base_folder / SETTINGS_FILE))
+    if controlnet_config:
+        s.update({"trajectory_palette": controlnet_config.get("trajectory_palette")}, "ControlNet config")
+    defaults = dict(FAMILY_DEFAULTS[family])
+    if family == "cogvideox" and transformer_config:
+        sw, sh = transformer_config.get("sample_width"), transformer_config.get("sample_height")
+        if sw and sh:
+            defaults["size"] = [int(sw) * 8, int(sh) * 8]
+        if transformer_config.get("use_learned_positional_embeddings") and transformer_config.get("sample_frames"):
+            defaults["num_frames"] = int(transformer_config["sample_frames"])
+    s.update(defaults, f"{family} defaults")
+    if "size" in s.values and "area" in s.values and s.sources["area"] != s.sources["size"]:
+        # a size given by the model folder wins over a family's area, and the reverse
+        if s.sources["area"].endswith("defaults"):
+            del s.values["area"], s.sources["area"]
+        elif s.sources["size"].endswith("defaults"):
+            del s.values["size"], s.sources["size"]
+    return s
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What a base can run: sizes a multiple of `multiple`, at most `max_width` x `max_height` pixels
+    and `max_frames` frames (None: no limit from the model), or exactly `fixed` = (W, H, frames)."""
+
+    multiple: int
+    max_width: int | None = None
+    max_height: int | None = None
+    max_frames: int | None = None
+    fixed: tuple[int, int, int] | None = None
+
+    def check(self, width: int, height: int, num_frames: int) -> None:
+        """PipelineError naming the largest size the model can do when (width, height, frames) is beyond it."""
+        from ..errors import PipelineError
+
+        if self.fixed is not None:
+            if (width, height, num_frames) != self.fixed:
+                fw, fh, ff = self.fixed
+                raise PipelineError(
+                    f"this base has learned positional embeddings and only works at {fw}x{fh} with {ff} frames; "
+                    f"asked for {width}x{height} with {num_frames} frames"
+                )
+            return
+        too_big = ((self.max_width is not None and width > self.max_width)
+                   or (self.max_height is not None and height > self.max_height))
+        if too_big:
+            raise PipelineError(
+                f"size {width}x{height} is more than this model can run: at most {self.max_width} pixels wide and "
+                f"{self.max_height} high (its rotary position table covers {self.max_width // self.multiple} "
+                f"tokens per side); pass a smaller --size, or none for the model's own"
+            )
+        if self.max_frames is not None and num_frames > self.max_frames:
+            raise PipelineError(f"{num_frames} frames is more than this model can run: at most {self.max_frames}")
+
+
+def model_limits(family: str, transformer_config: dict, vae_config: dict | None = None) -> ModelLimits:
+    """The limits of a base from its configs alone (no weights): a Wan base's rotary table covers
+    `rope_max_seq_len` tokens per axis; a CogVideoX base with learned positional embeddings runs
+    only at its sample size."""
+    vae_config = vae_config or {}
+    if family == "wan":
+        s = int(vae_config.get("scale_factor_spatial", 8))
+        t = int(vae_config.get("scale_factor_temporal", 4))
+        m = s * int(transformer_config.get("patch_size", (1, 2, 2))[1])
+        rope = transformer_config.get("rope_max_seq_len")
+        if not rope:
+            return ModelLimits(multiple=m)
+        rope = int(rope)
+        return ModelLimits(multiple=m, max_width=rope * m, max_height=rope * m, max_frames=(rope - 1) * t + 1)
+    channels = vae_config.get("block_out_channels")
+    s = 2 ** (len(channels) - 1) if channels else 8
+    m = s * int(transformer_config.get("patch_size", 2))
+    if transformer_config.get("use_learned_positional_embeddings"):
+        fixed = (int(transformer_config["sample_width"]) * s, int(transformer_config["sample_height"]) * s,
+                 int(transformer_config["sample_frames"]))
+        return ModelLimits(multiple=m, fixed=fixed)
+    return ModelLimits(multiple=m)
+
+
+def default_size(settings: ModelSettings, multiple: int, trajectory_wh: tuple[int, int]) -> tuple[int, int]:
+    """(W, H) when none is given: the model's `size`, or the trajectory's size scaled down to the
+    model's `area` (never up), rounded down to `multiple`."""
+    size = settings.get("size")
+    if size is not None:
+        return int(size[0]), int(size[1])
+    w, h = trajectory_wh
+    area = settings.get("area") or w * h
+    scale = min(1.0, math.sqrt(area / (w * h)))
+    return max(multiple, int(w * scale) // multiple * multiple), max(multiple, int(h * scale) // multiple * multiple)
+
+
+def pipeline_settings(pipe) -> ModelSettings:
+    """The settings a loaded pipeline carries (`pipe.model_settings`, set when it loads), or those of
+    its family and ControlNet config when it was built by hand."""
+    s = getattr(pipe, "model_settings", None)
+    if isinstance(s, ModelSettings):
+        return s
+    family = "cogvideox" if "CogVideoX" in type(pipe).__name__ else "wan"
+    cn = getattr(pipe, "controlnet", None)
+    cfg = dict(cn.config) if cn is not None and hasattr(cn, "config") else None
+    tcfg = dict(pipe.transformer.config) if getattr(pipe, "transformer", None) is not None else None
+    return resolve_settings(family, controlnet_config=cfg, transformer_config=tcfg)
+
+
+__all__ = ["FAMILY_DEFAULTS", "FIELDS", "MAP_ENCODINGS", "PALETTES", "SETTINGS_FILE", "ModelLimits",
+           "ModelSettings", "default_size", "model_limits", "pipeline_settings", "read_settings_file", "resolve_settings", "write_settings_file"]
