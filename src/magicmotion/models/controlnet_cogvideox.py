@@ -23,6 +23,7 @@ from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBloc
 from torch import nn
 
 from ..errors import ModelError
+from ..trajectory.palette import PALETTES
 from .casting import cast_like
 
 # Config keys copied from the base transformer's config (the ControlNet's own architecture).
@@ -75,6 +76,10 @@ class CogVideoXTrajectoryControlNet(ModelMixin, ConfigMixin):
         in_channels: noisy latent channels + trajectory latent channels (16 + 16).
         base_num_layers: number of blocks of the base this ControlNet was built for.
         base_type: "cogvideox" (checked by `MagicMotionTransformer`).
+        trajectory_palette: the palette of the trajectory maps it was trained on ("voc", ours; "release",
+            the authors' colours), so generation draws maps it knows.
+        source: where the weights came from when not trained here (e.g. "MagicMotion release
+            stage2/box.pt"), or None.
         the rest: as `CogVideoXTransformer3DModel`.
     """
 
@@ -114,10 +119,15 @@ class CogVideoXTrajectoryControlNet(ModelMixin, ConfigMixin):
         patch_bias: bool = True,
         base_num_layers: int = 42,
         base_type: str = "cogvideox",
+        trajectory_palette: str = "voc",
+        source: str | None = None,
     ):
         super().__init__()
         if base_type != "cogvideox":
             raise ModelError(f"CogVideoXTrajectoryControlNet: base_type must be 'cogvideox', got {base_type!r}")
+        if trajectory_palette not in PALETTES:
+            raise ModelError(f"CogVideoXTrajectoryControlNet: trajectory_palette must be one of "
+                             f"{', '.join(PALETTES)}, got {trajectory_palette!r}")
         if in_channels % 2:
             raise ModelError(f"CogVideoXTrajectoryControlNet: in_channels {in_channels} is not noise + trajectory")
         inner_dim = num_attention_heads * attention_head_dim

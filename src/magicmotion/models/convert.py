@@ -6,6 +6,12 @@ The release stores `{"state_dict": {...}}` with un-prefixed keys: ControlNet `pa
 Files are read with `torch.load(..., weights_only=True)`: a pickle that needs code is refused.
 The number of control blocks is counted from the `transformer_blocks.N.` keys, so only the trained
 blocks are instantiated (the release builds all 42 but its file holds fewer).
+
+A whole release folder (`ckpts/stage1/mask.pt`, `stage2/box.pt` + `box_perception_head.pt`,
+`stage3/sparse_box.pt` + `sparse_box_perception_head.pt`) converts in one call
+(`convert_official_release`) to the layout of the shipped tiny model: `stageN/controlnet`,
+`stageN/segment_head`, and `stageN/magicmotion.json` with the release's settings (`release_settings`).
+`resolve_controlnet_for_kind` finds the ControlNet for a trajectory kind in either layout.
 """
 
 from __future__ import annotations
@@ -102,8 +108,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: refused: the pickle needs code to load (torch.load weights_only=True allows tensors "
             f"and plain containers only): {first}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ModelError(f"{path}: unreadable checkpoint ({e})") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt or truncated file fails in many ways (IndexError, KeyError...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelError(f"{path}: unreadable checkpoint, corrupt or truncated? ({type(e).__name__}: {first})") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "module"):
             if isinstance(obj.get(key), dict):
@@ -126,6 +133,8 @@ def _base_config(base_config: dict | str | os.PathLike | None) -> dict[str, Any]
     if isinstance(base_config, dict):
         return {**COGVIDEOX_5B_I2V_CONFIG, **base_config}
     path = Path(base_config)
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "transformer" / "config.json").is_file():
+        path = path / "transformer"  # a base pipeline folder
     if path.is_dir():
         path = path / "config.json"
     try:
@@ -154,7 +163,8 @@ def controlnet_from_state_dict(sd: dict, base_config: dict | str | os.PathLike |
     """Build a `CogVideoXTrajectoryControlNet` for a released-layout state dict and load it.
 
     Returns (controlnet, report). Block count and sizes come from the tensors; heads and the rest from
-    `base_config` (default: CogVideoX-5B-I2V).
+    `base_config` (default: CogVideoX-5B-I2V). The config records `trajectory_palette="release"` and
+    `source="MagicMotion release <stageN/file.pt>"`.
     """
     from .controlnet_cogvideox import CogVideoXTrajectoryControlNet
 
@@ -195,6 +205,8 @@ def controlnet_from_state_dict(sd: dict, base_config: dict | str | os.PathLike |
         num_layers=num_blocks,
         base_num_layers=max(int(cfg.get("num_layers", num_blocks)), num_blocks),
         patch_bias="patch_embed.proj.bias" in sd,
+        trajectory_palette=RELEASE_PALETTE,
+        source=f"MagicMotion release {release_name(path)}",
     )
     if len(proj_shape) == 4:  # Conv2d: CogVideoX 1.0
         config.update(in_channels=proj_shape[1], patch_size=proj_shape[2])
@@ -286,7 +298,8 @@ def convert_official_checkpoint(
     head_path: str | os.PathLike | None = None,
     base_config: dict | str | os.PathLike | None = None,
 ) -> ConversionReport:
-    """Convert released `.pt` files to `out_dir/controlnet` (and `out_dir/segment_head`), safetensors.
+    """Convert released `.pt` files to `out_dir/controlnet` (and `out_dir/segment_head`), safetensors,
+    with the release's settings in `out_dir/magicmotion.json`.
 
     Each folder is written to a temporary folder beside it and renamed into place.
     """
@@ -302,4 +315,174 @@ def convert_official_checkpoint(
     if head is not None:
         with atomic_path(out_dir / "segment_head", directory=True) as tmp:
             head.save_pretrained(tmp, safe_serialization=True)
+    with atomic_path(out_dir / SETTINGS_FILE) as tmp:
+        _write_settings(tmp, report.source)
     return report
+
+
+# ------------------------------------------------------------------------------ the release folder
+
+# kind -> (stage folder, ControlNet file, perception head file or None), as the release names them
+RELEASE_LAYOUT: dict[str, tuple[str, str, str | None]] = {
+    "mask": ("stage1", "mask.pt", None),
+    "box": ("stage2", "box.pt", "box_perception_head.pt"),
+    "sparse_box": ("stage3", "sparse_box.pt", "sparse_box_perception_head.pt"),
+}
+RELEASE_PALETTE = "release"
+SETTINGS_FILE = "magicmotion.json"  # the recommended settings a model folder carries
+
+
+def release_settings() -> dict[str, Any]:
+    """The settings the authors' release generates with (`magicmotion/inference.py` and its scripts):
+    720x480, 49 frames, 50 steps, guidance 6, written at 8 fps; maps drawn in the release's colours and
+    encoded by sampling the VAE posterior. A new dict on each call."""
+    return {"size": [720, 480], "num_frames": 49, "num_inference_steps": 50, "guidance_scale": 6.0, "fps": 8,
+            "trajectory_palette": RELEASE_PALETTE, "map_encoding": "sample"}
+
+
+def release_name(path: str | os.PathLike) -> str:
+    """`stage2/box.pt` for `.../ckpts/stage2/box.pt` (the file's stage folder kept), else the file name."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if re.fullmatch(r"stage\d+", path.parent.name) else path.name
+
+
+def _write_settings(path: Path, source: str) -> None:
+    note = f"the authors' recommended settings, written by `magicmotion convert official` for {release_name(source)}"
+    path.write_text(json.dumps({"_note": note, **release_settings()}, indent=2) + "\n")
+
+
+def release_root(folder: str | os.PathLike) -> Path | None:
+    """The folder holding `stageN/` of a downloaded release: `folder` itself, or `folder/ckpts` (the
+    release's repository root); None when neither has a stage folder."""
+    folder = Path(folder)
+    for root in (folder, folder / "ckpts"):
+        if any((root / stage).is_dir() for stage, _, _ in RELEASE_LAYOUT.values()):
+            return root
+    return None
+
+
+def release_files(folder: str | os.PathLike) -> dict[str, tuple[Path, Path | None]]:
+    """kind -> (ControlNet file, head file or None) of a release folder; ModelError naming every
+    missing file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: release folder not found")
+    root = release_root(folder) or folder
+    files, missing = {}, []
+    for kind, (stage, ckpt, head) in RELEASE_LAYOUT.items():
+        paths = (root / stage / ckpt, root / stage / head if head else None)
+        missing += [str(p) for p in paths if p is not None and not p.is_file()]
+        files[kind] = paths
+    if missing:
+        expected = ", ".join(f"{s}/{c}" + (f" + {s}/{h}" if h else "") for s, c, h in RELEASE_LAYOUT.values())
+        raise ModelError(
+            f"{folder}: not a complete MagicMotion release: missing {', '.join(missing)} (a release folder "
+            f"holds {expected}; convert a single checkpoint with `magicmotion convert official FILE.pt`)"
+        )
+    return files
+
+
+def _previous_conversion(out: Path) -> bool:
+    """`out` holds only what `convert_official_release` writes (so replacing it loses nothing else)."""
+    stages = {stage for stage, _, _ in RELEASE_LAYOUT.values()}
+    for entry in out.iterdir():
+        if entry.name not in stages or not entry.is_dir():
+            return False
+        if any(e.name not in ("controlnet", "segment_head", SETTINGS_FILE) for e in entry.iterdir()):
+            return False
+    return True
+
+
+def convert_official_release(
+    release_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    base_config: dict | str | os.PathLike | None = None,
+    progress=None,
+) -> dict[str, ConversionReport]:
+    """Convert a downloaded release folder (`ckpts/`, or the repository root holding it) in one go.
+
+    Writes `out_dir/stage1/controlnet`, `out_dir/stage2/{controlnet,segment_head}`,
+    `out_dir/stage3/{controlnet,segment_head}` (safetensors folders; the ControlNet configs say
+    `trajectory_palette="release"` and their source) and `out_dir/stageN/magicmotion.json`
+    (`release_settings()`). Everything is written to a temporary folder beside `out_dir` and renamed
+    into place at the end, so a missing or corrupt file leaves no partial output. An existing
+    `out_dir` is replaced only when empty or a previous conversion.
+
+    Args:
+        release_dir: the release folder.
+        out_dir: the output folder (its parent must exist).
+        base_config: as `load_official_checkpoint`.
+        progress: called with one line of text before and after each stage (e.g. `print`).
+    Returns:
+        kind -> ConversionReport.
+    Raises:
+        ModelError naming the missing, unreadable or mismatched file.
+    """
+    from ..io import atomic_path
+
+    files = release_files(release_dir)
+    out = Path(out_dir)
+    root = Path(release_dir).resolve()
+    if out.exists():
+        if not out.is_dir():
+            raise ModelError(f"{out}: is a file, expected an output folder")
+        if out.resolve() == root or out.resolve() in root.parents:
+            raise ModelError(f"{out}: the output folder may not be the release folder or hold it")
+        if not _previous_conversion(out):
+            raise ModelError(f"{out}: holds other files; give a new or empty output folder")
+    if not out.parent.is_dir():
+        raise ModelError(f"{out}: parent folder {out.parent} does not exist")
+    say = progress or (lambda line: None)
+    reports = {}
+    with atomic_path(out, directory=True) as tmp:
+        for i, (kind, (ckpt, head)) in enumerate(files.items(), 1):
+            stage = RELEASE_LAYOUT[kind][0]
+            say(f"[{i}/{len(files)}] {stage} ({kind}): reading {ckpt}" + (f" and {head}" if head else ""))
+            (tmp / stage).mkdir()
+            report = convert_official_checkpoint(ckpt, tmp / stage, head_path=head, base_config=base_config)
+            reports[kind] = report
+            say(f"[{i}/{len(files)}] {stage}: {report.num_control_blocks} control blocks of width "
+                f"{report.inner_dim}" + (f", segment head over {report.head_num_blocks} blocks" if head else "")
+                + f" -> {out / stage}")
+    return reports
+
+
+def resolve_controlnet_for_kind(path: str | os.PathLike, kind: str) -> Path:
+    """The ControlNet checkpoint or folder to use for trajectory `kind` (mask -> stage 1, box -> stage 2,
+    sparse_box -> stage 3) under `path`:
+
+    - a converted release (`stageN/controlnet/`) -> `path/stageN/controlnet`;
+    - a downloaded release (`stageN/<kind>.pt`, or a repository root holding `ckpts/`) -> the `.pt`;
+    - a stage folder (`controlnet/` or the kind's `.pt` inside) -> that;
+    - a ControlNet folder (`config.json`) or a single checkpoint file -> `path` itself, whatever `kind`.
+
+    Raises ModelError when `path` does not exist, or is a release whose stage for `kind` is missing.
+    """
+    if kind not in RELEASE_LAYOUT:
+        raise ModelError(f"unknown kind {kind!r}: expected one of {', '.join(RELEASE_LAYOUT)}")
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ModelError(f"{path}: ControlNet not found")
+    if (path / "config.json").is_file():
+        return path
+    if (path / "controlnet" / "config.json").is_file():
+        return path / "controlnet"
+    stage, ckpt, _ = RELEASE_LAYOUT[kind]
+    if (path / ckpt).is_file():  # a release's stage folder
+        return path / ckpt
+    root = release_root(path)
+    if root is None:
+        raise ModelError(
+            f"{path}: not a ControlNet folder (config.json), a converted release (stageN/controlnet) or a "
+            "release folder (stageN/*.pt)"
+        )
+    for candidate in (root / stage / "controlnet", root / stage / ckpt):
+        if (candidate / "config.json").is_file() or candidate.is_file():
+            return candidate
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and re.fullmatch(r"stage\d+", p.name))
+    raise ModelError(
+        f"{root}: no {stage} ControlNet for {kind} trajectories (expected {root / stage / 'controlnet'} or "
+        f"{root / stage / ckpt}); found {', '.join(found) or 'no stage folders'}"
+    )
