@@ -46,7 +46,8 @@ def register(sub) -> None:
     p.add_argument("--image", required=True, metavar="PNG", help="first frame")
     p.add_argument("--trajectory", required=True, metavar="SPEC",
                    help="trajectory spec (.json), or rendered trajectory maps (video or frame folder)")
-    p.add_argument("--kind", default="box", metavar="KIND", help="mask | box | sparse_box (default box)")
+    p.add_argument("--kind", default=None, metavar="KIND",
+                   help="mask | box | sparse_box (default: box for a spec; for map videos, the kind they show)")
     p.add_argument("--prompt", required=True, help="text prompt")
     p.add_argument("--out", required=True, metavar="MP4", help="output video (.mp4)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt (default empty)")
@@ -78,12 +79,22 @@ def check_args(args) -> dict:
     fit (None, or how an image and trajectory of slightly different aspect were fitted)."""
     import math
 
+    import numpy as np
+
+    from ..hub import resolve_pretrained
+
+    # a base or ControlNet that cannot be had fails first, before the heavy imports
+    if args.base is not None:
+        resolve_pretrained(args.base, "base model", file="model_index.json")
+    if args.controlnet is not None and not Path(args.controlnet).is_file():
+        resolve_pretrained(args.controlnet, "ControlNet")
+
     from .conditions import check_aspect, read_image, read_trajectory, trajectory_frames, trajectory_size
     from .generate import check_output, output_paths
     from .loading import model_settings
     from .settings import default_size
 
-    if args.kind not in KINDS:
+    if args.kind is not None and args.kind not in KINDS:
         raise PipelineError(f"unknown kind {args.kind!r}: expected one of {', '.join(KINDS)}")
     if args.offload not in OFFLOAD:
         raise PipelineError(f"unknown offload {args.offload!r}: expected one of {', '.join(OFFLOAD)}")
@@ -105,6 +116,8 @@ def check_args(args) -> dict:
         raise MediaError(f"{args.image}: image not found")
     if not Path(args.trajectory).exists():
         raise MediaError(f"{args.trajectory}: trajectory not found")
+    if size is not None:  # a size the model cannot run is refused before the inputs are read
+        model_settings(args.base, args.controlnet, args.kind or "box")[2].check(size[0], size[1], 1)
     image = read_image(args.image)
     traj = read_trajectory(args.trajectory)
     frames = trajectory_frames(traj)
@@ -116,8 +129,23 @@ def check_args(args) -> dict:
     if args.frames is not None and args.frames != frames:
         raise PipelineError(f"{args.trajectory}: the trajectory has {frames} frames but --frames is {args.frames}")
     fit = check_aspect((image.shape[1], image.shape[0]), trajectory_size(traj), str(args.trajectory))
+    # map videos: their kind when none is given, and re-drawn in the model's palette when theirs differs
+    decoded, redrawn = None, None
+    if isinstance(traj, np.ndarray):
+        from ..trajectory.decode import decode_maps, detect_palette
+
+        palette = detect_palette(traj, str(args.trajectory))
+        if args.kind is None:
+            decoded = decode_maps(traj, palette=palette, source=str(args.trajectory))
+            args.kind = decoded.kind
+    args.kind = args.kind or "box"
     # the model's recommended settings and limits, from its configs: a size it cannot run is refused here
     _, settings, limits = model_settings(args.base, args.controlnet, args.kind)
+    if isinstance(traj, np.ndarray) and palette != settings["trajectory_palette"]:
+        decoded = decoded or decode_maps(traj, palette=palette, source=str(args.trajectory))
+        traj = decoded.trajectory
+        redrawn = (f"maps in the {palette} palette read back as a {decoded.kind} spec and drawn as {args.kind} "
+                   f"in the model's {settings['trajectory_palette']} palette")
     settings = settings.with_arguments(guidance_scale=args.guidance, num_inference_steps=args.steps,
                                        size=list(size) if size else None)
     out_size = size or default_size(settings, limits.multiple, trajectory_size(traj))
@@ -125,7 +153,7 @@ def check_args(args) -> dict:
         raise PipelineError(f"--size {out_size[0]}x{out_size[1]}: width and height must be multiples of "
                             f"{limits.multiple} for this model")
     limits.check(out_size[0], out_size[1], frames)
-    return dict(size=out_size, traj=traj, settings=settings, fit=fit)
+    return dict(size=out_size, traj=traj, settings=settings, fit=fit, redrawn=redrawn)
 
 
 def run_generate(args) -> int:
@@ -156,7 +184,7 @@ def run_generate(args) -> int:
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=settings["num_inference_steps"],
         guidance=settings["guidance_scale"], control_scale=args.control_scale,
         trajectory_guidance=args.trajectory_guidance, seed=seed, trajectory_palette=settings["trajectory_palette"],
-        map_encoding=settings["map_encoding"], fit=checked["fit"], model_settings=settings.record(),
+        map_encoding=settings["map_encoding"], fit=checked["fit"], redrawn=checked["redrawn"], model_settings=settings.record(),
         offload=args.offload, device=str(pipe._execution_device),
         dtype=str(pipe.transformer.dtype).replace("torch.", ""), seconds=round(elapsed, 2),
         magicmotion=__version__,

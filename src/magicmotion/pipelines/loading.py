@@ -263,11 +263,13 @@ def load_pipeline(
     if base is None:
         base, default_cn = tiny_model_paths(kind)
         controlnet = default_cn if controlnet is None else controlnet
-    elif controlnet is None:
-        if (Path(base) / "controlnet" / "config.json").is_file():  # a saved MagicMotion pipeline
-            controlnet = Path(base) / "controlnet"
-        else:
-            raise ModelError(f"{base}: no ControlNet given (a folder saved by training, or a released .pt)")
+    else:
+        base = resolve_pretrained(base, "base model", file="model_index.json")  # the cache when offline
+        if controlnet is None:
+            if (Path(base) / "controlnet" / "config.json").is_file():  # a saved MagicMotion pipeline
+                controlnet = Path(base) / "controlnet"
+            else:
+                raise ModelError(f"{base}: no ControlNet given (a folder saved by training, or a released .pt)")
 
     index = base_config(base)
     detected = detect_model(base, index)
@@ -323,8 +325,10 @@ def model_settings(base=None, controlnet=None, kind: str | None = None):
     if base is None:
         base, default_cn = tiny_model_paths(kind)
         controlnet = default_cn if controlnet is None else controlnet
-    elif controlnet is None and (Path(base) / "controlnet" / "config.json").is_file():
-        controlnet = Path(base) / "controlnet"
+    else:
+        base = resolve_pretrained(base, "base model", file="model_index.json")
+        if controlnet is None and (Path(base) / "controlnet" / "config.json").is_file():
+            controlnet = Path(base) / "controlnet"
     family = detect_model(base)
     tcfg = transformer_config(base)
     cn_cfg = None
