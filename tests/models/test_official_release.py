@@ -188,8 +188,9 @@ def test_resolve_in_a_converted_folder(converted, kind):
 
 def test_resolve_a_single_file_or_folder_is_itself(release, converted):
     _, root = release
-    assert resolve_controlnet_for_kind(root / "ckpts" / "stage1" / "mask.pt", "box") == root / "ckpts" / "stage1" / "mask.pt"
-    assert resolve_controlnet_for_kind(converted / "stage3" / "controlnet", "mask") == converted / "stage3" / "controlnet"
+    mask_pt, stage3 = root / "ckpts" / "stage1" / "mask.pt", converted / "stage3" / "controlnet"
+    assert resolve_controlnet_for_kind(mask_pt, "box") == mask_pt
+    assert resolve_controlnet_for_kind(stage3, "mask") == stage3
 
 
 def test_resolve_names_the_missing_stage(release, tmp_path, converted):
@@ -222,3 +223,13 @@ def test_trajectory_palette_and_source_survive_save_and_load(tmp_path):
     assert back.config.trajectory_palette == "release" and back.config.source == "x"
     with pytest.raises(ModelError, match="trajectory_palette must be one of voc, release"):
         CogVideoXTrajectoryControlNet(**{**dict(cn.config), "trajectory_palette": "rainbow"})
+
+
+def test_generation_reads_the_converted_settings(converted):
+    from magicmotion.pipelines.settings import resolve_settings
+
+    cn = resolve_controlnet_for_kind(converted, "box")
+    config = json.loads((cn / "config.json").read_text())
+    s = resolve_settings("cogvideox", controlnet=cn, controlnet_config=config)
+    assert {k: s[k] for k in release_settings()} == release_settings()
+    assert s.sources["map_encoding"] == str(converted / "stage2" / "magicmotion.json")

@@ -110,7 +110,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
     except Exception as e:  # noqa: BLE001 - a corrupt or truncated file fails in many ways (IndexError, KeyError...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ModelError(f"{path}: unreadable checkpoint, corrupt or truncated? ({type(e).__name__}: {first})") from None
+        raise ModelError(
+            f"{path}: unreadable checkpoint, corrupt or truncated? ({type(e).__name__}: {first})"
+        ) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "module"):
             if isinstance(obj.get(key), dict):
