@@ -1,0 +1,230 @@
+"""Recommended settings travel with the model (`magicmotion.json`), whichever way it is named; sizes a
+model cannot run are refused before it loads; release-style inputs (image and maps a few pixels apart,
+release colours, 49-frame 720x480 maps) generate with the default model and no size flag."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pipelines_helpers import make_image, make_trajectory
+
+from magicmotion.cli import main
+from magicmotion.errors import ModelError, PipelineError
+from magicmotion.io import read_video, write_image, write_video
+from magicmotion.pipelines import generate, load_pipeline
+from magicmotion.pipelines.conditions import check_aspect, prepare_conditions
+from magicmotion.pipelines.loading import TINY_MODEL_DIR, model_settings
+from magicmotion.pipelines.pipeline_cogvideox import MagicMotionCogVideoXPipeline, cogvideox_trajectory_latents
+from magicmotion.pipelines.pipeline_wan import MagicMotionWanPipeline
+from magicmotion.pipelines.settings import (SETTINGS_FILE, default_size, model_limits, read_settings_file,
+                                            resolve_settings, write_settings_file)
+from magicmotion.trajectory import from_dict, render
+
+TINY_BASE = TINY_MODEL_DIR / "base"
+TINY_CN = TINY_MODEL_DIR / "stage2" / "controlnet"
+
+
+def test_tiny_model_settings_whichever_way_it_is_named():
+    shipped = read_settings_file(TINY_BASE)
+    assert shipped["guidance_scale"] == 1.0 and shipped["fps"] == 8.0 and shipped["trajectory_palette"] == "voc"
+    by_default = load_pipeline(base=None, kind="box").model_settings
+    by_folder = load_pipeline(base=TINY_BASE, controlnet=TINY_CN).model_settings
+    by_class = MagicMotionWanPipeline.from_pretrained(str(TINY_BASE), controlnet=TINY_CN).model_settings
+    _, on_paper, _ = model_settings(None, None, "box")
+    for s in (by_folder, by_class, on_paper):
+        assert s.values == by_default.values
+    assert by_default.sources["guidance_scale"] == str(TINY_BASE / SETTINGS_FILE)
+
+
+def test_python_api_uses_the_models_guidance_and_steps():
+    pipe = load_pipeline(base=None, kind="box")
+    spec = make_trajectory(64, frames=9)
+    image = make_image(64)
+    torch.manual_seed(0)
+    default, _ = generate(pipe, image, "a shape", spec, "box", seed=3)
+    explicit, _ = generate(pipe, image, "a shape", spec, "box", seed=3, guidance_scale=1.0, num_inference_steps=25)
+    paper, _ = generate(pipe, image, "a shape", spec, "box", seed=3, guidance_scale=6.0, num_inference_steps=25)
+    assert np.array_equal(default, explicit)
+    assert not np.array_equal(default, paper)
+
+
+def test_order_of_sources_and_arguments(models_dir, tmp_path):
+    base = tmp_path / "wan"
+    shutil.copytree(models_dir / "wan", base)
+    cn = tmp_path / "cn"
+    shutil.copytree(models_dir / "wan_cn", cn)
+    s = resolve_settings("wan", base=base, controlnet=cn)
+    assert s["guidance_scale"] == 6.0 and s.sources["guidance_scale"] == "wan defaults" and s["fps"] == 16.0
+    write_settings_file(base, {"guidance_scale": 4.0, "num_inference_steps": 30})
+    write_settings_file(cn, {"guidance_scale": 3.0})
+    s = resolve_settings("wan", base=base, controlnet=cn)
+    assert (s["guidance_scale"], s["num_inference_steps"]) == (3.0, 30)
+    assert s.sources["guidance_scale"] == str(cn / SETTINGS_FILE)
+    assert s.sources["num_inference_steps"] == str(base / SETTINGS_FILE)
+    given = s.with_arguments(guidance_scale=2.0, num_inference_steps=None)
+    assert given["guidance_scale"] == 2.0 and given.sources["guidance_scale"] == "argument"
+    assert given["num_inference_steps"] == 30
+    # a pipeline loaded from those folders carries them, and the ControlNet's palette
+    pipe = load_pipeline(base=base, controlnet=cn)
+    assert pipe.model_settings["guidance_scale"] == 3.0
+    assert pipe.model_settings["trajectory_palette"] == "voc"
+
+
+@pytest.mark.parametrize("bad", [{"guidance_scale": float("nan")}, {"fps": 0}, {"num_frames": 10},
+                                 {"trajectory_palette": "rainbow"}, {"colour": 1}, [1, 2]])
+def test_bad_settings_file_is_named(tmp_path, bad):
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(bad))
+    with pytest.raises(ModelError, match=str(tmp_path / SETTINGS_FILE)):
+        read_settings_file(tmp_path)
+
+
+def test_release_palette_in_the_controlnet_config_renders_specs_with_it(models_dir, tmp_path):
+    from magicmotion.models import WanTrajectoryControlNet
+
+    cn = WanTrajectoryControlNet.from_pretrained(models_dir / "wan_cn")
+    cn.register_to_config(trajectory_palette="release")
+    cn.save_pretrained(tmp_path / "cn")
+    pipe = load_pipeline(base=models_dir / "wan", controlnet=tmp_path / "cn")
+    assert pipe.model_settings["trajectory_palette"] == "release"
+    assert pipe.model_settings.sources["trajectory_palette"] == "ControlNet config"
+    spec = make_trajectory(32)
+    cond, *_ = pipe.prepare_trajectory(make_image(32), spec, "box", height=32, width=32)
+    assert np.array_equal(cond.maps, render(spec, "box", size=(32, 32), palette="release"))
+    assert not np.array_equal(cond.maps, render(spec, "box", size=(32, 32), palette="voc"))
+
+
+def test_limits_from_the_configs():
+    tcfg = json.loads((TINY_BASE / "transformer" / "config.json").read_text())
+    vcfg = json.loads((TINY_BASE / "vae" / "config.json").read_text())
+    limits = model_limits("wan", tcfg, vcfg)
+    assert limits.multiple == 8 and limits.max_width == 512 and limits.max_height == 512
+    limits.check(512, 64, 17)
+    with pytest.raises(PipelineError, match="at most 512 pixels wide"):
+        limits.check(720, 480, 49)
+    # the real Wan2.1 rotary table (1024) is no limit at 480P/720P
+    model_limits("wan", {"patch_size": [1, 2, 2], "rope_max_seq_len": 1024}, None).check(1280, 720, 81)
+    fixed = model_limits("cogvideox", {"patch_size": 2, "use_learned_positional_embeddings": True,
+                                       "sample_width": 90, "sample_height": 60, "sample_frames": 49},
+                         {"block_out_channels": [1, 2, 3, 4]})
+    fixed.check(720, 480, 49)
+    with pytest.raises(PipelineError, match="only works at 720x480 with 49 frames"):
+        fixed.check(720, 480, 17)
+
+
+def test_default_size_from_the_models_area():
+    _, s, limits = model_settings(None, None, "box")
+    assert default_size(s, limits.multiple, (720, 480)) == (72, 48)  # ~64x64 pixels, the aspect kept
+    assert default_size(s, limits.multiple, (32, 32)) == (32, 32)  # never scaled up
+    assert default_size(s.with_arguments(size=[96, 64]), limits.multiple, (720, 480)) == (96, 64)
+
+
+def test_aspect_a_few_percent_apart_is_fitted_each_on_its_own():
+    assert check_aspect((720, 480), (720, 480), "x") is None
+    for image, maps in (((1280, 853), (1280, 864)), ((848, 480), (864, 480)), ((1280, 788), (1280, 800))):
+        assert "stretched" in check_aspect(image, maps, "x")
+    with pytest.raises(PipelineError, match="differ by 5.0%"):
+        check_aspect((720, 480), (720, 456), "x")
+    # maps 1 row taller, stretched to the image's frame: a box at the bottom edge stays at the bottom
+    image = np.zeros((106, 160, 3), np.uint8)
+    maps = np.zeros((9, 108, 160, 3), np.uint8)
+    maps[:, 98:108, 40:80] = 200
+    cond = prepare_conditions(image, maps, "box", (96, 64))
+    rows = np.nonzero(cond.maps[0].any(axis=(1, 2)))[0]
+    assert rows.max() == 63 and cond.fit is not None
+
+
+def test_sampled_map_encoding_follows_the_generator():
+    from magicmotion.pipelines.tiny import tiny_cogvideox_components
+
+    vae = tiny_cogvideox_components(seed=0)["vae"]
+    maps = np.zeros((9, 32, 32, 3), np.uint8)
+    maps[:, 8:20, 8:20] = (128, 32, 32)
+    mode = cogvideox_trajectory_latents(vae, maps)
+    assert torch.equal(mode, cogvideox_trajectory_latents(vae, maps))
+    a = cogvideox_trajectory_latents(vae, maps, torch.Generator().manual_seed(1), sample=True)
+    b = cogvideox_trajectory_latents(vae, maps, torch.Generator().manual_seed(1), sample=True)
+    c = cogvideox_trajectory_latents(vae, maps, torch.Generator().manual_seed(2), sample=True)
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, mode)
+
+
+def test_release_settings_in_a_cogvideox_folder_sample_the_maps(models_dir, tmp_path):
+    cn = tmp_path / "cn"
+    shutil.copytree(models_dir / "cog_cn_trained", cn)
+    write_settings_file(cn, {"map_encoding": "sample", "trajectory_palette": "release"})
+    pipe = MagicMotionCogVideoXPipeline.from_pretrained(models_dir / "cog", controlnet=cn)
+    assert pipe.model_settings["map_encoding"] == "sample"
+    calls = []
+    original = pipe.encode_trajectory
+
+    def spy(maps, device, dtype, generator=None):
+        calls.append(generator)
+        return original(maps, device, dtype, generator)
+
+    pipe.encode_trajectory = spy
+    pipe(make_image(32), "a shape", make_trajectory(32), num_inference_steps=1,
+         generator=torch.Generator().manual_seed(0), output_type="latent")
+    assert calls and calls[0] is not None
+
+
+# ---------------------------------------------------------------------------------------- the CLI
+
+
+def release_like_inputs(folder, image_wh, maps_wh, frames=49):
+    """A first frame and a box map video drawn in the release palette, a few pixels apart in size."""
+    mw, mh = maps_wh
+    objects = []
+    for i, (x, y) in enumerate([(0.1, 0.3), (0.5, 0.5)]):
+        boxes = {str(t): [(x + 0.005 * t) * mw, y * mh, (x + 0.005 * t + 0.2) * mw, (y + 0.25) * mh]
+                 for t in range(frames)}
+        objects.append({"id": i + 1, "name": f"object {i + 1}", "boxes": boxes})
+    spec = from_dict({"version": 1, "width": mw, "height": mh, "num_frames": frames, "objects": objects})
+    write_video(folder / "maps.mp4", render(spec, "box", palette="release"), fps=8)
+    write_image(folder / "first.png", np.asarray(Image.fromarray(make_image(64)).resize(image_wh)))
+    return folder / "first.png", folder / "maps.mp4"
+
+
+@pytest.mark.slow
+def test_release_style_inputs_generate_with_the_default_model_and_no_size(tmp_path, capsys):
+    # 720x480 with 49 frames, and a pair a few pixels apart (848x480 image, 864x480 maps)
+    for name, image_wh, maps_wh in (("a", (720, 480), (720, 480)), ("b", (424, 240), (432, 240))):
+        folder = tmp_path / name
+        folder.mkdir()
+        image, maps = release_like_inputs(folder, image_wh, maps_wh)
+        out = folder / "video.mp4"
+        assert main(["generate", "--image", str(image), "--trajectory", str(maps), "--prompt", "two shapes",
+                     "--out", str(out), "--seed", "0", "--steps", "2"]) == 0, capsys.readouterr().err
+        frames, fps = read_video(out)
+        record = json.loads(out.with_suffix(".json").read_text())
+        w, h = record["width"], record["height"]
+        assert frames.shape[0] == 49 and w * h <= 4096 and abs(w / h - image_wh[0] / image_wh[1]) < 0.25
+        assert fps == 8 and record["guidance"] == 1.0 and record["steps"] == 2 and record["kind"] == "box"
+        assert record["model_settings"]["sources"]["num_inference_steps"] == "argument"
+        assert record["model_settings"]["sources"]["guidance_scale"].endswith(SETTINGS_FILE)
+        assert "release palette" in record["redrawn"]
+        assert (record["fit"] is None) == (name == "a")
+
+
+def test_a_size_the_model_cannot_run_is_refused_up_front(tmp_path, capsys):
+    image, maps = release_like_inputs(tmp_path, (720, 480), (720, 480), frames=9)
+    code = main(["generate", "--image", str(image), "--trajectory", str(maps), "--prompt", "x",
+                 "--out", str(tmp_path / "v.mp4"), "--size", "720x480"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "at most 512 pixels wide" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.png", "maps.mp4"]
+
+
+def test_outputs_never_replace_an_input(tmp_path, capsys):
+    Image.fromarray(make_image(32)).save(tmp_path / "first.png")
+    from magicmotion.trajectory import save
+
+    save(make_trajectory(32), tmp_path / "spec.json")
+    before = (tmp_path / "spec.json").read_bytes()
+    code = main(["generate", "--image", str(tmp_path / "first.png"), "--trajectory", str(tmp_path / "spec.json"),
+                 "--prompt", "x", "--out", str(tmp_path / "spec.mp4")])
+    assert code == 2 and "would overwrite an input" in capsys.readouterr().err
+    assert (tmp_path / "spec.json").read_bytes() == before
