@@ -39,12 +39,13 @@ def follow_scores(frames, reference) -> dict:
     return clip_scores(pred, reference)
 
 
-def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box"), steps: int = 25,
+def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box"), steps: int | None = None,
              seed: int = 0, device: str | None = None) -> dict:
+    """Steps, guidance and fps: the shipped tiny model's recommended settings (its magicmotion.json)
+    unless `steps` is given."""
     from . import trajectory
     from .io import read_image
     from .pipelines import generate, load_pipeline, write_outputs
-    from .pipelines.loading import TINY_GUIDANCE
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,12 +58,15 @@ def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box
         t0 = time.time()
         spec = trajectory.load(ex / SPEC_FILES[kind])
         pipe = load_pipeline(base=None, kind=kind, device=device)
-        frames, maps = generate(pipe, image, prompt, spec, kind=kind, num_inference_steps=steps,
-                                guidance_scale=TINY_GUIDANCE, seed=seed)
-        settings = dict(kind=kind, prompt=prompt, image=str(ex / "first_frame.png"),
-                        trajectory=str(ex / SPEC_FILES[kind]), steps=steps, guidance=TINY_GUIDANCE, seed=seed,
-                        model="shipped tiny model")
-        paths = write_outputs(out / f"{kind}.mp4", frames, maps, settings)
+        settings = pipe.model_settings.with_arguments(num_inference_steps=steps)
+        frames, maps = generate(pipe, image, prompt, spec, kind=kind, seed=seed,
+                                num_inference_steps=settings["num_inference_steps"],
+                                guidance_scale=settings["guidance_scale"])
+        record = dict(kind=kind, prompt=prompt, image=str(ex / "first_frame.png"),
+                      trajectory=str(ex / SPEC_FILES[kind]), steps=settings["num_inference_steps"],
+                      guidance=settings["guidance_scale"], seed=seed, model="shipped tiny model",
+                      model_settings=settings.record())
+        paths = write_outputs(out / f"{kind}.mp4", frames, maps, record, fps=settings["fps"])
         scores = follow_scores(frames, reference)
         results[kind] = dict(video=str(paths["video"]), preview=str(paths["preview_gif"]),
                              mask_iou=scores["mask_iou"], box_iou=scores["box_iou"],
@@ -84,7 +88,8 @@ def register(sub) -> None:
                        description=__doc__)
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     p.add_argument("--kind", action="append", choices=list(SPEC_FILES), help="only these kinds")
-    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: the tiny model's recommended, 25)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=lambda a: run_demo(a.out, tuple(a.kind or SPEC_FILES), a.steps, a.seed,

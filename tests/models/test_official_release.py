@@ -87,7 +87,8 @@ def test_cli_converts_a_release_folder_like_each_file_on_its_own(release, tmp_pa
 def test_release_settings_are_a_fresh_dict():
     s = release_settings()
     assert s == {"size": [720, 480], "num_frames": 49, "num_inference_steps": 50, "guidance_scale": 6.0,
-                 "fps": 8, "trajectory_palette": "release", "map_encoding": "sample"}
+                 "fps": 8, "trajectory_palette": "release", "map_encoding": "sample", "resize": "stretch",
+                 "scheduler": "CogVideoXDPMScheduler", "vae_tiling": True}
     s["size"][0] = 1
     assert release_settings()["size"] == [720, 480]
 

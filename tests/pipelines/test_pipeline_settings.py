@@ -228,3 +228,50 @@ def test_outputs_never_replace_an_input(tmp_path, capsys):
                  "--prompt", "x", "--out", str(tmp_path / "spec.mp4")])
     assert code == 2 and "would overwrite an input" in capsys.readouterr().err
     assert (tmp_path / "spec.json").read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------- the release
+
+
+def fake_release(models_dir, root):
+    """ckpts/stage{1,2,3}/*.pt as the authors ship them (1x1-conv projectors), for the tiny CogVideoX base."""
+    from magicmotion.models import CogVideoXTrajectoryControlNet
+    from magicmotion.models.convert import RELEASE_LAYOUT
+    from magicmotion.pipelines.tiny import tiny_cogvideox_components
+
+    transformer = tiny_cogvideox_components(seed=0)["transformer"]
+    for seed, (stage, ckpt, head) in enumerate(RELEASE_LAYOUT.values()):
+        torch.manual_seed(seed)
+        cn = CogVideoXTrajectoryControlNet.from_transformer(transformer)
+        sd = {k: (v.reshape(*v.shape, 1, 1) if k.startswith("out_projectors.") and k.endswith(".weight") else v)
+              for k, v in cn.state_dict().items()}
+        (root / "ckpts" / stage).mkdir(parents=True)
+        torch.save({"state_dict": sd}, root / "ckpts" / stage / ckpt)
+        if head:
+            from magicmotion.models import SegmentHead
+
+            torch.save({"state_dict": SegmentHead.from_transformer(transformer).state_dict()},
+                       root / "ckpts" / stage / head)
+    return root / "ckpts"
+
+
+def test_the_release_folder_and_its_conversion_bring_the_releases_settings(models_dir, tmp_path):
+    from diffusers import CogVideoXDPMScheduler
+
+    from magicmotion.models.convert import convert_official_release
+
+    ckpts = fake_release(models_dir, tmp_path)
+    converted = tmp_path / "converted"
+    convert_official_release(ckpts, converted, base_config=models_dir / "cog" / "transformer")
+    for controlnet, kind, stage in ((ckpts, "sparse_box", "stage3"), (converted, "mask", "stage1"),
+                                    (ckpts / "stage2" / "box.pt", "box", "stage2")):
+        pipe = load_pipeline(base=models_dir / "cog", controlnet=controlnet, kind=kind)
+        s = pipe.model_settings
+        assert (s["trajectory_palette"], s["map_encoding"], s["resize"], s["fps"]) == ("release", "sample",
+                                                                                      "stretch", 8)
+        assert isinstance(pipe.scheduler, CogVideoXDPMScheduler) and pipe.vae.use_tiling
+        assert stage in pipe.controlnet.config.source or controlnet == converted
+    # the release stretches image and maps to the output size, each on its own
+    cond, *_ = pipe.prepare_trajectory(np.zeros((39, 40, 3), np.uint8), make_trajectory(32), "box",
+                                       height=32, width=32)
+    assert cond.image.shape == (32, 32, 3) and cond.fit is not None and "stretched" in cond.fit

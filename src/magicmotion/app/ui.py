@@ -126,6 +126,20 @@ def pipeline_generate_fn(base=None, controlnet=None) -> GenerateFn:
     return generate_fn
 
 
+def model_defaults(base=None, controlnet=None) -> dict:
+    """The settings fields a model recommends (its magicmotion.json, `magicmotion.pipelines.settings`):
+    frames, steps, guidance and fps; REAL_MODEL_SETTINGS for a base whose configs cannot be read now."""
+    from ..errors import MagicMotionError
+    from ..pipelines.loading import model_settings
+
+    try:
+        _, s, _ = model_settings(base, controlnet, "box")
+    except MagicMotionError:
+        return REAL_MODEL_SETTINGS if base is not None else {}
+    return {"num_frames": s["num_frames"], "num_inference_steps": s["num_inference_steps"],
+            "guidance_scale": s["guidance_scale"], "fps": s["fps"]}
+
+
 def as_segmenter(sam2) -> dr.Sam2Segmenter | None:
     if sam2 is None or isinstance(sam2, dr.Sam2Segmenter):
         return sam2
@@ -235,10 +249,11 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
     """
 
     segmenter = as_segmenter(sam2)
+    given_fn = generate_fn
     generate_fn = generate_fn or pipeline_generate_fn(base, controlnet)
     defaults = dict(DEFAULT_SETTINGS)
-    if base is not None:
-        defaults.update(REAL_MODEL_SETTINGS)
+    defaults.update(model_defaults(base, controlnet) if given_fn is None else
+                    (REAL_MODEL_SETTINGS if base is not None else {}))
     defaults.update(settings or {})
     out_root = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="magicmotion-app-"))
     out_root.mkdir(parents=True, exist_ok=True)

@@ -75,9 +75,10 @@ def register(sub) -> None:
     r.add_argument("--kind", default="box", choices=["mask", "box", "sparse_box"],
                    help="trajectory kind (default box)")
     r.add_argument("--control-scale", type=float, default=1.0, help="ControlNet scale (default 1; 0 = floor)")
-    r.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    r.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: the model's recommended, e.g. 50; 25 for the shipped tiny model)")
     r.add_argument("--guidance", type=float, default=None,
-                   help="guidance scale (default 6; 1 for the shipped tiny model)")
+                   help="guidance scale (default: the model's recommended, e.g. 6; 1 for the shipped tiny model)")
     r.add_argument("--trajectory-guidance", type=float, default=1.0, metavar="W",
                    help="trajectory guidance scale (default 1 = off; see magicmotion generate)")
     r.add_argument("--seed", type=int, default=0, help="seed, the same for every clip (default 0)")

@@ -72,7 +72,7 @@ def bench_records(bench_root: str | os.PathLike) -> list[dict]:
 
 
 def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, controlnet=None,
-              kind: str = "box", control_scale: float = 1.0, num_inference_steps: int = 50,
+              kind: str = "box", control_scale: float = 1.0, num_inference_steps: int | None = None,
               guidance_scale: float | None = None, trajectory_guidance: float = 1.0, seed: int = 0,
               limit: int | None = None, ground_truth: bool = False, size: tuple[int, int] | None = None,
               sparse_keys: int = 4, device: str | None = None, dtype=None, offload: str = "none",
@@ -82,7 +82,9 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
 
     base, controlnet: as `magicmotion.pipelines.loading.load_pipeline` (base None: the shipped tiny
     model); kind: trajectory kind; control_scale: ControlNet conditioning scale (0: the floor);
-    guidance_scale: default 6, or 1 for the shipped tiny model (`default_guidance`);
+    num_inference_steps, guidance_scale: default the model's recommended settings (its
+    magicmotion.json, `magicmotion.pipelines.settings`: 25 and 1 for the shipped tiny model), the
+    paper's 50 and 6 for a custom generate_fn;
     trajectory_guidance: the pipelines' `trajectory_guidance_scale` (1: off);
     seed: the same seed for every clip; size: (W, H) of the output (default: the pipeline's choice from
     the clip's size); ground_truth: copy the benchmark's own videos instead (the ceiling);
@@ -101,16 +103,29 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
         records = records[:limit]
     if kind not in KINDS:
         raise BenchError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
-    if guidance_scale is None:
-        from ..pipelines.loading import default_guidance
+    sources = {}
+    if not ground_truth and (guidance_scale is None or num_inference_steps is None):
+        from ..pipelines.settings import ModelSettings, pipeline_settings
 
-        guidance_scale = default_guidance(base)
+        if pipeline is not None:
+            recommended = pipeline_settings(pipeline)
+        elif generate_fn is not None:
+            recommended = ModelSettings({"guidance_scale": 6.0, "num_inference_steps": 50},
+                                        {"guidance_scale": "paper", "num_inference_steps": "paper"})
+        else:
+            from ..pipelines.loading import model_settings
+
+            recommended = model_settings(base, controlnet, kind)[1]
+        recommended = recommended.with_arguments(guidance_scale=guidance_scale, num_inference_steps=num_inference_steps)
+        guidance_scale, num_inference_steps = recommended["guidance_scale"], recommended["num_inference_steps"]
+        sources = {k: recommended.sources[k] for k in ("guidance_scale", "num_inference_steps")}
     if ground_truth:
         settings = {"ground_truth": True, "size": list(size) if size else None}
     else:
         settings = {"ground_truth": False, "kind": kind, "base": _name(base), "controlnet": _name(controlnet),
                     "control_scale": float(control_scale), "num_inference_steps": int(num_inference_steps),
                     "guidance_scale": float(guidance_scale), "trajectory_guidance": float(trajectory_guidance),
+                    "setting_sources": sources,
                     "seed": int(seed),
                     "size": list(size) if size else None,
                     "sparse_keys": int(sparse_keys) if kind == "sparse_box" else None,

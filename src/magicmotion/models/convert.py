@@ -337,9 +337,11 @@ SETTINGS_FILE = "magicmotion.json"  # the recommended settings a model folder ca
 def release_settings() -> dict[str, Any]:
     """The settings the authors' release generates with (`magicmotion/inference.py` and its scripts):
     720x480, 49 frames, 50 steps, guidance 6, written at 8 fps; maps drawn in the release's colours and
-    encoded by sampling the VAE posterior. A new dict on each call."""
+    encoded by sampling the VAE posterior; first frame and maps each stretched to the output size (PIL
+    Lanczos); CogVideoX's DPM sampler; VAE tiling on. A new dict on each call."""
     return {"size": [720, 480], "num_frames": 49, "num_inference_steps": 50, "guidance_scale": 6.0, "fps": 8,
-            "trajectory_palette": RELEASE_PALETTE, "map_encoding": "sample"}
+            "trajectory_palette": RELEASE_PALETTE, "map_encoding": "sample", "resize": "stretch",
+            "scheduler": "CogVideoXDPMScheduler", "vae_tiling": True}
 
 
 def release_name(path: str | os.PathLike) -> str:

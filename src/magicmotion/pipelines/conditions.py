@@ -168,13 +168,14 @@ def check_aspect(image_wh: tuple[int, int], traj_wh: tuple[int, int], where: str
 
 
 def prepare_conditions(image, trajectory: Trajectory | np.ndarray | torch.Tensor, kind: str,
-                       size: tuple[int, int], palette: str = "voc") -> Conditions:
+                       size: tuple[int, int], palette: str = "voc", resize: str = "cover") -> Conditions:
     """The first frame and trajectory maps at `size` = (W, H), resized and cropped together.
 
     A spec is rendered with `render(spec, kind, size=..., palette=...)` (boxes rescaled exactly as the
     image is cropped); uint8 maps are resized and cropped like the image (nearest neighbour, colours
     kept); a float tensor must already be at `size`. An image and a trajectory a few percent apart in
-    aspect are fitted each on its own (see `check_aspect`)."""
+    aspect are fitted each on its own (see `check_aspect`). `resize="stretch"` is the authors'
+    release's way: image and maps each resized straight to `size` with PIL Lanczos (no crop)."""
     if kind not in KINDS:
         raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     frame = read_image(image)
@@ -183,6 +184,12 @@ def prepare_conditions(image, trajectory: Trajectory | np.ndarray | torch.Tensor
     image_wh = (frame.shape[1], frame.shape[0])
     fit = check_aspect(image_wh, src, where)
     size = (int(size[0]), int(size[1]))
+    if resize == "stretch" and not isinstance(trajectory, torch.Tensor):
+        maps = render(trajectory, kind, palette=palette) if isinstance(trajectory, Trajectory) else trajectory
+        fit = None if src == image_wh else f"image {image_wh[0]}x{image_wh[1]} and trajectory {src[0]}x{src[1]} " \
+            f"each stretched to {size[0]}x{size[1]} (Lanczos), as the authors' release does"
+        return Conditions(image=_stretch(frame, size), maps=np.stack([_stretch(m, size) for m in maps]),
+                          source_size=src, source=where, fit=fit)
     if isinstance(trajectory, torch.Tensor):
         if src != size:
             raise PipelineError(f"{where}: a trajectory tensor must be at the output size {size[0]}x{size[1]}, "
@@ -197,6 +204,15 @@ def prepare_conditions(image, trajectory: Trajectory | np.ndarray | torch.Tensor
     else:
         maps = resize_crop(trajectory, size, nearest=True)
     return Conditions(image=resize_crop(frame, size), maps=maps, source_size=src, source=where, fit=fit)
+
+
+def _stretch(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) resized to `size` = (W, H) with PIL Lanczos, aspect not kept."""
+    from PIL import Image
+
+    if (frame.shape[1], frame.shape[0]) == size:
+        return frame
+    return np.asarray(Image.fromarray(frame).resize(size, Image.LANCZOS))
 
 
 def maps_to_video_tensor(maps: np.ndarray | torch.Tensor) -> torch.Tensor:

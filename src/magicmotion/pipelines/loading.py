@@ -182,7 +182,7 @@ def load_controlnet(path: str | os.PathLike, model: str | None = None, dtype=Non
         cfg = transformer_config(base) if base is not None else None
         controlnet, _, report = load_official_checkpoint(p, base_config=cfg)
         logger.info("%s", report)
-        return (controlnet.to(dtype=dtype) if dtype is not None else controlnet).eval()
+        return (controlnet.to(dtype=dtype) if dtype is not None and controlnet.dtype != dtype else controlnet).eval()
     where = resolve_pretrained(path, "ControlNet")  # a missing path, or a hub id out of reach, fails here
     if isinstance(where, Path):  # the hub id's cached snapshot (the hub out of reach)
         return load_controlnet(where, model=model, dtype=dtype, base=base)
@@ -280,8 +280,9 @@ def load_pipeline(
     # the ControlNet first, and checked against the base's config before the base's weights load
     controlnet_source = None
     if isinstance(controlnet, torch.nn.Module):
-        controlnet = controlnet.to(dtype=dtype)
+        controlnet = controlnet if controlnet.dtype == dtype else controlnet.to(dtype=dtype)
     else:
+        controlnet = local_controlnet_for_kind(controlnet, kind)
         controlnet_source = controlnet
         controlnet = load_controlnet(controlnet, model=model, dtype=dtype, base=base)
     try:
@@ -301,6 +302,7 @@ def load_pipeline(
     pipe.model_settings = resolve_settings(model, base=base, controlnet=controlnet_source,
                                            controlnet_config=dict(controlnet.config),
                                            transformer_config=dict(pipe.transformer.config))
+    apply_sampling_settings(pipe)
 
     if vae_tiling:
         pipe.vae.enable_tiling()
@@ -314,6 +316,32 @@ def load_pipeline(
         pipe.enable_sequential_cpu_offload(device=device)
     return pipe
 
+
+
+def local_controlnet_for_kind(controlnet, kind: str | None):
+    """A local folder holding the authors' release (`ckpts/stageN/*.pt`) or its conversion
+    (`stageN/controlnet`) -> the stage for `kind` (mask: stage1, box: stage2, sparse_box: stage3);
+    anything else as it is."""
+    if not isinstance(controlnet, (str, os.PathLike)) or not Path(controlnet).is_dir():
+        return controlnet
+    from ..models.convert import resolve_controlnet_for_kind
+
+    return resolve_controlnet_for_kind(controlnet, kind or "box")
+
+
+def apply_sampling_settings(pipe) -> None:
+    """The sampler and VAE tiling a model's settings ask for (the authors' release: CogVideoX's DPM
+    sampler, tiling on), set on a loaded pipeline."""
+    import diffusers
+
+    from .settings import pipeline_settings
+
+    settings = pipeline_settings(pipe)
+    name = settings["scheduler"]
+    if name and type(pipe.scheduler).__name__ != name:
+        pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config)
+    if settings["vae_tiling"]:
+        pipe.vae.enable_tiling()
 
 
 def model_settings(base=None, controlnet=None, kind: str | None = None):
@@ -331,6 +359,7 @@ def model_settings(base=None, controlnet=None, kind: str | None = None):
             controlnet = Path(base) / "controlnet"
     family = detect_model(base)
     tcfg = transformer_config(base)
+    controlnet = local_controlnet_for_kind(controlnet, kind)
     cn_cfg = None
     if controlnet is not None and not isinstance(controlnet, (str, os.PathLike)):
         cn_cfg = dict(controlnet.config) if hasattr(controlnet, "config") else None
@@ -357,6 +386,7 @@ def model_settings(base=None, controlnet=None, kind: str | None = None):
 
 __all__ = [
     "DEFAULT_GUIDANCE", "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_GUIDANCE", "TINY_MODEL_DIR", "base_config",
-    "default_guidance", "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "model_settings", "resolve_device",
+    "default_guidance", "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "model_settings",
+    "apply_sampling_settings", "resolve_device",
     "resolve_dtype", "tiny_model_paths", "transformer_config",
 ]

@@ -183,8 +183,9 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         if height is None:
             width, height = self.default_size(trajectory_size(traj))
         num_frames = trajectory_frames(traj) if num_frames is None else int(num_frames)
-        palette = pipeline_settings(self)["trajectory_palette"]
-        cond = prepare_conditions(image, traj, kind, (width, height), palette=palette)
+        settings = pipeline_settings(self)
+        cond = prepare_conditions(image, traj, kind, (width, height), palette=settings["trajectory_palette"],
+                                  resize=settings["resize"])
         return cond, num_frames, int(height), int(width)
 
     def encode_trajectory(self, maps: np.ndarray | torch.Tensor, device: torch.device,

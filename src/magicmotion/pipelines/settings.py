@@ -1,12 +1,14 @@
 """Recommended settings that travel with a model.
 
 A model folder may carry `magicmotion.json`: the settings its makers recommend (guidance, steps, size
-or area, frames, fps, the trajectory palette, how trajectory maps are encoded). `generate`, `bench run`,
+or area, frames, fps, the trajectory palette, how trajectory maps are encoded, how image and maps are
+resized, the sampler, VAE tiling). `generate`, `bench run`,
 the app and the Python API use them unless told otherwise, whichever way the model was named (no
 `--base`, the folder's path, or a hub id), and record where each value came from:
 
     argument  >  ControlNet folder's magicmotion.json  >  base folder's magicmotion.json
-              >  ControlNet config (its trajectory palette)  >  the base family's defaults
+              >  ControlNet config (its trajectory palette; a checkpoint imported from the authors'
+                 release: the release's settings)  >  the base family's defaults
 
 The family defaults are the paper's (guidance 6, 50 steps) with each base's own frame rate and size:
 Wan2.1 480P (about 832x480 pixels, 81 frames, 16 fps), CogVideoX-5B-I2V (its sample size, 49 frames,
@@ -27,6 +29,12 @@ from ..errors import ModelError
 SETTINGS_FILE = "magicmotion.json"
 PALETTES = ("voc", "release")
 MAP_ENCODINGS = ("mode", "sample")
+# "cover": image and maps resized to cover the output size and centre-cropped together (ours);
+# "stretch": each resized straight to the output size with PIL Lanczos (the authors' release).
+RESIZES = ("cover", "stretch")
+# a sampler other than the base folder's (by class name; diffusers' classes only)
+SCHEDULERS = ("CogVideoXDPMScheduler", "CogVideoXDDIMScheduler", "UniPCMultistepScheduler",
+              "FlowMatchEulerDiscreteScheduler")
 
 # name -> (check, what it must be)
 _FIELDS = {
@@ -39,14 +47,18 @@ _FIELDS = {
     "fps": (lambda v: _number(v) and 0 < v <= 240, "a number in (0, 240]"),
     "trajectory_palette": (lambda v: v in PALETTES, " or ".join(PALETTES)),
     "map_encoding": (lambda v: v in MAP_ENCODINGS, " or ".join(MAP_ENCODINGS)),
+    "resize": (lambda v: v in RESIZES, " or ".join(RESIZES)),
+    "scheduler": (lambda v: v in SCHEDULERS, " or ".join(SCHEDULERS)),
+    "vae_tiling": (lambda v: isinstance(v, bool), "true or false"),
 }
 FIELDS = tuple(_FIELDS)
 
 FAMILY_DEFAULTS = {
     "wan": {"guidance_scale": 6.0, "num_inference_steps": 50, "area": 832 * 480, "num_frames": 81, "fps": 16.0,
-            "trajectory_palette": "voc", "map_encoding": "mode"},
+            "trajectory_palette": "voc", "map_encoding": "mode", "resize": "cover", "vae_tiling": False},
     "cogvideox": {"guidance_scale": 6.0, "num_inference_steps": 50, "size": [720, 480], "num_frames": 49,
-                  "fps": 8.0, "trajectory_palette": "voc", "map_encoding": "mode"},
+                  "fps": 8.0, "trajectory_palette": "voc", "map_encoding": "mode", "resize": "cover",
+                  "vae_tiling": False},
 }
 
 
@@ -156,6 +168,10 @@ def resolve_settings(family: str, base=None, controlnet=None, controlnet_config:
         s.update(read_settings_file(base_folder), str(base_folder / SETTINGS_FILE))
     if controlnet_config:
         s.update({"trajectory_palette": controlnet_config.get("trajectory_palette")}, "ControlNet config")
+        if str(controlnet_config.get("source") or "").startswith("MagicMotion release"):
+            from ..models.convert import release_settings  # a released .pt used as it is
+
+            s.update(release_settings(), "the authors' release (ControlNet config source)")
     defaults = dict(FAMILY_DEFAULTS[family])
     if family == "cogvideox" and transformer_config:
         sw, sh = transformer_config.get("sample_width"), transformer_config.get("sample_height")
@@ -257,5 +273,5 @@ def pipeline_settings(pipe) -> ModelSettings:
     return resolve_settings(family, controlnet_config=cfg, transformer_config=tcfg)
 
 
-__all__ = ["FAMILY_DEFAULTS", "FIELDS", "MAP_ENCODINGS", "PALETTES", "SETTINGS_FILE", "ModelLimits",
+__all__ = ["FAMILY_DEFAULTS", "FIELDS", "MAP_ENCODINGS", "PALETTES", "RESIZES", "SCHEDULERS", "SETTINGS_FILE", "ModelLimits",
            "ModelSettings", "default_size", "model_limits", "pipeline_settings", "read_settings_file", "resolve_settings", "write_settings_file"]
