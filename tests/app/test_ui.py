@@ -359,3 +359,21 @@ def test_pipeline_generate_fn_loads_each_model_once(first_frame, monkeypatch):
             assert frames.shape == maps.shape == (5, 16, 32, 3) and frames.dtype == np.uint8
             np.testing.assert_array_equal(maps, render(traj, kind, size=(32, 16)))
         assert loads == expected
+
+
+def test_settings_fields_start_at_the_models_recommended(tmp_path):
+    import shutil
+
+    from magicmotion.app.ui import model_defaults
+    from magicmotion.pipelines.loading import TINY_MODEL_DIR
+    from magicmotion.pipelines.settings import read_settings_file, write_settings_file
+
+    tiny = read_settings_file(TINY_MODEL_DIR / "base")
+    expected = {k: tiny[k] for k in ("num_frames", "num_inference_steps", "guidance_scale", "fps")}
+    assert model_defaults(None) == expected
+    # the tiny base named by its folder, with settings of its own
+    base = tmp_path / "base"
+    shutil.copytree(TINY_MODEL_DIR / "base", base)
+    write_settings_file(base, dict(tiny, guidance_scale=2.5, num_frames=33))
+    got = model_defaults(base, TINY_MODEL_DIR / "stage2" / "controlnet")
+    assert got["guidance_scale"] == 2.5 and got["num_frames"] == 33 and got["fps"] == tiny["fps"]

@@ -129,3 +129,17 @@ def test_default_guidance_is_the_tiny_models_without_a_base_and_the_papers_with_
     assert [s["guidance_scale"] for s in got] == [TINY_GUIDANCE, DEFAULT_GUIDANCE, 3.5]
     assert TINY_GUIDANCE != DEFAULT_GUIDANCE
     assert [s["trajectory_guidance"] for s in got] == [1.0, 1.0, 2.0]  # off unless asked for
+
+def test_run_takes_the_models_recommended_settings(bench_set, tmp_path):
+    from magicmotion.pipelines import load_pipeline
+    from magicmotion.pipelines.loading import TINY_MODEL_DIR
+
+    pipe = load_pipeline(base=None, kind="box")
+    run_bench(bench_set, tmp_path / "tiny", pipeline=pipe, generate_fn=frozen, limit=1, progress=False)
+    settings = read_run(tmp_path / "tiny")["settings"]
+    assert settings["guidance_scale"] == 1.0 and settings["num_inference_steps"] == 25
+    assert settings["setting_sources"]["guidance_scale"] == str(TINY_MODEL_DIR / "base" / "magicmotion.json")
+    run_bench(bench_set, tmp_path / "given", pipeline=pipe, generate_fn=frozen, limit=1, progress=False,
+              guidance_scale=3.0)
+    settings = read_run(tmp_path / "given")["settings"]
+    assert settings["guidance_scale"] == 3.0 and settings["setting_sources"]["guidance_scale"] == "argument"

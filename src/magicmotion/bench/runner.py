@@ -84,7 +84,7 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
     model); kind: trajectory kind; control_scale: ControlNet conditioning scale (0: the floor);
     num_inference_steps, guidance_scale: default the model's recommended settings (its
     magicmotion.json, `magicmotion.pipelines.settings`: 25 and 1 for the shipped tiny model), the
-    paper's 50 and 6 for a custom generate_fn;
+    paper's 50 and 6 for a custom generate_fn with a base;
     trajectory_guidance: the pipelines' `trajectory_guidance_scale` (1: off);
     seed: the same seed for every clip; size: (W, H) of the output (default: the pipeline's choice from
     the clip's size); ground_truth: copy the benchmark's own videos instead (the ceiling);
@@ -109,7 +109,7 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
 
         if pipeline is not None:
             recommended = pipeline_settings(pipeline)
-        elif generate_fn is not None:
+        elif generate_fn is not None and base is not None:  # a custom generator names a model it runs
             recommended = ModelSettings({"guidance_scale": 6.0, "num_inference_steps": 50},
                                         {"guidance_scale": "paper", "num_inference_steps": "paper"})
         else:
