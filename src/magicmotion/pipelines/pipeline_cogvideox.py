@@ -55,7 +55,11 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
     # GPU through the denoising loop.
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds", "trajectory_latents"]
-    fps = 8  # CogVideoX's frame rate
+
+    @property
+    def fps(self) -> float:
+        """The frame rate to write videos at: the model's recommended (`pipeline_settings`)."""
+        return float(pipeline_settings(self)["fps"])
 
     def __init__(self, tokenizer, text_encoder, vae, transformer, controlnet, scheduler):
         super().__init__(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,

@@ -72,7 +72,11 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
     model_cpu_offload_seq = "text_encoder->image_encoder->transformer->vae"
     _optional_components = ["image_encoder", "image_processor"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds", "trajectory_latents"]
-    fps = 16  # Wan2.1's frame rate
+
+    @property
+    def fps(self) -> float:
+        """The frame rate to write videos at: the model's recommended (`pipeline_settings`)."""
+        return float(pipeline_settings(self)["fps"])
 
     def __init__(
         self,
