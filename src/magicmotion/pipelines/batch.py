@@ -144,7 +144,7 @@ def read_rows(csv_path: str | os.PathLike) -> list[Row]:
             if clash:
                 problem = f"output {out}: its {clash[0]} would overwrite an input"
         if problem is None:
-            key = out.resolve()
+            key = out.resolve().with_suffix("")  # the companions (NAME.json, NAME.preview.*) go by the stem
             if key in taken:
                 problem = f"output {out} is also the output of line {taken[key]}"
             else:
