@@ -6,9 +6,10 @@ resized, the sampler, VAE tiling). `generate`, `bench run`,
 the app and the Python API use them unless told otherwise, whichever way the model was named (no
 `--base`, the folder's path, or a hub id), and record where each value came from:
 
-    argument  >  ControlNet folder's magicmotion.json  >  base folder's magicmotion.json
-              >  ControlNet config (its trajectory palette; a checkpoint imported from the authors'
-                 release: the release's settings)  >  the base family's defaults
+    argument  >  ControlNet folder's magicmotion.json
+              >  ControlNet config (the trajectory palette it was trained with; a checkpoint imported
+                 from the authors' release: the release's settings)
+              >  base folder's magicmotion.json  >  the base family's defaults
 
 The family defaults are the paper's (guidance 6, 50 steps) with each base's own frame rate and size:
 Wan2.1 480P (about 832x480 pixels, 81 frames, 16 fps), CogVideoX-5B-I2V (its sample size, 49 frames,
@@ -163,15 +164,15 @@ def resolve_settings(family: str, base=None, controlnet=None, controlnet_config:
                 break
     elif controlnet is not None and isinstance(controlnet, (str, os.PathLike)) and Path(controlnet).is_file():
         s.update(read_settings_file(Path(controlnet).parent), str(Path(controlnet).parent / SETTINGS_FILE))
-    base_folder = _local_folder(base)
-    if base_folder is not None:
-        s.update(read_settings_file(base_folder), str(base_folder / SETTINGS_FILE))
     if controlnet_config:
         s.update({"trajectory_palette": controlnet_config.get("trajectory_palette")}, "ControlNet config")
         if str(controlnet_config.get("source") or "").startswith("MagicMotion release"):
             from ..models.convert import release_settings  # a released .pt used as it is
 
             s.update(release_settings(), "the authors' release (ControlNet config source)")
+    base_folder = _local_folder(base)
+    if base_folder is not None:
+        s.update(read_settings_file(base_folder), str(base_folder / SETTINGS_FILE))
     defaults = dict(FAMILY_DEFAULTS[family])
     if family == "cogvideox" and transformer_config:
         sw, sh = transformer_config.get("sample_width"), transformer_config.get("sample_height")

@@ -72,12 +72,34 @@ def check_output(out: str, suffixes: tuple[str, ...], folder_ok: bool) -> Path:
 # ---------------------------------------------------------------------------------------- commands
 
 
+def read_any(path, kind: str | None, palette: str | None, controlnet: str | None, base: str | None = None):
+    """A spec (.json), or rendered maps (a video or a folder of frames) read back into one.
+
+    Returns (trajectory, kind, palette): kind as given, else the maps' (box for a spec); palette as
+    given, else the model's (`--controlnet` / `--base`: the one it was trained with), else the maps'
+    own, else voc (the shipped tiny model's)."""
+    from . import load
+
+    model_palette = None
+    if palette is None and (controlnet is not None or base is not None):
+        from ..pipelines.loading import model_settings
+
+        model_palette = model_settings(base, controlnet, kind or "box")[1]["trajectory_palette"]
+    p = Path(path)
+    if p.suffix.lower() == ".json":
+        return load(p), kind or "box", palette or model_palette or "voc"
+    from .decode import decode_maps, load_maps
+
+    decoded = decode_maps(load_maps(p), source=str(p))
+    return decoded.trajectory, kind or decoded.kind, palette or model_palette or decoded.palette
+
+
 def render_command(args) -> int:
     from ..io import write_frames, write_preview, write_video
-    from . import load, render, sparsify
+    from . import render, sparsify
 
     out = check_output(args.out, RENDER_SUFFIXES, folder_ok=True)
-    traj = load(args.spec)
+    traj, args.kind, args.palette = read_any(args.spec, args.kind, args.palette, args.controlnet, args.base)
     if args.keys is not None or args.seed is not None:
         if args.kind == "mask":
             raise TrajectoryError("--keys and --seed make sparse key boxes: use --kind box or sparse_box")
@@ -133,10 +155,10 @@ def from_maps_command(args) -> int:
 
 def preview_command(args) -> int:
     from ..io import PREVIEW_SUFFIXES, read_image, read_video, write_preview
-    from . import load, preview_frames
+    from . import preview_frames
 
     out = check_output(args.out, PREVIEW_SUFFIXES, folder_ok=False)
-    traj = load(args.spec)
+    traj, args.kind, args.palette = read_any(args.spec, args.kind, args.palette, args.controlnet, args.base)
     if args.image is not None:
         image = read_image(args.image)
     else:
@@ -157,7 +179,9 @@ def register(subparsers) -> None:
 
     palette_help = ("colours and box outlines: voc (ours, the tiny model's) or release (the authors' "
                     "release's: supervision's palette at 50%% over black, cv2.rectangle outlines); "
-                    "default: voc")
+                    "default: the palette of --controlnet / --base, else the maps' own, else voc (the "
+                    "shipped tiny model's)")
+    model_help = "take the palette from this model (the one its ControlNet was trained with)"
     parser = subparsers.add_parser(
         "trajectory", help="render trajectory maps, read mask folders or maps, preview a trajectory",
         description="Trajectory specs (docs/trajectory-format.md): render them to trajectory maps, "
@@ -171,8 +195,8 @@ def register(subparsers) -> None:
         description="Render a trajectory spec to trajectory maps: black background, one palette "
                     "colour per object id; frame 0 of box and sparse_box is the filled mask.",
     )
-    p.add_argument("spec", help="trajectory spec (JSON)")
-    p.add_argument("--kind", choices=KINDS, default="box", help="map kind (default: box)")
+    p.add_argument("spec", help="trajectory spec (JSON), or maps (a video or a folder of frames) to re-render")
+    p.add_argument("--kind", choices=KINDS, default=None, help="map kind (default: box; for maps, theirs)")
     p.add_argument("--out", required=True,
                    help="X.mp4 (H.264), X.gif, or DIR/ (PNG frames 00000.png, ...)")
     p.add_argument("--size", type=parse_size, metavar="WxH",
@@ -182,7 +206,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int,
                    help="choose the key frames (and their number, without --keys) at random")
     p.add_argument("--fps", type=_positive_float, default=8.0, help="frame rate of mp4/gif (8)")
-    p.add_argument("--palette", choices=PALETTES, default="voc", help=palette_help)
+    p.add_argument("--palette", choices=PALETTES, default=None, help=palette_help)
+    p.add_argument("--controlnet", metavar="PATH", help=model_help)
+    p.add_argument("--base", metavar="PATH_OR_ID", help="with --controlnet: its base (default: the shipped tiny model)")
     p.set_defaults(func=render_command)
 
     p = sub.add_parser(
@@ -215,16 +241,18 @@ def register(subparsers) -> None:
         description="Draw the trajectory over the first frame repeated on every frame (or over a "
                     "video's frames): .png/.jpg/.webp -> contact sheet, .gif -> animation, .mp4.",
     )
-    p.add_argument("spec", help="trajectory spec (JSON)")
+    p.add_argument("spec", help="trajectory spec (JSON), or maps (a video or a folder of frames)")
     media = p.add_mutually_exclusive_group(required=True)
     media.add_argument("--image", help="the first frame")
     media.add_argument("--video", help="a video (or folder of frames) to draw over instead")
     p.add_argument("--out", required=True, help="overlay.png, overlay.gif or overlay.mp4")
-    p.add_argument("--kind", choices=KINDS, default="box", help="map kind (default: box)")
+    p.add_argument("--kind", choices=KINDS, default=None, help="map kind (default: box; for maps, theirs)")
     p.add_argument("--size", type=parse_size, metavar="WxH",
                    help="preview size (default: the spec's); image and trajectory are resized to "
                         "cover it and centre-cropped the same way")
     p.add_argument("--alpha", type=_alpha, default=0.6, help="opacity of the maps (0.6)")
     p.add_argument("--fps", type=_positive_float, default=8.0, help="frame rate of gif/mp4 (8)")
-    p.add_argument("--palette", choices=PALETTES, default="voc", help=palette_help)
+    p.add_argument("--palette", choices=PALETTES, default=None, help=palette_help)
+    p.add_argument("--controlnet", metavar="PATH", help=model_help)
+    p.add_argument("--base", metavar="PATH_OR_ID", help="with --controlnet: its base (default: the shipped tiny model)")
     p.set_defaults(func=preview_command)
