@@ -38,6 +38,11 @@ is not .mp4, one named by an earlier row, or one whose companion files would ove
 inputs, a row with too many or too few cells) make that row bad: it is reported by line and the other
 rows still run. A file that cannot be read at all (missing, not UTF-8, no header, unknown or missing
 columns) raises `ConfigError`.
+
+Processes: row i of the file goes to process i % N (`process_split`). On GPUs,
+`accelerate launch --num_processes N` (one GPU each: `process_device`); on CPUs,
+`torchrun --nproc_per_node N` (`accelerate launch --cpu` on one machine starts a single process, which
+then runs every row).
 """
 
 from __future__ import annotations
