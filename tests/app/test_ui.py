@@ -369,7 +369,8 @@ def test_settings_fields_start_at_the_models_recommended(tmp_path):
     from magicmotion.pipelines.settings import read_settings_file, write_settings_file
 
     tiny = read_settings_file(TINY_MODEL_DIR / "base")
-    expected = {k: tiny[k] for k in ("num_frames", "num_inference_steps", "guidance_scale", "fps")}
+    expected = {k: tiny[k] for k in ("num_frames", "num_inference_steps", "guidance_scale", "fps",
+                                     "trajectory_palette")}
     assert model_defaults(None) == expected
     # the tiny base named by its folder, with settings of its own
     base = tmp_path / "base"

@@ -128,7 +128,8 @@ def pipeline_generate_fn(base=None, controlnet=None) -> GenerateFn:
 
 def model_defaults(base=None, controlnet=None) -> dict:
     """The settings fields a model recommends (its magicmotion.json, `magicmotion.pipelines.settings`):
-    frames, steps, guidance and fps; REAL_MODEL_SETTINGS for a base whose configs cannot be read now."""
+    frames, steps, guidance and fps, and the trajectory palette its previews are drawn in;
+    REAL_MODEL_SETTINGS for a base whose configs cannot be read now."""
     from ..errors import MagicMotionError
     from ..pipelines.loading import model_settings
 
@@ -137,7 +138,7 @@ def model_defaults(base=None, controlnet=None) -> dict:
     except MagicMotionError:
         return REAL_MODEL_SETTINGS if base is not None else {}
     return {"num_frames": s["num_frames"], "num_inference_steps": s["num_inference_steps"],
-            "guidance_scale": s["guidance_scale"], "fps": s["fps"]}
+            "guidance_scale": s["guidance_scale"], "fps": s["fps"], "trajectory_palette": s["trajectory_palette"]}
 
 
 def as_segmenter(sam2) -> dr.Sam2Segmenter | None:
@@ -495,7 +496,8 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         settings = collect_settings(prompt, num_frames, steps, seed, guidance, control, trajectory_guidance,
                                     width, height, fps)
         d = run_dir()
-        gif = write_preview(d / "trajectory_preview.gif", state["image"], render(traj, kind), settings["fps"])
+        maps = render(traj, kind, palette=defaults.get("trajectory_palette", "voc"))
+        gif = write_preview(d / "trajectory_preview.gif", state["image"], maps, settings["fps"])
         spec = write_spec(d / "trajectory.json", state, traj, kind, timing, keys, settings)
         return str(gif), [str(spec), str(gif)]
 
