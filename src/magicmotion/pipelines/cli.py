@@ -43,13 +43,19 @@ def register(sub) -> None:
     p.add_argument("--controlnet", metavar="PATH",
                    help="Trajectory ControlNet: a folder saved by training, or a released .pt (default with no --base: "
                         "the tiny model's stage for --kind)")
-    p.add_argument("--image", required=True, metavar="PNG", help="first frame")
-    p.add_argument("--trajectory", required=True, metavar="SPEC",
+    p.add_argument("--image", metavar="PNG", help="first frame")
+    p.add_argument("--trajectory", metavar="SPEC",
                    help="trajectory spec (.json), or rendered trajectory maps (video or frame folder)")
     p.add_argument("--kind", default=None, metavar="KIND",
                    help="mask | box | sparse_box (default: box for a spec; for map videos, the kind they show)")
-    p.add_argument("--prompt", required=True, help="text prompt")
-    p.add_argument("--out", required=True, metavar="MP4", help="output video (.mp4)")
+    p.add_argument("--prompt", help="text prompt")
+    p.add_argument("--out", metavar="MP4", help="output video (.mp4)")
+    p.add_argument("--csv", metavar="FILE",
+                   help="many videos, one per row (instead of --image/--trajectory/--prompt/--out): our columns "
+                        "prompt,image,trajectory,out[,seed,control_scale,controlnet,kind] or the authors' release's "
+                        "validation_prompt,validation_images,validation_trajectory_maps,output_path,"
+                        "controlnet_weights,seed; rows whose video exists are skipped; under accelerate launch / "
+                        "torchrun the rows are split across processes (docs/generate.md)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt (default empty)")
     p.add_argument("--steps", type=int, default=None,
                    help="denoising steps (default: the model's recommended, e.g. 50; 25 for the shipped tiny model)")
@@ -156,15 +162,72 @@ def check_args(args) -> dict:
     return dict(size=out_size, traj=traj, settings=settings, fit=fit, redrawn=redrawn)
 
 
+SINGLE = ("image", "trajectory", "prompt", "out")
+
+
 def run_generate(args) -> int:
-    from .. import __version__
-    from .generate import generate, random_seed, write_outputs
     from .loading import load_pipeline
 
+    if args.csv is not None:
+        given = [f"--{k}" for k in SINGLE if getattr(args, k) is not None]
+        if given:
+            raise PipelineError(f"--csv takes its {', '.join(SINGLE)} from the file; drop {', '.join(given)}")
+        return run_csv_command(args)
+    missing = [f"--{k}" for k in SINGLE if getattr(args, k) is None]
+    if missing:
+        raise PipelineError(f"{', '.join(missing)} required (or --csv FILE)")
     checked = check_args(args)
-    settings = checked["settings"]
     pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
                          dtype=args.dtype, offload=args.offload)
+    return generate_one(args, checked, pipe)
+
+
+def run_csv_command(args) -> int:
+    """`generate --csv`: every row of the file through `generate_one`, the model loaded once per
+    (ControlNet, kind) in row order, rows split across processes under a launcher."""
+    import argparse
+    import dataclasses
+
+    from .batch import exit_code, make_row_generator, process_device, process_split, run_csv
+    from .loading import load_pipeline
+
+    index, count = process_split()
+    device = process_device() or args.device
+    checked_rows = {}
+
+    def load(key):
+        controlnet, kind = key
+        return load_pipeline(base=args.base, controlnet=controlnet, kind=kind, device=device, dtype=args.dtype,
+                             offload=args.offload)
+
+    def run_one(pipe, row):
+        row_args, checked = checked_rows.pop(row.line)
+        generate_one(row_args, checked, pipe)
+
+    generate_row = make_row_generator(load, run_one, key=lambda r: (r.controlnet or args.controlnet, r.kind))
+
+    def check_and_generate(row):
+        row_args = argparse.Namespace(**vars(args))
+        row_args.image, row_args.trajectory, row_args.prompt, row_args.out = (
+            str(row.image), str(row.trajectory), row.prompt, str(row.out))
+        row_args.kind = row.kind or args.kind
+        row_args.controlnet = row.controlnet or args.controlnet
+        row_args.seed = args.seed if row.seed is None else row.seed
+        row_args.control_scale = args.control_scale if row.control_scale is None else row.control_scale
+        checked = check_args(row_args)  # settles the kind of a map video
+        checked_rows[row.line] = (row_args, checked)
+        generate_row(dataclasses.replace(row, kind=row_args.kind))
+
+    summary = run_csv(args.csv, check_and_generate, process_index=index, num_processes=count)
+    return exit_code(summary)
+
+
+def generate_one(args, checked: dict, pipe) -> int:
+    """One video with a loaded pipeline, after `check_args`: generate, then write the video, its
+    previews and its settings JSON."""
+    from .. import __version__
+    from .generate import generate, random_seed, write_outputs
+
     # what the loaded model recommends, with the arguments given applied
     settings = pipe.model_settings.with_arguments(guidance_scale=args.guidance, num_inference_steps=args.steps,
                                                   size=list(checked["size"]) if args.size else None)
