@@ -119,9 +119,10 @@ def format_info(info: dict) -> str:
 
 from .curation.cli import add_curate_parser  # noqa: E402  (issue 8: curate, filter)
 from .filtering import add_filter_parser  # noqa: E402
+from .magicdata import add_import_parser  # noqa: E402  (issue 26: import-magicdata)
 
 # Subcommands of `magicmotion data`, in the order --help lists them; others append theirs here.
-SUBCOMMANDS = [_add_synth, _add_info, add_curate_parser, add_filter_parser]
+SUBCOMMANDS = [_add_synth, _add_info, add_curate_parser, add_filter_parser, add_import_parser]
 
 
 def register(subparsers) -> None:

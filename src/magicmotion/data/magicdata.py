@@ -1,0 +1,608 @@
+"""Import the authors' released MagicData into the dataset layout (docs/dataset-format.md).
+
+The release (apache-2.0) is a folder
+
+    ROOT/
+      MagicData.csv                          one row per video: its id and its caption
+      videos/<id>.mp4
+      masks/<id>/annotated_frame_00000.png   mask trajectory maps: filled silhouettes, one PNG a frame
+      boxs/<id>/annotated_frame_00000.png    box trajectory maps: outlined boxes, one PNG a frame
+
+and the maps are drawn, not labelled: objects are told apart by colour (supervision's default palette
+indexed by object id, at 50% over black: our `release` palette). `import_magicdata` reads every row,
+decodes each clip's maps into per-object masks (RLE) and boxes, checks the clip, and writes the video
+(a symbolic link, or a copy), the annotation and the index line. A clip that fails a check is skipped,
+named with the reason in DATASET/import.json, and the run goes on.
+
+Decoding (`decode_clip_maps`):
+
+1. colours: each pixel is black or the nearest palette colour, within a tolerance for resampling and
+   compression (`trajectory.decode`: a colour is an object where it covers a 3x3 block on some
+   frame of the mask maps; edge pixels blended with black or another colour go to the nearest object
+   core). Ids come from palette order (colour k of supervision's palette is object k, 1..21);
+2. masks: the pixels of an object's colour on each frame of masks/ (an empty mask where none);
+3. boxes: on each frame of boxs/, the object's outline is fitted by inverting how the release draws
+   it (`cv2.rectangle`, `decode.fit_box`), outlines drawn in id order (a higher id on top, as the
+   release draws its detections), so the later objects' pixels may hide parts of it; a filled
+   shape (the release draws frame 0 of box maps as a mask) gives its tight box; a frame with a mask
+   but no visible outline takes the mask's tight box. Every box must contain its mask.
+
+What the maps cannot say: where one object's colour covers another's, the covered pixels belong to the
+object on top, so the lower object's mask lacks them (its box, from boxs/, still spans it); an
+object hidden entirely on a frame of masks/ has an empty mask there; objects whose ids are 21 apart
+share a colour and read back as one object (the smaller id).
+
+Clips are decoded in this process or on Ray Data (`engine="ray"`), always written by this process
+in the CSV's order, so the finished dataset is the same byte for byte either way. Re-running resumes:
+clips already in the index are not decoded again. See docs/dataset-format.md, "Importing MagicData".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DatasetError, MagicMotionError, MediaError
+
+CSV_NAME = "MagicData.csv"
+IMPORT_JSON = "import.json"
+PALETTE = "release"
+FRAME_GLOB = "*.png"
+DEFAULT_TEST_FRACTION = 0.05
+ENGINES = ("local", "ray")
+
+# The release's CSV header is not documented where we could read it: these names are accepted, in
+# this order of preference (case-insensitive); any other header is refused with the columns it has.
+ID_COLUMNS = ("video_id", "videoid", "video", "id", "path", "video_path", "file_name", "name")
+CAPTION_COLUMNS = ("caption", "text", "prompt", "description")
+
+FOREIGN_MIN_PIXELS = 8   # this many pixels of a colour that is no palette colour (nor a blend): bad
+FOREIGN_TOL = 30         # RGB distance from every palette colour and blend beyond which it is foreign
+BOX_TOLERANCE = 1        # pixels a mask may reach past its box (resampled maps)
+
+REASONS = ("missing_video", "unreadable_video", "missing_masks", "missing_boxes", "frame_count",
+           "size", "unknown_colour", "box_mask", "bad_maps", "duplicate_id")
+
+
+class ClipSkipped(MagicMotionError):
+    """A clip that fails a check: `reason` is one of REASONS, the message says what and where."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------------------ CSV
+
+
+@dataclass
+class MagicDataRow:
+    """One row of MagicData.csv: `id` is the clip id in our dataset (the release's id made a safe file
+    name), `source_id` the release's id, `video` / `masks` / `boxes` the paths in the release."""
+
+    id: str
+    source_id: str
+    video: str
+    masks: str
+    boxes: str
+    caption: str
+    line: int = 0
+
+
+@dataclass
+class MagicDataCSV:
+    rows: list[MagicDataRow]
+    id_column: str
+    caption_column: str
+    header: list[str] = field(default_factory=list)
+
+
+def _pick(header: list[str], candidates, given: str | None, what: str, path: Path) -> str:
+    lower = {h.strip().lower(): h for h in header}
+    if given is not None:
+        if given.strip().lower() not in lower:
+            raise ConfigError(f"{path}: no column {given!r} for the {what} (columns: {', '.join(header)})")
+        return lower[given.strip().lower()]
+    for name in candidates:
+        if name in lower:
+            return lower[name]
+    raise ConfigError(
+        f"{path}: unknown header: no {what} column (looked for {', '.join(candidates)}; the file "
+        f"has {', '.join(repr(h) for h in header) or 'no header'}); name it with "
+        f"--{'id' if what == 'video id' else 'caption'}-column")
+
+
+def read_magicdata_csv(root: str | os.PathLike, csv_path: str | os.PathLike | None = None,
+                       id_column: str | None = None, caption_column: str | None = None
+                       ) -> MagicDataCSV:
+    """The rows of ROOT/MagicData.csv (or `csv_path`). The video id column is the first of ID_COLUMNS
+    in the header (or `id_column`), the caption column the first of CAPTION_COLUMNS (or
+    `caption_column`); a header with neither raises ConfigError listing its columns. A value may be an
+    id (`abc`), a file name (`abc.mp4`) or a path (`videos/abc.mp4`): the id is the file's stem."""
+    from .curation.ingest import safe_id
+
+    root = Path(root)
+    path = Path(csv_path) if csv_path else root / CSV_NAME
+    if not root.is_dir():
+        raise DatasetError(f"{root}: MagicData folder not found")
+    if not path.is_file():
+        raise DatasetError(f"{path}: not found (MagicData lists its videos and captions there)")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            id_col = _pick(header, ID_COLUMNS, id_column, "video id", path)
+            cap_col = _pick(header, CAPTION_COLUMNS, caption_column, "caption", path)
+            if id_col == cap_col:
+                raise ConfigError(f"{path}: the video id and the caption cannot both be column {id_col!r}")
+            raw = [(i, r) for i, r in enumerate(reader, start=2)]
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
+    except csv.Error as e:
+        raise DatasetError(f"{path}: malformed CSV ({e})") from None
+    taken: set[str] = set()
+    rows = []
+    for line, r in raw:
+        value = (r.get(id_col) or "").strip()
+        if not value:
+            raise DatasetError(f"{path}:{line}: empty {id_col!r}")
+        name = Path(value).name
+        source_id = name[:-4] if name.lower().endswith(".mp4") else name
+        video = root / value if (root / value).is_file() else root / "videos" / f"{source_id}.mp4"
+        rows.append(MagicDataRow(
+            id=safe_id(source_id, taken), source_id=source_id, video=str(video),
+            masks=str(root / "masks" / source_id), boxes=str(root / "boxs" / source_id),
+            caption=(r.get(cap_col) or "").strip(), line=line))
+    return MagicDataCSV(rows, id_col, cap_col, header)
+
+
+# -------------------------------------------------------------------------------------- reading
+
+
+def probe_video(path: str | os.PathLike) -> tuple[int, float, int, int]:
+    """(frames, fps, width, height) of a video, counting frames by decoding them. ClipSkipped for a
+    missing or unreadable video."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise ClipSkipped("missing_video", f"video {path} not found")
+    n = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ClipSkipped("unreadable_video", f"video {path}: no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or 8.0
+            w, h = stream.codec_context.width, stream.codec_context.height
+            for frame in container.decode(stream):
+                w, h = frame.width, frame.height
+                n += 1
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise ClipSkipped("unreadable_video", f"video {path}: unreadable ({e})") from None
+    if n == 0:
+        raise ClipSkipped("unreadable_video", f"video {path}: no frames")
+    return n, fps, int(w), int(h)
+
+
+def load_map_frames(folder: str | os.PathLike, reason: str) -> np.ndarray:
+    """The PNG frames of a map folder (sorted by name) as uint8 (T, H, W, 3). ClipSkipped(`reason`)
+    when the folder or its frames are missing or unreadable, or frames differ in size."""
+    from ..io import read_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ClipSkipped(reason, f"{folder}: folder not found")
+    files = sorted(folder.glob(FRAME_GLOB))
+    if not files:
+        raise ClipSkipped(reason, f"{folder}: no PNG frames")
+    frames = []
+    for p in files:
+        try:
+            frames.append(read_image(p))
+        except MediaError as e:
+            raise ClipSkipped(reason, str(e)) from None
+        if frames[-1].shape != frames[0].shape:
+            raise ClipSkipped("size", f"{p}: {frames[-1].shape[1]}x{frames[-1].shape[0]}, "
+                                      f"{files[0].name} is {frames[0].shape[1]}x{frames[0].shape[0]}")
+    return np.stack(frames)
+
+
+# ------------------------------------------------------------------------------------- decoding
+
+
+def _segments(colours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """End points (S, 3) of the blends a map can hold: black to each colour, colour to colour."""
+    pts = np.concatenate([np.zeros((1, 3)), colours.astype(np.float64)])
+    i, j = np.triu_indices(len(pts), k=1)
+    return pts[i], pts[j]
+
+
+def foreign_colours(maps: np.ndarray, colours: np.ndarray, where: str) -> None:
+    """Raise ClipSkipped("unknown_colour") when some frame holds at least FOREIGN_MIN_PIXELS pixels
+    whose colour is no palette colour and no blend of two (or of one and black)."""
+    from ..trajectory.decode import _bright, _nearest
+
+    a, b = _segments(colours)
+    ab = b - a
+    norm = np.maximum((ab * ab).sum(1), 1e-9)
+    for t, frame in enumerate(maps):
+        bright = _bright(frame)
+        if bright.sum() < FOREIGN_MIN_PIXELS:
+            continue
+        pixels = frame[bright]
+        _, d2 = _nearest(pixels, colours)
+        far = pixels[d2 > FOREIGN_TOL ** 2]
+        if len(far) < FOREIGN_MIN_PIXELS:
+            continue
+        values, counts = np.unique(far, axis=0, return_counts=True)
+        p = values.astype(np.float64)
+        u = np.clip(((p[:, None] - a[None]) * ab[None]).sum(-1) / norm[None], 0, 1)
+        dist = np.linalg.norm(p[:, None] - (a[None] + u[..., None] * ab[None]), axis=-1).min(1)
+        foreign = dist > FOREIGN_TOL
+        if counts[foreign].sum() >= FOREIGN_MIN_PIXELS:
+            top = values[foreign][counts[foreign].argmax()]
+            raise ClipSkipped(
+                "unknown_colour",
+                f"{where}: frame {t}: {int(counts[foreign].sum())} pixels of colours that are not in "
+                f"the {PALETTE} palette (mostly {tuple(int(v) for v in top)})")
+
+
+def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
+                     thickness: int | None = None) -> tuple["Trajectory", dict]:
+    """Mask maps and box maps of one clip (uint8 (T, H, W, 3) each, the release's palette) -> a
+    Trajectory with a mask of every object on every frame and its boxes, and counts of what was
+    inferred ({"boxes_from_masks": n}). ClipSkipped when the maps disagree or hold foreign colours."""
+    from ..trajectory import ObjectTrack, Trajectory, box_thickness, encode_mask, mask_box
+    from ..trajectory.decode import _distinct, _label_frame, _outline_state, _present_colours, fit_box
+    from ..errors import TrajectoryError
+
+    T, H, W = masks.shape[:3]
+    colours, ids = _distinct(PALETTE)
+    foreign_colours(masks, colours, f"{where} masks")
+    foreign_colours(boxes, colours, f"{where} boxes")
+    try:
+        present = _present_colours(masks, colours, erode=True, where=f"{where} masks")
+        in_boxes = _present_colours(boxes, colours, erode=False, where=f"{where} boxes")
+    except TrajectoryError as e:
+        raise ClipSkipped("unknown_colour", str(e)) from None
+    if len(present) == 0:
+        raise ClipSkipped("bad_maps", f"{where}: no object in the mask maps (every frame black)")
+    extra = sorted(int(ids[c]) for c in set(in_boxes.tolist()) - set(present.tolist()))
+    if extra:
+        raise ClipSkipped("bad_maps", f"{where}: the box maps show object(s) {extra} that the mask "
+                                      "maps never show")
+    present = present[np.argsort(ids[present])]
+    object_ids = ids[present]
+    own = colours[present]
+    mask_labels = np.stack([_label_frame(f, own) for f in masks])
+    box_labels = np.stack([_label_frame(f, own) for f in boxes])
+    thickness = thickness or box_thickness(W, H)
+
+    traj = Trajectory(width=W, height=H, num_frames=T, source=where)
+    inferred = 0
+    for k, oid in enumerate(object_ids):
+        obj = ObjectTrack(id=int(oid))
+        for t in range(T):
+            m = mask_labels[t] == k + 1
+            obj.masks[t] = encode_mask(m)
+            tight = mask_box(m)
+            b = box_labels[t] == k + 1
+            box = None
+            if b.any():
+                cover = box_labels[t] > k + 1  # outlines drawn later (higher ids) lie on top
+                fitted = fit_box(b, thickness, PALETTE, cover=cover)
+                state = _outline_state(b, fitted, thickness, PALETTE, cover)
+                box = mask_box(b) if state == "filled" else fitted
+            elif tight is not None:
+                box, inferred = tight, inferred + 1
+            if box is not None and tight is not None:
+                if (tight[:2] < box[:2] - BOX_TOLERANCE).any() or (tight[2:] > box[2:] + BOX_TOLERANCE).any():
+                    raise ClipSkipped(
+                        "box_mask", f"{where}: object {int(oid)} frame {t}: the mask spans "
+                        f"{tight.astype(int).tolist()}, outside its box {box.astype(int).tolist()} "
+                        "from the box maps")
+                box = np.concatenate([np.minimum(box[:2], tight[:2]), np.maximum(box[2:], tight[2:])])
+            if box is not None:
+                obj.boxes[t] = np.asarray(box, np.float64)
+        traj.objects.append(obj)
+    return traj.validate(), {"boxes_from_masks": inferred}
+
+
+# ------------------------------------------------------------------------------------ one clip
+
+
+def import_clip(row: dict, test_fraction: float = DEFAULT_TEST_FRACTION) -> dict:
+    """Read, decode and check one clip (a MagicDataRow as a dict). Returns {"id", "error", "reason",
+    "annotation" (JSON text), "record" (JSON text)}; a bad clip has error and reason set and the rest
+    empty. Never raises for bad data: it is what the local and the Ray engine run per clip."""
+    out = {"id": row["id"], "error": "", "reason": "", "annotation": "", "record": ""}
+    try:
+        annotation, record = _import_clip(row, test_fraction)
+    except ClipSkipped as e:
+        out.update(error=str(e), reason=e.reason)
+        return out
+    except MagicMotionError as e:
+        out.update(error=str(e), reason="bad_maps")
+        return out
+    out.update(annotation=annotation, record=record)
+    return out
+
+
+def _import_clip(row: dict, test_fraction: float) -> tuple[str, str]:
+    from ..trajectory import to_dict
+    from .curation.stages import split_of
+    from .dataset import ANNOTATIONS, VIDEOS, DatasetWriter, _check_record, _record_line
+
+    clip = row["id"]
+    n, fps, w, h = probe_video(row["video"])
+    masks = load_map_frames(row["masks"], "missing_masks")
+    boxes = load_map_frames(row["boxes"], "missing_boxes")
+    if not n == len(masks) == len(boxes):
+        raise ClipSkipped("frame_count", f"clip {clip}: the video has {n} frames, masks/ "
+                                         f"{len(masks)}, boxs/ {len(boxes)}")
+    sizes = {"video": (w, h), "masks": masks.shape[2:0:-1], "boxs": boxes.shape[2:0:-1]}
+    if len(set(sizes.values())) != 1:
+        what = ", ".join(f"{k} {a}x{b}" for k, (a, b) in sizes.items())
+        raise ClipSkipped("size", f"clip {clip}: sizes differ ({what})")
+    traj, counts = decode_clip_maps(masks, boxes, where=f"clip {clip}")
+    traj.caption, traj.source = row["caption"], ""
+    try:
+        DatasetWriter._check_clip(clip, np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (n, h, w, 3)),
+                                  traj)
+    except DatasetError as e:
+        raise ClipSkipped("bad_maps", str(e)) from None
+    record = {"id": clip, "video": f"{VIDEOS}/{clip}.mp4", "annotation": f"{ANNOTATIONS}/{clip}.json",
+              "caption": row["caption"], "num_frames": n, "fps": float(fps), "width": w, "height": h,
+              "num_objects": len(traj.objects), "split": split_of(row["source_id"], test_fraction),
+              "source": "magicdata", "source_id": row["source_id"],
+              "boxes_from_masks": counts["boxes_from_masks"]}
+    line = _record_line(record)
+    _check_record(json.loads(line), f"clip {clip}")
+    return json.dumps(to_dict(traj)), line.decode("ascii")
+
+
+# ------------------------------------------------------------------------------------- writing
+
+
+class _ImportWriter:
+    """Adds an imported clip to the dataset the way DatasetWriter.add does (temporary files, then,
+    under DATASET/.lock, renamed into place and the index line appended), with the video linked or
+    copied instead of re-encoded."""
+
+    def __init__(self, root: Path, copy: bool):
+        from .dataset import DatasetWriter
+
+        self.writer = DatasetWriter(root)
+        self.root, self.copy = root, copy
+
+    def ids(self) -> set[str]:
+        return self.writer.ids()
+
+    def add(self, clip_id: str, video: str, annotation: str, line: str) -> None:
+        from ..io import fsync_dir
+        from .dataset import ANNOTATIONS, VIDEOS, _DatasetLock, _fsync_file
+
+        w = self.writer
+        video_tmp = w._temp(VIDEOS, clip_id, ".mp4")
+        ann_tmp = w._temp(ANNOTATIONS, clip_id, ".json")
+        try:
+            if self.copy:
+                shutil.copyfile(video, video_tmp)
+                _fsync_file(video_tmp)
+            else:
+                video_tmp.unlink()
+                os.symlink(Path(video).resolve(), video_tmp)
+            with open(ann_tmp, "w") as f:
+                f.write(annotation)
+                f.flush()
+                os.fsync(f.fileno())
+            with w._thread_lock, _DatasetLock(self.root):
+                w._refresh()
+                if clip_id in w._ids:
+                    raise DatasetError(f"{self.root}: clip {clip_id} is already in the dataset")
+                os.replace(video_tmp, self.root / VIDEOS / f"{clip_id}.mp4")
+                os.replace(ann_tmp, self.root / ANNOTATIONS / f"{clip_id}.json")
+                fsync_dir(self.root / VIDEOS)
+                fsync_dir(self.root / ANNOTATIONS)
+                w._append(line.encode("ascii"))
+                w._ids.add(clip_id)
+        finally:
+            if video_tmp.is_symlink() or video_tmp.exists():
+                video_tmp.unlink()
+            ann_tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class ImportSummary:
+    """What an import run did (`done` now, `already` there before) and the dataset's state for this
+    CSV (`imported` in all, `skipped` with reasons), as written to DATASET/import.json."""
+
+    dataset: str
+    rows: int = 0
+    done: int = 0
+    already: int = 0
+    imported: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def by_reason(self) -> dict:
+        out: dict[str, int] = {}
+        for s in self.skipped:
+            out[s["reason"]] = out.get(s["reason"], 0) + 1
+        return dict(sorted(out.items()))
+
+    def format(self, max_named: int = 10) -> str:
+        rate = self.done / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"{self.dataset}: {self.imported} of {self.rows} clips imported ({self.done} now, "
+                 f"{rate:.2f} clips/s; {self.already} already there), {len(self.skipped)} skipped"
+                 + (f" ({', '.join(f'{k}: {v}' for k, v in self.by_reason().items())})"
+                    if self.skipped else "")]
+        for s in self.skipped[:max_named]:
+            lines.append(f"  skipped {s['id']} [{s['reason']}]: {s['detail']}")
+        if len(self.skipped) > max_named:
+            lines.append(f"  ... and {len(self.skipped) - max_named} more (see "
+                         f"{Path(self.dataset) / IMPORT_JSON})")
+        return "\n".join(lines)
+
+
+def _decode_local(rows: list[dict], test_fraction: float):
+    for row in rows:
+        yield import_clip(row, test_fraction)
+
+
+class _DecodeStage:
+    """Ray task: one clip's `import_clip`."""
+
+    def __init__(self, test_fraction: float):
+        self.test_fraction = test_fraction
+
+    def __call__(self, row: dict) -> dict:
+        return import_clip(dict(row), self.test_fraction)
+
+
+def _decode_ray(rows: list[dict], test_fraction: float, ray_address: str | None, workers: int | None):
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray Data: pip install 'ray[data]'") from None
+    if not ray.is_initialized():
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
+                 **({"num_cpus": workers} if workers and not ray_address else {}))
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # results in CSV order: the same dataset as local
+    ctx.enable_progress_bars = False
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+    ds = ds.map(_DecodeStage(test_fraction), **({"concurrency": workers} if workers else {}))
+    for out in ds.iter_rows():
+        yield dict(out)
+
+
+def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: str = "local",
+                     limit: int | None = None, copy: bool = False,
+                     test_fraction: float = DEFAULT_TEST_FRACTION, csv_path=None,
+                     id_column: str | None = None, caption_column: str | None = None,
+                     ray_address: str | None = None, workers: int | None = None,
+                     progress: bool = True) -> ImportSummary:
+    """Import the MagicData release at `root` into the dataset at `out` (created, or resumed: clips
+    already in its index are kept). `limit`: only the first N rows of the CSV. `copy`: copy the videos
+    (default: symbolic links to them). `test_fraction`: the share of videos in the `test` split, fixed
+    per video by a hash of its id. Writes DATASET/import.json and returns the summary. An unknown CSV
+    header raises ConfigError before anything is written; a bad clip is skipped and named."""
+    import time
+
+    from tqdm import tqdm
+
+    from ..io import atomic_path
+
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ConfigError(f"test fraction must be in [0, 1], got {test_fraction}")
+    if limit is not None and limit < 0:
+        raise ConfigError(f"--limit must be >= 0, got {limit}")
+    root, out = Path(root), Path(out)
+    table = read_magicdata_csv(root, csv_path, id_column, caption_column)
+    rows = table.rows[:limit] if limit is not None else table.rows
+    if out.resolve() == root.resolve():
+        raise ConfigError(f"{out}: write the dataset outside the MagicData folder {root}")
+    writer = _ImportWriter(out, copy)
+    summary = ImportSummary(dataset=str(out), rows=len(rows))
+    have = writer.ids()
+    skipped: dict[str, dict] = {}
+    seen: set[str] = set()
+    todo = []
+    for r in rows:
+        if r.source_id in seen:
+            skipped[r.id] = {"id": r.id, "reason": "duplicate_id",
+                             "detail": f"CSV line {r.line}: video {r.source_id} is listed again"}
+            continue
+        seen.add(r.source_id)
+        if r.id in have:
+            summary.already += 1
+        else:
+            todo.append(r.__dict__.copy())
+    start = time.perf_counter()
+    if todo:
+        results = (_decode_ray(todo, test_fraction, ray_address, workers) if engine == "ray"
+                   else _decode_local(todo, test_fraction))
+        videos = {r["id"]: r["video"] for r in todo}
+        with tqdm(total=len(todo), desc="import", unit="clip", disable=not progress) as bar:
+            for res in results:
+                if res["error"]:
+                    skipped[res["id"]] = {"id": res["id"], "reason": res["reason"],
+                                          "detail": res["error"]}
+                else:
+                    writer.add(res["id"], videos[res["id"]], res["annotation"], res["record"])
+                    summary.done += 1
+                bar.update(1)
+    summary.seconds = time.perf_counter() - start
+    index_ids = writer.ids()
+    summary.imported = sum(1 for r in rows if r.id in index_ids and r.id not in skipped)
+    order = {r.id: i for i, r in enumerate(rows)}
+    summary.skipped = sorted(skipped.values(), key=lambda s: order.get(s["id"], len(order)))
+    report = {
+        "source": str(root), "csv": str(Path(csv_path) if csv_path else root / CSV_NAME),
+        "columns": {"id": table.id_column, "caption": table.caption_column},
+        "palette": PALETTE, "videos": "copied" if copy else "linked", "test_fraction": test_fraction,
+        "rows": summary.rows, "imported": summary.imported, "skipped": len(summary.skipped),
+        "skipped_by_reason": summary.by_reason(), "skipped_clips": summary.skipped,
+    }
+    with atomic_path(out / IMPORT_JSON) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def add_import_parser(sub):
+    p = sub.add_parser(
+        "import-magicdata", help="import the released MagicData (videos, mask and box maps, CSV)",
+        description="Read ROOT/MagicData.csv, decode each video's mask maps (masks/<id>/) and box "
+                    "maps (boxs/<id>/) into per-object masks and boxes, check every clip, and write "
+                    "the dataset layout to --out. Bad clips are skipped and named in "
+                    "OUT/import.json; re-running resumes.")
+    p.add_argument("root", type=Path, help="the MagicData folder (huggingface-cli download ...)")
+    p.add_argument("--out", required=True, type=Path, help="dataset folder (created or resumed)")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="decode here (default) or on Ray Data (needs ray[data])")
+    p.add_argument("--limit", type=int, default=None, help="only the first N rows of the CSV")
+    p.add_argument("--copy", action="store_true",
+                   help="copy the videos (default: symbolic links to the release's files)")
+    p.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
+                   help=f"share of videos in the 'test' split, by a hash of the video id "
+                        f"(default {DEFAULT_TEST_FRACTION})")
+    p.add_argument("--csv", type=Path, default=None, help=f"the CSV (default ROOT/{CSV_NAME})")
+    p.add_argument("--id-column", default=None,
+                   help=f"CSV column of the video ids (default: the first of {', '.join(ID_COLUMNS)})")
+    p.add_argument("--caption-column", default=None,
+                   help=f"CSV column of the captions (default: the first of {', '.join(CAPTION_COLUMNS)})")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray: parallel decoding tasks (default: one per CPU)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster address (default: a running cluster or a new local one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_import_cli)
+    return p
+
+
+def _import_cli(args) -> int:
+    summary = import_magicdata(args.root, args.out, engine=args.engine, limit=args.limit,
+                               copy=args.copy, test_fraction=args.test_fraction, csv_path=args.csv,
+                               id_column=args.id_column, caption_column=args.caption_column,
+                               ray_address=args.ray_address, workers=args.workers,
+                               progress=not args.quiet)
+    print(summary.format())
+    return 0
+
+
+__all__ = ["CAPTION_COLUMNS", "ClipSkipped", "ID_COLUMNS", "ImportSummary", "MagicDataRow",
+           "add_import_parser", "decode_clip_maps", "import_clip", "import_magicdata",
+           "read_magicdata_csv"]
