@@ -8,9 +8,24 @@ from .palette import PALETTE, PALETTES, get_palette, palette_color, palette_ids,
 from .render import KINDS, box_thickness, draw_box, preview_frames, render
 from .spec import (ObjectTrack, Trajectory, decode_mask, encode_mask, from_dict, from_label_masks,
                    from_mask_frames, load, mask_box, rle_box, save, to_dict)
+from .tracks import PointTracks, load_tracks, tracks_to_trajectory, trajectory_from_tracks
+
+# from_video imports the curation models' modules: loaded on first use
+_FROM_VIDEO = ("fit_motion", "fit_to_image", "trajectory_from_video")
+
+
+def __getattr__(name):
+    if name in _FROM_VIDEO:
+        from . import from_video
+
+        return getattr(from_video, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "KINDS", "MAX_SPARSE_KEYS", "PALETTE", "PALETTES", "DecodedMaps", "ObjectTrack", "Trajectory",
+    "KINDS", "MAX_SPARSE_KEYS", "PALETTE", "PALETTES", "DecodedMaps", "ObjectTrack", "PointTracks",
+    "Trajectory", "fit_motion", "fit_to_image", "load_tracks", "tracks_to_trajectory",
+    "trajectory_from_tracks", "trajectory_from_video",
     "box_thickness", "decode_mask", "decode_maps", "draw_box", "encode_mask", "fit_transform",
     "from_dict", "from_label_masks", "from_mask_frames", "from_maps", "get_palette",
     "interpolate_boxes", "load", "load_maps", "mask_box", "masks_to_boxes", "palette_color",

@@ -1,6 +1,6 @@
-"""`magicmotion trajectory render | from-masks | from-maps | preview`: thin wrappers over the
-trajectory layer and `magicmotion.io`. Bad input raises MagicMotionError (one line, exit 2) before
-any output is written."""
+"""`magicmotion trajectory render | from-masks | from-maps | preview` (from-video and from-points:
+motion_cli.py): thin wrappers over the trajectory layer and `magicmotion.io`. Bad input raises
+MagicMotionError (one line, exit 2) before any output is written."""
 
 from __future__ import annotations
 
@@ -256,3 +256,7 @@ def register(subparsers) -> None:
     p.add_argument("--controlnet", metavar="PATH", help=model_help)
     p.add_argument("--base", metavar="PATH_OR_ID", help="with --controlnet: its base (default: the shipped tiny model)")
     p.set_defaults(func=preview_command)
+
+    from .motion_cli import register as register_motion
+
+    register_motion(sub)  # from-video, from-points
