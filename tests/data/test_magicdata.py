@@ -329,3 +329,35 @@ def test_ray_gives_the_same_dataset_byte_for_byte(replica, tmp_path):
     assert s.imported == len(sources)
     for name in ["index.jsonl", "import.json"] + [f"annotations/{v}.json" for v in sources]:
         assert (local / name).read_bytes() == (on_ray / name).read_bytes(), name
+
+
+# ------------------------------------------------------------- curation: a caption per scene
+
+
+def test_each_scene_gets_its_own_caption(tmp_path):
+    from magicmotion.data.curation import IngestConfig, SourceRow, plan_source
+    from magicmotion.data.curation.ingest import clip_caption, read_scene_captions
+
+    world = SyntheticWorld(size=SIZE, num_frames=20, pan_prob=0.0)
+    a, _ = world.render(world.sample_scene(np.random.default_rng(1)))
+    b, _ = world.render(world.sample_scene(np.random.default_rng(2)))
+    video = tmp_path / "two.mp4"
+    write_video(video, np.concatenate([a, b]), fps=8.0)  # a cut at frame 20 = 2.5 s
+    source = SourceRow(id="two", path=str(video), caption="a red star and a dog", objects=None)
+    cfg = IngestConfig(clip_frames=8, frame_step=2, min_scene_frames=4)
+    plan = plan_source(source, cfg)
+    assert [c.caption for c in plan.clips] == ["a red star and a dog"] * 2
+    assert plan.inherited == [c.id for c in plan.clips]  # no captions file: inherited
+    (tmp_path / "two.captions.json").write_text(json.dumps([
+        {"start": 0, "end": 2.5, "caption": "a red star"},
+        {"start": "00:00:02.5", "end": "00:00:05", "caption": "a dog"}]))
+    plan = plan_source(source, cfg)
+    assert [(c.start_frame, c.caption) for c in plan.clips] == [(0, "a red star"), (20, "a dog")]
+    assert plan.inherited == []
+    # a clip no segment covers by half keeps the video's caption and is said to inherit it
+    caps = read_scene_captions(video)
+    assert clip_caption(caps, 4.0, 6.0, "video") == ("a dog", False)
+    assert clip_caption(caps, 4.6, 6.6, "video") == ("video", True)
+    (tmp_path / "two.captions.json").write_text(json.dumps([{"start": 3, "end": 1, "caption": "x"}]))
+    with pytest.raises(ConfigError, match=r"two.captions.json: entry 0: needs 0 <= start < end"):
+        plan_source(source, cfg)

@@ -6,6 +6,12 @@ A folder input takes every video file in it (sorted by name); a video's caption 
 `<stem>.txt` beside it, or `<stem>.json` with {"caption": ..., "objects": [...]}. A CSV needs a header
 with `video` and `caption` columns (optional `objects`, "a; b" or a JSON list, and `id`); JSONL lines
 are objects with the same keys. Relative video paths are relative to the list file's folder.
+
+Captions per scene: a timestamped captions file beside a video, `<stem>.captions.json` (a JSON list
+of {"start": s, "end": s, "caption": ...}, times in seconds or "HH:MM:SS.mmm"), gives each planned
+clip the caption of the segment that overlaps it most (at least half the clip). A clip with no such
+segment, or a video with no captions file, inherits the video's single caption; `SourcePlan.inherited`
+lists those clips, so a caption that names objects of another scene can be told apart.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import csv
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -246,36 +252,120 @@ def scenes_from_cuts(num_frames: int, cuts: list[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+# ----------------------------------------------------------------------------- scene captions
+
+CAPTIONS_SUFFIX = ".captions.json"
+
+
+@dataclass
+class SceneCaption:
+    """A caption for the part of a video from `start` to `end` seconds."""
+
+    start: float
+    end: float
+    caption: str
+
+
+def _seconds(value, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parts = [float(p) for p in value.strip().split(":")]
+        except ValueError:
+            parts = []
+        if 1 <= len(parts) <= 3:
+            total = 0.0
+            for p in parts:
+                total = total * 60 + p
+            return total
+    raise ConfigError(f"{where}: a time must be seconds or HH:MM:SS.mmm, got {value!r}")
+
+
+def captions_path(video: str | os.PathLike) -> Path:
+    """Where a video's timestamped captions are looked for: `<stem>.captions.json` beside it."""
+    video = Path(video)
+    return video.with_name(video.stem + CAPTIONS_SUFFIX)
+
+
+def read_scene_captions(video: str | os.PathLike) -> list[SceneCaption] | None:
+    """The timestamped captions of a video (see the module docstring), sorted by start; None when it
+    has no captions file. A malformed file raises ConfigError naming it and the entry."""
+    path = captions_path(video)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: malformed JSON ({e})") from None
+    if isinstance(data, dict):
+        data = data.get("captions", data.get("scenes"))
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: expected a list of {{\"start\", \"end\", \"caption\"}}")
+    out = []
+    for i, item in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(item, dict) or not isinstance(item.get("caption"), str):
+            raise ConfigError(f"{where}: needs \"start\", \"end\" and a text \"caption\"")
+        start, end = _seconds(item.get("start"), where), _seconds(item.get("end"), where)
+        if not end > start >= 0:
+            raise ConfigError(f"{where}: needs 0 <= start < end, got {start} .. {end}")
+        out.append(SceneCaption(start, end, item["caption"].strip()))
+    return sorted(out, key=lambda c: (c.start, c.end))
+
+
+def clip_caption(captions: list[SceneCaption] | None, start: float, end: float,
+                 fallback: str) -> tuple[str, bool]:
+    """The caption of the clip from `start` to `end` seconds: that of the segment overlapping it most
+    when the overlap is at least half the clip, else `fallback` (the video's caption). Returns
+    (caption, inherited)."""
+    best, overlap = None, 0.0
+    for c in captions or []:
+        o = min(end, c.end) - max(start, c.start)
+        if o > overlap:
+            best, overlap = c, o
+    if best is not None and overlap >= 0.5 * (end - start):
+        return best.caption, False
+    return fallback, True
+
+
 @dataclass
 class SourcePlan:
     """The clips planned from one source video, and what decided them: the video's number of frames
-    and the length of its longest scene (no clip when that is shorter than IngestConfig.span)."""
+    and the length of its longest scene (no clip when that is shorter than IngestConfig.span), and
+    the ids of the clips whose caption is the video's own (`inherited`: no per-scene caption)."""
 
     clips: list[ClipRow]
     num_frames: int
     longest_scene: int
+    inherited: list[str] = field(default_factory=list)
 
 
 def plan_source(source: SourceRow, cfg: IngestConfig) -> SourcePlan:
     """Scene-detect a source video and cut clips of cfg.clip_frames frames (every frame_step-th
     source frame) inside each scene, back to back from the scene's start. Raises MediaError for a
     video that cannot be decoded."""
+    captions = read_scene_captions(source.path)
     n, fps, cuts, pts = scan_video(source.path, cfg)
     scenes = scenes_from_cuts(n, cuts)
-    clips = []
+    clips, inherited = [], []
     for start, end in scenes:
         k = 0
         s = start
         while s + cfg.span <= end:
             if cfg.max_clips_per_scene is not None and k >= cfg.max_clips_per_scene:
                 break
+            caption, from_video = clip_caption(captions, s / fps, (s + cfg.span) / fps,
+                                               source.caption)
             clips.append(ClipRow(
                 id=f"{source.id}-f{s:06d}", source=source.id, path=source.path, start_frame=s,
                 start_pts=pts[s], num_frames=cfg.clip_frames, frame_step=cfg.frame_step,
-                fps=fps / cfg.frame_step, caption=source.caption, given_objects=source.objects))
+                fps=fps / cfg.frame_step, caption=caption, given_objects=source.objects))
+            if from_video:
+                inherited.append(clips[-1].id)
             s += cfg.span
             k += 1
-    return SourcePlan(clips, n, max(b - a for a, b in scenes))
+    return SourcePlan(clips, n, max(b - a for a, b in scenes), inherited)
 
 
 def plan_clips(source: SourceRow, cfg: IngestConfig) -> list[ClipRow]:
