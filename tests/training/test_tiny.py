@@ -141,6 +141,7 @@ def test_stage_configs_chain_and_match_the_shipped_model(tmp_path):
     (work / "data" / "stages").mkdir(parents=True)
     for stage in ("stage1", "stage2"):  # what stages 2 and 3 start from: here the shipped stages
         (work / stage).symlink_to(TINY_MODEL_DIR / stage)
+    (work / "base").symlink_to(TINY_MODEL_DIR / "base")  # a config's base must exist when it loads
     cfg = {name: tiny.stage_config(name, work) for name in tiny.STAGES + tiny.ABLATIONS}
     assert [cfg[s].condition for s in tiny.STAGES] == ["mask", "box", "sparse_box"]
     assert cfg["stage1"].init_from is None
