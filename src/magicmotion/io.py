@@ -97,14 +97,17 @@ def fsync_tree(folder: str | os.PathLike) -> None:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file -> uint8 (H, W, 3) RGB."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file -> uint8 (H, W, 3) RGB. Sizes beyond docs/limits.md are refused from the
+    header, before decoding."""
+    from PIL import UnidentifiedImageError
+
+    from .limits import open_image
 
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: image not found")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise MediaError(f"{path}: unreadable image ({e})") from None
@@ -138,8 +141,11 @@ def _pil_format(path: Path) -> str:
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """A video file -> (uint8 (T, H, W, 3) RGB frames, fps). Reads a folder of PNG/JPG frames too
-    (sorted by name, fps 8). `max_frames`: read at most that many frames from the start."""
+    (sorted by name, fps 8). `max_frames`: read at most that many frames from the start (at most
+    MAX_FRAMES in any case). Frame sizes beyond docs/limits.md are refused before decoding."""
     import av
+
+    from .limits import MAX_FRAMES, check_video_stream
 
     path = Path(path)
     if max_frames is not None and max_frames < 1:
@@ -148,7 +154,10 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         if not files:
             raise MediaError(f"{path}: no frames (PNG/JPG) in folder")
-        files = files[:max_frames] if max_frames else files
+        if len(files) > (max_frames or MAX_FRAMES):
+            if not max_frames:
+                raise MediaError(f"{path}: {len(files)} frames, beyond the limit of {MAX_FRAMES} (docs/limits.md)")
+            files = files[:max_frames]
         frames = [read_image(p) for p in files]
         if any(f.shape != frames[0].shape for f in frames):
             bad = next(p for p, f in zip(files, frames) if f.shape != frames[0].shape)
@@ -162,14 +171,17 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
             if not container.streams.video:
                 raise MediaError(f"{path}: no video stream")
             stream = container.streams.video[0]
+            check_video_stream(path, stream)
             fps = float(stream.average_rate or stream.guessed_rate or 8.0)
             for frame in container.decode(stream):
+                if not max_frames and len(frames) >= MAX_FRAMES:
+                    raise MediaError(f"{path}: more than {MAX_FRAMES} frames, beyond the limit (docs/limits.md)")
                 frames.append(frame.to_ndarray(format="rgb24"))
                 if max_frames and len(frames) >= max_frames:
                     break
     except MediaError:
         raise
-    except (av.error.FFmpegError, OSError, ValueError) as e:
+    except (av.error.FFmpegError, OSError, ValueError, MemoryError) as e:
         raise MediaError(f"{path}: unreadable video ({e})") from None
     if not frames:
         raise MediaError(f"{path}: video has no frames")
@@ -183,8 +195,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8.0, c
 
     path = Path(path)
     frames = _check_frames(path, frames)
-    if not fps > 0:
-        raise MediaError(f"{path}: fps must be positive, got {fps}")
+    if not 0 < fps <= 1000:
+        raise MediaError(f"{path}: fps must be positive (at most 1000), got {fps}")
     _, h, w, _ = frames.shape
     pad_h, pad_w = h % 2, w % 2
     if pad_h or pad_w:

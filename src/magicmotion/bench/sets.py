@@ -285,8 +285,10 @@ def _read_label_png(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, bool
     most 1% in each side (seen in real data, 853 vs 854 wide) is resized with nearest neighbour."""
     from PIL import Image
 
+    from ..limits import open_image
+
     try:
-        with Image.open(path) as im:
+        with open_image(path, BenchError, "annotation") as im:
             if im.mode not in ("P", "L", "I", "I;16", "1"):
                 raise BenchError(f"{path}: mode {im.mode}: expected a palette PNG (value = object id)")
             resized = im.size != tuple(size)

@@ -464,12 +464,17 @@ def synthesize(out: str | os.PathLike, clips: int, frames: int = 17, size: tuple
     from ..trajectory import from_label_masks
     from .dataset import DatasetWriter
 
+    from ..limits import MAX_FPS, check_frames, check_int, check_number, check_seed, check_size
+
+    # every argument first: a bad one leaves nothing on disk
     if seed < 0:
         raise DatasetError(f"--seed must be >= 0, got {seed}")
-    if clips < 0:
-        raise DatasetError(f"--clips must be >= 0, got {clips}")
-    if not 0.0 <= test_fraction <= 1.0:
-        raise DatasetError(f"--test-fraction must be in [0, 1], got {test_fraction}")
+    check_seed(seed, "--seed", error=DatasetError)
+    check_int(clips, "--clips", lo=0, hi=10**7, error=DatasetError)
+    check_number(test_fraction, "--test-fraction", lo=0.0, hi=1.0, error=DatasetError)
+    check_number(fps, "--fps", lo=1e-3, hi=MAX_FPS, error=DatasetError)
+    check_frames(frames, name="--frames", error=DatasetError)
+    check_size(*size, error=DatasetError, what="--size")
     world = world or SyntheticWorld(size=size, num_frames=frames, max_objects=max_objects,
                                     pan_prob=pan_prob)
     writer = DatasetWriter(out)

@@ -18,6 +18,7 @@ The three stages and the two ablations of the paper are config changes only:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..hub import looks_like_path
+from ..limits import MAX_FRAMES, SEED_RANGE, check_size
 
 MODELS = ("wan", "cogvideox")
 CONDITIONS = ("mask", "box", "sparse_box")
@@ -32,6 +34,8 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SAMPLING = ("shifted_uniform", "logit_normal", "uniform")
 LOSS_WEIGHTING = ("none", "inverse_noise")
 LR_SCHEDULES = ("constant", "linear", "cosine")
+MAX_INT = 2**53  # integer fields beyond this are typos (and float(x) would no longer be exact)
+MAX_STEPS = 10**9
 
 
 @dataclass
@@ -242,35 +246,45 @@ def _coerce(value: Any, default: Any, type_text: str, source: str, key: str):
             if not isinstance(value, (list, tuple)) or len(value) != len(default):
                 raise ValueError
             item = float if "float" in kind else int
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+                raise ValueError
             out = tuple(item(v) for v in value)
-            if item is int and any(float(v) != int(v) for v in value):
+            if item is int and any(float(v) != int(v) or abs(v) > MAX_INT for v in value):
                 raise ValueError
             return out
         if kind == "bool":
             if not isinstance(value, bool):
                 raise ValueError
             return value
-        if kind == "int":
-            if isinstance(value, bool) or float(value) != int(float(value)):
+        if kind == "int":  # integers only (1e3 is one), finite and within MAX_INT
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(float(value)):
+                raise ValueError
+            if abs(int(float(value))) > MAX_INT:
                 raise ValueError
             return int(float(value))
-        if kind == "float":
-            if isinstance(value, bool):
+        if kind == "float":  # finite: .nan / .inf are refused here, not found as NaN weights later
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)) or not math.isfinite(float(value)):
                 raise ValueError
             return float(value)
         if kind == "str":
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError
             return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {key} must be {_describe(kind, default)}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{source}: {key} must be {_describe(kind, default)}, got {_short(value)}") from None
     return value
 
 
 def _describe(kind: str, default) -> str:
     if kind.startswith("tuple"):
-        return f"a list of {len(default)} numbers"
-    return {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}.get(kind, kind)
+        return f"a list of {len(default)} finite numbers"
+    return {"bool": "true or false", "int": f"an integer (at most {MAX_INT} in size)", "float": "a finite number",
+            "str": "a string"}.get(kind, kind)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _apply_override(data: dict, item: str, source: str) -> None:
@@ -338,10 +352,14 @@ def check_config(config: TrainConfig, files: bool = True) -> None:
     if config.init_head and not config.init_from:
         bad("init_head", "is true but init_from is null: there is no previous head to start from")
 
-    if d.num_frames < 1 or (d.num_frames - 1) % 4:
-        bad("data.num_frames", f"must be 4k + 1 (1, 5, 9, ..., 49, 81), got {d.num_frames}")
+    for key, seed in (("seed", config.seed), ("validation.seed", config.validation.seed)):
+        if not 0 <= seed < SEED_RANGE:
+            bad(key, f"must be in 0..2^32-1, got {seed}")
+    if d.num_frames < 1 or (d.num_frames - 1) % 4 or d.num_frames > MAX_FRAMES:
+        bad("data.num_frames", f"must be 4k + 1 (1, 5, 9, ..., 49, 81) up to {MAX_FRAMES}, got {d.num_frames}")
     if any(v <= 0 or v % 16 for v in d.size):
         bad("data.size", f"must be [W, H], both multiples of 16, got {list(d.size)}")
+    check_size(*d.size, src, ConfigError, "data.size")
     if d.sampling not in ("random", "start", "center"):
         bad("data.sampling", f"must be random, start or center, got {d.sampling!r}")
     if d.stride < 1:
@@ -371,6 +389,13 @@ def check_config(config: TrainConfig, files: bool = True) -> None:
     for key in ("max_steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
         if getattr(loop, key) < 1:
             bad(f"loop.{key}", f"must be at least 1, got {getattr(loop, key)}")
+    for key, value, most in (("loop.max_steps", loop.max_steps, MAX_STEPS), ("loop.batch_size", loop.batch_size, 4096),
+                             ("loop.grad_accum", loop.grad_accum, 4096), ("data.stride", d.stride, MAX_FRAMES),
+                             ("validation.num_inference_steps", config.validation.num_inference_steps, 1000)):
+        if value > most:
+            bad(key, f"must be at most {most}, got {value}")
+    if not 0 < o.lr <= 1:
+        bad("optim.lr", f"must be in (0, 1], got {o.lr}")
     if loop.cpu_threads is not None and loop.cpu_threads < 1:
         bad("loop.cpu_threads", f"must be null or at least 1, got {loop.cpu_threads}")
     for key in ("save_every", "validate_every"):

@@ -28,7 +28,7 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
 
@@ -98,8 +98,13 @@ def render_command(args) -> int:
     from ..io import write_frames, write_preview, write_video
     from . import render, sparsify
 
+    from ..limits import check_size, check_video_size
+
     out = check_output(args.out, RENDER_SUFFIXES, folder_ok=True)
+    if args.size is not None:
+        check_size(*args.size, error=TrajectoryError, what="--size")
     traj, args.kind, args.palette = read_any(args.spec, args.kind, args.palette, args.controlnet, args.base)
+    check_video_size(*(args.size or traj.size), traj.num_frames, str(args.spec), TrajectoryError)
     if args.keys is not None or args.seed is not None:
         if args.kind == "mask":
             raise TrajectoryError("--keys and --seed make sparse key boxes: use --kind box or sparse_box")
@@ -157,8 +162,13 @@ def preview_command(args) -> int:
     from ..io import PREVIEW_SUFFIXES, read_image, read_video, write_preview
     from . import preview_frames
 
+    from ..limits import check_size, check_video_size
+
     out = check_output(args.out, PREVIEW_SUFFIXES, folder_ok=False)
+    if args.size is not None:
+        check_size(*args.size, error=TrajectoryError, what="--size")
     traj, args.kind, args.palette = read_any(args.spec, args.kind, args.palette, args.controlnet, args.base)
+    check_video_size(*(args.size or traj.size), traj.num_frames, str(args.spec), TrajectoryError)
     if args.image is not None:
         image = read_image(args.image)
     else:

@@ -23,6 +23,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..errors import TrajectoryError
+from ..limits import (MAX_COORD, MAX_FRAMES, MAX_OBJECTS, check_number, check_size, check_video_size, open_image,
+                      read_json)
 
 SPEC_VERSION = 1
 
@@ -167,6 +169,7 @@ class Trajectory:
         where = self.where()
         for name in ("width", "height", "num_frames"):
             _check_positive_int(getattr(self, name), name, where)
+        _check_limits(self.width, self.height, self.num_frames, len(self.objects), where)
         if not self.objects:
             raise TrajectoryError(f"{where}: no objects")
         seen = set()
@@ -206,26 +209,45 @@ class Trajectory:
 
 def _check_positive_int(value, name: str, where: str) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise TrajectoryError(f"{where}: '{name}' must be a positive integer, got {value!r}")
+        raise TrajectoryError(f"{where}: '{name}' must be a positive integer, got {_short(value)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_limits(width: int, height: int, num_frames: int, objects: int, where: str) -> None:
+    """Size, frames and objects within docs/limits.md, before anything of that size is allocated."""
+    check_size(width, height, where, TrajectoryError)
+    if num_frames > MAX_FRAMES:
+        raise TrajectoryError(f"{where}: 'num_frames' {_short(num_frames)} is beyond the limit of {MAX_FRAMES} "
+                              "(docs/limits.md)")
+    if objects > MAX_OBJECTS:
+        raise TrajectoryError(f"{where}: {objects} objects, beyond the limit of {MAX_OBJECTS} (docs/limits.md)")
+    check_video_size(width, height, num_frames, where, TrajectoryError)
+
+
+_FRAME_KEY = re.compile(r"-?[0-9]{1,12}")
 
 
 def _parse_frame(key, where: str, object_id) -> int:
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return int(key)
-    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+    if isinstance(key, str) and _FRAME_KEY.fullmatch(key.strip()):  # ASCII digits only: not "²", "--1"
         return int(key)
-    raise TrajectoryError(f"{where}: object {object_id}: key frame {key!r} is not an integer")
+    raise TrajectoryError(f"{where}: object {object_id}: key frame {_short(key)} is not an integer")
 
 
 def _read_mask_png(path: Path, where: str, object_id, frame: int) -> np.ndarray:
     """A mask image -> bool (H, W): non-zero = object (for colour images any channel non-zero, and
     where there is an alpha channel, also not transparent)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     if not path.is_file():
         raise TrajectoryError(f"{where}: object {object_id} frame {frame}: mask file {path} not found")
     try:
-        with Image.open(path) as im:
+        with open_image(path, TrajectoryError, "mask") as im:
             if im.mode in ("RGBA", "LA", "PA"):
                 im = im.convert("RGBA")
                 arr = np.array(im)
@@ -250,15 +272,17 @@ def _parse_mask(value, base_dir: Path, where: str, object_id, frame: int) -> dic
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
         )
         if not ok_size:
-            raise TrajectoryError(f"{where}: object {object_id} frame {frame}: bad RLE size {size!r}")
+            raise TrajectoryError(f"{where}: object {object_id} frame {frame}: bad RLE size {_short(size)}")
+        check_size(size[1], size[0], f"{where}: object {object_id} frame {frame}", TrajectoryError, "RLE size")
+        pixels = size[0] * size[1]
         ok_counts = isinstance(counts, str) or (
-            isinstance(counts, list)
-            and all(isinstance(c, int) and not isinstance(c, bool) for c in counts)
+            isinstance(counts, list) and len(counts) <= pixels + 1
+            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= pixels for c in counts)
         )
         if not ok_counts:
             raise TrajectoryError(
                 f"{where}: object {object_id} frame {frame}: bad RLE: 'counts' must be a string "
-                "(compressed) or a list of integers"
+                "(compressed) or a list of integers in 0..h*w"
             )
         try:
             if isinstance(counts, str):
@@ -296,6 +320,7 @@ def from_dict(data: dict, base_dir: str | Path = ".", source: str = "") -> Traje
         raise TrajectoryError(f"{where}: 'objects' must be a list")
     if not objects_data:
         raise TrajectoryError(f"{where}: no objects")
+    _check_limits(data["width"], data["height"], data["num_frames"], len(objects_data), where)
     traj = Trajectory(
         width=data["width"], height=data["height"], num_frames=data["num_frames"],
         caption=str(data.get("caption", "")), source=source,
@@ -314,6 +339,9 @@ def from_dict(data: dict, base_dir: str | Path = ".", source: str = "") -> Traje
             if not (isinstance(box, (list, tuple)) and len(box) == 4
                     and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
                 raise TrajectoryError(f"{where}: object {oid} frame {t}: a box must be [x0, y0, x1, y1]")
+            for v in box:
+                check_number(v, "a box coordinate", f"{where}: object {oid} frame {t}", -MAX_COORD, MAX_COORD,
+                             TrajectoryError)
             obj.boxes[t] = np.asarray(box, dtype=np.float64)
         for key, value in masks.items():
             t = _parse_frame(key, where, oid)
@@ -325,14 +353,7 @@ def from_dict(data: dict, base_dir: str | Path = ".", source: str = "") -> Traje
 def load(path: str | os.PathLike) -> Trajectory:
     """Read a JSON trajectory spec (mask paths relative to the spec's folder)."""
     path = Path(path)
-    if not path.is_file():
-        raise TrajectoryError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise TrajectoryError(f"{path}: malformed JSON ({e})") from None
-    except UnicodeDecodeError:
-        raise TrajectoryError(f"{path}: not a text file") from None
+    data = read_json(path, TrajectoryError, "spec")
     return from_dict(data, base_dir=path.parent, source=str(path))
 
 
@@ -432,12 +453,12 @@ def mask_box(mask: np.ndarray) -> np.ndarray | None:
 def _read_label_png(path: Path) -> np.ndarray:
     """A label PNG -> int64 (H, W) object ids: palette or grey PNGs give the index / grey value; RGB
     PNGs (such as rendered `mask` maps) are read back through the fixed palette."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     from .palette import PALETTE
 
     try:
-        with Image.open(path) as im:
+        with open_image(path, TrajectoryError, "mask PNG") as im:
             mode = im.mode
             if mode in ("RGB", "RGBA"):
                 arr = np.array(im.convert("RGB"))
