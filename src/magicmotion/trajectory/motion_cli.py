@@ -43,6 +43,14 @@ def _progress_bar(desc: str):
     return bar, update
 
 
+def _quiet_loading() -> None:
+    """No "Loading weights" bars from transformers: the command shows its own per-frame progress, and
+    an error stays one line."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _fit_target(args):
     """--fit-to / --fit-box read and checked before any model runs: (image or None, boxes or None)."""
     from ..io import read_image
@@ -96,6 +104,7 @@ def from_video_command(args) -> int:
     frames, phrases, _ = prepare(args.video, args.objects, args.points, args.boxes, args.frame, args.start,
                                  args.num_frames, args.frame_step)
     image, boxes = _fit_target(args)
+    _quiet_loading()
     loaded = {}
 
     def grounder():
@@ -145,6 +154,7 @@ def from_points_command(args) -> int:
     traj = trajectory_from_tracks(args.tracks, size, padding=args.padding, min_size=args.min_size, **kwargs)
 
     def grounder():
+        _quiet_loading()
         return load_grounder(args.grounding, args.device, args.box_threshold, args.text_threshold)
 
     _write(_fit(traj, args, image, boxes, grounder), out, args)
