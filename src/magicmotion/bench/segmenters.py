@@ -318,6 +318,9 @@ class Sam2Segmenter(Segmenter):
         else:
             try:
                 where = str(resolve_pretrained(model, "SAM 2 model"))
+                from ..models.allowed import check_transformers_folder
+
+                check_transformers_folder(where, "SAM 2 model")  # no code from the folder (auto_map)
             except ModelError as e:  # a missing folder, or a hub id out of reach and not cached
                 raise BenchError(f"cannot load SAM 2 from {e}. Pass --sam2 a local folder with a Sam2VideoModel "
                                  "or use --segmenter classic") from None

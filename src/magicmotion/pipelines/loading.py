@@ -76,12 +76,17 @@ def resolve_device(device) -> str:
 
 def base_config(base: str | os.PathLike) -> dict[str, Any]:
     """The base's `model_index.json` (local folder, the hub, or the hub's local cache when offline)."""
+    from ..limits import read_json
+    from ..models.allowed import check_model_index
+
     where = resolve_pretrained(base, "base model", file="model_index.json")
     if isinstance(where, str):  # a hub id, the hub reachable
         from diffusers import DiffusionPipeline
 
         try:
-            return dict(DiffusionPipeline.load_config(where))
+            return check_model_index(dict(DiffusionPipeline.load_config(where)), base)
+        except ModelError:
+            raise
         except Exception as e:  # noqa: BLE001 - any hub / network failure is a model error here
             raise ModelError(f"{base}: cannot fetch the base model's model_index.json ({e})") from None
     path = where
@@ -90,10 +95,8 @@ def base_config(base: str | os.PathLike) -> dict[str, Any]:
     index = path / "model_index.json"
     if not index.is_file():
         raise ModelError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
-    try:
-        return json.loads(index.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"{index}: unreadable ({e})") from None
+    # the libraries and classes it names are checked before anything is imported from them
+    return check_model_index(read_json(index, ModelError, "model_index.json"), path)
 
 
 def detect_model(base: str | os.PathLike, config: dict | None = None) -> str:
@@ -364,6 +367,10 @@ def model_settings(base=None, controlnet=None, kind: str | None = None):
     if controlnet is not None and not isinstance(controlnet, (str, os.PathLike)):
         cn_cfg = dict(controlnet.config) if hasattr(controlnet, "config") else None
         controlnet = None
+    elif controlnet is not None and Path(controlnet).is_file():  # a released .pt: imported on load
+        from ..models.convert import release_name
+
+        cn_cfg = {"trajectory_palette": "release", "source": f"MagicMotion release {release_name(controlnet)}"}
     elif controlnet is not None:
         p = Path(controlnet)
         for cfg in (p / "config.json", p / "controlnet" / "config.json"):

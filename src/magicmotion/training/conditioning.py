@@ -106,18 +106,20 @@ def load_base_components(base: str, names: tuple[str, ...], dtype: torch.dtype =
 
 def _model_index(base: str) -> dict:
     """model_index.json of a local pipeline folder (read directly) or a hub id."""
-    import json
     from pathlib import Path
 
+    from ..limits import read_json
+    from ..models.allowed import check_model_index
+
     path = Path(base) / "model_index.json"
-    try:
+    try:  # the libraries and classes it names are checked before anything is imported from them
         if path.is_file():
-            return json.loads(path.read_text())
+            return check_model_index(read_json(path, ModelError, "model_index.json"), base)
         if Path(base).exists():
             raise ModelError(f"{base}: no model_index.json (not a diffusers pipeline folder)")
         from diffusers import DiffusionPipeline
 
-        return dict(DiffusionPipeline.load_config(base))
+        return check_model_index(dict(DiffusionPipeline.load_config(base)), base)
     except (OSError, EnvironmentError, ValueError) as e:
         raise ModelError(f"{base}: not a diffusers pipeline folder or hub id ({e})") from None
 

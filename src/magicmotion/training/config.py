@@ -445,6 +445,9 @@ def init_weights(config: TrainConfig) -> tuple[Path, Path | None]:
                     f"{src}: init_head is true but {previous}'s output {folder} has no segment_head/ "
                     f"(was it trained with segment_head: true?)"
                 )
+            _check_classes(folder / "controlnet", "ControlNet")
+            if config.init_head:
+                _check_classes(head, "segment head")
             return folder / "controlnet", (head if config.init_head else None)
     sibling = Path(src).parent / f"stage{config.stage - 1}.yaml"
     how = f" (`magicmotion train --config {sibling}`)" if config.stage > 1 and sibling.is_file() else ""
@@ -452,6 +455,15 @@ def init_weights(config: TrainConfig) -> tuple[Path, Path | None]:
         f"{src}: init_from: {previous}'s output is missing: no ControlNet at {root / 'final' / 'controlnet'} "
         f"(train {previous} first{how}, or set init_from: null to start from the base)"
     )
+
+
+def _check_classes(folder: Path, what: str) -> None:
+    """A weights folder's config.json names a class we load (models/allowed.py)."""
+    from ..errors import ModelError
+    from ..limits import read_json
+    from ..models.allowed import check_model_config
+
+    check_model_config(read_json(folder / "config.json", ModelError, "model config"), folder, what)
 
 
 def _plain(value):

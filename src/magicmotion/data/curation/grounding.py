@@ -76,6 +76,9 @@ class GroundingDinoGrounder:
         from ...hub import resolve_pretrained
 
         where = str(resolve_pretrained(name, "Grounding DINO model"))
+        from ...models.allowed import check_transformers_folder
+
+        check_transformers_folder(where, "Grounding DINO model")  # no code from the folder (auto_map)
         try:
             processor = GroundingDinoProcessor.from_pretrained(where)
             model = GroundingDinoForObjectDetection.from_pretrained(where)

@@ -132,6 +132,9 @@ class LanguageModelObjects:
         if dtype is None:
             dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
         where = str(resolve_pretrained(name, "language model"))
+        from ...models.allowed import check_transformers_folder
+
+        check_transformers_folder(where, "language model")  # no code from the folder (auto_map)
         try:
             tokenizer = AutoTokenizer.from_pretrained(where)
             model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)

@@ -47,6 +47,9 @@ class Sam2Tracker:
         from ...hub import resolve_pretrained
 
         where = str(resolve_pretrained(name, "SAM 2 video model"))
+        from ...models.allowed import check_transformers_folder
+
+        check_transformers_folder(where, "SAM 2 video model")  # no code from the folder (auto_map)
         try:
             model = Sam2VideoModel.from_pretrained(where)
         except (OSError, ValueError) as e:
