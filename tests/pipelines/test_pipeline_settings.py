@@ -275,3 +275,12 @@ def test_the_release_folder_and_its_conversion_bring_the_releases_settings(model
     cond, *_ = pipe.prepare_trajectory(np.zeros((39, 40, 3), np.uint8), make_trajectory(32), "box",
                                        height=32, width=32)
     assert cond.image.shape == (32, 32, 3) and cond.fit is not None and "stretched" in cond.fit
+
+
+def test_settings_of_a_released_pt_are_known_before_it_loads(models_dir, tmp_path):
+    ckpts = fake_release(models_dir, tmp_path)
+    for controlnet in (ckpts, ckpts / "stage2" / "box.pt"):
+        _, s, _ = model_settings(models_dir / "cog", controlnet, "box")
+        assert (s["trajectory_palette"], s["map_encoding"], s["resize"]) == ("release", "sample", "stretch")
+    pipe = MagicMotionCogVideoXPipeline.from_pretrained(models_dir / "cog", controlnet=ckpts / "stage1" / "mask.pt")
+    assert type(pipe.scheduler).__name__ == "CogVideoXDPMScheduler" and pipe.vae.use_tiling

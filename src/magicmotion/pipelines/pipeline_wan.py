@@ -127,6 +127,9 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
             "wan", base=pretrained_model_name_or_path, controlnet=controlnet_source,
             controlnet_config=dict(pipe.controlnet.config) if pipe.controlnet is not None else None,
             transformer_config=dict(pipe.transformer.config))
+        from .loading import apply_sampling_settings
+
+        apply_sampling_settings(pipe)  # the sampler and VAE tiling the settings ask for
         return pipe
 
     # ------------------------------------------------------------------------------------ steps
