@@ -35,6 +35,7 @@ from ..errors import MagicMotionError, MediaError, TrajectoryError
 from ..pipelines.loading import DEFAULT_GUIDANCE, TINY_GUIDANCE
 from ..trajectory import KINDS, MAX_SPARSE_KEYS, render, resize_crop
 from . import drawing as dr
+from . import motion as mo
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def describe(state: dict) -> str:
 
 def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | None = None,
               settings: dict | None = None, output_dir: str | os.PathLike | None = None,
-              examples_dirs: list[Path] | None = None):
+              examples_dirs: list[Path] | None = None, motion_models: mo.MotionModels | None = None):
     """The Gradio app.
 
     Args:
@@ -245,6 +246,8 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         settings: defaults for the settings fields (keys of DEFAULT_SETTINGS).
         output_dir: where results are written (default: a new temporary folder).
         examples_dirs: folders with example first frames (default `repo_examples_dirs()`).
+        motion_models: Grounding DINO and SAM 2 video for "take the motion from a video" (default: the
+            curation pipeline's, loaded on first use).
     Returns:
         gr.Blocks (call `.launch()`).
     """
@@ -259,6 +262,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
     out_root = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="magicmotion-app-"))
     out_root.mkdir(parents=True, exist_ok=True)
     examples = find_examples(examples_dirs)
+    motion_models = motion_models or mo.MotionModels()
     runs = {"n": 0}
 
     def run_dir() -> Path:
@@ -344,6 +348,37 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         state, updates = load_spec_into(state, file if isinstance(file, str) else file.name)
         gr.Info(f"loaded {len(state['objects'])} object(s) from the spec")
         return (state, *views(state), *updates)
+
+    def use_motion(state: dict, traj, what: str):
+        """A motion from elsewhere replaces the drawing (shown as its frame-0 masks and box paths) until
+        a new first frame, example or spec is loaded."""
+        _, objects, _ = dr.objects_from_spec(dr.to_dict(traj), source=what)
+        state = {"image": state["image"], "objects": objects, "current": objects[0].id,
+                 "next_id": max(o.id for o in objects) + 1, "motion": traj}
+        frames = max(5, min(81, (traj.num_frames - 1) // 4 * 4 + 1))
+        gr.Info(f"{what}: the motion of {len(objects)} object(s), {traj.num_frames} frames; Preview and "
+                "Generate use it (kind mask keeps the whole motion)")
+        return (state, *views(state), gr.update(value="mask" if all(
+            len(o.masks) == traj.num_frames for o in traj.objects) else "box"), gr.update(value=frames))
+
+    @shows_errors
+    def on_take_motion(video, objects_text, state, progress=gr.Progress()):
+        if state["image"] is None:
+            raise MediaError("upload the first frame to put the motion on first")
+        drawn = [o.bounding_box() for o in state["objects"] if o.mask is not None and o.mask.any()]
+        traj = mo.motion_from_video(video if isinstance(video, (str, type(None))) else video.name,
+                                    objects_text, state["image"], motion_models, fit_boxes=drawn or None,
+                                    progress=lambda f, done, total: progress(done / total, desc="SAM 2"))
+        return use_motion(state, traj, "reference video")
+
+    @shows_errors
+    def on_load_tracks(file, state):
+        if state["image"] is None:
+            raise MediaError("upload the first frame the tracks belong to first")
+        if file is None:
+            raise TrajectoryError("no tracks file")
+        traj = mo.motion_from_tracks(file if isinstance(file, str) else file.name, state["image"])
+        return use_motion(state, traj, "point tracks")
 
     @shows_errors
     def on_click(mode, point_label, state, evt: gr.SelectData):
@@ -454,6 +489,8 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         num_frames = int(num_frames)
         if num_frames < 2 or (num_frames - 1) % 4:
             raise TrajectoryError(f"frames must be 4k + 1 (5, 9, 13, ...), got {num_frames}")
+        if state.get("motion") is not None:  # taken from a video or point tracks
+            return mo.motion_trajectory(state["motion"], num_frames, kind, keys, caption=(prompt or "").strip())
         h, w = state["image"].shape[:2]
         keys = [int(k) for k in keys or []] if kind == "sparse_box" else None
         if keys and len(keys) > MAX_SPARSE_KEYS:
@@ -550,6 +587,14 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
                     example_btn = gr.Button("Use example", size="sm", scale=1, elem_id="use-example")
                 load_spec = gr.UploadButton("Load spec JSON", file_types=[".json"], size="sm",
                                             elem_id="load-spec")
+                with gr.Accordion("Take the motion from a video or point tracks", open=False):
+                    motion_video = gr.File(label="Reference video", file_types=["video"], elem_id="motion-video")
+                    motion_objects = gr.Textbox(label="Objects to copy", placeholder="e.g. horse. child.",
+                                                elem_id="motion-objects")
+                    motion_btn = gr.Button("Take their motion (placed on the drawn boxes, else found by name)",
+                                           size="sm", elem_id="take-motion")
+                    load_tracks = gr.UploadButton("Load point tracks (.json, .npy, .npz)", size="sm",
+                                                  file_types=[".json", ".npy", ".npz"], elem_id="load-tracks")
                 gr.Markdown("### Objects")
                 objects = gr.Dropdown(choices=[], label="Selected object", elem_id="objects")
                 name = gr.Textbox(label="Name", placeholder="e.g. dog (Enter renames the selected object)",
@@ -625,6 +670,8 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         example_btn.click(on_example, [example, state], [state, upload, canvas, objects, summary, *spec_fields])
         load_spec.upload(on_load_spec, [load_spec, state], [*drawing_out, *spec_fields])
         canvas.select(on_click, [mode, point_label, state], drawing_out)
+        motion_btn.click(on_take_motion, [motion_video, motion_objects, state], [*drawing_out, kind, num_frames])
+        load_tracks.upload(on_load_tracks, [load_tracks, state], [*drawing_out, kind, num_frames])
         add_btn.click(on_add, [name, state], [*drawing_out, name])
         rename_btn.click(on_rename, [name, state], drawing_out)
         name.submit(on_rename, [name, state], drawing_out)
