@@ -29,5 +29,10 @@ class PipelineError(MagicMotionError):
     """Inputs to generation that do not fit the pipeline (size, frames, kind)."""
 
 
+class TrainingError(MagicMotionError):
+    """A training run that cannot go on: a non-finite loss or gradient, an output folder in use or
+    already finished, no intact checkpoint to resume from."""
+
+
 class BenchError(MagicMotionError):
     """A benchmark set, run or metric input that is missing or inconsistent."""

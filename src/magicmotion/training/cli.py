@@ -16,6 +16,9 @@ def register(sub) -> None:
     train.add_argument("--config", metavar="YAML", help="training config, e.g. configs/wan-1.3b/stage1.yaml")
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint in output_dir (start fresh if there is none)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start over in an output_dir that holds an earlier run (its checkpoints, final/, "
+                       "log.csv are removed)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value (dotted key or unique leaf name, e.g. --set optim.lr=1e-4 "
                        "--set max_steps=10); repeatable")
@@ -52,7 +55,7 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     from .trainer import train
 
-    result = train(config, resume=args.resume, progress=not args.no_progress)
+    result = train(config, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     print(f"trained {result.step} steps; weights in {result.final_dir}")
     return 0
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, TrainingError
 from ..io import fsync_dir, fsync_tree
 from .conditioning import base_inputs, drop_image_condition, flow_shift_of
 from .config import TrainConfig, init_weights, save_config
@@ -262,6 +262,74 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_files(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file in a checkpoint folder but state.json."""
+    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "state.json"}
+
+
+def verify_checkpoint(folder: Path) -> str | None:
+    """None when the checkpoint is intact (state.json readable, every file it lists present with its
+    sha256), else why not, naming the file."""
+    from ..limits import read_json
+
+    try:
+        info = read_json(folder / "state.json", TrainingError, "checkpoint state")
+    except TrainingError as e:
+        return str(e)
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), int) for k in ("step", "micro_step", "samples")):
+        return f"{folder / 'state.json'}: not a checkpoint state"
+    files = info.get("files")
+    if files is None:  # written before checksums: nothing to compare
+        return None
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path}: missing"
+        if _sha256(path) != digest:
+            return f"{path}: damaged (checksum differs)"
+    return None
+
+
+def intact_checkpoint(output_dir: str | os.PathLike, log=print) -> Path | None:
+    """The newest checkpoint that verifies; damaged ones are skipped, saying which and why. When
+    there are checkpoints but none is intact: TrainingError naming the broken file."""
+    found = list_checkpoints(output_dir)
+    problems = []
+    for folder in reversed(found):
+        problem = verify_checkpoint(folder)
+        if problem is None:
+            return folder
+        problems.append(problem)
+        log(f"skipping checkpoint {folder.name}: {problem}")
+    if problems:
+        raise TrainingError(f"no intact checkpoint to resume from: {problems[0]}")
+    return None
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"magicmotion: {message}", file=sys.stderr)
+
+
+def check_finite_weights(module, what: str) -> None:
+    """Never save NaN or inf weights."""
+    for name, p in module.named_parameters():
+        if not torch.isfinite(p.detach()).all():
+            raise TrainingError(f"{what}: parameter {name} is not finite; nothing saved")
+
+
 def _uses_accelerate_state(accelerator) -> bool:
     """FSDP and DeepSpeed shard weights / optimizer states: let accelerate write those."""
     from accelerate.utils import DistributedType
@@ -328,6 +396,7 @@ def save_checkpoint(accelerator, module, optimizer, lr_scheduler, state: TrainSt
     """
     final = checkpoint_dir(output_dir, state.step)
     tmp = final.parent / f".{final.name}.tmp"
+    check_finite_weights(module, f"checkpoint at step {state.step}")
     if accelerator.is_main_process:
         final.parent.mkdir(parents=True, exist_ok=True)
         for stale in final.parent.glob(".step-*.tmp"):
@@ -346,7 +415,8 @@ def save_checkpoint(accelerator, module, optimizer, lr_scheduler, state: TrainSt
     torch.save(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        info = dict(state.to_dict(), num_processes=accelerator.num_processes, config=config.to_dict())
+        info = dict(state.to_dict(), num_processes=accelerator.num_processes, config=config.to_dict(),
+                    files=checkpoint_files(tmp))  # verified on resume
         with open(tmp / "state.json", "w") as f:
             json.dump(info, f, indent=1)
         fsync_tree(tmp)
@@ -402,6 +472,7 @@ def save_final(accelerator, module, output_dir: Path, config: TrainConfig, state
     """OUTPUT_DIR/final/{controlnet, segment_head, config.yaml, training.json}, replaced atomically."""
     final = Path(output_dir) / "final"
     tmp = final.parent / ".final.tmp"
+    check_finite_weights(module, f"final weights at step {state.step}")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -600,23 +671,73 @@ class Validator:
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True,
-          callback: Callable[[int, dict], None] | None = None) -> TrainResult:
+          callback: Callable[[int, dict], None] | None = None, overwrite: bool = False) -> TrainResult:
     """Train one stage as `config` says (see the module docstring). Returns a TrainResult.
 
-    `resume=True` continues from the newest complete checkpoint in `output_dir` (or starts fresh when
-    there is none); without it an `output_dir` holding checkpoints is refused. `callback(step, row)`
-    runs after every optimiser step (and its checkpoint), on the main process.
+    `resume=True` continues from the newest intact checkpoint in `output_dir` (damaged ones are
+    skipped, saying why; or starts fresh when there is none). Without it an `output_dir` holding a
+    run (checkpoints, final/, log.csv) is refused, unless `overwrite=True` removes that run first.
+    A non-finite loss or gradient norm stops training (TrainingError naming the step); non-finite
+    weights are never saved. A run that fails before its first checkpoint leaves no output folder
+    behind. `callback(step, row)` runs after every optimiser step (and its checkpoint), on the main
+    process.
     """
+    output_dir = Path(config.output_dir)
+    created = not output_dir.exists()
     threads = torch.get_num_threads()
     if config.loop.cpu_threads:
         torch.set_num_threads(config.loop.cpu_threads)
     try:
-        return _train(config, resume, progress, callback)
+        return _train(config, resume, progress, callback, overwrite)
+    except BaseException:
+        if created and output_dir.is_dir() and not list_checkpoints(output_dir) \
+                and not (output_dir / "final").exists():
+            shutil.rmtree(output_dir, ignore_errors=True)  # nothing worth keeping was written
+        raise
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(config: TrainConfig, resume: bool, progress: bool, callback) -> TrainResult:
+def check_output_dir(config: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """An output_dir that is a file, or holds a run while neither `resume` nor `overwrite` is given,
+    is refused; with `overwrite` the earlier run's outputs are removed."""
+    output_dir = Path(config.output_dir)
+    src = config.source or "<config>"
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: pick one")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"{src}: output_dir {output_dir} is a file, expected a folder")
+    if resume or not output_dir.is_dir():
+        return
+    runs = [n for n in RUN_OUTPUTS if (output_dir / n).exists()]
+    if not runs:
+        return
+    if not overwrite:
+        what = ("checkpoints" if list_checkpoints(output_dir) else
+                "a finished run" if (output_dir / "final").exists() else "an earlier run")
+        raise ConfigError(f"{src}: output_dir {output_dir} already holds {what}: pass --resume to continue that "
+                          f"run, --overwrite to start over, or choose another output_dir (found {', '.join(runs)})")
+    for name in runs:
+        path = output_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+RUN_OUTPUTS = ("checkpoints", "final", "log.csv", "validation", "tensorboard", "config.yaml")
+
+
+def _stop_if_not_finite(accelerator, value, what: str, step: int, config: TrainConfig) -> None:
+    """TrainingError on every process when `value` is NaN or inf on any of them."""
+    value = torch.as_tensor(value).detach().float()
+    bad = torch.tensor([0.0 if torch.isfinite(value).all() else 1.0], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    if bad.item():
+        raise TrainingError(f"{config.source or 'training'}: step {step}: the {what} is not finite "
+                            f"({float(value.reshape(-1)[0]) if value.numel() else 'nan'}); stopped before updating "
+                            "the weights: lower optim.lr, check the data, or resume from the last checkpoint")
+
+
+def _train(config: TrainConfig, resume: bool, progress: bool, callback, overwrite: bool = False) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
@@ -628,10 +749,8 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback) -> Train
     if config.data.precomputed:  # before any model loads
         PrecomputedIndex.read(config.data.precomputed).check_fits(config)
     output_dir = Path(config.output_dir)
-    checkpoint = latest_checkpoint(output_dir) if resume else None
-    if not resume and list_checkpoints(output_dir):
-        raise ConfigError(f"{config.source}: output_dir {output_dir} already holds checkpoints: pass --resume "
-                          "to continue that run, or choose another output_dir")
+    check_output_dir(config, resume, overwrite)
+    checkpoint = intact_checkpoint(output_dir, log=_warn) if resume else None
     output_dir.mkdir(parents=True, exist_ok=True)
 
     accelerator = Accelerator(
@@ -715,9 +834,12 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback) -> Train
                 batch = _to_device(batch, accelerator.device)
                 generator = step_generator(config.seed, state.micro_step, accelerator.process_index)
                 terms = objective(modules, batch, generator)
+                _stop_if_not_finite(accelerator, terms["loss"], "loss", state.step + 1, config)
                 accelerator.backward(terms["loss"])
                 if accelerator.sync_gradients and optim.max_grad_norm > 0:
                     grad_norm = accelerator.clip_grad_norm_(modules.parameters(), optim.max_grad_norm)
+                    if grad_norm is not None:
+                        _stop_if_not_finite(accelerator, grad_norm, "gradient norm", state.step + 1, config)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
