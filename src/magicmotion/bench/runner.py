@@ -155,6 +155,7 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
 
                         pipeline = load_pipeline(base=base, controlnet=controlnet, kind=kind,
                                                  device=device, dtype=dtype, offload=offload)
+                        pipeline.set_progress_bar_config(leave=False)  # the steps bar goes, the clips bar stays
                     generate = generate_fn or pipeline_generator(
                         pipeline, kind=kind, control_scale=control_scale,
                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
