@@ -301,11 +301,7 @@ def load_pipeline(
         pipe = cls.from_pretrained(str(base), controlnet=controlnet, dtype=dtypes)
     except (OSError, ValueError, TypeError) as e:
         raise ModelError(f"{base}: cannot load the base model ({e})") from None
-    # the recommended settings of the base and of the ControlNet as named (folder or file)
-    pipe.model_settings = resolve_settings(model, base=base, controlnet=controlnet_source,
-                                           controlnet_config=dict(controlnet.config),
-                                           transformer_config=dict(pipe.transformer.config))
-    apply_sampling_settings(pipe)
+    attach_settings(pipe, model, base, controlnet_source)  # of the base and the ControlNet as named
 
     if vae_tiling:
         pipe.vae.enable_tiling()
@@ -330,6 +326,18 @@ def local_controlnet_for_kind(controlnet, kind: str | None):
     from ..models.convert import resolve_controlnet_for_kind
 
     return resolve_controlnet_for_kind(controlnet, kind or "box")
+
+
+def attach_settings(pipe, family: str, base, controlnet=None):
+    """Give a loaded pipeline its recommended settings (`pipe.model_settings`: the base and ControlNet
+    as named, folder or file, and the ControlNet's config) and apply the sampler and VAE tiling they
+    ask for. Returns the pipeline."""
+    pipe.model_settings = resolve_settings(
+        family, base=base, controlnet=controlnet,
+        controlnet_config=dict(pipe.controlnet.config) if pipe.controlnet is not None else None,
+        transformer_config=dict(pipe.transformer.config))
+    apply_sampling_settings(pipe)
+    return pipe
 
 
 def apply_sampling_settings(pipe) -> None:
@@ -394,6 +402,6 @@ def model_settings(base=None, controlnet=None, kind: str | None = None):
 __all__ = [
     "DEFAULT_GUIDANCE", "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_GUIDANCE", "TINY_MODEL_DIR", "base_config",
     "default_guidance", "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "model_settings",
-    "apply_sampling_settings", "resolve_device",
+    "apply_sampling_settings", "attach_settings", "resolve_device",
     "resolve_dtype", "tiny_model_paths", "transformer_config",
 ]

@@ -37,7 +37,7 @@ from ..errors import PipelineError
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
                          prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
                          trajectory_guided, trajectory_size)
-from .settings import default_size, model_limits, pipeline_settings, resolve_settings
+from .settings import default_size, model_limits, pipeline_settings
 
 
 class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
@@ -85,14 +85,9 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         if controlnet is not None:
             kwargs["controlnet"] = controlnet
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        pipe.model_settings = resolve_settings(
-            "cogvideox", base=pretrained_model_name_or_path, controlnet=controlnet_source,
-            controlnet_config=dict(pipe.controlnet.config) if pipe.controlnet is not None else None,
-            transformer_config=dict(pipe.transformer.config))
-        from .loading import apply_sampling_settings
+        from .loading import attach_settings
 
-        apply_sampling_settings(pipe)  # the sampler and VAE tiling the settings ask for
-        return pipe
+        return attach_settings(pipe, "cogvideox", pretrained_model_name_or_path, controlnet_source)
 
     # ------------------------------------------------------------------------------------ steps
 
