@@ -286,6 +286,8 @@ def test_split_and_magicbench_from_the_test_split(replica, tmp_path):
     import_magicdata(root, out, test_fraction=0.5, progress=False)
     again = tmp_path / "again"
     import_magicdata(root, again, test_fraction=0.5, engine="local", progress=False)
+    with pytest.raises(ConfigError, match="imported with --test-fraction 0.5; resuming with 0.1"):
+        import_magicdata(root, out, test_fraction=0.1, progress=False)
     split = {r["id"]: r["split"] for r in read_index(out)}
     assert split == {r["id"]: r["split"] for r in read_index(again)}
     test = [k for k, v in split.items() if v == "test"]

@@ -227,13 +227,14 @@ def _segments(colours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def foreign_colours(maps: np.ndarray, colours: np.ndarray, where: str) -> None:
     """Raise ClipSkipped("unknown_colour") when some frame holds at least FOREIGN_MIN_PIXELS pixels
     whose colour is no palette colour and no blend of two (or of one and black)."""
-    from ..trajectory.decode import _bright, _nearest
+    from ..trajectory.decode import DARK, _nearest
 
     a, b = _segments(colours)
     ab = b - a
     norm = np.maximum((ab * ab).sum(1), 1e-9)
     for t, frame in enumerate(maps):
-        bright = _bright(frame)
+        # = decode._bright, 20x faster than frame.max(axis=2) at 720x480
+        bright = np.maximum(np.maximum(frame[..., 0], frame[..., 1]), frame[..., 2]) >= DARK
         if bright.sum() < FOREIGN_MIN_PIXELS:
             continue
         pixels = frame[bright]
@@ -478,7 +479,8 @@ def _decode_ray(rows: list[dict], test_fraction: float, ray_address: str | None,
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # results in CSV order: the same dataset as local
     ctx.enable_progress_bars = False
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+    # small blocks: a clip takes seconds, so results (and the progress bar) come a few clips at a time
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 5000)))
     ds = ds.map(_DecodeStage(test_fraction), **({"concurrency": workers} if workers else {}))
     for out in ds.iter_rows():
         yield dict(out)
@@ -512,6 +514,16 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
     rows = table.rows[:limit] if limit is not None else table.rows
     if out.resolve() == root.resolve():
         raise ConfigError(f"{out}: write the dataset outside the MagicData folder {root}")
+    previous = out / IMPORT_JSON
+    if previous.is_file():
+        try:
+            before = json.loads(previous.read_text()).get("test_fraction")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            before = None
+        if before is not None and before != test_fraction:
+            raise ConfigError(f"{out}: imported with --test-fraction {before}; resuming with "
+                              f"{test_fraction} would move videos between the splits (use {before}, "
+                              "or another --out)")
     writer = _ImportWriter(out, copy)
     summary = ImportSummary(dataset=str(out), rows=len(rows))
     have = writer.ids()
