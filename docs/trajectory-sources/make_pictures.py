@@ -45,13 +45,15 @@ def main() -> None:
     # 1. masks (from-masks; from-video writes the same kind, a mask on every frame)
     maps = render(interpolate_boxes(masks_to_boxes(judo)), "sparse_box")
     for t in FRAMES:  # show each annotated frame's masks filled
-        maps[t] = render(from_label_masks(np.stack([sum(o.id * o.mask(t) for o in judo.objects)])), "mask")[0]
+        labels = sum(o.id * o.mask(t) for o in judo.objects)
+        maps[t] = render(from_label_masks(np.stack([labels])), "mask")[0]
     write_image(OUT / "from-masks.png", row(judo_frames, maps, FRAMES))
     # 2. motion transfer: everyone annotated in judo as one moving object, placed on the bike's first frame
     labels = np.stack([np.any([o.mask(t) for o in judo.objects], axis=0) for t in FRAMES]).astype(np.int64)
     people = from_label_masks(labels, frames=FRAMES, num_frames=16)
     bike_frame = read_image(REAL / "images" / "bike" / "00000.jpg")
-    fitted = fit_motion(people, (bike_frame.shape[1], bike_frame.shape[0]), [[300, 40, 520, 470]])  # a box drawn around the rider
+    rider = [300, 40, 520, 470]  # a box drawn around the rider
+    fitted = fit_motion(people, (bike_frame.shape[1], bike_frame.shape[0]), [rider])
     maps = np.zeros((16, *bike_frame.shape), dtype=np.uint8)
     for t in FRAMES:  # the warped masks
         maps[t] = render(from_label_masks(fitted.objects[0].mask(t)[None].astype(np.int64)), "mask")[0]
