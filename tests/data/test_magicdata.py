@@ -5,6 +5,7 @@ every object's masks and boxes compared with the source; bad clips are skipped a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -355,7 +356,15 @@ def test_each_scene_gets_its_own_caption(tmp_path):
         {"start": "00:00:02.5", "end": "00:00:05", "caption": "a dog"}]))
     plan = plan_source(source, cfg)
     assert [(c.start_frame, c.caption) for c in plan.clips] == [(0, "a red star"), (20, "a dog")]
-    assert plan.inherited == []
+    assert plan.inherited == [] and not any(c.caption_inherited for c in plan.clips)
+    # the manifest keeps whether a clip's caption was inherited
+    from magicmotion.data.curation.manifest import Manifest
+
+    manifest = Manifest(tmp_path / "manifest.sqlite")
+    manifest.add_sources([source])
+    copy = dataclasses.replace(plan.clips[1], id="two-copy", caption="video", caption_inherited=True)
+    manifest.finish_source(source.id, [plan.clips[0], copy])
+    assert [c.caption_inherited for c in manifest.clips()] == [False, True]
     # a clip no segment covers by half keeps the video's caption and is said to inherit it
     caps = read_scene_captions(video)
     assert clip_caption(caps, 4.0, 6.0, "video") == ("a dog", False)

@@ -70,7 +70,7 @@ def _nearest(pixels: np.ndarray, colours: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _bright(frame: np.ndarray) -> np.ndarray:
     """bool (H, W): not background-dark."""
-    return frame.max(axis=2) >= DARK
+    return np.maximum(np.maximum(frame[..., 0], frame[..., 1]), frame[..., 2]) >= DARK  # faster than max(axis=2)
 
 
 def detect_palette(maps: np.ndarray, source: str = "maps") -> str:
@@ -86,7 +86,7 @@ def detect_palette(maps: np.ndarray, source: str = "maps") -> str:
 
 
 def _bright_video(maps: np.ndarray) -> np.ndarray:
-    return maps.max(axis=3) >= DARK
+    return np.maximum(np.maximum(maps[..., 0], maps[..., 1]), maps[..., 2]) >= DARK
 
 
 def _check_unknown(frame: np.ndarray, bright: np.ndarray, d2: np.ndarray, where: str, t: int) -> None:

@@ -360,7 +360,8 @@ def plan_source(source: SourceRow, cfg: IngestConfig) -> SourcePlan:
             clips.append(ClipRow(
                 id=f"{source.id}-f{s:06d}", source=source.id, path=source.path, start_frame=s,
                 start_pts=pts[s], num_frames=cfg.clip_frames, frame_step=cfg.frame_step,
-                fps=fps / cfg.frame_step, caption=caption, given_objects=source.objects))
+                fps=fps / cfg.frame_step, caption=caption, given_objects=source.objects,
+                caption_inherited=from_video))
             if from_video:
                 inherited.append(clips[-1].id)
             s += cfg.span

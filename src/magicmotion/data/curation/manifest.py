@@ -3,7 +3,10 @@
     sources(id, path, caption, objects, status, error, num_clips, num_frames, longest_scene,
             created, updated)
     clips(id, source, path, start_frame, start_pts, num_frames, frame_step, fps, caption,
-          given_objects, stage, status, error, attempts, objects, created, updated)
+          caption_inherited, given_objects, stage, status, error, attempts, objects, created, updated)
+
+caption_inherited is 1 when a clip carries its source video's single caption (no per-scene caption
+covers it, see `ingest.clip_caption`), 0 when the caption is its scene's own.
     meta(key, value)            the settings the clips were planned with
 
 status is pending | running | done | failed (a source done with num_clips 0 was too short: its
@@ -53,6 +56,7 @@ CREATE TABLE IF NOT EXISTS clips (
     frame_step INTEGER NOT NULL,
     fps REAL NOT NULL,
     caption TEXT NOT NULL,
+    caption_inherited INTEGER NOT NULL DEFAULT 0,
     given_objects TEXT,
     stage TEXT NOT NULL DEFAULT 'load',
     status TEXT NOT NULL DEFAULT 'pending',
@@ -66,7 +70,8 @@ CREATE INDEX IF NOT EXISTS clips_status ON clips(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added after the first release, for manifests written before them.
-_ADDED_COLUMNS = {"sources": (("num_frames", "INTEGER"), ("longest_scene", "INTEGER"))}
+_ADDED_COLUMNS = {"sources": (("num_frames", "INTEGER"), ("longest_scene", "INTEGER")),
+                  "clips": (("caption_inherited", "INTEGER NOT NULL DEFAULT 0"),)}
 
 
 @dataclass
@@ -97,6 +102,7 @@ class ClipRow:
     caption: str
     given_objects: list[str] | None = None
     start_pts: int | None = None
+    caption_inherited: bool = False
     stage: str = "load"
     status: str = "pending"
     error: str | None = None
@@ -209,10 +215,10 @@ class Manifest:
         with self._transaction():
             self.db.executemany(
                 "INSERT OR IGNORE INTO clips(id, source, path, start_frame, start_pts, num_frames, "
-                "frame_step, fps, caption, given_objects, stage, status, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'load', 'pending', ?, ?)",
+                "frame_step, fps, caption, caption_inherited, given_objects, stage, status, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'load', 'pending', ?, ?)",
                 [(c.id, c.source, c.path, c.start_frame, c.start_pts, c.num_frames, c.frame_step,
-                  c.fps, c.caption, _dump(c.given_objects), now, now) for c in clips])
+                  c.fps, c.caption, int(c.caption_inherited), _dump(c.given_objects), now, now) for c in clips])
             self.db.execute("UPDATE sources SET status='done', error=NULL, num_clips=?, "
                             "num_frames=?, longest_scene=?, updated=? WHERE id=?",
                             (len(clips), num_frames, longest_scene, now, source_id))
@@ -243,6 +249,7 @@ class Manifest:
         return ClipRow(id=r["id"], source=r["source"], path=r["path"], start_frame=r["start_frame"],
                        start_pts=r["start_pts"], num_frames=r["num_frames"],
                        frame_step=r["frame_step"], fps=r["fps"], caption=r["caption"],
+                       caption_inherited=bool(r["caption_inherited"]),
                        given_objects=_load(r["given_objects"]), stage=r["stage"],
                        status=r["status"], error=r["error"], attempts=r["attempts"],
                        objects=_load(r["objects"]))
