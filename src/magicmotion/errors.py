@@ -34,5 +34,9 @@ class TrainingError(MagicMotionError):
     already finished, no intact checkpoint to resume from."""
 
 
+class OutputLocked(MagicMotionError):
+    """Another run holds the lock of the output (locks.py)."""
+
+
 class BenchError(MagicMotionError):
     """A benchmark set, run or metric input that is missing or inconsistent."""

@@ -146,14 +146,16 @@ def _davis(args) -> int:
 
 
 def _run(args) -> int:
+    from ..locks import output_lock
     from .runner import run_bench
 
-    s = run_bench(args.bench, args.out, base=args.base, controlnet=args.controlnet, kind=args.kind,
-                  control_scale=args.control_scale, num_inference_steps=args.steps,
-                  guidance_scale=args.guidance, trajectory_guidance=args.trajectory_guidance, seed=args.seed,
-                  limit=args.limit, ground_truth=args.ground_truth, size=args.size,
-                  sparse_keys=args.sparse_keys, device=args.device, dtype=args.dtype, offload=args.offload,
-                  label=args.label)
+    with output_lock(args.out, "run folder"):  # one run per output
+        s = run_bench(args.bench, args.out, base=args.base, controlnet=args.controlnet, kind=args.kind,
+                      control_scale=args.control_scale, num_inference_steps=args.steps,
+                      guidance_scale=args.guidance, trajectory_guidance=args.trajectory_guidance, seed=args.seed,
+                      limit=args.limit, ground_truth=args.ground_truth, size=args.size,
+                      sparse_keys=args.sparse_keys, device=args.device, dtype=args.dtype, offload=args.offload,
+                      label=args.label)
     print(f"{args.out}: {s['clips']} clips ({s['generated']} generated now, {s['skipped']} already done)")
     return 0
 

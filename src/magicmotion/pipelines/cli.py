@@ -176,10 +176,13 @@ def run_generate(args) -> int:
     missing = [f"--{k}" for k in SINGLE if getattr(args, k) is None]
     if missing:
         raise PipelineError(f"{', '.join(missing)} required (or --csv FILE)")
+    from ..locks import output_lock
+
     checked = check_args(args)
-    pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
-                         dtype=args.dtype, offload=args.offload)
-    return generate_one(args, checked, pipe)
+    with output_lock(args.out, "--out"):  # one run per output
+        pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
+                             dtype=args.dtype, offload=args.offload)
+        return generate_one(args, checked, pipe)
 
 
 def run_csv_command(args) -> int:

@@ -53,9 +53,11 @@ def _train(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("train needs --config YAML (e.g. configs/wan-1.3b/stage1.yaml)")
     config = load_config(args.config, args.overrides)
+    from ..locks import output_lock
     from .trainer import train
 
-    result = train(config, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
+    with output_lock(config.output_dir, "output_dir"):  # one run per output
+        result = train(config, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     print(f"trained {result.step} steps; weights in {result.final_dir}")
     return 0
 
@@ -72,9 +74,11 @@ def _precompute(args: argparse.Namespace) -> int:
     out = args.out or config.data.precomputed
     if not out:
         raise ConfigError(f"{args.config}: no --out and no data.precomputed to write to")
+    from ..locks import output_lock
     from .precompute import precompute
 
-    out = precompute(config, out, kinds=kinds, dtype=args.dtype, batch_size=args.batch_size,
-                     progress=not args.no_progress)
+    with output_lock(out, "--out"):  # one run per output
+        out = precompute(config, out, kinds=kinds, dtype=args.dtype, batch_size=args.batch_size,
+                         progress=not args.no_progress)
     print(f"wrote {out}/index.json")
     return 0

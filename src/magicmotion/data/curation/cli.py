@@ -83,6 +83,9 @@ def _curate(args) -> int:
         max_objects=args.max_objects, llm_retries=args.llm_retries, batch_size=args.batch_size,
         test_fraction=args.test_fraction, engine=args.engine, ray_address=args.ray_address,
         actors=args.actors, gpus_per_actor=args.gpus_per_actor, retry_failed=args.retry_failed)
-    summary = curate(args.input, args.out, cfg, progress=not args.quiet)
+    from ...locks import output_lock
+
+    with output_lock(args.out, "dataset"):  # one run per output
+        summary = curate(args.input, args.out, cfg, progress=not args.quiet)
     print(summary.format())
     return 0
