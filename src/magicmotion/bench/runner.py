@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BenchError, MagicMotionError
+from ..limits import MAX_FRAMES, check_int, check_number, check_seed, check_size
 from ..trajectory import KINDS, Trajectory, sparsify
 
 RUN_INFO = "run.json"
@@ -69,6 +70,16 @@ def bench_records(bench_root: str | os.PathLike) -> list[dict]:
     if not records:
         raise BenchError(f"{bench_root}: the benchmark set has no clips")
     return records
+
+
+def _check_settings(settings: dict) -> None:
+    """Generation settings in range before any folder is made (BenchError naming the setting)."""
+    check_int(settings["num_inference_steps"], "steps", lo=1, hi=1000, error=BenchError)
+    check_seed(settings["seed"], "seed", error=BenchError)
+    for name in ("guidance_scale", "control_scale", "trajectory_guidance"):
+        check_number(settings[name], name, lo=0, hi=100, error=BenchError)
+    if settings["sparse_keys"] is not None:
+        check_int(settings["sparse_keys"], "sparse_keys", lo=1, hi=MAX_FRAMES, error=BenchError)
 
 
 def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, controlnet=None,
@@ -131,6 +142,13 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
                     "sparse_keys": int(sparse_keys) if kind == "sparse_box" else None,
                     "generator": "custom" if generate_fn is not None else "pipeline",
                     "pipeline": type(pipeline).__name__ if pipeline is not None else None}
+        _check_settings(settings)
+    if size is not None:
+        check_size(*size, error=BenchError, what="size")
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"{out}: is a file, expected a run folder")
+    if out.resolve() == bench_root.resolve() or bench_root.resolve() in out.resolve().parents:
+        raise BenchError(f"{out}: a run folder must be outside the benchmark {bench_root}")
     out.mkdir(parents=True, exist_ok=True)
     (out / VIDEOS).mkdir(exist_ok=True)
     (out / PREVIEWS).mkdir(exist_ok=True)

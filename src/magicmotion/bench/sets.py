@@ -186,6 +186,10 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
                  for r in records[:MAX_NAMED]}
         raise _nothing_built(dataset_root, out, "not written", {"too_short": len(records)}, named,
                              num_frames, f"--frames {longest} or less fits the longest clip")
+    reader = Dataset(dataset_root, num_frames=num_frames, sampling="start", size=size)
+    for r in records:  # every clip's files first: a broken dataset writes nothing
+        if r["num_frames"] >= num_frames:
+            reader.check_files(r)
     fresh = _is_fresh(out)
     params = {"kind": "magicbench", "source": str(dataset_root.resolve()), "per_bucket": int(per_bucket),
               "num_frames": int(num_frames), "buckets": [label for label, _, _ in spec], "seed": int(seed),
@@ -200,7 +204,6 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
         if r.get("bucket") in counts:
             counts[r["bucket"]] += 1
     done = writer.ids()
-    reader = Dataset(dataset_root, num_frames=num_frames, sampling="start", size=size)
     skipped = {"too_short": 0, "no_object_on_frame_0": 0, "no_bucket": 0}
     named: dict[str, dict] = {}
 
@@ -211,32 +214,37 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
 
     order = np.random.default_rng(seed).permutation(len(records))
     bar = tqdm(order, desc=f"bench build {out.name}", unit="clip", disable=not progress)
-    for i in bar:
-        if all(c >= per_bucket for c in counts.values()):
-            break
-        record = records[i]
-        if record["id"] in done:
-            continue
-        if record["num_frames"] < num_frames:
-            skip(record, "too_short", f"{record['num_frames']} frames")
-            continue
-        # the annotation alone says the bucket: the video is decoded only for clips that are kept
-        n = sum(o.mask_area(0) > 0 for o in reader.load_annotation(record).objects)
-        label = bucket_of(n, spec)
-        if n == 0 or label is None:
-            skip(record, "no_object_on_frame_0" if n == 0 else "no_bucket", f"{n} objects")
-            continue
-        if counts[label] >= per_bucket:
-            continue
-        clip = reader.load_clip(record)
-        traj = controlled_objects(clip.trajectory)
-        if size is not None and len(traj.objects) != n:  # the crop to `size` cut an object off
-            label = bucket_of(len(traj.objects), spec)
-            if not traj.objects or label is None or counts[label] >= per_bucket:
+    try:
+        for i in bar:
+            if all(c >= per_bucket for c in counts.values()):
+                break
+            record = records[i]
+            if record["id"] in done:
                 continue
-        writer.add(record["id"], clip.frames, traj, clip.caption, fps=clip.fps, split=BENCH_SPLIT,
-                   bucket=label, source_clip=record["id"])
-        counts[label] += 1
+            if record["num_frames"] < num_frames:
+                skip(record, "too_short", f"{record['num_frames']} frames")
+                continue
+            # the annotation alone says the bucket: the video is decoded only for clips that are kept
+            n = sum(o.mask_area(0) > 0 for o in reader.load_annotation(record).objects)
+            label = bucket_of(n, spec)
+            if n == 0 or label is None:
+                skip(record, "no_object_on_frame_0" if n == 0 else "no_bucket", f"{n} objects")
+                continue
+            if counts[label] >= per_bucket:
+                continue
+            clip = reader.load_clip(record)
+            traj = controlled_objects(clip.trajectory)
+            if size is not None and len(traj.objects) != n:  # the crop to `size` cut an object off
+                label = bucket_of(len(traj.objects), spec)
+                if not traj.objects or label is None or counts[label] >= per_bucket:
+                    continue
+            writer.add(record["id"], clip.frames, traj, clip.caption, fps=clip.fps, split=BENCH_SPLIT,
+                       bucket=label, source_clip=record["id"])
+            counts[label] += 1
+    except MagicMotionError:
+        if fresh:  # a clip that fails now: a build this run started leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     summary = {"params": params, "clips": sum(counts.values()), "buckets": counts, "skipped": skipped,
                "skipped_clips": named,
                "short_buckets": [k for k, c in counts.items() if c < per_bucket]}

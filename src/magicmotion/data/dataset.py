@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import DatasetError, MagicMotionError
 from ..io import fsync_dir
+from ..limits import MAX_FPS, MAX_JSON_DEPTH, check_size, json_depth
 from ..trajectory import ObjectTrack, Trajectory
 
 INDEX = "index.jsonl"
@@ -90,8 +91,10 @@ def _check_record(record, where: str) -> dict:
     for name in ("num_frames", "width", "height"):
         if record[name] <= 0:
             raise DatasetError(f"{where}: clip {clip}: field '{name}' must be > 0, got {record[name]}")
-    if record["fps"] <= 0 or record["num_objects"] < 0:
-        raise DatasetError(f"{where}: clip {clip}: fps must be > 0 and num_objects >= 0")
+    if not 0 < record["fps"] <= MAX_FPS or record["num_objects"] < 0:  # NaN fails the first
+        raise DatasetError(f"{where}: clip {clip}: fps must be in (0, {MAX_FPS:g}] and num_objects >= 0, got fps "
+                           f"{record['fps']!r}")
+    check_size(record["width"], record["height"], f"{where}: clip {clip}", DatasetError)
     for name in ("video", "annotation"):
         value = record.get(name)
         if value is not None and (Path(value).is_absolute() or ".." in Path(value).parts):
@@ -119,8 +122,10 @@ def read_index(root: str | os.PathLike) -> list[dict]:
                 continue
             where = f"{path}:{lineno}"
             try:
+                if json_depth(raw.decode("utf-8")) > MAX_JSON_DEPTH:
+                    raise DatasetError(f"{where}: index line nested deeper than {MAX_JSON_DEPTH} levels")
                 record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
                 hint = "" if raw.endswith(b"\n") else " (an unfinished last line: did a writer crash?)"
                 raise DatasetError(f"{where}: malformed index line ({e}){hint}") from None
             _check_record(record, where)
@@ -495,6 +500,37 @@ class Dataset:
                 f"{traj.num_frames} frames; the index says {record['width']}x{record['height']} with "
                 f"{record['num_frames']}")
         return traj
+
+    def check_files(self, record: dict) -> None:
+        """A clip's files before any is decoded: the annotation reads and matches the index, and the
+        video exists, is not empty, opens, and its header agrees with the index (size, frame count
+        where the container states it). DatasetError naming the clip and file."""
+        import av
+
+        from ..limits import check_video_stream
+
+        clip = record["id"]
+        self.load_annotation(record)
+        path = self.root / record["video"]
+        if not path.is_file():
+            raise DatasetError(f"{self.root}: clip {clip}: video {path} not found")
+        if path.stat().st_size == 0:
+            raise DatasetError(f"{self.root}: clip {clip}: video {path} is empty (0 bytes)")
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise DatasetError(f"{self.root}: clip {clip}: video {path} has no video stream")
+                stream = container.streams.video[0]
+                check_video_stream(path, stream, DatasetError)
+                w, h, n = stream.codec_context.width, stream.codec_context.height, stream.frames
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            raise DatasetError(f"{self.root}: clip {clip}: unreadable video {path} ({e})") from None
+        if not (0 <= w - record["width"] <= 1 and 0 <= h - record["height"] <= 1):
+            raise DatasetError(f"{self.root}: clip {clip}: video {path} is {w}x{h}, the index says "
+                               f"{record['width']}x{record['height']}")
+        if n and n < record["num_frames"]:
+            raise DatasetError(f"{self.root}: clip {clip}: video {path} has {n} frames, the index says "
+                               f"{record['num_frames']} (truncated?)")
 
     def load_clip(self, record: dict) -> Clip:
         """Read, sample and resize one clip given its index record."""

@@ -74,6 +74,10 @@ def precompute(config: TrainConfig, out: str | os.PathLike, kinds: list[str] | t
     state = PartialState()
     device = device or str(state.device)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file, expected a folder for the precomputed clips")
+    if (out / "clips").exists() and not (out / "clips").is_dir():
+        raise ConfigError(f"{out / 'clips'}: is a file, expected a folder")
     (out / "clips").mkdir(parents=True, exist_ok=True)
     d = config.data
     settings = {
