@@ -311,13 +311,21 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
             updates[4] = gr.update(value=prompt_file.read_text().strip())
         return (state, state["image"], *views(state), *updates)
 
-    def load_spec_into(state: dict, path) -> tuple[dict, list]:
+    def load_spec_into(state: dict, path, uploaded: bool = False) -> tuple[dict, list]:
+        """A spec into the drawing. An uploaded one may not name files on the server: its masks must
+        be inline RLE (an example's masks are read beside it)."""
+        from ..limits import MAX_JSON_DEPTH, json_depth
+
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            text = path.read_text()
+            if json_depth(text) > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            data = json.loads(text)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
             raise TrajectoryError(f"{path.name}: not a JSON spec ({e})") from None
-        traj, objects, options = dr.objects_from_spec(data, source=path.name, base_dir=path.parent)
+        traj, objects, options = dr.objects_from_spec(data, source=path.name,
+                                                      base_dir=None if uploaded else path.parent)
         h, w = state["image"].shape[:2]
         if traj.size != (w, h):
             raise TrajectoryError(
@@ -345,7 +353,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
             raise TrajectoryError("no spec file")
         if state["image"] is None:
             raise MediaError("upload the first frame the spec was drawn on before loading the spec")
-        state, updates = load_spec_into(state, file if isinstance(file, str) else file.name)
+        state, updates = load_spec_into(state, file if isinstance(file, str) else file.name, uploaded=True)
         gr.Info(f"loaded {len(state['objects'])} object(s) from the spec")
         return (state, *views(state), *updates)
 

@@ -262,7 +262,10 @@ def _read_mask_png(path: Path, where: str, object_id, frame: int) -> np.ndarray:
     return arr != 0
 
 
-def _parse_mask(value, base_dir: Path, where: str, object_id, frame: int) -> dict:
+def _parse_mask(value, base_dir: Path | None, where: str, object_id, frame: int) -> dict:
+    if isinstance(value, str) and base_dir is None:  # nothing is said about the file: not even if it exists
+        raise TrajectoryError(f"{where}: object {object_id} frame {frame}: mask file paths are not accepted here; "
+                              'give masks inline as RLE {"size": [h, w], "counts": "..."}')
     if isinstance(value, str):
         return encode_mask(_read_mask_png(base_dir / value, where, object_id, frame))
     if isinstance(value, dict) and "size" in value and "counts" in value:
@@ -301,9 +304,10 @@ def _parse_mask(value, base_dir: Path, where: str, object_id, frame: int) -> dic
 
 
 def from_dict(data: dict, base_dir: str | Path = ".", source: str = "") -> Trajectory:
-    """Build a validated Trajectory from a parsed spec; mask paths are relative to `base_dir`."""
+    """Build a validated Trajectory from a parsed spec; mask paths are relative to `base_dir`
+    (`base_dir=None`: no mask files at all, masks inline as RLE only, as for specs sent to a server)."""
     where = source or "trajectory"
-    base_dir = Path(base_dir)
+    base_dir = None if base_dir is None else Path(base_dir)
     if not isinstance(data, dict):
         raise TrajectoryError(f"{where}: a spec must be a JSON object")
     version = data.get("version")
