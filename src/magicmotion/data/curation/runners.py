@@ -112,7 +112,10 @@ def curate(input_path: str | os.PathLike, out: str | os.PathLike, config: Curati
 
     cfg = (config or CurationConfig()).check()
     out = Path(out)
-    sources = read_inputs(input_path)
+    try:
+        sources = read_inputs(input_path)
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{input_path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     if cfg.objects_from == "given" and not any(s.objects for s in sources):
         raise ConfigError(f"{input_path}: --objects-from given needs an 'objects' column (CSV/JSONL) "
                           "or <video>.json files with 'objects'")
