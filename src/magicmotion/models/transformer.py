@@ -3,7 +3,9 @@
 The base's forward is re-run here from its own submodules (diffusers' `WanTransformer3DModel` /
 `CogVideoXTransformer3DModel`), with one change: after base block i the control residual i is added
 to the video tokens, times the conditioning scale. With a zero-initialised ControlNet, or with scale 0,
-the output equals the base's.
+the output equals the base's. `controlnet_residuals` computes the residuals alone and
+`forward(..., control_residuals=...)` adds given ones, so a pipeline can reuse them across steps or
+guidance branches.
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ class MagicMotionTransformer(nn.Module):
         conditioning_scale: float | Sequence[float] = 1.0,
         return_segmentation: bool = False,
         return_dict: bool = True,
+        control_residuals: Sequence[torch.Tensor] | None = None,
         **base_kwargs: Any,
     ) -> MagicMotionTransformerOutput | tuple:
         """Prediction of the base with trajectory control.
@@ -165,6 +168,9 @@ class MagicMotionTransformer(nn.Module):
             trajectory_latents: (B, 16, F, H, W) for Wan, (B, F, 16, H, W) for CogVideoX.
             conditioning_scale: a float or one float per control block; 0 skips the ControlNet.
             return_segmentation: also run the segment head (if any).
+            control_residuals: residuals from `controlnet_residuals` (perhaps of another step or
+                batch) to add instead of running the ControlNet; `trajectory_latents` is then unused
+                (may be None). Scaled by `conditioning_scale` as fresh ones are.
             **base_kwargs: the base's extras: Wan `encoder_hidden_states_image`, `attention_kwargs`;
                 CogVideoX `image_rotary_emb`, `ofs`, `timestep_cond`, `attention_kwargs`.
         Returns:
@@ -172,49 +178,114 @@ class MagicMotionTransformer(nn.Module):
             the tuple (sample, segmentation).
         """
         scales = self.conditioning_scales(conditioning_scale)
-        # control blocks after the last non-zero scale change nothing: do not run them
-        num_run = max((i + 1 for i, s in enumerate(scales) if s != 0.0), default=0)
+        if control_residuals is None:
+            residuals = self.controlnet_residuals(hidden_states, timestep, encoder_hidden_states, trajectory_latents,
+                                                  scales, **base_kwargs)
+        else:
+            residuals = list(control_residuals)
+            if len(residuals) > len(scales):
+                raise ModelError(f"{len(residuals)} control residuals but the ControlNet has {len(scales)} blocks")
         want_seg = return_segmentation and self.segment_head is not None
         forward = self._forward_wan if self.is_wan else self._forward_cogvideox
         sample, segmentation = forward(
-            hidden_states, timestep, encoder_hidden_states, trajectory_latents, scales, num_run, want_seg,
-            **base_kwargs,
+            hidden_states, timestep, encoder_hidden_states, residuals, scales, want_seg, **base_kwargs,
         )
         if not return_dict:
             return (sample, segmentation)
         return MagicMotionTransformerOutput(sample=sample, segmentation=segmentation)
 
-    def _forward_wan(
+    def controlnet_residuals(
         self,
         hidden_states: torch.Tensor,
         timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         trajectory_latents: torch.Tensor,
-        scales: list[float],
+        conditioning_scale: float | Sequence[float] = 1.0,
+        **base_kwargs: Any,
+    ) -> list[torch.Tensor]:
+        """The ControlNet's residuals for `forward(..., control_residuals=...)`, unscaled.
+
+        Args as `forward`. Only the control blocks up to the last non-zero scale run (none at scale 0:
+        then the list is empty).
+        Returns:
+            list of (B, L_video, D) residuals, one per control block run, in the ControlNet's dtype.
+        """
+        scales = self.conditioning_scales(conditioning_scale)
+        # control blocks after the last non-zero scale change nothing: do not run them
+        num_run = max((i + 1 for i, s in enumerate(scales) if s != 0.0), default=0)
+        residuals = self._wan_residuals if self.is_wan else self._cogvideox_residuals
+        return residuals(hidden_states, timestep, encoder_hidden_states, trajectory_latents, num_run, **base_kwargs)
+
+    def _wan_residuals(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        trajectory_latents: torch.Tensor,
         num_run: int,
-        want_seg: bool,
         encoder_hidden_states_image: torch.Tensor | None = None,
         attention_kwargs: dict[str, Any] | None = None,
-    ):
-        base = self.base
+    ) -> list[torch.Tensor]:
         latent = self.controlnet.config.in_channels // 2
         if trajectory_latents.shape[1] != latent or trajectory_latents.shape[2:] != hidden_states.shape[2:]:
             raise ModelError(
                 f"trajectory latents {tuple(trajectory_latents.shape)} do not fit the latents "
                 f"{tuple(hidden_states.shape)} (Wan layout (B, C, F, H, W), {latent} channels)"
             )
+        if not num_run:
+            return []
+        dtype = self.controlnet.dtype  # may differ from the base's (float32 trained copy of a bf16 base)
+        return self.controlnet(
+            hidden_states[:, :latent].to(dtype), trajectory_latents.to(dtype), timestep,
+            encoder_hidden_states.to(dtype),
+            encoder_hidden_states_image=None if encoder_hidden_states_image is None
+            else encoder_hidden_states_image.to(dtype),
+            num_blocks=num_run,
+        )
 
-        # control residuals
-        residuals = []
-        if num_run:
-            dtype = self.controlnet.dtype  # may differ from the base's (float32 trained copy of a bf16 base)
-            residuals = self.controlnet(
-                hidden_states[:, :latent].to(dtype), trajectory_latents.to(dtype), timestep,
-                encoder_hidden_states.to(dtype),
-                encoder_hidden_states_image=None if encoder_hidden_states_image is None
-                else encoder_hidden_states_image.to(dtype),
-                num_blocks=num_run,
+    def _cogvideox_residuals(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        trajectory_latents: torch.Tensor,
+        num_run: int,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        timestep_cond: torch.Tensor | None = None,
+        ofs: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> list[torch.Tensor]:
+        latent = self.controlnet.config.in_channels // 2
+        if trajectory_latents.shape[2] != latent or (
+            trajectory_latents.shape[:2] + trajectory_latents.shape[3:]
+            != hidden_states.shape[:2] + hidden_states.shape[3:]
+        ):
+            raise ModelError(
+                f"trajectory latents {tuple(trajectory_latents.shape)} do not fit the latents "
+                f"{tuple(hidden_states.shape)} (CogVideoX layout (B, F, C, H, W), {latent} channels)"
             )
+        if not num_run:
+            return []
+        dtype = self.controlnet.dtype  # may differ from the base's (float32 trained copy of a bf16 base)
+        return self.controlnet(
+            hidden_states[:, :, :latent].to(dtype), trajectory_latents.to(dtype), timestep,
+            encoder_hidden_states.to(dtype), image_rotary_emb=image_rotary_emb,
+            timestep_cond=None if timestep_cond is None else timestep_cond.to(dtype), ofs=ofs,
+            attention_kwargs=attention_kwargs, num_blocks=num_run,
+        )
+
+    def _forward_wan(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        residuals: list[torch.Tensor],
+        scales: list[float],
+        want_seg: bool,
+        encoder_hidden_states_image: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ):
+        base = self.base
 
         # embeddings
         shape = hidden_states.shape
@@ -255,9 +326,8 @@ class MagicMotionTransformer(nn.Module):
         hidden_states: torch.Tensor,
         timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
-        trajectory_latents: torch.Tensor,
+        residuals: list[torch.Tensor],
         scales: list[float],
-        num_run: int,
         want_seg: bool,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         timestep_cond: torch.Tensor | None = None,
@@ -265,26 +335,6 @@ class MagicMotionTransformer(nn.Module):
         attention_kwargs: dict[str, Any] | None = None,
     ):
         base = self.base
-        latent = self.controlnet.config.in_channels // 2
-        if trajectory_latents.shape[2] != latent or (
-            trajectory_latents.shape[:2] + trajectory_latents.shape[3:]
-            != hidden_states.shape[:2] + hidden_states.shape[3:]
-        ):
-            raise ModelError(
-                f"trajectory latents {tuple(trajectory_latents.shape)} do not fit the latents "
-                f"{tuple(hidden_states.shape)} (CogVideoX layout (B, F, C, H, W), {latent} channels)"
-            )
-
-        # control residuals
-        residuals = []
-        if num_run:
-            dtype = self.controlnet.dtype  # may differ from the base's (float32 trained copy of a bf16 base)
-            residuals = self.controlnet(
-                hidden_states[:, :, :latent].to(dtype), trajectory_latents.to(dtype), timestep,
-                encoder_hidden_states.to(dtype), image_rotary_emb=image_rotary_emb,
-                timestep_cond=None if timestep_cond is None else timestep_cond.to(dtype), ofs=ofs,
-                attention_kwargs=attention_kwargs, num_blocks=num_run,
-            )
 
         # time embedding (as CogVideoXTransformer3DModel.forward)
         batch, frames, _, height, width = hidden_states.shape
