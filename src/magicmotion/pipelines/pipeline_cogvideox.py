@@ -37,6 +37,7 @@ from ..errors import PipelineError
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
                          prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
                          trajectory_guided, trajectory_size)
+from .guidance import GuidedPrediction, check_speed_options
 from .settings import default_size, model_limits, pipeline_settings
 
 
@@ -203,6 +204,10 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         max_sequence_length: int | None = None,
+        cfg_mode: str = "batched",
+        control_every: int = 1,
+        control_dense: float = 0.0,
+        control_branches: str = "both",
     ) -> MagicMotionPipelineOutput | tuple:
         """Generate videos whose objects follow `trajectory`.
 
@@ -211,6 +216,8 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
                 size that base works at).
             eta, use_dynamic_cfg: as in diffusers' CogVideoX pipelines.
             max_sequence_length: text tokens; default the transformer's `max_text_seq_length` (226).
+            cfg_mode, control_every, control_dense, control_branches: speed options, off by default
+                (`magicmotion.pipelines.guidance`).
         Returns:
             `MagicMotionPipelineOutput(frames, trajectory_maps)` or, with return_dict=False,
             (frames, trajectory_maps).
@@ -219,6 +226,7 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
             raise PipelineError("a trajectory is required (spec path, Trajectory or rendered maps)")
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        check_speed_options(cfg_mode, control_every, control_dense, control_branches)
         max_sequence_length = max_sequence_length or self.transformer.config.max_text_seq_length
 
         # 1-2. the model's recommended settings where none are given, conditions and checks
@@ -280,6 +288,8 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         # 6. denoising loop: cond and uncond in one batch, the trajectory in both
         model = self.joint_transformer()
         guide = trajectory_guidance_on(model, trajectory_guidance_scale, controlnet_conditioning_scale)
+        predict = GuidedPrediction(model, len(timesteps), controlnet_conditioning_scale, cfg_mode, control_every,
+                                   control_dense, control_branches)
         num_warmup_steps = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
         onload(self.transformer)
         with self.progress_bar(total=num_inference_steps) as progress_bar:
@@ -288,39 +298,25 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
                 if self.interrupt:
                     continue
                 self._current_timestep = t
-                context = torch.cat([negative_prompt_embeds, prompt_embeds]) if cfg else prompt_embeds
-                model_input = torch.cat([latents] * 2) if cfg else latents
-                model_input = self.scheduler.scale_model_input(model_input, t)
-                image_input = torch.cat([image_latents] * 2) if cfg else image_latents
-                model_input = torch.cat([model_input, image_input], dim=2)
-                traj_input = torch.cat([trajectory_latents] * 2) if cfg else trajectory_latents
-                timestep = t.expand(model_input.shape[0])
-
-                noise_pred = model(
-                    hidden_states=model_input,
-                    timestep=timestep,
-                    encoder_hidden_states=context,
-                    trajectory_latents=traj_input,
-                    conditioning_scale=controlnet_conditioning_scale,
-                    image_rotary_emb=image_rotary_emb,
-                    ofs=ofs_emb,
-                    attention_kwargs=attention_kwargs,
-                    return_dict=False,
-                )[0].float()
-                controlled = noise_pred  # the text-conditional prediction with control
+                model_input = self.scheduler.scale_model_input(latents, t)
+                model_input = torch.cat([model_input, image_latents], dim=2)
+                noise_uncond, controlled = predict(  # controlled: the text-conditional prediction with control
+                    i, model_input, trajectory_latents, t, negative_prompt_embeds if cfg else None, prompt_embeds,
+                    shared=dict(image_rotary_emb=image_rotary_emb, ofs=ofs_emb, attention_kwargs=attention_kwargs),
+                )
+                controlled = noise_pred = controlled.float()
 
                 if use_dynamic_cfg:
                     self._guidance_scale = 1 + guidance_scale * (
                         (1 - math.cos(math.pi * ((num_inference_steps - t.item()) / num_inference_steps) ** 5.0)) / 2
                     )
                 if cfg:
-                    noise_uncond, controlled = noise_pred.chunk(2)
-                    noise_pred = noise_uncond + self.guidance_scale * (controlled - noise_uncond)
+                    noise_pred = noise_uncond.float() + self.guidance_scale * (controlled - noise_uncond.float())
                 if guide:  # the conditional branch again, without control
-                    n = latents.shape[0]
                     free = model(
-                        hidden_states=model_input[-n:], timestep=timestep[-n:], encoder_hidden_states=prompt_embeds,
-                        trajectory_latents=traj_input[-n:], conditioning_scale=0.0, image_rotary_emb=image_rotary_emb,
+                        hidden_states=model_input, timestep=t.expand(model_input.shape[0]),
+                        encoder_hidden_states=prompt_embeds, trajectory_latents=trajectory_latents,
+                        conditioning_scale=0.0, image_rotary_emb=image_rotary_emb,
                         ofs=ofs_emb, attention_kwargs=attention_kwargs, return_dict=False,
                     )[0].float()
                     noise_pred = trajectory_guided(noise_pred, controlled, free, trajectory_guidance_scale)

@@ -10,7 +10,8 @@ The steps are the parent's, in the parent's order, with the trajectory added:
 6. `encode_trajectory`     the maps through the same VAE, normalised exactly as the image latents
 7. denoising loop          `MagicMotionTransformer` (base + ControlNet), cond and uncond as one batch,
                            the trajectory latents in both guidance branches; with trajectory guidance
-                           the conditional branch once more without the ControlNet
+                           the conditional branch once more without the ControlNet (speed options:
+                           `magicmotion.pipelines.guidance`)
 8. `decode_latents`        VAE decode + video post-processing
 
 With `controlnet_conditioning_scale=0` the output equals `WanImageToVideoPipeline`'s for the same
@@ -37,6 +38,7 @@ from ..errors import PipelineError
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
                          prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
                          trajectory_guided, trajectory_size)
+from .guidance import GuidedPrediction, check_speed_options
 from .settings import default_size, model_limits, pipeline_settings
 
 # Wan2.1 480P models generate about 832 x 480 pixels; a larger trajectory is scaled down to this area.
@@ -238,6 +240,10 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         max_sequence_length: int | None = None,
+        cfg_mode: str = "batched",
+        control_every: int = 1,
+        control_dense: float = 0.0,
+        control_branches: str = "both",
     ) -> MagicMotionPipelineOutput | tuple:
         """Generate videos whose objects follow `trajectory`.
 
@@ -267,6 +273,13 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
             callback_on_step_end: `fn(pipe, step, timestep, tensors) -> dict` after each step, with the
                 tensors named in `callback_on_step_end_tensor_inputs` ("latents", "prompt_embeds",
                 "negative_prompt_embeds", "trajectory_latents"); a returned tensor replaces it.
+            cfg_mode: "batched" (default): the two guidance branches as one batch; "sequential": one after
+                the other (half the activations, the same video within float rounding).
+            control_every, control_dense: run the ControlNet on every n-th step only, reusing its last
+                residuals in between, and on every step of the first `control_dense` fraction (default 1
+                and 0: every step). See `magicmotion.pipelines.guidance`.
+            control_branches: "both" (default), or "cond": one ControlNet pass, on the conditional text,
+                whose residuals both guidance branches get.
         Returns:
             `MagicMotionPipelineOutput(frames, trajectory_maps)` or, with return_dict=False,
             (frames, trajectory_maps).
@@ -275,6 +288,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
             raise PipelineError("a trajectory is required (spec path, Trajectory or rendered maps)")
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        check_speed_options(cfg_mode, control_every, control_dense, control_branches)
 
         # 1-2. the model's recommended settings where none are given, conditions and checks
         settings = pipeline_settings(self)
@@ -326,10 +340,12 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         # 6. trajectory latents, one copy per video
         trajectory_latents = self.encode_trajectory(cond.maps, device, torch.float32).repeat(batch_size, 1, 1, 1, 1)
 
-        # 7. denoising loop: cond and uncond in one batch, the trajectory in both
+        # 7. denoising loop: cond and uncond in one batch (or one after the other), the trajectory in both
         model = self.joint_transformer()
         guide = trajectory_guidance_on(model, trajectory_guidance_scale, controlnet_conditioning_scale)
         cfg = self.do_classifier_free_guidance
+        predict = GuidedPrediction(model, len(timesteps), controlnet_conditioning_scale, cfg_mode, control_every,
+                                   control_dense, control_branches)
         self._num_timesteps = len(timesteps)
         num_warmup_steps = len(timesteps) - num_inference_steps * self.scheduler.order
         onload(self.transformer)
@@ -340,33 +356,18 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                 self._current_timestep = t
                 model_input = torch.cat([latents, condition], dim=1).to(transformer_dtype)
                 traj_input = trajectory_latents.to(transformer_dtype)
-                context, context_image = prompt_embeds, image_embeds
+                noise_uncond, controlled = predict(  # controlled: the text-conditional prediction with control
+                    i, model_input, traj_input, t, negative_prompt_embeds if cfg else None, prompt_embeds,
+                    per_sample=dict(encoder_hidden_states_image=image_embeds),
+                    shared=dict(attention_kwargs=attention_kwargs),
+                )
+                noise_pred = controlled
                 if cfg:
-                    model_input = torch.cat([model_input] * 2)
-                    traj_input = torch.cat([traj_input] * 2)
-                    context = torch.cat([negative_prompt_embeds, prompt_embeds])
-                    context_image = None if image_embeds is None else torch.cat([image_embeds] * 2)
-                timestep = t.expand(model_input.shape[0])
-
-                noise_pred = model(
-                    hidden_states=model_input,
-                    timestep=timestep,
-                    encoder_hidden_states=context,
-                    trajectory_latents=traj_input,
-                    conditioning_scale=controlnet_conditioning_scale,
-                    encoder_hidden_states_image=context_image,
-                    attention_kwargs=attention_kwargs,
-                    return_dict=False,
-                )[0]
-                controlled = noise_pred  # the text-conditional prediction with control
-                if cfg:
-                    noise_uncond, controlled = noise_pred.chunk(2)
                     noise_pred = noise_uncond + guidance_scale * (controlled - noise_uncond)
                 if guide:  # the conditional branch again, without control
-                    n = latents.shape[0]
                     free = model(
-                        hidden_states=model_input[-n:], timestep=timestep[-n:], encoder_hidden_states=prompt_embeds,
-                        trajectory_latents=traj_input[-n:], conditioning_scale=0.0,
+                        hidden_states=model_input, timestep=t.expand(model_input.shape[0]),
+                        encoder_hidden_states=prompt_embeds, trajectory_latents=traj_input, conditioning_scale=0.0,
                         encoder_hidden_states_image=image_embeds, attention_kwargs=attention_kwargs, return_dict=False,
                     )[0]
                     noise_pred = trajectory_guided(noise_pred, controlled, free, trajectory_guidance_scale)

@@ -1,0 +1,129 @@
+"""The pipelines' speed options (magicmotion.pipelines.guidance), all off by default: guidance branches
+one after the other, ControlNet residuals reused across steps, one ControlNet pass for both branches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pipelines_helpers import RUN, make_image, make_trajectory
+
+from magicmotion.errors import PipelineError
+from magicmotion.pipelines import MagicMotionCogVideoXPipeline, MagicMotionWanPipeline
+from magicmotion.pipelines.guidance import control_steps
+
+PIPELINES = {"wan": (MagicMotionWanPipeline, "wan", "wan_cn_trained"),
+             "cogvideox": (MagicMotionCogVideoXPipeline, "cog", "cog_cn_trained")}
+
+
+@pytest.fixture(params=list(PIPELINES))
+def pipe(request, models_dir):
+    cls, base, controlnet = PIPELINES[request.param]
+    pipe = cls.from_pretrained(models_dir / base, controlnet=models_dir / controlnet)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def count_controlnet(pipe) -> list[int]:
+    """The batch size of every ControlNet call from now on."""
+    calls = []
+    forward = pipe.controlnet.forward
+
+    def counted(noisy_latents, *args, **kwargs):
+        calls.append(noisy_latents.shape[0])
+        return forward(noisy_latents, *args, **kwargs)
+
+    pipe.controlnet.forward = counted
+    return calls
+
+
+def latents(pipe, **kw) -> torch.Tensor:
+    args = dict(image=make_image(), prompt="a red square moves right", trajectory=make_trajectory(), kind="box",
+                negative_prompt="blurry", output_type="latent", **RUN)
+    args.update(kw)
+    return pipe(generator=torch.Generator().manual_seed(0), **args).frames
+
+
+def test_sequential_guidance_equals_batched(pipe):
+    calls = count_controlnet(pipe)
+    batched = latents(pipe)
+    assert calls == [2, 2]  # one call per step on both branches
+    calls.clear()
+    sequential = latents(pipe, cfg_mode="sequential")
+    assert calls == [1, 1, 1, 1]  # each branch on its own
+    torch.testing.assert_close(sequential, batched, atol=1e-5, rtol=0)
+    # also with the other options on
+    torch.testing.assert_close(latents(pipe, cfg_mode="sequential", control_branches="cond", control_every=2),
+                               latents(pipe, control_branches="cond", control_every=2), atol=1e-5, rtol=0)
+
+
+def test_control_schedule():
+    assert control_steps(6) == [True] * 6
+    assert control_steps(6, 2) == [True, False, True, False, True, False]
+    assert control_steps(7, 3) == [True, False, False, True, False, False, True]
+    # dense early: every step for the first 40% (ceil(0.4 * 10) = 4 steps), then every 3rd
+    assert control_steps(10, 3, 0.4) == [True] * 4 + [True, False, False, True, False, False]
+    assert control_steps(4, 5, 1.0) == [True] * 4
+
+
+def test_control_every_reuses_residuals(pipe):
+    four = dict(num_inference_steps=4)
+    calls = count_controlnet(pipe)
+    plain = latents(pipe, **four)
+    assert len(calls) == 4
+    calls.clear()
+    np.testing.assert_array_equal(latents(pipe, control_every=1, **four), plain)  # the same computation
+    assert len(calls) == 4
+    calls.clear()
+    every2 = latents(pipe, control_every=2, **four)
+    assert len(calls) == 2  # steps 0 and 2
+    calls.clear()
+    dense = latents(pipe, control_every=2, control_dense=0.5, **four)
+    assert len(calls) == 3  # steps 0, 1 and 2
+    # reused residuals stay close to the plain run: much closer than no control at all (RMS)
+    off = latents(pipe, controlnet_conditioning_scale=0.0, **four)
+    control = (plain - off).norm()
+    assert control > 1e-2
+    assert 0 < (every2 - plain).norm() < 0.5 * control
+    assert 0 < (dense - plain).norm() < 0.5 * control
+
+
+def test_one_controlnet_pass_for_both_branches(pipe):
+    calls = count_controlnet(pipe)
+    same_text = dict(negative_prompt="a red square moves right")  # then the branches' residuals agree
+    plain = latents(pipe, **same_text)
+    assert calls == [2, 2]
+    calls.clear()
+    cond = latents(pipe, control_branches="cond", **same_text)
+    assert calls == [1, 1]  # half the ControlNet work
+    torch.testing.assert_close(cond, plain, atol=1e-5, rtol=0)
+    calls.clear()
+    latents(pipe, control_branches="cond", cfg_mode="sequential")
+    assert calls == [1, 1]  # one call per step instead of two
+    # with another negative prompt it is an approximation, not the plain run
+    assert (latents(pipe, control_branches="cond") - latents(pipe)).abs().max() > 0
+    # without guidance there is one branch and nothing changes
+    np.testing.assert_array_equal(latents(pipe, guidance_scale=1.0, control_branches="cond", cfg_mode="sequential"),
+                                  latents(pipe, guidance_scale=1.0))
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(cfg_mode="parallel"), "cfg_mode"),
+    (dict(control_every=0), "control_every"),
+    (dict(control_every=1.5), "control_every"),
+    (dict(control_dense=1.5), "control_dense"),
+    (dict(control_branches="uncond"), "control_branches"),
+])
+def test_bad_speed_options_fail_before_any_model_runs(pipe, kw, message, monkeypatch):
+    monkeypatch.setattr(pipe, "encode_prompt", lambda *a, **k: pytest.fail("a model ran on bad input"))
+    with pytest.raises(PipelineError, match=message):
+        latents(pipe, **kw)
+
+
+def test_generate_passes_the_options_on(pipe):
+    from magicmotion.pipelines.generate import generate
+
+    calls = count_controlnet(pipe)
+    generate(pipe, make_image(), "a red square", make_trajectory(), "box", num_frames=9, height=32, width=32,
+             num_inference_steps=2, guidance_scale=6.0, seed=0, cfg_mode="sequential", control_every=2)
+    assert calls == [1, 1]  # step 0, each branch on its own; step 1 reuses them
