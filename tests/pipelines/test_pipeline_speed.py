@@ -127,3 +127,62 @@ def test_generate_passes_the_options_on(pipe):
     generate(pipe, make_image(), "a red square", make_trajectory(), "box", num_frames=9, height=32, width=32,
              num_inference_steps=2, guidance_scale=6.0, seed=0, cfg_mode="sequential", control_every=2)
     assert calls == [1, 1]  # step 0, each branch on its own; step 1 reuses them
+
+
+def test_generate_cli_flags(models_dir, inputs_dir, monkeypatch, capsys):
+    import json
+
+    from magicmotion.cli import main
+    from magicmotion.pipelines import MagicMotionWanPipeline
+
+    seen = []
+    call = MagicMotionWanPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append({k: kwargs.get(k) for k in ("cfg_mode", "control_every", "control_dense", "control_branches")})
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(MagicMotionWanPipeline, "__call__", spy)
+    base = ["generate", "--base", str(models_dir / "wan"), "--controlnet", str(models_dir / "wan_cn_trained"),
+            "--image", str(inputs_dir / "first.png"), "--trajectory", str(inputs_dir / "spec.json"),
+            "--prompt", "a red square", "--steps", "2", "--guidance", "4", "--seed", "0"]
+    assert main(base + ["--out", str(inputs_dir / "plain.mp4")]) == 0
+    assert main(base + ["--out", str(inputs_dir / "fast.mp4"), "--cfg-mode", "sequential", "--control-every", "2",
+                        "--control-dense", "0.25", "--control-branches", "cond"]) == 0
+    assert seen == [dict.fromkeys(seen[0]),  # nothing given: the pipeline's defaults
+                    dict(cfg_mode="sequential", control_every=2, control_dense=0.25, control_branches="cond")]
+    assert json.loads((inputs_dir / "plain.json").read_text())["speed"] == {}
+    assert json.loads((inputs_dir / "fast.json").read_text())["speed"] == dict(
+        cfg_mode="sequential", control_every=2, control_dense=0.25, control_branches="cond")
+    capsys.readouterr()
+    assert main(base + ["--out", str(inputs_dir / "bad.mp4"), "--control-every", "0"]) == 2
+    assert "control_every" in capsys.readouterr().err and not (inputs_dir / "bad.mp4").exists()
+
+
+def test_bench_run_records_and_passes_the_options(monkeypatch, tmp_path):
+    from magicmotion.bench import runner
+    from magicmotion.errors import BenchError
+
+    seen = {}
+    monkeypatch.setattr(runner, "bench_records", lambda root: [{"id": "a"}])
+    monkeypatch.setattr(runner, "_start_run", lambda out, root, settings, records, label: seen.update(settings) or {})
+    monkeypatch.setattr("magicmotion.data.dataset.Dataset", lambda *a, **k: None)
+
+    def fake_generator(pipe, **kw):
+        seen["generator_speed"] = kw["speed"]
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(runner, "pipeline_generator", fake_generator)
+    speed = dict(cfg_mode="sequential", control_every=3)
+    with pytest.raises(RuntimeError, match="stop"):
+        runner.run_bench(tmp_path / "bench", tmp_path / "run", pipeline=object(), num_inference_steps=2,
+                         guidance_scale=4.0, speed=speed, progress=False)
+    assert seen["speed"] == speed and seen["generator_speed"] == speed
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop"):
+        runner.run_bench(tmp_path / "bench", tmp_path / "run2", pipeline=object(), num_inference_steps=2,
+                         guidance_scale=4.0, progress=False)
+    assert "speed" not in seen  # runs without the options keep their settings as before
+    with pytest.raises(BenchError, match="control_every"):
+        runner.run_bench(tmp_path / "bench", tmp_path / "run3", pipeline=object(), num_inference_steps=2,
+                         guidance_scale=4.0, speed=dict(control_every=0), progress=False)

@@ -23,6 +23,8 @@ def _buckets(text: str) -> list[str]:
 
 
 def register(sub) -> None:
+    from ..pipelines.cli import add_speed_arguments
+
     p = sub.add_parser("bench", help="benchmark: build sets, run, score (FID, FVD, Mask/Box IoU), report",
                        description="MagicBench-style and DAVIS evaluation: build a benchmark set, "
                                    "generate a video per clip, score the run, report runs side by side.")
@@ -81,6 +83,7 @@ def register(sub) -> None:
                    help="guidance scale (default: the model's recommended, e.g. 6; 1 for the shipped tiny model)")
     r.add_argument("--trajectory-guidance", type=float, default=1.0, metavar="W",
                    help="trajectory guidance scale (default 1 = off; see magicmotion generate)")
+    add_speed_arguments(r)
     r.add_argument("--seed", type=int, default=0, help="seed, the same for every clip (default 0)")
     r.add_argument("--limit", type=int, default=None, help="only the first N clips")
     r.add_argument("--size", type=_size, default=None, help="output size WxH (default: the pipeline's)")
@@ -147,6 +150,7 @@ def _davis(args) -> int:
 
 def _run(args) -> int:
     from ..locks import output_lock
+    from ..pipelines.cli import speed_options
     from .runner import run_bench
 
     with output_lock(args.out, "run folder"):  # one run per output
@@ -155,7 +159,7 @@ def _run(args) -> int:
                       guidance_scale=args.guidance, trajectory_guidance=args.trajectory_guidance, seed=args.seed,
                       limit=args.limit, ground_truth=args.ground_truth, size=args.size,
                       sparse_keys=args.sparse_keys, device=args.device, dtype=args.dtype, offload=args.offload,
-                      label=args.label)
+                      label=args.label, speed=speed_options(args))
     print(f"{args.out}: {s['clips']} clips ({s['generated']} generated now, {s['skipped']} already done)")
     return 0
 

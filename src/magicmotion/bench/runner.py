@@ -87,7 +87,7 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
               guidance_scale: float | None = None, trajectory_guidance: float = 1.0, seed: int = 0,
               limit: int | None = None, ground_truth: bool = False, size: tuple[int, int] | None = None,
               sparse_keys: int = 4, device: str | None = None, dtype=None, offload: str = "none",
-              label: str | None = None,
+              label: str | None = None, speed: dict | None = None,
               pipeline=None, generate_fn: GenerateFn | None = None, progress: bool = True) -> dict:
     """Generate a video for each of the first `limit` (default all) clips of the benchmark set.
 
@@ -97,6 +97,8 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
     magicmotion.json, `magicmotion.pipelines.settings`: 25 and 1 for the shipped tiny model), the
     paper's 50 and 6 for a custom generate_fn with a base;
     trajectory_guidance: the pipelines' `trajectory_guidance_scale` (1: off);
+    speed: the pipelines' speed options (`cfg_mode`, `control_every`, `control_dense`,
+    `control_branches`; see `magicmotion.pipelines.guidance`), recorded in run.json when given;
     seed: the same seed for every clip; size: (W, H) of the output (default: the pipeline's choice from
     the clip's size); ground_truth: copy the benchmark's own videos instead (the ceiling);
     pipeline: an already loaded MagicMotion pipeline (then base / controlnet only name it in run.json).
@@ -142,6 +144,16 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
                     "sparse_keys": int(sparse_keys) if kind == "sparse_box" else None,
                     "generator": "custom" if generate_fn is not None else "pipeline",
                     "pipeline": type(pipeline).__name__ if pipeline is not None else None}
+        if speed:  # only when given, so that runs made before the options still resume
+            from ..pipelines.guidance import check_speed_options
+
+            speed = dict(speed)
+            try:
+                check_speed_options(**{**dict(cfg_mode="batched", control_every=1, control_dense=0.0,
+                                              control_branches="both"), **speed})
+            except (MagicMotionError, TypeError) as e:
+                raise BenchError(f"speed options {speed}: {e}") from None
+            settings["speed"] = speed
         _check_settings(settings)
     if size is not None:
         check_size(*size, error=BenchError, what="size")
@@ -177,7 +189,7 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
                     generate = generate_fn or pipeline_generator(
                         pipeline, kind=kind, control_scale=control_scale,
                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                        trajectory_guidance=trajectory_guidance, seed=seed, size=size)
+                        trajectory_guidance=trajectory_guidance, seed=seed, size=size, speed=speed)
                 _generate_one(reader, record, kind, sparse_keys, generate, video, out / PREVIEWS)
             bar.update(1)
     info["complete"] = True
@@ -274,7 +286,7 @@ def _generate_one(reader, record: dict, kind: str, sparse_keys: int, generate, v
 
 def pipeline_generator(pipe, kind: str = "box", control_scale: float = 1.0, num_inference_steps: int = 50,
                        guidance_scale: float = 6.0, trajectory_guidance: float = 1.0, seed: int = 0,
-                       size: tuple[int, int] | None = None) -> GenerateFn:
+                       size: tuple[int, int] | None = None, speed: dict | None = None) -> GenerateFn:
     """A generate_fn running a loaded MagicMotion pipeline (`load_pipeline`) on each clip: the clip's
     first frame, caption and condition trajectory, as many frames as the clip, the same seed each time."""
     from ..pipelines.generate import generate
@@ -286,6 +298,6 @@ def pipeline_generator(pipe, kind: str = "box", control_scale: float = 1.0, num_
                         num_frames=len(clip.frames), height=height, width=width,
                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                         controlnet_conditioning_scale=control_scale,
-                        trajectory_guidance_scale=trajectory_guidance, seed=seed)
+                        trajectory_guidance_scale=trajectory_guidance, seed=seed, **(speed or {}))
 
     return run

@@ -16,6 +16,33 @@ from ..errors import MediaError, PipelineError
 
 KINDS = ("mask", "box", "sparse_box")  # magicmotion.trajectory.KINDS, without importing it for --help
 OFFLOAD = ("none", "model", "sequential")
+SPEED_DEFAULTS = dict(cfg_mode="batched", control_every=1, control_dense=0.0, control_branches="both")
+
+
+def add_speed_arguments(p) -> None:
+    """--cfg-mode, --control-every, --control-dense, --control-branches (`generate` and `bench run`)."""
+    p.add_argument("--cfg-mode", default="batched", choices=["batched", "sequential"],
+                   help="batched: both guidance branches as one batch (default); sequential: one after the other "
+                        "(half the activation memory, the same video within float rounding)")
+    p.add_argument("--control-every", type=int, default=1, metavar="N",
+                   help="run the ControlNet on every N-th step only, reusing its residuals in between "
+                        "(default 1 = every step; an approximation)")
+    p.add_argument("--control-dense", type=float, default=0.0, metavar="FRACTION",
+                   help="with --control-every: run the ControlNet on every step of this first fraction of the "
+                        "steps (default 0)")
+    p.add_argument("--control-branches", default="both", choices=["both", "cond"],
+                   help="both: the ControlNet in both guidance branches (default); cond: once, on the prompt, "
+                        "its residuals added to both (an approximation)")
+
+
+def speed_options(args) -> dict:
+    """The speed options given (those that differ from the defaults), as pipeline keyword arguments;
+    PipelineError on a value the pipelines refuse."""
+    from .guidance import check_speed_options
+
+    options = {k: getattr(args, k, v) for k, v in SPEED_DEFAULTS.items()}
+    check_speed_options(**options)
+    return {k: v for k, v in options.items() if v != SPEED_DEFAULTS[k]}
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -66,6 +93,7 @@ def register(sub) -> None:
     p.add_argument("--trajectory-guidance", type=float, default=1.0, metavar="W",
                    help="trajectory guidance: move each step W times as far from the uncontrolled prediction "
                         "(default 1 = off; not in the paper); costs one more base pass per step")
+    add_speed_arguments(p)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded in OUT.json)")
     p.add_argument("--frames", type=int, default=None,
                    help="frames to generate; must equal the spec's frame count (default: the spec's)")
@@ -112,6 +140,7 @@ def check_args(args) -> dict:
             raise PipelineError(f"{flag} must be a number in 0..100, got {value}")
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise PipelineError(f"--seed must be in 0..2^32-1, got {args.seed}")
+    speed_options(args)
     size = parse_size(args.size)
     check_output(args.out)
     inputs = {Path(p).resolve() for p in (args.image, args.trajectory)}
@@ -241,7 +270,7 @@ def generate_one(args, checked: dict, pipe) -> int:
         pipe, args.image, args.prompt, checked["traj"], args.kind, negative_prompt=args.negative_prompt,
         num_frames=args.frames, height=height, width=width, num_inference_steps=settings["num_inference_steps"],
         guidance_scale=settings["guidance_scale"], controlnet_conditioning_scale=args.control_scale,
-        trajectory_guidance_scale=args.trajectory_guidance, seed=seed,
+        trajectory_guidance_scale=args.trajectory_guidance, seed=seed, **speed_options(args),
     )
     elapsed = time.perf_counter() - start
     record = dict(
@@ -249,7 +278,7 @@ def generate_one(args, checked: dict, pipe) -> int:
         model=type(pipe).__name__, image=args.image, trajectory=args.trajectory, kind=args.kind,
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=settings["num_inference_steps"],
         guidance=settings["guidance_scale"], control_scale=args.control_scale,
-        trajectory_guidance=args.trajectory_guidance, seed=seed, trajectory_palette=settings["trajectory_palette"],
+        trajectory_guidance=args.trajectory_guidance, speed=speed_options(args), seed=seed, trajectory_palette=settings["trajectory_palette"],
         map_encoding=settings["map_encoding"], fit=checked["fit"], redrawn=checked["redrawn"], model_settings=settings.record(),
         offload=args.offload, device=str(pipe._execution_device),
         dtype=str(pipe.transformer.dtype).replace("torch.", ""), seconds=round(elapsed, 2),
