@@ -737,6 +737,17 @@ def _stop_if_not_finite(accelerator, value, what: str, step: int, config: TrainC
                             "the weights: lower optim.lr, check the data, or resume from the last checkpoint")
 
 
+def _fresh_accelerate_state() -> None:
+    """One process on its own (no launcher): forget the accelerate state an earlier run in this
+    process left (its mixed precision would otherwise refuse this run's); launched runs keep theirs."""
+    import os
+
+    from accelerate.state import AcceleratorState
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _train(config: TrainConfig, resume: bool, progress: bool, callback, overwrite: bool = False) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
@@ -751,8 +762,12 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback, overwrit
     output_dir = Path(config.output_dir)
     check_output_dir(config, resume, overwrite)
     checkpoint = intact_checkpoint(output_dir, log=_warn) if resume else None
+    from .conditioning import _model_index
+
+    _model_index(config.base)  # the base's libraries and classes, checked before anything is set up
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    _fresh_accelerate_state()
     accelerator = Accelerator(
         mixed_precision=loop.mixed_precision, gradient_accumulation_steps=loop.grad_accum,
         log_with="tensorboard" if loop.tensorboard else None,
