@@ -1,4 +1,5 @@
-"""`magicmotion convert official CKPT.pt|RELEASE_DIR --out DIR`: import the released checkpoints."""
+"""`magicmotion convert official CKPT.pt|RELEASE_DIR --out DIR`: import the released checkpoints;
+`magicmotion convert wan-fun SRC --out DIR`: Wan2.1-Fun-1.3B-InP to a diffusers pipeline folder."""
 
 from __future__ import annotations
 
@@ -29,11 +30,36 @@ def register(sub) -> None:
     )
     official.set_defaults(func=_official)
 
+    wan_fun = kinds.add_parser(
+        "wan-fun",
+        help="convert alibaba-pai/Wan2.1-Fun-1.3B-InP (Wan's own layout) to a diffusers WanImageToVideoPipeline folder",
+        description="Map the transformer (config.json + diffusion_pytorch_model.safetensors), the VAE "
+        "(Wan2.1_VAE.pth), the umt5-xxl text encoder (models_t5_umt5-xxl-enc-bf16.pth) and the tokenizer "
+        "(google/umt5-xxl/) of a VideoX-Fun release folder onto diffusers/transformers classes, every key "
+        "checked, and write a WanImageToVideoPipeline folder. The open-clip image encoder is not converted: "
+        "give --image-encoder (a CLIPVisionModel folder, e.g. image_encoder/ of "
+        "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers, with image_processor/ beside it).",
+    )
+    wan_fun.add_argument("src", metavar="SRC", help="the release folder, e.g. Wan2.1-Fun-1.3B-InP/")
+    wan_fun.add_argument("--out", required=True, metavar="DIR", help="output pipeline folder (new or empty)")
+    wan_fun.add_argument("--image-encoder", metavar="DIR", help="a transformers CLIPVisionModel folder")
+    wan_fun.add_argument("--flow-shift", type=float, default=3.0, help="scheduler flow shift (3.0 for 480P)")
+    wan_fun.set_defaults(func=_wan_fun)
+
     def usage(args) -> int:
         convert.print_help()
         return 2
 
     convert.set_defaults(func=usage)
+
+
+def _wan_fun(args) -> int:
+    from .convert_wan_fun import convert_wan_fun
+
+    out = convert_wan_fun(args.src, args.out, image_encoder=args.image_encoder, flow_shift=args.flow_shift,
+                          progress=lambda line: print(line, flush=True))
+    print(f"wrote {out}")
+    return 0
 
 
 def _official(args) -> int:
