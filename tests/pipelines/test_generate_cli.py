@@ -105,6 +105,7 @@ def bad_spec(inputs_dir, frames: int = 10):
         (lambda d, a: a.__setitem__(a.index("--controlnet") + 1, a[a.index("--controlnet") + 1].replace(
             "wan_cn_trained", "cog_cn")), "cannot drive a wan base"),
         (lambda d, a: Image.fromarray(make_image(32)[:, :20]).save(d / "first.png"), "aspect ratios differ"),
+        (lambda d, a: Image.fromarray(make_image(32)[:1, :1]).save(d / "first.png"), "at least 16 pixels"),
         (lambda d, a: a.__setitem__(a.index("--out") + 1, str(d / "nowhere" / "video.mp4")), "does not exist"),
         (lambda d, a: a.__setitem__(a.index("--out") + 1, str(d / "video.avi")), "must be an .mp4"),
         (lambda d, a: (d / "spec.json").write_text("{not json"), "spec.json"),

@@ -16,6 +16,7 @@ from ..errors import MediaError, PipelineError
 
 KINDS = ("mask", "box", "sparse_box")  # magicmotion.trajectory.KINDS, without importing it for --help
 OFFLOAD = ("none", "model", "sequential")
+MIN_IMAGE_SIDE = 16  # a first frame smaller than one latent token of any base is not a picture
 SPEED_DEFAULTS = dict(cfg_mode="batched", control_every=1, control_dense=0.0, control_branches="both")
 
 
@@ -154,6 +155,9 @@ def check_args(args) -> dict:
     if size is not None:  # a size the model cannot run is refused before the inputs are read
         model_settings(args.base, args.controlnet, args.kind or "box")[2].check(size[0], size[1], 1)
     image = read_image(args.image)
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise MediaError(f"{args.image}: the first frame is {image.shape[1]}x{image.shape[0]}; at least "
+                         f"{MIN_IMAGE_SIDE} pixels a side are needed")
     traj = read_trajectory(args.trajectory)
     frames = trajectory_frames(traj)
     if (frames - 1) % 4:
