@@ -240,19 +240,13 @@ def load_models(grounding: str | None = DEFAULT_GROUNDING, sam2: str = DEFAULT_S
 def masks_trajectory(masks: np.ndarray, prompts: list[Prompt], caption: str = "", source: str = "") -> Trajectory:
     """bool (N, T, H, W) -> Trajectory with objects 1..N named by their phrases: a mask on every frame,
     a box wherever it is not empty. An object with no mask on its own prompt frame is an error."""
-    n, t, h, w = masks.shape
+    _, t, h, w = masks.shape
     traj = Trajectory(width=w, height=h, num_frames=t, caption=caption, source=source)
     for k, p in enumerate(prompts):
         if not masks[k, p.frame].any():
             raise TrajectoryError(f"{source or 'video'}: SAM 2 found no mask for object {k + 1} "
                                   f"({p.describe()}) on frame {p.frame}, where it was picked")
-        obj = ObjectTrack(id=k + 1, label=p.label)
-        for f in range(t):
-            obj.masks[f] = encode_mask(masks[k, f])
-            box = mask_box(masks[k, f])
-            if box is not None:
-                obj.boxes[f] = box
-        traj.objects.append(obj)
+        traj.objects.append(ObjectTrack.from_masks(k + 1, p.label, masks[k]))
     return traj
 
 

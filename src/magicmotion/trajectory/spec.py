@@ -128,6 +128,18 @@ class ObjectTrack:
     def set_mask(self, frame: int, mask: np.ndarray) -> None:
         self.masks[frame] = encode_mask(mask)
 
+    @classmethod
+    def from_masks(cls, object_id: int, label: str, masks: np.ndarray) -> "ObjectTrack":
+        """An object with a mask on every frame of bool `masks` (T, H, W) and a box wherever the mask
+        is not empty (a tracker's output)."""
+        obj = cls(id=object_id, label=label)
+        for f, m in enumerate(masks):
+            obj.set_mask(f, m)
+            box = mask_box(m)
+            if box is not None:
+                obj.boxes[f] = box
+        return obj
+
     def mask_area(self, frame: int) -> int:
         rle = self.masks.get(frame)
         return 0 if rle is None else int(mask_utils.area(rle))

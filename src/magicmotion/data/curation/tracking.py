@@ -143,7 +143,7 @@ def masks_to_trajectory(masks: np.ndarray, labels: list[str], caption: str = "",
                         source: str = ""):
     """bool (N, T, H, W) -> Trajectory with objects 1..N' (those whose frame-0 mask is not empty,
     renumbered in order): a mask on every frame, a box wherever the mask is not empty."""
-    from ...trajectory import ObjectTrack, Trajectory, encode_mask, mask_box
+    from ...trajectory import ObjectTrack, Trajectory
 
     masks = np.asarray(masks, dtype=bool)
     n, t, h, w = masks.shape
@@ -151,11 +151,6 @@ def masks_to_trajectory(masks: np.ndarray, labels: list[str], caption: str = "",
     for k in range(n):
         if not masks[k, 0].any():
             continue
-        obj = ObjectTrack(id=len(traj.objects) + 1, label=labels[k] if k < len(labels) else "")
-        for f in range(t):
-            obj.masks[f] = encode_mask(masks[k, f])
-            box = mask_box(masks[k, f])
-            if box is not None:
-                obj.boxes[f] = box
-        traj.objects.append(obj)
+        label = labels[k] if k < len(labels) else ""
+        traj.objects.append(ObjectTrack.from_masks(len(traj.objects) + 1, label, masks[k]))
     return traj
