@@ -28,18 +28,14 @@ KIND_STAGE = {"mask": "stage1", "box": "stage2", "sparse_box": "stage3"}
 # Classifier-free guidance for the shipped tiny model. Its text encoder is random and frozen, so the
 # conditional and unconditional predictions differ by little more than noise, and the paper's 6
 # amplifies that noise into coloured blotches over the background; 1 (no guidance) keeps the frame.
+# What generate uses is the model's own assets/tiny/base/magicmotion.json; these name its value and
+# the paper's for `make tiny-model`'s bench and the app's fallback fields.
 TINY_GUIDANCE = 1.0
 DEFAULT_GUIDANCE = 6.0  # the paper's, for real models
 MODELS = ("wan", "cogvideox")
 OFFLOAD = ("none", "model", "sequential")
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
           "fp32": "float32", "float32": "float32"}
-
-
-def default_guidance(base) -> float:
-    """The guidance scale to use when none is given: `TINY_GUIDANCE` for the shipped tiny model
-    (`base` None), the paper's 6 otherwise."""
-    return TINY_GUIDANCE if base is None else DEFAULT_GUIDANCE
 
 
 def resolve_dtype(dtype, device: str):
@@ -401,7 +397,7 @@ def model_settings(base=None, controlnet=None, kind: str | None = None):
 
 __all__ = [
     "DEFAULT_GUIDANCE", "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_GUIDANCE", "TINY_MODEL_DIR", "base_config",
-    "default_guidance", "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "model_settings",
+    "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "model_settings",
     "apply_sampling_settings", "attach_settings", "resolve_device",
     "resolve_dtype", "tiny_model_paths", "transformer_config",
 ]

@@ -41,8 +41,6 @@ from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_input
 from .guidance import GuidedPrediction, check_speed_options
 from .settings import default_size, model_limits, pipeline_settings
 
-# Wan2.1 480P models generate about 832 x 480 pixels; a larger trajectory is scaled down to this area.
-WAN_DEFAULT_AREA = 832 * 480  # the wan family default in settings.py
 # Wan2.1 pads every prompt to umT5's 512 tokens (and diffusers splits a 14B base's context into image
 # and text at 512); a base trained with fewer, like the shipped tiny model, says so in its tokenizer.
 WAN_TEXT_TOKENS = 512
