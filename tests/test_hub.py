@@ -169,7 +169,13 @@ def test_every_loader_fails_offline_in_one_line(hf_env, monkeypatch):
     from magicmotion.pipelines.loading import base_config, load_controlnet
     from magicmotion.training.conditioning import load_base_components
 
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a hub id was fetched: nothing may reach the network here")
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", no_network)  # the ids below are never fetched
     calls = [lambda: base_config("o/base"), lambda: load_controlnet("o/cn", model="wan"),
              lambda: load_objects_model("o/llm", device="cpu"), lambda: load_grounder("o/gd", device="cpu"),
              lambda: load_tracker("o/sam2", device="cpu"), lambda: BenchSam2("o/sam2"),
