@@ -1,12 +1,21 @@
-"""Trajectory ControlNet for Wan2.1 image-to-video bases (`WanTransformer3DModel`, 36 input channels).
+"""Trajectory ControlNet for Wan image-to-video bases (`WanTransformer3DModel`): Wan2.1 I2V / Fun-InP,
+Wan2.2 TI2V-5B and each expert of Wan2.2 I2V-A14B.
 
 A trainable copy of the base's condition embedder (time + text + optional CLIP image) and first N
-`WanTransformerBlock`s, with the same rotary settings. Its input is the noisy video latents (16 ch)
-concatenated on channels with the trajectory latents (16 ch). The patch embedding Conv3d(32 -> D) is
-initialised from the base's 36-channel one: noise channels from base channels 0..15, trajectory
-channels from the base's image-latent channels (the last 16), so at the start the trajectory is read
-the way the base reads the first-frame latents. After control block i a zero-initialised per-token
-linear map (`out_projectors.i`) gives the residual the joint model adds to the output of base block i.
+`WanTransformerBlock`s, with the same rotary settings. Its input is the base's latents (C = the base's
+`out_channels` = the VAE's z_dim: 16 for Wan2.1 and A14B, 48 for TI2V-5B) concatenated on channels with
+the trajectory latents (C channels, the same VAE). The patch embedding Conv3d(2C -> D) is initialised
+from the base's:
+
+- Wan2.1 / A14B (in_channels 36 = noise 16 + mask 4 + image latents 16): noise channels from base
+  channels 0..15, trajectory channels from the base's image-latent channels (the last 16), so at the
+  start the trajectory is read the way the base reads the first-frame latents.
+- TI2V-5B (in_channels 48 = out_channels, `expand_timesteps`): the first frame goes in as clean
+  latents in the same 48 channels, so both halves start from the base's one 48-channel embedding.
+
+After control block i a zero-initialised per-token linear map (`out_projectors.i`) gives the residual
+the joint model adds to the output of base block i. An A14B base has one ControlNet per expert, each
+built from its own expert (`expert="high"` from `transformer`, `"low"` from `transformer_2`).
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from torch import nn
 from ..errors import ModelError
 from .casting import cast_like
 
+EXPERTS = (None, "high", "low")  # Wan2.2 A14B: transformer (high noise) / transformer_2 (low noise)
+
 _COPIED = (
     "patch_size", "num_attention_heads", "attention_head_dim", "text_dim", "freq_dim", "ffn_dim",
     "cross_attn_norm", "qk_norm", "eps", "image_dim", "added_kv_proj_dim", "rope_max_seq_len",
@@ -38,12 +49,15 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
 
     Args (config; `from_transformer` fills them from a base):
         num_layers: number of control blocks (at most `base_num_layers`).
-        in_channels: noisy latent channels + trajectory latent channels (16 + 16).
-        base_in_channels: input channels of the base (36: noise 16 + mask 4 + image latents 16).
+        in_channels: latent channels + trajectory latent channels (16 + 16; 48 + 48 for Wan2.2 TI2V-5B).
+        base_in_channels: input channels of the base (36: noise 16 + mask 4 + image latents 16; 48 for
+            TI2V-5B, whose first frame is in the latents).
         base_num_layers: number of blocks of the base this ControlNet was built for.
         base_type: "wan" (checked by `MagicMotionTransformer`).
         trajectory_palette: the palette of the trajectory maps it was trained on ("voc" or "release",
             see `magicmotion.trajectory.palette`); pipelines render specs with it.
+        expert: for a two-expert Wan2.2 A14B base, the expert it was built from and runs beside:
+            "high" (`transformer`, timesteps >= the boundary) or "low" (`transformer_2`); None otherwise.
         the rest: as `WanTransformer3DModel`.
     """
 
@@ -74,6 +88,7 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
         base_num_layers: int = 30,
         base_type: str = "wan",
         trajectory_palette: str = "voc",
+        expert: str | None = None,
     ):
         super().__init__()
         if base_type != "wan":
@@ -82,6 +97,8 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
             raise ModelError(f"WanTrajectoryControlNet: in_channels {in_channels} is not noise + trajectory")
         if trajectory_palette not in ("voc", "release"):
             raise ModelError(f"WanTrajectoryControlNet: trajectory_palette must be voc or release, got {trajectory_palette!r}")
+        if expert not in EXPERTS:
+            raise ModelError(f"WanTrajectoryControlNet: expert must be high, low or null, got {expert!r}")
         patch_size = tuple(patch_size)
         inner_dim = num_attention_heads * attention_head_dim
 
@@ -121,12 +138,16 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_transformer(cls, transformer, num_layers: int | None = None,
-                         trajectory_palette: str = "voc") -> "WanTrajectoryControlNet":
-        """Build a ControlNet from a Wan image-to-video base (36 input channels), copying its weights.
+                         trajectory_palette: str = "voc", expert: str | None = None,
+                         expand_timesteps: bool = False) -> "WanTrajectoryControlNet":
+        """Build a ControlNet from a Wan image-to-video base, copying its weights.
 
         Copies the condition embedder, rotary settings and the first `num_layers` blocks (default: all);
-        the 32-channel patch embedding takes the base's noise channels (0..15) and image-latent channels
-        (the last 16). The projections start at zero, so the joint model equals the base.
+        the 2C-channel patch embedding takes the base's noise channels (0..C-1) and image-latent
+        channels (the last C) (TI2V-5B: its C channels twice). The projections start at zero, so the
+        joint model equals the base. `expert`: "high" / "low" for a ControlNet of one A14B expert
+        (built from that expert). `expand_timesteps`: the base is a Wan2.2 TI2V base (the pipeline's
+        config says so), whose transformer, in_channels = out_channels, looks like a text-to-video one.
         """
         cfg = transformer.config
         if getattr(transformer, "blocks", None) is None or "rope_max_seq_len" not in cfg:
@@ -136,10 +157,14 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
         if not 1 <= num_layers <= base_layers:
             raise ModelError(f"num_layers must be 1..{base_layers} (the base's blocks), got {num_layers}")
         latent = cfg.out_channels or 16
-        if cfg.in_channels < 2 * latent:
+        if expand_timesteps and cfg.in_channels != latent:
+            raise ModelError(f"expand_timesteps (Wan2.2 TI2V) needs in_channels = out_channels; this base has "
+                             f"{cfg.in_channels} input and {latent} output channels")
+        if not expand_timesteps and cfg.in_channels < 2 * latent:
             raise ModelError(
                 f"Wan ControlNet needs an image-to-video base (noise + mask + image latents, e.g. 36 input "
-                f"channels); this base has {cfg.in_channels}"
+                f"channels; a TI2V base, whose latents hold the first frame, with expand_timesteps=True); "
+                f"this base has {cfg.in_channels} input and {latent} output channels"
             )
         controlnet = cls(
             **{k: cfg[k] for k in _COPIED if k in cfg},
@@ -148,6 +173,7 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
             base_in_channels=cfg.in_channels,
             base_num_layers=base_layers,
             trajectory_palette=trajectory_palette,
+            expert=expert,
         )
         with torch.no_grad():
             w, b = transformer.patch_embedding.weight, transformer.patch_embedding.bias
@@ -164,6 +190,8 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
             raise ModelError(f"a Wan ControlNet does not fit a {type(transformer).__name__} base")
         cfg, b = self.config, transformer.config
         expected = {
+            "latent channels": (cfg.in_channels // 2, b.out_channels or 16),
+            "base input channels": (cfg.base_in_channels, b.in_channels),
             "inner dim": (self.inner_dim, b.num_attention_heads * b.attention_head_dim),
             "attention heads": (cfg.num_attention_heads, b.num_attention_heads),
             "patch size": (tuple(cfg.patch_size), tuple(b.patch_size)),
@@ -189,9 +217,10 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
         """Control residuals, one per control block.
 
         Args:
-            noisy_latents: (B, 16, F, H, W) the noisy video latents only (not the mask / image latents).
-            trajectory_latents: (B, 16, F, H, W) VAE latents of the trajectory maps.
-            timestep: (B,) (or (B, L) as in Wan2.2 TI2V).
+            noisy_latents: (B, C, F, H, W) the noisy video latents only (not the mask / image latents;
+                TI2V: the latents with the clean first frame in them), C = in_channels // 2.
+            trajectory_latents: (B, C, F, H, W) VAE latents of the trajectory maps.
+            timestep: (B,), or (B, L) one per token as in Wan2.2 TI2V.
             encoder_hidden_states: (B, S, text_dim) text embeddings.
             encoder_hidden_states_image: (B, S_img, image_dim) CLIP image embeddings, for bases with them.
             num_blocks: run only the first `num_blocks` control blocks (default: all).
@@ -269,4 +298,4 @@ def wan_unpatchify(hidden_states: torch.Tensor, shape: tuple[int, ...], patch_si
     return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
 
-__all__ = ["WanTrajectoryControlNet", "wan_conditions", "wan_unpatchify"]
+__all__ = ["EXPERTS", "WanTrajectoryControlNet", "wan_conditions", "wan_unpatchify"]

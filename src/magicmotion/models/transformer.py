@@ -41,8 +41,8 @@ class MagicMotionTransformer(nn.Module):
     """Base DiT + Trajectory ControlNet (+ segment head), one forward.
 
     Args:
-        transformer: a `WanTransformer3DModel` (I2V, 36 channels) or `CogVideoXTransformer3DModel`
-            (I2V, 32 channels).
+        transformer: a `WanTransformer3DModel` (I2V: 36 channels; Wan2.2 TI2V: 48, the first frame in
+            the latents; one expert of Wan2.2 A14B) or `CogVideoXTransformer3DModel` (I2V, 32 channels).
         controlnet: the matching `WanTrajectoryControlNet` / `CogVideoXTrajectoryControlNet`; may have
             fewer blocks than the base (then only the first base blocks get residuals).
         segment_head: optional `SegmentHead` with one input per base block.
@@ -161,11 +161,13 @@ class MagicMotionTransformer(nn.Module):
         """Prediction of the base with trajectory control.
 
         Args:
-            hidden_states: the base's input: Wan (B, 36, F, H, W) = noise + mask + image latents;
+            hidden_states: the base's input: Wan (B, 36, F, H, W) = noise + mask + image latents
+                (Wan2.2 TI2V: (B, 48, F, H, W) latents with the clean first frame);
                 CogVideoX (B, F, 32, H, W) = noise + image latents.
-            timestep: (B,).
+            timestep: (B,), or Wan2.2 TI2V's (B, L) one per token.
             encoder_hidden_states: (B, S, text_dim) text embeddings.
-            trajectory_latents: (B, 16, F, H, W) for Wan, (B, F, 16, H, W) for CogVideoX.
+            trajectory_latents: (B, C, F, H, W) for Wan (C = the VAE's z_dim: 16, TI2V 48),
+                (B, F, 16, H, W) for CogVideoX.
             conditioning_scale: a float or one float per control block; 0 skips the ControlNet.
             return_segmentation: also run the segment head (if any).
             control_residuals: residuals from `controlnet_residuals` (perhaps of another step or
