@@ -1,5 +1,7 @@
-"""Wan2.1-Fun (Wan's own layout) -> diffusers: a tiny model saved as the release saves it, converted,
-and compared with a reference forward written here from the structure of Wan's model code."""
+"""Wan2.1-Fun (Wan's own layout) -> diffusers: tiny models saved as the release saves them, converted,
+and compared with reference forwards written here from the structure of Wan's model code (transformer,
+umT5, CLIP vision tower) or with the diffusers model whose weights they are (VAE); the whole release
+folder through `magicmotion convert wan-fun`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from wan_release import TINY, wan_layout_weights, wan_t5_weights
+
 from magicmotion.errors import ModelError
 from magicmotion.models.convert_wan_fun import (
     convert_wan_t5,
@@ -18,47 +22,7 @@ from magicmotion.models.convert_wan_fun import (
     transformer_key,
 )
 
-# Wan's config.json names; 36 input channels and a CLIP branch (1280, fixed in Wan's code) as in Fun-InP.
-TINY = {"dim": 32, "ffn_dim": 48, "freq_dim": 16, "in_dim": 36, "out_dim": 16, "num_heads": 2,
-        "num_layers": 2, "text_dim": 24, "model_type": "i2v", "eps": 1e-6, "text_len": 512}
 IMAGE_TOKENS = 257  # Wan splits the context at 257 image tokens; diffusers takes the last 512 as text
-
-
-def wan_layout_weights(cfg: dict, seed: int = 0) -> dict:
-    """Random weights under Wan's names (WanModel: patch_embedding, blocks.N.self_attn.q, ...)."""
-    g = torch.Generator().manual_seed(seed)
-    dim, ffn, p = cfg["dim"], cfg["ffn_dim"], (1, 2, 2)
-
-    def r(*shape, scale=0.2):
-        return torch.randn(*shape, generator=g) * scale
-
-    sd = {
-        "patch_embedding.weight": r(dim, cfg["in_dim"], *p), "patch_embedding.bias": r(dim),
-        "text_embedding.0.weight": r(dim, cfg["text_dim"]), "text_embedding.0.bias": r(dim),
-        "text_embedding.2.weight": r(dim, dim), "text_embedding.2.bias": r(dim),
-        "time_embedding.0.weight": r(dim, cfg["freq_dim"]), "time_embedding.0.bias": r(dim),
-        "time_embedding.2.weight": r(dim, dim), "time_embedding.2.bias": r(dim),
-        "time_projection.1.weight": r(6 * dim, dim), "time_projection.1.bias": r(6 * dim),
-        "head.head.weight": r(math.prod(p) * cfg["out_dim"], dim), "head.head.bias": r(math.prod(p) * cfg["out_dim"]),
-        "head.modulation": r(1, 2, dim),
-        "img_emb.proj.0.weight": 1 + r(1280), "img_emb.proj.0.bias": r(1280),
-        "img_emb.proj.1.weight": r(1280, 1280, scale=0.03), "img_emb.proj.1.bias": r(1280),
-        "img_emb.proj.3.weight": r(dim, 1280, scale=0.03), "img_emb.proj.3.bias": r(dim),
-        "img_emb.proj.4.weight": 1 + r(dim), "img_emb.proj.4.bias": r(dim),
-    }
-    for i in range(cfg["num_layers"]):
-        b = f"blocks.{i}."
-        for attn in ("self_attn", "cross_attn"):
-            for name in ("q", "k", "v", "o") + (("k_img", "v_img") if attn == "cross_attn" else ()):
-                sd[f"{b}{attn}.{name}.weight"] = r(dim, dim)
-                sd[f"{b}{attn}.{name}.bias"] = r(dim)
-            for norm in ("norm_q", "norm_k") + (("norm_k_img",) if attn == "cross_attn" else ()):
-                sd[f"{b}{attn}.{norm}.weight"] = 1 + r(dim)
-        sd[f"{b}norm3.weight"], sd[f"{b}norm3.bias"] = 1 + r(dim), r(dim)
-        sd[f"{b}ffn.0.weight"], sd[f"{b}ffn.0.bias"] = r(ffn, dim), r(ffn)
-        sd[f"{b}ffn.2.weight"], sd[f"{b}ffn.2.bias"] = r(dim, ffn), r(dim)
-        sd[f"{b}modulation"] = r(1, 6, dim)
-    return sd
 
 
 # ---- reference forward, following the structure of Wan's WanModel (not diffusers') ----
@@ -203,21 +167,6 @@ def test_missing_release_files_are_named(tmp_path):
 
 # ---- text encoder: Wan's T5 layout -> transformers UMT5EncoderModel ----
 
-def wan_t5_weights(vocab=50, dim=16, heads=2, dim_ffn=24, layers=2, buckets=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g) * 0.3  # noqa: E731
-    sd = {"token_embedding.weight": r(vocab, dim), "norm.weight": 1 + r(dim)}
-    for i in range(layers):
-        b = f"blocks.{i}."
-        sd.update({b + "norm1.weight": 1 + r(dim), b + "norm2.weight": 1 + r(dim),
-                   b + "pos_embedding.embedding.weight": r(buckets, heads),
-                   b + "ffn.gate.0.weight": r(dim_ffn, dim), b + "ffn.fc1.weight": r(dim_ffn, dim),
-                   b + "ffn.fc2.weight": r(dim, dim_ffn)})
-        for name in "qkvo":
-            sd[f"{b}attn.{name}.weight"] = r(dim, dim)
-    return sd
-
-
 def _t5_bucket(rel, num_buckets, max_dist=128):
     """Wan's bidirectional relative-position bucket."""
     half = num_buckets // 2
@@ -267,3 +216,135 @@ def test_text_encoder_extra_key_is_named():
     sd = {**wan_t5_weights(), "blocks.0.attn.extra.weight": torch.zeros(2)}
     with pytest.raises(ModelError, match=r"text encoder: 1 unexpected key.*blocks\.0\.attn\.extra\.weight"):
         convert_wan_t5(sd)
+
+
+# ---- image encoder: the vision tower of Wan's open-clip CLIP -> transformers CLIPVisionModel ----
+
+def wan_clip_reference(sd, pixels, heads):
+    """Wan's VisionTransformer (pool 'token', pre-norm, exact-GELU MLP) run with `use_31_block`: every
+    block but the last, no post-norm. pixels (B, 3, H, W) normalised -> (B, 1 + patches, D)."""
+    x = F.conv2d(pixels, sd["visual.patch_embedding.weight"], stride=sd["visual.patch_embedding.weight"].shape[-1])
+    x = x.flatten(2).transpose(1, 2)
+    b, _, dim = x.shape
+    x = torch.cat([sd["visual.cls_embedding"].expand(b, -1, -1), x], dim=1) + sd["visual.pos_embedding"]
+    ln = lambda y, name: F.layer_norm(y, (dim,), sd[name + ".weight"], sd[name + ".bias"], 1e-5)  # noqa: E731
+    x = ln(x, "visual.pre_norm")
+    layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("visual.transformer."))
+    for i in range(layers - 1):
+        p = f"visual.transformer.{i}."
+        q, k, v = _linear(sd, p + "attn.to_qkv", ln(x, p + "norm1")).view(b, -1, 3, heads, dim // heads).unbind(2)
+        att = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        x = x + _linear(sd, p + "attn.proj", att.transpose(1, 2).reshape(b, -1, dim))
+        x = x + _linear(sd, p + "mlp.2", F.gelu(_linear(sd, p + "mlp.0", ln(x, p + "norm2"))))
+    return x
+
+
+def test_clip_vision_tower_matches_wan_reference(tmp_path):
+    from wan_release import CLIP_FILE, wan_clip_weights
+
+    from magicmotion.models.convert_wan_fun import read_wan_clip
+
+    sd = wan_clip_weights(dim=160, layers=3, patch=14, grid=2)
+    torch.save(sd, tmp_path / CLIP_FILE)  # as the release: the whole XLMRobertaCLIP state dict
+    encoder, processor = read_wan_clip(tmp_path)
+    assert (encoder.config.hidden_size, encoder.config.num_attention_heads, encoder.config.num_hidden_layers,
+            encoder.config.image_size, encoder.config.hidden_act) == (160, 2, 3, 28, "gelu")
+    pixels = processor(images=torch.rand(2, 3, 40, 56), do_rescale=False, return_tensors="pt").pixel_values
+    assert pixels.shape == (2, 3, 28, 28)
+    with torch.no_grad():
+        got = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]  # diffusers' encode_image
+        expected = wan_clip_reference(sd, pixels, heads=2)
+    assert got.shape == expected.shape == (2, 5, 160) and expected.abs().max() > 0.5
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # the last block does run in the full model: its output differs from Wan's 31-block output
+    assert (encoder(pixel_values=pixels).last_hidden_state - expected).abs().max() > 1e-2
+
+
+def test_clip_bad_weights_are_named():
+    from wan_release import wan_clip_weights
+
+    from magicmotion.models.convert_wan_fun import convert_wan_clip
+
+    sd = wan_clip_weights(dim=160, layers=2)
+    with pytest.raises(ModelError, match=r"image encoder: 1 unexpected key.*visual\.transformer\.0\.attn\.alpha"):
+        convert_wan_clip({**sd, "visual.transformer.0.attn.alpha.weight": torch.zeros(1)})
+    missing = {k: v for k, v in sd.items() if k != "visual.transformer.1.mlp.2.bias"}
+    with pytest.raises(ModelError, match=r"missing key.*encoder\.layers\.1\.mlp\.fc2\.bias"):
+        convert_wan_clip(missing)
+    with pytest.raises(ModelError, match=r"width 100.*multiple of 80"):
+        convert_wan_clip(wan_clip_weights(dim=100, layers=1))
+
+
+# ---- VAE: Wan's layout -> AutoencoderKLWan, via diffusers' converter ----
+
+def test_vae_converts_back_to_the_diffusers_model_it_came_from(tmp_path):
+    """The reference is the diffusers AutoencoderKLWan whose weights, renamed to Wan's layout (key set and
+    shapes checked against Wan's VAE structure in `wan_release.wan_vae_shapes`), were converted."""
+    from wan_release import wan_vae_weights
+
+    from magicmotion.models.convert_wan_fun import _read, convert_wan_vae
+
+    sd, source = wan_vae_weights(dim=4)
+    torch.save(sd, tmp_path / "Wan2.1_VAE.pth")
+    vae = convert_wan_vae(_read(tmp_path / "Wan2.1_VAE.pth"))
+    assert vae.config.base_dim == 4 and vae.config.z_dim == 16
+    video = torch.rand(1, 3, 9, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        z = source.encode(video).latent_dist.mode()
+        torch.testing.assert_close(vae.encode(video).latent_dist.mode(), z, atol=0, rtol=0)
+        decoded = source.decode(z).sample
+        torch.testing.assert_close(vae.decode(z).sample, decoded, atol=0, rtol=0)
+    assert z.shape == (1, 16, 3, 4, 4) and z.std() > 0.01 and decoded.std() > 0.01
+    broken = {k: v for k, v in sd.items() if k != "decoder.upsamples.4.shortcut.weight"}
+    with pytest.raises(ModelError, match=r"VAE.*missing key.*decoder\.up_blocks\.1\.resnets\.0\.conv_shortcut\.weight"):
+        convert_wan_vae(broken)
+
+
+# ---- the whole release folder through the CLI ----
+
+def test_convert_wan_fun_cli_writes_a_diffusers_i2v_folder(tmp_path, capsys):
+    from diffusers import WanImageToVideoPipeline
+    from safetensors.torch import load_file
+    from transformers import CLIPImageProcessor, CLIPVisionModel
+    from wan_release import write_release
+
+    from magicmotion.cli import main
+
+    src = write_release(tmp_path / "Wan2.1-Fun-1.3B-InP")
+    out = tmp_path / "models" / "Wan2.1-Fun-1.3B-InP-Diffusers"
+    assert main(["convert", "wan-fun", str(src), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out and not out.with_name(out.name + ".partial").exists()
+    pipe = WanImageToVideoPipeline.from_pretrained(out)
+    assert isinstance(pipe.image_encoder, CLIPVisionModel) and isinstance(pipe.image_processor, CLIPImageProcessor)
+    assert pipe.transformer.config.image_dim == pipe.image_encoder.config.hidden_size == 160
+    assert pipe.image_processor.crop_size == {"height": 28, "width": 28}
+    release = load_file(str(src / "diffusion_pytorch_model.safetensors"))
+    for key, value in release.items():
+        assert torch.equal(pipe.transformer.state_dict()[transformer_key(key)], value), key
+    clip = torch.load(src / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth", weights_only=True)
+    q = pipe.image_encoder.state_dict()["encoder.layers.2.self_attn.q_proj.weight"]
+    assert torch.equal(q, clip["visual.transformer.2.attn.to_qkv.weight"][:160])
+    assert pipe.scheduler.config.flow_shift == 3.0 and pipe.tokenizer("a red ball").input_ids[-1] == 1
+
+    # an existing CLIPVisionModel folder instead of the release's CLIP file; a width that does not fit
+    pipe.image_encoder.save_pretrained(tmp_path / "clip" / "image_encoder")
+    pipe.image_processor.save_pretrained(tmp_path / "clip" / "image_processor")
+    again = tmp_path / "again"
+    assert main(["convert", "wan-fun", str(src), "--out", str(again),
+                 "--image-encoder", str(tmp_path / "clip" / "image_encoder")]) == 0
+    assert WanImageToVideoPipeline.from_pretrained(again).image_encoder.config.hidden_size == 160
+    narrow = CLIPVisionModel(type(pipe.image_encoder.config)(hidden_size=80, intermediate_size=32, num_hidden_layers=1,
+                                                             num_attention_heads=1, image_size=28, patch_size=14))
+    narrow.save_pretrained(tmp_path / "narrow" / "image_encoder")
+    pipe.image_processor.save_pretrained(tmp_path / "narrow" / "image_processor")
+    capsys.readouterr()
+    assert main(["convert", "wan-fun", str(src), "--out", str(tmp_path / "bad"),
+                 "--image-encoder", str(tmp_path / "narrow" / "image_encoder")]) == 2
+    assert "width 80, the transformer's image branch takes 160" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+    # a release without its CLIP file: named, nothing written
+    (src / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth").unlink()
+    assert main(["convert", "wan-fun", str(src), "--out", str(tmp_path / "noclip")]) == 2
+    assert "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth: missing" in capsys.readouterr().err
+    assert not (tmp_path / "noclip").exists()

@@ -34,15 +34,17 @@ def register(sub) -> None:
         "wan-fun",
         help="convert alibaba-pai/Wan2.1-Fun-1.3B-InP (Wan's own layout) to a diffusers WanImageToVideoPipeline folder",
         description="Map the transformer (config.json + diffusion_pytorch_model.safetensors), the VAE "
-        "(Wan2.1_VAE.pth), the umt5-xxl text encoder (models_t5_umt5-xxl-enc-bf16.pth) and the tokenizer "
-        "(google/umt5-xxl/) of a VideoX-Fun release folder onto diffusers/transformers classes, every key "
-        "checked, and write a WanImageToVideoPipeline folder. The open-clip image encoder is not converted: "
-        "give --image-encoder (a CLIPVisionModel folder, e.g. image_encoder/ of "
-        "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers, with image_processor/ beside it).",
+        "(Wan2.1_VAE.pth), the umt5-xxl text encoder (models_t5_umt5-xxl-enc-bf16.pth), the tokenizer "
+        "(google/umt5-xxl/) and the CLIP image encoder's vision tower "
+        "(models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth -> CLIPVisionModel + CLIPImageProcessor) "
+        "of a VideoX-Fun release folder onto diffusers/transformers classes, every key checked, and write a "
+        "WanImageToVideoPipeline folder.",
     )
     wan_fun.add_argument("src", metavar="SRC", help="the release folder, e.g. Wan2.1-Fun-1.3B-InP/")
     wan_fun.add_argument("--out", required=True, metavar="DIR", help="output pipeline folder (new or empty)")
-    wan_fun.add_argument("--image-encoder", metavar="DIR", help="a transformers CLIPVisionModel folder")
+    wan_fun.add_argument("--image-encoder", metavar="DIR",
+                         help="use this transformers CLIPVisionModel folder (image_processor/ inside or beside "
+                         "it) instead of converting the release's CLIP file")
     wan_fun.add_argument("--flow-shift", type=float, default=3.0, help="scheduler flow shift (3.0 for 480P)")
     wan_fun.set_defaults(func=_wan_fun)
 

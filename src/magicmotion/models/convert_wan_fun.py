@@ -8,7 +8,7 @@ The release folder holds (names from VideoX-Fun's config/wan2.1/wan_civitai.yaml
     Wan2.1_VAE.pth                                       VAE, Wan's key names
     models_t5_umt5-xxl-enc-bf16.pth                      umt5-xxl encoder, Wan's T5 key names
     google/umt5-xxl/                                     tokenizer files (transformers' own format)
-    models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth   CLIP (open-clip layout; not converted here)
+    models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth   CLIP, Wan's open-clip layout (visual.*, textual.*)
 
 What is converted and how:
 
@@ -16,12 +16,17 @@ What is converted and how:
   the release must map onto exactly one diffusers key and every diffusers key must be filled, with
   the same shape, else `ModelError` naming the key.
 - VAE: diffusers' own converter (`diffusers.loaders.single_file_utils.convert_wan_vae_to_diffusers`),
-  then a strict load into `AutoencoderKLWan` (defaults = the Wan2.1 VAE).
+  then a strict load into `AutoencoderKLWan` (the Wan2.1 VAE's layout; widths read from the weights).
 - text encoder: key by key onto transformers' `UMT5EncoderModel` (`t5_key`), strict as above.
 - tokenizer: copied (already transformers' format).
-- image encoder: the open-clip file is not converted; `image_encoder=DIR` takes a transformers
-  `CLIPVisionModel` folder (the same ViT-H/14 weights every Wan2.1 I2V model uses, e.g. the
-  `image_encoder/` of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers) and its `image_processor/` beside it.
+- image encoder: the visual tower of Wan's CLIP (ViT-H/14: `visual.*`; the text tower, `visual.head`
+  and `log_scale` are not used by Wan) key by key onto transformers' `CLIPVisionModel` (`clip_key`;
+  the fused `to_qkv` split into q/k/v), strict as above, plus a `CLIPImageProcessor` (bicubic 224,
+  OpenAI CLIP mean/std): the `image_encoder/` + `image_processor/` pair that
+  Wan-AI/Wan2.1-I2V-14B-480P-Diffusers ships. Wan runs the first 31 of the 32 blocks
+  (`use_31_block`), which is the CLIPVisionModel's `hidden_states[-2]` that diffusers'
+  `WanImageToVideoPipeline.encode_image` takes. Or `image_encoder=DIR`: an existing
+  `CLIPVisionModel` folder with its `image_processor/` beside it, used instead.
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ TRANSFORMER_FILE = "diffusion_pytorch_model.safetensors"
 VAE_FILE = "Wan2.1_VAE.pth"
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 TOKENIZER_DIR = "google/umt5-xxl"
+CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+# Wan's CLIP vision tower is open-clip's ViT-H/14: 16 heads of 80 at width 1280 (wan/modules/clip.py).
+# Head count is not in the weights' shapes, so it is read as width // 80.
+CLIP_HEAD_DIM = 80
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 # umt5-xxl encoder (VideoX-Fun's text_encoder_kwargs: vocab 256384, dim 4096, dim_ffn 10240, 64 heads,
 # 24 layers, 32 buckets, shared_pos False) as a transformers UMT5Config.
@@ -120,6 +131,93 @@ def t5_key(key: str) -> str | None:
     return f"encoder.block.{i}.{table[rest]}" if rest in table else None
 
 
+_CLIP_TOP = {
+    "visual.patch_embedding.weight": "embeddings.patch_embedding.weight",
+    "visual.pre_norm.weight": "pre_layrnorm.weight", "visual.pre_norm.bias": "pre_layrnorm.bias",
+    "visual.post_norm.weight": "post_layernorm.weight", "visual.post_norm.bias": "post_layernorm.bias",
+    "visual.cls_embedding": "embeddings.class_embedding",
+    "visual.pos_embedding": "embeddings.position_embedding.weight",
+}
+_CLIP_BLOCK = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.proj": "self_attn.out_proj",
+               "mlp.0": "mlp.fc1", "mlp.2": "mlp.fc2"}
+
+
+def clip_key(key: str) -> str | None:
+    """The transformers `CLIPVisionModel` name of one key of Wan's CLIP vision tower after
+    `split_clip_qkv` (`attn.to_q` -> `self_attn.q_proj`, ...), or None."""
+    if key in _CLIP_TOP:
+        return _CLIP_TOP[key]
+    m = re.match(r"^visual\.transformer\.(\d+)\.(.+)\.(weight|bias)$", key)
+    if not m:
+        return None
+    i, module, kind = m.groups()
+    if module in ("attn.to_q", "attn.to_k", "attn.to_v"):
+        return f"encoder.layers.{i}.self_attn.{module[-1]}_proj.{kind}"
+    return f"encoder.layers.{i}.{_CLIP_BLOCK[module]}.{kind}" if module in _CLIP_BLOCK else None
+
+
+def split_clip_qkv(state_dict: dict) -> dict:
+    """Wan's CLIP with `to_qkv` split into `to_q`/`to_k`/`to_v` (rows q, k, v in that order, as Wan's
+    `SelfAttention` views them: (b, s, 3, heads, head_dim)), the embeddings squeezed to transformers'
+    shapes, and only the vision tower kept (the text tower, `visual.head` and `log_scale` are unused)."""
+    out = {}
+    for key, value in state_dict.items():
+        if not key.startswith("visual.") or key == "visual.head":
+            continue
+        if ".attn.to_qkv." in key:
+            for name, part in zip(("q", "k", "v"), value.chunk(3, dim=0)):
+                out[key.replace(".to_qkv.", f".to_{name}.")] = part
+        elif key in ("visual.cls_embedding", "visual.pos_embedding"):
+            out[key] = value.reshape(value.shape[-2:]) if key == "visual.pos_embedding" else value.reshape(-1)
+        else:
+            out[key] = value
+    return out
+
+
+def clip_vision_config(state_dict: dict) -> dict:
+    """transformers `CLIPVisionConfig` values read from the shapes of Wan's CLIP vision tower."""
+    try:
+        dim, _, patch, _ = state_dict["visual.patch_embedding.weight"].shape
+        positions = state_dict["visual.pos_embedding"].shape[-2]
+        mlp = state_dict["visual.transformer.0.mlp.0.weight"].shape[0]
+    except KeyError as e:
+        raise ModelError(f"image encoder: missing key {e.args[0]} (not Wan's open-clip CLIP?)") from None
+    grid = round((positions - 1) ** 0.5)
+    if grid * grid != positions - 1 or dim % CLIP_HEAD_DIM:
+        raise ModelError(f"image encoder: {positions} positions, width {dim}: not a square grid + class "
+                         f"token, or width not a multiple of {CLIP_HEAD_DIM} (ViT-H/14's head size)")
+    layers = 1 + max(int(m.group(1)) for k in state_dict if (m := re.match(r"^visual\.transformer\.(\d+)\.", k)))
+    return {"hidden_size": int(dim), "intermediate_size": int(mlp), "num_hidden_layers": int(layers),
+            "num_attention_heads": int(dim // CLIP_HEAD_DIM), "patch_size": int(patch),
+            "image_size": int(grid * patch), "hidden_act": "gelu", "layer_norm_eps": 1e-5, "projection_dim": 1024}
+
+
+def convert_wan_clip(state_dict: dict):
+    """A transformers `CLIPVisionModel` holding the vision tower of Wan's CLIP (sizes read from the weights)."""
+    from accelerate import init_empty_weights
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    cfg = CLIPVisionConfig(**clip_vision_config(state_dict))
+    with init_empty_weights():
+        model = CLIPVisionModel(cfg)
+    names = model.state_dict()  # un-prefixed in transformers 5, "vision_model."-prefixed before
+    prefix = "vision_model." if any(k.startswith("vision_model.") for k in names) else ""
+    target = {k[len(prefix):]: v.shape for k, v in names.items()}
+    mapped = map_state_dict(split_clip_qkv(state_dict), target, clip_key, "image encoder")
+    model.load_state_dict({prefix + k: v for k, v in mapped.items()}, strict=True, assign=True)
+    return model.eval()
+
+
+def clip_image_processor(image_size: int = 224):
+    """The `CLIPImageProcessor` of Wan's CLIP: bicubic resize of the short side and a centre crop to
+    `image_size`, OpenAI CLIP mean/std (diffusers' Wan2.1 I2V conversion writes the same)."""
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+                              resample=3, do_center_crop=True, do_normalize=True, do_resize=True,
+                              image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
+
+
 def map_state_dict(source: dict, target_shapes: dict, rename: Callable[[str], str | None], what: str) -> dict:
     """Rename `source` with `rename` and check it fills `target_shapes` exactly: every source key maps
     onto one target key, no two onto the same, every target key filled, shapes equal. `ModelError`
@@ -190,13 +288,23 @@ def convert_wan_transformer(state_dict: dict, wan_config: dict):
 
 
 def convert_wan_vae(state_dict: dict):
-    """A diffusers `AutoencoderKLWan` (Wan2.1 VAE) from Wan's VAE weights, via diffusers' converter."""
+    """A diffusers `AutoencoderKLWan` (Wan2.1 VAE) from Wan's VAE weights, via diffusers' converter.
+
+    The layout is the Wan2.1 VAE's (`dim_mult` [1, 2, 4, 4], 2 residual blocks, the layout diffusers'
+    converter knows); the base width and latent channels are read from the weights (96 and 16 in the
+    release), so a narrower VAE of the same layout converts too."""
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKLWan
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
+    try:
+        base_dim, z_dim = state_dict["encoder.conv1.weight"].shape[0], state_dict["conv2.weight"].shape[0]
+    except KeyError as e:
+        raise ModelError(f"VAE: missing key {e.args[0]} (not Wan's VAE?)") from None
+    if z_dim != 16:
+        raise ModelError(f"VAE: {z_dim} latent channels; the Wan2.1 VAE has 16")
     with init_empty_weights():
-        vae = AutoencoderKLWan()
+        vae = AutoencoderKLWan(base_dim=int(base_dim), z_dim=int(z_dim))
     converted = convert_wan_vae_to_diffusers(dict(state_dict))
     target = {k: v.shape for k, v in vae.state_dict().items()}
     mapped = map_state_dict(converted, target, lambda k: k, "VAE (after diffusers' Wan VAE converter)")
@@ -279,17 +387,40 @@ def read_wan_transformer(src: str | Path) -> tuple[dict, dict]:
     return sd, config
 
 
+def read_wan_clip(src: Path):
+    """(CLIPVisionModel, CLIPImageProcessor) from the CLIP file of a release folder."""
+    encoder = convert_wan_clip(_read(Path(src) / CLIP_FILE))
+    return encoder, clip_image_processor(encoder.config.image_size)
+
+
+def load_clip_folder(image_encoder: str | Path):
+    """(CLIPVisionModel, CLIPImageProcessor) from a transformers folder, its `image_processor/` inside
+    it or beside it (as in Wan-AI/Wan2.1-I2V-14B-480P-Diffusers)."""
+    from transformers import CLIPImageProcessor, CLIPVisionModel
+
+    image_encoder = Path(image_encoder)
+    try:
+        encoder = CLIPVisionModel.from_pretrained(image_encoder)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{image_encoder}: not a CLIPVisionModel folder ({e})") from None
+    for where in (image_encoder / "image_processor", image_encoder.parent / "image_processor", image_encoder):
+        if (where / "preprocessor_config.json").is_file():
+            return encoder, CLIPImageProcessor.from_pretrained(where)
+    raise ModelError(f"{image_encoder}: no image_processor/ (preprocessor_config.json) beside or inside it")
+
+
 def convert_wan_fun(src: str | Path, out: str | Path, image_encoder: str | Path | None = None,
                     flow_shift: float = 3.0, progress: Callable[[str], None] | None = None) -> Path:
     """Write a diffusers `WanImageToVideoPipeline` folder at `out` from the release folder `src`.
 
-    `image_encoder`: a transformers `CLIPVisionModel` folder (with `image_processor/` beside it or
-    inside its parent); needed when the transformer has an image branch (Wan2.1-Fun-1.3B-InP has).
+    When the transformer has a CLIP image branch (Wan2.1-Fun-1.3B-InP has), the release's CLIP file
+    is converted too, or, given `image_encoder`, that transformers `CLIPVisionModel` folder (with
+    `image_processor/` inside it or beside it) is used instead.
     The pipeline's scheduler is `UniPCMultistepScheduler` with flow sigmas and `flow_shift` (3.0 for
     480P, Wan's setting). Written to a temporary folder renamed into place at the end.
     """
     from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel
+    from transformers import AutoTokenizer
 
     say = progress or (lambda line: None)
     src, out = Path(src), Path(out)
@@ -302,24 +433,14 @@ def convert_wan_fun(src: str | Path, out: str | Path, image_encoder: str | Path 
     sd, config = read_wan_transformer(src)
     transformer = convert_wan_transformer(sd, config)
     del sd
-    image_branch = transformer.config.image_dim is not None
     encoder = processor = None
-    if image_branch:
-        if image_encoder is None:
-            raise ModelError(f"{src}: the transformer has a CLIP image branch; give --image-encoder DIR "
-                             "(a CLIPVisionModel folder, e.g. image_encoder/ of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers)")
-        image_encoder = Path(image_encoder)
+    if transformer.config.image_dim is not None:
         say("image encoder")
-        try:
-            encoder = CLIPVisionModel.from_pretrained(image_encoder)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{image_encoder}: not a CLIPVisionModel folder ({e})") from None
-        for where in (image_encoder / "image_processor", image_encoder.parent / "image_processor", image_encoder):
-            if (where / "preprocessor_config.json").is_file():
-                processor = CLIPImageProcessor.from_pretrained(where)
-                break
-        if processor is None:
-            raise ModelError(f"{image_encoder}: no image_processor/ (preprocessor_config.json) beside or inside it")
+        encoder, processor = (load_clip_folder(image_encoder) if image_encoder is not None
+                              else read_wan_clip(src))
+        if encoder.config.hidden_size != transformer.config.image_dim:
+            raise ModelError(f"image encoder: width {encoder.config.hidden_size}, the transformer's image branch "
+                             f"takes {transformer.config.image_dim}")
     say("VAE")
     vae = convert_wan_vae(_read(src / VAE_FILE))
     say("text encoder")
@@ -336,7 +457,11 @@ def convert_wan_fun(src: str | Path, out: str | Path, image_encoder: str | Path 
     if tmp.exists():
         shutil.rmtree(tmp)
     say(f"writing {out}")
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written output
+        raise
     if out.exists():
         out.rmdir()
     tmp.rename(out)
