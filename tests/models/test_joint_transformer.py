@@ -25,6 +25,10 @@ def _hidden_and_text(args, kwargs):
     return hidden, text
 
 
+def _as_pair(output):
+    return output if isinstance(output, tuple) else (output, None)
+
+
 @torch.no_grad()
 def test_zero_initialised_controlnet_equals_base(family):
     model = joint(family)
@@ -73,7 +77,9 @@ def test_residual_i_is_added_after_base_block_i_to_video_tokens_only(family, con
     block_in, block_out = [], []
     for block in base_blocks(model.base):
         block.register_forward_pre_hook(lambda m, a, k: block_in.append(_hidden_and_text(a, k)), with_kwargs=True)
-        block.register_forward_hook(lambda m, a, o: block_out.append(o if isinstance(o, tuple) else (o, None)))
+        # the block's own output, before the control hook adds the residual: its class forward again
+        block.register_forward_hook(lambda m, a, k, o: block_out.append(_as_pair(type(m).forward(m, *a, **k))),
+                                    with_kwargs=True)
     final_norm = model.base.norm_out if model.is_wan else model.base.norm_final
     final_norm.register_forward_pre_hook(lambda m, a: block_in.append((a[0], None)))
 

@@ -1,9 +1,12 @@
 """The joint MagicMotion model: base transformer + Trajectory ControlNet (+ optional segment head).
 
-The base's forward is re-run here from its own submodules (diffusers' `WanTransformer3DModel` /
-`CogVideoXTransformer3DModel`), with one change: after base block i the control residual i is added
-to the video tokens, times the conditioning scale. With a zero-initialised ControlNet, or with scale 0,
-the output equals the base's. `controlnet_residuals` computes the residuals alone and
+The base's own forward runs (diffusers' `WanTransformer3DModel` / `CogVideoXTransformer3DModel`), with
+one change: a diffusers hook on base block i adds the control residual i to the video tokens the block
+returns, times the conditioning scale. With a zero-initialised ControlNet, or with scale 0, the output
+equals the base's. Since the base's forward is the one that runs, diffusers' mechanisms work as on the
+base alone: `enable_cache` (the block hook is registered innermost, so a block cache such as First
+Block Cache treats block + residual as one block), the LoRA scale in `attention_kwargs`, layerwise
+casting, group offloading and model offload hooks. `controlnet_residuals` computes the residuals alone and
 `forward(..., control_residuals=...)` adds given ones, so a pipeline can reuse them across steps or
 guidance branches.
 """
@@ -14,13 +17,63 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..errors import ModelError
 from .controlnet_cogvideox import CogVideoXTrajectoryControlNet
-from .controlnet_wan import WanTrajectoryControlNet, wan_conditions, wan_unpatchify
+from .controlnet_wan import WanTrajectoryControlNet
 from .segment_head import SegmentHead
+
+
+CONTROL_HOOK = "magicmotion_control_residual"
+
+
+class ControlResidualHook(ModelHook):
+    """On one base block: adds `scale * residual` to the video tokens the block returns and appends the
+    result to `record` (the segment head's inputs), while a MagicMotion forward has set them; passes the
+    output through otherwise. A residual with a multiple of the block's batch (FasterCache runs only
+    the conditional half of a batched guidance step) gives its last part, the conditional one."""
+
+    def __init__(self):
+        super().__init__()
+        self.residual: torch.Tensor | None = None
+        self.scale = 0.0
+        self.record: list[torch.Tensor] | None = None
+
+    def post_forward(self, module, output):
+        if self.residual is None and self.record is None:
+            return output
+        x = output[0] if isinstance(output, tuple) else output
+        if self.residual is not None:
+            r = self.residual
+            if r.shape[0] != x.shape[0]:
+                r = r[-x.shape[0]:]
+            x = torch.add(x, r.to(x.dtype), alpha=self.scale)
+        if self.record is not None:
+            self.record.append(x)
+        return (x, *output[1:]) if isinstance(output, tuple) else x
+
+
+def control_hooks(blocks) -> list[ControlResidualHook]:
+    """The `ControlResidualHook` of each base block, registered on first use as the innermost diffusers
+    hook of the block (hooks registered before it, e.g. by an earlier `enable_cache`, are re-registered
+    around it), so that block caches skip or replay block + residual together."""
+    hooks = []
+    for block in blocks:
+        registry = HookRegistry.check_if_exists_or_initialize(block)
+        hook = registry.get_hook(CONTROL_HOOK)
+        if hook is None:
+            others = [(name, registry.hooks[name]) for name in registry._hook_order]
+            for name, _ in reversed(others):
+                registry.remove_hook(name, recurse=False)
+            hook = ControlResidualHook()
+            registry.register_hook(hook, CONTROL_HOOK)
+            for name, other in others:
+                registry.register_hook(other, name)
+        hooks.append(hook)
+    return hooks
 
 
 @dataclass
@@ -71,6 +124,7 @@ class MagicMotionTransformer(nn.Module):
         self.base = transformer
         self.controlnet = controlnet
         self.segment_head = segment_head
+        self.hooks = control_hooks(blocks)
         if freeze_base:
             self.base.requires_grad_(False)
 
@@ -103,6 +157,15 @@ class MagicMotionTransformer(nn.Module):
     def cache_context(self, name: str):
         """The base's diffusers cache context (diffusers' pipelines wrap each branch's call in it)."""
         return self.base.cache_context(name)
+
+    def enable_cache(self, config) -> None:
+        """diffusers' `enable_cache` on the base (FirstBlockCacheConfig, TaylorSeerCacheConfig,
+        FasterCacheConfig, ...); the control residuals ride inside the cached blocks."""
+        self.base.enable_cache(config)
+
+    @property
+    def is_cache_enabled(self) -> bool:
+        return self.base.is_cache_enabled
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute base and control blocks in the backward pass instead of storing activations."""
@@ -138,11 +201,6 @@ class MagicMotionTransformer(nn.Module):
         """The head on the per-block hidden states, in the head's dtype (float32 beside a bf16 base)."""
         dtype = self.segment_head.dtype
         return self.segment_head([h.to(dtype) for h in per_block], grid)
-
-    def _run_block(self, block, *args):
-        if torch.is_grad_enabled() and self.base.gradient_checkpointing:
-            return self.base._gradient_checkpointing_func(block, *args)
-        return block(*args)
 
     # ------------------------------------------------------------------------------------ forward
 
@@ -188,10 +246,20 @@ class MagicMotionTransformer(nn.Module):
             if len(residuals) > len(scales):
                 raise ModelError(f"{len(residuals)} control residuals but the ControlNet has {len(scales)} blocks")
         want_seg = return_segmentation and self.segment_head is not None
-        forward = self._forward_wan if self.is_wan else self._forward_cogvideox
-        sample, segmentation = forward(
-            hidden_states, timestep, encoder_hidden_states, residuals, scales, want_seg, **base_kwargs,
-        )
+        record = [] if want_seg else None
+        for i, hook in enumerate(self.hooks):
+            hook.residual = residuals[i] if i < len(residuals) else None
+            hook.scale, hook.record = (scales[i] if i < len(scales) else 0.0), record
+        try:  # the base's own forward (and its diffusers hooks), the residuals added by the block hooks
+            sample = self.base(hidden_states=hidden_states, timestep=timestep,
+                               encoder_hidden_states=encoder_hidden_states, return_dict=False, **base_kwargs)[0]
+        finally:
+            for hook in self.hooks:
+                hook.residual = hook.record = None
+        segmentation = None
+        if want_seg:  # in the trajectory latents' layout: Wan (B, C, F, H, W), CogVideoX (B, F, C, H, W)
+            segmentation = self._segment(record, self._token_grid(hidden_states))
+            segmentation = segmentation.permute(0, 2, 1, 3, 4) if self.is_wan else segmentation
         if not return_dict:
             return (sample, segmentation)
         return MagicMotionTransformerOutput(sample=sample, segmentation=segmentation)
@@ -276,101 +344,10 @@ class MagicMotionTransformer(nn.Module):
             attention_kwargs=attention_kwargs, num_blocks=num_run,
         )
 
-    def _forward_wan(
-        self,
-        hidden_states: torch.Tensor,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        residuals: list[torch.Tensor],
-        scales: list[float],
-        want_seg: bool,
-        encoder_hidden_states_image: torch.Tensor | None = None,
-        attention_kwargs: dict[str, Any] | None = None,
-    ):
-        base = self.base
-
-        # embeddings
-        shape = hidden_states.shape
-        p_t, p_h, p_w = base.config.patch_size
-        grid = (shape[2] // p_t, shape[3] // p_h, shape[4] // p_w)
-        rotary_emb = base.rope(hidden_states)
-        x = base.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
-        temb, timestep_proj, context = wan_conditions(
-            base.condition_embedder, timestep, encoder_hidden_states, encoder_hidden_states_image, return_temb=True
-        )
-
-        # blocks, with the control residual after block i
-        per_block = []
-        for i, block in enumerate(base.blocks):
-            x = self._run_block(block, x, context, timestep_proj, rotary_emb)
-            if i < len(residuals):
-                x = torch.add(x, residuals[i].to(x.dtype), alpha=scales[i])
-            if want_seg:
-                per_block.append(x)
-
-        # output norm, projection, unpatchify (as WanTransformer3DModel.forward)
-        if temb.ndim == 3:
-            shift, scale = (base.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
-            shift, scale = shift.squeeze(2), scale.squeeze(2)
-        else:
-            shift, scale = (base.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
-        shift, scale = shift.to(x.device), scale.to(x.device)
-        x = (base.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
-        sample = wan_unpatchify(base.proj_out(x), shape, (p_t, p_h, p_w))
-
-        segmentation = None
-        if want_seg:
-            segmentation = self._segment(per_block, grid).permute(0, 2, 1, 3, 4)  # (B, C, F, H, W)
-        return sample, segmentation
-
-    def _forward_cogvideox(
-        self,
-        hidden_states: torch.Tensor,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        residuals: list[torch.Tensor],
-        scales: list[float],
-        want_seg: bool,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-        timestep_cond: torch.Tensor | None = None,
-        ofs: torch.Tensor | None = None,
-        attention_kwargs: dict[str, Any] | None = None,
-    ):
-        base = self.base
-
-        # time embedding (as CogVideoXTransformer3DModel.forward)
-        batch, frames, _, height, width = hidden_states.shape
-        emb = base.time_embedding(base.time_proj(timestep).to(dtype=hidden_states.dtype), timestep_cond)
-        if base.ofs_embedding is not None:
-            emb = emb + base.ofs_embedding(base.ofs_proj(ofs).to(dtype=hidden_states.dtype))
-
-        # patch embedding
-        x = base.embedding_dropout(base.patch_embed(encoder_hidden_states, hidden_states))
-        text_len = encoder_hidden_states.shape[1]
-        context, x = x[:, :text_len], x[:, text_len:]
-
-        # blocks, with the control residual on the video tokens after block i
-        per_block = []
-        for i, block in enumerate(base.transformer_blocks):
-            x, context = self._run_block(block, x, context, emb, image_rotary_emb, attention_kwargs)
-            if i < len(residuals):
-                x = torch.add(x, residuals[i].to(x.dtype), alpha=scales[i])
-            if want_seg:
-                per_block.append(x)
-
-        # final norm, projection, unpatchify
-        x = base.norm_final(x)
-        x = base.norm_out(x, temb=emb)
-        x = base.proj_out(x)
-        p, p_t = base.config.patch_size, base.config.patch_size_t
-        if p_t is None:
-            sample = x.reshape(batch, frames, height // p, width // p, -1, p, p)
-            sample = sample.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
-        else:
-            sample = x.reshape(batch, (frames + p_t - 1) // p_t, height // p, width // p, -1, p_t, p, p)
-            sample = sample.permute(0, 1, 5, 4, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(1, 2)
-
-        segmentation = None
-        if want_seg:
-            segmentation = self._segment(per_block, (frames, height // p, width // p))  # (B, F, C, H, W)
-        return sample, segmentation
+    def _token_grid(self, hidden_states: torch.Tensor) -> tuple[int, int, int]:
+        """(frames, height, width) of the base's token grid for latents `hidden_states`."""
+        if self.is_wan:
+            p_t, p_h, p_w = self.base.config.patch_size
+            return hidden_states.shape[2] // p_t, hidden_states.shape[3] // p_h, hidden_states.shape[4] // p_w
+        p = self.base.config.patch_size
+        return hidden_states.shape[1], hidden_states.shape[3] // p, hidden_states.shape[4] // p
