@@ -348,3 +348,6 @@ def test_convert_wan_fun_cli_writes_a_diffusers_i2v_folder(tmp_path, capsys):
     assert main(["convert", "wan-fun", str(src), "--out", str(tmp_path / "noclip")]) == 2
     assert "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth: missing" in capsys.readouterr().err
     assert not (tmp_path / "noclip").exists()
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["image_encoder"] == ["transformers", "CLIPVisionModel"]
+    assert index["image_processor"] == ["transformers", "CLIPImageProcessor"]  # as the hub's Wan folders

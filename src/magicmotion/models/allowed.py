@@ -26,7 +26,8 @@ COMPONENTS: dict[str, tuple[str, tuple[str, ...] | re.Pattern]] = {
     "text_encoder": ("transformers", ("UMT5EncoderModel", "T5EncoderModel")),
     "tokenizer": ("transformers", _TOKENIZER),
     "image_encoder": ("transformers", ("CLIPVisionModel", "CLIPVisionModelWithProjection")),
-    "image_processor": ("transformers", ("CLIPImageProcessor", "CLIPImageProcessorFast")),
+    # transformers 5 without torchvision saves its CLIPImageProcessor as CLIPImageProcessorPil
+    "image_processor": ("transformers", ("CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPImageProcessorPil")),
     "controlnet": ("magicmotion", ("WanTrajectoryControlNet", "CogVideoXTrajectoryControlNet")),
     "segment_head": ("magicmotion", ("SegmentHead",)),
 }

@@ -409,6 +409,17 @@ def load_clip_folder(image_encoder: str | Path):
     raise ModelError(f"{image_encoder}: no image_processor/ (preprocessor_config.json) beside or inside it")
 
 
+def _portable_processor_name(index_path: Path) -> None:
+    """Name the image processor `CLIPImageProcessor` in model_index.json, as the hub's Wan folders do:
+    transformers 5 records the backend it happened to use (`CLIPImageProcessorPil` without
+    torchvision), a name older transformers cannot load."""
+    index = json.loads(index_path.read_text())
+    entry = index.get("image_processor")
+    if isinstance(entry, list) and entry[0] == "transformers" and str(entry[1]).startswith("CLIPImageProcessor"):
+        index["image_processor"] = ["transformers", "CLIPImageProcessor"]
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
 def convert_wan_fun(src: str | Path, out: str | Path, image_encoder: str | Path | None = None,
                     flow_shift: float = 3.0, progress: Callable[[str], None] | None = None) -> Path:
     """Write a diffusers `WanImageToVideoPipeline` folder at `out` from the release folder `src`.
@@ -459,6 +470,7 @@ def convert_wan_fun(src: str | Path, out: str | Path, image_encoder: str | Path 
     say(f"writing {out}")
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        _portable_processor_name(tmp / "model_index.json")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written output
         raise
