@@ -189,7 +189,7 @@ def test_training_config_rejects_a_missing_base_folder(tmp_path):
     from magicmotion.errors import ConfigError
     from magicmotion.training.config import load_config
 
-    with pytest.raises(ConfigError, match=r"stage1.yaml: base models/Wan2.1-1.3B-I2V-Diffusers: folder not found"):
+    with pytest.raises(ConfigError, match=r"stage1.yaml: base models/Wan2.1-Fun-1.3B-InP-Diffusers: folder not found"):
         load_config(ROOT / "configs" / "wan-1.3b" / "stage1.yaml")
 
 
