@@ -47,10 +47,10 @@ def render(spec: Path, *extra) -> list[str]:
     return ["trajectory", "render", str(spec), "--out", str(spec.parent / "maps.mp4"), *extra]
 
 
-def config(tmp: Path, extra: str = "", base: Path = TINY_BASE, output_dir: Path | None = None) -> Path:
-    (tmp / "data").mkdir(exist_ok=True)
+def config(tmp: Path, data: Path, extra: str = "", base: Path = TINY_BASE, output_dir: Path | None = None) -> Path:
+    """A tiny training config on dataset `data`, written to tmp/c.yaml."""
     out = output_dir or tmp / "run"
-    return write(tmp / "c.yaml", f"base: {base}\noutput_dir: {out}\ndata: {{dataset: {tmp / 'data'}, num_frames: 9, "
+    return write(tmp / "c.yaml", f"base: {base}\noutput_dir: {out}\ndata: {{dataset: {data}, num_frames: 9, "
                                  f"size: [32, 32]}}\n{extra}")
 
 
@@ -140,21 +140,21 @@ CASES = [
     ("synth --frames 10^6", lambda t, d, b: ["data", "synth", "--out", str(t / "syn"), "--frames", "1000000"],
      "--frames"),
     # training configs: NaN / inf / huge values refused field by field, odd outputs, model folders
-    ("train lr .nan", lambda t, d, b: ["train", "--config", str(config(t, "optim: {lr: .nan}"))], "optim.lr"),
-    ("train lr .inf", lambda t, d, b: ["train", "--config", str(config(t, "optim: {lr: .inf}"))], "optim.lr"),
-    ("train lambda_seg .nan", lambda t, d, b: ["train", "--config", str(config(t, "lambda_seg: .nan"))], "lambda_seg"),
-    ("train flow_shift .nan", lambda t, d, b: ["train", "--config", str(config(t, "noise: {flow_shift: .nan}"))],
+    ("train lr .nan", lambda t, d, b: ["train", "--config", str(config(t, d, "optim: {lr: .nan}"))], "optim.lr"),
+    ("train lr .inf", lambda t, d, b: ["train", "--config", str(config(t, d, "optim: {lr: .inf}"))], "optim.lr"),
+    ("train lambda_seg .nan", lambda t, d, b: ["train", "--config", str(config(t, d, "lambda_seg: .nan"))], "lambda_seg"),
+    ("train flow_shift .nan", lambda t, d, b: ["train", "--config", str(config(t, d, "noise: {flow_shift: .nan}"))],
      "flow_shift"),
-    ("train max_steps .inf", lambda t, d, b: ["train", "--config", str(config(t, "loop: {max_steps: .inf}"))],
+    ("train max_steps .inf", lambda t, d, b: ["train", "--config", str(config(t, d, "loop: {max_steps: .inf}"))],
      "max_steps"),
-    ("train seed 2^64", lambda t, d, b: ["train", "--config", str(config(t, f"seed: {2**64}"))], "seed"),
-    ("train seed -1", lambda t, d, b: ["train", "--config", str(config(t, "seed: -1"))], "seed"),
-    ("train size 40000", lambda t, d, b: ["train", "--config", str(config(t, "data: {dataset: x, size: [40000, 4000]}"))],
+    ("train seed 2^64", lambda t, d, b: ["train", "--config", str(config(t, d, f"seed: {2**64}"))], "seed"),
+    ("train seed -1", lambda t, d, b: ["train", "--config", str(config(t, d, "seed: -1"))], "seed"),
+    ("train size 40000", lambda t, d, b: ["train", "--config", str(config(t, d, "data: {dataset: x, size: [40000, 4000]}"))],
      "c.yaml"),
-    ("train output_dir a file", lambda t, d, b: ["train", "--config", str(config(t, output_dir=write(t / "f", "x")))],
+    ("train output_dir a file", lambda t, d, b: ["train", "--config", str(config(t, d, output_dir=write(t / "f", "x")))],
      "output_dir"),
-    ("train evil base", lambda t, d, b: ["train", "--config", str(config(t, base=evil_base(t)))], "mm_evil"),
-    ("precompute --out a file", lambda t, d, b: ["train", "precompute", "--config", str(config(t)), "--out",
+    ("train evil base", lambda t, d, b: ["train", "--config", str(config(t, d, base=evil_base(t)))], "mm_evil"),
+    ("precompute --out a file", lambda t, d, b: ["train", "precompute", "--config", str(config(t, d)), "--out",
                                                  str(write(t / "f", "x"))], "f: is a file"),
     # bench: odd outputs and settings checked before folders are made, broken datasets before writing
     ("bench run --out a file", lambda t, d, b: ["bench", "run", str(b), "--out", str(write(t / "f", "x"))], "f"),

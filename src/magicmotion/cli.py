@@ -25,8 +25,30 @@ PARTS = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (unknown flag, bad type, missing argument) are one line
+    and exit 2 like every other refusal, instead of the usage block and the error. Subcommand parsers
+    are made of the same class (`add_subparsers` uses the parent's), so every command answers alike."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and not hasattr(namespace, "_extras_of"):  # the innermost (sub)command left them over
+            namespace._extras_of = self
+        return namespace, extras
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:  # named by the subcommand they were given to, not the top-level parser
+            getattr(namespace, "_extras_of", self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("magicmotion").strip()
+        self.exit(2, f"magicmotion: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="magicmotion",
         description="Trajectory-controlled image-to-video generation (MagicMotion).",
     )

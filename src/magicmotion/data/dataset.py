@@ -501,6 +501,16 @@ class Dataset:
                 f"{record['num_frames']}")
         return traj
 
+    def check_videos_present(self) -> None:
+        """Every clip's video is there and not empty (a stat per clip, nothing opened): a run that
+        needs them all (training) stops before loading anything, naming the first one missing."""
+        for record in self.records:
+            path = self.root / record["video"]
+            if not path.is_file():
+                raise DatasetError(f"{self.root}: clip {record['id']}: video {path} not found")
+            if path.stat().st_size == 0:
+                raise DatasetError(f"{self.root}: clip {record['id']}: video {path} is empty (0 bytes)")
+
     def check_files(self, record: dict) -> None:
         """A clip's files before any is decoded: the annotation reads and matches the index, and the
         video exists, is not empty, opens, and its header agrees with the index (size, frame count

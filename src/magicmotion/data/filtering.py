@@ -259,7 +259,8 @@ class FilterReport:
         parts = ", ".join(f"{k} {v}" for k, v in self.removed.items() if v)
         return (f"{self.out}: kept {self.kept} of {self.total} clips"
                 + (f" (removed by {parts})" if parts else "")
-                + (f"; {len(self.unreadable)} unreadable" if self.unreadable else ""))
+                + (f"; {len(self.unreadable)} unreadable, skipped ({self.unreadable[0][1]}"
+                   + ("; ..." if len(self.unreadable) > 1 else "") + ")" if self.unreadable else ""))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -271,7 +272,12 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def score_dataset(root: str | os.PathLike, config: dict, progress: bool = True):
     """Score every clip of the dataset and write the scores into its index (write_index).
-    Returns (records with "filters" and "filter_pass", [(id, error) of unreadable clips])."""
+    Returns (records with "filters" and "filter_pass", [(id, error) of unreadable clips]).
+
+    Each clip's files are checked first (`Dataset.check_files`: video missing, empty, not a video,
+    truncated, its size or frame count not the index's; annotation unreadable or disagreeing): a bad
+    clip is named in the unreadable list and skipped. When no clip is valid, DatasetError names the
+    first bad one and nothing is written (the index keeps its scores)."""
     from tqdm import tqdm
 
     from ..errors import MagicMotionError
@@ -284,6 +290,7 @@ def score_dataset(root: str | os.PathLike, config: dict, progress: bool = True):
     unreadable = []
     for r in tqdm(records, desc="filter", unit="clip", disable=not progress):
         try:
+            ds.check_files(r)
             traj = ds.load_annotation(r)
             frames = None
             if config["motion"]["enabled"]:
@@ -295,6 +302,10 @@ def score_dataset(root: str | os.PathLike, config: dict, progress: bool = True):
             continue
         r["filters"] = verdicts
         r["filter_pass"] = all(v["pass"] for v in verdicts.values())
+    if len(unreadable) == len(records):
+        clip, error = unreadable[0]
+        more = f", and {len(records) - 1} more bad clips" if len(records) > 1 else ""
+        raise DatasetError(f"{error}{more}: no valid clip to filter")
     write_index(root, records)
     return records, unreadable
 

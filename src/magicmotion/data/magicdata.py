@@ -606,11 +606,13 @@ def add_import_parser(sub):
 
 
 def _import_cli(args) -> int:
-    summary = import_magicdata(args.root, args.out, engine=args.engine, limit=args.limit,
-                               copy=args.copy, test_fraction=args.test_fraction, csv_path=args.csv,
-                               id_column=args.id_column, caption_column=args.caption_column,
-                               ray_address=args.ray_address, workers=args.workers,
-                               progress=not args.quiet)
+    from ..locks import output_lock
+
+    with output_lock(args.out, "dataset"):  # one run per output
+        summary = import_magicdata(args.root, args.out, engine=args.engine, limit=args.limit, copy=args.copy,
+                                   test_fraction=args.test_fraction, csv_path=args.csv,
+                                   id_column=args.id_column, caption_column=args.caption_column,
+                                   ray_address=args.ray_address, workers=args.workers, progress=not args.quiet)
     print(summary.format())
     return 0
 

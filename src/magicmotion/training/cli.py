@@ -53,6 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("train needs --config YAML (e.g. configs/wan-1.3b/stage1.yaml)")
     config = load_config(args.config, args.overrides)
+    check_clips(config)
     from ..locks import output_lock
     from .trainer import train
 
@@ -74,6 +75,7 @@ def _precompute(args: argparse.Namespace) -> int:
     out = args.out or config.data.precomputed
     if not out:
         raise ConfigError(f"{args.config}: no --out and no data.precomputed to write to")
+    check_clips(config, raw=True)
     from ..locks import output_lock
     from .precompute import precompute
 
@@ -82,3 +84,13 @@ def _precompute(args: argparse.Namespace) -> int:
                          progress=not args.no_progress)
     print(f"wrote {out}/index.json")
     return 0
+
+
+def check_clips(config, raw: bool = False) -> None:
+    """The raw clips a run reads are all there (DatasetError naming the first missing video), checked
+    before any model loads; training on precomputed latents (and not `raw`) reads no video."""
+    from ..data.dataset import Dataset
+
+    d = config.data
+    if raw or not d.precomputed:
+        Dataset(d.dataset, split=d.split).check_videos_present()
