@@ -29,6 +29,7 @@ COMPONENTS: dict[str, tuple[str, tuple[str, ...] | re.Pattern]] = {
     # transformers 5 without torchvision saves its CLIPImageProcessor as CLIPImageProcessorPil
     "image_processor": ("transformers", ("CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPImageProcessorPil")),
     "controlnet": ("magicmotion", ("WanTrajectoryControlNet", "CogVideoXTrajectoryControlNet")),
+    "controlnet_2": ("magicmotion", ("WanTrajectoryControlNet",)),  # Wan2.2 A14B: the low-noise expert's
     "segment_head": ("magicmotion", ("SegmentHead",)),
 }
 PIPELINES = re.compile(r"(MagicMotion)?(Wan|CogVideoX)[A-Za-z0-9]*Pipeline")

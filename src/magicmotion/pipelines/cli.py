@@ -71,6 +71,9 @@ def register(sub) -> None:
     p.add_argument("--controlnet", metavar="PATH",
                    help="Trajectory ControlNet: a folder saved by training, or a released .pt (default with no --base: "
                         "the tiny model's stage for --kind)")
+    p.add_argument("--controlnet-2", metavar="PATH", default=None,
+                   help="Wan2.2 I2V-A14B: the low-noise expert's ControlNet (--controlnet is then the high-noise "
+                        "expert's; or give --controlnet one folder holding both, controlnet/ and controlnet_2/)")
     p.add_argument("--image", metavar="PNG", help="first frame")
     p.add_argument("--trajectory", metavar="SPEC",
                    help="trajectory spec (.json), or rendered trajectory maps (video or frame folder)")
@@ -123,6 +126,8 @@ def check_args(args) -> dict:
         resolve_pretrained(args.base, "base model", file="model_index.json")
     if args.controlnet is not None and not Path(args.controlnet).is_file():
         resolve_pretrained(args.controlnet, "ControlNet")
+    if getattr(args, "controlnet_2", None) is not None:
+        resolve_pretrained(args.controlnet_2, "ControlNet")
 
     from .conditions import check_aspect, read_image, read_trajectory, trajectory_frames, trajectory_size
     from .generate import check_output, output_paths
@@ -214,7 +219,7 @@ def run_generate(args) -> int:
     checked = check_args(args)
     with output_lock(args.out, "--out"):  # one run per output
         pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
-                             dtype=args.dtype, offload=args.offload)
+                             dtype=args.dtype, offload=args.offload, controlnet_2=getattr(args, "controlnet_2", None))
         return generate_one(args, checked, pipe)
 
 
@@ -234,7 +239,7 @@ def run_csv_command(args) -> int:
     def load(key):
         controlnet, kind = key
         return load_pipeline(base=args.base, controlnet=controlnet, kind=kind, device=device, dtype=args.dtype,
-                             offload=args.offload)
+                             controlnet_2=getattr(args, "controlnet_2", None), offload=args.offload)
 
     def run_one(pipe, row):
         row_args, checked = checked_rows.pop(row.line)
@@ -279,6 +284,7 @@ def generate_one(args, checked: dict, pipe) -> int:
     elapsed = time.perf_counter() - start
     record = dict(
         base=args.base or "tiny (shipped)", controlnet=args.controlnet or f"tiny (shipped, {args.kind})",
+        **({"controlnet_2": args.controlnet_2} if getattr(args, "controlnet_2", None) else {}),
         model=type(pipe).__name__, image=args.image, trajectory=args.trajectory, kind=args.kind,
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=settings["num_inference_steps"],
         guidance=settings["guidance_scale"], control_scale=args.control_scale,

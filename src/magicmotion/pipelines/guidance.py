@@ -43,6 +43,11 @@ def control_steps(num_steps: int, control_every: int = 1, control_dense: float =
     return [i < dense or (i - dense) % control_every == 0 for i in range(num_steps)]
 
 
+def batch_timestep(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """A step's timestep for a batch: scalar -> (B,); one per token (1, L) -> (B, L)."""
+    return t.expand(batch) if t.ndim == 0 else t.expand(batch, *t.shape[1:])
+
+
 class GuidedPrediction:
     """The joint model's predictions for one step, with the speed options; holds the control residuals
     of the last step that ran the ControlNet.
@@ -66,11 +71,11 @@ class GuidedPrediction:
         self.residuals: dict[str, list[torch.Tensor]] = {}
 
     def _residuals(self, x, trajectory, t, context, per_sample, shared) -> list[torch.Tensor]:
-        return self.model.controlnet_residuals(x, t.expand(x.shape[0]), context, trajectory, self.scale,
+        return self.model.controlnet_residuals(x, batch_timestep(t, x.shape[0]), context, trajectory, self.scale,
                                                **per_sample, **shared)
 
     def _predict(self, x, t, context, residuals, per_sample, shared) -> torch.Tensor:
-        return self.model(hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=context,
+        return self.model(hidden_states=x, timestep=batch_timestep(t, x.shape[0]), encoder_hidden_states=context,
                           trajectory_latents=None, conditioning_scale=self.scale, control_residuals=residuals,
                           return_dict=False, **per_sample, **shared)[0]
 
@@ -82,7 +87,8 @@ class GuidedPrediction:
         guidance, i.e. `negative` None).
 
         x, trajectory: one branch's model input and trajectory latents (batch B); t: the timestep
-        (a scalar tensor); negative, positive: text embeddings (B, S, D); per_sample: the base's extras
+        (a scalar tensor, or (1, L) one per token as Wan2.2 TI2V takes); negative, positive: text
+        embeddings (B, S, D); per_sample: the base's extras
         with a batch axis (Wan's `encoder_hidden_states_image`), stacked like the text in a batched
         step; shared: the rest (`attention_kwargs`, CogVideoX's `image_rotary_emb`, `ofs`).
         """
@@ -123,4 +129,4 @@ class GuidedPrediction:
         return uncond, cond
 
 
-__all__ = ["CFG_MODES", "CONTROL_BRANCHES", "GuidedPrediction", "check_speed_options", "control_steps"]
+__all__ = ["CFG_MODES", "CONTROL_BRANCHES", "GuidedPrediction", "batch_timestep", "check_speed_options", "control_steps"]

@@ -223,6 +223,7 @@ def load_pipeline(
     offload: str = "none",
     vae_tiling: bool = False,
     vae_slicing: bool = False,
+    controlnet_2=None,
 ):
     """A ready MagicMotion pipeline (Wan or CogVideoX) on `device`.
 
@@ -231,7 +232,9 @@ def load_pipeline(
         controlnet: a ControlNet folder (saved with `save_pretrained`, or holding `controlnet/`),
             a released `.pt`, a hub id, or a model instance. With `base=None` it defaults to the tiny
             model's stage for `kind`; with a saved MagicMotion pipeline folder, to its `controlnet/`;
-            with a plain base it is required.
+            with a plain base it is required. For a two-expert Wan2.2 A14B base: the high-noise
+            expert's ControlNet, or one folder holding both (`controlnet/` and `controlnet_2/`).
+        controlnet_2: Wan2.2 A14B: the low-noise expert's ControlNet (as `controlnet`).
         kind: "mask", "box" or "sparse_box"; picks the tiny model's stage (mask -> stage1,
             box -> stage2, sparse_box -> stage3).
         model: "auto" (from the base's model_index.json), "wan" or "cogvideox".
@@ -278,6 +281,14 @@ def load_pipeline(
 
     # the ControlNet first, and checked against the base's config before the base's weights load
     controlnet_source = None
+    if model == "wan" and controlnet_2 is None and isinstance(controlnet, (str, os.PathLike)):
+        from .pipeline_wan import expert_controlnet_folders  # A14B: one folder with both experts' ControlNets
+
+        controlnet, controlnet_2 = expert_controlnet_folders(controlnet)
+    if isinstance(controlnet_2, (str, os.PathLike)):  # checked against transformer_2 when the pipeline is built
+        controlnet_2 = load_controlnet(controlnet_2, model=model, dtype=dtype, base=base)
+    elif controlnet_2 is not None and controlnet_2.dtype != dtype:
+        controlnet_2 = controlnet_2.to(dtype=dtype)
     if isinstance(controlnet, torch.nn.Module):
         controlnet = controlnet if controlnet.dtype == dtype else controlnet.to(dtype=dtype)
     else:
@@ -294,7 +305,8 @@ def load_pipeline(
     if model == "wan":
         dtypes.update(vae=torch.float32, image_encoder=torch.float32)
     try:
-        pipe = cls.from_pretrained(str(base), controlnet=controlnet, dtype=dtypes)
+        experts = {} if controlnet_2 is None else {"controlnet_2": controlnet_2}
+        pipe = cls.from_pretrained(str(base), controlnet=controlnet, dtype=dtypes, **experts)
     except (OSError, ValueError, TypeError) as e:
         raise ModelError(f"{base}: cannot load the base model ({e})") from None
     attach_settings(pipe, model, base, controlnet_source)  # of the base and the ControlNet as named

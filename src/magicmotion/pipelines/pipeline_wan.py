@@ -1,4 +1,9 @@
-"""MagicMotion on Wan2.1 image-to-video: diffusers' `WanImageToVideoPipeline` plus a Trajectory ControlNet.
+"""MagicMotion on Wan image-to-video: diffusers' `WanImageToVideoPipeline` plus a Trajectory ControlNet.
+
+Bases: Wan2.1 I2V (and Fun-InP), Wan2.2 TI2V-5B (`expand_timesteps`: the first frame goes in as clean
+latents, one timestep per token, the 48-channel VAE) and Wan2.2 I2V-A14B (two experts: `transformer`
+for high noise, `transformer_2` for low noise, switched at `boundary_ratio`), each as diffusers runs it.
+An A14B base has a ControlNet per expert, `controlnet` and `controlnet_2`, switched with the expert.
 
 The steps are the parent's, in the parent's order, with the trajectory added:
 
@@ -6,11 +11,13 @@ The steps are the parent's, in the parent's order, with the trajectory added:
 2. `prepare_trajectory`    first frame + trajectory maps, resized and cropped together
 3. `encode_prompt`         (parent) UMT5 text embeddings, positive and negative
 4. `encode_image`          (parent) CLIP image embeddings, only for bases with an image branch (14B)
-5. `prepare_latents`       (parent) noise + the first-frame condition (mask 4 ch + image latents 16 ch)
+5. `prepare_latents`       (parent) noise + the first-frame condition (mask 4 ch + image latents 16 ch;
+                           TI2V: the first frame's latents and a mask that keeps them clean)
 6. `encode_trajectory`     the maps through the same VAE, normalised exactly as the image latents
-7. denoising loop          `MagicMotionTransformer` (base + ControlNet), cond and uncond as one batch,
-                           the trajectory latents in both guidance branches; with trajectory guidance
-                           the conditional branch once more without the ControlNet (speed options:
+7. denoising loop          `MagicMotionTransformer` (base + ControlNet; A14B: the expert and its
+                           ControlNet for the step's timestep), cond and uncond as one batch, the
+                           trajectory latents in both guidance branches; with trajectory guidance the
+                           conditional branch once more without the ControlNet (speed options:
                            `magicmotion.pipelines.guidance`)
 8. `decode_latents`        VAE decode + video post-processing
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -34,11 +42,11 @@ from diffusers.utils.torch_utils import get_module_execution_device
 from diffusers.video_processor import VideoProcessor
 from PIL import Image
 
-from ..errors import PipelineError
+from ..errors import ModelError, PipelineError
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
                          prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
                          trajectory_guided, trajectory_size)
-from .guidance import GuidedPrediction, check_speed_options
+from .guidance import GuidedPrediction, batch_timestep, check_speed_options
 from .settings import default_size, model_limits, pipeline_settings
 
 # Wan2.1 pads every prompt to umT5's 512 tokens (and diffusers splits a 14B base's context into image
@@ -56,21 +64,24 @@ def wan_text_length(tokenizer, transformer_config=None) -> int:
 
 
 class MagicMotionWanPipeline(WanImageToVideoPipeline):
-    """Trajectory-controlled image-to-video with a Wan2.1 I2V base.
+    """Trajectory-controlled image-to-video with a Wan I2V base (Wan2.1 I2V, Wan2.2 TI2V-5B or I2V-A14B).
 
     Components: `tokenizer`, `text_encoder` (UMT5), `vae` (`AutoencoderKLWan`), `scheduler` (flow matching:
     `UniPCMultistepScheduler` as Wan uses, or `FlowMatchEulerDiscreteScheduler`), `transformer`
-    (`WanTransformer3DModel`, 36 input channels), `controlnet` (`WanTrajectoryControlNet`), and for
-    the 14B I2V base `image_encoder` (CLIP) + `image_processor`.
+    (`WanTransformer3DModel`: 36 input channels, TI2V 48), `controlnet` (`WanTrajectoryControlNet`), for
+    the 14B I2V base `image_encoder` (CLIP) + `image_processor`, and for a two-expert A14B base
+    `transformer_2` (the low-noise expert) + `controlnet_2` (its ControlNet). Config: `boundary_ratio`
+    (A14B: `transformer` runs the steps with t >= boundary_ratio * num_train_timesteps) and
+    `expand_timesteps` (TI2V), as in diffusers.
 
-    Load with `MagicMotionWanPipeline.from_pretrained(base, controlnet=PATH_OR_MODEL)` or
-    `magicmotion.pipelines.load_pipeline`.
+    Load with `MagicMotionWanPipeline.from_pretrained(base, controlnet=PATH_OR_MODEL)` (A14B: also
+    `controlnet_2=`) or `magicmotion.pipelines.load_pipeline`.
     """
 
-    # The ControlNet is outside the chain: under model offload it gets its own hook and stays on the
+    # The ControlNets are outside the chain: under model offload each gets its own hook and stays on the
     # GPU through the denoising loop, as diffusers' ControlNet pipelines do.
-    model_cpu_offload_seq = "text_encoder->image_encoder->transformer->vae"
-    _optional_components = ["image_encoder", "image_processor"]
+    model_cpu_offload_seq = "text_encoder->image_encoder->transformer->transformer_2->vae"
+    _optional_components = ["image_encoder", "image_processor", "transformer_2", "controlnet_2"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds", "trajectory_latents"]
 
     @property
@@ -88,43 +99,55 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         controlnet,
         image_processor=None,
         image_encoder=None,
+        transformer_2=None,
+        controlnet_2=None,
+        boundary_ratio: float | None = None,
         expand_timesteps: bool = False,
     ):
-        # Not the parent's __init__: it registers Wan2.2's `transformer_2`, which MagicMotion does not use.
+        # Not the parent's __init__, which has no ControlNets; the same registrations otherwise.
         DiffusionPipeline.__init__(self)
-        if expand_timesteps:
-            raise PipelineError("Wan2.2 TI2V bases (expand_timesteps=True) are not supported; use a Wan2.1 I2V base")
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=image_encoder,
-            transformer=transformer, controlnet=controlnet, scheduler=scheduler, image_processor=image_processor,
+            transformer=transformer, transformer_2=transformer_2, controlnet=controlnet, controlnet_2=controlnet_2,
+            scheduler=scheduler, image_processor=image_processor,
         )
-        # the parent's `prepare_latents` reads this
-        self.register_to_config(expand_timesteps=False)
-        if controlnet is not None and transformer is not None:
-            controlnet.check_compatible(transformer)
+        self.register_to_config(boundary_ratio=boundary_ratio, expand_timesteps=bool(expand_timesteps))
+        if transformer is not None:
+            check_wan_components(transformer, controlnet, transformer_2, controlnet_2, boundary_ratio,
+                                 bool(expand_timesteps))
         self.vae_scale_factor_temporal = self.vae.config.scale_factor_temporal if getattr(self, "vae", None) else 4
         self.vae_scale_factor_spatial = self.vae.config.scale_factor_spatial if getattr(self, "vae", None) else 8
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
 
+    @property
+    def two_experts(self) -> bool:
+        """Whether this is a two-expert Wan2.2 A14B pipeline (`transformer_2` switched in at the boundary)."""
+        return self.config.boundary_ratio is not None and self.transformer_2 is not None
+
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, controlnet=None, **kwargs):
-        """Load a Wan2.1 I2V base (a local diffusers folder or a hub id) with a Trajectory ControlNet.
+    def from_pretrained(cls, pretrained_model_name_or_path, controlnet=None, controlnet_2=None, **kwargs):
+        """Load a Wan I2V base (a local diffusers folder or a hub id) with a Trajectory ControlNet.
 
         `controlnet`: a `WanTrajectoryControlNet`, a folder saved with `save_pretrained`, or a released
         `.pt` checkpoint (imported with `magicmotion.models.load_official_checkpoint`). A folder saved
-        from this pipeline (with its `controlnet/`) needs none.
+        from this pipeline (with its `controlnet/`, A14B also `controlnet_2/`) needs none.
+        `controlnet_2`: for a two-expert Wan2.2 A14B base, the low-noise expert's ControlNet (`controlnet`
+        is then the high-noise expert's); or leave it out and give as `controlnet` one folder holding
+        both, `controlnet/` and `controlnet_2/`.
         """
+        from .loading import attach_settings, load_controlnet
+
         controlnet_source = controlnet
-        if isinstance(controlnet, (str, os.PathLike)):
-            from .loading import load_controlnet
-
-            controlnet = load_controlnet(controlnet, model="wan", dtype=kwargs.get("dtype", kwargs.get("torch_dtype")),
-                                         base=pretrained_model_name_or_path)
-        if controlnet is not None:
-            kwargs["controlnet"] = controlnet
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        from .loading import attach_settings
-
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        if controlnet_2 is None and isinstance(controlnet, (str, os.PathLike)):
+            controlnet, controlnet_2 = expert_controlnet_folders(controlnet)
+        loaded = {}
+        for name, cn in (("controlnet", controlnet), ("controlnet_2", controlnet_2)):
+            if isinstance(cn, (str, os.PathLike)):
+                cn = load_controlnet(cn, model="wan", dtype=dtype, base=pretrained_model_name_or_path)
+            if cn is not None:
+                loaded[name] = cn
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **loaded, **kwargs)
         return attach_settings(pipe, "wan", pretrained_model_name_or_path, controlnet_source)
 
     # ------------------------------------------------------------------------------------ steps
@@ -157,11 +180,17 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         trajectory_frames: int | None = None,
         callback_on_step_end_tensor_inputs=None,
         trajectory_guidance_scale: float = 1.0,
+        guidance_scale_2: float | None = None,
     ) -> None:
         """Raise PipelineError on inputs the pipeline cannot run with (before any model runs)."""
         check_call_inputs(self, prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
                           guidance_scale, trajectory_frames, callback_on_step_end_tensor_inputs,
                           trajectory_guidance_scale)
+        if guidance_scale_2 is not None:
+            if self.config.boundary_ratio is None:
+                raise PipelineError("guidance_scale_2 is for a two-expert Wan2.2 A14B base (boundary_ratio); this base has one")
+            if not math.isfinite(guidance_scale_2) or guidance_scale_2 < 0:
+                raise PipelineError(f"guidance_scale_2 must be a number >= 0, got {guidance_scale_2}")
         self.limits().check(width, height, num_frames)
 
     def prepare_trajectory(
@@ -192,7 +221,8 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
 
     def encode_trajectory(self, maps: np.ndarray | torch.Tensor, device: torch.device,
                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Trajectory maps (T, H, W, 3) uint8 -> trajectory latents (1, 16, F, H/8, W/8).
+        """Trajectory maps (T, H, W, 3) uint8 -> trajectory latents (1, z, F, H/s, W/s) (z, s: the VAE's
+        z_dim and spatial factor: 16 and 8, the Wan2.2 VAE 48 and 16).
 
         The VAE latent's mode (deterministic), normalised exactly as `prepare_latents` normalises the
         first-frame latents: (z - latents_mean) / latents_std.
@@ -200,18 +230,28 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         return wan_trajectory_latents(self.vae, maps).to(device=device, dtype=dtype)
 
     def decode_latents(self, latents: torch.Tensor, output_type: str = "np"):
-        """Latents (B, 16, F, h, w) -> video, as the parent does after its loop."""
+        """Latents (B, z, F, h, w) -> video, as the parent does after its loop."""
         latents = latents.to(device=get_module_execution_device(self.vae), dtype=self.vae.dtype)
         mean, inv_std = _wan_latent_stats(self.vae, latents)
         latents = latents / inv_std + mean
         video = self.vae.decode(latents, return_dict=False)[0]
         return self.video_processor.postprocess_video(video, output_type=output_type)
 
-    def joint_transformer(self):
-        """Base + ControlNet as one model (`magicmotion.models.MagicMotionTransformer`)."""
+    def joint_transformer(self, expert: str = "high"):
+        """Base + ControlNet as one model (`magicmotion.models.MagicMotionTransformer`); for a two-expert
+        A14B base, `expert` "high" (`transformer` + `controlnet`) or "low" (`transformer_2` + `controlnet_2`)."""
         from ..models import MagicMotionTransformer
 
+        if expert == "low":
+            return MagicMotionTransformer(transformer=self.transformer_2, controlnet=self.controlnet_2, freeze_base=False)
         return MagicMotionTransformer(transformer=self.transformer, controlnet=self.controlnet, freeze_base=False)
+
+    def boundary_timestep(self) -> float | None:
+        """A14B: steps with t >= this run the high-noise expert, the rest the low-noise one (diffusers'
+        rule); None with one expert."""
+        if not self.two_experts:
+            return None
+        return self.config.boundary_ratio * self.scheduler.config.num_train_timesteps
 
     # ------------------------------------------------------------------------------------ call
 
@@ -228,6 +268,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         width: int | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        guidance_scale_2: float | None = None,
         controlnet_conditioning_scale: float | list[float] = 1.0,
         trajectory_guidance_scale: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -258,8 +299,10 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                 to ~832x480 pixels if larger. Image and trajectory are resized and centre-cropped to it.
             num_inference_steps, guidance_scale: sampling steps; classifier-free guidance weight
                 (guidance off at <= 1).
+            guidance_scale_2: A14B only: the guidance weight of the low-noise expert's steps (default
+                `guidance_scale`), as in diffusers.
             controlnet_conditioning_scale: weight of the control residuals (a float or one per control
-                block); 0 gives the base model's video.
+                block; A14B: the same for both experts' ControlNets); 0 gives the base model's video.
             trajectory_guidance_scale: classifier-free guidance with the trajectory as the condition
                 (not in the paper): each step also runs the text-conditional branch without the
                 ControlNet and moves the prediction `scale - 1` times further from it, towards the
@@ -295,9 +338,12 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         cond, num_frames, height, width = self.prepare_trajectory(image, trajectory, kind, num_frames, height, width)
         self.check_inputs(prompt, negative_prompt, kind, num_frames, height, width, num_inference_steps,
                           guidance_scale, cond.num_frames, callback_on_step_end_tensor_inputs,
-                          trajectory_guidance_scale)
+                          trajectory_guidance_scale, guidance_scale_2)
+        if self.config.boundary_ratio is not None and guidance_scale_2 is None:
+            guidance_scale_2 = guidance_scale
 
         self._guidance_scale = guidance_scale
+        self._guidance_scale_2 = guidance_scale_2
         self._attention_kwargs = attention_kwargs
         self._current_timestep = None
         self._interrupt = False
@@ -330,41 +376,62 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         image_tensor = self.video_processor.preprocess(first_frame, height=height, width=width).to(
             device, dtype=torch.float32
         )
-        latents, condition = self.prepare_latents(
+        prepared = self.prepare_latents(
             image_tensor, batch_size, self.vae.config.z_dim, height, width, num_frames, torch.float32, device,
             generator, latents,
         )
+        if self.config.expand_timesteps:  # TI2V: the first frame's latents, kept clean through a mask
+            latents, condition, first_frame_mask = prepared
+        else:
+            latents, condition = prepared
 
         # 6. trajectory latents, one copy per video
         trajectory_latents = self.encode_trajectory(cond.maps, device, torch.float32).repeat(batch_size, 1, 1, 1, 1)
 
-        # 7. denoising loop: cond and uncond in one batch (or one after the other), the trajectory in both
-        model = self.joint_transformer()
-        guide = trajectory_guidance_on(model, trajectory_guidance_scale, controlnet_conditioning_scale)
+        # 7. denoising loop: cond and uncond in one batch (or one after the other), the trajectory in both;
+        # A14B: the expert for the step's timestep and its ControlNet, each with its own residuals
+        experts = ("high", "low") if self.two_experts else ("high",)
+        models = {e: self.joint_transformer(e) for e in experts}
+        guide = trajectory_guidance_on(models["high"], trajectory_guidance_scale, controlnet_conditioning_scale)
         cfg = self.do_classifier_free_guidance
-        predict = GuidedPrediction(model, len(timesteps), controlnet_conditioning_scale, cfg_mode, control_every,
-                                   control_dense, control_branches)
+        predicts = {e: GuidedPrediction(models[e], len(timesteps), controlnet_conditioning_scale, cfg_mode,
+                                        control_every, control_dense, control_branches) for e in experts}
+        boundary = self.boundary_timestep()
         self._num_timesteps = len(timesteps)
         num_warmup_steps = len(timesteps) - num_inference_steps * self.scheduler.order
-        onload(self.transformer)
+        active = None
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
                 self._current_timestep = t
-                model_input = torch.cat([latents, condition], dim=1).to(transformer_dtype)
+                expert = "high" if boundary is None or t >= boundary else "low"
+                if expert != active:  # offload hooks: the joint model runs the base's blocks itself
+                    if active is not None:
+                        release(models[active].base)
+                    onload(models[expert].base)
+                    active = expert
+                model, scale = models[expert], guidance_scale if expert == "high" else guidance_scale_2
+                if self.config.expand_timesteps:
+                    # as diffusers: the first frame's latents clean, their tokens at timestep 0
+                    model_input = ((1 - first_frame_mask) * condition + first_frame_mask * latents).to(transformer_dtype)
+                    _, p_h, p_w = model.config.patch_size
+                    timestep = (first_frame_mask[0][0][:, ::p_h, ::p_w] * t).flatten().unsqueeze(0)
+                else:
+                    model_input = torch.cat([latents, condition], dim=1).to(transformer_dtype)
+                    timestep = t
                 traj_input = trajectory_latents.to(transformer_dtype)
-                noise_uncond, controlled = predict(  # controlled: the text-conditional prediction with control
-                    i, model_input, traj_input, t, negative_prompt_embeds if cfg else None, prompt_embeds,
+                noise_uncond, controlled = predicts[expert](  # controlled: the text-conditional prediction with control
+                    i, model_input, traj_input, timestep, negative_prompt_embeds if cfg else None, prompt_embeds,
                     per_sample=dict(encoder_hidden_states_image=image_embeds),
                     shared=dict(attention_kwargs=attention_kwargs),
                 )
                 noise_pred = controlled
                 if cfg:
-                    noise_pred = noise_uncond + guidance_scale * (controlled - noise_uncond)
+                    noise_pred = noise_uncond + scale * (controlled - noise_uncond)
                 if guide:  # the conditional branch again, without control
                     free = model(
-                        hidden_states=model_input, timestep=t.expand(model_input.shape[0]),
+                        hidden_states=model_input, timestep=batch_timestep(timestep, model_input.shape[0]),
                         encoder_hidden_states=prompt_embeds, trajectory_latents=traj_input, conditioning_scale=0.0,
                         encoder_hidden_states_image=image_embeds, attention_kwargs=attention_kwargs, return_dict=False,
                     )[0]
@@ -384,8 +451,11 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
 
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
                     progress_bar.update()
-        release(self.transformer)
+        if active is not None:
+            release(models[active].base)
         self._current_timestep = None
+        if self.config.expand_timesteps:
+            latents = (1 - first_frame_mask) * condition + first_frame_mask * latents
 
         # 8. decode
         video = latents if output_type == "latent" else self.decode_latents(latents, output_type)
@@ -394,6 +464,51 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         if not return_dict:
             return (video, maps)
         return MagicMotionPipelineOutput(frames=video, trajectory_maps=maps)
+
+
+def check_wan_components(transformer, controlnet, transformer_2=None, controlnet_2=None,
+                         boundary_ratio: float | None = None, expand_timesteps: bool = False) -> None:
+    """ModelError unless the ControlNets fit the base: each ControlNet its own expert's (`expert` in its
+    config: "high" beside `transformer`, "low" beside `transformer_2`, or unset), one per expert of a
+    two-expert base, and a TI2V base (`expand_timesteps`) whose latents hold the first frame."""
+    c = transformer.config
+    if expand_timesteps and c.in_channels != c.out_channels:
+        raise ModelError(f"expand_timesteps (Wan2.2 TI2V) needs a transformer whose input is its latents alone; "
+                         f"this one has {c.in_channels} input and {c.out_channels} output channels")
+    if not expand_timesteps and c.in_channels == c.out_channels:
+        raise ModelError(f"the Wan transformer takes {c.in_channels} channels, its latents alone: a text-to-video "
+                         "base, or a Wan2.2 TI2V one whose model_index.json lacks expand_timesteps: true")
+    if boundary_ratio is not None and not 0 < boundary_ratio <= 1:
+        raise ModelError(f"boundary_ratio must be in (0, 1], got {boundary_ratio}")
+    two = boundary_ratio is not None and transformer_2 is not None
+    if not two and controlnet_2 is not None:
+        raise ModelError("controlnet_2 is the low-noise expert's ControlNet of a two-expert Wan2.2 A14B base "
+                         "(transformer_2 and boundary_ratio); this base has one transformer")
+    pairs = [("controlnet", controlnet, transformer, "high" if two else None)]
+    if two:
+        if controlnet is not None and controlnet_2 is None:
+            raise ModelError("a two-expert Wan2.2 A14B base needs a ControlNet per expert: controlnet (high noise) "
+                             "and controlnet_2 (low noise; CLI --controlnet-2)")
+        pairs.append(("controlnet_2", controlnet_2, transformer_2, "low"))
+    for name, cn, base, want in pairs:
+        if cn is None:
+            continue
+        cn.check_compatible(base)
+        expert = cn.config.get("expert")
+        if expert is not None and expert != want:
+            where = {"high": "controlnet (high noise)", "low": "controlnet_2 (low noise)"}[expert]
+            raise ModelError(
+                f"{name} was trained beside the {expert}-noise expert of a two-expert Wan2.2 A14B base; "
+                + (f"give it as {where}" if two else "this base has one transformer"))
+
+
+def expert_controlnet_folders(path: str | os.PathLike) -> tuple:
+    """(controlnet, controlnet_2) of a folder holding both experts' ControlNets, `controlnet/` and
+    `controlnet_2/` (a saved A14B MagicMotion pipeline, or one put together by hand); else (path, None)."""
+    p = Path(path)
+    if (p / "controlnet" / "config.json").is_file() and (p / "controlnet_2" / "config.json").is_file():
+        return p / "controlnet", p / "controlnet_2"
+    return path, None
 
 
 def _wan_latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -406,7 +521,8 @@ def _wan_latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 @torch.no_grad()
 def wan_trajectory_latents(vae, maps: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Trajectory maps -> normalised Wan VAE latents (1, z, F, H/8, W/8), float32.
+    """Trajectory maps -> normalised Wan VAE latents (1, z, F, H/s, W/s), float32 (z = 16, s = 8 for the
+    Wan2.1 VAE; z = 48, s = 16 for Wan2.2's).
 
     maps: uint8 (T, H, W, 3) or float (T, 3, H, W) in [0, 1]. Training uses the same function, so the
     ControlNet sees the same latents at training and inference.
@@ -417,4 +533,4 @@ def wan_trajectory_latents(vae, maps: np.ndarray | torch.Tensor) -> torch.Tensor
     return (z - mean) * inv_std
 
 
-__all__ = ["MagicMotionWanPipeline", "wan_trajectory_latents"]
+__all__ = ["MagicMotionWanPipeline", "check_wan_components", "expert_controlnet_folders", "wan_trajectory_latents"]

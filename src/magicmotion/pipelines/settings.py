@@ -12,8 +12,9 @@ the app and the Python API use them unless told otherwise, whichever way the mod
               >  base folder's magicmotion.json  >  the base family's defaults
 
 The family defaults are the paper's (guidance 6, 50 steps) with each base's own frame rate and size:
-Wan2.1 480P (about 832x480 pixels, 81 frames, 16 fps), CogVideoX-5B-I2V (its sample size, 49 frames,
-8 fps).
+Wan2.1 480P and Wan2.2 I2V-A14B (about 832x480 pixels, 81 frames, 16 fps), Wan2.2 TI2V-5B (about
+1280x704, 121 frames, 24 fps; told apart by its transformer, whose input is its 48 latent channels),
+CogVideoX-5B-I2V (its sample size, 49 frames, 8 fps).
 """
 
 from __future__ import annotations
@@ -57,10 +58,20 @@ FIELDS = tuple(_FIELDS)
 FAMILY_DEFAULTS = {
     "wan": {"guidance_scale": 6.0, "num_inference_steps": 50, "area": 832 * 480, "num_frames": 81, "fps": 16.0,
             "trajectory_palette": "voc", "map_encoding": "mode", "resize": "cover", "vae_tiling": False},
+    # Wan2.2 TI2V-5B: Wan2.2's ti2v_5B config (720P = 1280x704, 121 frames at 24 fps)
+    "wan-ti2v": {"area": 1280 * 704, "num_frames": 121, "fps": 24.0},
     "cogvideox": {"guidance_scale": 6.0, "num_inference_steps": 50, "size": [720, 480], "num_frames": 49,
                   "fps": 8.0, "trajectory_palette": "voc", "map_encoding": "mode", "resize": "cover",
                   "vae_tiling": False},
 }
+
+
+MODELS = ("wan", "cogvideox")
+
+
+def is_ti2v(transformer_config: dict) -> bool:
+    """A Wan2.2 TI2V base: its transformer's input is its latents alone (the first frame in them)."""
+    return transformer_config.get("in_channels") == transformer_config.get("out_channels")
 
 
 def _number(v) -> bool:
@@ -152,7 +163,7 @@ def resolve_settings(family: str, base=None, controlnet=None, controlnet_config:
 
     `controlnet_config`: the loaded ControlNet's config (its `trajectory_palette`);
     `transformer_config`: the base transformer's (a CogVideoX base's sample size)."""
-    if family not in FAMILY_DEFAULTS:
+    if family not in MODELS:
         raise ModelError(f"unknown model family {family!r}")
     s = ModelSettings()
     cn_folder = _local_folder(controlnet)
@@ -174,6 +185,8 @@ def resolve_settings(family: str, base=None, controlnet=None, controlnet_config:
     if base_folder is not None:
         s.update(read_settings_file(base_folder), str(base_folder / SETTINGS_FILE))
     defaults = dict(FAMILY_DEFAULTS[family])
+    if family == "wan" and transformer_config and is_ti2v(transformer_config):
+        defaults.update(FAMILY_DEFAULTS["wan-ti2v"])
     if family == "cogvideox" and transformer_config:
         sw, sh = transformer_config.get("sample_width"), transformer_config.get("sample_height")
         if sw and sh:

@@ -109,6 +109,30 @@ def tiny_wan_components(
                 image_encoder=None, image_processor=None)
 
 
+def tiny_wan22_components(variant: str, seed: int = 0) -> dict[str, Any]:
+    """Components of a tiny Wan2.2 image-to-video pipeline, `WanImageToVideoPipeline(**components)`:
+
+    - "ti2v" (TI2V-5B layout): `expand_timesteps=True`, the Wan2.2 VAE (48 latent channels,
+      `is_residual`, patch 2, x16 in space), a transformer with 48 input and output channels.
+    - "a14b" (I2V-A14B layout): two experts, `transformer` (high noise) and `transformer_2` (low noise),
+      switched at `boundary_ratio=0.9` (A14B's I2V value), on the Wan2.1 VAE and 36 input channels.
+    """
+    from ..models.tiny import tiny_wan_transformer
+
+    if variant == "ti2v":
+        z = 48
+        vae = dict(z_dim=z, is_residual=True, in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+                   latents_mean=[round(0.05 * (i % 7 - 3), 2) for i in range(z)],
+                   latents_std=[round(1.0 + 0.1 * (i % 5), 2) for i in range(z)])
+        parts = tiny_wan_components(seed, transformer=dict(in_channels=z, out_channels=z), vae=vae)
+        return parts | dict(transformer_2=None, boundary_ratio=None, expand_timesteps=True)
+    if variant == "a14b":
+        parts = tiny_wan_components(seed)
+        low = tiny_wan_transformer(seed=seed + 4, text_dim=TEXT_DIM)
+        return parts | dict(transformer_2=low, boundary_ratio=0.9, expand_timesteps=False)
+    raise ValueError(f"unknown Wan2.2 variant {variant!r}: expected ti2v or a14b")
+
+
 def tiny_cogvideox_components(
     seed: int = 0,
     vocabulary: Iterable[str] | None = None,
@@ -159,4 +183,5 @@ def tiny_cogvideox_components(
     return dict(tokenizer=tokenizer, text_encoder=text, vae=vae_model, transformer=base, scheduler=scheduler)
 
 
-__all__ = ["DEFAULT_VOCABULARY", "tiny_cogvideox_components", "tiny_tokenizer", "tiny_wan_components"]
+__all__ = ["DEFAULT_VOCABULARY", "tiny_cogvideox_components", "tiny_tokenizer", "tiny_wan22_components",
+           "tiny_wan_components"]

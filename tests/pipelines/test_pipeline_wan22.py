@@ -1,0 +1,220 @@
+"""MagicMotionWanPipeline on Wan2.2 bases against diffusers' WanImageToVideoPipeline, on tiny components
+saved to disk: TI2V-5B (`expand_timesteps`, the 48-channel VAE, x16 in space) and I2V-A14B (two experts,
+a ControlNet each, switched at `boundary_ratio`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pipelines_helpers import make_image, make_trajectory, randomize_projectors
+
+from magicmotion.cli import main
+from magicmotion.errors import ModelError, PipelineError
+from magicmotion.io import read_video
+from magicmotion.pipelines import MagicMotionWanPipeline, load_pipeline
+from magicmotion.trajectory import save
+
+PROMPT = "a red square moves right"
+TI2V_RUN = dict(num_frames=9, height=64, width=64, num_inference_steps=2, guidance_scale=6.0)
+# 4 steps at t = 999, 900 (high noise: t >= 0.9 * 1000), 750, 500 (low noise)
+A14B_RUN = dict(num_frames=9, height=32, width=32, num_inference_steps=4, guidance_scale=6.0, guidance_scale_2=3.0)
+
+
+@pytest.fixture(scope="module")
+def wan22_dir(tmp_path_factory) -> Path:
+    """ti2v/ and a14b/ (diffusers base folders); ti2v_cn/, a14b_high/ and a14b_low/ (ControlNets with
+    random projectors; the A14B ones built from their own expert, `expert` high / low)."""
+    from diffusers import WanImageToVideoPipeline
+
+    from magicmotion.models import WanTrajectoryControlNet
+    from magicmotion.pipelines.tiny import tiny_wan22_components
+
+    root = tmp_path_factory.mktemp("wan22")
+    ti2v = tiny_wan22_components("ti2v")
+    WanImageToVideoPipeline(**ti2v).save_pretrained(root / "ti2v")
+    randomize_projectors(WanTrajectoryControlNet.from_transformer(ti2v["transformer"], expand_timesteps=True)
+                         ).save_pretrained(root / "ti2v_cn")
+    a14b = tiny_wan22_components("a14b")
+    WanImageToVideoPipeline(**a14b).save_pretrained(root / "a14b")
+    for name, part, seed in (("high", "transformer", 1), ("low", "transformer_2", 2)):
+        cn = WanTrajectoryControlNet.from_transformer(a14b[part], expert=name)
+        randomize_projectors(cn, seed=seed).save_pretrained(root / f"a14b_{name}")
+    return root
+
+
+def load(root: Path, base: str, **controlnets) -> MagicMotionWanPipeline:
+    pipe = MagicMotionWanPipeline.from_pretrained(root / base, **{k: root / v for k, v in controlnets.items()})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def reference(root: Path, base: str, run: dict, size: int) -> np.ndarray:
+    from diffusers import WanImageToVideoPipeline
+
+    pipe = WanImageToVideoPipeline.from_pretrained(root / base)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(image=Image.fromarray(make_image(size)), prompt=PROMPT, negative_prompt="blurry",
+                generator=torch.Generator().manual_seed(0), **run).frames
+
+
+def generate(pipe, run: dict, size: int, seed: int = 0, **kw):
+    args = dict(image=make_image(size), prompt=PROMPT, trajectory=make_trajectory(size), kind="box",
+                negative_prompt="blurry", **run)
+    args.update(kw)
+    return pipe(generator=torch.Generator().manual_seed(seed), **args).frames
+
+
+# ---------------------------------------------------------------------------------------- TI2V-5B
+
+
+def test_ti2v_scale_zero_reproduces_diffusers(wan22_dir):
+    expected = reference(wan22_dir, "ti2v", TI2V_RUN, 64)
+    pipe = load(wan22_dir, "ti2v", controlnet="ti2v_cn")
+    assert pipe.config.expand_timesteps and pipe.spatial_multiple() == 32
+    got = generate(pipe, TI2V_RUN, 64, controlnet_conditioning_scale=0.0)
+    assert got.shape == expected.shape == (1, 9, 64, 64, 3)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.abs(generate(pipe, TI2V_RUN, 64) - got).max() > 1e-3  # the ControlNet changes the video
+
+
+def test_ti2v_first_frame_latents_stay_clean_and_trajectory_latents_are_48_wide(wan22_dir):
+    pipe = load(wan22_dir, "ti2v", controlnet="ti2v_cn")
+    shapes = []
+
+    def callback(p, i, t, tensors):
+        shapes.append(tuple(tensors["trajectory_latents"].shape))
+        return {}
+
+    kw = dict(output_type="latent", callback_on_step_end=callback,
+              callback_on_step_end_tensor_inputs=["trajectory_latents"])
+    on = generate(pipe, TI2V_RUN, 64, **kw)
+    off = generate(pipe, TI2V_RUN, 64, output_type="latent", controlnet_conditioning_scale=0.0)
+    assert shapes == [(1, 48, 3, 4, 4)] * 2
+    # the first latent frame is the image's, whatever the ControlNet does; the rest follow it
+    torch.testing.assert_close(on[:, :, 0], off[:, :, 0], atol=0, rtol=0)
+    assert (on[:, :, 1:] - off[:, :, 1:]).abs().max() > 1e-3
+    # the trajectory latents are the VAE's (z - mean) / std, like the image's
+    maps = np.zeros((9, 64, 64, 3), np.uint8)
+    z = pipe.vae.encode(torch.full((1, 3, 9, 64, 64), -1.0)).latent_dist.mode()
+    mean = torch.tensor(pipe.vae.config.latents_mean).view(1, 48, 1, 1, 1)
+    std = torch.tensor(pipe.vae.config.latents_std).view(1, 48, 1, 1, 1)
+    torch.testing.assert_close(pipe.encode_trajectory(maps, torch.device("cpu")), (z - mean) / std)
+
+
+def test_ti2v_sizes_are_multiples_of_32(wan22_dir):
+    pipe = load(wan22_dir, "ti2v", controlnet="ti2v_cn")
+    assert pipe.limits().multiple == 32 and pipe.default_size((100, 70)) == (96, 64)
+    settings = pipe.model_settings
+    assert (settings["fps"], settings["num_frames"], settings["area"]) == (24.0, 121, 1280 * 704)
+    w, h = pipe.default_size((1920, 1080))  # 16:9 within TI2V-5B's 1280x704 area, in multiples of 32
+    assert w % 32 == h % 32 == 0 and w * h <= 1280 * 704 and (w + 32) * (h + 32) > 1280 * 704 and (w, h) == (1248, 704)
+    with pytest.raises(PipelineError, match="multiples of 32"):
+        generate(pipe, {**TI2V_RUN, "height": 48, "width": 48}, 48)
+
+
+# ---------------------------------------------------------------------------------------- I2V-A14B
+
+
+def test_a14b_scale_zero_reproduces_diffusers_two_experts(wan22_dir):
+    expected = reference(wan22_dir, "a14b", A14B_RUN, 32)
+    pipe = load(wan22_dir, "a14b", controlnet="a14b_high", controlnet_2="a14b_low")
+    assert pipe.two_experts and pipe.boundary_timestep() == 900
+    got = generate(pipe, A14B_RUN, 32, controlnet_conditioning_scale=0.0)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # guidance_scale_2 reaches the low-noise steps, as in diffusers
+    assert np.abs(generate(pipe, {**A14B_RUN, "guidance_scale_2": 6.0}, 32, controlnet_conditioning_scale=0.0)
+                  - got).max() > 1e-3
+
+
+def record_control(pipe) -> dict[str, list[int]]:
+    """The timesteps at which each ControlNet runs."""
+    seen = {"controlnet": [], "controlnet_2": []}
+    for name in seen:
+        getattr(pipe, name).register_forward_hook(
+            lambda m, a, o, name=name: seen[name].append(int(pipe.current_timestep)))
+    return seen
+
+
+def step_latents(pipe, **kw) -> list[torch.Tensor]:
+    out = []
+
+    def callback(p, i, t, tensors):
+        out.append(tensors["latents"].clone())
+        return {}
+
+    generate(pipe, A14B_RUN, 32, output_type="latent", callback_on_step_end=callback, **kw)
+    return out
+
+
+def test_a14b_switches_controlnet_with_the_expert(wan22_dir):
+    pipe = load(wan22_dir, "a14b", controlnet="a14b_high", controlnet_2="a14b_low")
+    seen = record_control(pipe)
+    both = step_latents(pipe)
+    assert seen == {"controlnet": [999, 900], "controlnet_2": [750, 500]}  # t = 900 is high noise, as in diffusers
+    none = step_latents(pipe, controlnet_conditioning_scale=0.0)
+    for proj in pipe.controlnet_2.out_projectors:  # the low-noise ControlNet off: the high steps are unchanged
+        torch.nn.init.zeros_(proj.weight)
+    high_only = step_latents(pipe)
+    for i in (0, 1):
+        torch.testing.assert_close(high_only[i], both[i], atol=0, rtol=0)
+        assert (both[i] - none[i]).abs().max() > 1e-3
+    assert (high_only[2] - both[2]).abs().max() > 1e-3
+
+    # control_every=3 runs a ControlNet at steps 0 and 3 and reuses residuals in between, but never
+    # across the switch: the low-noise ControlNet runs on its first step
+    seen["controlnet"].clear(), seen["controlnet_2"].clear()
+    step_latents(pipe, control_every=3)
+    assert seen == {"controlnet": [999], "controlnet_2": [750, 500]}
+
+
+def test_a14b_loading_and_saving(wan22_dir, tmp_path):
+    with pytest.raises(ModelError, match="a ControlNet per expert"):
+        load(wan22_dir, "a14b", controlnet="a14b_high")
+    with pytest.raises(ModelError, match="give it as controlnet_2"):
+        load(wan22_dir, "a14b", controlnet="a14b_low", controlnet_2="a14b_high")
+    with pytest.raises(ModelError, match="this base has one transformer"):
+        load(wan22_dir, "ti2v", controlnet="ti2v_cn", controlnet_2="a14b_low")
+    pipe = load(wan22_dir, "a14b", controlnet="a14b_high", controlnet_2="a14b_low")
+    pipe.save_pretrained(tmp_path / "saved")
+    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    assert index["boundary_ratio"] == 0.9 and index["controlnet_2"][1] == "WanTrajectoryControlNet"
+    expected = step_latents(pipe)[-1]
+    # the saved pipeline needs no ControlNet named; a folder holding both is one --controlnet
+    for again in (load(tmp_path, "saved"), load_pipeline(tmp_path / "saved"),
+                  load_pipeline(wan22_dir / "a14b", controlnet=tmp_path / "saved")):
+        again.set_progress_bar_config(disable=True)
+        assert again.controlnet.config.expert == "high" and again.controlnet_2.config.expert == "low"
+        torch.testing.assert_close(step_latents(again)[-1], expected)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize("base, controlnets, size", [
+    ("ti2v", ["--controlnet", "ti2v_cn"], 64),
+    ("a14b", ["--controlnet", "a14b_high", "--controlnet-2", "a14b_low"], 32),
+])
+def test_generate_cli(wan22_dir, tmp_path, base, controlnets, size):
+    Image.fromarray(make_image(size)).save(tmp_path / "first.png")
+    save(make_trajectory(size), tmp_path / "spec.json")
+    cn = [a if a.startswith("--") else str(wan22_dir / a) for a in controlnets]
+    args = ["generate", "--base", str(wan22_dir / base), *cn, "--image", str(tmp_path / "first.png"),
+            "--trajectory", str(tmp_path / "spec.json"), "--prompt", PROMPT, "--out", str(tmp_path / "v.mp4"),
+            "--steps", "2", "--seed", "0"]
+    assert main(args) == 0
+    frames, fps = read_video(tmp_path / "v.mp4")
+    assert frames.shape == (9, size, size, 3) and fps == (24 if base == "ti2v" else 16)
+    settings = json.loads((tmp_path / "v.json").read_text())
+    assert settings["model"] == "MagicMotionWanPipeline"
+    if base == "a14b":
+        assert settings["controlnet_2"] == str(wan22_dir / "a14b_low")
+        # the low-noise expert's ControlNet alone is refused: exit 2, nothing written
+        bad = args[:args.index("--controlnet")] + ["--controlnet", str(wan22_dir / "a14b_high")] + args[
+            args.index("--image"):]
+        bad[bad.index("--out") + 1] = str(tmp_path / "bad.mp4")
+        assert main(bad) == 2 and not (tmp_path / "bad.mp4").exists()
