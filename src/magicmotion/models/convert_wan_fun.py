@@ -22,7 +22,7 @@ What is converted and how:
 - image encoder: the visual tower of Wan's CLIP (ViT-H/14: `visual.*`; the text tower, `visual.head`
   and `log_scale` are not used by Wan) key by key onto transformers' `CLIPVisionModel` (`clip_key`;
   the fused `to_qkv` split into q/k/v), strict as above, plus a `CLIPImageProcessor` (bicubic 224,
-  OpenAI CLIP mean/std): the `image_encoder/` + `image_processor/` pair that
+  OpenAI CLIP mean/std): the kind of `image_encoder/` + `image_processor/` pair that
   Wan-AI/Wan2.1-I2V-14B-480P-Diffusers ships. Wan runs the first 31 of the 32 blocks
   (`use_31_block`), which is the CLIPVisionModel's `hidden_states[-2]` that diffusers'
   `WanImageToVideoPipeline.encode_image` takes. Or `image_encoder=DIR`: an existing
@@ -209,8 +209,9 @@ def convert_wan_clip(state_dict: dict):
 
 
 def clip_image_processor(image_size: int = 224):
-    """The `CLIPImageProcessor` of Wan's CLIP: bicubic resize of the short side and a centre crop to
-    `image_size`, OpenAI CLIP mean/std (diffusers' Wan2.1 I2V conversion writes the same)."""
+    """A `CLIPImageProcessor` for Wan's CLIP: bicubic resize of the short side and a centre crop to
+    `image_size`, OpenAI CLIP mean/std, the usual CLIP ViT-H/14 settings. (Wan's own code resizes the
+    whole frame to 224 x 224 without a crop; diffusers' pipeline takes what this processor gives.)"""
     from transformers import CLIPImageProcessor
 
     return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
