@@ -24,6 +24,7 @@ clipped to the frame, with the frame-0 mask); `sparse_box` keeps the boxes of `b
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import cv2
 import numpy as np
 
 from ..errors import MagicMotionError, MediaError, TrajectoryError
+from ..pipelines.cli import MIN_IMAGE_SIDE
 from ..trajectory import (KINDS, MAX_SPARSE_KEYS, ObjectTrack, Trajectory, from_dict, from_label_masks,
                           mask_box, masks_to_boxes, palette_color, to_dict)
 
@@ -62,6 +64,38 @@ def check_image(image, where: str = "first frame") -> np.ndarray:
     if image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image[..., :3])
+
+
+def read_first_frame(image, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
+    """The first frame the page sent -> uint8 (H, W, 3): an uploaded file's path (its size read
+    from the header and refused before any pixel is decoded, so a 20000x20000 PNG costs nothing) or
+    an array. Not an image, larger than MAX_IMAGE_SIDE, or under `min_side` pixels a side (the
+    generator's): MediaError naming the file by its name only (not the server path)."""
+    if isinstance(image, (str, os.PathLike)):
+        from PIL import UnidentifiedImageError
+
+        from ..limits import open_image
+
+        name = Path(image).name
+        try:
+            with open_image(image, what="first frame") as im:
+                w, h = im.size
+                if max(w, h) > MAX_IMAGE_SIDE:
+                    raise MediaError(f"{name}: {w}x{h} is too large (at most {MAX_IMAGE_SIDE} pixels a side); "
+                                     "resize it first")
+                image = np.array(im.convert("RGB"))
+        except MediaError as e:
+            raise MediaError(str(e).replace(str(image), name)) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise MediaError(f"{name}: not an image the app can read (PNG, JPEG, WebP, GIF...)") from None
+        where = name
+    else:
+        where = "first frame"
+    image = check_image(image, where)
+    if min(image.shape[:2]) < min_side:
+        raise MediaError(f"{where}: the first frame is {image.shape[1]}x{image.shape[0]}; at least {min_side} "
+                         "pixels a side are needed")
+    return image
 
 
 def check_point(point, size: tuple[int, int], what: str) -> tuple[float, float]:

@@ -168,6 +168,26 @@ def shows_errors(fn):
     return wrapper
 
 
+class FirstFrameImage(gr.Image):
+    """gr.Image (the same widget in the page) that hands the handler the uploaded file's path
+    without opening it: gr.Image would decode the whole image first (a 20000x20000 PNG is 1.2 GB) and
+    answer a file that is not an image with Gradio's generic error. `dr.read_first_frame` reads the
+    size from the header, refuses what is too large, and decodes only then."""
+
+    is_template = True  # the page draws it with gr.Image's widget
+
+    def preprocess(self, payload) -> str | None:
+        if payload is None:
+            return None
+        if payload.url and payload.url.startswith("data:"):  # sent inline rather than uploaded
+            from gradio.processing_utils import save_base64_to_cache
+
+            return save_base64_to_cache(payload.url, self.GRADIO_CACHE)
+        if payload.path is None:
+            raise gr.Error("no first frame was received", print_exception=False)
+        return str(payload.path)
+
+
 # --------------------------------------------------------------------------------------- the state
 
 
@@ -284,7 +304,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
     def on_upload(image, state):
         state = new_state()
         if image is not None:  # None: the upload was cleared
-            state["image"] = dr.check_image(image)
+            state["image"] = dr.read_first_frame(image)
             add_object(state)
         return (state, *views(state))
 
@@ -587,7 +607,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         )
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                upload = gr.Image(label="First frame (upload)", type="numpy", sources=["upload"],
+                upload = FirstFrameImage(label="First frame (upload)", sources=["upload"],
                                   image_mode="RGB", height=200, elem_id="first-frame")
                 with gr.Row():
                     example = gr.Dropdown(choices=list(examples), value=next(iter(examples), None),

@@ -64,20 +64,28 @@ class Conditions:
 
 
 def read_image(image) -> np.ndarray:
-    """A first frame as uint8 (H, W, 3): a path, a PIL image or a uint8 array."""
+    """A first frame as uint8 (H, W, 3): a path, a PIL image or a uint8 array; one under
+    MIN_IMAGE_SIDE pixels a side (a 1x1 'picture') is refused."""
     from PIL import Image
 
     from ..io import read_image as read_image_file
+    from .cli import MIN_IMAGE_SIDE
 
     if isinstance(image, (str, os.PathLike)):
-        return read_image_file(image)
-    if isinstance(image, Image.Image):
-        return np.array(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
+        frame, where = read_image_file(image), str(image)
+    elif isinstance(image, Image.Image):
+        frame, where = np.array(image.convert("RGB")), "image"
+    elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise PipelineError(f"image array must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
-        return image
-    raise PipelineError(f"image must be a path, a PIL image or a uint8 (H, W, 3) array, got {type(image).__name__}")
+        frame, where = image, "image"
+    else:
+        raise PipelineError(
+            f"image must be a path, a PIL image or a uint8 (H, W, 3) array, got {type(image).__name__}")
+    if min(frame.shape[:2]) < MIN_IMAGE_SIDE:
+        raise PipelineError(f"{where}: the first frame is {frame.shape[1]}x{frame.shape[0]}; at least "
+                            f"{MIN_IMAGE_SIDE} pixels a side are needed")
+    return frame
 
 
 def read_trajectory(trajectory: TrajectoryInput) -> Trajectory | np.ndarray | torch.Tensor:
