@@ -351,3 +351,35 @@ def test_convert_wan_fun_cli_writes_a_diffusers_i2v_folder(tmp_path, capsys):
     index = json.loads((out / "model_index.json").read_text())
     assert index["image_encoder"] == ["transformers", "CLIPVisionModel"]
     assert index["image_processor"] == ["transformers", "CLIPImageProcessor"]  # as the hub's Wan folders
+
+
+def test_release_sizes_convert_to_the_published_configs():
+    """At the release's real sizes, on the meta device (shapes only, no memory): Wan2.1-Fun-1.3B-InP's
+    transformer, VAE, umT5 and CLIP shapes convert to the published diffusers / transformers configs
+    (src/magicmotion/models/known_configs/wan2.1-fun-1.3b-inp.json)."""
+    from pathlib import Path
+
+    from wan_release import wan_clip_weights, wan_vae_shapes
+
+    from magicmotion.models.convert_wan_fun import convert_wan_clip, convert_wan_vae
+
+    known = json.loads((Path(__file__).resolve().parents[2] / "src/magicmotion/models/known_configs/"
+                        "wan2.1-fun-1.3b-inp.json").read_text())["parts"]
+    fun = {"dim": 1536, "ffn_dim": 8960, "freq_dim": 256, "in_dim": 36, "out_dim": 16, "num_heads": 12,
+           "num_layers": 30, "text_dim": 4096, "model_type": "i2v", "eps": 1e-6, "text_len": 512}
+    models = {
+        "transformer": convert_wan_transformer(wan_layout_weights(fun, clip_dim=1280, meta=True), fun),
+        "vae": convert_wan_vae({k: torch.empty(s, device="meta") for k, s in wan_vae_shapes(96).items()}),
+        "text_encoder": convert_wan_t5(wan_t5_weights(vocab=256384, dim=4096, heads=64, dim_ffn=10240, layers=24,
+                                                      buckets=32, meta=True)),
+        "image_encoder": convert_wan_clip(wan_clip_weights(dim=1280, layers=32, patch=14, grid=16, meta=True)),
+    }
+    for part, model in models.items():
+        library, cls, published = known[part]
+        assert type(model).__name__ == cls, part
+        config = dict(model.config) if part in ("transformer", "vae") else model.config.to_dict()
+        for key, value in published.items():
+            if key == "tie_word_embeddings":  # transformers 5 forces True for the T5 family; no LM head here
+                continue
+            got = config[key]
+            assert (list(got) if isinstance(got, (tuple, list)) else got) == value, (part, key, got, value)

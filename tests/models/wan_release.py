@@ -17,13 +17,18 @@ TINY = {"dim": 32, "ffn_dim": 48, "freq_dim": 16, "in_dim": 36, "out_dim": 16, "
 CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
 
 
-def _randn(g):
+def _randn(seed: int, meta: bool = False):
+    """r(*shape, scale=0.2): seeded random values, or (meta) empty tensors on the meta device, for
+    checking real sizes without the memory."""
+    if meta:
+        return lambda *shape, scale=0.2: torch.empty(*shape, device="meta")
+    g = torch.Generator().manual_seed(seed)
     return lambda *shape, scale=0.2: torch.randn(*shape, generator=g) * scale
 
 
-def wan_layout_weights(cfg: dict, seed: int = 0, clip_dim: int = 1280) -> dict:
+def wan_layout_weights(cfg: dict, seed: int = 0, clip_dim: int = 1280, meta: bool = False) -> dict:
     """Random transformer weights under Wan's names (WanModel: patch_embedding, blocks.N.self_attn.q, ...)."""
-    r = _randn(torch.Generator().manual_seed(seed))
+    r = _randn(seed, meta)
     dim, ffn, p = cfg["dim"], cfg["ffn_dim"], (1, 2, 2)
     sd = {
         "patch_embedding.weight": r(dim, cfg["in_dim"], *p), "patch_embedding.bias": r(dim),
@@ -54,9 +59,9 @@ def wan_layout_weights(cfg: dict, seed: int = 0, clip_dim: int = 1280) -> dict:
     return sd
 
 
-def wan_t5_weights(vocab=50, dim=16, heads=2, dim_ffn=24, layers=2, buckets=8, seed=0) -> dict:
+def wan_t5_weights(vocab=50, dim=16, heads=2, dim_ffn=24, layers=2, buckets=8, seed=0, meta=False) -> dict:
     """Random umT5 encoder weights under Wan's names (T5Encoder: token_embedding, blocks.N.attn.q, ...)."""
-    r = _randn(torch.Generator().manual_seed(seed))
+    r = _randn(seed, meta)
     sd = {"token_embedding.weight": r(vocab, dim, scale=0.3), "norm.weight": 1 + r(dim)}
     for i in range(layers):
         b = f"blocks.{i}."
@@ -69,11 +74,11 @@ def wan_t5_weights(vocab=50, dim=16, heads=2, dim_ffn=24, layers=2, buckets=8, s
     return sd
 
 
-def wan_clip_weights(dim=160, layers=3, patch=14, grid=2, text=True, seed=0) -> dict:
+def wan_clip_weights(dim=160, layers=3, patch=14, grid=2, text=True, seed=0, meta=False) -> dict:
     """Random XLMRobertaCLIP weights under Wan's names: the vision tower (`visual.*`: a bias-free patch
     conv, class + position embeddings, pre-norm, blocks with a fused `to_qkv`, post-norm, `head`), and
     a token of what the release also holds (a text tower `textual.*`, `log_scale`)."""
-    r = _randn(torch.Generator().manual_seed(seed))
+    r = _randn(seed, meta)
     mlp = 4 * dim
     sd = {"visual.patch_embedding.weight": r(dim, 3, patch, patch, scale=0.05),
           "visual.cls_embedding": r(1, 1, dim), "visual.pos_embedding": r(1, grid * grid + 1, dim),
@@ -90,7 +95,7 @@ def wan_clip_weights(dim=160, layers=3, patch=14, grid=2, text=True, seed=0) -> 
                    b + "mlp.2.weight": r(dim, mlp, scale=0.1), b + "mlp.2.bias": r(dim)})
     if text:
         sd.update({"textual.token_embedding.weight": r(10, 8), "textual.head.0.weight": r(16, 8),
-                   "log_scale": torch.tensor(math.log(1 / 0.07))})
+                   "log_scale": r(())})
     return sd
 
 
