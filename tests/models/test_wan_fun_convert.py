@@ -383,3 +383,18 @@ def test_release_sizes_convert_to_the_published_configs():
                 continue
             got = config[key]
             assert (list(got) if isinstance(got, (tuple, list)) else got) == value, (part, key, got, value)
+
+
+def test_a_truncated_clip_file_is_named_and_nothing_is_written(tmp_path, capsys):
+    from wan_release import CLIP_FILE, write_release
+
+    from magicmotion.cli import main
+
+    src = write_release(tmp_path / "release")
+    data = (src / CLIP_FILE).read_bytes()
+    (src / CLIP_FILE).write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    assert main(["convert", "wan-fun", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert CLIP_FILE in err and "unreadable checkpoint" in err and len(err.splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
