@@ -199,7 +199,7 @@ def test_a14b_loading_and_saving(wan22_dir, tmp_path):
     ("ti2v", ["--controlnet", "ti2v_cn"], 64),
     ("a14b", ["--controlnet", "a14b_high", "--controlnet-2", "a14b_low"], 32),
 ])
-def test_generate_cli(wan22_dir, tmp_path, base, controlnets, size):
+def test_generate_cli(wan22_dir, tmp_path, capsys, base, controlnets, size):
     Image.fromarray(make_image(size)).save(tmp_path / "first.png")
     save(make_trajectory(size), tmp_path / "spec.json")
     cn = [a if a.startswith("--") else str(wan22_dir / a) for a in controlnets]
@@ -211,6 +211,10 @@ def test_generate_cli(wan22_dir, tmp_path, base, controlnets, size):
     assert frames.shape == (9, size, size, 3) and fps == (24 if base == "ti2v" else 16)
     settings = json.loads((tmp_path / "v.json").read_text())
     assert settings["model"] == "MagicMotionWanPipeline"
+    if base == "ti2v":  # the Wan2.2 VAE's x16: sizes in multiples of 32, refused before the model loads
+        small = [str(tmp_path / "w.mp4") if a == str(tmp_path / "v.mp4") else a for a in args]
+        assert main([*small, "--size", "48x48"]) == 2
+        assert "multiples of 32" in capsys.readouterr().err and not (tmp_path / "w.mp4").exists()
     if base == "a14b":
         assert settings["controlnet_2"] == str(wan22_dir / "a14b_low")
         # the low-noise expert's ControlNet alone is refused: exit 2, nothing written
@@ -218,3 +222,4 @@ def test_generate_cli(wan22_dir, tmp_path, base, controlnets, size):
             args.index("--image"):]
         bad[bad.index("--out") + 1] = str(tmp_path / "bad.mp4")
         assert main(bad) == 2 and not (tmp_path / "bad.mp4").exists()
+        assert "needs a ControlNet per expert" in capsys.readouterr().err

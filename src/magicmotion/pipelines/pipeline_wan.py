@@ -153,7 +153,8 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
     # ------------------------------------------------------------------------------------ steps
 
     def spatial_multiple(self) -> int:
-        """Height and width must be multiples of this: VAE downsampling x patch size (16 for Wan2.1)."""
+        """Height and width must be multiples of this: VAE downsampling x patch size (16 for Wan2.1 and
+        A14B, 32 for Wan2.2 TI2V-5B)."""
         return self.vae_scale_factor_spatial * int(self.transformer.config.patch_size[1])
 
     def default_size(self, trajectory_wh: tuple[int, int]) -> tuple[int, int]:

@@ -244,7 +244,10 @@ def model_limits(family: str, transformer_config: dict, vae_config: dict | None 
     only at its sample size."""
     vae_config = vae_config or {}
     if family == "wan":
-        s = int(vae_config.get("scale_factor_spatial", 8))
+        # Wan2.2's VAE: x16 (x8 by its stages, x2 by its patchify); configs saved without the factor give it too
+        s = vae_config.get("scale_factor_spatial") or 2 ** (len(vae_config.get("dim_mult", [1, 2, 4, 4])) - 1) * int(
+            vae_config.get("patch_size") or 1)
+        s = int(s)
         t = int(vae_config.get("scale_factor_temporal", 4))
         m = s * int(transformer_config.get("patch_size", (1, 2, 2))[1])
         rope = transformer_config.get("rope_max_seq_len")
