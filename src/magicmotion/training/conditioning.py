@@ -10,6 +10,8 @@ precomputed path of the trainer feed to `training_step`:
     mask_latents         the VAE latent of the mask-trajectory maps (the L_seg target), when needed
     image_condition      Wan (B, 20, F, h, w): the 4-channel first-frame mask + the normalised latent of
                          [first frame, zeros...] (`WanImageToVideoPipeline.prepare_latents`);
+                         Wan2.2 TI2V (`expand_timesteps`, B, 48, 1, h, w): the normalised latent of the
+                         first frame alone, which replaces the noisy first latent frame;
                          CogVideoX (B, F, 16, h, w): the first-frame latent padded with zero frames
                          (`CogVideoXImageToVideoPipeline.prepare_latents`)
     prompt_embeds        (B, S, D) from the pipeline's own `encode_prompt`
@@ -124,6 +126,36 @@ def _model_index(base: str) -> dict:
         raise ModelError(f"{base}: not a diffusers pipeline folder or hub id ({e})") from None
 
 
+def base_layout(base: str) -> dict[str, Any]:
+    """How a Wan base runs, from its model_index.json (and VAE config), as diffusers'
+    `WanImageToVideoPipeline` reads it:
+
+        boundary_ratio   Wan2.2 I2V-A14B: `transformer` (high noise) runs t >= boundary_ratio *
+                         num_train_timesteps, `transformer_2` (low noise) the rest; else None
+        two_experts      boundary_ratio set and a transformer_2 component present
+        expand_timesteps Wan2.2 TI2V: the first frame goes in as clean latents, one timestep per token
+        vae_spatial      the VAE's spatial compression (8; the Wan2.2 VAE 16)
+        size_multiple    what width and height must be multiples of: vae_spatial x the patch (2)
+    """
+    from ..hub import resolve_pretrained
+
+    base = str(resolve_pretrained(base, "base model", file="model_index.json"))
+    index = _model_index(base)
+    entry = index.get("transformer_2")
+    ratio = index.get("boundary_ratio")
+    two = ratio is not None and bool(entry) and entry[0] is not None
+    try:
+        from diffusers import AutoencoderKLWan
+
+        vae = AutoencoderKLWan.load_config(base, subfolder="vae")
+    except (OSError, EnvironmentError, ValueError) as e:
+        raise ModelError(f"{base}/vae: no VAE config ({e})") from None
+    spatial = int(vae.get("scale_factor_spatial") or 8)
+    return {"boundary_ratio": None if ratio is None else float(ratio), "two_experts": two,
+            "expand_timesteps": bool(index.get("expand_timesteps")), "vae_spatial": spatial,
+            "size_multiple": spatial * 2}
+
+
 def flow_shift_of(scheduler_config) -> float:
     """The sampling shift of a Wan scheduler (UniPC `flow_shift` or FlowMatchEuler `shift`)."""
     cfg = dict(scheduler_config)
@@ -144,13 +176,22 @@ class LatentEncoder:
             branch image_encoder / image_processor (see `load_base_components`).
         transformer_config: the base transformer's config (text length, CLIP branch, temporal patch).
         device: where encoding runs.
+        expand_timesteps: a Wan2.2 TI2V base (`base_layout`); None: a transformer with as many input as
+            output channels is one.
     """
 
-    def __init__(self, model: str, components: dict[str, Any], transformer_config, device: torch.device | str = "cpu"):
+    def __init__(self, model: str, components: dict[str, Any], transformer_config, device: torch.device | str = "cpu",
+                 expand_timesteps: bool | None = None):
         self.model = model
         self.device = torch.device(device)
         self.vae = components["vae"]
         self.transformer_config = transformer_config
+        # Wan2.2 TI2V (model_index.json's expand_timesteps; by default: a transformer whose input is the
+        # latents alone, the first frame in them)
+        if expand_timesteps is None:
+            expand_timesteps = model == "wan" and transformer_config.get("in_channels") == (
+                transformer_config.get("out_channels") or 16)
+        self.expand_timesteps = bool(expand_timesteps)
         if model == "wan":
             from diffusers import WanImageToVideoPipeline
 
@@ -218,13 +259,18 @@ class LatentEncoder:
 
         Wan (`WanImageToVideoPipeline.prepare_latents`): the latent (mode) of [first frame, T - 1 black
         frames], normalised, after a mask of 4 channels per latent frame that is 1 on frame 0:
-        (B, 4 + 16, F, h, w). CogVideoX (`CogVideoXImageToVideoPipeline.prepare_latents`): the first
+        (B, 4 + 16, F, h, w). Wan2.2 TI2V (`expand_timesteps`): the normalised latent (mode) of the first
+        frame alone, (B, 48, 1, h, w). CogVideoX (`CogVideoXImageToVideoPipeline.prepare_latents`): the first
         frame's latent (a posterior sample, seeded per sample by `seeds`) times the scaling factor,
         padded with zero latent frames: (B, F, 16, h, w). Batched; equal to the pipelines' per image.
         """
         b, _, h, w = first_frames.shape
         frames = first_frames.to(self.device, self.vae.dtype).unsqueeze(2)
         latent_frames = (num_frames - 1) // 4 + 1
+        if self.expand_timesteps:  # `prepare_latents` with expand_timesteps: the first frame alone
+            z = self.vae.encode(frames).latent_dist.mode().float()
+            mean, inv_std = _wan_stats(self.vae, z)
+            return (z - mean) * inv_std
         if self.model == "wan":
             video = torch.cat([frames, frames.new_zeros(b, 3, num_frames - 1, h, w)], dim=2)
             z = self.vae.encode(video).latent_dist.mode().float()
@@ -278,7 +324,7 @@ class LatentEncoder:
         embeds = self.image_embeds(video[:, :, 0])
         if embeds is not None:
             out["image_embeds"] = embeds
-        for key in ("drop_image", "id"):
+        for key in ("drop_image", "id", "seed"):
             if key in batch:
                 out[key] = batch[key]
         return out
@@ -312,6 +358,32 @@ def drop_image_condition(model: str, image_condition: torch.Tensor, drop: torch.
     if model == "wan":
         return torch.cat([image_condition[:, :4], image_condition[:, 4:] * keep], dim=1)
     return image_condition * keep
+
+
+def first_frame_keep(latents: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+    """Wan2.2 TI2V: (B, 1, F, 1, 1), 0 on the first latent frame (kept clean: the image), 1 on the frames
+    that are noised and predicted (diffusers' `first_frame_mask`). A sample flagged in `drop` is a
+    text-to-video sample, as the TI2V base runs without an image: every frame noised."""
+    b, _, f = latents.shape[:3]
+    keep = torch.ones(b, 1, f, 1, 1, device=latents.device, dtype=latents.dtype)
+    keep[:, :, 0] = 0
+    if drop is not None:
+        keep[drop.to(latents.device).bool().view(-1)] = 1
+    return keep
+
+
+def ti2v_inputs(noisy: torch.Tensor, condition: torch.Tensor, keep: torch.Tensor,
+                timestep: torch.Tensor, patch_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wan2.2 TI2V's transformer input as `WanImageToVideoPipeline.__call__` builds it with
+    `expand_timesteps`: the first latent frame replaced by the image latents, `(1 - keep) * condition +
+    keep * noisy`, and one timestep per token, `keep * t` (0 on the clean frame's tokens): ((B, C, F, h, w),
+    (B, F * h/p * w/p))."""
+    condition = condition.to(noisy.device, noisy.dtype)
+    hidden = (1 - keep) * condition + keep * noisy
+    _, p_h, p_w = patch_size
+    b, _, f, h, w = noisy.shape
+    per_frame = keep.view(b, f, 1) * timestep.to(noisy.device).view(b, 1, 1)
+    return hidden, per_frame.expand(b, f, (h // p_h) * (w // p_w)).reshape(b, -1)
 
 
 def base_inputs(model: str, base_config, noisy: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:

@@ -29,6 +29,7 @@ from ..hub import looks_like_path
 from ..limits import MAX_FRAMES, SEED_RANGE, check_size
 
 MODELS = ("wan", "cogvideox")
+EXPERTS = ("high", "low")  # Wan2.2 I2V-A14B: `transformer` (t >= boundary) / `transformer_2` (t < boundary)
 CONDITIONS = ("mask", "box", "sparse_box")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SAMPLING = ("shifted_uniform", "logit_normal", "uniform")
@@ -127,6 +128,7 @@ class TrainConfig:
     stage: int = 1
     condition: str = "mask"  # trajectory kind the ControlNet sees
     controlnet_layers: int | None = None  # control blocks; null = as many as the base has
+    expert: str | None = None  # Wan2.2 I2V-A14B: which expert's ControlNet this run trains, high | low
     segment_head: bool = False
     lambda_seg: float = 0.0  # weight of the latent segmentation loss
     init_from: str | None = None  # previous stage's output_dir (or a checkpoint / weights folder)
@@ -341,6 +343,10 @@ def check_config(config: TrainConfig, files: bool = True) -> None:
         bad("stage", f"must be 1, 2 or 3, got {config.stage}")
     if config.condition not in CONDITIONS:
         bad("condition", f"must be one of {', '.join(CONDITIONS)}, got {config.condition!r}")
+    if config.expert is not None and config.expert not in EXPERTS:
+        bad("expert", f"must be high, low or null, got {config.expert!r}")
+    if config.expert is not None and config.model != "wan":
+        bad("expert", "is for a two-expert Wan2.2 I2V-A14B base (model: wan)")
     if config.controlnet_layers is not None and config.controlnet_layers < 1:
         bad("controlnet_layers", f"must be null (all) or at least 1, got {config.controlnet_layers}")
     if config.lambda_seg < 0:
@@ -411,8 +417,37 @@ def check_config(config: TrainConfig, files: bool = True) -> None:
                     "id; the config's comment at base: says how)")
     if not Path(d.dataset).is_dir():
         bad("data.dataset", f"folder {d.dataset} does not exist: {make_data_hint(config)}")
+    if (Path(config.base).expanduser() / "model_index.json").is_file():
+        check_base(config)  # a hub id's is read when the run starts
     if config.init_from:
         init_weights(config)
+
+
+def check_base(config: TrainConfig) -> dict:
+    """The settings of a Wan base that a config must agree with (`conditioning.base_layout`), checked:
+    `expert` is required for a two-expert Wan2.2 I2V-A14B base and refused for a one-expert base, and
+    `data.size` fits the base's token grid (Wan2.2 TI2V: multiples of 32 = VAE x16 times patch 2).
+    Returns the layout ({} for CogVideoX)."""
+    from .conditioning import base_layout
+
+    src = config.source or "<config>"
+    if config.model != "wan":
+        return {}
+    layout = base_layout(config.base)
+    if layout["two_experts"] and config.expert is None:
+        raise ConfigError(
+            f"{src}: expert is missing: {config.base} is a two-expert Wan2.2 A14B base (transformer for high "
+            f"noise, transformer_2 for low noise, boundary_ratio {layout['boundary_ratio']}); a run trains one "
+            "expert's ControlNet: set expert: high or expert: low (--set expert=low)")
+    if not layout["two_experts"] and config.expert is not None:
+        raise ConfigError(f"{src}: expert is {config.expert!r} but {config.base} has one transformer (no "
+                          "transformer_2 / boundary_ratio): remove expert")
+    step = layout["size_multiple"]
+    if any(v % step for v in config.data.size):
+        raise ConfigError(f"{src}: data.size must be [W, H], both multiples of {step} for {config.base} (VAE x"
+                          f"{layout['vae_spatial']} times patch {step // layout['vae_spatial']}), got "
+                          f"{list(config.data.size)}")
+    return layout
 
 
 def make_data_hint(config: TrainConfig) -> str:
@@ -446,6 +481,7 @@ def init_weights(config: TrainConfig) -> tuple[Path, Path | None]:
                     f"(was it trained with segment_head: true?)"
                 )
             _check_classes(folder / "controlnet", "ControlNet")
+            _check_expert(config, folder / "controlnet", previous)
             if config.init_head:
                 _check_classes(head, "segment head")
             return folder / "controlnet", (head if config.init_head else None)
@@ -455,6 +491,19 @@ def init_weights(config: TrainConfig) -> tuple[Path, Path | None]:
         f"{src}: init_from: {previous}'s output is missing: no ControlNet at {root / 'final' / 'controlnet'} "
         f"(train {previous} first{how}, or set init_from: null to start from the base)"
     )
+
+
+def _check_expert(config: TrainConfig, folder: Path, previous: str) -> None:
+    """A stage of one A14B expert starts from that expert's ControlNet (its config's `expert`)."""
+    from ..errors import ModelError
+    from ..limits import read_json
+
+    theirs = read_json(folder / "config.json", ModelError, "model config").get("expert")
+    if theirs != config.expert:
+        name = lambda e: f"the {e}-noise expert's" if e else "a one-expert base's"  # noqa: E731
+        raise ConfigError(f"{config.source or '<config>'}: init_from: {previous}'s ControlNet {folder} is "
+                          f"{name(theirs)} but this run trains {name(config.expert)} (expert: "
+                          f"{config.expert or 'null'}): chain each expert's stages on their own")
 
 
 def _check_classes(folder: Path, what: str) -> None:

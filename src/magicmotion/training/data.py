@@ -202,7 +202,7 @@ class PrecomputedLatents(torch.utils.data.Dataset):
 
     Item (for a `SampleKey`): a latent batch entry (see `conditioning.py`) without the batch axis:
     latents, trajectory_latents, image_condition, prompt_embeds, [mask_latents], [image_embeds],
-    drop_image. Stage 3 picks one of the clip's `sparse_variants` precomputed sparse-box latents
+    drop_image, seed. Stage 3 picks one of the clip's `sparse_variants` precomputed sparse-box latents
     with the sample's seed. All clips are loaded into memory on first use when `cache` is true.
     """
 
@@ -253,6 +253,7 @@ class PrecomputedLatents(torch.utils.data.Dataset):
             "image_condition": t["image_condition"],
             "prompt_embeds": self.empty_prompt() if drop_caption else t["prompt_embeds"],
             "drop_image": torch.tensor(drop_image),
+            "seed": key.seed,
             "id": self.index.clips[key.index]["id"],
         }
         if self.need_mask:

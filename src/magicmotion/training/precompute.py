@@ -10,6 +10,10 @@ and the [first frame, zeros...] video through the VAE, plus the caption through 
       clips/<id>.safetensors     latents, image_condition, prompt_embeds, [image_embeds],
                                  trajectory.mask, trajectory.box, trajectory.sparse_box.000 ...
 
+The tensors are the base's (`conditioning.py`): a Wan2.2 TI2V base stores 48-channel latents and its
+image condition is the first frame's latent alone; a Wan2.2 A14B base's folder serves both experts'
+runs (the encoders are shared; only the transformer differs).
+
 Each clip's frame window is fixed at precompute time (epoch 0 of the dataset's `sampling`). Stage 3's
 random key frames are drawn per sample when training on pixels; here each clip stores
 `sparse_variants` sparse-box latents, each with its own random key frames (1..sparse_max_keys besides
@@ -65,7 +69,7 @@ def precompute(config: TrainConfig, out: str | os.PathLike, kinds: list[str] | t
 
     from ..data.dataset import Dataset
     from ..io import atomic_path
-    from .conditioning import (LatentEncoder, encoder_dtypes, encoder_names, load_base_components,
+    from .conditioning import (LatentEncoder, base_layout, encoder_dtypes, encoder_names, load_base_components,
                                load_transformer_config)
 
     if dtype not in DTYPES:
@@ -103,7 +107,9 @@ def precompute(config: TrainConfig, out: str | os.PathLike, kinds: list[str] | t
     if len(clips) == 0:
         raise ConfigError(f"{config.source}: data.dataset {d.dataset} has no clips in split {d.split!r}")
     components = load_base_components(config.base, encoder_names(config.model), dtypes=encoder_dtypes(device))
-    encoder = LatentEncoder(config.model, components, load_transformer_config(config.base, config.model), device)
+    expand = config.model == "wan" and base_layout(config.base)["expand_timesteps"]  # Wan2.2 TI2V
+    encoder = LatentEncoder(config.model, components, load_transformer_config(config.base, config.model), device,
+                            expand_timesteps=expand)
     store = DTYPES[dtype]
 
     def save(path: Path, tensors: dict[str, torch.Tensor]) -> None:

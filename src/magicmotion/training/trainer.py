@@ -15,8 +15,9 @@ frozen image-to-video base:
 
 Resuming (`resume=True`) restores weights, optimizer, LR scheduler, RNG states, the step and the data
 position from the newest complete checkpoint: N steps, a kill, and N more steps give the weights of
-2N steps straight. All per-step randomness (noise, timesteps) comes from generators seeded by
-(seed, micro-step, process), and per-sample randomness from (seed, epoch, position).
+2N steps straight. All randomness (noise, timesteps, dropout, key frames) comes from the sample's
+seed, a function of (seed, epoch, position): a run on N processes equals one process with N times
+the batch (tests/training/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError, TrainingError
 from ..io import fsync_dir, fsync_tree
-from .conditioning import base_inputs, drop_image_condition, flow_shift_of
+from .conditioning import base_inputs, drop_image_condition, first_frame_keep, flow_shift_of, ti2v_inputs
 from .config import TrainConfig, init_weights, save_config
 from .data import ResumableSampler, collate, sample_seed
 from .losses import (flow_matching_loss, flow_matching_noisy, latent_segmentation_loss, sample_flow_sigmas,
@@ -64,6 +65,11 @@ class TrainableModules(nn.Module):
         self.segment_head = joint.segment_head
         self.__dict__["joint"] = joint  # not registered
 
+    @property
+    def _no_split_modules(self) -> list[str]:
+        """The ControlNet's block classes: FSDP's TRANSFORMER_BASED_WRAP wraps each block on its own."""
+        return list(self.controlnet._no_split_modules)
+
     def forward(self, **kwargs):
         return self.joint(**kwargs, return_dict=False)
 
@@ -74,13 +80,20 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
     The base is loaded in `weight_dtype` and frozen; the ControlNet starts from `init_from`'s
     ControlNet or as a copy of the base's blocks (`controlnet_layers` of them); the head from
     `init_from` (`init_head`) or freshly initialised. Trainable weights are float32.
+
+    Wan2.2 I2V-A14B (`expert`): the base is that expert, `transformer` (high) or `transformer_2` (low),
+    and a fresh ControlNet copies its blocks and records `expert` in its config. Wan2.2 TI2V: the
+    ControlNet reads 48 + 48 channels and the head predicts 48-channel latents.
     """
     from ..models import (CogVideoXTrajectoryControlNet, MagicMotionTransformer, SegmentHead,
                           WanTrajectoryControlNet)
+    from .config import check_base
     from .conditioning import load_base_components
 
-    parts = load_base_components(config.base, ("transformer", "scheduler"), dtype=weight_dtype)
-    base = parts["transformer"]
+    layout = check_base(config)
+    name = "transformer_2" if config.expert == "low" else "transformer"
+    parts = load_base_components(config.base, (name, "scheduler"), dtype=weight_dtype)
+    base = parts[name]
     cls = WanTrajectoryControlNet if config.model == "wan" else CogVideoXTrajectoryControlNet
     if (config.model == "wan") != hasattr(base, "blocks"):
         raise ConfigError(f"{config.source}: model is {config.model} but {config.base} holds a "
@@ -94,7 +107,8 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
             raise ConfigError(f"{config.source}: controlnet_layers is {config.controlnet_layers} but "
                               f"{cn_dir} has {layers} control blocks")
     else:
-        controlnet = cls.from_transformer(base, num_layers=config.controlnet_layers)
+        wan = dict(expert=config.expert, expand_timesteps=layout["expand_timesteps"]) if config.model == "wan" else {}
+        controlnet = cls.from_transformer(base, num_layers=config.controlnet_layers, **wan)
     nn.Module.to(controlnet, torch.float32)  # float32 master weights (ModelMixin.to would warn)
 
     head = None
@@ -104,8 +118,11 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
         else:
             with torch.random.fork_rng(devices=[]):  # the same fresh head for the same seed
                 torch.manual_seed(config.seed)
-                head = SegmentHead.from_transformer(base)
+                head = SegmentHead.from_transformer(base, out_channels=_latent_channels(config, base))
         nn.Module.to(head, torch.float32)
+        if head.config.out_channels != _latent_channels(config, base):
+            raise ConfigError(f"{config.source}: the segment head of {head_dir} predicts {head.config.out_channels} "
+                              f"latent channels; this base's latents have {_latent_channels(config, base)}")
     joint = MagicMotionTransformer(base, controlnet, head, freeze_base=True)
     base.eval()
     controlnet.train()
@@ -113,6 +130,11 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
         # without the segmentation loss the head gets no gradient: freeze it, keep it as it is
         head.requires_grad_(config.lambda_seg > 0).train()
     return joint, parts["scheduler"]
+
+
+def _latent_channels(config: TrainConfig, base) -> int:
+    """Latent channels of the base's VAE: Wan 16 (Wan2.2 TI2V 48), CogVideoX 16."""
+    return int(base.config.out_channels or 16) if config.model == "wan" else 16
 
 
 # ---------------------------------------------------------------------------------------- objective
@@ -124,46 +146,83 @@ class TrainingObjective:
     Wan: s from `sample_flow_sigmas`, x_t = (1 - s) x0 + s eps, timestep 1000 s, flow-matching
     loss. CogVideoX: t uniform, x_t from the scheduler's `alphas_cumprod`, v-prediction loss (eq. (1)).
     Plus lambda * L_seg when the segment head is trained.
+
+    Wan2.2 I2V-A14B (`expert`): s only in that expert's range, where diffusers' pipeline runs it:
+    high 1000 s >= boundary_ratio * num_train_timesteps, low below. Wan2.2 TI2V (`expand_timesteps`),
+    as diffusers' pipeline runs the base: the first latent frame replaced by the clean image latents,
+    one timestep per token (0 on that frame), the loss on the noised frames only; an image-dropped
+    sample is a text-to-video one (all frames noised). `layout`: `conditioning.base_layout` of the base
+    (read from config.base when None).
     """
 
-    def __init__(self, config: TrainConfig, base_config, scheduler):
+    def __init__(self, config: TrainConfig, base_config, scheduler, layout: dict | None = None):
         self.model = config.model
         self.base_config = base_config
         self.noise = config.noise
         self.lambda_seg = config.lambda_seg
         self.want_seg = config.needs_mask_latents
         self.image_dropout = config.data.image_dropout > 0
+        self.expand_timesteps = False
+        self.sigma_range = None
         if self.model == "wan":
+            from .conditioning import base_layout
+
+            layout = base_layout(config.base) if layout is None else layout
             self.shift = config.noise.flow_shift or flow_shift_of(scheduler.config)
+            self.expand_timesteps = bool(layout.get("expand_timesteps"))
+            if config.expert is not None:
+                boundary = layout["boundary_ratio"] * int(scheduler.config.num_train_timesteps) / 1000.0
+                self.sigma_range = (boundary, 1.0) if config.expert == "high" else (0.0, boundary)
         else:
             self.alphas_cumprod = scheduler.alphas_cumprod.float()
             self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
 
-    def __call__(self, model: Callable, batch: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Loss terms {"loss", "diffusion", ["segmentation"]} for a latent batch on the model's device."""
-        x0 = batch["latents"]
-        b = x0.shape[0]
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+    def draw(self, shape: tuple[int, ...], generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noise, level) for a batch of `shape`: Wan's sigmas in (0, 1), CogVideoX's integer timesteps.
+        A list of generators (`sample_generators`) draws each sample with its own."""
+        if isinstance(generator, (list, tuple)):
+            parts = [self.draw((1, *shape[1:]), g) for g in generator]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        noise = torch.randn(shape, generator=generator)
         if self.model == "wan":
             n = self.noise
-            sigmas = sample_flow_sigmas(b, generator, n.timestep_sampling, self.shift, n.logit_mean, n.logit_std)
+            return noise, sample_flow_sigmas(shape[0], generator, n.timestep_sampling, self.shift, n.logit_mean,
+                                             n.logit_std, sigma_range=self.sigma_range)
+        return noise, sample_timesteps(shape[0], self.num_train_timesteps, generator)
+
+    def __call__(self, model: Callable, batch: dict[str, Any], generator) -> dict[str, torch.Tensor]:
+        """Loss terms {"loss", "diffusion", ["segmentation"]} for a latent batch on the model's device;
+        `generator`: one for the batch, or one per sample (see `draw`)."""
+        x0 = batch["latents"]
+        noise, level = self.draw(x0.shape, generator)
+        noise = noise.to(x0.device, x0.dtype)
+        if self.model == "wan":
+            sigmas = level
             noisy = flow_matching_noisy(x0, noise, sigmas.to(x0.device))
             timestep = (sigmas * 1000.0).to(x0.device)
         else:
-            t = sample_timesteps(b, self.num_train_timesteps, generator)
+            t = level
             alphas = self.alphas_cumprod[t].to(x0.device)
             noisy = v_prediction_noisy(x0, noise, alphas)
             timestep = t.to(x0.device)
         batch = dict(batch)
-        if self.image_dropout:
-            batch["image_condition"] = drop_image_condition(self.model, batch["image_condition"], batch.get("drop_image"))
-        hidden, extra = base_inputs(self.model, self.base_config, noisy, batch)
+        keep = None
+        if self.expand_timesteps:  # Wan2.2 TI2V: the clean first frame, per-token timesteps
+            keep = first_frame_keep(x0, batch.get("drop_image") if self.image_dropout else None)
+            hidden, timestep = ti2v_inputs(noisy, batch["image_condition"], keep, timestep,
+                                           self.base_config.patch_size)
+            extra = {}
+        else:
+            if self.image_dropout:
+                batch["image_condition"] = drop_image_condition(self.model, batch["image_condition"],
+                                                                batch.get("drop_image"))
+            hidden, extra = base_inputs(self.model, self.base_config, noisy, batch)
         sample, segmentation = model(
             hidden_states=hidden, timestep=timestep, encoder_hidden_states=batch["prompt_embeds"],
             trajectory_latents=batch["trajectory_latents"], return_segmentation=self.want_seg, **extra,
         )
         if self.model == "wan":
-            diffusion = flow_matching_loss(sample, x0, noise)
+            diffusion = flow_matching_loss(sample, x0, noise, keep)
         else:
             diffusion = v_prediction_loss(sample, noisy, x0, alphas, self.noise.loss_weighting)
         seg = latent_segmentation_loss(segmentation, batch["mask_latents"]) if self.want_seg else None
@@ -173,6 +232,13 @@ class TrainingObjective:
 def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
     """The generator of one micro-step's noise and timesteps (CPU, so runs reproduce across devices)."""
     return torch.Generator().manual_seed(sample_seed(seed + 1_000_003, micro_step, rank))
+
+
+def sample_generators(seeds) -> list[torch.Generator]:
+    """One generator per sample for its noise and timestep, seeded by the sample's seed (CPU): a sample
+    is noised the same whatever the batch size, gradient accumulation or number of processes, so a
+    2-process run of batch 1 equals a 1-process run of batch 2."""
+    return [torch.Generator().manual_seed(sample_seed(int(s), 1_000_003, 0)) for s in seeds]
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -200,8 +266,15 @@ def build_data(config: TrainConfig, device: torch.device):
     dataset = ClipConditions(clips, config.condition, config.needs_mask_latents, d.sparse_max_keys,
                              d.image_dropout, d.caption_dropout)
     components = load_base_components(config.base, encoder_names(config.model), dtypes=encoder_dtypes(device))
-    encoder = LatentEncoder(config.model, components, load_transformer_config(config.base, config.model), device)
+    encoder = LatentEncoder(config.model, components, load_transformer_config(config.base, config.model), device,
+                            expand_timesteps=_expand_timesteps(config))
     return dataset, encoder
+
+
+def _expand_timesteps(config: TrainConfig) -> bool:
+    from .conditioning import base_layout
+
+    return config.model == "wan" and base_layout(config.base)["expand_timesteps"]
 
 
 def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:
@@ -363,10 +436,8 @@ def set_rng_state(state: dict) -> None:
 def _export_weights(accelerator, module, folder: Path) -> None:
     """ControlNet (+ head) as `save_pretrained` folders under `folder` (main process writes)."""
     unwrapped = accelerator.unwrap_model(module)
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type == DistributedType.FSDP:
-        # weights are sharded: gather a full state dict, load it into meta-initialised copies
+    if _uses_accelerate_state(accelerator):
+        # FSDP / ZeRO-3 shard the weights: gather a full state dict, load it into meta-initialised copies
         from accelerate import init_empty_weights
 
         state = accelerator.get_state_dict(module)
@@ -481,7 +552,8 @@ def save_final(accelerator, module, output_dir: Path, config: TrainConfig, state
     if accelerator.is_main_process:
         save_config(config, tmp / "config.yaml")
         info = {"stage": config.stage, "condition": config.condition, "model": config.model,
-                "base": config.base, "steps": state.step, "lambda_seg": config.lambda_seg}
+                "base": config.base, "steps": state.step, "lambda_seg": config.lambda_seg,
+                "expert": config.expert}  # also in controlnet/config.json, which the pipelines read
         (tmp / "training.json").write_text(json.dumps(info, indent=1))
         fsync_tree(tmp)
         if final.exists():
@@ -619,10 +691,11 @@ class Validator:
         if self.config.model == "wan":
             from ..pipelines.pipeline_wan import MagicMotionWanPipeline
 
+            ti2v = {"expand_timesteps": True} if _expand_timesteps(self.config) else {}
             return MagicMotionWanPipeline(
                 tokenizer=c["tokenizer"], text_encoder=c["text_encoder"], vae=c["vae"], scheduler=scheduler,
                 transformer=joint.base, controlnet=joint.controlnet, image_processor=c.get("image_processor"),
-                image_encoder=c.get("image_encoder"),
+                image_encoder=c.get("image_encoder"), **ti2v,
             )
         from ..pipelines.pipeline_cogvideox import MagicMotionCogVideoXPipeline
 
@@ -765,6 +838,9 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback, overwrit
     from .conditioning import _model_index
 
     _model_index(config.base)  # the base's libraries and classes, checked before anything is set up
+    from .config import check_base
+
+    check_base(config)  # expert (Wan2.2 A14B) and size against the base, before anything is set up
     output_dir.mkdir(parents=True, exist_ok=True)
 
     _fresh_accelerate_state()
@@ -820,6 +896,10 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback, overwrit
         if accelerator.distributed_type == DistributedType.FSDP:
             # the pipeline would run the sharded ControlNet outside its FSDP wrapper
             accelerator.print("no validation videos under FSDP: generate from a checkpoint instead")
+        elif config.expert is not None:
+            # a video needs both experts, each with its ControlNet; this run trains one
+            accelerator.print(f"no validation videos while training the {config.expert}-noise expert alone: "
+                              "generate with both experts' ControlNets (--controlnet, --controlnet-2)")
         else:
             validator = Validator(config, encoder.pipe.components if encoder is not None else None)
 
@@ -847,8 +927,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback, overwrit
                 if encoder is not None:
                     batch = encoder.encode(batch, need_mask=config.needs_mask_latents)
                 batch = _to_device(batch, accelerator.device)
-                generator = step_generator(config.seed, state.micro_step, accelerator.process_index)
-                terms = objective(modules, batch, generator)
+                terms = objective(modules, batch, sample_generators(batch["seed"]))
                 _stop_if_not_finite(accelerator, terms["loss"], "loss", state.step + 1, config)
                 accelerator.backward(terms["loss"])
                 if accelerator.sync_gradients and optim.max_grad_norm > 0:
