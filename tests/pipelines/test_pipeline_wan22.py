@@ -117,6 +117,16 @@ def test_ti2v_sizes_are_multiples_of_32(wan22_dir):
         generate(pipe, {**TI2V_RUN, "height": 48, "width": 48}, 48)
 
 
+def test_ti2v_transformer_without_expand_timesteps_is_refused():
+    from magicmotion.models import WanTrajectoryControlNet
+    from magicmotion.pipelines.tiny import tiny_wan22_components
+
+    parts = tiny_wan22_components("ti2v")
+    cn = WanTrajectoryControlNet.from_transformer(parts["transformer"], num_layers=1, expand_timesteps=True)
+    with pytest.raises(ModelError, match="lacks expand_timesteps: true"):
+        MagicMotionWanPipeline(**{**parts, "expand_timesteps": False}, controlnet=cn)
+
+
 # ---------------------------------------------------------------------------------------- I2V-A14B
 
 
@@ -190,6 +200,17 @@ def test_a14b_loading_and_saving(wan22_dir, tmp_path):
         again.set_progress_bar_config(disable=True)
         assert again.controlnet.config.expert == "high" and again.controlnet_2.config.expert == "low"
         torch.testing.assert_close(step_latents(again)[-1], expected)
+
+
+def test_a14b_model_offload_gives_the_same_latents(wan22_dir):
+    plain = load_pipeline(wan22_dir / "a14b", wan22_dir / "a14b_high", controlnet_2=wan22_dir / "a14b_low")
+    offloaded = load_pipeline(wan22_dir / "a14b", wan22_dir / "a14b_high", controlnet_2=wan22_dir / "a14b_low",
+                              offload="model", device="cpu")
+    # text encoder -> transformer -> transformer_2 -> vae, and each ControlNet alone
+    assert len(offloaded._all_hooks) == 6
+    for pipe in (plain, offloaded):
+        pipe.set_progress_bar_config(disable=True)
+    torch.testing.assert_close(step_latents(offloaded)[-1], step_latents(plain)[-1], atol=1e-6, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- CLI
