@@ -27,7 +27,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 REACH_TIMEOUT = 2.0  # seconds the connectivity check may take, DNS included
 # First components that name local folders, never hub accounts ("models" is reserved by the hub):
-# `models/Wan2.1-1.3B-I2V-Diffusers` is a folder to make, not an id to fetch.
+# `models/Wan2.1-Fun-1.3B-InP-Diffusers` is a folder to make, not an id to fetch.
 LOCAL_ROOTS = frozenset({"models", "runs", "outputs", "checkpoints", "converted"})
 
 
