@@ -425,3 +425,25 @@ def test_shipped_wan22_configs_are_valid(a14b_base, ti2v_base, dataset, tmp_path
             del data["expert"]
             with pytest.raises(ConfigError, match="expert is missing"):
                 check_config(from_dict(data, source=str(path)))
+
+
+# ---------------------------------------------------------------------------------------- timesteps
+
+
+@pytest.mark.parametrize("sampling", ["shifted_uniform", "logit_normal", "uniform"])
+def test_expert_sigmas_are_the_full_distribution_restricted_to_the_range(sampling):
+    """Drawing in an expert's range (inverse CDF) gives the law of the unrestricted draws that fall in it:
+    the quantiles of both agree (10^5 draws), and every draw is in range (the boundary to the high one)."""
+    from magicmotion.training.losses import sample_flow_sigmas
+
+    g = torch.Generator().manual_seed(0)
+    kwargs = dict(sampling=sampling, shift=5.0, logit_mean=0.3, logit_std=1.2)
+    full = sample_flow_sigmas(100_000, g, **kwargs)
+    q = torch.linspace(0.05, 0.95, 19)
+    for lo, hi in ((0.9, 1.0), (0.0, 0.9), (0.3, 0.6)):
+        part = sample_flow_sigmas(20_000, g, sigma_range=(lo, hi), **kwargs)
+        assert bool((part >= lo).all()) and bool((part < hi).all() if hi < 1.0 else (part <= 1.0).all())
+        inside = full[(full >= lo) & (full < hi)]
+        torch.testing.assert_close(torch.quantile(part, q), torch.quantile(inside, q), atol=0.01, rtol=0)
+    boundary = sample_flow_sigmas(1000, g, sigma_range=(0.0, 0.9), **kwargs)
+    assert bool((boundary * 1000.0 < 900.0).all())

@@ -13,6 +13,12 @@ The three stages and the two ablations of the paper are config changes only:
                         init_head: true
     boxes from scratch  stage 2 with init_from: null
     no seg. loss        stage 2 with lambda_seg: 0 (and segment_head: false)
+
+A two-expert Wan2.2 I2V-A14B base trains one expert's ControlNet per run: `expert: high` (its
+`transformer`, timesteps t >= boundary_ratio * 1000) or `expert: low` (`transformer_2`, below), each
+expert's stages chained on their own (configs/wan2.2-a14b/stage{1,2,3}-{high,low}.yaml). The key is
+required for such a base and refused for any other (`check_base`, which also checks `data.size`
+against the base's token grid: multiples of 32 for Wan2.2 TI2V-5B's x16 VAE).
 """
 
 from __future__ import annotations
