@@ -391,8 +391,8 @@ def base_inputs(model: str, base_config, noisy: torch.Tensor, batch: dict[str, A
 
     Wan: cat([x_t, mask (4), image latents (16)], channels) = 36 channels, plus
     `encoder_hidden_states_image` for CLIP bases (Wan2.2 TI2V: `ti2v_inputs` instead). CogVideoX:
-    cat([x_t, image latents], channels) (B, F, 32, h, w), plus `image_rotary_emb` and `ofs` (2.0 where the base has an ofs embedding), as
-    `CogVideoXImageToVideoPipeline.__call__` passes them.
+    cat([x_t, image latents], channels) (B, F, 32, h, w), plus `image_rotary_emb` and `ofs` (2.0 where
+    the base has an ofs embedding), as `CogVideoXImageToVideoPipeline.__call__` passes them.
     """
     condition = batch["image_condition"].to(noisy.device, noisy.dtype)
     if model == "wan":
