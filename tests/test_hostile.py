@@ -5,8 +5,11 @@ adding a row. See docs/limits.md for the limits."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import sys
 import struct
 import zlib
 from pathlib import Path
@@ -179,8 +182,196 @@ CASES = [
 ]
 
 
-def tree(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+# ---------------------------------------------------------------------------------------- rows needing more
+# Rows of this second table get a Helper `h`: h.tmp, h.data (a 2-clip dataset), h.bench, h.run() (a copy
+# of a finished 2-step training run with two checkpoints), h.hold(output) (this test holds the output's
+# lock, as a running command would), h.monkeypatch.
+
+
+class Helper:
+    def __init__(self, tmp: Path, data: Path, bench: Path, request, monkeypatch, stack):
+        self.tmp, self.data, self.bench, self.monkeypatch = tmp, data, bench, monkeypatch
+        self._request, self._stack = request, stack
+
+    def run(self) -> Path:
+        """A copy of the finished run (checkpoints step-0000001, step-0000002, final/) in tmp/run."""
+        src = self._request.getfixturevalue("trained")
+        shutil.copytree(src, self.tmp / "run")
+        return self.tmp / "run"
+
+    def hold(self, output: Path) -> Path:
+        from magicmotion.locks import output_lock
+
+        self._stack.enter_context(output_lock(output, "output"))
+        return output
+
+    def config(self, extra: str = "", data: Path | None = None) -> Path:
+        return config(self.tmp, data or self.data, "loop: {max_steps: 2, save_every: 1, keep_checkpoints: 2}\n"
+                      + extra)
+
+    def broken(self, damage) -> Path:
+        """A copy of the dataset with `damage(root, video)` done to every clip's video."""
+        root = self.tmp / "broken"
+        shutil.copytree(self.data, root)
+        for video in sorted((root / "videos").glob("*.mp4")):
+            damage(root, video)
+        return root
+
+
+def nan_loss(h: Helper) -> None:
+    """Every training loss is NaN (as a diverging run's would be)."""
+    from magicmotion.training.trainer import TrainingObjective
+
+    real = TrainingObjective.__call__
+
+    def nan(self, model, batch, generator):
+        terms = real(self, model, batch, generator)
+        terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    h.monkeypatch.setattr(TrainingObjective, "__call__", nan)
+
+
+def no_ray(h: Helper) -> None:
+    """Ray not installed (it is here): its import fails as it would."""
+    for name in ("ray", "ray.data"):
+        h.monkeypatch.setitem(sys.modules, name, None)
+
+
+def damage_all_checkpoints(h: Helper, damage) -> Path:
+    run = h.run()
+    for ckpt in sorted((run / "checkpoints").iterdir()):
+        damage(ckpt)
+    return run
+
+
+def truncate_weights(ckpt: Path) -> None:
+    weights = next((ckpt / "controlnet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
+def generate(image: Path = FIRST_FRAME, trajectory: Path = REPO / "examples" / "trajectory.json",
+             out: Path | None = None, *extra) -> list[str]:
+    return ["generate", "--image", str(image), "--trajectory", str(trajectory), "--prompt", "a",
+            "--out", str(out), *extra]
+
+
+def empty_dataset(t: Path) -> Path:
+    (t / "empty").mkdir()
+    (t / "empty" / "index.jsonl").write_text("")
+    return t / "empty"
+
+
+def frames_disagree(root: Path, video: Path) -> None:
+    lines = [json.loads(x) for x in (root / "index.jsonl").read_text().splitlines()]
+    (root / "index.jsonl").write_text("".join(json.dumps({**r, "num_frames": 40}) + "\n" for r in lines))
+
+
+def magicdata(t: Path) -> Path:
+    (t / "md").mkdir()
+    (t / "md" / "MagicData.csv").write_text("video_id,caption\nv1,a\n")
+    return t / "md"
+
+
+PID = f"pid {os.getpid()}"
+# (id, build(h) -> argv, what the one line must name)
+MORE = [
+    # generate: settings and first frames refused before the model loads; outputs never over an input
+    ("generate --guidance nan", lambda h: generate(out=h.tmp / "o.mp4", *[]) + ["--guidance", "nan"], "--guidance"),
+    ("generate --control-scale inf", lambda h: generate(out=h.tmp / "o.mp4") + ["--control-scale", "inf"],
+     "--control-scale"),
+    ("generate --size 40000x40000", lambda h: generate(out=h.tmp / "o.mp4") + ["--size", "40000x40000"], "40000"),
+    ("generate --seed 2^64", lambda h: generate(out=h.tmp / "o.mp4") + ["--seed", str(2**64)], "--seed"),
+    ("generate 1x1 first frame", lambda h: generate(write_image(h.tmp / "dot.png", 1, 1), out=h.tmp / "o.mp4"),
+     "dot.png: the first frame is 1x1"),
+    ("generate 10000x10000 first frame", lambda h: generate(png_header(h.tmp / "huge.png", 10000, 10000),
+                                                            out=h.tmp / "o.mp4"), "huge.png"),
+    ("generate first frame not an image", lambda h: generate(write(h.tmp / "x.png", "text"), out=h.tmp / "o.mp4"),
+     "x.png"),
+    ("generate --out over the spec", lambda h: generate(trajectory=shutil.copy(REPO / "examples" / "trajectory.json",
+                                                                               h.tmp / "spec.json"),
+                                                        out=h.tmp / "spec.mp4"), "would overwrite an input"),
+    ("generate evil base", lambda h: generate(out=h.tmp / "o.mp4") + ["--base", str(evil_base(h.tmp))], "mm_evil"),
+    # empty datasets: said, not an empty result
+    ("data info: empty dataset", lambda h: ["data", "info", str(empty_dataset(h.tmp))], "empty"),
+    ("bench build: empty dataset", lambda h: bench_build(empty_dataset(h.tmp)), "empty"),
+    ("data filter: empty dataset", lambda h: ["data", "filter", str(empty_dataset(h.tmp)), "--out",
+                                              str(h.tmp / "kept")], "empty"),
+    # data filter: every clip bad -> exit 2, nothing written (one bad clip of two is skipped: see below)
+    ("data filter: videos missing", lambda h: ["data", "filter", str(h.broken(lambda r, v: v.unlink())), "--out",
+                                               str(h.tmp / "kept")], "not found"),
+    ("data filter: zero-byte videos", lambda h: ["data", "filter", str(h.broken(lambda r, v: v.write_bytes(b""))),
+                                                 "--out", str(h.tmp / "kept")], "empty (0 bytes)"),
+    ("data filter: text-file videos", lambda h: ["data", "filter", str(h.broken(lambda r, v: v.write_text("no"))),
+                                                 "--out", str(h.tmp / "kept")], "unreadable video"),
+    ("data filter: truncated videos", lambda h: ["data", "filter", str(h.broken(
+        lambda r, v: v.write_bytes(v.read_bytes()[:200]))), "--out", str(h.tmp / "kept")], ".mp4"),
+    ("data filter: NaN fps", lambda h: ["data", "filter", str(broken_dataset(h.tmp, h.data, lambda r: edit_index(
+        r, fps=float("nan")))), "--out", str(h.tmp / "kept")], "index.jsonl"),
+    ("data filter: frames disagree", lambda h: ["data", "filter", str(h.broken(frames_disagree)), "--out",
+                                                str(h.tmp / "kept")], "annotation"),
+    # training: broken datasets and finished folders before any model loads; NaN loss stops it
+    ("train: videos missing", lambda h: ["train", "--config", str(h.config(data=h.broken(lambda r, v: v.unlink())))],
+     "not found"),
+    ("train: NaN fps", lambda h: ["train", "--config", str(h.config(data=broken_dataset(
+        h.tmp, h.data, lambda r: edit_index(r, fps=float("nan")))))], "fps"),
+    ("train: NaN loss", lambda h: nan_loss(h) or ["train", "--config", str(h.config()), "--no-progress"],
+     "step 1: the loss is not finite"),
+    ("train: finished folder, no --resume", lambda h: h.run() and ["train", "--config", str(h.config())],
+     "already holds"),
+    ("train --resume: every checkpoint's weights truncated", lambda h: damage_all_checkpoints(h, truncate_weights)
+     and ["train", "--config", str(h.config("loop: {max_steps: 3}")), "--resume", "--no-progress"], ".safetensors"),
+    ("train --resume: every state.json corrupt", lambda h: damage_all_checkpoints(
+        h, lambda c: (c / "state.json").write_text("{not json")) and ["train", "--config", str(h.config(
+            "loop: {max_steps: 3}")), "--resume", "--no-progress"], "state.json"),
+    # one run per output: a second run exits 2 naming the holder
+    ("lock: generate", lambda h: generate(out=h.hold(h.tmp / "o.mp4")), PID),
+    ("lock: data curate", lambda h: ["data", "curate", str(write(h.tmp / "in.csv", "video,caption\nx.mp4,a\n")),
+                                     "--out", str(h.hold(h.tmp / "cur"))], PID),
+    ("lock: data import-magicdata", lambda h: ["data", "import-magicdata", str(magicdata(h.tmp)), "--out",
+                                               str(h.hold(h.tmp / "imported"))], PID),
+    ("lock: bench run", lambda h: ["bench", "run", str(h.bench), "--out", str(h.hold(h.tmp / "r"))], PID),
+    ("lock: train precompute", lambda h: ["train", "precompute", "--config", str(h.config()), "--out",
+                                          str(h.hold(h.tmp / "pre"))], PID),
+    ("lock: train", lambda h: h.hold(h.tmp / "run") and ["train", "--config", str(h.config())], PID),
+    # Ray Data not installed
+    ("curate --engine ray without Ray", lambda h: no_ray(h) or ["data", "curate", str(write(
+        h.tmp / "in.csv", "video,caption\nx.mp4,a\n")), "--out", str(h.tmp / "cur"), "--engine", "ray"], "ray"),
+    ("import-magicdata --engine ray without Ray", lambda h: no_ray(h) or [
+        "data", "import-magicdata", str(magicdata(h.tmp)), "--out", str(h.tmp / "imp"), "--engine", "ray"], "ray"),
+]
+
+
+def write_image(path: Path, width: int, height: int) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (width, height), (90, 90, 90)).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(dataset, tmp_path_factory) -> Path:
+    """A finished 2-step run of the tiny model on the dataset, checkpoints at steps 1 and 2."""
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg = config(tmp, dataset, "loop: {max_steps: 2, save_every: 1, keep_checkpoints: 2}")
+    assert main(["train", "--config", str(cfg), "--no-progress"]) == 0
+    return tmp / "run"
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_refused(argv, names, tmp: Path, watched: list[Path], capsys) -> None:
+    """exit 2, one line naming `names`, nothing new or changed under tmp and the watched folders."""
+    capsys.readouterr()
+    before = [tree(p) for p in (tmp, *watched)]
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("magicmotion: error: ") and names in err[0], err
+    assert [tree(p) for p in (tmp, *watched)] == before, "the command left or changed files"
 
 
 @pytest.mark.parametrize("build, names", [pytest.param(b, n, id=i) for i, b, n in CASES])
@@ -188,12 +379,45 @@ def test_hostile_input_is_one_line_and_exit_2(build, names, tmp_path, dataset, b
     monkeypatch.syspath_prepend(str(tmp_path))  # where an `mm_evil` module would be found
     (tmp_path / "mm_evil.py").write_text("open(__file__ + '.ran', 'w').close()\n")
     argv = build(tmp_path, dataset, bench)
-    capsys.readouterr()
-    before, bench_before = tree(tmp_path), tree(bench)
-    code = main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2, err
-    assert len(err) == 1 and err[0].startswith("magicmotion: error: ") and names in err[0], err
-    assert tree(tmp_path) == before, "the command left files behind"
-    assert tree(bench) == bench_before
+    assert_refused(argv, names, tmp_path, [dataset, bench], capsys)
     assert not (tmp_path / "mm_evil.py.ran").exists()
+
+
+@pytest.mark.parametrize("build, names", [pytest.param(b, n, id=i) for i, b, n in MORE])
+def test_hostile_run_is_one_line_and_exit_2(build, names, tmp_path, dataset, bench, capsys, monkeypatch, request):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "mm_evil.py").write_text("open(__file__ + '.ran', 'w').close()\n")
+    with contextlib.ExitStack() as stack:
+        argv = build(Helper(tmp_path, dataset, bench, request, monkeypatch, stack))
+        assert_refused(argv, names, tmp_path, [dataset, bench], capsys)
+    assert not (tmp_path / "mm_evil.py.ran").exists()
+
+
+# ---------------------------------------------------------------------------------------- skipped, not stopped
+
+
+def test_filter_skips_a_bad_clip_and_names_it(tmp_path, dataset, capsys):
+    """One clip of two with a text file for a video: named and skipped, the other kept (exit 0)."""
+    root = broken_dataset(tmp_path, dataset, lambda r: first_video(r).write_text("not a video"))
+    bad = first_video(root).stem
+    assert main(["data", "filter", str(root), "--out", str(tmp_path / "kept"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "kept 1 of 2 clips" in out and "1 unreadable, skipped" in out and bad in out
+    kept = [json.loads(x)["id"] for x in (tmp_path / "kept" / "index.jsonl").read_text().splitlines()]
+    assert len(kept) == 1 and bad not in kept
+
+
+def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path, dataset, bench, capsys, monkeypatch, request):
+    """The newest checkpoint's state.json corrupt: resume says it skips it (naming the file) and goes on
+    from the one before, to the end."""
+    with contextlib.ExitStack() as stack:
+        h = Helper(tmp_path, dataset, bench, request, monkeypatch, stack)
+        run = h.run()
+        (run / "checkpoints" / "step-0000002" / "state.json").write_text("{not json")
+        capsys.readouterr()
+        assert main(["train", "--config", str(h.config("loop: {max_steps: 3}")), "--resume", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    skipped = [line for line in captured.err.splitlines() if "skipping checkpoint" in line]
+    assert len(skipped) == 1 and "step-0000002" in skipped[0] and "state.json" in skipped[0], captured.err
+    assert "trained 3 steps" in captured.out
+    assert json.loads((run / "final" / "training.json").read_text())["steps"] == 3

@@ -287,10 +287,21 @@ def score_dataset(root: str | os.PathLike, config: dict, progress: bool = True):
     root = Path(root)
     records = read_index(root)
     ds = Dataset(root)
-    unreadable = []
-    for r in tqdm(records, desc="filter", unit="clip", disable=not progress):
+    unreadable, bad = [], set()
+    for r in records:  # every clip's files first: a dataset with no valid clip stops before any bar
         try:
             ds.check_files(r)
+        except MagicMotionError as e:
+            unreadable.append((r["id"], str(e)))
+            bad.add(r["id"])
+    if len(bad) == len(records):
+        more = f", and {len(records) - 1} more bad clips" if len(records) > 1 else ""
+        raise DatasetError(f"{unreadable[0][1]}{more}: no valid clip to filter")
+    for r in tqdm(records, desc="filter", unit="clip", disable=not progress):
+        r["filters"], r["filter_pass"] = {}, False
+        if r["id"] in bad:
+            continue
+        try:
             traj = ds.load_annotation(r)
             frames = None
             if config["motion"]["enabled"]:
@@ -298,14 +309,9 @@ def score_dataset(root: str | os.PathLike, config: dict, progress: bool = True):
             verdicts = evaluate(r, traj, frames, config)
         except MagicMotionError as e:
             unreadable.append((r["id"], str(e)))
-            r["filters"], r["filter_pass"] = {}, False
             continue
         r["filters"] = verdicts
         r["filter_pass"] = all(v["pass"] for v in verdicts.values())
-    if len(unreadable) == len(records):
-        clip, error = unreadable[0]
-        more = f", and {len(records) - 1} more bad clips" if len(records) > 1 else ""
-        raise DatasetError(f"{error}{more}: no valid clip to filter")
     write_index(root, records)
     return records, unreadable
 

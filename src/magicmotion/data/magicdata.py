@@ -468,6 +468,14 @@ class _DecodeStage:
         return import_clip(dict(row), self.test_fraction)
 
 
+def require_ray() -> None:
+    """ConfigError unless Ray Data imports: checked before anything is written (import and curate)."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray Data: pip install 'ray[data]'") from None
+
+
 def _decode_ray(rows: list[dict], test_fraction: float, ray_address: str | None, workers: int | None):
     try:
         import ray
@@ -505,6 +513,8 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
 
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "ray":
+        require_ray()
     if not 0.0 <= test_fraction <= 1.0:
         raise ConfigError(f"test fraction must be in [0, 1], got {test_fraction}")
     if limit is not None and limit < 0:

@@ -54,6 +54,8 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError("train needs --config YAML (e.g. configs/wan-1.3b/stage1.yaml)")
     config = load_config(args.config, args.overrides)
     check_clips(config)
+    if args.no_progress:
+        quiet_loading()
     from ..locks import output_lock
     from .trainer import train
 
@@ -76,6 +78,8 @@ def _precompute(args: argparse.Namespace) -> int:
     if not out:
         raise ConfigError(f"{args.config}: no --out and no data.precomputed to write to")
     check_clips(config, raw=True)
+    if args.no_progress:
+        quiet_loading()
     from ..locks import output_lock
     from .precompute import precompute
 
@@ -94,3 +98,13 @@ def check_clips(config, raw: bool = False) -> None:
     d = config.data
     if raw or not d.precomputed:
         Dataset(d.dataset, split=d.split).check_videos_present()
+
+
+def quiet_loading() -> None:
+    """--no-progress: no "Loading weights" bars from transformers and diffusers either, so a log (or
+    an error) is just the command's own lines."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()

@@ -85,6 +85,10 @@ def _curate(args) -> int:
         actors=args.actors, gpus_per_actor=args.gpus_per_actor, retry_failed=args.retry_failed)
     from ...locks import output_lock
 
+    if args.engine == "ray":
+        from ..magicdata import require_ray
+
+        require_ray()  # before the output folder is made
     with output_lock(args.out, "dataset"):  # one run per output
         summary = curate(args.input, args.out, cfg, progress=not args.quiet)
     print(summary.format())
