@@ -376,17 +376,20 @@ def verify_checkpoint(folder: Path) -> str | None:
 
 def intact_checkpoint(output_dir: str | os.PathLike, log=print) -> Path | None:
     """The newest checkpoint that verifies; damaged ones are skipped, saying which and why. When
-    there are checkpoints but none is intact: TrainingError naming the broken file."""
+    there are checkpoints but none is intact: TrainingError naming the newest broken file (one line,
+    and no skip messages before it)."""
     found = list_checkpoints(output_dir)
     problems = []
     for folder in reversed(found):
         problem = verify_checkpoint(folder)
         if problem is None:
+            for skipped, why in problems:
+                log(f"skipping checkpoint {skipped}: {why}")
             return folder
-        problems.append(problem)
-        log(f"skipping checkpoint {folder.name}: {problem}")
+        problems.append((folder.name, problem))
     if problems:
-        raise TrainingError(f"no intact checkpoint to resume from: {problems[0]}")
+        more = f" (and {len(problems) - 1} older checkpoints damaged)" if len(problems) > 1 else ""
+        raise TrainingError(f"no intact checkpoint to resume from: {problems[0][1]}{more}")
     return None
 
 
