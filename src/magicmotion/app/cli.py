@@ -20,19 +20,29 @@ def register(sub) -> None:
                    help="address to bind (default 127.0.0.1; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--out", default=None, help="folder for the results (default: a temporary folder)")
+    from ..pipelines.cli import add_memory_arguments
+
+    add_memory_arguments(p)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default cuda when available)")
+    p.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default bf16 on CUDA, fp32 on CPU)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..errors import MagicMotionError
+    from ..pipelines.cli import memory_options
 
+    load_options = dict(memory_options(args), device=args.device, dtype=args.dtype)  # checked before the app starts
+    if args.lora:
+        load_options["lora_scale"] = args.lora_scale
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise MagicMotionError("the app needs gradio: pip install 'magicmotion[app]'") from None
     from .ui import build_app, launch
 
-    demo = build_app(base=args.base, controlnet=args.controlnet, sam2=args.sam2, output_dir=args.out)
+    demo = build_app(base=args.base, controlnet=args.controlnet, sam2=args.sam2, output_dir=args.out,
+                     load_options=load_options)
     try:
         url = launch(demo, host=args.host, port=args.port, prevent_thread_lock=True, quiet=True)
     except OSError as e:

@@ -108,11 +108,15 @@ def fit_area(size: tuple[int, int], area: int, multiple: int = 16) -> tuple[int,
     return best[1], best[2]
 
 
-def pipeline_generate_fn(base=None, controlnet=None) -> GenerateFn:
+def pipeline_generate_fn(base=None, controlnet=None, load_options: dict | None = None) -> GenerateFn:
     """Generation through `magicmotion.pipelines`, the pipeline loaded on first use and kept. The
     shipped tiny model (`base` None) has a ControlNet per kind: switching kinds loads that one; a
-    model of your own serves every kind."""
+    model of your own serves every kind. load_options: more `load_pipeline` arguments (offload, cache, ...),
+    and `lora_scale` (the calls' `attention_kwargs`)."""
     cache: dict[str, Any] = {}
+    load_options = dict(load_options or {})
+    lora_scale = load_options.pop("lora_scale", 1.0)
+    call = {"attention_kwargs": {"scale": lora_scale}} if load_options.get("lora") else {}
 
     def generate_fn(image, prompt, trajectory, kind, **settings):
         from ..pipelines.generate import generate
@@ -121,8 +125,8 @@ def pipeline_generate_fn(base=None, controlnet=None) -> GenerateFn:
         key = kind if base is None else "any"
         if key not in cache:
             cache.clear()  # one model in memory at a time
-            cache[key] = load_pipeline(base=base, controlnet=controlnet, kind=kind)
-        return generate(cache[key], image, prompt, trajectory, kind, **settings)
+            cache[key] = load_pipeline(base=base, controlnet=controlnet, kind=kind, **load_options)
+        return generate(cache[key], image, prompt, trajectory, kind, **settings, **call)
 
     return generate_fn
 
@@ -253,8 +257,9 @@ def describe(state: dict) -> str:
 
 def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | None = None,
               settings: dict | None = None, output_dir: str | os.PathLike | None = None,
-              examples_dirs: list[Path] | None = None, motion_models: mo.MotionModels | None = None):
-    """The Gradio app.
+              examples_dirs: list[Path] | None = None, motion_models: mo.MotionModels | None = None,
+              load_options: dict | None = None):
+    """The Gradio app (load_options: more `load_pipeline` arguments, see `pipeline_generate_fn`).
 
     Args:
         base, controlnet: the model (a diffusers folder or hub id, a ControlNet folder or released
@@ -274,7 +279,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
 
     segmenter = as_segmenter(sam2)
     given_fn = generate_fn
-    generate_fn = generate_fn or pipeline_generate_fn(base, controlnet)
+    generate_fn = generate_fn or pipeline_generate_fn(base, controlnet, load_options)
     defaults = dict(DEFAULT_SETTINGS)
     defaults.update(model_defaults(base, controlnet) if given_fn is None else
                     (REAL_MODEL_SETTINGS if base is not None else {}))

@@ -23,7 +23,7 @@ def _buckets(text: str) -> list[str]:
 
 
 def register(sub) -> None:
-    from ..pipelines.cli import add_speed_arguments
+    from ..pipelines.cli import add_memory_arguments, add_speed_arguments
 
     p = sub.add_parser("bench", help="benchmark: build sets, run, score (FID, FVD, Mask/Box IoU), report",
                        description="MagicBench-style and DAVIS evaluation: build a benchmark set, "
@@ -94,8 +94,7 @@ def register(sub) -> None:
     r.add_argument("--label", default=None, help="name of the run in reports (default: the folder name)")
     r.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default cuda when available)")
     r.add_argument("--dtype", default=None, help="bf16, fp16, fp32 (default bf16 on CUDA)")
-    r.add_argument("--offload", default="none", choices=["none", "model", "sequential"],
-                   help="CPU offload (default none)")
+    add_memory_arguments(r)
     r.set_defaults(func=_run)
 
     s = bs.add_parser("score", help="score a run: Mask IoU, Box IoU, FID, FVD by bucket -> RUN/scores.json",
@@ -150,17 +149,25 @@ def _davis(args) -> int:
 
 def _run(args) -> int:
     from ..locks import output_lock
-    from ..pipelines.cli import speed_options
+    from ..pipelines.batch import process_device, process_split, wait_for_everyone
+    from ..pipelines.cli import memory_options, speed_options
     from .runner import run_bench
 
+    memory = memory_options(args)
+    offload = memory.pop("offload")
+    index, count = process_split()  # under `accelerate launch` / torchrun: this process's share of the clips
+    if memory["lora"]:
+        memory["lora_scale"] = args.lora_scale
     with output_lock(args.out, "run folder"):  # one run per output
         s = run_bench(args.bench, args.out, base=args.base, controlnet=args.controlnet, kind=args.kind,
                       control_scale=args.control_scale, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, trajectory_guidance=args.trajectory_guidance, seed=args.seed,
                       limit=args.limit, ground_truth=args.ground_truth, size=args.size,
-                      sparse_keys=args.sparse_keys, device=args.device, dtype=args.dtype, offload=args.offload,
-                      label=args.label, speed=speed_options(args))
-    print(f"{args.out}: {s['clips']} clips ({s['generated']} generated now, {s['skipped']} already done)")
+                      sparse_keys=args.sparse_keys, device=process_device() or args.device, dtype=args.dtype,
+                      offload=offload, label=args.label, speed=speed_options(args), memory=memory,
+                      process_index=index, num_processes=count, wait_for_others=wait_for_everyone)
+    share = f" (process {index + 1} of {count})" if count > 1 else ""
+    print(f"{args.out}: {s['clips']} clips{share} ({s['generated']} generated now, {s['skipped']} already done)")
     return 0
 
 

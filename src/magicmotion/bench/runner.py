@@ -7,6 +7,9 @@ trajectory, written to RUN/videos/<id>.mp4.
       previews/<id>.png   the trajectory drawn over the generated frames (contact sheet)
 
 Resumable: clips whose video exists are skipped, so a killed run loses at most the clip in flight.
+Multi-process (`accelerate launch` / `torchrun ... magicmotion bench run`): process i of n generates
+clips i, i + n, ... of the benchmark's list, into the same folder; process 0 writes run.json, and marks
+it complete once every process is done and every video is there.
 `ground_truth=True` makes the "generated" videos the benchmark's own clips (the segmenter's ceiling);
 `control_scale=0` gives the base model without the trajectory (the floor). Both are ordinary runs.
 """
@@ -87,8 +90,9 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
               guidance_scale: float | None = None, trajectory_guidance: float = 1.0, seed: int = 0,
               limit: int | None = None, ground_truth: bool = False, size: tuple[int, int] | None = None,
               sparse_keys: int = 4, device: str | None = None, dtype=None, offload: str = "none",
-              label: str | None = None, speed: dict | None = None,
-              pipeline=None, generate_fn: GenerateFn | None = None, progress: bool = True) -> dict:
+              label: str | None = None, speed: dict | None = None, memory: dict | None = None,
+              pipeline=None, generate_fn: GenerateFn | None = None, progress: bool = True,
+              process_index: int = 0, num_processes: int = 1, wait_for_others: Callable[[], None] | None = None) -> dict:
     """Generate a video for each of the first `limit` (default all) clips of the benchmark set.
 
     base, controlnet: as `magicmotion.pipelines.loading.load_pipeline` (base None: the shipped tiny
@@ -99,11 +103,17 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
     trajectory_guidance: the pipelines' `trajectory_guidance_scale` (1: off);
     speed: the pipelines' speed options (`cfg_mode`, `control_every`, `control_dense`,
     `control_branches`; see `magicmotion.pipelines.guidance`), recorded in run.json when given;
+    memory: `load_pipeline`'s `weights_dtype`, `cache`, `vae_tiling`, `lora`, and `lora_scale` (the
+    calls' `attention_kwargs`), recorded in run.json when any differs from the default;
     seed: the same seed for every clip; size: (W, H) of the output (default: the pipeline's choice from
     the clip's size); ground_truth: copy the benchmark's own videos instead (the ceiling);
     pipeline: an already loaded MagicMotion pipeline (then base / controlnet only name it in run.json).
     generate_fn(clip, trajectory) -> frames uint8 (T, H, W, 3) or (frames, maps) replaces the pipeline
-    (tests, other models). Returns {"out", "clips", "generated", "skipped"}."""
+    (tests, other models);
+    process_index, num_processes: this process's share of the clips (clips process_index,
+    process_index + num_processes, ...); wait_for_others: a barrier across the processes (accelerate's
+    `wait_for_everyone`), called after process 0 has set the folder up and again before it marks the
+    run complete. Returns {"out", "clips", "generated", "skipped"} (this process's share)."""
     from tqdm import tqdm
 
     from ..data.dataset import Dataset
@@ -116,6 +126,9 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
         records = records[:limit]
     if kind not in KINDS:
         raise BenchError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if not 0 <= process_index < num_processes:
+        raise BenchError(f"process {process_index} of {num_processes}: expected 0 <= index < count")
+    wait = wait_for_others if num_processes > 1 and wait_for_others is not None else (lambda: None)
     sources = {}
     if not ground_truth and (guidance_scale is None or num_inference_steps is None):
         from ..pipelines.settings import ModelSettings, pipeline_settings
@@ -154,6 +167,16 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
             except (MagicMotionError, TypeError) as e:
                 raise BenchError(f"speed options {speed}: {e}") from None
             settings["speed"] = speed
+        memory = {k: v for k, v in (memory or {}).items() if v not in (None, False, "none", "default")}
+        if memory:  # only when given, so that runs made before the options still resume
+            from ..pipelines.loading import check_memory_options
+
+            try:
+                check_memory_options(weights_dtype=memory.get("weights_dtype", "default"),
+                                     cache=memory.get("cache", "none"))
+            except MagicMotionError as e:
+                raise BenchError(f"memory options {memory}: {e}") from None
+            settings["memory"] = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in memory.items()}
         _check_settings(settings)
     if size is not None:
         check_size(*size, error=BenchError, what="size")
@@ -161,17 +184,26 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
         raise BenchError(f"{out}: is a file, expected a run folder")
     if out.resolve() == bench_root.resolve() or bench_root.resolve() in out.resolve().parents:
         raise BenchError(f"{out}: a run folder must be outside the benchmark {bench_root}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / VIDEOS).mkdir(exist_ok=True)
-    (out / PREVIEWS).mkdir(exist_ok=True)
-    info = _start_run(out, bench_root, settings, records, label)
-    _remove_debris(out / VIDEOS)
+    if process_index == 0:  # the others wait: no clip is written while run.json or the debris change
+        out.mkdir(parents=True, exist_ok=True)
+        (out / VIDEOS).mkdir(exist_ok=True)
+        (out / PREVIEWS).mkdir(exist_ok=True)
+        info = _start_run(out, bench_root, settings, records, label)
+        _remove_debris(out / VIDEOS)
+    wait()
+    if process_index != 0:
+        info = read_run(out)
+        if info["settings"] != settings:
+            raise BenchError(f"{out}: process {process_index} has other settings than process 0")
+    records_all = records
+    records = records[process_index::num_processes]
 
     todo = [r for r in records if not (out / VIDEOS / f"{r['id']}.mp4").is_file()]
     reader = Dataset(bench_root, num_frames=None, sampling="start")
     generate = None
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc=f"bench run {out.name}",
-               unit="clip", disable=not progress)
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc=f"bench run {out.name}"
+               + (f" [{process_index + 1}/{num_processes}]" if num_processes > 1 else ""),
+               unit="clip", disable=not progress or process_index != 0)
     with bar:
         for record in todo:
             bar.set_postfix_str(record["id"])
@@ -183,17 +215,22 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
                     if generate_fn is None and pipeline is None:
                         from ..pipelines.loading import load_pipeline
 
+                        loading = {k: v for k, v in (memory or {}).items() if k != "lora_scale"}
                         pipeline = load_pipeline(base=base, controlnet=controlnet, kind=kind,
-                                                 device=device, dtype=dtype, offload=offload)
+                                                 device=device, dtype=dtype, offload=offload, **loading)
                         pipeline.set_progress_bar_config(leave=False)  # the steps bar goes, the clips bar stays
                     generate = generate_fn or pipeline_generator(
                         pipeline, kind=kind, control_scale=control_scale,
                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                        trajectory_guidance=trajectory_guidance, seed=seed, size=size, speed=speed)
+                        trajectory_guidance=trajectory_guidance, seed=seed, size=size,
+                        speed={**(speed or {}), **({"attention_kwargs": {"scale": memory.get("lora_scale", 1.0)}}
+                                                   if (memory or {}).get("lora") else {})})
                 _generate_one(reader, record, kind, sparse_keys, generate, video, out / PREVIEWS)
             bar.update(1)
-    info["complete"] = True
-    _write_json(out / RUN_INFO, info)
+    wait()
+    if process_index == 0 and all((out / VIDEOS / f"{r['id']}.mp4").is_file() for r in records_all):
+        info["complete"] = True
+        _write_json(out / RUN_INFO, info)
     return {"out": str(out), "clips": len(records), "generated": len(todo),
             "skipped": len(records) - len(todo)}
 

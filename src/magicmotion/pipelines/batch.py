@@ -279,6 +279,12 @@ def process_device() -> str | None:
     return "cpu" if device.type == "cpu" else str(device)
 
 
+def wait_for_everyone() -> None:
+    """A barrier across the processes of a launched run (accelerate's); nothing in a single process."""
+    if _env_int("WORLD_SIZE", 1) > 1:
+        _partial_state().wait_for_everyone()
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     try:
@@ -399,4 +405,4 @@ def _release_memory() -> None:
 
 
 __all__ = ["COLUMNS", "Row", "exit_code", "make_row_generator", "process_device", "process_split", "read_rows",
-           "run_csv", "summary_line"]
+           "run_csv", "summary_line", "wait_for_everyone"]

@@ -15,7 +15,9 @@ from pathlib import Path
 from ..errors import MediaError, PipelineError
 
 KINDS = ("mask", "box", "sparse_box")  # magicmotion.trajectory.KINDS, without importing it for --help
-OFFLOAD = ("none", "model", "sequential")
+OFFLOAD = ("none", "model", "group", "sequential")  # magicmotion.pipelines.loading's, without importing it
+WEIGHTS_DTYPES = ("default", "fp8")
+CACHES = ("none", "first-block", "taylorseer", "faster")
 MIN_IMAGE_SIDE = 16  # a first frame smaller than one latent token of any base is not a picture
 SPEED_DEFAULTS = dict(cfg_mode="batched", control_every=1, control_dense=0.0, control_branches="both")
 
@@ -34,6 +36,50 @@ def add_speed_arguments(p) -> None:
     p.add_argument("--control-branches", default="both", choices=["both", "cond"],
                    help="both: the ControlNet in both guidance branches (default); cond: once, on the prompt, "
                         "its residuals added to both (an approximation)")
+
+
+def add_memory_arguments(p) -> None:
+    """--offload, --weights-dtype, --vae-tiling, --cache, --lora, --lora-scale (`generate`, `bench run`, the app);
+    values are checked by `memory_options` (PipelineError: exit 2, one line)."""
+    p.add_argument("--offload", default="none", metavar="MODE",
+                   help="none | model | group | sequential: diffusers offload to save GPU memory: a model, a block, "
+                        "a layer at a time on the GPU (default none)")
+    p.add_argument("--weights-dtype", default="default", metavar="DTYPE",
+                   help="fp8: store the transformer's and ControlNet's weights in float8, each layer cast to --dtype "
+                        "when it runs (about half the weight memory of bf16; default: as --dtype)")
+    p.add_argument("--vae-tiling", action="store_true", help="decode the video in tiles (less VAE memory)")
+    p.add_argument("--cache", default="none", metavar="NAME",
+                   help="none | first-block | taylorseer | faster: diffusers' step cache on the base (faster: needs "
+                        "guidance > 1 and --cfg-mode batched; an approximation, see docs/generate.md)")
+    p.add_argument("--lora", default=None, metavar="PATH", help="a LoRA for the base (diffusers' load_lora_weights)")
+    p.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="the LoRA's scale (default 1)")
+
+
+def memory_options(args) -> dict:
+    """load_pipeline's keyword arguments from `add_memory_arguments`'s flags; PipelineError on a bad value."""
+    import math
+
+    for flag, value, known in (("--offload", args.offload, OFFLOAD),
+                               ("--weights-dtype", getattr(args, "weights_dtype", "default"), WEIGHTS_DTYPES),
+                               ("--cache", getattr(args, "cache", "none"), CACHES)):
+        if value not in known:
+            raise PipelineError(f"unknown {flag[2:].replace('-', ' ')} {value!r} ({flag}): "
+                                f"expected one of {', '.join(known)}")
+    scale = getattr(args, "lora_scale", 1.0)
+    if not math.isfinite(scale) or not -10 <= scale <= 10:
+        raise PipelineError(f"--lora-scale must be a number in -10..10, got {scale}")
+    lora = getattr(args, "lora", None)
+    if lora is not None and not Path(lora).exists():
+        from ..hub import resolve_pretrained
+
+        resolve_pretrained(lora, "LoRA")
+    return dict(offload=args.offload, weights_dtype=getattr(args, "weights_dtype", "default"),
+                cache=getattr(args, "cache", "none"), vae_tiling=getattr(args, "vae_tiling", False), lora=lora)
+
+
+def lora_call_kwargs(args) -> dict:
+    """The pipeline call's `attention_kwargs` for --lora-scale (none without --lora)."""
+    return {"attention_kwargs": {"scale": args.lora_scale}} if getattr(args, "lora", None) else {}
 
 
 def speed_options(args) -> dict:
@@ -104,8 +150,7 @@ def register(sub) -> None:
     p.add_argument("--size", default=None, metavar="WxH",
                    help="output size, e.g. 832x480 (default: the model's recommended: Wan: the trajectory's size within "
                         "~832x480; CogVideoX: 720x480; the shipped tiny model: within 64x64)")
-    p.add_argument("--offload", default="none", metavar="MODE",
-                   help="none | model | sequential: diffusers CPU offload to save GPU memory (default none)")
+    add_memory_arguments(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default cuda when available)")
     p.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default bf16 on CUDA, fp32 on CPU)")
     p.set_defaults(func=run_generate)
@@ -136,8 +181,7 @@ def check_args(args) -> dict:
 
     if args.kind is not None and args.kind not in KINDS:
         raise PipelineError(f"unknown kind {args.kind!r}: expected one of {', '.join(KINDS)}")
-    if args.offload not in OFFLOAD:
-        raise PipelineError(f"unknown offload {args.offload!r}: expected one of {', '.join(OFFLOAD)}")
+    memory_options(args)
     if args.steps is not None and not 1 <= args.steps <= 1000:
         raise PipelineError(f"--steps must be in 1..1000, got {args.steps}")
     for flag, value in (("--guidance", args.guidance), ("--control-scale", args.control_scale),
@@ -219,7 +263,7 @@ def run_generate(args) -> int:
     checked = check_args(args)
     with output_lock(args.out, "--out"):  # one run per output
         pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
-                             dtype=args.dtype, offload=args.offload, controlnet_2=getattr(args, "controlnet_2", None))
+                             dtype=args.dtype, controlnet_2=getattr(args, "controlnet_2", None), **memory_options(args))
         return generate_one(args, checked, pipe)
 
 
@@ -239,7 +283,7 @@ def run_csv_command(args) -> int:
     def load(key):
         controlnet, kind = key
         return load_pipeline(base=args.base, controlnet=controlnet, kind=kind, device=device, dtype=args.dtype,
-                             controlnet_2=getattr(args, "controlnet_2", None), offload=args.offload)
+                             controlnet_2=getattr(args, "controlnet_2", None), **memory_options(args))
 
     def run_one(pipe, row):
         row_args, checked = checked_rows.pop(row.line)
@@ -279,7 +323,7 @@ def generate_one(args, checked: dict, pipe) -> int:
         pipe, args.image, args.prompt, checked["traj"], args.kind, negative_prompt=args.negative_prompt,
         num_frames=args.frames, height=height, width=width, num_inference_steps=settings["num_inference_steps"],
         guidance_scale=settings["guidance_scale"], controlnet_conditioning_scale=args.control_scale,
-        trajectory_guidance_scale=args.trajectory_guidance, seed=seed, **speed_options(args),
+        trajectory_guidance_scale=args.trajectory_guidance, seed=seed, **speed_options(args), **lora_call_kwargs(args),
     )
     elapsed = time.perf_counter() - start
     record = dict(
@@ -291,6 +335,8 @@ def generate_one(args, checked: dict, pipe) -> int:
         trajectory_guidance=args.trajectory_guidance, speed=speed_options(args), seed=seed, trajectory_palette=settings["trajectory_palette"],
         map_encoding=settings["map_encoding"], fit=checked["fit"], redrawn=checked["redrawn"], model_settings=settings.record(),
         offload=args.offload, device=str(pipe._execution_device),
+        **{k: v for k, v in memory_options(args).items() if k != "offload" and v not in (None, False, "none", "default")},
+        **({"lora_scale": args.lora_scale} if getattr(args, "lora", None) else {}),
         dtype=str(pipe.transformer.dtype).replace("torch.", ""), seconds=round(elapsed, 2),
         magicmotion=__version__,
     )

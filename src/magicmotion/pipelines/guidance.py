@@ -8,6 +8,12 @@
   steps (where the layout forms) runs it on every step. 1 / 0 (default): every step.
 - `control_branches`: "both" (default) runs the ControlNet in both guidance branches, each with its
   own text; "cond" runs it once, on the conditional text, and adds its residuals to both branches.
+
+Each call of the base runs in its own diffusers cache context, as diffusers' pipelines do: "cond_uncond"
+for a batched step, "uncond" and "cond" for branches one after the other (and without guidance), so a
+cache enabled on the base (`transformer.enable_cache`, `load_pipeline(cache=...)`) keeps one state per
+branch. FasterCache approximates the unconditional half of a batched step, so it needs guidance and
+`cfg_mode="batched"` (PipelineError otherwise).
 """
 
 from __future__ import annotations
@@ -74,10 +80,18 @@ class GuidedPrediction:
         return self.model.controlnet_residuals(x, batch_timestep(t, x.shape[0]), context, trajectory, self.scale,
                                                **per_sample, **shared)
 
-    def _predict(self, x, t, context, residuals, per_sample, shared) -> torch.Tensor:
-        return self.model(hidden_states=x, timestep=batch_timestep(t, x.shape[0]), encoder_hidden_states=context,
-                          trajectory_latents=None, conditioning_scale=self.scale, control_residuals=residuals,
-                          return_dict=False, **per_sample, **shared)[0]
+    def _predict(self, branch, x, t, context, residuals, per_sample, shared) -> torch.Tensor:
+        with self.model.cache_context(branch):
+            return self.model(hidden_states=x, timestep=batch_timestep(t, x.shape[0]), encoder_hidden_states=context,
+                              trajectory_latents=None, conditioning_scale=self.scale, control_residuals=residuals,
+                              return_dict=False, **per_sample, **shared)[0]
+
+    def _check_cache(self, batched: bool) -> None:
+        """FasterCache drops the unconditional half of a batched step: refuse the modes it cannot work in."""
+        registry = getattr(self.model.base, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook("faster_cache_denoiser") is not None and not batched:
+            raise PipelineError("the FasterCache cache needs classifier-free guidance (guidance_scale > 1) with "
+                                "cfg_mode 'batched'; use another cache (first-block, taylorseer) or none")
 
     def __call__(self, step: int, x: torch.Tensor, trajectory: torch.Tensor, t: torch.Tensor,
                  negative: torch.Tensor | None, positive: torch.Tensor,
@@ -96,6 +110,8 @@ class GuidedPrediction:
         shared = shared or {}
         cfg = negative is not None
         batched = cfg and self.cfg_mode == "batched"
+        if step == 0:
+            self._check_cache(batched)
 
         def stacked(a, b):
             return torch.cat([a, b])
@@ -119,13 +135,14 @@ class GuidedPrediction:
 
         # the base, with them
         if not cfg:
-            return None, self._predict(x, t, positive, self.residuals["cond"], per_sample, shared)
+            return None, self._predict("cond", x, t, positive, self.residuals["cond"], per_sample, shared)
         if batched:
-            pred = self._predict(stacked(x, x), t, stacked(negative, positive), self.residuals["batch"], both, shared)
+            pred = self._predict("cond_uncond", stacked(x, x), t, stacked(negative, positive), self.residuals["batch"],
+                                 both, shared)
             uncond, cond = pred.chunk(2)
             return uncond, cond
-        uncond = self._predict(x, t, negative, self.residuals["uncond"], per_sample, shared)
-        cond = self._predict(x, t, positive, self.residuals["cond"], per_sample, shared)
+        uncond = self._predict("uncond", x, t, negative, self.residuals["uncond"], per_sample, shared)
+        cond = self._predict("cond", x, t, positive, self.residuals["cond"], per_sample, shared)
         return uncond, cond
 
 

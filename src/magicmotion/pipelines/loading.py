@@ -33,7 +33,9 @@ KIND_STAGE = {"mask": "stage1", "box": "stage2", "sparse_box": "stage3"}
 TINY_GUIDANCE = 1.0
 DEFAULT_GUIDANCE = 6.0  # the paper's, for real models
 MODELS = ("wan", "cogvideox")
-OFFLOAD = ("none", "model", "sequential")
+OFFLOAD = ("none", "model", "group", "sequential")
+WEIGHTS_DTYPES = ("default", "fp8")
+CACHES = ("none", "first-block", "taylorseer", "faster")
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
           "fp32": "float32", "float32": "float32"}
 
@@ -223,6 +225,9 @@ def load_pipeline(
     offload: str = "none",
     vae_tiling: bool = False,
     vae_slicing: bool = False,
+    weights_dtype: str = "default",
+    cache: str = "none",
+    lora: str | os.PathLike | None = None,
     controlnet_2=None,
 ):
     """A ready MagicMotion pipeline (Wan or CogVideoX) on `device`.
@@ -242,8 +247,12 @@ def load_pipeline(
         dtype: "bf16" / "fp16" / "fp32" or a torch dtype; default bf16 on CUDA, fp32 on CPU. A Wan VAE
             (and CLIP image encoder) stays in fp32, as Wan recommends.
         offload: "none" (everything on `device`), "model" (diffusers' model CPU offload: one component
-            on the GPU at a time) or "sequential" (layer by layer; least memory, slowest).
+            on the GPU at a time), "group" (diffusers' group offload: one block of each model on the
+            GPU at a time) or "sequential" (layer by layer; least memory, slowest).
         vae_tiling, vae_slicing: decode in tiles / one video at a time (less memory).
+        weights_dtype, cache: see `enable_memory_options`.
+        lora: a LoRA for the base (diffusers' `load_lora_weights`: a folder, file or hub id); its scale
+            is the call's `attention_kwargs={"scale": s}` (generate's `lora_scale`).
     Raises:
         ModelError: a missing or unreadable model, or a ControlNet built for another base.
         PipelineError: an unknown option.
@@ -253,8 +262,7 @@ def load_pipeline(
     from .pipeline_cogvideox import MagicMotionCogVideoXPipeline
     from .pipeline_wan import MagicMotionWanPipeline
 
-    if offload not in OFFLOAD:
-        raise PipelineError(f"unknown offload {offload!r}: expected one of {', '.join(OFFLOAD)}")
+    check_memory_options(offload, weights_dtype, cache)
     if model not in ("auto", *MODELS):
         raise PipelineError(f"unknown model {model!r}: expected auto, wan or cogvideox")
     if kind is not None and kind not in KINDS:
@@ -310,7 +318,72 @@ def load_pipeline(
     except (OSError, ValueError, TypeError) as e:
         raise ModelError(f"{base}: cannot load the base model ({e})") from None
     attach_settings(pipe, model, base, controlnet_source)  # of the base and the ControlNet as named
+    if lora is not None:
+        try:
+            pipe.load_lora_weights(str(lora))
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelError(f"{lora}: cannot load the LoRA into the base ({e})") from None
+    return enable_memory_options(pipe, device, offload=offload, weights_dtype=weights_dtype, cache=cache,
+                                 vae_tiling=vae_tiling, vae_slicing=vae_slicing)
 
+
+def check_memory_options(offload: str = "none", weights_dtype: str = "default", cache: str = "none") -> None:
+    """PipelineError naming the option on an unknown value."""
+    for name, value, known in (("offload", offload, OFFLOAD), ("weights_dtype", weights_dtype, WEIGHTS_DTYPES),
+                               ("cache", cache, CACHES)):
+        if value not in known:
+            raise PipelineError(f"unknown {name} {value!r}: expected one of {', '.join(known)}")
+
+
+def cache_config(pipe, name: str):
+    """diffusers' cache config for `name` (CACHES), with the settings we use.
+
+    first-block: FirstBlockCache, threshold 0.05 (the rest of the blocks are skipped, their last residual
+    reused, while the first block's output changes by less than 5%); taylorseer: TaylorSeer, a full
+    step every 5 after the first 3, a first-order Taylor forecast of each attention's output between; faster: FasterCache (attention
+    outputs extrapolated every other step, the unconditional branch approximated from the conditional
+    one), which needs guidance with batched branches."""
+    from diffusers import FasterCacheConfig, FirstBlockCacheConfig, TaylorSeerCacheConfig
+
+    if name == "first-block":
+        return FirstBlockCacheConfig(threshold=0.05)
+    if name == "taylorseer":
+        # diffusers' default patterns ("^blocks.*attn") miss Wan's and CogVideoX's attn1 / attn2
+        return TaylorSeerCacheConfig(cache_interval=5, disable_cache_before_step=3,
+                                     taylor_factors_dtype=pipe.transformer.dtype,
+                                     cache_identifiers=[r"(blocks|transformer_blocks)\.\d+\.attn\d"])
+    if name == "faster":
+        is_wan = "Wan" in type(pipe.transformer).__name__
+        inputs = ("hidden_states", "encoder_hidden_states", "timestep")
+        return FasterCacheConfig(
+            current_timestep_callback=lambda: pipe.current_timestep,
+            tensor_format="BCFHW" if is_wan else "BFCHW",
+            _unconditional_conditional_input_kwargs_identifiers=[*inputs, "encoder_hidden_states_image"]
+            if is_wan else list(inputs))
+    raise PipelineError(f"unknown cache {name!r}: expected one of {', '.join(CACHES)}")
+
+
+def enable_memory_options(pipe, device: str | None = None, offload: str = "none", weights_dtype: str = "default",
+                          cache: str = "none", vae_tiling: bool = False, vae_slicing: bool = False,
+                          group_offload_type: str = "block_level"):
+    """diffusers' speed and memory mechanisms on a loaded MagicMotion pipeline (returned). They work on
+    the joint model because it runs the base's own forward (`magicmotion.models.transformer`).
+
+    offload: as `load_pipeline` ("group": `enable_group_offload` on every model, `group_offload_type`
+    "block_level" (one block per group) or "leaf_level"); weights_dtype "fp8": the transformer's and the
+    ControlNet's weights stored in float8_e4m3fn, each layer cast to the pipeline's dtype when it runs
+    (`enable_layerwise_casting`; about half the weight memory of bf16); cache: one of CACHES
+    (`cache_config`), enabled on the base transformer; vae_tiling, vae_slicing: the VAE's own."""
+    import torch
+
+    check_memory_options(offload, weights_dtype, cache)
+    device = resolve_device(device)
+    pipe.joint_transformer()  # registers the control hooks first, innermost on the base's blocks
+    if weights_dtype == "fp8":
+        for component in (pipe.transformer, pipe.controlnet):
+            component.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=component.dtype)
+    if cache != "none":
+        pipe.transformer.enable_cache(cache_config(pipe, cache))
     if vae_tiling:
         pipe.vae.enable_tiling()
     if vae_slicing:
@@ -319,6 +392,9 @@ def load_pipeline(
         pipe.to(device)
     elif offload == "model":
         pipe.enable_model_cpu_offload(device=device)
+    elif offload == "group":
+        pipe.enable_group_offload(onload_device=torch.device(device), offload_type=group_offload_type,
+                                  num_blocks_per_group=1 if group_offload_type == "block_level" else None)
     else:
         pipe.enable_sequential_cpu_offload(device=device)
     return pipe
@@ -411,5 +487,6 @@ __all__ = [
     "DEFAULT_GUIDANCE", "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_GUIDANCE", "TINY_MODEL_DIR", "base_config",
     "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "model_settings",
     "apply_sampling_settings", "attach_settings", "resolve_device",
-    "resolve_dtype", "tiny_model_paths", "transformer_config",
+    "resolve_dtype", "tiny_model_paths", "CACHES", "WEIGHTS_DTYPES", "cache_config", "check_memory_options",
+    "enable_memory_options", "transformer_config",
 ]

@@ -1,0 +1,83 @@
+"""`bench run` split across processes (accelerate launch / torchrun): each process its own clips, one
+run folder, resumable; two CPU processes with a torchrun-style environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from bench_helpers import frozen, recording
+
+from magicmotion.bench.runner import RUN_INFO, VIDEOS, bench_records, run_bench
+from magicmotion.errors import BenchError
+
+
+def test_each_process_runs_its_share(bench_set, tmp_path):
+    ids = [r["id"] for r in bench_records(bench_set)][:5]
+    out = tmp_path / "run"
+    calls = [[], []]
+    # process 0 first (it sets the folder up), then process 1; no barrier needed in one process
+    for i in (0, 1):
+        s = run_bench(bench_set, out, generate_fn=recording(calls[i]), limit=5, progress=False,
+                      process_index=i, num_processes=2)
+        assert s["clips"] == len(calls[i])
+        complete = json.loads((out / RUN_INFO).read_text())["complete"]
+        assert complete is False  # process 0 marks it only when every clip is there
+    assert calls == [ids[0::2], ids[1::2]]
+    # a rerun of process 0 finds everything done and marks the run complete
+    s = run_bench(bench_set, out, generate_fn=recording(calls[0]), limit=5, progress=False,
+                  process_index=0, num_processes=2)
+    assert s["generated"] == 0 and json.loads((out / RUN_INFO).read_text())["complete"] is True
+    with pytest.raises(BenchError, match="process 2 of 2"):
+        run_bench(bench_set, out, generate_fn=frozen, limit=5, process_index=2, num_processes=2)
+
+
+SCRIPT = """
+import sys
+from magicmotion.bench.runner import run_bench
+from magicmotion.pipelines.batch import process_split, wait_for_everyone
+import numpy as np
+
+index, count = process_split()
+
+def generate(clip, trajectory):
+    with open(sys.argv[3], "a") as f:
+        f.write(f"{index} {clip.caption}\\n")
+    return np.repeat(clip.frames[:1], len(clip.frames), axis=0)
+
+s = run_bench(sys.argv[1], sys.argv[2], generate_fn=generate, limit=4, progress=False,
+              process_index=index, num_processes=count, wait_for_others=wait_for_everyone)
+print(s)
+"""
+
+
+@pytest.mark.slow
+def test_two_launched_processes_write_each_clip_once(bench_set, tmp_path):
+    script, out, log = tmp_path / "run.py", tmp_path / "run", tmp_path / "calls.txt"
+    script.write_text(SCRIPT)
+
+    def launch():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        procs = []
+        for rank in (0, 1):
+            env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+            procs.append(subprocess.Popen([sys.executable, str(script), str(bench_set), str(out), str(log)],
+                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+
+    launch()
+    calls = log.read_text().splitlines()
+    assert sorted(c.split()[0] for c in calls) == ["0", "0", "1", "1"]  # two clips each
+    ids = [r["id"] for r in bench_records(bench_set)][:4]
+    assert sorted(p.stem for p in (out / VIDEOS).glob("*.mp4")) == sorted(ids)  # each once, one folder
+    assert json.loads((out / RUN_INFO).read_text())["complete"] is True
+    launch()  # resumed: nothing left to do
+    assert len(log.read_text().splitlines()) == 4

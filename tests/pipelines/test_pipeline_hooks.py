@@ -1,0 +1,216 @@
+"""diffusers' own mechanisms with the ControlNet attached (the joint model runs the base's forward, the
+control residuals added by block hooks): caches, LoRA scale, fp8 layerwise casting, group offload, VAE
+tiling and slicing, each against the plain pipeline on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pipelines_helpers import RUN, make_image, make_trajectory
+
+from magicmotion.errors import PipelineError
+from magicmotion.pipelines import MagicMotionCogVideoXPipeline, MagicMotionWanPipeline
+from magicmotion.pipelines.loading import cache_config, enable_memory_options
+
+PIPELINES = {"wan": (MagicMotionWanPipeline, "wan", "wan_cn_trained"),
+             "cogvideox": (MagicMotionCogVideoXPipeline, "cog", "cog_cn_trained")}
+STEPS = 8
+
+
+def load(models_dir, family):
+    cls, base, controlnet = PIPELINES[family]
+    pipe = cls.from_pretrained(models_dir / base, controlnet=models_dir / controlnet)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(params=list(PIPELINES))
+def family(request):
+    return request.param
+
+
+def run(pipe, **kw) -> torch.Tensor:
+    args = dict(image=make_image(), prompt="a red square moves right", trajectory=make_trajectory(), kind="box",
+                negative_prompt="blurry", output_type="latent", **RUN)
+    args.update(num_inference_steps=STEPS)
+    args.update(kw)
+    return pipe(generator=torch.Generator().manual_seed(0), **args).frames
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def count_calls(module) -> list[int]:
+    calls = []
+    module.register_forward_pre_hook(lambda m, a: calls.append(1))
+    return calls
+
+
+def block_attention(pipe, index: int):
+    blocks = pipe.transformer.blocks if hasattr(pipe.transformer, "blocks") else pipe.transformer.transformer_blocks
+    return blocks[index].attn1.to_q
+
+
+# Documented bounds (docs/generate.md): relative L2 error of the final latents against the plain run,
+# on these random tiny models at 8 steps (a trained model's features change more smoothly).
+CACHE_BOUND = {"first-block": 0.5, "taylorseer": 0.5, "faster": 0.5}
+
+
+@pytest.mark.parametrize("cache, guidance, cfg_mode", [("first-block", 6.0, "batched"),
+                                                        ("first-block", 6.0, "sequential"),
+                                                        ("first-block", 1.0, "batched"),
+                                                        ("taylorseer", 6.0, "batched"),
+                                                        ("taylorseer", 6.0, "sequential"),
+                                                        ("faster", 6.0, "batched")])
+def test_cache_runs_skips_compute_and_stays_close(models_dir, family, cache, guidance, cfg_mode):
+    plain_pipe = load(models_dir, family)
+    last = count_calls(block_attention(plain_pipe, -1))
+    plain = run(plain_pipe, guidance_scale=guidance, cfg_mode=cfg_mode)
+    full = len(last)
+
+    pipe = load(models_dir, family)
+    config = cache_config(pipe, cache)
+    if cache == "first-block":
+        config.threshold = 0.5  # the random tiny model changes fast: skip often enough to be seen
+    pipe.transformer.enable_cache(config)
+    last = count_calls(block_attention(pipe, -1))
+    cached = run(pipe, guidance_scale=guidance, cfg_mode=cfg_mode)
+    assert cached.shape == plain.shape and torch.isfinite(cached).all()
+    assert len(last) < full, f"{cache}: the last block's attention ran {len(last)} of {full} times"
+    assert relative_error(cached, plain) < CACHE_BOUND[cache]
+    # a second call starts from a fresh cache: the same result again
+    torch.testing.assert_close(run(pipe, guidance_scale=guidance, cfg_mode=cfg_mode), cached)
+
+
+def test_first_block_cache_that_never_skips_equals_plain(models_dir, family):
+    """Threshold 0: every block runs, and the control residuals are added exactly once per block."""
+    plain = run(load(models_dir, family))
+    pipe = load(models_dir, family)
+    config = cache_config(pipe, "first-block")
+    config.threshold = 0.0
+    pipe.transformer.enable_cache(config)
+    torch.testing.assert_close(run(pipe), plain, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cfg_mode, guidance", [("sequential", 6.0), ("batched", 1.0)])
+def test_faster_cache_needs_batched_guidance(models_dir, family, cfg_mode, guidance):
+    pipe = load(models_dir, family)
+    pipe.transformer.enable_cache(cache_config(pipe, "faster"))
+    with pytest.raises(PipelineError, match="FasterCache"):
+        run(pipe, cfg_mode=cfg_mode, guidance_scale=guidance)
+
+
+def test_unknown_option_values_are_refused(models_dir):
+    pipe = load(models_dir, "wan")
+    for kw in (dict(cache="tea"), dict(offload="disk"), dict(weights_dtype="int4")):
+        with pytest.raises(PipelineError, match=next(iter(kw))):
+            enable_memory_options(pipe, "cpu", **kw)
+
+
+def test_fp8_layerwise_casting_is_close_to_plain(models_dir, family):
+    plain = run(load(models_dir, family), num_inference_steps=2)
+    pipe = enable_memory_options(load(models_dir, family), "cpu", weights_dtype="fp8")
+    for model in (pipe.transformer, pipe.controlnet):  # weights stored in fp8, norms and embeddings not
+        assert any(p.dtype == torch.float8_e4m3fn for p in model.parameters())
+    out = run(pipe, num_inference_steps=2)
+    assert relative_error(out, plain) < 0.1  # e4m3 keeps 3 mantissa bits: ~3% per weight
+
+
+@pytest.mark.parametrize("offload_type", ["block_level", "leaf_level"])
+def test_group_offload_gives_the_same_output(models_dir, family, offload_type):
+    plain = run(load(models_dir, family), num_inference_steps=2)
+    pipe = enable_memory_options(load(models_dir, family), "cpu", offload="group", group_offload_type=offload_type)
+    assert any(hasattr(m, "_diffusers_hook") for m in pipe.controlnet.modules())  # the ControlNet is offloaded too
+    torch.testing.assert_close(run(pipe, num_inference_steps=2), plain, atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_vae_tiling_and_slicing_are_close(models_dir, family):
+    vae = load(models_dir, family).vae
+    z = vae.config.get("z_dim") or vae.config.latent_channels
+    latents = torch.randn(2, z, 2, 4, 4, generator=torch.Generator().manual_seed(0))  # two videos
+    plain = vae.decode(latents).sample
+    vae.enable_slicing()
+    torch.testing.assert_close(vae.decode(latents).sample, plain, atol=1e-5, rtol=0)
+    vae.disable_slicing()
+
+    latents = torch.randn(1, z, 1, 12, 12, generator=torch.Generator().manual_seed(0))  # 96x96
+    plain = vae.decode(latents).sample
+    overlap = (dict(tile_sample_stride_height=32, tile_sample_stride_width=32) if family == "wan"
+               else dict(tile_overlap_factor_height=0.5, tile_overlap_factor_width=0.5))
+    vae.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64, **overlap)
+    tiled = vae.decode(latents).sample
+    assert tiled.shape == plain.shape
+    # tiles blended at their overlaps; a random tiny VAE's wide receptive field makes the seams differ
+    # more than a trained one's (measured: Wan 0.10, CogVideoX 0.16)
+    assert relative_error(tiled, plain) < 0.5
+
+
+def cli_args(models_dir, inputs_dir, *extra) -> list[str]:
+    return ["generate", "--base", str(models_dir / "wan"), "--controlnet", str(models_dir / "wan_cn_trained"),
+            "--image", str(inputs_dir / "first.png"), "--trajectory", str(inputs_dir / "spec.json"),
+            "--prompt", "a red square moves right", "--out", str(inputs_dir / "video.mp4"), "--steps", "3",
+            "--seed", "0", "--guidance", "6", *extra]
+
+
+def test_generate_with_the_options_records_them(models_dir, inputs_dir):
+    import json
+
+    from magicmotion.cli import main
+
+    assert main(cli_args(models_dir, inputs_dir, "--cache", "first-block", "--weights-dtype", "fp8",
+                         "--offload", "group", "--vae-tiling")) == 0
+    record = json.loads((inputs_dir / "video.json").read_text())
+    assert (record["cache"], record["weights_dtype"], record["offload"], record["vae_tiling"]) == (
+        "first-block", "fp8", "group", True)
+
+
+@pytest.mark.parametrize("flags, message", [(["--cache", "tea"], "unknown cache 'tea'"),
+                                            (["--offload", "disk"], "unknown offload 'disk'"),
+                                            (["--weights-dtype", "int4"], "unknown weights dtype 'int4'"),
+                                            (["--lora-scale", "nan"], "--lora-scale")])
+@pytest.mark.parametrize("command", ["generate", "bench", "app"])
+def test_bad_option_values_exit_2_in_one_line(models_dir, inputs_dir, capsys, flags, message, command):
+    from magicmotion.cli import main
+
+    args = {"generate": cli_args(models_dir, inputs_dir),
+            "bench": ["bench", "run", str(inputs_dir), "--out", str(inputs_dir / "run")],
+            "app": ["app"]}[command]
+    before = sorted(p.name for p in inputs_dir.iterdir())
+    assert main(args + flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("magicmotion: error:") and message in err[0]
+    assert sorted(p.name for p in inputs_dir.iterdir()) == before
+
+
+@pytest.fixture(scope="module")
+def lora_dir(models_dir, tmp_path_factory):
+    """A random LoRA (rank 4, attention projections) for the tiny Wan base, saved as diffusers does."""
+    peft = pytest.importorskip("peft")
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = load(models_dir, "wan")
+    torch.manual_seed(0)
+    pipe.transformer.add_adapter(peft.LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    path = tmp_path_factory.mktemp("lora")
+    MagicMotionWanPipeline.save_lora_weights(path, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer))
+    return path
+
+
+def test_lora_scale_reaches_the_base(models_dir, lora_dir):
+    from magicmotion.pipelines.loading import load_pipeline
+
+    plain = run(load(models_dir, "wan"), num_inference_steps=2)
+    pipe = load_pipeline(base=models_dir / "wan", controlnet=models_dir / "wan_cn_trained", device="cpu",
+                         lora=lora_dir)
+    pipe.set_progress_bar_config(disable=True)
+    torch.testing.assert_close(run(pipe, num_inference_steps=2, attention_kwargs={"scale": 0.0}), plain,
+                               atol=1e-6, rtol=0)  # scale 0 = no LoRA
+    half = run(pipe, num_inference_steps=2, attention_kwargs={"scale": 0.5})
+    assert relative_error(half, plain) > 1e-3
+    # scale s in attention_kwargs = the LoRA fused into the base's weights at s (diffusers' fuse_lora)
+    pipe.fuse_lora(lora_scale=0.5)
+    pipe.unload_lora_weights()
+    torch.testing.assert_close(run(pipe, num_inference_steps=2), half, atol=1e-5, rtol=0)
