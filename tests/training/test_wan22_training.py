@@ -147,6 +147,33 @@ def test_stages_of_an_expert_chain_with_that_expert_only(a14b_base, a14b_precomp
         make(a14b_base, dataset, tmp_path / "stage2-low", expert="low", **stage2)
 
 
+def test_trained_experts_generate_together(a14b_base, a14b_precomputed, dataset, tmp_path):
+    """A high and a low run's ControlNets load into the two-expert pipeline in their places (and are
+    refused swapped), and generate."""
+    from magicmotion.data.dataset import Dataset
+    from magicmotion.errors import ModelError
+    from magicmotion.pipelines.pipeline_wan import MagicMotionWanPipeline
+
+    for expert in ("high", "low"):
+        train(make(a14b_base, dataset, tmp_path / expert, expert=expert,
+                   **{"data.precomputed": str(a14b_precomputed), "loop.max_steps": 1}), progress=False)
+    high, low = (tmp_path / e / "final" / "controlnet" for e in ("high", "low"))
+    with pytest.raises(ModelError, match="controlnet was trained beside the low-noise expert"):
+        MagicMotionWanPipeline.from_pretrained(a14b_base, controlnet=low, controlnet_2=high)
+    pipe = MagicMotionWanPipeline.from_pretrained(a14b_base, controlnet=high, controlnet_2=low)
+    assert pipe.controlnet.config.expert == "high" and pipe.controlnet_2.config.expert == "low"
+    clip = Dataset(dataset, num_frames=FRAMES, size=(32, 32), sampling="start")[0]
+    pipe.set_progress_bar_config(disable=True)
+    calls = {"high": 0, "low": 0}
+    pipe.controlnet.register_forward_hook(lambda *_: calls.__setitem__("high", calls["high"] + 1))
+    pipe.controlnet_2.register_forward_hook(lambda *_: calls.__setitem__("low", calls["low"] + 1))
+    out = pipe(image=clip.frames[0], prompt=clip.caption, trajectory=clip.trajectory, kind="box", num_frames=FRAMES,
+               height=32, width=32, num_inference_steps=4, guidance_scale=1.0, output_type="np",
+               generator=torch.Generator().manual_seed(0))
+    assert out.frames[0].shape == (FRAMES, 32, 32, 3)
+    assert calls["high"] > 0 and calls["low"] > 0, calls  # each expert's steps ran its own ControlNet
+
+
 # ---------------------------------------------------------------------------------------- A14B
 
 
