@@ -13,6 +13,11 @@ frozen image-to-video base:
                 checkpoints/step-XXXXXXX/ (atomic; the last `keep_checkpoints`), final/controlnet
                 (+ final/segment_head)
 
+Wan2.2 bases train as diffusers' `WanImageToVideoPipeline` runs them: I2V-A14B one expert per run
+(`expert`; the ControlNet copies that expert, records it in its config, and sees only that expert's
+timesteps), TI2V-5B with `expand_timesteps` (clean first frame, per-token timesteps, the loss on the
+noised frames; see `TrainingObjective`).
+
 Resuming (`resume=True`) restores weights, optimizer, LR scheduler, RNG states, the step and the data
 position from the newest complete checkpoint: N steps, a kill, and N more steps give the weights of
 2N steps straight. All randomness (noise, timesteps, dropout, key frames) comes from the sample's
