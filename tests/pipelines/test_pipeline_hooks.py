@@ -83,14 +83,16 @@ def test_cache_runs_skips_compute_and_stays_close(models_dir, family, cache, gui
     torch.testing.assert_close(run(pipe, guidance_scale=guidance, cfg_mode=cfg_mode), cached)
 
 
-def test_first_block_cache_that_never_skips_equals_plain(models_dir, family):
-    """Threshold 0: every block runs, and the control residuals are added exactly once per block."""
-    plain = run(load(models_dir, family))
+@pytest.mark.parametrize("trajectory_guidance", [1.0, 2.0])
+def test_first_block_cache_that_never_skips_equals_plain(models_dir, family, trajectory_guidance):
+    """Threshold 0: every block runs, and the control residuals are added exactly once per block (also
+    with trajectory guidance's uncontrolled pass, in its own cache context)."""
+    plain = run(load(models_dir, family), trajectory_guidance_scale=trajectory_guidance)
     pipe = load(models_dir, family)
     config = cache_config(pipe, "first-block")
     config.threshold = 0.0
     pipe.transformer.enable_cache(config)
-    torch.testing.assert_close(run(pipe), plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(run(pipe, trajectory_guidance_scale=trajectory_guidance), plain, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("cfg_mode, guidance", [("sequential", 6.0), ("batched", 1.0)])

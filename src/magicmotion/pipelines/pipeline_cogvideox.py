@@ -313,12 +313,13 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
                 if cfg:
                     noise_pred = noise_uncond.float() + self.guidance_scale * (controlled - noise_uncond.float())
                 if guide:  # the conditional branch again, without control
-                    free = model(
-                        hidden_states=model_input, timestep=t.expand(model_input.shape[0]),
-                        encoder_hidden_states=prompt_embeds, trajectory_latents=trajectory_latents,
-                        conditioning_scale=0.0, image_rotary_emb=image_rotary_emb,
-                        ofs=ofs_emb, attention_kwargs=attention_kwargs, return_dict=False,
-                    )[0].float()
+                    with model.cache_context("free"):  # its own cache state, when a cache is enabled
+                        free = model(
+                            hidden_states=model_input, timestep=t.expand(model_input.shape[0]),
+                            encoder_hidden_states=prompt_embeds, trajectory_latents=trajectory_latents,
+                            conditioning_scale=0.0, image_rotary_emb=image_rotary_emb,
+                            ofs=ofs_emb, attention_kwargs=attention_kwargs, return_dict=False,
+                        )[0].float()
                     noise_pred = trajectory_guided(noise_pred, controlled, free, trajectory_guidance_scale)
 
                 if not isinstance(self.scheduler, CogVideoXDPMScheduler):

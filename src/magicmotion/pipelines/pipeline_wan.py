@@ -431,11 +431,12 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                 if cfg:
                     noise_pred = noise_uncond + scale * (controlled - noise_uncond)
                 if guide:  # the conditional branch again, without control
-                    free = model(
-                        hidden_states=model_input, timestep=batch_timestep(timestep, model_input.shape[0]),
-                        encoder_hidden_states=prompt_embeds, trajectory_latents=traj_input, conditioning_scale=0.0,
-                        encoder_hidden_states_image=image_embeds, attention_kwargs=attention_kwargs, return_dict=False,
-                    )[0]
+                    with model.cache_context("free"):  # its own cache state, when a cache is enabled
+                        free = model(
+                            hidden_states=model_input, timestep=batch_timestep(timestep, model_input.shape[0]),
+                            encoder_hidden_states=prompt_embeds, trajectory_latents=traj_input, conditioning_scale=0.0,
+                            encoder_hidden_states_image=image_embeds, attention_kwargs=attention_kwargs, return_dict=False,
+                        )[0]
                     noise_pred = trajectory_guided(noise_pred, controlled, free, trajectory_guidance_scale)
 
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
