@@ -273,6 +273,23 @@ def magicdata(t: Path) -> Path:
     return t / "md"
 
 
+def evil_config(folder: Path, config: dict) -> Path:
+    """A model folder whose config.json names a class or code of its own."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def davis(t: Path, width: int, height: int) -> Path:
+    """A one-sequence DAVIS folder whose annotation PNG claims width x height."""
+    root = t / "davis"
+    (root / "JPEGImages" / "480p" / "seq").mkdir(parents=True)
+    (root / "Annotations" / "480p" / "seq").mkdir(parents=True)
+    write_image(root / "JPEGImages" / "480p" / "seq" / "00000.jpg", 32, 32)
+    png_header(root / "Annotations" / "480p" / "seq" / "00000.png", width, height)
+    return root
+
+
 PID = f"pid {os.getpid()}"
 # (id, build(h) -> argv, what the one line must name)
 MORE = [
@@ -321,6 +338,9 @@ MORE = [
      "already holds"),
     ("train --resume: every checkpoint's weights truncated", lambda h: damage_all_checkpoints(h, truncate_weights)
      and ["train", "--config", str(h.config("loop: {max_steps: 3}")), "--resume", "--no-progress"], ".safetensors"),
+    ("train --resume: every optimizer.pt truncated", lambda h: damage_all_checkpoints(
+        h, lambda c: (c / "optimizer.pt").write_bytes((c / "optimizer.pt").read_bytes()[:50])) and [
+        "train", "--config", str(h.config("loop: {max_steps: 3}")), "--resume", "--no-progress"], "optimizer.pt"),
     ("train --resume: every state.json corrupt", lambda h: damage_all_checkpoints(
         h, lambda c: (c / "state.json").write_text("{not json")) and ["train", "--config", str(h.config(
             "loop: {max_steps: 3}")), "--resume", "--no-progress"], "state.json"),
@@ -334,6 +354,26 @@ MORE = [
     ("lock: train precompute", lambda h: ["train", "precompute", "--config", str(h.config()), "--out",
                                           str(h.hold(h.tmp / "pre"))], PID),
     ("lock: train", lambda h: h.hold(h.tmp / "run") and ["train", "--config", str(h.config())], PID),
+    # outputs: a file where a folder is meant
+    ("data filter --out a file", lambda h: ["data", "filter", str(h.data), "--out", str(write(h.tmp / "f", "x")),
+                                            "--quiet"], "f: is a file"),
+    ("bench build --out a file", lambda h: ["bench", "build", str(h.data), "--out", str(write(h.tmp / "f", "x")),
+                                            "--frames", "9"], "f: is a file"),
+    ("bench davis --out a file", lambda h: ["bench", "davis", str(davis(h.tmp, 32, 32)), "--out",
+                                            str(write(h.tmp / "f", "x"))], "f: is a file"),
+    ("bench report: runs not scored", lambda h: ["bench", "report", str(h.tmp), "--out", str(h.tmp / "rep")],
+     "scores.json"),
+    ("demo --out a file", lambda h: ["demo", "--out", str(write(h.tmp / "f", "x"))], "f: is a file"),
+    # model folders: only the classes we load, checked before any import
+    ("generate evil ControlNet", lambda h: generate(out=h.tmp / "o.mp4") + ["--controlnet", str(evil_config(
+        h.tmp / "cn", {"_class_name": "EvilNet"}))], "EvilNet"),
+    ("curate evil grounding model", lambda h: ["data", "curate", str(write(
+        h.tmp / "in.csv", f"video,caption,objects\n{REPO / 'examples' / 'source.mp4'},a,ball\n")), "--out",
+        str(h.tmp / "cur"), "--objects-from", "given", "--clip-frames", "17", "--quiet", "--grounding", str(evil_config(
+            h.tmp / "gd", {"model_type": "grounding-dino", "auto_map": {"AutoModel": "mm_evil.X"}}))], "auto_map"),
+    # DAVIS: a bomb annotation
+    ("bench davis: bomb annotation", lambda h: ["bench", "davis", str(davis(h.tmp, 20000, 20000)), "--out",
+                                                str(h.tmp / "dv")], "00000.png"),
     # Ray Data not installed
     ("curate --engine ray without Ray", lambda h: no_ray(h) or ["data", "curate", str(write(
         h.tmp / "in.csv", "video,caption\nx.mp4,a\n")), "--out", str(h.tmp / "cur"), "--engine", "ray"], "ray"),

@@ -48,6 +48,8 @@ def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box
     from .pipelines import generate, load_pipeline, write_outputs
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MagicMotionError(f"{out}: is a file, expected a folder for the demo's videos")
     out.mkdir(parents=True, exist_ok=True)
     ex = examples_dir()
     image = read_image(ex / "first_frame.png")

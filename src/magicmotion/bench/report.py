@@ -37,10 +37,12 @@ def report(run_dirs, out: str | os.PathLike, labels: list[str] | None = None) ->
     if labels is not None and len(labels) != len(run_dirs):
         raise BenchError(f"report: {len(labels)} labels for {len(run_dirs)} runs")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"{out}: is a file, expected a folder for the report")
+    scores = [read_scores(d) for d in run_dirs]  # every run read before the folder is made
     out.mkdir(parents=True, exist_ok=True)
     runs = []
-    for i, d in enumerate(run_dirs):
-        s = read_scores(d)
+    for i, (d, s) in enumerate(zip(run_dirs, scores)):
         runs.append({"label": labels[i] if labels else s["run"]["label"], "dir": str(d),
                      "bench": s["run"]["bench"], "settings": s["run"]["settings"],
                      "segmenter": s["segmenter"]["name"], "overall": s["overall"],

@@ -171,6 +171,8 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     spec = parse_buckets(buckets)
     if dataset_root.resolve() == out.resolve():
         raise BenchError(f"{out}: the benchmark must go to a folder other than the dataset")
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"{out}: is a file, expected a folder for the benchmark")
     try:
         records = read_index(dataset_root)
     except MagicMotionError as e:
@@ -353,6 +355,8 @@ def read_davis(root: str | os.PathLike, out: str | os.PathLike, resolution: str 
     sequences = davis_sequences(root, resolution, imageset)
     params = {"kind": "davis", "source": str(root.resolve()), "resolution": resolution,
               "num_frames": num_frames, "imageset": imageset, "buckets": [b for b, _, _ in spec]}
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"{out}: is a file, expected a folder for the benchmark")
     fresh = _is_fresh(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_same_build(out, params)
@@ -364,47 +368,53 @@ def read_davis(root: str | os.PathLike, out: str | os.PathLike, resolution: str 
     for r in read_index(out):
         if r.get("bucket") in counts:
             counts[r["bucket"]] += 1
-    for seq in tqdm(sequences, desc=f"davis {out.name}", unit="seq", disable=not progress):
-        if seq in done:
-            continue
-        check_clip_id(seq)
-        folder = root / "JPEGImages" / resolution / seq
-        if not folder.is_dir():
-            raise BenchError(f"{folder}: sequence {seq} has no frames folder")
-        jpgs = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        if not jpgs or (num_frames is not None and len(jpgs) < num_frames):
-            skipped["too_short"] += 1
-            reasons[seq], kinds[seq] = f"{len(jpgs)} frames", "too_short"
-            continue
-        jpgs = jpgs[:num_frames] if num_frames else jpgs
-        pngs = [root / "Annotations" / resolution / seq / f"{p.stem}.png" for p in jpgs]
-        missing = [p for p in pngs if not p.is_file()]
-        if missing:
-            skipped["missing_annotation"] += 1
-            reasons[seq] = f"no annotation {missing[0].name} (and {len(missing) - 1} more)"
-            kinds[seq] = "missing_annotation"
-            continue
-        frames = [read_image(p) for p in jpgs]
-        if any(f.shape != frames[0].shape for f in frames):
-            raise BenchError(f"{folder}: frames differ in size")
-        h, w = frames[0].shape[:2]
-        labels = []
-        for p in pngs:
-            lab, was_resized = _read_label_png(p, (w, h))
-            labels.append(lab)
-            resized += was_resized
-        caption = names.get(seq, seq.replace("-", " ").replace("_", " "))
-        traj = controlled_objects(from_label_masks(np.stack(labels), caption=caption, source=str(folder)))
-        if not traj.objects:
-            skipped["no_object_on_frame_0"] += 1
-            continue
-        label = bucket_of(len(traj.objects), spec)
-        if label is None:
-            skipped["no_bucket"] += 1
-            continue
-        writer.add(seq, np.stack(frames), traj, caption, fps=fps, split=BENCH_SPLIT, bucket=label,
-                   source_clip=seq)
-        counts[label] += 1
+    try:
+        # the bar on a terminal only (disable=None): a failure in a log or a pipe stays one line
+        for seq in tqdm(sequences, desc=f"davis {out.name}", unit="seq", disable=None if progress else True):
+            if seq in done:
+                continue
+            check_clip_id(seq)
+            folder = root / "JPEGImages" / resolution / seq
+            if not folder.is_dir():
+                raise BenchError(f"{folder}: sequence {seq} has no frames folder")
+            jpgs = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            if not jpgs or (num_frames is not None and len(jpgs) < num_frames):
+                skipped["too_short"] += 1
+                reasons[seq], kinds[seq] = f"{len(jpgs)} frames", "too_short"
+                continue
+            jpgs = jpgs[:num_frames] if num_frames else jpgs
+            pngs = [root / "Annotations" / resolution / seq / f"{p.stem}.png" for p in jpgs]
+            missing = [p for p in pngs if not p.is_file()]
+            if missing:
+                skipped["missing_annotation"] += 1
+                reasons[seq] = f"no annotation {missing[0].name} (and {len(missing) - 1} more)"
+                kinds[seq] = "missing_annotation"
+                continue
+            frames = [read_image(p) for p in jpgs]
+            if any(f.shape != frames[0].shape for f in frames):
+                raise BenchError(f"{folder}: frames differ in size")
+            h, w = frames[0].shape[:2]
+            labels = []
+            for p in pngs:
+                lab, was_resized = _read_label_png(p, (w, h))
+                labels.append(lab)
+                resized += was_resized
+            caption = names.get(seq, seq.replace("-", " ").replace("_", " "))
+            traj = controlled_objects(from_label_masks(np.stack(labels), caption=caption, source=str(folder)))
+            if not traj.objects:
+                skipped["no_object_on_frame_0"] += 1
+                continue
+            label = bucket_of(len(traj.objects), spec)
+            if label is None:
+                skipped["no_bucket"] += 1
+                continue
+            writer.add(seq, np.stack(frames), traj, caption, fps=fps, split=BENCH_SPLIT, bucket=label,
+                       source_clip=seq)
+            counts[label] += 1
+    except MagicMotionError:
+        if fresh:  # a sequence that fails now: a set this run started leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     summary = {"params": params, "clips": sum(counts.values()), "buckets": counts, "skipped": skipped,
                "skipped_sequences": reasons, "resized_annotations": resized}
     if not summary["clips"]:

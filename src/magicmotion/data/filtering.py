@@ -334,6 +334,8 @@ def filter_dataset(root: str | os.PathLike, config: dict | str | os.PathLike | N
         raise DatasetError(f"{root}: no clips to filter ({root / 'index.jsonl'} is empty)")
     if out.resolve() == root.resolve():
         raise DatasetError(f"{out}: the kept subset must go to another folder than the dataset")
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out}: is a file, expected a folder for the kept subset")
     if (out / "index.jsonl").exists():
         raise DatasetError(f"{out}: already a dataset; choose a new --out")
     records, unreadable = score_dataset(root, cfg, progress)

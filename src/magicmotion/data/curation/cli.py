@@ -83,6 +83,9 @@ def _curate(args) -> int:
         max_objects=args.max_objects, llm_retries=args.llm_retries, batch_size=args.batch_size,
         test_fraction=args.test_fraction, engine=args.engine, ray_address=args.ray_address,
         actors=args.actors, gpus_per_actor=args.gpus_per_actor, retry_failed=args.retry_failed)
+    import shutil
+
+    from ...errors import MagicMotionError
     from ...locks import output_lock
 
     if args.engine == "ray":
@@ -90,6 +93,13 @@ def _curate(args) -> int:
 
         require_ray()  # before the output folder is made
     with output_lock(args.out, "dataset"):  # one run per output
-        summary = curate(args.input, args.out, cfg, progress=not args.quiet)
+        fresh = not Path(args.out).exists()
+        try:
+            summary = curate(args.input, args.out, cfg, progress=not args.quiet)
+        except MagicMotionError:  # e.g. a model refused on first use: a new folder with no clip goes
+            videos = Path(args.out) / "videos"
+            if fresh and Path(args.out).is_dir() and not (videos.is_dir() and any(videos.iterdir())):
+                shutil.rmtree(args.out)
+            raise
     print(summary.format())
     return 0
