@@ -134,6 +134,10 @@ CASES = [
      "--size"),
     ("spec not UTF-8", lambda t, d, b: render(t / "s.json") if (t / "s.json").write_bytes(b"\xff\xfe{") else None,
      "s.json"),
+    ("render --seed -1", lambda t, d, b: render(write(t / "s.json", spec_text()), "--seed", "-1"), "--seed"),
+    ("render --seed 2^64", lambda t, d, b: render(write(t / "s.json", spec_text()), "--seed", str(2**64)), "--seed"),
+    ("plan --frames 10^12", lambda t, d, b: ["plan", "--base", str(TINY_BASE), "--frames", str(10**12)], "--frames"),
+    ("plan --size 40000x40000", lambda t, d, b: ["plan", "--base", str(TINY_BASE), "--size", "40000x40000"], "--size"),
     # data synth: every argument checked before anything is written
     ("synth --size 30000x3000", lambda t, d, b: ["data", "synth", "--out", str(t / "syn"), "--size", "30000x3000"],
      "--size"),
@@ -157,6 +161,8 @@ CASES = [
     ("train output_dir a file", lambda t, d, b: ["train", "--config", str(config(t, d, output_dir=write(t / "f", "x")))],
      "output_dir"),
     ("train evil base", lambda t, d, b: ["train", "--config", str(config(t, d, base=evil_base(t)))], "mm_evil"),
+    ("precompute --batch-size 0", lambda t, d, b: ["train", "precompute", "--config", str(config(t, d)), "--out",
+                                                   str(t / "pre"), "--batch-size", "0"], "--batch-size"),
     ("precompute --out a file", lambda t, d, b: ["train", "precompute", "--config", str(config(t, d)), "--out",
                                                  str(write(t / "f", "x"))], "f: is a file"),
     # bench: odd outputs and settings checked before folders are made, broken datasets before writing
@@ -177,6 +183,14 @@ CASES = [
     ("bench build: frames disagree", lambda t, d, b: bench_build(broken_dataset(
         t, d, lambda r: edit_index(r, num_frames=40))), "clip"),
     # curation inputs
+    ("curate --size 40000x40000", lambda t, d, b: ["data", "curate", str(write(t / "in.csv", "video,caption\nx.mp4,a\n")),
+                                                    "--out", str(t / "cur"), "--size", "40000x40000"], "--size"),
+    ("curate --scene-threshold nan", lambda t, d, b: ["data", "curate", str(write(
+        t / "in.csv", "video,caption\nx.mp4,a\n")), "--out", str(t / "cur"), "--scene-threshold", "nan"],
+     "scene_threshold"),
+    ("curate --clip-frames 10^9", lambda t, d, b: ["data", "curate", str(write(
+        t / "in.csv", "video,caption\nx.mp4,a\n")), "--out", str(t / "cur"), "--clip-frames", str(10**9)],
+     "clip_frames"),
     ("curate CSV not UTF-8", lambda t, d, b: ["data", "curate", str(t / "in.csv"), "--out", str(t / "cur")]
      if (t / "in.csv").write_bytes(b"video,caption\n\xff\xfe,x\n") else None, "in.csv"),
 ]

@@ -290,6 +290,10 @@ def _run(args) -> int:
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise ModelError(f"plan: --size must be WxH, got {size!r}") from None
+    from ..limits import check_frames, check_size
+
+    check_size(width, height, "plan", ModelError, "--size")
+    check_frames(args.frames or 49, "plan", "--frames", ModelError)
     print(format_plan(plan(args.base, (width, height), args.frames or 49, args.batch,
                            controlnet_layers=args.controlnet_layers, segment_head=args.segment_head, gpus=args.gpus)))
     return 0

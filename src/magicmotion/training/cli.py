@@ -73,6 +73,8 @@ def _precompute(args: argparse.Namespace) -> int:
     bad = [k for k in kinds or () if k not in CONDITIONS]
     if bad:
         raise ConfigError(f"--kinds: unknown kind {bad[0]!r} (one of {', '.join(CONDITIONS)})")
+    if not 1 <= args.batch_size <= 4096:
+        raise ConfigError(f"--batch-size must be in 1..4096, got {args.batch_size}")
     config = load_config(args.config, args.overrides)
     out = args.out or config.data.precomputed
     if not out:

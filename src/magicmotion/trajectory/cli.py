@@ -98,11 +98,13 @@ def render_command(args) -> int:
     from ..io import write_frames, write_preview, write_video
     from . import render, sparsify
 
-    from ..limits import check_size, check_video_size
+    from ..limits import check_seed, check_size, check_video_size
 
     out = check_output(args.out, RENDER_SUFFIXES, folder_ok=True)
     if args.size is not None:
         check_size(*args.size, error=TrajectoryError, what="--size")
+    if args.seed is not None:
+        check_seed(args.seed, "--seed", error=TrajectoryError)
     traj, args.kind, args.palette = read_any(args.spec, args.kind, args.palette, args.controlnet, args.base)
     check_video_size(*(args.size or traj.size), traj.num_frames, str(args.spec), TrajectoryError)
     if args.keys is not None or args.seed is not None:

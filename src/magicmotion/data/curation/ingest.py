@@ -46,11 +46,13 @@ class IngestConfig:
     max_clips_per_scene: int | None = None
 
     def check(self) -> "IngestConfig":
-        if self.clip_frames < 1:
-            raise ConfigError(f"clip_frames must be >= 1, got {self.clip_frames}")
+        from ...limits import MAX_FRAMES
+
+        if not 1 <= self.clip_frames <= MAX_FRAMES:
+            raise ConfigError(f"clip_frames must be in 1..{MAX_FRAMES}, got {self.clip_frames}")
         if self.frame_step < 1:
             raise ConfigError(f"frame_step must be >= 1, got {self.frame_step}")
-        if self.scene_threshold <= 0:
+        if not self.scene_threshold > 0 or self.scene_threshold == float("inf"):  # NaN fails too
             raise ConfigError(f"scene_threshold must be > 0, got {self.scene_threshold}")
         if self.max_clips_per_scene is not None and self.max_clips_per_scene < 1:
             raise ConfigError(f"max_clips_per_scene must be >= 1, got {self.max_clips_per_scene}")

@@ -79,6 +79,10 @@ class CurationConfig:
             raise ConfigError(f"llm_retries must be >= 0, got {self.llm_retries}")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
             raise ConfigError(f"size must be (W, H) > 0, got {self.size}")
+        if self.size is not None:
+            from ...limits import check_size
+
+            check_size(*self.size, "--size", ConfigError)
         self.ingest().check()
         return self
 
