@@ -10,7 +10,7 @@ The steps are the parent's, in the parent's order, with the trajectory added:
 1. `check_inputs`          prompt, size, frame count, kind, guidance; nothing runs on bad input
 2. `prepare_trajectory`    first frame + trajectory maps, resized and cropped together
 3. `encode_prompt`         (parent) UMT5 text embeddings, positive and negative
-4. `encode_image`          (parent) CLIP image embeddings, only for bases with an image branch (14B)
+4. `encode_image`          (parent) CLIP image embeddings, only for bases with an image branch (14B, Fun-InP)
 5. `prepare_latents`       (parent) noise + the first-frame condition (mask 4 ch + image latents 16 ch;
                            TI2V: the first frame's latents and a mask that keeps them clean)
 6. `encode_trajectory`     the maps through the same VAE, normalised exactly as the image latents
@@ -69,7 +69,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
     Components: `tokenizer`, `text_encoder` (UMT5), `vae` (`AutoencoderKLWan`), `scheduler` (flow matching:
     `UniPCMultistepScheduler` as Wan uses, or `FlowMatchEulerDiscreteScheduler`), `transformer`
     (`WanTransformer3DModel`: 36 input channels, TI2V 48), `controlnet` (`WanTrajectoryControlNet`), for
-    the 14B I2V base `image_encoder` (CLIP) + `image_processor`, and for a two-expert A14B base
+    the bases with an image branch (Wan2.1-I2V-14B, Fun-InP) `image_encoder` (CLIP) + `image_processor`, and for a two-expert A14B base
     `transformer_2` (the low-noise expert) + `controlnet_2` (its ControlNet). Config: `boundary_ratio`
     (A14B: `transformer` runs the steps with t >= boundary_ratio * num_train_timesteps) and
     `expand_timesteps` (TI2V), as in diffusers.
@@ -364,7 +364,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         if negative_prompt_embeds is not None:
             negative_prompt_embeds = negative_prompt_embeds.to(transformer_dtype)
 
-        # 4. CLIP image embeddings (only Wan2.1-I2V-14B has an image branch)
+        # 4. CLIP image embeddings (bases with an image branch: Wan2.1-I2V-14B, Wan2.1-Fun-InP)
         image_embeds = None
         if self.transformer.config.image_dim is not None:
             if self.image_encoder is None:

@@ -1,7 +1,7 @@
 """Tiny random pipeline components built in code (no downloads), for tests, benchmarks and the tiny model.
 
 `tiny_wan_components()` returns the keyword arguments of diffusers' `WanImageToVideoPipeline` (and of
-`MagicMotionWanPipeline` without its ControlNet) laid out like Wan2.1 1.3B InP-style image-to-video:
+`MagicMotionWanPipeline` without its ControlNet) laid out like Wan2.1 image-to-video without the CLIP image branch:
 a word-level tokenizer, a tiny `UMT5EncoderModel`, no CLIP image encoder, a tiny `AutoencoderKLWan`
 (16 latent channels, x4 in time, x8 in space), `WanTransformer3DModel(in_channels=36)` from
 `magicmotion.models.tiny_wan_transformer` and a flow-matching `UniPCMultistepScheduler` as Wan uses.
@@ -68,7 +68,7 @@ def tiny_wan_components(
     vae: dict[str, Any] | None = None,
     text_encoder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Components of a tiny Wan2.1 image-to-video pipeline (InP-style: no CLIP image encoder).
+    """Components of a tiny Wan2.1 image-to-video pipeline (no CLIP image branch).
 
     Args:
         seed: weight initialisation seed (each model gets its own offset of it).
