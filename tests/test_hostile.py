@@ -158,6 +158,14 @@ CASES = [
     ("train seed -1", lambda t, d, b: ["train", "--config", str(config(t, d, "seed: -1"))], "seed"),
     ("train size 40000", lambda t, d, b: ["train", "--config", str(config(t, d, "data: {dataset: x, size: [40000, 4000]}"))],
      "c.yaml"),
+    ("train config nested 100k deep", lambda t, d, b: ["train", "--config", str(write(
+        t / "c.yaml", "a: " + "[" * 100000 + "]" * 100000))], "nested deeper"),
+    ("train config not text", lambda t, d, b: ["train", "--config", str(png_header(t / "c.yaml", 8, 8))], "c.yaml"),
+    ("train config malformed YAML", lambda t, d, b: ["train", "--config", str(write(t / "c.yaml", "base: [1, 2\nx: : :\n"))],
+     "c.yaml: line 2, column"),
+    ("filter config nested 100k deep", lambda t, d, b: ["data", "filter", str(d), "--out", str(t / "k"), "--config", str(
+        write(t / "f.yaml", "motion: " + "[" * 100000 + "]" * 100000))], "f.yaml"),
+    ("app --port 99999", lambda t, d, b: ["app", "--port", "99999"], "--port"),
     ("train output_dir a file", lambda t, d, b: ["train", "--config", str(config(t, d, output_dir=write(t / "f", "x")))],
      "output_dir"),
     ("train evil base", lambda t, d, b: ["train", "--config", str(config(t, d, base=evil_base(t)))], "mm_evil"),

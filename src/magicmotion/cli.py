@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except MagicMotionError as e:
-        print(f"magicmotion: error: {e}", file=sys.stderr)
+    except MagicMotionError as e:  # one line, even when a library's message spans several
+        print("magicmotion: error: " + " ".join(str(e).split("\n")), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("magicmotion: interrupted", file=sys.stderr)

@@ -169,6 +169,38 @@ def read_json(path: str | os.PathLike, error: type[MagicMotionError] = MagicMoti
     return loads_json(text, str(path), error)
 
 
+def read_yaml(path: str | os.PathLike, error: type[MagicMotionError] = MagicMotionError, what: str = "YAML file"):
+    """A YAML file (yaml.safe_load) with `read_json`'s limits: missing, unreadable, not UTF-8, too
+    large, nested deeper than MAX_JSON_DEPTH (YAML's parser recurses too) or malformed -> `error`
+    naming the file, on one line (with the line and column where YAML says)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} not found")
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise error(f"{path}: larger than {MAX_JSON_BYTES // 2**20} MiB, not a {what}")
+        text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        raise error(f"{path}: cannot read the {what} (permission denied)") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a text file (invalid UTF-8)") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise error(f"{path}: nested deeper than {MAX_JSON_DEPTH} levels, not a {what}")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or _first_line(e)
+        raise error(f"{path}: {where}not valid YAML ({problem})") from None
+    except RecursionError:
+        raise error(f"{path}: nested too deep, not a {what}") from None
+
+
 def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 

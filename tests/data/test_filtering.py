@@ -214,7 +214,7 @@ def test_filter_config_defaults_and_errors(tmp_path):
                         ("motion:\n  min: fast\n", "motion.min must be a number"),
                         ("motion:\n  enabled: 1\n", "enabled must be true or false"),
                         ("- motion\n", "must map filter names"),
-                        ("motion: [1\n", "malformed YAML")]:
+                        ("motion: [1\n", "not valid YAML")]:
         p.write_text(text)
         with pytest.raises(ConfigError, match=match):
             load_filter_config(p)

@@ -39,6 +39,8 @@ def run(args) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise MagicMotionError("the app needs gradio: pip install 'magicmotion[app]'") from None
+    if not 0 <= args.port <= 65535:
+        raise MagicMotionError(f"--port must be in 0..65535, got {args.port}")
     from .ui import build_app, launch
 
     demo = build_app(base=args.base, controlnet=args.controlnet, sam2=args.sam2, output_dir=args.out,

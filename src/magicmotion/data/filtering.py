@@ -59,15 +59,10 @@ def load_filter_config(path: str | os.PathLike | None = None, overrides: dict | 
     cfg = copy.deepcopy(DEFAULTS)
     sources = []
     if path is not None:
-        import yaml
+        from ..limits import read_yaml
 
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: filter config not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: malformed YAML ({e})") from None
+        data = read_yaml(path, ConfigError, "filter config") or {}
         sources.append((str(path), data))
     if overrides:
         sources.append(("overrides", overrides))
