@@ -176,15 +176,10 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     Raises ConfigError naming the file and key for: unknown keys, values of the wrong type, a
     missing dataset, a stage 2/3 `init_from` without the previous stage's ControlNet (or head).
     """
-    import yaml
+    from ..limits import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    data = read_yaml(path, ConfigError, "config file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a training config is a mapping of keys to values")
     for item in overrides:
