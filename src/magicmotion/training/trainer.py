@@ -454,8 +454,10 @@ def _export_weights(accelerator, module, folder: Path) -> None:
                 sub = getattr(unwrapped, name)
                 if sub is None:
                     continue
+                # without diffusers' note of arguments given positionally (from_config would drop them)
+                config = {k: v for k, v in sub.config.items() if k != "_use_default_values"}
                 with init_empty_weights():
-                    fresh = type(sub).from_config(sub.config)
+                    fresh = type(sub).from_config(config)
                 prefix = name + "."
                 fresh.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, assign=True)
                 fresh.save_pretrained(folder / name)

@@ -1,0 +1,217 @@
+"""Distributed training on CPU: DDP, FSDP (FULL_SHARD) and DeepSpeed ZeRO-3 end with the weights of one process.
+
+Two processes (gloo) run the trainer under torch.distributed.run with the environment `accelerate
+launch --config_file configs/accelerate/X.yaml --num_processes 2` derives from the shipped configs.
+Each run of batch 1 per process must end with the ControlNet and segment head weights of one
+process of batch 2 (the same global batch: the same samples, each noised by its own seed), within
+float tolerance; so must one process of batch 1 with 2 accumulation steps, and an FSDP run resumed
+from its step-1 checkpoint.
+
+accelerate turns FSDP and DeepSpeed on for accelerators only; on CPU the worker below sets the
+distributed type as accelerate would on GPUs, and skips building DeepSpeed's shared-memory
+all-reduce kernel (a minutes-long compile; gloo reduces instead). Everything under test — wrapping
+per block, sharding, gradient reduction, sharded checkpoints, gathering final/ — runs accelerate's,
+torch's and DeepSpeed's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_helpers import config_dict
+
+from magicmotion.training.config import check_config, from_dict
+from magicmotion.training.trainer import build_models, train
+
+ACCELERATE = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
+TOL = 1e-5  # max |difference| of any weight; different data or noise moves them by ~1e-3 (lr)
+SETTINGS = {"stage": 2, "condition": "box", "segment_head": True, "lambda_seg": 0.5, "loop.max_steps": 2,
+            "loop.save_every": 1}
+
+WORKER = r'''
+"""Runs the jobs of argv[1] (JSON: [{env, config, resume}]) one after another on this rank."""
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+import accelerate
+from accelerate.state import AcceleratorState, GradientState, PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+# gloo on CPU without --cpu, so accelerate's DeepSpeed branch (skipped under --cpu) is taken
+PartialState._prepare_backend = lambda self, *a, **k: ("gloo", DistributedType.MULTI_CPU)
+try:
+    import deepspeed
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+except ImportError:
+    pass
+
+
+class CpuAccelerator(accelerate.Accelerator):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if os.environ.get("ACCELERATE_USE_FSDP") == "true":  # what accelerate does on GPUs
+            self.state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        if self.state.deepspeed_plugin is not None:  # partition every tensor of the tiny model
+            self.state.deepspeed_plugin.deepspeed_config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+
+
+accelerate.Accelerator = CpuAccelerator
+AcceleratorState.destroy_process_group = lambda self, group=None: None  # one process group for all jobs
+from magicmotion.training.config import from_dict
+from magicmotion.training.trainer import train
+
+for job in json.loads(open(sys.argv[1]).read()):
+    for key in [k for k in os.environ if k.startswith(("ACCELERATE_", "FSDP_"))]:
+        del os.environ[key]
+    os.environ.update(job["env"])
+    AcceleratorState._reset_state()  # a fresh Accelerator per job, on the same process group
+    GradientState._reset_state()
+    if PartialState._shared_state:  # undo the last job's FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.MULTI_CPU
+    result = train(from_dict(job["config"]), resume=job["resume"], progress=False)
+    print("DONE", os.environ["RANK"], job["config"]["output_dir"], result.step, flush=True)
+'''
+
+
+def launch_env(config_file: Path) -> dict[str, str]:
+    """The ACCELERATE_* / FSDP_* variables `accelerate launch --config_file FILE --num_processes 2`
+    gives its processes (mixed precision off: CPU)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(config_file), "--num_processes", "2",
+                                               "--mixed_precision", "no", "train.py"])
+    args, defaults, _ = _validate_launch_command(args)
+    if args.use_deepspeed:
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        _, env = prepare_deepspeed_cmd_env(args)
+    else:
+        env = prepare_multi_gpu_env(args)
+    return {k: v for k, v in env.items() if k.startswith(("ACCELERATE_", "FSDP_"))}
+
+
+def launch(tmp_path: Path, jobs: list[dict], extra_env: dict | None = None) -> str:
+    """Run the jobs on 2 processes (torch.distributed.run); their stdout."""
+    script, spec = tmp_path / "worker.py", tmp_path / "jobs.json"
+    script.write_text(WORKER)
+    spec.write_text(json.dumps(jobs))
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "FSDP_"))}
+    env.update(OMP_NUM_THREADS="1", **(extra_env or {}))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(port), str(script), str(spec)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-6000:]
+    return done.stdout
+
+
+def final_weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {name: load_file(str(run / "final" / name / "diffusion_pytorch_model.safetensors"))
+            for name in ("controlnet", "segment_head")}
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def assert_same_weights(run: Path, reference: dict, what: str) -> None:
+    got = final_weights(run)
+    for name in reference:
+        assert max_difference(got[name], reference[name]) < TOL, (what, name, max_difference(got[name], reference[name]))
+
+
+@pytest.fixture(scope="module")
+def even_precomputed(wan_precomputed, tmp_path_factory) -> Path:
+    """The 3 precomputed clips and the first again: 2 processes then see every sample of an epoch
+    (the sampler cuts an epoch to a multiple of the world size), as one process does."""
+    folder = tmp_path_factory.mktemp("even") / "precomputed"
+    shutil.copytree(wan_precomputed, folder)
+    index = json.loads((folder / "index.json").read_text())
+    index["clips"].append(dict(index["clips"][0], id=index["clips"][0]["id"] + "-again"))
+    (folder / "index.json").write_text(json.dumps(index))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(wan_base, dataset, even_precomputed, tmp_path_factory) -> dict:
+    """One process, batch 2: the weights every distributed run must end with (and how far they moved)."""
+    out = tmp_path_factory.mktemp("one-process")
+
+    def config(name, **overrides):
+        c = from_dict(config_dict(wan_base, dataset, out / name, **{"data.precomputed": str(even_precomputed),
+                                                                   **SETTINGS, **overrides}))
+        check_config(c)
+        return c
+
+    batch2 = config("batch2", **{"loop.batch_size": 2})
+    train(batch2, progress=False)
+    weights = final_weights(out / "batch2")
+    initial, _ = build_models(batch2)
+    moved = {"controlnet": max_difference(weights["controlnet"], initial.controlnet.state_dict()),
+             "segment_head": max_difference(weights["segment_head"], initial.segment_head.state_dict())}
+    return {"weights": weights, "moved": moved, "config": config, "out": out}
+
+
+def job(config_file: str, wan_base, dataset, precomputed, out: Path, resume: bool = False, **overrides) -> dict:
+    config = config_dict(wan_base, dataset, out, **{"data.precomputed": str(precomputed), **SETTINGS, **overrides})
+    return {"env": launch_env(ACCELERATE / config_file), "config": config, "resume": resume}
+
+
+def test_gradient_accumulation_equals_the_batch(reference):
+    assert min(reference["moved"].values()) > 100 * TOL  # the weights did move: the comparisons below mean something
+    config = reference["config"]("accumulated", **{"loop.batch_size": 1, "loop.grad_accum": 2})
+    train(config, progress=False)
+    assert_same_weights(Path(config.output_dir), reference["weights"], "batch 1 x 2 accumulation steps")
+
+
+@pytest.mark.slow
+def test_ddp_and_fsdp_on_two_processes_equal_one_process(reference, wan_base, dataset, even_precomputed, tmp_path):
+    runs = {name: tmp_path / name for name in ("ddp", "fsdp", "fsdp-resumed")}
+    common = (wan_base, dataset, even_precomputed)
+    jobs = [job("ddp.yaml", *common, runs["ddp"]),
+            job("fsdp.yaml", *common, runs["fsdp"]),
+            job("fsdp.yaml", *common, runs["fsdp-resumed"], **{"loop.max_steps": 1}),  # stopped after step 1 ...
+            job("fsdp.yaml", *common, runs["fsdp-resumed"], resume=True)]  # ... and resumed to step 2
+    assert jobs[1]["env"]["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
+    out = launch(tmp_path, jobs)
+    assert out.count("DONE") == 8, out
+    for name, run in runs.items():
+        assert_same_weights(run, reference["weights"], name)
+    # FSDP really sharded: each process wrote its own shard of the weights and of the AdamW states
+    state = runs["fsdp"] / "checkpoints" / "step-0000002" / "accelerate"
+    for part in ("pytorch_model_fsdp_0", "optimizer_0"):
+        assert sorted(p.name for p in (state / part).glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    assert json.loads((runs["fsdp-resumed"] / "final" / "training.json").read_text())["steps"] == 2
+
+
+def _deepspeed_missing() -> str | None:
+    try:
+        import deepspeed  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install
+        return f"deepspeed is not importable ({type(e).__name__}: {e}); pip install 'magicmotion[deepspeed]'"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_deepspeed_missing() is not None, reason=str(_deepspeed_missing()))
+def test_deepspeed_zero3_on_two_processes_equals_one_process(reference, wan_base, dataset, even_precomputed, tmp_path):
+    run = tmp_path / "zero3"
+    out = launch(tmp_path, [job("deepspeed-zero3.yaml", wan_base, dataset, even_precomputed, run)])
+    assert out.count("DONE") == 2, out
+    assert_same_weights(run, reference["weights"], "deepspeed zero3")
+    # ZeRO-3 partitioned the weights: each process holds its own partition of the fp32 weights and AdamW states
+    shards = sorted(p.name for p in (run / "checkpoints" / "step-0000002" / "accelerate" / "pytorch_model").rglob("*optim_states.pt"))
+    assert len(shards) == 2, shards
