@@ -376,6 +376,8 @@ MORE = [
     ("lock: train precompute", lambda h: ["train", "precompute", "--config", str(h.config()), "--out",
                                           str(h.hold(h.tmp / "pre"))], PID),
     ("lock: train", lambda h: h.hold(h.tmp / "run") and ["train", "--config", str(h.config())], PID),
+    ("import-magicdata: every video missing", lambda h: ["data", "import-magicdata", str(magicdata(h.tmp)), "--out",
+                                                         str(h.tmp / "imp"), "--quiet"], "v1.mp4 not found"),
     # outputs: a file where a folder is meant
     ("data filter --out a file", lambda h: ["data", "filter", str(h.data), "--out", str(write(h.tmp / "f", "x")),
                                             "--quiet"], "f: is a file"),

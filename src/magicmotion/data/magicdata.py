@@ -534,6 +534,7 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
             raise ConfigError(f"{out}: imported with --test-fraction {before}; resuming with "
                               f"{test_fraction} would move videos between the splits (use {before}, "
                               "or another --out)")
+    fresh = not out.exists()
     writer = _ImportWriter(out, copy)
     summary = ImportSummary(dataset=str(out), rows=len(rows))
     have = writer.ids()
@@ -569,6 +570,14 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
     summary.imported = sum(1 for r in rows if r.id in index_ids and r.id not in skipped)
     order = {r.id: i for i, r in enumerate(rows)}
     summary.skipped = sorted(skipped.values(), key=lambda s: order.get(s["id"], len(order)))
+    if not index_ids:  # an empty dataset is not a result: say why, and leave no new folder
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        first = summary.skipped[0] if summary.skipped else None
+        why = (f"{len(summary.skipped)} skipped ({first['id']} [{first['reason']}]: {first['detail']}"
+               + ("; ..." if len(summary.skipped) > 1 else "") + ")") if first else "the CSV lists no video"
+        raise DatasetError(f"{Path(csv_path) if csv_path else root / CSV_NAME}: no clip imported "
+                           f"({out} {'removed' if fresh else 'left as it was'}): {why}")
     report = {
         "source": str(root), "csv": str(Path(csv_path) if csv_path else root / CSV_NAME),
         "columns": {"id": table.id_column, "caption": table.caption_column},
