@@ -485,3 +485,32 @@ def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path, dataset, b
     assert len(skipped) == 1 and "step-0000002" in skipped[0] and "state.json" in skipped[0], captured.err
     assert "trained 3 steps" in captured.out
     assert json.loads((run / "final" / "training.json").read_text())["steps"] == 3
+
+
+def test_engine_ray_without_ray_in_a_real_process(tmp_path):
+    """`--engine ray` where Ray is not installed, as a user's shell runs it: a sitecustomize on
+    PYTHONPATH makes `import ray` fail in the child process (Ray is installed here). One line, exit 2,
+    nothing written, for curate and import-magicdata."""
+    import subprocess
+
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class NoRay:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'ray' or name.startswith('ray.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoRay())\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    write(work / "in.csv", "video,caption\nx.mp4,a\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")])}
+    for argv in (["data", "curate", "in.csv", "--out", "cur", "--engine", "ray"],
+                 ["data", "import-magicdata", str(magicdata(tmp_path)), "--out", "imp", "--engine", "ray"]):
+        before = tree(work)
+        done = subprocess.run([sys.executable, "-m", "magicmotion", *argv], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=120)
+        err = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(err) == 1 and "--engine ray needs Ray Data" in err[0], done.stderr
+        assert tree(work) == before
