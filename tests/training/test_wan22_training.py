@@ -127,9 +127,11 @@ def test_expert_key_required_for_two_experts_refused_for_one(a14b_base, wan_base
     assert make(a14b_base, dataset, tmp_path / "d", expert="low").expert == "low"
 
 
-def test_ti2v_size_must_fit_the_token_grid(ti2v_base, ti2v_dataset, tmp_path):
+def test_ti2v_size_must_fit_the_token_grid_and_frames_follow_the_image(ti2v_base, ti2v_dataset, tmp_path):
     with pytest.raises(ConfigError, match=r"data.size must be \[W, H\], both multiples of 32 .* got \[48, 64\]"):
         make(ti2v_base, ti2v_dataset, tmp_path / "a", **{"data.size": [48, 64]})
+    with pytest.raises(ConfigError, match=r"data.num_frames must be at least 5 .* first latent frame is the clean"):
+        make(ti2v_base, ti2v_dataset, tmp_path / "b", **{"data.size": list(TI2V_SIZE), "data.num_frames": 1})
 
 
 def test_stages_of_an_expert_chain_with_that_expert_only(a14b_base, a14b_precomputed, dataset, tmp_path):

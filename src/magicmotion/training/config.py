@@ -443,6 +443,10 @@ def check_base(config: TrainConfig) -> dict:
     if not layout["two_experts"] and config.expert is not None:
         raise ConfigError(f"{src}: expert is {config.expert!r} but {config.base} has one transformer (no "
                           "transformer_2 / boundary_ratio): remove expert")
+    if layout["expand_timesteps"] and config.data.num_frames < 5:
+        raise ConfigError(f"{src}: data.num_frames must be at least 5 for the Wan2.2 TI2V base {config.base}: its "
+                          f"first latent frame is the clean image, the loss is on the later ones; got "
+                          f"{config.data.num_frames}")
     step = layout["size_multiple"]
     if any(v % step for v in config.data.size):
         raise ConfigError(f"{src}: data.size must be [W, H], both multiples of {step} for {config.base} (VAE x"
