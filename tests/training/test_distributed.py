@@ -4,8 +4,9 @@ Two processes (gloo) run the trainer under torch.distributed.run with the enviro
 launch --config_file configs/accelerate/X.yaml --num_processes 2` derives from the shipped configs.
 Each run of batch 1 per process must end with the ControlNet and segment head weights of one
 process of batch 2 (the same global batch: the same samples, each noised by its own seed), within
-float tolerance; so must one process of batch 1 with 2 accumulation steps, and an FSDP run resumed
-from its step-1 checkpoint.
+float tolerance; so must one process of batch 1 with 2 accumulation steps, and FSDP and ZeRO-3
+runs resumed from their step-1 checkpoints. The DeepSpeed test runs where deepspeed imports
+(`pip install "magicmotion[deepspeed]"`) and is skipped, saying so, elsewhere.
 
 accelerate turns FSDP and DeepSpeed on for accelerators only; on CPU the worker below sets the
 distributed type as accelerate would on GPUs, and skips building DeepSpeed's shared-memory
@@ -208,10 +209,62 @@ def _deepspeed_missing() -> str | None:
 @pytest.mark.slow
 @pytest.mark.skipif(_deepspeed_missing() is not None, reason=str(_deepspeed_missing()))
 def test_deepspeed_zero3_on_two_processes_equals_one_process(reference, wan_base, dataset, even_precomputed, tmp_path):
-    run = tmp_path / "zero3"
-    out = launch(tmp_path, [job("deepspeed-zero3.yaml", wan_base, dataset, even_precomputed, run)])
-    assert out.count("DONE") == 2, out
+    run, resumed = tmp_path / "zero3", tmp_path / "zero3-resumed"
+    common = (wan_base, dataset, even_precomputed)
+    out = launch(tmp_path, [job("deepspeed-zero3.yaml", *common, run),
+                            job("deepspeed-zero3.yaml", *common, resumed, **{"loop.max_steps": 1}),
+                            job("deepspeed-zero3.yaml", *common, resumed, resume=True)])
+    assert out.count("DONE") == 6, out
     assert_same_weights(run, reference["weights"], "deepspeed zero3")
+    assert_same_weights(resumed, reference["weights"], "deepspeed zero3, resumed")
     # ZeRO-3 partitioned the weights: each process holds its own partition of the fp32 weights and AdamW states
     shards = sorted(p.name for p in (run / "checkpoints" / "step-0000002" / "accelerate" / "pytorch_model").rglob("*optim_states.pt"))
     assert len(shards) == 2, shards
+
+
+@pytest.mark.parametrize("path", sorted(ACCELERATE.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_accelerate_config_loads(path):
+    """accelerate's own loader and launcher read every shipped config; the training configs its
+    comments name exist."""
+    import re
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_processes > 1 and config.mixed_precision == "bf16" and not config.use_cpu
+    env = launch_env(path)  # as `accelerate launch --config_file` derives its processes' environment
+    assert env["ACCELERATE_MIXED_PRECISION"] == "no"
+    if config.distributed_type == "FSDP":
+        assert env["FSDP_VERSION"] == "2" and env["FSDP_RESHARD_AFTER_FORWARD"] == "true"  # FULL_SHARD
+        assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP" and "FSDP_TRANSFORMER_CLS_TO_WRAP" not in env
+    elif config.distributed_type == "DEEPSPEED":
+        assert env["ACCELERATE_USE_DEEPSPEED"] == "true"
+        if env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "3":
+            assert env["ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL"] == "true"  # final/ is gathered
+    named = set(re.findall(r"configs/[\w.-]+/(?:stage\w*\.yaml)?", path.read_text()))
+    assert named, f"{path.name} says which training configs it is for"
+    root = ACCELERATE.parents[1]
+    assert all((root / n).exists() for n in named), [n for n in named if not (root / n).exists()]
+
+
+@pytest.mark.parametrize("model", ["wan", "cogvideox"])
+def test_fsdp_wraps_each_control_block(model, make_config, cogvideox_base):
+    """fsdp.yaml names no class: accelerate wraps the ControlNet's own blocks (TrainableModules'
+    _no_split_modules), the same file for every base."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+
+    from magicmotion.training.trainer import TrainableModules
+
+    config = make_config(model=model, base=cogvideox_base if model == "cogvideox" else None,
+                         stage=2, condition="box", segment_head=True, lambda_seg=0.5)
+    modules = TrainableModules(build_models(config)[0])
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in launch_env(ACCELERATE / "fsdp.yaml").items():
+            mp.setenv(key, value)
+        policy = fsdp2_prepare_auto_wrap_policy(FullyShardedDataParallelPlugin(), modules)
+    blocks = modules.controlnet.blocks if model == "wan" else modules.controlnet.transformer_blocks
+    wrapped = [m for m in modules.modules() if policy(m)]
+    assert all(any(b is m for m in wrapped) for b in blocks)
+    assert {type(m).__name__ for m in wrapped} <= {"WanTransformerBlock", "CogVideoXBlock", "CogVideoXPatchEmbed"}
+    assert not any(m is modules.segment_head for m in wrapped)
