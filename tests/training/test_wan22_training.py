@@ -127,6 +127,24 @@ def test_expert_key_required_for_two_experts_refused_for_one(a14b_base, wan_base
     assert make(a14b_base, dataset, tmp_path / "d", expert="low").expert == "low"
 
 
+def test_cli_train_without_expert_on_a14b_is_one_line_exit_2(a14b_base, dataset, tmp_path, capsys):
+    """`magicmotion train` on a two-expert base without `expert`: exit 2, one line naming the key and the
+    --set that fixes it; with `--set expert=low` the same config trains (1 step), nothing else changed."""
+    import yaml
+
+    from magicmotion.cli import main
+
+    path = tmp_path / "a14b.yaml"
+    path.write_text(yaml.safe_dump(config_dict(a14b_base, dataset, tmp_path / "out", **{"loop.max_steps": 1})))
+    assert main(["train", "--config", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "expert is missing" in err and "--set expert=low" in err, err
+    assert not (tmp_path / "out").exists()
+    assert main(["train", "--config", str(path), "--set", "expert=low", "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "out" / "final" / "controlnet" / "config.json").read_text())
+    assert saved["expert"] == "low"
+
+
 def test_ti2v_size_must_fit_the_token_grid_and_frames_follow_the_image(ti2v_base, ti2v_dataset, tmp_path):
     with pytest.raises(ConfigError, match=r"data.size must be \[W, H\], both multiples of 32 .* got \[48, 64\]"):
         make(ti2v_base, ti2v_dataset, tmp_path / "a", **{"data.size": [48, 64]})
