@@ -227,9 +227,10 @@ class Helper:
         self._stack.enter_context(output_lock(output, "output"))
         return output
 
-    def config(self, extra: str = "", data: Path | None = None) -> Path:
-        return config(self.tmp, data or self.data, "loop: {max_steps: 2, save_every: 1, keep_checkpoints: 2}\n"
-                      + extra)
+    def config(self, max_steps: int = 2, data: Path | None = None) -> Path:
+        """The tiny training config of the finished run (float32: no CPU autocast warnings)."""
+        return config(self.tmp, data or self.data, f"loop: {{max_steps: {max_steps}, save_every: 1, keep_checkpoints: 2, "
+                      'mixed_precision: "no"}')
 
     def broken(self, damage) -> Path:
         """A copy of the dataset with `damage(root, video)` done to every clip's video."""
@@ -359,13 +360,13 @@ MORE = [
     ("train: finished folder, no --resume", lambda h: h.run() and ["train", "--config", str(h.config())],
      "already holds"),
     ("train --resume: every checkpoint's weights truncated", lambda h: damage_all_checkpoints(h, truncate_weights)
-     and ["train", "--config", str(h.config("loop: {max_steps: 3}")), "--resume", "--no-progress"], ".safetensors"),
+     and ["train", "--config", str(h.config(3)), "--resume", "--no-progress"], ".safetensors"),
     ("train --resume: every optimizer.pt truncated", lambda h: damage_all_checkpoints(
         h, lambda c: (c / "optimizer.pt").write_bytes((c / "optimizer.pt").read_bytes()[:50])) and [
-        "train", "--config", str(h.config("loop: {max_steps: 3}")), "--resume", "--no-progress"], "optimizer.pt"),
+        "train", "--config", str(h.config(3)), "--resume", "--no-progress"], "optimizer.pt"),
     ("train --resume: every state.json corrupt", lambda h: damage_all_checkpoints(
-        h, lambda c: (c / "state.json").write_text("{not json")) and ["train", "--config", str(h.config(
-            "loop: {max_steps: 3}")), "--resume", "--no-progress"], "state.json"),
+        h, lambda c: (c / "state.json").write_text("{not json")) and [
+        "train", "--config", str(h.config(3)), "--resume", "--no-progress"], "state.json"),
     # one run per output: a second run exits 2 naming the holder
     ("lock: generate", lambda h: generate(out=h.hold(h.tmp / "o.mp4")), PID),
     ("lock: data curate", lambda h: ["data", "curate", str(write(h.tmp / "in.csv", "video,caption\nx.mp4,a\n")),
@@ -417,7 +418,7 @@ def write_image(path: Path, width: int, height: int) -> Path:
 def trained(dataset, tmp_path_factory) -> Path:
     """A finished 2-step run of the tiny model on the dataset, checkpoints at steps 1 and 2."""
     tmp = tmp_path_factory.mktemp("trained")
-    cfg = config(tmp, dataset, "loop: {max_steps: 2, save_every: 1, keep_checkpoints: 2}")
+    cfg = config(tmp, dataset, 'loop: {max_steps: 2, save_every: 1, keep_checkpoints: 2, mixed_precision: "no"}')
     assert main(["train", "--config", str(cfg), "--no-progress"]) == 0
     return tmp / "run"
 
@@ -479,7 +480,7 @@ def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path, dataset, b
         run = h.run()
         (run / "checkpoints" / "step-0000002" / "state.json").write_text("{not json")
         capsys.readouterr()
-        assert main(["train", "--config", str(h.config("loop: {max_steps: 3}")), "--resume", "--no-progress"]) == 0
+        assert main(["train", "--config", str(h.config(3)), "--resume", "--no-progress"]) == 0
     captured = capsys.readouterr()
     skipped = [line for line in captured.err.splitlines() if "skipping checkpoint" in line]
     assert len(skipped) == 1 and "step-0000002" in skipped[0] and "state.json" in skipped[0], captured.err
