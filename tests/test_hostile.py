@@ -474,18 +474,19 @@ def test_filter_skips_a_bad_clip_and_names_it(tmp_path, dataset, capsys):
 
 def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path, dataset, bench, capsys, monkeypatch, request):
     """The newest checkpoint's state.json corrupt: resume says it skips it (naming the file) and goes on
-    from the one before, to the end."""
+    from the one before (step 1), making step 2 again."""
     with contextlib.ExitStack() as stack:
         h = Helper(tmp_path, dataset, bench, request, monkeypatch, stack)
         run = h.run()
         (run / "checkpoints" / "step-0000002" / "state.json").write_text("{not json")
         capsys.readouterr()
-        assert main(["train", "--config", str(h.config(3)), "--resume", "--no-progress"]) == 0
+        assert main(["train", "--config", str(h.config(2)), "--resume", "--no-progress"]) == 0
     captured = capsys.readouterr()
     skipped = [line for line in captured.err.splitlines() if "skipping checkpoint" in line]
     assert len(skipped) == 1 and "step-0000002" in skipped[0] and "state.json" in skipped[0], captured.err
-    assert "trained 3 steps" in captured.out
-    assert json.loads((run / "final" / "training.json").read_text())["steps"] == 3
+    assert "trained 2 steps" in captured.out  # step 2 again, from step 1's checkpoint
+    assert json.loads((run / "final" / "training.json").read_text())["steps"] == 2
+    assert (run / "checkpoints" / "step-0000002" / "state.json").read_text() != "{not json"  # written anew
 
 
 def test_engine_ray_without_ray_in_a_real_process(tmp_path):
