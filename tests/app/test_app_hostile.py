@@ -95,6 +95,9 @@ CASES = [
     ("spec: RLE counts 10^400", "/on_load_spec", True,
      lambda t: [handle_file(spec(t / "s.json", text=spec(t / "x.json", {"0": {"size": [48, 64], "counts": [7]}})
                                  .read_text().replace("[7]", "[1" + "0" * 400 + "]")))], "s.json"),
+    ("reference video: not a video", "/on_take_motion", True,
+     lambda t: [handle_file(t / "ref.mp4") if (t / "ref.mp4").write_text("not a video") else None, "ball"],
+     "ref.mp4"),
     ("point tracks: not an array", "/on_load_tracks", True,
      lambda t: [handle_file(t / "tracks.npy") if (t / "tracks.npy").write_text("not numpy") else None], "tracks.npy"),
 ]
@@ -113,7 +116,7 @@ def test_hostile_upload_is_our_message(server, tmp_path, endpoint, needs_frame, 
     assert message in text, text
     assert "\n" not in text.strip() and "Traceback" not in text
     assert "not found" not in text and "exists" not in text  # nothing said about server files
-    assert str(tmp_path) not in text  # the upload is named by its name, not its path on the server
+    assert str(tmp_path) not in text and "/gradio/" not in text  # an upload is named by its name alone
     assert sorted(out.rglob("*")) == before
 
 

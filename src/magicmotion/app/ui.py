@@ -152,6 +152,16 @@ def as_segmenter(sam2) -> dr.Sam2Segmenter | None:
     return dr.Sam2Segmenter.from_pretrained(str(sam2))
 
 
+def without_upload_folder(message: str) -> str:
+    """An uploaded file named by its name alone: the server's upload folder (`/tmp/gradio/<hash>/`)
+    is no business of the page."""
+    import re
+
+    from gradio.utils import get_upload_folder
+
+    return re.sub(re.escape(get_upload_folder().rstrip("/")) + r"/[^/\s'\"]+/", "", message)
+
+
 def shows_errors(fn):
     """Turn the errors of an event handler into a message in the page: the user's (MagicMotionError)
     as they are, anything else as one line (the traceback goes to the server log only)."""
@@ -163,7 +173,7 @@ def shows_errors(fn):
         except gr.Error:
             raise
         except MagicMotionError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(without_upload_folder(str(e)), print_exception=False) from None
         except Exception as e:  # noqa: BLE001 - a bug must not show a stack trace in the page
             log.exception("app: %s failed", fn.__name__)
             raise gr.Error(f"internal error ({type(e).__name__}: {e}); see the server log",
