@@ -31,6 +31,17 @@ prints their sizes (runs anywhere). `wan-small` / `cogvideox-small` run the same
     .venv/bin/python benchmarks/pipeline.py [--model wan cogvideox] [--frames 17] [--size 64] [--steps 10]
     .venv/bin/python benchmarks/pipeline.py --real wan-1.3b cogvideox-5b [--steps 4] [--json out.json]
     .venv/bin/python benchmarks/pipeline.py --real wan-1.3b cogvideox-5b --meta
+    .venv/bin/python benchmarks/pipeline.py --options [--model wan cogvideox] [--steps 10]
+    .venv/bin/python benchmarks/pipeline.py --plan
+
+`--options` (CPU, tiny components, guidance 6): each speed and memory option of the pipelines against
+the plain run, in one process: seconds per denoising step (median of the steps, process CPU time),
+the peak growth of the resident set over the denoising steps after the first (their activations), the
+transformer's and ControlNet's weight bytes, and how far the latents move from the plain run's
+(relative L2). On CPU the group offload's onload device is the CPU itself, so it saves nothing here:
+its figure is the cost of the hooks. `--plan` writes the expected GPU peak of CogVideoX-5B-I2V + a
+21-block ControlNet at 49 x 480 x 720 for each option, from `magicmotion plan`'s parameter counts and
+activation formula (magicmotion/models/plan.py; estimates, not measurements).
 """
 
 from __future__ import annotations
@@ -496,6 +507,181 @@ def report_meta(preset: str, models: dict, cfg: dict) -> str:
 # ---------------------------------------------------------------------------------------- main
 
 
+# ---------------------------------------------------------------------------------------- options
+
+
+OPTIONS = {  # name -> (enable_memory_options arguments, pipeline call arguments)
+    "plain": ({}, {}),
+    "cfg sequential": ({}, {"cfg_mode": "sequential"}),
+    "control every 3": ({}, {"control_every": 3}),
+    "control cond branch": ({}, {"control_branches": "cond"}),
+    "group offload": ({"offload": "group"}, {}),
+    "fp8 weights": ({"weights_dtype": "fp8"}, {}),
+    "first-block cache": ({"cache": "first-block"}, {}),
+    "taylorseer cache": ({"cache": "taylorseer"}, {}),
+    "faster cache": ({"cache": "faster"}, {}),
+}
+
+
+def build_options_pipe(model: str):
+    """Tiny VAE and text encoder, a transformer of 8 blocks at width 256 and a ControlNet of 4 (the
+    release's half): large enough for the transformer to dominate a step."""
+    from magicmotion.models import CogVideoXTrajectoryControlNet, WanTrajectoryControlNet
+    from magicmotion.pipelines import MagicMotionCogVideoXPipeline, MagicMotionWanPipeline
+    from magicmotion.pipelines.tiny import tiny_cogvideox_components, tiny_wan_components
+
+    wide = dict(num_attention_heads=4, attention_head_dim=64, num_layers=8)
+    if model == "wan":
+        c = tiny_wan_components(transformer=dict(wide, ffn_dim=1024))
+        cn = WanTrajectoryControlNet.from_transformer(c["transformer"], num_layers=4)
+        pipe = MagicMotionWanPipeline(controlnet=trained_like(cn), **c)
+    else:
+        c = tiny_cogvideox_components(transformer=wide)
+        cn = CogVideoXTrajectoryControlNet.from_transformer(c["transformer"], num_layers=4)
+        pipe = MagicMotionCogVideoXPipeline(controlnet=trained_like(cn), **c)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _option_row(model: str, memory: dict, call: dict, args) -> dict:
+    """One option in this (fresh, forked) process: the peak resident growth over the denoising steps
+    after the first (from the end of step 0: the activations, not the VAE encoding before the loop),
+    the median step time (process CPU time) of the best of the rounds, and the latents."""
+    import torch
+
+    from magicmotion.pipelines.loading import enable_memory_options
+
+    torch.set_num_threads(args.threads)
+    size, frames = (args.size, args.size), args.frames
+    rng = np.random.RandomState(0)
+    image = (rng.rand(size[1], size[0], 3) * 255).astype(np.uint8)
+    traj = moving_square(size, frames)
+    pipe = enable_memory_options(build_options_pipe(model), "cpu", **memory)
+    weights = sum(p.numel() * p.element_size() for m in (pipe.transformer, pipe.controlnet) for p in m.parameters())
+    times, out, rss = [], {}, {}
+
+    def step_end(p, i, t, tensors):
+        times.append(time.process_time())
+        if i == 0 and "before" not in rss:
+            Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts here
+            rss["before"] = _status_kb("VmRSS")
+        return {}
+
+    def run():
+        times.append(time.process_time())
+        out["latents"] = pipe(image=image, prompt="a red square moves right", negative_prompt="blurry",
+                              trajectory=traj, kind="box", num_frames=frames, height=size[1], width=size[0],
+                              num_inference_steps=args.steps, guidance_scale=6.0, output_type="latent",
+                              generator=torch.Generator().manual_seed(0), callback_on_step_end=step_end,
+                              **call).frames
+
+    with torch.inference_mode():
+        run()
+        growth = (_status_kb("VmHWM") - rss["before"]) / 1024
+        best = None
+        for _ in range(max(1, args.rounds // 3)):
+            times.clear()
+            run()
+            step = statistics.median(np.diff(times[1:]))  # the steps after the first
+            best = step if best is None else min(best, step)
+    return {"step_s": best, "peak_growth_mb": growth, "weights_mb": weights / 2**20,
+            "latents": out["latents"].float().numpy()}
+
+
+def bench_options(model: str, args) -> dict:
+    """Step time, peak resident growth, weight bytes and latent drift of each OPTIONS entry (CPU), each
+    option in a process of its own (forked), so that one's allocations do not hide the next one's peak."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    rows, plain = {}, None
+    for name, (memory, call) in OPTIONS.items():
+        with ctx.Pool(1) as pool:
+            row = pool.apply(_option_row, (model, memory, call, args))
+        latents = row.pop("latents")
+        plain = latents if plain is None else plain
+        row["drift"] = float(np.linalg.norm(latents - plain) / np.linalg.norm(plain))
+        rows[name] = row
+    return {"model": model, "frames": args.frames, "size": args.size, "steps": args.steps, "options": rows}
+
+
+def report_options(r: dict) -> str:
+    base = r["options"]["plain"]
+    lines = [f"{r['model']}: base 8 blocks x 256 wide, ControlNet 4; {r['frames']} x {r['size']} x {r['size']}, "
+             f"{r['steps']} steps, guidance 6 (CPU)",
+             f"{'option':<22} {'s/step':>8} {'ratio':>6} {'peak MB':>8} {'ratio':>6} {'weights MB':>10} {'ratio':>6} "
+             f"{'drift':>6}"]
+    for name, o in r["options"].items():
+        peak = "-" if o["peak_growth_mb"] is None else f"{o['peak_growth_mb']:.1f}"
+        peak_ratio = ("-" if not base["peak_growth_mb"] or o["peak_growth_mb"] is None
+                      else f"{o['peak_growth_mb'] / base['peak_growth_mb']:.2f}")
+        lines.append(f"{name:<22} {o['step_s']:>8.4f} {o['step_s'] / base['step_s']:>6.2f} {peak:>8} {peak_ratio:>6} "
+                     f"{o['weights_mb']:>10.2f} {o['weights_mb'] / base['weights_mb']:>6.2f} {o['drift']:>6.3f}")
+    return "\n".join(lines)
+
+
+def plan_options(frames: int = 49, size: tuple[int, int] = (720, 480), control_layers: int = 21) -> str:
+    """Expected GPU peak (GiB) per option for CogVideoX-5B-I2V + ControlNet, from `magicmotion plan`'s
+    parameter counts and its activation formula, with the options' changes:
+
+    - cfg sequential: one guidance branch through the transformer at a time (half the block working
+      set), the two branches' control residuals still held; cond branch: one set of residuals;
+    - model offload: the largest of (transformer + ControlNet + activations) and each other part;
+    - group offload (block level): the GPU holds one block of the transformer or ControlNet, the
+      non-block layers and the activations (the text encoder and VAE likewise, one block at a time);
+    - fp8: the transformer's and ControlNet's weights in 1 byte instead of 2;
+    - sequential offload: one layer's weights + the activations.
+    """
+    from magicmotion.models.plan import CONTEXT_BYTES, GIB, plan, resolve_base
+
+    p = plan("cogvideox-5b-i2v", size, frames, controlnet_layers=control_layers)
+    cogvideox = resolve_base("cogvideox-5b-i2v")
+    cfg = cogvideox["parts"]["transformer"][2]
+    dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    ffn = 4 * dim
+    text = cogvideox["latent"].get("text_tokens", 226)
+    tokens, k, layers = p.tokens, p.control_layers, p.base_layers
+    seq = tokens + text
+    bf16 = 2
+
+    def act(branches: int, residual_sets: int) -> float:  # as plan(): block working set + held residuals
+        return branches * seq * (8 * dim + ffn) * bf16 + residual_sets * k * tokens * dim * bf16
+
+    vae_act = 8 * 128 * min(8, frames) * size[0] * size[1] * bf16
+    enc = {n: p.params.get(n, 0) * bf16 for n in ("vae", "text_encoder", "image_encoder")}
+    block = p.params["transformer"] / layers  # one block's parameters (the blocks are most of the model)
+
+    def peak(offload: str, wbytes: int, activations: float) -> float:
+        dit = (p.params["transformer"] + p.params["controlnet"]) * wbytes
+        if offload == "none":
+            return dit + sum(enc.values()) + max(activations, vae_act) + CONTEXT_BYTES
+        if offload == "model":
+            return max(dit + activations, enc["vae"] + vae_act, enc["text_encoder"]) + CONTEXT_BYTES
+        if offload == "group":  # a block of weights, the non-block layers (~5% of the model), activations
+            return 2 * block * wbytes + 0.05 * dit + max(activations, vae_act) + CONTEXT_BYTES
+        return block / 8 * wbytes + max(activations, vae_act) + CONTEXT_BYTES  # sequential: a layer at a time
+
+    rows = [("bf16, all on GPU, cfg batched (default)", "none", 2, act(2, 2)),
+            ("bf16, cfg sequential", "none", 2, act(1, 2)),
+            ("bf16, cfg sequential, control cond branch", "none", 2, act(1, 1)),
+            ("bf16, model offload", "model", 2, act(2, 2)),
+            ("bf16, model offload, cfg sequential", "model", 2, act(1, 2)),
+            ("bf16, group offload", "group", 2, act(2, 2)),
+            ("bf16, group offload, cfg sequential", "group", 2, act(1, 2)),
+            ("fp8, all on GPU", "none", 1, act(2, 2)),
+            ("fp8, cfg sequential", "none", 1, act(1, 2)),
+            ("fp8, model offload", "model", 1, act(2, 2)),
+            ("fp8, model offload, cfg sequential", "model", 1, act(1, 2)),
+            ("bf16, sequential offload", "sequential", 2, act(2, 2))]
+    lines = [f"CogVideoX-5B-I2V + ControlNet ({k} of {layers} blocks), {frames} x {size[1]} x {size[0]}, CFG: "
+             f"expected GPU peak (estimates; formulas in benchmarks/pipeline.py plan_options)",
+             f"{'option':<44} {'GiB':>6}  {'24 GB GPU':>9}"]
+    for label, offload, wbytes, a in rows:
+        gib = peak(offload, wbytes, a) / GIB
+        lines.append(f"{label:<44} {gib:>6.1f}  {'fits' if gib <= 0.92 * 24 else 'no':>9}")  # as plan's GPU fit
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", nargs="+", default=["wan", "cogvideox"], choices=["wan", "cogvideox"])
@@ -510,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-layers", type=int, default=None)
     parser.add_argument("--meta", action="store_true", help="with --real: build on the meta device, print sizes")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--options", action="store_true", help="each speed / memory option against the plain run")
+    parser.add_argument("--plan", action="store_true", help="expected GPU peak per option, CogVideoX-5B at 49x480x720")
     args = parser.parse_args(argv)
 
     import torch
@@ -518,7 +706,16 @@ def main(argv: list[str] | None = None) -> int:
     diffusers_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     results = []
-    if args.real:
+    if args.plan:
+        print(plan_options(), flush=True)
+    if args.options:
+        for model in args.model:
+            r = bench_options(model, args)
+            results.append(r)
+            print(report_options(r), flush=True)
+    elif args.plan:
+        pass
+    elif args.real:
         for preset in args.real:
             if args.meta:
                 models, cfg = build_real(preset, "meta", None, args.control_layers, meta=True)
