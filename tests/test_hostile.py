@@ -176,6 +176,12 @@ CASES = [
     # bench: odd outputs and settings checked before folders are made, broken datasets before writing
     ("bench run --out a file", lambda t, d, b: ["bench", "run", str(b), "--out", str(write(t / "f", "x"))], "f"),
     ("bench run --steps 0", lambda t, d, b: ["bench", "run", str(b), "--out", str(t / "r"), "--steps", "0"], "steps"),
+    ("bench run --sparse-keys -1", lambda t, d, b: ["bench", "run", str(b), "--out", str(t / "r"), "--sparse-keys", "-1"],
+     "--sparse-keys"),
+    ("curate --gpus-per-actor nan", lambda t, d, b: ["data", "curate", str(write(t / "in.csv", "video,caption\nx.mp4,a\n")),
+                                                      "--out", str(t / "cur"), "--gpus-per-actor", "nan"], "gpus_per_actor"),
+    ("import-magicdata --workers -1", lambda t, d, b: ["data", "import-magicdata", str(d), "--out", str(t / "imp"),
+                                                       "--workers", "-1"], "--workers"),
     ("bench run --seed 2^32", lambda t, d, b: ["bench", "run", str(b), "--out", str(t / "r"), "--seed", str(2**32)],
      "seed"),
     ("bench build: video missing", lambda t, d, b: bench_build(broken_dataset(t, d, lambda r: first_video(r).unlink())),

@@ -27,6 +27,16 @@ def test_lock_of_an_output_in_a_missing_folder(tmp_path):
     assert lock_path(tmp_path / "a" / "b" / "out.mp4") == tmp_path / ".a__b__out.mp4.lock"
 
 
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A 2-clip dataset: training checks its videos exist before it takes the lock."""
+    from magicmotion.data.synthetic import synthesize
+
+    root = tmp_path_factory.mktemp("locks") / "data"
+    synthesize(root, clips=2, frames=9, size=(32, 32), seed=0, test_fraction=0.0, progress=False)
+    return root
+
+
 @pytest.mark.parametrize("argv", [
     ["train", "--config", "{config}"],
     ["train", "precompute", "--config", "{config}", "--out", "{out}"],
@@ -35,11 +45,10 @@ def test_lock_of_an_output_in_a_missing_folder(tmp_path):
     ["generate", "--image", "examples/first_frame.png", "--trajectory", "examples/trajectory.json", "--prompt", "a",
      "--out", "{out}.mp4"],
 ])
-def test_commands_refuse_a_locked_output(argv, tmp_path, capsys):
+def test_commands_refuse_a_locked_output(argv, tmp_path, capsys, dataset):
     out = tmp_path / ("out.mp4" if "generate" in argv else "out")
     config = tmp_path / "c.yaml"
-    (tmp_path / "data").mkdir()
-    config.write_text(f"base: src/magicmotion/assets/tiny/base\noutput_dir: {out}\ndata: {{dataset: {tmp_path / 'data'}, "
+    config.write_text(f"base: src/magicmotion/assets/tiny/base\noutput_dir: {out}\ndata: {{dataset: {dataset}, "
                       "num_frames: 9, size: [32, 32]}\n")
     argv = [a.format(config=config, out=tmp_path / "out", tmp=tmp_path) for a in argv]
     before = sorted(p.name for p in tmp_path.iterdir())

@@ -148,7 +148,11 @@ def _davis(args) -> int:
 
 
 def _run(args) -> int:
+    from ..errors import BenchError
+    from ..limits import MAX_FRAMES, check_int
     from ..locks import output_lock
+
+    check_int(args.sparse_keys, "--sparse-keys", lo=1, hi=MAX_FRAMES, error=BenchError)  # whatever the kind
     from ..pipelines.batch import process_device, process_split, wait_for_everyone
     from ..pipelines.cli import memory_options, speed_options
     from .runner import run_bench

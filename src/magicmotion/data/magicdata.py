@@ -519,6 +519,8 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
         raise ConfigError(f"test fraction must be in [0, 1], got {test_fraction}")
     if limit is not None and limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {limit}")
+    if workers is not None and not 1 <= workers <= 4096:
+        raise ConfigError(f"--workers must be in 1..4096, got {workers}")
     root, out = Path(root), Path(out)
     table = read_magicdata_csv(root, csv_path, id_column, caption_column)
     rows = table.rows[:limit] if limit is not None else table.rows

@@ -75,8 +75,10 @@ class CurationConfig:
         for name in ("max_objects", "batch_size", "actors"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.llm_retries < 0:
-            raise ConfigError(f"llm_retries must be >= 0, got {self.llm_retries}")
+        if not 0 <= self.llm_retries <= 100:
+            raise ConfigError(f"llm_retries must be in 0..100, got {self.llm_retries}")
+        if self.gpus_per_actor is not None and not 0 <= self.gpus_per_actor <= 1024:  # NaN fails too
+            raise ConfigError(f"gpus_per_actor must be a number in 0..1024, got {self.gpus_per_actor}")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
             raise ConfigError(f"size must be (W, H) > 0, got {self.size}")
         if self.size is not None:
