@@ -522,3 +522,23 @@ def test_engine_ray_without_ray_in_a_real_process(tmp_path):
         err = done.stderr.strip().splitlines()
         assert done.returncode == 2 and len(err) == 1 and "--engine ray needs Ray Data" in err[0], done.stderr
         assert tree(work) == before
+
+
+@pytest.mark.parametrize("image", ["path", "pil", "array"])
+def test_python_api_refuses_a_1x1_first_frame(image, tmp_path):
+    """`generate(pipe, image, ...)` and the pipelines' `__call__` read the first frame through
+    `prepare_conditions`: a 1x1 image in any form is refused with a message naming its size."""
+    import numpy as np
+    from PIL import Image
+
+    from magicmotion.errors import PipelineError
+    from magicmotion.pipelines.conditions import prepare_conditions
+    from magicmotion.trajectory import load
+
+    dot = {"path": write_image(tmp_path / "dot.png", 1, 1), "pil": Image.new("RGB", (1, 1)),
+           "array": np.zeros((1, 1, 3), np.uint8)}[image]
+    spec = load(REPO / "examples" / "trajectory.json")
+    with pytest.raises(PipelineError, match=r"the first frame is 1x1; at least 16 pixels a side"):
+        prepare_conditions(dot, spec, "box", (64, 64))
+    ok = prepare_conditions(np.zeros((16, 16, 3), np.uint8), spec, "box", (64, 64))  # the smallest accepted
+    assert ok.image.shape == (64, 64, 3)
