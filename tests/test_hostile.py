@@ -66,6 +66,19 @@ def evil_base(tmp: Path) -> Path:
     return base
 
 
+@pytest.fixture(autouse=True)
+def library_bars_restored():
+    """`train --no-progress` turns transformers' and diffusers' loading bars off in this process: on
+    again after each row, as they were."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled()
+    yield
+    for on, module in zip(before, (hf_logging, diffusers_logging)):
+        module.enable_progress_bar() if on else module.disable_progress_bar()
+
+
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
     from magicmotion.data.synthetic import synthesize
