@@ -623,7 +623,7 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 upload = FirstFrameImage(label="First frame (upload)", sources=["upload"],
-                                  image_mode="RGB", height=200, elem_id="first-frame")
+                                         image_mode="RGB", height=200, elem_id="first-frame")
                 with gr.Row():
                     example = gr.Dropdown(choices=list(examples), value=next(iter(examples), None),
                                           label="Example", elem_id="example", scale=3)
