@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import glob
+import math
 import time
 
 import pytest
 
 from magicmotion.cli import main
 from magicmotion.errors import ModelError
-from magicmotion.models.plan import known_bases, plan
+from magicmotion.models.plan import format_plan, known_bases, plan, plan_from_config
 
 
 def _within(value, figure, tol=0.02):
@@ -50,15 +51,56 @@ def test_controlnet_and_memory_rows():
     assert p.inference["fp8, all on GPU"] < p.inference["bf16, all on GPU"]
 
 
-def test_every_shipped_config_prints_a_table(capsys):
-    configs = sorted(glob.glob("configs/*/stage*.yaml"))
-    assert len(configs) >= 13
+def _published_check(p, known: dict) -> list[str]:
+    """What the plan's counts say against the base's published sizes (empty when all agree)."""
+    info, bad = known[p.base]["published"], []
+    for part, figure in info.items():
+        if part == "note":
+            continue
+        count = p.params["transformer" if part == "backbone" else part]
+        if part == "backbone":  # I2V = the T2V backbone + extra input channels (+ the CLIP image branch)
+            cfg = p.transformer_config
+            dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+            count -= (cfg["in_channels"] - cfg["out_channels"]) * dim * math.prod(cfg["patch_size"])
+            if cfg.get("image_dim"):
+                count -= _image_branch(dim, cfg["num_layers"])
+        ok = figure[0] <= count <= figure[1] if isinstance(figure, list) else _within(count, figure)
+        if not ok:
+            bad.append(f"{part} {count / 1e9:.3f}B vs published {figure}")
+    return bad
+
+
+def test_every_shipped_config_prints_a_table_and_matches_published_sizes(capsys):
+    """Every configs/**/stage*.yaml: a table in seconds; its base's counts within 2% of the published
+    sizes (CogVideoX-5B: the published range), A14B = two experts of 14B."""
+    known = known_bases()
+    configs = sorted(glob.glob("configs/**/stage*.yaml", recursive=True))
+    assert len(configs) >= 25
+    checked = set()
     for path in configs:
         start = time.perf_counter()
-        assert main(["plan", path]) == 0, path
-        out = capsys.readouterr().out
+        p = plan_from_config(path)
+        out = format_plan(p)
         assert time.perf_counter() - start < 20, path
         assert "base transformer" in out and "ZeRO-3/FSDP" in out and "smallest GPU" in out, path
+        if p.base in known:
+            assert _published_check(p, known) == [], path
+            checked.add(p.base)
+    assert checked == set(known)  # every known base is the base of some shipped config
+    a14b = plan_from_config("configs/wan2.2-a14b/stage1-high.yaml")
+    assert _within(a14b.params["transformer"], 14.3e9) and a14b.params["transformer_2"] == a14b.params["transformer"]
+    assert main(["plan", configs[0]]) == 0 and "smallest GPU" in capsys.readouterr().out
+
+
+def test_two_experts_in_inference_one_in_training():
+    """A14B: inference holds both experts and a ControlNet each (one pair at a time with offload); a
+    training run trains one expert's ControlNet, so only that expert is on the GPUs."""
+    p = plan("wan2.2-i2v-a14b", (832, 480), 49, controlnet_layers=8, gpus=4)
+    assert p.params["transformer_2"] == p.params["transformer"]
+    pair = (p.params["transformer"] + p.params["controlnet"]) * 2  # an expert and its ControlNet in bf16
+    assert p.inference["bf16, all on GPU"] - p.inference["bf16, model offload"] > pair
+    ddp, _, _, zero3_all = p.training.values()  # sharding 4 ways saves 3/4 of one expert + the trained states
+    assert ddp - zero3_all == pytest.approx((2 * p.params["transformer"] + 16 * p.params["controlnet"]) * 3 / 4)
 
 
 def test_plan_with_base_and_errors(capsys):

@@ -14,6 +14,9 @@ Memory figures are estimates from simple, stated formulas (not measurements):
   for the base (k x D per token); the VAE decode is rough: 8 full-resolution feature maps of the
   decoder's first width over one chunk of frames;
 - offload (`enable_model_cpu_offload`): one part on the GPU at a time;
+- two-expert bases (Wan2.2 I2V-A14B): inference holds both experts and a ControlNet per expert (one
+  expert and its ControlNet at a time with offload); training trains one expert's ControlNet per
+  run, so only that expert is on the GPUs;
 - training: frozen base bf16; trained ControlNet (+ head) fp32 weights 4 B, gradients 4 B, AdamW 8 B
   per parameter; ZeRO-2 shards gradients and AdamW states, ZeRO-3/FSDP (as configs/accelerate/fsdp.yaml)
   shards the trained weights too, "ZeRO-3 all" also the frozen base; activations with gradient
@@ -38,7 +41,7 @@ CONTEXT_BYTES = 1 * GIB
 # (label, usable GiB): the smallest that holds an estimate with 8% to spare is recommended.
 GPUS = [("24 GB (RTX 4090)", 24), ("40 GB (A100 40GB)", 40), ("48 GB (L40S, RTX 6000 Ada)", 48),
         ("80 GB (A100/H100 80GB)", 80), ("141 GB (H200)", 141)]
-PART_NAMES = ("transformer", "controlnet", "segment_head", "vae", "text_encoder", "image_encoder")
+PART_NAMES = ("transformer", "transformer_2", "controlnet", "segment_head", "vae", "text_encoder", "image_encoder")
 
 
 def known_bases() -> dict[str, dict]:
@@ -68,7 +71,7 @@ def resolve_base(base: str) -> dict:
     if (folder / "model_index.json").is_file():
         index = json.loads((folder / "model_index.json").read_text())
         parts = {}
-        for name in ("transformer", "vae", "text_encoder", "image_encoder"):
+        for name in ("transformer", "transformer_2", "vae", "text_encoder", "image_encoder"):
             entry = index.get(name)
             if not entry or entry[0] is None or not (folder / name / "config.json").is_file():
                 continue
@@ -77,7 +80,8 @@ def resolve_base(base: str) -> dict:
             raise ModelError(f"{folder}: no transformer/config.json")
         cls = parts["transformer"][1]
         like = _match_known("cogvideox-5b-i2v" if "CogVideoX" in cls else
-                            "wan2.2-ti2v-5b" if index.get("expand_timesteps") else "wan2.1-fun-1.3b-inp")
+                            "wan2.2-ti2v-5b" if index.get("expand_timesteps") else
+                            "wan2.2-i2v-a14b" if "transformer_2" in parts else "wan2.1-fun-1.3b-inp")
         latent = dict(like["latent"])
         if "CogVideoX" in cls:
             latent["text_tokens"] = parts["transformer"][2].get("max_text_seq_length", 226)
@@ -132,6 +136,7 @@ class Plan:
     params: dict[str, int] = field(default_factory=dict)
     inference: dict[str, float] = field(default_factory=dict)  # row label -> bytes
     training: dict[str, float] = field(default_factory=dict)
+    transformer_config: dict[str, Any] = field(default_factory=dict)  # the base transformer's config
 
 
 def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controlnet_layers: int | None = None,
@@ -192,13 +197,15 @@ def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controln
     chunk = 4 if family == "wan" else 8
     vae_act = 8 * vae_width * min(chunk, frames) * height * width * bf16 * batch
     enc = {n: params.get(n, 0) * bf16 for n in ("vae", "text_encoder", "image_encoder")}
+    experts = 2 if "transformer_2" in params else 1  # a ControlNet per expert
     inference = {}
     for label, wbytes in (("bf16", 2), ("fp8", 1)):
-        dit = (params["transformer"] + params["controlnet"]) * wbytes
+        one = (params["transformer"] + params["controlnet"]) * wbytes  # an expert and its ControlNet
+        dit = (params["transformer"] + params.get("transformer_2", 0) + experts * params["controlnet"]) * wbytes
         inference[f"{label}, all on GPU"] = dit + sum(enc.values()) + max(act, vae_act) + CONTEXT_BYTES
-        inference[f"{label}, model offload"] = max(dit + act, enc["vae"] + vae_act, enc["text_encoder"],
+        inference[f"{label}, model offload"] = max(one + act, enc["vae"] + vae_act, enc["text_encoder"],
                                                    enc["image_encoder"]) + CONTEXT_BYTES
-    # training (per GPU)
+    # training (per GPU): one expert per run on a two-expert base
     trained = params["controlnet"] + params.get("segment_head", 0)
     frozen = params["transformer"] * bf16
     per_block = batch * seq * (16 * dim + 2 * ffn) * bf16
@@ -218,7 +225,7 @@ def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controln
     training = {label: states + train_act + CONTEXT_BYTES for label, states in rows.items()}
     return Plan(base=info["key"], family=family, size=(width, height), frames=frames, batch=batch, gpus=gpus,
                 control_layers=k, base_layers=base_layers, tokens=tokens, params=params,
-                inference=inference, training=training)
+                inference=inference, training=training, transformer_config=dict(cfg))
 
 
 def recommend_gpu(nbytes: float) -> str:
@@ -230,14 +237,18 @@ def recommend_gpu(nbytes: float) -> str:
 
 def format_plan(p: Plan) -> str:
     """The plan as plain-text tables (parameters; inference memory; training memory per GPU)."""
-    names = {"transformer": "base transformer", "controlnet": f"ControlNet ({p.control_layers} of {p.base_layers} blocks)",
+    two = "transformer_2" in p.params
+    names = {"transformer": "base transformer" + (" (high-noise expert)" if two else ""),
+             "transformer_2": "base transformer_2 (low-noise)",
+             "controlnet": f"ControlNet ({p.control_layers} of {p.base_layers} blocks)" + (", each" if two else ""),
              "segment_head": "segment head", "vae": "VAE", "text_encoder": "text encoder", "image_encoder": "image encoder"}
     lines = [f"base {p.base} ({p.family}); {p.size[0]}x{p.size[1]}, {p.frames} frames, batch {p.batch}; "
              f"{p.tokens} video tokens per sample", "", f"{'part':<34} {'parameters':>14}"]
     for name in PART_NAMES:
         if name in p.params:
             lines.append(f"{names[name]:<34} {p.params[name] / 1e9:>13.3f}B")
-    lines.append(f"{'total':<34} {sum(p.params.values()) / 1e9:>13.3f}B")
+    total = sum(p.params.values()) + (p.params["controlnet"] if two else 0)  # a ControlNet per expert
+    lines.append(f"{'total':<34} {total / 1e9:>13.3f}B")
     lines += ["", "GPU memory, estimates (formulas in magicmotion/models/plan.py; not measurements)", ""]
     lines.append(f"{'inference (CFG, one GPU)':<44} {'peak GiB':>9}  smallest GPU")
     for label, nbytes in p.inference.items():
