@@ -116,6 +116,11 @@ def edit_index(root: Path, **fields) -> None:
     (root / "index.jsonl").write_text("\n".join(lines) + "\n")
 
 
+def csv_in(tmp: Path) -> str:
+    """A curation input CSV (its video is never reached)."""
+    return str(write(tmp / "in.csv", "video,caption\nx.mp4,a\n"))
+
+
 def bench_build(root: Path) -> list[str]:
     return ["bench", "build", str(root), "--out", str(root.parent / "built"), "--frames", "9", "--per-bucket", "1"]
 
@@ -162,24 +167,29 @@ CASES = [
     # training configs: NaN / inf / huge values refused field by field, odd outputs, model folders
     ("train lr .nan", lambda t, d, b: ["train", "--config", str(config(t, d, "optim: {lr: .nan}"))], "optim.lr"),
     ("train lr .inf", lambda t, d, b: ["train", "--config", str(config(t, d, "optim: {lr: .inf}"))], "optim.lr"),
-    ("train lambda_seg .nan", lambda t, d, b: ["train", "--config", str(config(t, d, "lambda_seg: .nan"))], "lambda_seg"),
+    ("train lambda_seg .nan", lambda t, d, b: ["train", "--config", str(config(t, d, "lambda_seg: .nan"))],
+     "lambda_seg"),
     ("train flow_shift .nan", lambda t, d, b: ["train", "--config", str(config(t, d, "noise: {flow_shift: .nan}"))],
      "flow_shift"),
     ("train max_steps .inf", lambda t, d, b: ["train", "--config", str(config(t, d, "loop: {max_steps: .inf}"))],
      "max_steps"),
     ("train seed 2^64", lambda t, d, b: ["train", "--config", str(config(t, d, f"seed: {2**64}"))], "seed"),
     ("train seed -1", lambda t, d, b: ["train", "--config", str(config(t, d, "seed: -1"))], "seed"),
-    ("train size 40000", lambda t, d, b: ["train", "--config", str(config(t, d, "data: {dataset: x, size: [40000, 4000]}"))],
+    ("train size 40000", lambda t, d, b: ["train", "--config", str(config(
+        t, d, "data: {dataset: x, size: [40000, 4000]}"))],
      "c.yaml"),
     ("train config nested 100k deep", lambda t, d, b: ["train", "--config", str(write(
         t / "c.yaml", "a: " + "[" * 100000 + "]" * 100000))], "nested deeper"),
     ("train config not text", lambda t, d, b: ["train", "--config", str(png_header(t / "c.yaml", 8, 8))], "c.yaml"),
-    ("train config malformed YAML", lambda t, d, b: ["train", "--config", str(write(t / "c.yaml", "base: [1, 2\nx: : :\n"))],
+    ("train config malformed YAML", lambda t, d, b: ["train", "--config", str(write(
+        t / "c.yaml", "base: [1, 2\nx: : :\n"))],
      "c.yaml: line 2, column"),
-    ("filter config nested 100k deep", lambda t, d, b: ["data", "filter", str(d), "--out", str(t / "k"), "--config", str(
+    ("filter config nested 100k deep", lambda t, d, b: ["data", "filter", str(d), "--out", str(t / "k"), "--config",
+                                                        str(
         write(t / "f.yaml", "motion: " + "[" * 100000 + "]" * 100000))], "f.yaml"),
     ("app --port 99999", lambda t, d, b: ["app", "--port", "99999"], "--port"),
-    ("train output_dir a file", lambda t, d, b: ["train", "--config", str(config(t, d, output_dir=write(t / "f", "x")))],
+    ("train output_dir a file", lambda t, d, b: ["train", "--config", str(config(
+        t, d, output_dir=write(t / "f", "x")))],
      "output_dir"),
     ("train evil base", lambda t, d, b: ["train", "--config", str(config(t, d, base=evil_base(t)))], "mm_evil"),
     ("precompute --batch-size 0", lambda t, d, b: ["train", "precompute", "--config", str(config(t, d)), "--out",
@@ -189,10 +199,11 @@ CASES = [
     # bench: odd outputs and settings checked before folders are made, broken datasets before writing
     ("bench run --out a file", lambda t, d, b: ["bench", "run", str(b), "--out", str(write(t / "f", "x"))], "f"),
     ("bench run --steps 0", lambda t, d, b: ["bench", "run", str(b), "--out", str(t / "r"), "--steps", "0"], "steps"),
-    ("bench run --sparse-keys -1", lambda t, d, b: ["bench", "run", str(b), "--out", str(t / "r"), "--sparse-keys", "-1"],
+    ("bench run --sparse-keys -1", lambda t, d, b: ["bench", "run", str(b), "--out", str(t / "r"),
+                                                    "--sparse-keys", "-1"],
      "--sparse-keys"),
-    ("curate --gpus-per-actor nan", lambda t, d, b: ["data", "curate", str(write(t / "in.csv", "video,caption\nx.mp4,a\n")),
-                                                      "--out", str(t / "cur"), "--gpus-per-actor", "nan"], "gpus_per_actor"),
+    ("curate --gpus-per-actor nan", lambda t, d, b: ["data", "curate", csv_in(t), "--out", str(t / "cur"),
+                                                     "--gpus-per-actor", "nan"], "gpus_per_actor"),
     ("import-magicdata --workers -1", lambda t, d, b: ["data", "import-magicdata", str(d), "--out", str(t / "imp"),
                                                        "--workers", "-1"], "--workers"),
     ("bench run --seed 2^32", lambda t, d, b: ["bench", "run", str(b), "--out", str(t / "r"), "--seed", str(2**32)],
@@ -205,13 +216,14 @@ CASES = [
         t, d, lambda r: first_video(r).write_text("not a video"))), ".mp4"),
     ("bench build: truncated video", lambda t, d, b: bench_build(broken_dataset(
         t, d, lambda r: first_video(r).write_bytes(first_video(r).read_bytes()[:200]))), ".mp4"),
-    ("bench build: NaN fps", lambda t, d, b: bench_build(broken_dataset(t, d, lambda r: edit_index(r, fps=float("nan")))),
+    ("bench build: NaN fps", lambda t, d, b: bench_build(broken_dataset(
+        t, d, lambda r: edit_index(r, fps=float("nan")))),
      "index.jsonl"),
     ("bench build: frames disagree", lambda t, d, b: bench_build(broken_dataset(
         t, d, lambda r: edit_index(r, num_frames=40))), "clip"),
     # curation inputs
-    ("curate --size 40000x40000", lambda t, d, b: ["data", "curate", str(write(t / "in.csv", "video,caption\nx.mp4,a\n")),
-                                                    "--out", str(t / "cur"), "--size", "40000x40000"], "--size"),
+    ("curate --size 40000x40000", lambda t, d, b: ["data", "curate", csv_in(t), "--out", str(t / "cur"),
+                                                   "--size", "40000x40000"], "--size"),
     ("curate --scene-threshold nan", lambda t, d, b: ["data", "curate", str(write(
         t / "in.csv", "video,caption\nx.mp4,a\n")), "--out", str(t / "cur"), "--scene-threshold", "nan"],
      "scene_threshold"),
@@ -248,8 +260,8 @@ class Helper:
 
     def config(self, max_steps: int = 2, data: Path | None = None) -> Path:
         """The tiny training config of the finished run (float32: no CPU autocast warnings)."""
-        return config(self.tmp, data or self.data, f"loop: {{max_steps: {max_steps}, save_every: 1, keep_checkpoints: 2, "
-                      'mixed_precision: "no"}')
+        loop = f'loop: {{max_steps: {max_steps}, save_every: 1, keep_checkpoints: 2, mixed_precision: "no"}}'
+        return config(self.tmp, data or self.data, loop)
 
     def broken(self, damage) -> Path:
         """A copy of the dataset with `damage(root, video)` done to every clip's video."""
