@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import tempfile
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -182,24 +183,21 @@ def shows_errors(fn):
     return wrapper
 
 
-class FirstFrameImage(gr.Image):
-    """gr.Image (the same widget in the page) that hands the handler the uploaded file's path
-    without opening it: gr.Image would decode the whole image first (a 20000x20000 PNG is 1.2 GB) and
-    answer a file that is not an image with Gradio's generic error. `dr.read_first_frame` reads the
-    size from the header, refuses what is too large, and decodes only then."""
+def first_frame_path(self, payload) -> str | None:
+    """The first-frame gr.Image's preprocess: the uploaded file's path, not opened. gr.Image's own
+    would open it first, so a 20000x20000 PNG or a file that is not an image gets Gradio's generic
+    error; `dr.read_first_frame` reads the size from the header, refuses what is too large, and
+    decodes only then. (Set on the instance: a gr.Image subclass would make Gradio write a .pyi
+    stub beside this module.)"""
+    if payload is None:
+        return None
+    if payload.url and payload.url.startswith("data:"):  # sent inline rather than uploaded
+        from gradio.processing_utils import save_base64_to_cache
 
-    is_template = True  # the page draws it with gr.Image's widget
-
-    def preprocess(self, payload) -> str | None:
-        if payload is None:
-            return None
-        if payload.url and payload.url.startswith("data:"):  # sent inline rather than uploaded
-            from gradio.processing_utils import save_base64_to_cache
-
-            return save_base64_to_cache(payload.url, self.GRADIO_CACHE)
-        if payload.path is None:
-            raise gr.Error("no first frame was received", print_exception=False)
-        return str(payload.path)
+        return save_base64_to_cache(payload.url, self.GRADIO_CACHE)
+    if payload.path is None:
+        raise gr.Error("no first frame was received", print_exception=False)
+    return str(payload.path)
 
 
 # --------------------------------------------------------------------------------------- the state
@@ -622,8 +620,9 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         )
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                upload = FirstFrameImage(label="First frame (upload)", sources=["upload"],
-                                         image_mode="RGB", height=200, elem_id="first-frame")
+                upload = gr.Image(label="First frame (upload)", type="numpy", sources=["upload"],
+                                  image_mode="RGB", height=200, elem_id="first-frame")
+                upload.preprocess = types.MethodType(first_frame_path, upload)  # the path, not decoded
                 with gr.Row():
                     example = gr.Dropdown(choices=list(examples), value=next(iter(examples), None),
                                           label="Example", elem_id="example", scale=3)
