@@ -903,9 +903,11 @@ def _train(config: TrainConfig, resume: bool, progress: bool, callback, overwrit
     if loop.validate_every:
         from accelerate.utils import DistributedType
 
-        if accelerator.distributed_type == DistributedType.FSDP:
-            # the pipeline would run the sharded ControlNet outside its FSDP wrapper
-            accelerator.print("no validation videos under FSDP: generate from a checkpoint instead")
+        ds = accelerator.state.deepspeed_plugin
+        if accelerator.distributed_type == DistributedType.FSDP or (ds is not None and ds.zero_stage == 3):
+            # the pipeline would run the sharded ControlNet outside its wrapper (ZeRO-3: on the main
+            # process alone, whose parameter gathering then waits for the others forever)
+            accelerator.print("no validation videos under FSDP or ZeRO-3: generate from a checkpoint instead")
         elif config.expert is not None:
             # a video needs both experts, each with its ControlNet; this run trains one
             accelerator.print(f"no validation videos while training the {config.expert}-noise expert alone: "
