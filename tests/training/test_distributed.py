@@ -1,4 +1,4 @@
-"""Distributed training on CPU: DDP, FSDP (FULL_SHARD) and DeepSpeed ZeRO-3 end with the weights of one process.
+"""Distributed training on CPU: DDP, FSDP (FULL_SHARD) and DeepSpeed ZeRO-3/2 end with the weights of one process.
 
 Two processes (gloo) run the trainer under torch.distributed.run with the environment `accelerate
 launch --config_file configs/accelerate/X.yaml --num_processes 2` derives from the shipped configs.
@@ -208,16 +208,18 @@ def _deepspeed_installed() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _deepspeed_installed(),
                     reason="deepspeed is not installed (pip install 'magicmotion[deepspeed]'): ZeRO-3 not run")
-def test_deepspeed_zero3_on_two_processes_equals_one_process(reference, wan_base, dataset, even_precomputed, tmp_path):
-    run, resumed = tmp_path / "zero3", tmp_path / "zero3-resumed"
+def test_deepspeed_zero3_and_zero2_on_two_processes_equal_one_process(reference, wan_base, dataset, even_precomputed, tmp_path):
+    run, resumed, zero2 = tmp_path / "zero3", tmp_path / "zero3-resumed", tmp_path / "zero2"
     common = (wan_base, dataset, even_precomputed)
     out = launch(tmp_path, [job("deepspeed-zero3.yaml", *common, run, **{"loop.validate_every": 1}),
                             job("deepspeed-zero3.yaml", *common, resumed, **{"loop.max_steps": 1}),
-                            job("deepspeed-zero3.yaml", *common, resumed, resume=True)])
-    assert out.count("DONE") == 6, out
+                            job("deepspeed-zero3.yaml", *common, resumed, resume=True),
+                            job("deepspeed-zero2.yaml", *common, zero2)])
+    assert out.count("DONE") == 8, out
     assert "no validation videos under FSDP or ZeRO-3" in out  # the main process alone would wait forever
     assert_same_weights(run, reference["weights"], "deepspeed zero3")
     assert_same_weights(resumed, reference["weights"], "deepspeed zero3, resumed")
+    assert_same_weights(zero2, reference["weights"], "deepspeed zero2")
     # ZeRO-3 partitioned the weights: each process holds its own partition of the fp32 weights and AdamW states
     shards = sorted(p.name for p in (run / "checkpoints" / "step-0000002" / "accelerate" / "pytorch_model").rglob("*optim_states.pt"))
     assert len(shards) == 2, shards
