@@ -49,11 +49,10 @@ from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 # gloo on CPU without --cpu, so accelerate's DeepSpeed branch (skipped under --cpu) is taken
 PartialState._prepare_backend = lambda self, *a, **k: ("gloo", DistributedType.MULTI_CPU)
-try:
+JOBS = json.loads(open(sys.argv[1]).read())
+if any(job["env"].get("ACCELERATE_USE_DEEPSPEED") == "true" for job in JOBS):
     import deepspeed
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-except ImportError:
-    pass
 
 
 class CpuAccelerator(accelerate.Accelerator):
@@ -71,7 +70,7 @@ AcceleratorState.destroy_process_group = lambda self, group=None: None  # one pr
 from magicmotion.training.config import from_dict
 from magicmotion.training.trainer import train
 
-for job in json.loads(open(sys.argv[1]).read()):
+for job in JOBS:
     for key in [k for k in os.environ if k.startswith(("ACCELERATE_", "FSDP_"))]:
         del os.environ[key]
     os.environ.update(job["env"])
