@@ -36,7 +36,7 @@ prints their sizes (runs anywhere). `wan-small` / `cogvideox-small` run the same
 
 `--options` (CPU, tiny components, guidance 6): each speed and memory option of the pipelines against
 the plain run, in one process: seconds per denoising step (median of the steps, process CPU time),
-the peak growth of the resident set over the denoising steps after the first (their activations), the
+the peak tensor memory of the denoising steps (torch's profiler on CPU: activations and live tensors), the
 transformer's and ControlNet's weight bytes, and how far the latents move from the plain run's
 (relative L2). On CPU the group offload's onload device is the CPU itself, so it saves nothing here:
 its figure is the cost of the hooks. `--plan` writes the expected GPU peak of CogVideoX-5B-I2V + a
@@ -543,10 +543,43 @@ def build_options_pipe(model: str):
     return pipe
 
 
+def denoising_peak_mb(run) -> float:
+    """Peak of the tensor memory allocated during `run()` (torch's profiler, CPU allocations), taken over
+    the denoising steps only (each `GuidedPrediction` call): activations and the step's live tensors,
+    not the weights (allocated before) nor the VAE encoding before the loop."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from magicmotion.pipelines import guidance
+
+    step = guidance.GuidedPrediction.__call__
+
+    def marked(self, *a, **k):
+        with record_function("magicmotion_denoising_step"):
+            return step(self, *a, **k)
+
+    guidance.GuidedPrediction.__call__ = marked
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            run()
+    finally:
+        guidance.GuidedPrediction.__call__ = step
+    events = list(prof.profiler.kineto_results.events())
+    windows = [(e.start_ns(), e.end_ns()) for e in events if e.name() == "magicmotion_denoising_step"]
+    allocs = sorted((e.start_ns(), e.nbytes()) for e in events
+                    if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
+    live = peak = 0
+    for t, nbytes in allocs:
+        live += nbytes
+        if any(a <= t <= b for a, b in windows):
+            peak = max(peak, live)
+    return peak / 2**20
+
+
 def _option_row(model: str, memory: dict, call: dict, args) -> dict:
-    """One option in this (fresh, forked) process: the peak resident growth over the denoising steps
-    after the first (from the end of step 0: the activations, not the VAE encoding before the loop),
-    the median step time (process CPU time) of the best of the rounds, and the latents."""
+    """One option in this (fresh, forked) process: the peak tensor memory of the denoising steps
+    (`denoising_peak_mb`), the median step time (process CPU time) of the best of the rounds, and the
+    latents."""
     import torch
 
     from magicmotion.pipelines.loading import enable_memory_options
@@ -558,13 +591,10 @@ def _option_row(model: str, memory: dict, call: dict, args) -> dict:
     traj = moving_square(size, frames)
     pipe = enable_memory_options(build_options_pipe(model), "cpu", **memory)
     weights = sum(p.numel() * p.element_size() for m in (pipe.transformer, pipe.controlnet) for p in m.parameters())
-    times, out, rss = [], {}, {}
+    times, out = [], {}
 
     def step_end(p, i, t, tensors):
         times.append(time.process_time())
-        if i == 0 and "before" not in rss:
-            Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts here
-            rss["before"] = _status_kb("VmRSS")
         return {}
 
     def run():
@@ -576,8 +606,7 @@ def _option_row(model: str, memory: dict, call: dict, args) -> dict:
                               **call).frames
 
     with torch.inference_mode():
-        run()
-        growth = (_status_kb("VmHWM") - rss["before"]) / 1024
+        growth = denoising_peak_mb(run)
         best = None
         for _ in range(max(1, args.rounds // 3)):
             times.clear()

@@ -378,12 +378,17 @@ def enable_memory_options(pipe, device: str | None = None, offload: str = "none"
 
     check_memory_options(offload, weights_dtype, cache)
     device = resolve_device(device)
-    pipe.joint_transformer()  # registers the control hooks first, innermost on the base's blocks
-    if weights_dtype == "fp8":
-        for component in (pipe.transformer, pipe.controlnet):
-            component.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=component.dtype)
-    if cache != "none":
-        pipe.transformer.enable_cache(cache_config(pipe, cache))
+    experts = [("high", pipe.transformer, pipe.controlnet)]  # Wan2.2 A14B: and its low-noise expert
+    if getattr(pipe, "transformer_2", None) is not None and getattr(pipe, "controlnet_2", None) is not None:
+        experts.append(("low", pipe.transformer_2, pipe.controlnet_2))
+    for expert, transformer, controlnet in experts:
+        # the control hooks first, innermost on the base's blocks
+        pipe.joint_transformer(expert) if expert == "low" else pipe.joint_transformer()
+        if weights_dtype == "fp8":
+            for component in (transformer, controlnet):
+                component.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=component.dtype)
+        if cache != "none":
+            transformer.enable_cache(cache_config(pipe, cache))
     if vae_tiling:
         pipe.vae.enable_tiling()
     if vae_slicing:
