@@ -182,7 +182,7 @@ def test_ddp_and_fsdp_on_two_processes_equal_one_process(reference, wan_base, da
     runs = {name: tmp_path / name for name in ("ddp", "fsdp", "fsdp-resumed")}
     common = (wan_base, dataset, even_precomputed)
     jobs = [job("ddp.yaml", *common, runs["ddp"]),
-            job("fsdp.yaml", *common, runs["fsdp"]),
+            job("fsdp.yaml", *common, runs["fsdp"], **{"loop.gradient_checkpointing": True}),  # as the 14B configs
             job("fsdp.yaml", *common, runs["fsdp-resumed"], **{"loop.max_steps": 1}),  # stopped after step 1 ...
             job("fsdp.yaml", *common, runs["fsdp-resumed"], resume=True)]  # ... and resumed to step 2
     assert jobs[1]["env"]["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
