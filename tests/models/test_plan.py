@@ -111,3 +111,17 @@ def test_plan_with_base_and_errors(capsys):
     assert "not a known base" in capsys.readouterr().err
     with pytest.raises(ModelError):
         plan("wan2.2-ti2v-5b", (0, 480), 49)
+
+
+def test_local_two_expert_folder_counts_its_own_weights(tmp_path):
+    """A local A14B-layout folder: both experts read from its own configs, counted as loaded."""
+    from diffusers import WanImageToVideoPipeline
+
+    from magicmotion.pipelines.tiny import tiny_wan22_components
+
+    components = tiny_wan22_components("a14b")
+    WanImageToVideoPipeline(**components).save_pretrained(tmp_path / "a14b")
+    p = plan(str(tmp_path / "a14b"), (64, 64), 9)
+    for name in ("transformer", "transformer_2", "vae"):
+        assert p.params[name] == sum(t.numel() for t in components[name].parameters()), name
+    assert "base transformer_2 (low-noise)" in format_plan(p)
