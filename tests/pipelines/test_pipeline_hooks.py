@@ -9,6 +9,7 @@ import torch
 from pipelines_helpers import RUN, make_image, make_trajectory
 
 from magicmotion.errors import PipelineError
+from magicmotion.models.transformer import CONTROL_HOOK
 from magicmotion.pipelines import MagicMotionCogVideoXPipeline, MagicMotionWanPipeline
 from magicmotion.pipelines.loading import cache_config, enable_memory_options
 
@@ -91,8 +92,12 @@ def test_first_block_cache_that_never_skips_equals_plain(models_dir, family, tra
     pipe = load(models_dir, family)
     config = cache_config(pipe, "first-block")
     config.threshold = 0.0
-    pipe.transformer.enable_cache(config)
+    pipe.transformer.enable_cache(config)  # before any joint model: the control hook goes in under it
     torch.testing.assert_close(run(pipe, trajectory_guidance_scale=trajectory_guidance), plain, atol=1e-5, rtol=0)
+    blocks = pipe.transformer.blocks if family == "wan" else pipe.transformer.transformer_blocks
+    for block in (blocks[0], blocks[-1]):  # innermost, so the cache skips and replays block + residual
+        assert block._diffusers_hook._hook_order[0] == CONTROL_HOOK
+        assert len(block._diffusers_hook._hook_order) == 2
 
 
 @pytest.mark.parametrize("cfg_mode, guidance", [("sequential", 6.0), ("batched", 1.0)])
