@@ -236,6 +236,9 @@ def test_generate_cli(wan22_dir, tmp_path, capsys, base, controlnets, size):
         small = [str(tmp_path / "w.mp4") if a == str(tmp_path / "v.mp4") else a for a in args]
         assert main([*small, "--size", "48x48"]) == 2
         assert "multiples of 32" in capsys.readouterr().err and not (tmp_path / "w.mp4").exists()
+        # --guidance-2 is for a two-expert base only
+        assert main([*small, "--guidance-2", "3"]) == 2
+        assert "two-expert" in capsys.readouterr().err and not (tmp_path / "w.mp4").exists()
     if base == "a14b":
         assert settings["controlnet_2"] == str(wan22_dir / "a14b_low")
         # the low-noise expert's ControlNet alone is refused: exit 2, nothing written
@@ -244,3 +247,9 @@ def test_generate_cli(wan22_dir, tmp_path, capsys, base, controlnets, size):
         bad[bad.index("--out") + 1] = str(tmp_path / "bad.mp4")
         assert main(bad) == 2 and not (tmp_path / "bad.mp4").exists()
         assert "needs a ControlNet per expert" in capsys.readouterr().err
+        # --guidance-2: the low-noise expert's scale (the second of the 2 steps, t = 500), recorded
+        other = [str(tmp_path / "g.mp4") if a == str(tmp_path / "v.mp4") else a for a in args]
+        assert main([*other, "--guidance-2", "1"]) == 0
+        assert json.loads((tmp_path / "g.json").read_text())["guidance_scale_2"] == 1.0
+        assert not np.array_equal(read_video(tmp_path / "g.mp4")[0], frames)
+        assert main([*other, "--guidance-2", "nan"]) == 2 and "--guidance-2" in capsys.readouterr().err

@@ -139,6 +139,9 @@ def register(sub) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's recommended, e.g. 6; 1 for the "
                         "shipped tiny model)")
+    p.add_argument("--guidance-2", type=float, default=None, metavar="W",
+                   help="Wan2.2 I2V-A14B only: the low-noise expert's guidance scale (default: the base's, as "
+                        "diffusers)")
     p.add_argument("--control-scale", type=float, default=1.0, help="ControlNet conditioning scale (default 1)")
     p.add_argument("--trajectory-guidance", type=float, default=1.0, metavar="W",
                    help="trajectory guidance: move each step W times as far from the uncontrolled prediction "
@@ -184,7 +187,8 @@ def check_args(args) -> dict:
     memory_options(args)
     if args.steps is not None and not 1 <= args.steps <= 1000:
         raise PipelineError(f"--steps must be in 1..1000, got {args.steps}")
-    for flag, value in (("--guidance", args.guidance), ("--control-scale", args.control_scale),
+    for flag, value in (("--guidance", args.guidance), ("--guidance-2", getattr(args, "guidance_2", None)),
+                        ("--control-scale", args.control_scale),
                         ("--trajectory-guidance", args.trajectory_guidance)):
         if value is not None and (not math.isfinite(value) or not 0 <= value <= 100):
             raise PipelineError(f"{flag} must be a number in 0..100, got {value}")
@@ -318,12 +322,14 @@ def generate_one(args, checked: dict, pipe) -> int:
                                                   size=list(checked["size"]) if args.size else None)
     seed = random_seed() if args.seed is None else args.seed
     width, height = checked["size"]
+    guidance_2 = {} if getattr(args, "guidance_2", None) is None else {"guidance_scale_2": args.guidance_2}
     start = time.perf_counter()
     frames, maps = generate(
         pipe, args.image, args.prompt, checked["traj"], args.kind, negative_prompt=args.negative_prompt,
         num_frames=args.frames, height=height, width=width, num_inference_steps=settings["num_inference_steps"],
         guidance_scale=settings["guidance_scale"], controlnet_conditioning_scale=args.control_scale,
         trajectory_guidance_scale=args.trajectory_guidance, seed=seed, **speed_options(args), **lora_call_kwargs(args),
+        **guidance_2,
     )
     elapsed = time.perf_counter() - start
     record = dict(
@@ -331,7 +337,7 @@ def generate_one(args, checked: dict, pipe) -> int:
         **({"controlnet_2": args.controlnet_2} if getattr(args, "controlnet_2", None) else {}),
         model=type(pipe).__name__, image=args.image, trajectory=args.trajectory, kind=args.kind,
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=settings["num_inference_steps"],
-        guidance=settings["guidance_scale"], control_scale=args.control_scale,
+        guidance=settings["guidance_scale"], **guidance_2, control_scale=args.control_scale,
         trajectory_guidance=args.trajectory_guidance, speed=speed_options(args), seed=seed, trajectory_palette=settings["trajectory_palette"],
         map_encoding=settings["map_encoding"], fit=checked["fit"], redrawn=checked["redrawn"], model_settings=settings.record(),
         offload=args.offload, device=str(pipe._execution_device),
