@@ -154,19 +154,24 @@ def read_json(path: str | os.PathLike, error: type[MagicMotionError] = MagicMoti
     """A JSON file read with `loads_json`'s limits; missing, unreadable (permissions), not UTF-8 or
     too large -> `error` naming the file."""
     path = Path(path)
+    return loads_json(_read_text(path, error, what, "file not found"), str(path), error)
+
+
+def _read_text(path: Path, error: type[MagicMotionError], what: str, missing: str) -> str:
+    """A config file's text: missing, unreadable (permissions), larger than MAX_JSON_BYTES or not
+    UTF-8 -> `error` naming the file."""
     if not path.is_file():
-        raise error(f"{path}: file not found")
+        raise error(f"{path}: {missing}")
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
             raise error(f"{path}: larger than {MAX_JSON_BYTES // 2**20} MiB, not a {what}")
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except PermissionError:
         raise error(f"{path}: cannot read the {what} (permission denied)") from None
     except UnicodeDecodeError:
         raise error(f"{path}: not a text file (invalid UTF-8)") from None
     except OSError as e:
         raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from None
-    return loads_json(text, str(path), error)
 
 
 def read_yaml(path: str | os.PathLike, error: type[MagicMotionError] = MagicMotionError, what: str = "YAML file"):
@@ -176,18 +181,7 @@ def read_yaml(path: str | os.PathLike, error: type[MagicMotionError] = MagicMoti
     import yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise error(f"{path}: {what} not found")
-    try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise error(f"{path}: larger than {MAX_JSON_BYTES // 2**20} MiB, not a {what}")
-        text = path.read_text(encoding="utf-8")
-    except PermissionError:
-        raise error(f"{path}: cannot read the {what} (permission denied)") from None
-    except UnicodeDecodeError:
-        raise error(f"{path}: not a text file (invalid UTF-8)") from None
-    except OSError as e:
-        raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    text = _read_text(path, error, what, f"{what} not found")
     if json_depth(text) > MAX_JSON_DEPTH:
         raise error(f"{path}: nested deeper than {MAX_JSON_DEPTH} levels, not a {what}")
     try:
