@@ -10,11 +10,10 @@ import json
 import os
 import shutil
 import sys
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
+from shared_helpers import png_header
 
 from magicmotion.cli import main
 
@@ -23,17 +22,6 @@ TINY_BASE = REPO / "src" / "magicmotion" / "assets" / "tiny" / "base"
 FIRST_FRAME = REPO / "examples" / "first_frame.png"
 
 # ---------------------------------------------------------------------------------------- the corpus
-
-
-def png_header(path: Path, width: int, height: int) -> Path:
-    """A PNG that claims width x height (a decompression bomb as far as any reader can tell)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-    return path
 
 
 def spec_text(width=64, height=64, frames=9, box="[8, 8, 24, 24]", key='"0"', masks="{}") -> str:

@@ -8,9 +8,6 @@ non-image and a 1x1 image get our message; an uploaded spec may not name server 
 from __future__ import annotations
 
 import json
-import socket
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,25 +17,9 @@ gr = pytest.importorskip("gradio", reason="the app needs gradio: pip install 'ma
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from PIL import Image  # noqa: E402
+from shared_helpers import free_port, png_header  # noqa: E402
 
 from magicmotion.app.ui import build_app, launch  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def png_header(path: Path, width: int, height: int) -> Path:
-    """A PNG that claims width x height in its header (a decompression bomb to any reader)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-    return path
 
 
 def image(path: Path, width: int, height: int) -> Path:

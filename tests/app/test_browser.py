@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_helpers import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -39,12 +39,6 @@ def need_browser():
                     "(no `playwright install`: it uses the system's Chromium)")
     if not CHROMIUM.exists():
         pytest.skip(f"the browser test needs Chromium at {CHROMIUM}: apt-get install -y chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def first_frame() -> np.ndarray:

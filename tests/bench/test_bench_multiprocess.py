@@ -4,13 +4,11 @@ run folder, resumable; two CPU processes with a torchrun-style environment."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 
 import pytest
 from bench_helpers import frozen, recording
+from shared_helpers import run_two_ranks
 
 from magicmotion.bench.runner import RUN_INFO, VIDEOS, bench_records, run_bench
 from magicmotion.errors import BenchError
@@ -61,17 +59,7 @@ def test_two_launched_processes_write_each_clip_once(bench_set, tmp_path):
     script.write_text(SCRIPT)
 
     def launch():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        procs = []
-        for rank in (0, 1):
-            env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-            procs.append(subprocess.Popen([sys.executable, str(script), str(bench_set), str(out), str(log)],
-                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        outputs = [p.communicate(timeout=120)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0, 0], outputs
+        run_two_ranks([sys.executable, str(script), str(bench_set), str(out), str(log)], timeout=120)
 
     launch()
     calls = log.read_text().splitlines()

@@ -4,12 +4,11 @@ the output path; no model runs."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from shared_helpers import run_two_ranks
 
 from magicmotion.errors import ConfigError, PipelineError
 from magicmotion.pipelines.batch import (exit_code, make_row_generator, process_split, read_rows, run_csv,
@@ -269,19 +268,7 @@ def test_two_launched_processes_write_each_output_once(tmp_path):
     csv_path = ours([f"p {n},images/{n}.png,maps/{n}.mp4,out/{n}.mp4,,,box" for n in "abcd"], tmp_path)
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in (0, 1):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, str(script), str(csv_path)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=60)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    run_two_ranks([sys.executable, str(script), str(csv_path)], timeout=60)
     written = {n: (tmp_path / "out" / f"{n}.mp4").read_text() for n in "abcd"}
     assert written == {"a": "0\n", "b": "1\n", "c": "0\n", "d": "1\n"}  # each once, by its process
 

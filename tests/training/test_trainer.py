@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import killed_then_resumed
 
 from magicmotion.errors import ConfigError
 from magicmotion.training.data import SampleKey, collate
@@ -105,18 +106,9 @@ def test_resume_equals_straight_run(make_config, wan_precomputed, tmp_path):
                 "loop.save_every": 3, "loop.log_every": 1}
     straight = train(make_config(output_dir=tmp_path / "straight", **settings), progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, row):
-        if step == 4:  # after the step-3 checkpoint, one more step is lost
-            raise Killed
-
     interrupted = make_config(output_dir=tmp_path / "resumed", **settings)
-    with pytest.raises(Killed):
-        train(interrupted, progress=False, callback=kill)
-    assert latest_checkpoint(interrupted.output_dir).name == "step-0000003"
-    resumed = train(interrupted, resume=True, progress=False)
+    checkpoint, resumed = killed_then_resumed(interrupted, kill_at=4)  # one step after the step-3 checkpoint lost
+    assert checkpoint.name == "step-0000003"
     assert resumed.step == 6
     for name in ("controlnet", "segment_head"):
         a, b = state_of(getattr(straight.model, name)), state_of(getattr(resumed.model, name))

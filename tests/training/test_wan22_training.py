@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_helpers import FRAMES, config_dict
+from training_helpers import FRAMES, config_dict, killed_then_resumed
 
 from magicmotion.errors import ConfigError
 from magicmotion.training.config import check_config, from_dict
 from magicmotion.training.data import SampleKey, collate
 from magicmotion.training.trainer import (TrainableModules, TrainingObjective, build_data, build_models,
-                                          latest_checkpoint, sample_generators, train)
+                                          sample_generators, train)
 
 TI2V_SIZE = (64, 64)  # the Wan2.2 VAE compresses x16 and the patch is 2: multiples of 32
 
@@ -252,18 +252,9 @@ def test_a14b_expert_loss_falls_and_resume_equals_straight(expert, a14b_base, a1
     settings.update({"loop.max_steps": 4, "loop.save_every": 2, "data.image_dropout": 0.5, "loop.log_every": 1})
     straight = train(make(a14b_base, dataset, tmp_path / "straight", **settings), progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, row):
-        if step == 3:
-            raise Killed
-
     interrupted = make(a14b_base, dataset, tmp_path / "resumed", **settings)
-    with pytest.raises(Killed):
-        train(interrupted, progress=False, callback=kill)
-    assert latest_checkpoint(interrupted.output_dir).name == "step-0000002"
-    resumed = train(interrupted, resume=True, progress=False)
+    checkpoint, resumed = killed_then_resumed(interrupted, kill_at=3)
+    assert checkpoint.name == "step-0000002"
     assert resumed.step == 4
     for name in ("controlnet", "segment_head"):
         a, b = state_of(getattr(straight.model, name)), state_of(getattr(resumed.model, name))
@@ -394,17 +385,8 @@ def test_ti2v_loss_falls_and_resume_equals_straight(ti2v_base, ti2v_dataset, ti2
     settings.update({"loop.max_steps": 4, "loop.save_every": 2, "data.image_dropout": 0.5, "loop.log_every": 1})
     straight = train(make(ti2v_base, ti2v_dataset, tmp_path / "straight", **settings), progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, row):
-        if step == 3:
-            raise Killed
-
     interrupted = make(ti2v_base, ti2v_dataset, tmp_path / "resumed", **settings)
-    with pytest.raises(Killed):
-        train(interrupted, progress=False, callback=kill)
-    resumed = train(interrupted, resume=True, progress=False)
+    _, resumed = killed_then_resumed(interrupted, kill_at=3)
     assert resumed.step == 4
     for name in ("controlnet", "segment_head"):
         a, b = state_of(getattr(straight.model, name)), state_of(getattr(resumed.model, name))

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_helpers import killed_then_resumed
 
-from magicmotion.training.trainer import build_data, build_models, latest_checkpoint, train
+from magicmotion.training.trainer import build_data, build_models, train
 
 
 def tiny_clip_base(path: Path) -> Path:
@@ -115,18 +116,9 @@ def test_resume_equals_straight_run(clip_base, clip_precomputed, make_config, tm
                 "loop.save_every": 2}
     straight = train(make_config(output_dir=tmp_path / "straight", **settings), progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, row):
-        if step == 3:
-            raise Killed
-
     interrupted = make_config(output_dir=tmp_path / "resumed", **settings)
-    with pytest.raises(Killed):
-        train(interrupted, progress=False, callback=kill)
-    assert latest_checkpoint(interrupted.output_dir).name == "step-0000002"
-    resumed = train(interrupted, resume=True, progress=False)
+    checkpoint, resumed = killed_then_resumed(interrupted, kill_at=3)
+    assert checkpoint.name == "step-0000002"
     assert resumed.step == 4
     for name in ("controlnet", "segment_head"):
         a, b = state_of(getattr(straight.model, name)), state_of(getattr(resumed.model, name))

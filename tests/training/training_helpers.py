@@ -26,3 +26,23 @@ def config_dict(base: Path, dataset: Path, output_dir: Path, model: str = "wan",
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return data
+
+
+def killed_then_resumed(config, kill_at: int):
+    """Train `config` until the callback of step `kill_at` kills it (as a crash would), then resume it
+    to the end; returns (the checkpoint resume started from, the resumed run's result)."""
+    import pytest
+
+    from magicmotion.training.trainer import latest_checkpoint, train
+
+    class Killed(Exception):
+        pass
+
+    def kill(step, row):
+        if step == kill_at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(config, progress=False, callback=kill)
+    checkpoint = latest_checkpoint(config.output_dir)
+    return checkpoint, train(config, resume=True, progress=False)
