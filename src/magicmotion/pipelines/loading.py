@@ -376,14 +376,16 @@ def enable_memory_options(pipe, device: str | None = None, offload: str = "none"
     (`cache_config`), enabled on the base transformer; vae_tiling, vae_slicing: the VAE's own."""
     import torch
 
+    from ..models.transformer import control_hooks
+
     check_memory_options(offload, weights_dtype, cache)
     device = resolve_device(device)
-    experts = [("high", pipe.transformer, pipe.controlnet)]  # Wan2.2 A14B: and its low-noise expert
+    experts = [(pipe.transformer, pipe.controlnet)]  # Wan2.2 A14B: and its low-noise expert
     if getattr(pipe, "transformer_2", None) is not None and getattr(pipe, "controlnet_2", None) is not None:
-        experts.append(("low", pipe.transformer_2, pipe.controlnet_2))
-    for expert, transformer, controlnet in experts:
+        experts.append((pipe.transformer_2, pipe.controlnet_2))
+    for transformer, controlnet in experts:
         # the control hooks first, innermost on the base's blocks
-        pipe.joint_transformer(expert) if expert == "low" else pipe.joint_transformer()
+        control_hooks(transformer.blocks if hasattr(transformer, "blocks") else transformer.transformer_blocks)
         if weights_dtype == "fp8":
             for component in (transformer, controlnet):
                 component.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=component.dtype)
