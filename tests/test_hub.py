@@ -164,8 +164,9 @@ def test_every_loader_fails_offline_in_one_line(hf_env, monkeypatch):
     """The base, the ControlNet, the curation models and the bench / app SAM 2 all take the same path."""
     from magicmotion.app.drawing import Sam2Segmenter as AppSam2
     from magicmotion.bench.segmenters import Sam2Segmenter as BenchSam2
-    from magicmotion.data.curation.stages import load_grounder, load_objects_model, load_tracker
+    from magicmotion.data.curation.stages import load_objects_model
     from magicmotion.errors import MagicMotionError
+    from magicmotion.perception import load_grounder, load_video_tracker
     from magicmotion.pipelines.loading import base_config, load_controlnet
     from magicmotion.training.conditioning import load_base_components
 
@@ -178,7 +179,7 @@ def test_every_loader_fails_offline_in_one_line(hf_env, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", no_network)  # the ids below are never fetched
     calls = [lambda: base_config("o/base"), lambda: load_controlnet("o/cn", model="wan"),
              lambda: load_objects_model("o/llm", device="cpu"), lambda: load_grounder("o/gd", device="cpu"),
-             lambda: load_tracker("o/sam2", device="cpu"), lambda: BenchSam2("o/sam2"),
+             lambda: load_video_tracker("o/sam2", device="cpu"), lambda: BenchSam2("o/sam2"),
              lambda: AppSam2.from_pretrained("o/sam2"), lambda: load_base_components("o/base", ("scheduler",))]
     for call in calls:  # (the time is in the imports: no hub request is made)
         with pytest.raises(MagicMotionError, match="HF_HUB_OFFLINE is set and o/.* is not in the local cache"):

@@ -32,10 +32,10 @@ def follow_scores(frames, reference) -> dict:
     """Mask and Box IoU of generated `frames` against a dense `reference` trajectory (classic tracker
     seeded with the reference's frame-0 masks; frame 0 is not scored)."""
     from .bench.metrics import clip_scores
-    from .bench.segmenters import ClassicSegmenter
+    from .perception import ClassicTracker
 
     first = {o.id: o.mask(0) for o in reference.objects}
-    pred = ClassicSegmenter().track(frames, first)
+    pred = ClassicTracker().track(frames, first)
     return clip_scores(pred, reference)
 
 

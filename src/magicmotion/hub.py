@@ -137,5 +137,20 @@ def resolve_pretrained(name: str | os.PathLike, what: str = "model", file: str =
     )
 
 
-__all__ = ["cache_dir", "cached_snapshot", "hub_endpoint", "hub_reachable", "is_hub_id", "looks_like_path",
+def check_transformers_folder(folder: str | os.PathLike, what: str) -> None:
+    """A local transformers model folder (curation and benchmark models): its config.json must not
+    ask for code from the folder (`auto_map`), which would run it with trust_remote_code."""
+    from .limits import read_json
+
+    path = Path(folder) / "config.json"
+    if not Path(folder).is_dir() or not path.is_file():
+        return  # a hub id, or a folder transformers will refuse itself
+    config = read_json(path, ModelError, "model config")
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: a model config must be a JSON object")
+    if "auto_map" in config:
+        raise ModelError(f"{path}: the {what} asks to run code from its folder (auto_map); refused")
+
+
+__all__ = ["cache_dir", "cached_snapshot", "check_transformers_folder", "hub_endpoint", "hub_reachable", "is_hub_id", "looks_like_path",
            "offline_forced", "resolve_pretrained"]

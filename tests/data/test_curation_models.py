@@ -1,6 +1,6 @@
 """The real model code paths of curation with tiny random models built in code (no downloads): the
-chat language model (parsing, validation, retries), Grounding DINO (thresholds, boxes) and SAM 2
-video (masks through the clip), each also loaded back with from_pretrained from a saved folder."""
+chat language model (parsing, validation, retries, loaded back from a saved folder) and the whole
+curation with perception's tiny Grounding DINO and SAM 2 (their own tests: tests/perception/)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from magicmotion.data.curation import (Detection, GroundingDinoGrounder, LanguageModelObjects,
-                                       ObjectsAnswerError, Sam2Tracker, masks_to_trajectory,
+from magicmotion.data.curation import (LanguageModelObjects, ObjectsAnswerError, masks_to_trajectory,
                                        parse_objects, validate_objects)
-from magicmotion.data.curation.grounding import prompt_for
-from magicmotion.data.curation.tiny import (tiny_grounding_dino, tiny_language_model,
-                                            tiny_sam2_video)
+from magicmotion.data.curation.tiny import tiny_language_model
 from magicmotion.errors import ModelError
 
 
@@ -119,127 +116,7 @@ def test_language_model_loads_from_a_saved_folder(tiny_llm, tmp_path):
         LanguageModelObjects.from_pretrained(str(tmp_path / "missing"))
 
 
-# ------------------------------------------------------------------------------------ grounding
-
-
-@pytest.fixture(scope="module")
-def tiny_gd():
-    return tiny_grounding_dino(seed=0)
-
-
-def _images():
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8),
-            rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)]
-
-
-def test_prompt_spans():
-    text, spans = prompt_for(["Red Square", "dog"])
-    assert text == "red square. dog."
-    assert [text[a:b] for a, b in spans] == ["red square", "dog"]
-
-
-def test_grounding_dino_runs_and_applies_thresholds(tiny_gd):
-    model, processor = tiny_gd
-    images = _images()
-    names = [["red square", "blue circle"], ["dog"]]
-    everything = GroundingDinoGrounder(model, processor, box_threshold=0.0, text_threshold=0.0,
-                                       same_box_iou=1.0)(images, names)
-    assert [[d.label for d in ds] for ds in everything] == names
-    for image, ds in zip(images, everything):
-        h, w = image.shape[:2]
-        for d in ds:
-            assert d.box.shape == (4,) and 0 <= d.box[0] < d.box[2] <= w and 0 <= d.box[1] < d.box[3] <= h
-            assert 0.0 < d.score <= 1.0
-    nothing = GroundingDinoGrounder(model, processor, box_threshold=1.0)(images, names)
-    assert nothing == [[], []]
-    # a text threshold between the two scores of image 0 keeps only the better object
-    s = sorted(d.score for d in everything[0])
-    between = GroundingDinoGrounder(model, processor, box_threshold=0.0,
-                                    text_threshold=(s[0] + s[1]) / 2, same_box_iou=1.0)(images, names)
-    assert [d.score for d in between[0]] == [s[1]]
-    # an image without names is skipped
-    assert GroundingDinoGrounder(model, processor)(images, [[], []]) == [[], []]
-
-
-def test_grounding_boxes_agree_with_transformers_post_processing(tiny_gd):
-    """The chosen boxes are among those post_process_grounded_object_detection keeps with the same
-    box threshold, and each phrase's score is its best token probability."""
-    model, processor = tiny_gd
-    image = _images()[0]
-    grounder = GroundingDinoGrounder(model, processor, box_threshold=0.5, text_threshold=0.0,
-                                     same_box_iou=1.0)
-    found = grounder([image], [["red square", "dog"]])[0]
-    inputs = processor(images=[image], text=["red square. dog."], return_tensors="pt")
-    with torch.no_grad():
-        out = model(**inputs)
-    post = processor.post_process_grounded_object_detection(
-        out, inputs["input_ids"], threshold=0.5, text_threshold=0.0, target_sizes=[image.shape[:2]])[0]
-    kept = post["boxes"].numpy()
-    assert found
-    for d in found:
-        assert np.abs(kept - d.box).max(axis=1).min() < 1e-3
-        assert d.score <= float(post["scores"].max()) + 1e-6
-
-
-def test_grounding_dino_loads_from_a_saved_folder(tiny_gd, tmp_path):
-    model, processor = tiny_gd
-    model.save_pretrained(tmp_path / "gd")
-    processor.save_pretrained(tmp_path / "gd")
-    loaded = GroundingDinoGrounder.from_pretrained(str(tmp_path / "gd"), box_threshold=0.0,
-                                                   text_threshold=0.0)
-    a = loaded(_images(), [["dog"], ["cat"]])
-    b = GroundingDinoGrounder(model, processor, box_threshold=0.0, text_threshold=0.0)(
-        _images(), [["dog"], ["cat"]])
-    assert [[(d.label, d.box.tolist()) for d in x] for x in a] == \
-        [[(d.label, d.box.tolist()) for d in x] for x in b]
-
-
-# ------------------------------------------------------------------------------------- tracking
-
-
-@pytest.fixture(scope="module")
-def tiny_sam2():
-    return tiny_sam2_video(seed=0)
-
-
-def test_sam2_tracks_boxes_through_the_clip(tiny_sam2):
-    frames = np.random.default_rng(1).integers(0, 255, (3, 24, 40, 3), dtype=np.uint8)
-    boxes = np.array([[2, 2, 20, 16], [18, 6, 38, 22]], dtype=np.float64)
-    tracker = Sam2Tracker(tiny_sam2)  # no torchvision here: the built-in preprocessing
-    masks = tracker(frames, boxes)
-    assert masks.shape == (2, 3, 24, 40) and masks.dtype == bool
-    again = tracker(frames, boxes)
-    np.testing.assert_array_equal(masks, again)  # deterministic
-    assert tracker(frames, np.zeros((0, 4))).shape == (0, 3, 24, 40)
-    # the box prompt matters: another box gives another first-frame mask
-    other = tracker(frames, np.array([[30, 0, 40, 6.0]]))
-    assert not np.array_equal(other[0], masks[0])
-
-
-def test_sam2_processor_path_matches_builtin_preprocessing(tiny_sam2):
-    """Where torchvision is installed, Sam2VideoProcessor is used; both paths give the same masks."""
-    pytest.importorskip("torchvision", reason="Sam2VideoProcessor needs torchvision")
-    from transformers import Sam2ImageProcessor, Sam2VideoProcessor, Sam2VideoVideoProcessor
-
-    size = {"height": 32, "width": 32}
-    processor = Sam2VideoProcessor(image_processor=Sam2ImageProcessor(size=size),
-                                   video_processor=Sam2VideoVideoProcessor(size=size), target_size=32)
-    frames = np.random.default_rng(2).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
-    boxes = np.array([[4, 4, 20, 20.0]])
-    a = Sam2Tracker(tiny_sam2)(frames, boxes)
-    b = Sam2Tracker(tiny_sam2, processor)(frames, boxes)
-    assert a.shape == b.shape and (a == b).mean() > 0.95
-
-
-def test_sam2_loads_from_a_saved_folder(tiny_sam2, tmp_path):
-    tiny_sam2.save_pretrained(tmp_path / "sam2")
-    tracker = Sam2Tracker.from_pretrained(str(tmp_path / "sam2"))
-    frames = np.random.default_rng(3).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
-    boxes = np.array([[1, 1, 9, 9.0]])
-    np.testing.assert_array_equal(tracker(frames, boxes), Sam2Tracker(tiny_sam2)(frames, boxes))
-    with pytest.raises(ModelError, match="missing: SAM 2 video model folder not found"):
-        Sam2Tracker.from_pretrained(str(tmp_path / "missing"))
+# ---------------------------------------------------------------------------- masks to a trajectory
 
 
 def test_masks_to_trajectory_drops_objects_absent_on_frame_0():
@@ -255,11 +132,6 @@ def test_masks_to_trajectory_drops_objects_absent_on_frame_0():
     assert sorted(ball.boxes) == [0] and not ball.mask(2).any()
     traj.validate()
 
-
-def test_detection_round_trip():
-    d = Detection("dog", np.array([1.0, 2.0, 3.5, 4.25]), 0.875)
-    e = Detection.from_dict(d.to_dict())
-    assert e.label == "dog" and e.box.tolist() == [1.0, 2.0, 3.5, 4.25] and e.score == 0.875
 
 
 # ------------------------------------------------------------------ the CLI with the tiny models
@@ -333,22 +205,13 @@ def test_cli_curate_with_tiny_grounding_and_sam2(raw_list, tiny_folders, tmp_pat
 
 
 def test_models_loaded_for_curation_are_in_eval_mode(tiny_folders):
-    from magicmotion.data.curation.stages import load_grounder, load_objects_model, load_tracker
+    from magicmotion.data.curation.stages import load_objects_model
+    from magicmotion.perception import load_grounder, load_video_tracker
 
     for model in (load_objects_model(str(tiny_folders["llm"]), "cpu").model,
                   load_grounder(str(tiny_folders["grounding"]), "cpu").model,
-                  load_tracker(str(tiny_folders["sam2"]), "cpu").model):
+                  load_video_tracker(str(tiny_folders["sam2"]), "cpu").model):
         assert not [name for name, m in model.named_modules() if m.training]
-
-
-def test_grounding_one_square_image(tiny_gd):
-    """A batch of one square 64 px image: the last feature level is 1x1, which a GroupNorm with one
-    channel per group rejects even in eval mode; the tiny model's d_model of 64 keeps two."""
-    model, processor = tiny_gd
-    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    (found,) = GroundingDinoGrounder(model, processor, box_threshold=0.0, text_threshold=0.0)(
-        [image], [["red square"]])
-    assert [d.label for d in found] == ["red square"]
 
 
 @pytest.mark.parametrize("size", [(64, 64), (32, 32)])

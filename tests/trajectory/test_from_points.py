@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from magicmotion.cli import main
-from magicmotion.data.curation.grounding import box_iou
+from magicmotion.perception.grounding import box_iou
 from magicmotion.errors import TrajectoryError
 from magicmotion.trajectory import from_mask_frames, load, render
 from magicmotion.trajectory.tracks import (PointTracks, TrackedObject, load_tracks, points_box,

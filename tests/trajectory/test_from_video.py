@@ -1,5 +1,5 @@
 """Trajectories from a reference video (issue 28). With the tiny random Grounding DINO and SAM 2 video
-(curation/tiny.py, saved and loaded back as model folders): the plumbing of frames, ids, shapes, the
+(perception/tiny.py via curation's save_tiny_models, saved and loaded back as model folders): the plumbing of frames, ids, shapes, the
 direction of propagation and determinism on the real example video. On the real DAVIS annotations:
 motion transfer (fit_motion) against the transformed truth. Bad input: exit 2 with one line."""
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from magicmotion.cli import main
-from magicmotion.data.curation.grounding import box_iou
+from magicmotion.perception.grounding import box_iou
 from magicmotion.errors import TrajectoryError
 from magicmotion.io import write_image
 from magicmotion.trajectory import from_label_masks, from_mask_frames, load, mask_box, render, to_dict
@@ -44,7 +44,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(tiny):
-    """(grounder with thresholds 0: a random model's boxes all pass, VideoTracker)."""
+    """(grounder with thresholds 0: a random model's boxes all pass, Sam2VideoTracker)."""
     return load_models(str(tiny["grounding"]), str(tiny["sam2"]), device="cpu", box_threshold=0.0,
                        text_threshold=0.0)
 

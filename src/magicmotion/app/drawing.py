@@ -23,7 +23,6 @@ clipped to the frame, with the frame-0 mask); `sparse_box` keeps the boxes of `b
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import MagicMotionError, MediaError, TrajectoryError
+from ..errors import MediaError, TrajectoryError
+from ..perception.sam2_image import Sam2ImageSegmenter
 from ..pipelines.cli import MIN_IMAGE_SIDE
 from ..trajectory import (KINDS, MAX_SPARSE_KEYS, ObjectTrack, Trajectory, from_dict, from_label_masks,
                           mask_box, masks_to_boxes, palette_color, to_dict)
@@ -155,84 +155,12 @@ def mask_from_box(image: np.ndarray, box, iterations: int = 5) -> np.ndarray:
     return mask if mask.any() else box_mask
 
 
-class Sam2Segmenter:
-    """Point prompts -> a mask with SAM 2 for images (transformers' `Sam2Model`).
-
-    Preprocessing is SAM 2's own (what `Sam2Processor` does): the image resized to the model's square
-    input size, scaled to [0, 1] and normalised with the ImageNet mean and std (or the values of the
-    folder's preprocessor_config.json); point coordinates scaled the same way; the best of the three
-    proposed masks (highest predicted IoU) upsampled to the image size and thresholded at 0.
-    Done here so that no torchvision is needed.
-    """
-
-    IMAGENET_MEAN = (0.485, 0.456, 0.406)
-    IMAGENET_STD = (0.229, 0.224, 0.225)
-
-    def __init__(self, model, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD):
-        self.model = model.eval()
-        cfg = model.config.vision_config.backbone_config
-        size = cfg.image_size
-        self.input_size = int(size[0] if isinstance(size, (list, tuple)) else size)
-        self.image_mean = tuple(float(v) for v in image_mean)
-        self.image_std = tuple(float(v) for v in image_std)
-        self._cache: tuple[bytes, object] | None = None  # (image digest, image embeddings)
-
-    @classmethod
-    def from_pretrained(cls, path: str) -> "Sam2Segmenter":
-        """Load a SAM 2 model folder (or hub id) saved by transformers."""
-        from transformers import Sam2Model
-
-        from ..hub import resolve_pretrained
-
-        path = str(resolve_pretrained(path, "SAM 2 model"))  # a folder, a hub id, or its cached copy offline
-        try:
-            model = Sam2Model.from_pretrained(path)
-        except (OSError, ValueError) as e:
-            raise MagicMotionError(f"{path}: cannot load a SAM 2 model ({e})") from None
-        kwargs = {}
-        pre = Path(path) / "preprocessor_config.json"
-        if pre.is_file():
-            cfg = json.loads(pre.read_text())
-            kwargs = {k: cfg[k] for k in ("image_mean", "image_std") if k in cfg}
-        return cls(model, **kwargs)
-
-    def _pixel_values(self, image: np.ndarray):
-        import torch
-
-        s = self.input_size
-        resized = cv2.resize(image, (s, s), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
-        resized = (resized - np.array(self.image_mean, np.float32)) / np.array(self.image_std, np.float32)
-        return torch.from_numpy(resized).permute(2, 0, 1)[None]
+class Sam2Segmenter(Sam2ImageSegmenter):
+    """Point prompts on the uploaded first frame -> a mask (`magicmotion.perception.Sam2ImageSegmenter`
+    with the app's image check)."""
 
     def __call__(self, image: np.ndarray, points, labels) -> np.ndarray:
-        """image uint8 (H, W, 3); points [(x, y), ...]; labels [1 (on the object) or 0 (not), ...]
-        -> bool (H, W)."""
-        import hashlib
-
-        import torch
-        import torch.nn.functional as F
-
-        image = check_image(image)
-        h, w = image.shape[:2]
-        if not points:
-            raise TrajectoryError("click at least one point on the object")
-        if len(points) != len(labels):
-            raise TrajectoryError(f"{len(points)} points but {len(labels)} labels")
-        s = self.input_size
-        pts = torch.tensor([[[[x * s / w, y * s / h] for x, y in points]]], dtype=torch.float32)
-        lbl = torch.tensor([[[int(v) for v in labels]]], dtype=torch.long)
-        digest = hashlib.sha1(image.tobytes() + bytes(str(image.shape), "ascii")).digest()
-        with torch.no_grad():
-            if self._cache is None or self._cache[0] != digest:
-                embeddings = self.model.get_image_embeddings(self._pixel_values(image))
-                self._cache = (digest, embeddings)
-            out = self.model(image_embeddings=self._cache[1], input_points=pts, input_labels=lbl,
-                             multimask_output=True)
-        masks = out.pred_masks[0, 0]  # (3, h', w') logits
-        best = int(out.iou_scores[0, 0].argmax())
-        logits = F.interpolate(masks[best][None, None].float(), size=(h, w), mode="bilinear",
-                               align_corners=False)[0, 0]
-        return (logits > 0).numpy()
+        return super().__call__(check_image(image), points, labels)
 
 
 # -------------------------------------------------------------------------------------------- paths

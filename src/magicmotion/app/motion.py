@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.curation.grounding import BOX_THRESHOLD, DEFAULT_GROUNDING, TEXT_THRESHOLD
-from ..data.curation.tracking import DEFAULT_SAM2
+from ..perception import BOX_THRESHOLD, DEFAULT_GROUNDING, DEFAULT_SAM2, TEXT_THRESHOLD
 from ..errors import TrajectoryError
 from ..trajectory import MAX_SPARSE_KEYS, Trajectory, interpolate_boxes, masks_to_boxes, rescale
 
@@ -30,7 +29,7 @@ class MotionModels:
 
     def grounder(self):
         if "grounder" not in self._loaded:
-            from ..data.curation.stages import load_grounder
+            from ..perception import load_grounder
 
             self._loaded["grounder"] = load_grounder(self.grounding, self.device, self.box_threshold,
                                                      self.text_threshold)
@@ -38,9 +37,9 @@ class MotionModels:
 
     def tracker(self):
         if "tracker" not in self._loaded:
-            from ..trajectory.from_video import load_models
+            from ..perception import load_video_tracker
 
-            self._loaded["tracker"] = load_models(None, self.sam2, self.device)[1]
+            self._loaded["tracker"] = load_video_tracker(self.sam2, self.device)
         return self._loaded["tracker"]
 
 

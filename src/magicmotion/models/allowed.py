@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 from ..errors import ModelError
 
@@ -89,16 +88,3 @@ def check_model_config(config, where: str | os.PathLike, what: str) -> str:
     return name
 
 
-def check_transformers_folder(folder: str | os.PathLike, what: str) -> None:
-    """A local transformers model folder (curation and benchmark models): its config.json must not
-    ask for code from the folder (`auto_map`), which would run it with trust_remote_code."""
-    from ..limits import read_json
-
-    path = Path(folder) / "config.json"
-    if not Path(folder).is_dir() or not path.is_file():
-        return  # a hub id, or a folder transformers will refuse itself
-    config = read_json(path, ModelError, "model config")
-    if not isinstance(config, dict):
-        raise ModelError(f"{path}: a model config must be a JSON object")
-    if "auto_map" in config:
-        raise ModelError(f"{path}: the {what} asks to run code from its folder (auto_map); refused")

@@ -10,53 +10,30 @@ is not empty), the dense motion of the real objects: wings that flap, legs that 
 scaled (x and y apart) so that its frame-0 box lands on a box in the new frame, given by the user or
 found there by the object's phrase (`find_fit_boxes`); masks are warped with the same map.
 
-The models load like the curation pipeline's (`GroundingDinoGrounder`, `Sam2Tracker`: local folders or
-hub ids through `magicmotion.hub.resolve_pretrained`, `--device auto` = CUDA when present); the tiny
-random models of `magicmotion.data.curation.tiny` run the same code in tests.
+The models are perception's (`magicmotion.perception`: `GroundingDinoGrounder`, `Sam2VideoTracker`;
+local folders or hub ids, `--device auto` = CUDA when present); the tiny random models of
+`magicmotion.perception.tiny` run the same code in tests.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np
 
-from ..data.curation.grounding import BOX_THRESHOLD, DEFAULT_GROUNDING, TEXT_THRESHOLD
-from ..data.curation.tracking import DEFAULT_SAM2, Sam2Tracker
 from ..errors import TrajectoryError
+from ..perception import (BOX_THRESHOLD, DEFAULT_GROUNDING, DEFAULT_SAM2, TEXT_THRESHOLD, Progress, Prompt,
+                          load_grounder, load_video_tracker, normalise_name)
 from .spec import ObjectTrack, Trajectory, decode_mask, encode_mask, mask_box, rle_box
-
-# progress(frame, done, total): called after each tracked frame (frame: its index in the clip).
-Progress = Callable[[int, int, int], None]
 
 
 # ------------------------------------------------------------------------------------- prompts
 
 
-@dataclass
-class Prompt:
-    """One object to track: a box [x0, y0, x1, y1] or positive points (P, 2), on clip frame `frame`."""
-
-    label: str = ""
-    frame: int = 0
-    box: np.ndarray | None = None
-    points: np.ndarray | None = None
-    score: float | None = None  # the grounding score, for objects found by phrase
-
-    def describe(self) -> str:
-        return repr(self.label) if self.label else ("points " + ";".join(
-            f"{x:g},{y:g}" for x, y in self.points) if self.points is not None else
-            "box " + ",".join(f"{v:g}" for v in self.box))
-
-
 def parse_phrases(text: str | list[str] | None) -> list[str]:
     """"horse. child." (or a list) -> ["horse", "child"]: split on '.' and ';', lower case, no
     leading article, duplicates dropped."""
-    from ..data.curation.objects import normalise_name
-
     parts = text if isinstance(text, (list, tuple)) else re.split(r"[.;]", text or "")
     out = []
     for p in parts:
@@ -166,75 +143,11 @@ def ground_phrases(grounder, image: np.ndarray, phrases: list[str], where: str) 
 # ------------------------------------------------------------------------------------- tracking
 
 
-class VideoTracker(Sam2Tracker):
-    """SAM 2 video prompted with boxes or points on any frame of the clip: propagation forwards from
-    that frame to the last, then backwards from it to frame 0."""
-
-    def _add_prompts(self, session, frame: int, prompts: list[Prompt], obj_ids: list[int]) -> None:
-        import torch
-
-        for p, oid in zip(prompts, obj_ids):
-            if self.processor is not None:
-                kwargs = ({"input_boxes": [[[float(v) for v in p.box]]]} if p.box is not None else
-                          {"input_points": [[[[float(x), float(y)] for x, y in p.points]]],
-                           "input_labels": [[[1] * len(p.points)]]})
-                self.processor.add_inputs_to_inference_session(
-                    inference_session=session, frame_idx=frame, obj_ids=[oid], **kwargs)
-                continue
-            s = self.image_size
-            scale = torch.tensor([s / session.video_width, s / session.video_height], dtype=torch.float32)
-            if p.box is not None:
-                coords = torch.as_tensor(p.box, dtype=torch.float32).reshape(2, 2)
-                labels = torch.tensor([2, 3], dtype=torch.int32)  # box corners
-            else:
-                coords = torch.as_tensor(p.points, dtype=torch.float32).reshape(-1, 2)
-                labels = torch.ones(len(coords), dtype=torch.int32)  # positive clicks
-            idx = session.obj_id_to_idx(oid)
-            session.add_point_inputs(idx, frame, {"point_coords": (coords * scale)[None, None],
-                                                  "point_labels": labels[None, None]})
-            session.remove_mask_inputs(idx, frame)
-        session.obj_with_new_inputs = list(obj_ids)
-
-    def track(self, frames: np.ndarray, prompts: list[Prompt], progress: Progress | None = None) -> np.ndarray:
-        """frames: uint8 (T, H, W, 3); prompts: one per object. Returns bool (N, T, H, W).
-
-        Objects prompted on the same frame are tracked together in one session (forwards, then
-        backwards); each other prompt frame gets its own session, so an object never sees frames
-        before its prompt without its prompt's memory."""
-        import torch
-
-        frames = np.asarray(frames)
-        t, h, w = frames.shape[:3]
-        masks = np.zeros((len(prompts), t, h, w), dtype=bool)
-        starts = sorted({p.frame for p in prompts})
-        total, done = t * len(starts), 0
-        with torch.no_grad():
-            for start in starts:
-                members = [k for k, p in enumerate(prompts) if p.frame == start]
-                obj_ids = [k + 1 for k in members]
-                session = self._session(frames)
-                self._add_prompts(session, start, [prompts[k] for k in members], obj_ids)
-                for reverse in ((False, True) if start > 0 else (False,)):
-                    for out in self.model.propagate_in_video_iterator(session, start_frame_idx=start,
-                                                                      reverse=reverse):
-                        if reverse and out.frame_idx == start:
-                            continue  # the prompt frame, already written going forwards
-                        up = self._upsample(out.pred_masks, (h, w))  # (N, 1, H, W)
-                        for k, oid in enumerate(out.object_ids):
-                            masks[oid - 1, out.frame_idx] = up[k, 0].cpu().numpy()
-                        done += 1
-                        if progress is not None:
-                            progress(int(out.frame_idx), done, total)
-        return masks
-
-
 def load_models(grounding: str | None = DEFAULT_GROUNDING, sam2: str = DEFAULT_SAM2, device: str = "auto",
                 box_threshold: float = BOX_THRESHOLD, text_threshold: float = TEXT_THRESHOLD):
-    """(grounder or None, VideoTracker), loaded as the curation pipeline loads them."""
-    from ..data.curation.stages import load_grounder, resolve_device
-
+    """(grounder or None, Sam2VideoTracker), loaded by perception."""
     grounder = None if grounding is None else load_grounder(grounding, device, box_threshold, text_threshold)
-    return grounder, VideoTracker.from_pretrained(sam2, device=resolve_device(device))
+    return grounder, load_video_tracker(sam2, device)
 
 
 def masks_trajectory(masks: np.ndarray, prompts: list[Prompt], caption: str = "", source: str = "") -> Trajectory:
@@ -289,7 +202,7 @@ def trajectory_from_video(video, objects: str | list[str] | None = None, points:
         frame: the clip frame the phrases are found on.
         start, num_frames, frame_step: the clip (`read_reference`); num_frames None = to the end.
         grounding, sam2, device, box_threshold, text_threshold: the models (see the curation pipeline).
-        grounder, tracker: already loaded models (callable grounder, `VideoTracker`), instead of names.
+        grounder, tracker: already loaded models (callable grounder, `Sam2VideoTracker`), instead of names.
         frames: the clip itself (uint8 (T, H, W, 3)) instead of reading `video`.
         progress: called after each tracked frame.
     Returns:
@@ -299,8 +212,6 @@ def trajectory_from_video(video, objects: str | list[str] | None = None, points:
     frames, phrases, prompts = prepare(video, objects, points, boxes, frame, start, num_frames, frame_step,
                                        frames)
     if phrases and grounder is None:
-        from ..data.curation.stages import load_grounder
-
         grounder = load_grounder(grounding, device, box_threshold, text_threshold)
     if tracker is None:
         tracker = load_models(None, sam2, device)[1]
@@ -399,6 +310,6 @@ def describe(traj: Trajectory) -> str:
             f"{traj.num_frames} frames, {traj.width}x{traj.height}")
 
 
-__all__ = ["Prompt", "VideoTracker", "describe", "find_fit_boxes", "fit_motion", "fit_to_image",
+__all__ = ["Prompt", "describe", "find_fit_boxes", "fit_motion", "fit_to_image",
            "ground_phrases", "load_models", "masks_trajectory", "parse_box", "prepare", "parse_box_prompt",
            "parse_phrases", "parse_point_prompt", "read_reference", "trajectory_from_video"]

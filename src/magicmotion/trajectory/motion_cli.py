@@ -30,7 +30,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def _progress_bar(desc: str):
-    """A per-frame tqdm bar on stderr, and its update callback for `VideoTracker.track`."""
+    """A per-frame tqdm bar on stderr, and its update callback for `Sam2VideoTracker.track`."""
     from tqdm import tqdm
 
     bar = tqdm(desc=desc, unit="frame", file=sys.stderr, leave=False, disable=None)
@@ -96,7 +96,7 @@ def _write(traj, out, args) -> None:
 
 
 def from_video_command(args) -> int:
-    from ..data.curation.stages import load_grounder
+    from ..perception import load_grounder
     from .cli import check_output
     from .from_video import load_models, prepare, trajectory_from_video
 
@@ -125,7 +125,7 @@ def from_video_command(args) -> int:
 
 
 def from_points_command(args) -> int:
-    from ..data.curation.stages import load_grounder
+    from ..perception import load_grounder
     from ..io import read_image
     from .cli import check_output
     from .from_video import parse_phrases
@@ -170,8 +170,7 @@ def _fit_arguments(p) -> None:
 
 
 def _model_arguments(p, sam2: bool) -> None:
-    from ..data.curation.grounding import BOX_THRESHOLD, DEFAULT_GROUNDING, TEXT_THRESHOLD
-    from ..data.curation.tracking import DEFAULT_SAM2
+    from ..perception import BOX_THRESHOLD, DEFAULT_GROUNDING, DEFAULT_SAM2, TEXT_THRESHOLD
 
     p.add_argument("--grounding", default=DEFAULT_GROUNDING, metavar="PATH_OR_ID",
                    help=f"Grounding DINO model (default {DEFAULT_GROUNDING})")

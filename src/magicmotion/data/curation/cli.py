@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .grounding import BOX_THRESHOLD, DEFAULT_GROUNDING, TEXT_THRESHOLD
+from ...perception import BOX_THRESHOLD, DEFAULT_GROUNDING, DEFAULT_SAM2, TEXT_THRESHOLD
 from .objects import DEFAULT_LLM
-from .tracking import DEFAULT_SAM2
 
 
 def _size(text: str) -> tuple[int, int]:

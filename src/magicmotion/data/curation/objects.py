@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from ...errors import ModelError
+from ...perception.grounding import normalise_name
 
 DEFAULT_LLM = "Qwen/Qwen2.5-0.5B-Instruct"
 
@@ -27,17 +28,10 @@ EXAMPLE = ("A man in a blue shirt walks his dog along a beach while waves roll i
 
 MAX_WORDS = 6
 MAX_CHARS = 60
-_ARTICLE = re.compile(r"^(a|an|the|some|two|three)\s+", re.IGNORECASE)
 
 
 class ObjectsAnswerError(ValueError):
     """A language-model answer that is not a valid list of objects; the message says why."""
-
-
-def normalise_name(name: str) -> str:
-    """"  The Brown  dog." -> "brown dog"."""
-    text = re.sub(r"\s+", " ", name).strip().strip(".,;:!\"'`").strip().lower()
-    return _ARTICLE.sub("", text).strip()
 
 
 def validate_objects(items, max_objects: int = 5) -> list[str]:
@@ -127,13 +121,11 @@ class LanguageModelObjects:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ...hub import resolve_pretrained
+        from ...hub import check_transformers_folder, resolve_pretrained
 
         if dtype is None:
             dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
         where = str(resolve_pretrained(name, "language model"))
-        from ...models.allowed import check_transformers_folder
-
         check_transformers_folder(where, "language model")  # no code from the folder (auto_map)
         try:
             tokenizer = AutoTokenizer.from_pretrained(where)

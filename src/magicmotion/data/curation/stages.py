@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ...errors import ConfigError
-from .grounding import BOX_THRESHOLD, DEFAULT_GROUNDING, TEXT_THRESHOLD, Detection
+from ...perception import (BOX_THRESHOLD, DEFAULT_GROUNDING, DEFAULT_SAM2, TEXT_THRESHOLD, Detection,
+                           load_grounder, load_video_tracker, resolve_device)
 from .ingest import IngestConfig
 from .manifest import ClipRow
 from .objects import DEFAULT_LLM, GivenObjects
-from .tracking import DEFAULT_SAM2
 
 OBJECTS_FROM = ("caption", "given")
 ENGINES = ("local", "ray")
@@ -104,34 +104,11 @@ class CurationConfig:
 # ------------------------------------------------------------------------------------ models
 
 
-def resolve_device(device: str | None) -> str:
-    if device in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
 def load_objects_model(name: str, device: str = "auto", max_objects: int = 5, retries: int = 2):
     from .objects import LanguageModelObjects
 
     return LanguageModelObjects.from_pretrained(name, device=resolve_device(device),
                                                 max_objects=max_objects, retries=retries)
-
-
-def load_grounder(name: str, device: str = "auto", box_threshold: float = BOX_THRESHOLD,
-                  text_threshold: float = TEXT_THRESHOLD):
-    from .grounding import GroundingDinoGrounder
-
-    return GroundingDinoGrounder.from_pretrained(name, device=resolve_device(device),
-                                                 box_threshold=box_threshold,
-                                                 text_threshold=text_threshold)
-
-
-def load_tracker(name: str, device: str = "auto"):
-    from .tracking import Sam2Tracker
-
-    return Sam2Tracker.from_pretrained(name, device=resolve_device(device))
 
 
 @dataclass
@@ -154,7 +131,7 @@ class CurationModels:
                                       cfg.llm_retries),
             grounder=functools.partial(load_grounder, cfg.grounding, cfg.device, cfg.box_threshold,
                                        cfg.text_threshold),
-            tracker=functools.partial(load_tracker, cfg.sam2, cfg.device))
+            tracker=functools.partial(load_video_tracker, cfg.sam2, cfg.device))
 
 
 # ------------------------------------------------------------------------------------- tasks
@@ -274,10 +251,26 @@ def grounding_stage(tasks: list[dict], grounder) -> list[dict]:
     return _batched(tasks, "grounding", run, apply)
 
 
+def masks_to_trajectory(masks: np.ndarray, labels: list[str], caption: str = "",
+                        source: str = ""):
+    """bool (N, T, H, W) -> Trajectory with objects 1..N' (those whose frame-0 mask is not empty,
+    renumbered in order): a mask on every frame, a box wherever the mask is not empty."""
+    from ...trajectory import ObjectTrack, Trajectory
+
+    masks = np.asarray(masks, dtype=bool)
+    n, t, h, w = masks.shape
+    traj = Trajectory(width=w, height=h, num_frames=t, caption=caption, source=source)
+    for k in range(n):
+        if not masks[k, 0].any():
+            continue
+        label = labels[k] if k < len(labels) else ""
+        traj.objects.append(ObjectTrack.from_masks(len(traj.objects) + 1, label, masks[k]))
+    return traj
+
+
 def tracking_stage(task: dict, tracker) -> dict:
     """Masks of the grounded objects on every frame -> the clip's trajectory (JSON spec)."""
     from ...trajectory import to_dict
-    from .tracking import masks_to_trajectory
 
     if not _ok(task):
         return task

@@ -1,5 +1,5 @@
-"""Grounding in the first frame: GroundingDinoForObjectDetection + GroundingDinoProcessor find one box
-per object name.
+"""Open-vocabulary detection: GroundingDinoForObjectDetection + GroundingDinoProcessor find one box
+per object name (MagicData curation grounds the caption's objects in the first frame with it).
 
 The thresholds mean what they mean in transformers' `post_process_grounded_object_detection`: a query
 (a predicted box) is kept when its best token probability exceeds `box_threshold`, and a token belongs
@@ -11,6 +11,7 @@ nearly the same box (IoU > `same_box_iou`) keep only the more confident one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,13 @@ import numpy as np
 DEFAULT_GROUNDING = "IDEA-Research/grounding-dino-base"
 BOX_THRESHOLD = 0.25
 TEXT_THRESHOLD = 0.3
+_ARTICLE = re.compile(r"^(a|an|the|some|two|three)\s+", re.IGNORECASE)
+
+
+def normalise_name(name: str) -> str:
+    """"  The Brown  dog." -> "brown dog" (an object name as a phrase of the prompt)."""
+    text = re.sub(r"\s+", " ", name).strip().strip(".,;:!\"'`").strip().lower()
+    return _ARTICLE.sub("", text).strip()
 
 
 @dataclass
@@ -72,12 +80,10 @@ class GroundingDinoGrounder:
     def from_pretrained(cls, name: str = DEFAULT_GROUNDING, device: str = "cpu", **kwargs):
         from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 
-        from ...errors import ModelError
-        from ...hub import resolve_pretrained
+        from ..errors import ModelError
+        from ..hub import check_transformers_folder, resolve_pretrained
 
         where = str(resolve_pretrained(name, "Grounding DINO model"))
-        from ...models.allowed import check_transformers_folder
-
         check_transformers_folder(where, "Grounding DINO model")  # no code from the folder (auto_map)
         try:
             processor = GroundingDinoProcessor.from_pretrained(where)
