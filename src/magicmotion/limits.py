@@ -27,6 +27,7 @@ MAX_JSON_BYTES = 256 * 1024 * 1024  # a JSON file larger than this is not one of
 MAX_COORD = 1e7  # |box coordinate| in pixels, far beyond any MAX_SIDE image
 SEED_RANGE = 2**32  # seeds are in [0, 2^32): numpy's and torch's generators take that
 MAX_FPS = 240.0
+MIN_IMAGE_SIDE = 16  # a first frame smaller than one latent token of any base is not a picture
 
 
 def check_number(value, name: str, where: str = "", lo: float | None = None, hi: float | None = None,

@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 
 from ..errors import MediaError, TrajectoryError
+from ..limits import MIN_IMAGE_SIDE
 from ..perception.sam2_image import Sam2ImageSegmenter
-from ..pipelines.cli import MIN_IMAGE_SIDE
 from ..trajectory import (KINDS, MAX_SPARSE_KEYS, ObjectTrack, Trajectory, from_dict, from_label_masks,
                           mask_box, masks_to_boxes, palette_color, to_dict)
 

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 from ..errors import MediaError, PipelineError
+from ..limits import MIN_IMAGE_SIDE
 
 KINDS = ("mask", "box", "sparse_box")  # magicmotion.trajectory.KINDS, without importing it for --help
 OFFLOAD = ("none", "model", "group", "sequential")  # magicmotion.pipelines.loading's, without importing it
 WEIGHTS_DTYPES = ("default", "fp8")
 CACHES = ("none", "first-block", "taylorseer", "faster")
-MIN_IMAGE_SIDE = 16  # a first frame smaller than one latent token of any base is not a picture
 SPEED_DEFAULTS = dict(cfg_mode="batched", control_every=1, control_dense=0.0, control_branches="both")
 
 

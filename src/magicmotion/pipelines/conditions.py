@@ -69,7 +69,7 @@ def read_image(image) -> np.ndarray:
     from PIL import Image
 
     from ..io import read_image as read_image_file
-    from .cli import MIN_IMAGE_SIDE
+    from ..limits import MIN_IMAGE_SIDE
 
     if isinstance(image, (str, os.PathLike)):
         frame, where = read_image_file(image), str(image)
