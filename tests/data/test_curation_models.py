@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from magicmotion.data.curation import (LanguageModelObjects, ObjectsAnswerError, masks_to_trajectory,
                                        parse_objects, validate_objects)
@@ -14,14 +13,7 @@ from magicmotion.data.curation.tiny import tiny_language_model
 from magicmotion.errors import ModelError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (two threads spin against each other on a busy
-    machine: 20x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------- language model

@@ -12,14 +12,7 @@ from magicmotion.perception.grounding import prompt_for
 from magicmotion.perception.tiny import tiny_grounding_dino
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (two threads spin against each other on a busy
-    machine: 20x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

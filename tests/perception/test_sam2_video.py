@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from magicmotion.errors import ModelError
 from magicmotion.perception import Prompt, Sam2VideoTracker, track
 from magicmotion.perception.tiny import tiny_sam2_video
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (two threads spin against each other on a busy
-    machine: 20x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
