@@ -1,0 +1,3 @@
+from .recipe import main
+
+raise SystemExit(main())

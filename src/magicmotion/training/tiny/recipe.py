@@ -1,0 +1,66 @@
+"""The recipe's command line: `python -m magicmotion.training.tiny` runs the phases asked for, in order."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .base import phase_base, phase_data
+from .bench import phase_bench
+from .common import PHASES, STAGES, log
+from .stages import ABLATIONS, phase_examples, phase_stages, ship
+from .vae import phase_maps, phase_vae
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m magicmotion.training.tiny", description=sys.modules[__package__].__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="src/magicmotion/assets/tiny")
+    p.add_argument("--work", default="runs/tiny")
+    p.add_argument("--phases", default=",".join(PHASES), help=f"a subset of {','.join(PHASES)}")
+    p.add_argument("--train-clips", type=int, default=2000)
+    p.add_argument("--test-clips", type=int, default=150)
+    p.add_argument("--vae-steps", type=int, default=4000)
+    p.add_argument("--base-steps", type=int, default=4500)
+    p.add_argument("--maps-steps", type=int, default=1200)
+    p.add_argument("--stage-steps", type=int, default=None, help="override every stage's max_steps")
+    p.add_argument("--examples", default="examples")
+    p.add_argument("--bench-steps", type=int, default=10)
+    p.add_argument("--per-bucket", type=int, default=20)
+    args = p.parse_args(argv)
+    work, out = Path(args.work), Path(args.out)
+    phases = args.phases.split(",")
+    unknown = sorted(set(phases) - set(PHASES))
+    if unknown:
+        p.error(f"unknown phase(s) {', '.join(unknown)}; the phases are {','.join(PHASES)}")
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    t0 = time.time()
+    if "data" in phases:
+        phase_data(work, args.train_clips, args.test_clips)
+        log(f"data done ({time.time() - t0:.0f} s)")
+    if "vae" in phases:
+        phase_vae(work, args.vae_steps)
+        log(f"vae done ({time.time() - t0:.0f} s)")
+    if "base" in phases:
+        phase_base(work, args.base_steps)
+        log(f"base done ({time.time() - t0:.0f} s)")
+    if "maps" in phases:
+        phase_maps(work, args.maps_steps)
+        log(f"maps done ({time.time() - t0:.0f} s)")
+    if "stages" in phases:
+        phase_stages(work, STAGES, args.stage_steps)
+        ship(work, out)
+        log(f"stages done ({time.time() - t0:.0f} s)")
+    if "examples" in phases:
+        phase_examples(work, Path(args.examples))
+    if "ablations" in phases:
+        phase_stages(work, ABLATIONS, args.stage_steps)
+        log(f"ablations done ({time.time() - t0:.0f} s)")
+    if "bench" in phases:
+        phase_bench(work, out, Path("docs"), steps=args.bench_steps, per_bucket=args.per_bucket)
+        log(f"bench done ({time.time() - t0:.0f} s): {work / 'bench-report'}")
+    return 0
