@@ -152,5 +152,5 @@ def check_transformers_folder(folder: str | os.PathLike, what: str) -> None:
         raise ModelError(f"{path}: the {what} asks to run code from its folder (auto_map); refused")
 
 
-__all__ = ["cache_dir", "cached_snapshot", "check_transformers_folder", "hub_endpoint", "hub_reachable", "is_hub_id", "looks_like_path",
-           "offline_forced", "resolve_pretrained"]
+__all__ = ["cache_dir", "cached_snapshot", "check_transformers_folder", "hub_endpoint", "hub_reachable", "is_hub_id",
+           "looks_like_path", "offline_forced", "resolve_pretrained"]

@@ -17,7 +17,9 @@ from .vae import phase_maps, phase_vae
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m magicmotion.training.tiny", description=sys.modules[__package__].__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m magicmotion.training.tiny",
+                                description=sys.modules[__package__].__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="src/magicmotion/assets/tiny")
     p.add_argument("--work", default="runs/tiny")
     p.add_argument("--phases", default=",".join(PHASES), help=f"a subset of {','.join(PHASES)}")
