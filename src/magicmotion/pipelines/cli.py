@@ -72,6 +72,11 @@ def memory_options(args) -> dict:
     scale = getattr(args, "lora_scale", 1.0)
     if not math.isfinite(scale) or not -10 <= scale <= 10:
         raise PipelineError(f"--lora-scale must be a number in -10..10, got {scale}")
+    trajectory_guidance = getattr(args, "trajectory_guidance", 1.0)
+    if getattr(args, "cache", "none") == "faster" and trajectory_guidance is not None and trajectory_guidance != 1.0:
+        raise PipelineError(f"--cache faster cannot run with --trajectory-guidance {trajectory_guidance:g} (its pass "
+                            "without control is a third branch, not half of a guidance batch): use --cache "
+                            "first-block or taylorseer, or --trajectory-guidance 1")
     lora = getattr(args, "lora", None)
     lora_expert = getattr(args, "lora_expert", None)
     if lora_expert is not None and lora_expert not in LORA_EXPERTS:
