@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,bench,data,app
 STAMP  := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC) $(EXTRAS)" | md5sum | cut -c1-8)
 
-.PHONY: demo test install tiny-model tiny-bench clean
+.PHONY: demo test install tiny-model tiny-bench mutate clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ tiny-model: $(STAMP)
 
 tiny-bench: $(STAMP)
 	$(TINY) --phases ablations,bench
+
+# Mutation testing of one core module against its tests (docs/testing.md): make mutate MODULE=trajectory/render
+# (make mutate lists the modules). Minutes to hours per module; not part of `make test` or CI.
+mutate: $(STAMP)
+	nice $(PY) tools/mutate.py $(MODULE)
 
 clean:
 	rm -rf outputs runs .pytest_cache

@@ -372,3 +372,59 @@ def test_each_scene_gets_its_own_caption(tmp_path):
     (tmp_path / "two.captions.json").write_text(json.dumps([{"start": 3, "end": 1, "caption": "x"}]))
     with pytest.raises(ConfigError, match=r"two.captions.json: entry 0: needs 0 <= start < end"):
         plan_source(source, cfg)
+
+
+# ------------------------------------------------------------------------------------ frame rate
+
+
+def write_raw_stream(path: Path, frames: np.ndarray) -> None:
+    """An MPEG-4 elementary stream (no container timing) under `path` (named .mp4 as the release's are):
+    ffmpeg's demuxer then guesses 25 fps, whatever the rate it was made at."""
+    import av
+
+    with av.open(str(path), "w", format="m4v") as c:
+        s = c.add_stream("mpeg4", rate=12)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+@pytest.fixture
+def fps_replica(tmp_path):
+    """timed: an mp4 at 12 fps; raw: the same frames as a raw stream (no frame rate in the file)."""
+    labels = leaving_labels()
+    root = tmp_path / "magicdata"
+    for vid in ("timed", "raw"):
+        write_clip(root, vid, _frames_for(labels), labels)
+    write_video(root / "videos" / "timed.mp4", _frames_for(labels), fps=12.0)
+    write_raw_stream(root / "videos" / "raw.mp4", _frames_for(labels))
+    return root
+
+
+def test_fps_from_the_video_or_assumed_and_said_so(fps_replica, tmp_path):
+    import av
+
+    with av.open(str(fps_replica / "videos" / "raw.mp4")) as c:  # what a plain probe would take
+        assert float(c.streams.video[0].average_rate) == 25.0
+    write_csv(fps_replica, [("timed", "a"), ("raw", "b")])
+    out = tmp_path / "data"
+    import_magicdata(fps_replica, out, progress=False)
+    fps = {r["id"]: r["fps"] for r in read_index(out)}
+    assert fps == {"timed": 12.0, "raw": 8.0}  # the file's own rate; none in the file: the release's 8
+    report = json.loads((out / "import.json").read_text())
+    assert report["fps_assumed"] == {"fps": 8.0, "clips": ["raw"]} and report["fps_column"] is None
+    # a resumed import keeps the list
+    import_magicdata(fps_replica, out, progress=False)
+    assert json.loads((out / "import.json").read_text())["fps_assumed"]["clips"] == ["raw"]
+
+
+def test_fps_from_the_csv_wins(fps_replica, tmp_path):
+    write_csv(fps_replica, [("timed", "a", "15"), ("raw", "b", "15")], header=("video_id", "caption", "fps"))
+    out = tmp_path / "data"
+    import_magicdata(fps_replica, out, progress=False)
+    assert {r["id"]: r["fps"] for r in read_index(out)} == {"timed": 15.0, "raw": 15.0}
+    report = json.loads((out / "import.json").read_text())
+    assert report["fps_assumed"]["clips"] == [] and report["fps_column"] == "fps"

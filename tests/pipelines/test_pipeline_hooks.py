@@ -108,6 +108,32 @@ def test_faster_cache_needs_batched_guidance(models_dir, family, cfg_mode, guida
         run(pipe, cfg_mode=cfg_mode, guidance_scale=guidance)
 
 
+def test_faster_cache_with_trajectory_guidance_is_refused_before_any_model_runs(models_dir, family):
+    """FasterCache approximates the unconditional half of a batch; trajectory guidance's pass without
+    control is a third branch of batch 1 (it failed inside diffusers with a ValueError)."""
+    pipe = load(models_dir, family)
+    pipe.transformer.enable_cache(cache_config(pipe, "faster"))
+    ran = count_calls(pipe.text_encoder)
+    with pytest.raises(PipelineError, match="trajectory guidance"):
+        run(pipe, trajectory_guidance_scale=2.0)
+    assert not ran
+
+
+def test_generate_refuses_faster_cache_with_trajectory_guidance_before_loading(models_dir, inputs_dir, capsys,
+                                                                                monkeypatch):
+    from magicmotion.cli import main
+    from magicmotion.pipelines import loading
+
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(loading, "load_pipeline", no_loading)
+    assert main(cli_args(models_dir, inputs_dir, "--cache", "faster", "--trajectory-guidance", "2")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cache faster" in err[0] and "--trajectory-guidance" in err[0]
+    assert not (inputs_dir / "video.mp4").exists()
+
+
 def test_unknown_option_values_are_refused(models_dir):
     pipe = load(models_dir, "wan")
     for kw in (dict(cache="tea"), dict(offload="disk"), dict(weights_dtype="int4")):

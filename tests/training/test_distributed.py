@@ -67,11 +67,37 @@ class CpuAccelerator(accelerate.Accelerator):
 
 accelerate.Accelerator = CpuAccelerator
 AcceleratorState.destroy_process_group = lambda self, group=None: None  # one process group for all jobs
+
+
+class PlainSGD(torch.optim.SGD):
+    """SGD without momentum in AdamW's place (MM_TEST_OPTIMIZER=sgd): a step is -lr x the gradient,
+    so a gradient of the wrong scale shows (AdamW's first steps are close to -lr x its sign)."""
+
+    def __init__(self, params, lr, **_):
+        super().__init__(params, lr=lr, momentum=0.0)
+
+
+if os.environ.get("MM_TEST_OPTIMIZER") == "sgd":
+    torch.optim.AdamW = PlainSGD
 from magicmotion.training.config import from_dict
+import magicmotion.training.trainer as trainer_module
 from magicmotion.training.trainer import train
 
+_total_loss = trainer_module.total_loss
+
+
+def total_loss(*args, **kwargs):
+    """The wrong variant the gradient comparisons must catch: the loss doubled on one rank."""
+    terms = _total_loss(*args, **kwargs)
+    if os.environ.get("MM_WRONG_DOUBLE_LOSS_ON_RANK") == os.environ["RANK"]:
+        terms["loss"] = terms["loss"] * 2
+    return terms
+
+
+trainer_module.total_loss = total_loss
+
 for job in JOBS:
-    for key in [k for k in os.environ if k.startswith(("ACCELERATE_", "FSDP_"))]:
+    for key in [k for k in os.environ if k.startswith(("ACCELERATE_", "FSDP_", "MM_WRONG_"))]:
         del os.environ[key]
     os.environ.update(job["env"])
     AcceleratorState._reset_state()  # a fresh Accelerator per job, on the same process group
@@ -165,9 +191,62 @@ def reference(wan_base, dataset, even_precomputed, tmp_path_factory) -> dict:
     return {"weights": weights, "moved": moved, "config": config, "out": out}
 
 
-def job(config_file: str, wan_base, dataset, precomputed, out: Path, resume: bool = False, **overrides) -> dict:
+def job(config_file: str, wan_base, dataset, precomputed, out: Path, resume: bool = False, env=None,
+        **overrides) -> dict:
     config = config_dict(wan_base, dataset, out, **{"data.precomputed": str(precomputed), **SETTINGS, **overrides})
-    return {"env": launch_env(ACCELERATE / config_file), "config": config, "resume": resume}
+    return {"env": {**launch_env(ACCELERATE / config_file), **(env or {})}, "config": config, "resume": resume}
+
+
+# Plain SGD steps (no momentum, no weight decay, no clipping, no warm-up): the weights' change is -lr x
+# the sum of the steps' gradients, so the runs compare gradients, scale included.
+SGD = {"optim.lr": 1.0, "optim.weight_decay": 0.0, "optim.max_grad_norm": 0.0, "optim.warmup_steps": 0}
+# relative L2 of the weights' change against one process's: measured 3.2e-7 for DDP and for FSDP (float
+# reduction order); the loss doubled on one rank gives 1.7 (the wrong variant below, which must fail it)
+SGD_BOUND = 1e-4
+
+
+def sgd_change(run: Path, initial: dict) -> torch.Tensor:
+    weights = final_weights(run)
+    return torch.cat([(weights[n][k].float() - initial[n][k].float()).flatten() for n in sorted(weights)
+                      for k in sorted(weights[n])])
+
+
+def relative_change_error(run: Path, reference_run: Path, initial: dict) -> float:
+    got, ref = sgd_change(run, initial), sgd_change(reference_run, initial)
+    return float((got - ref).norm() / ref.norm())
+
+
+@pytest.mark.slow
+def test_ddp_and_fsdp_gradients_equal_one_process_on_the_same_global_batch(wan_base, dataset, even_precomputed,
+                                                                           tmp_path):
+    """DDP and FSDP take the mean of the ranks' gradients: with plain SGD their weights change as one
+    process's on the same global batch (batch 2), scale included; a loss doubled on one rank does not."""
+    torch.manual_seed(0)
+    one = from_dict(config_dict(wan_base, dataset, tmp_path / "one", **{
+        "data.precomputed": str(even_precomputed), **SETTINGS, **SGD, "loop.batch_size": 2}))
+    initial_models, _ = build_models(one)
+    initial = {"controlnet": initial_models.controlnet.state_dict(),
+               "segment_head": initial_models.segment_head.state_dict()}
+    with pytest.MonkeyPatch.context() as mp:
+        class PlainSGD(torch.optim.SGD):
+            def __init__(self, params, lr, **_):
+                super().__init__(params, lr=lr, momentum=0.0)
+
+        mp.setattr(torch.optim, "AdamW", PlainSGD)
+        train(one, progress=False)
+    assert sgd_change(tmp_path / "one", initial).abs().max() > 1e-3  # the weights moved
+
+    common = (wan_base, dataset, even_precomputed)
+    runs = {name: tmp_path / name for name in ("ddp", "fsdp", "ddp-doubled")}
+    out = launch(tmp_path, [job("ddp.yaml", *common, runs["ddp"], **SGD),
+                            job("fsdp.yaml", *common, runs["fsdp"], **SGD),
+                            job("ddp.yaml", *common, runs["ddp-doubled"], env={"MM_WRONG_DOUBLE_LOSS_ON_RANK": "1"},
+                                **SGD)],
+                 extra_env={"MM_TEST_OPTIMIZER": "sgd"})
+    assert out.count("DONE") == 6, out
+    errors = {name: relative_change_error(run, tmp_path / "one", initial) for name, run in runs.items()}
+    assert errors["ddp"] < SGD_BOUND and errors["fsdp"] < SGD_BOUND, errors
+    assert errors["ddp-doubled"] > 100 * SGD_BOUND, errors  # the wrong variant fails the bound by far
 
 
 def test_gradient_accumulation_equals_the_batch(reference):

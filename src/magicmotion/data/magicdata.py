@@ -61,6 +61,12 @@ ENGINES = ("local", "ray")
 # this order of preference (case-insensitive); any other header is refused with the columns it has.
 ID_COLUMNS = ("video_id", "videoid", "video", "id", "path", "video_path", "file_name", "name")
 CAPTION_COLUMNS = ("caption", "text", "prompt", "description")
+# A frame-rate column, where the CSV has one, is the dataset's own metadata and wins over the video's.
+FPS_COLUMNS = ("fps", "frame_rate", "framerate")
+# A video whose container has no timing (a raw stream: ffmpeg's AVFMT_NOTIMESTAMPS) and no rate in the
+# CSV is taken at the release's rate (its demo videos: 49 frames at 8 fps), and import.json says so.
+ASSUMED_FPS = 8.0
+_NO_TIMESTAMPS = 0x0080  # AVFMT_NOTIMESTAMPS (libavformat/avformat.h)
 
 FOREIGN_MIN_PIXELS = 8   # this many pixels of a colour that is no palette colour (nor a blend): bad
 FOREIGN_TOL = 30         # RGB distance from every palette colour and blend beyond which it is foreign
@@ -93,6 +99,7 @@ class MagicDataRow:
     boxes: str
     caption: str
     line: int = 0
+    fps: float | None = None  # from the CSV's frame-rate column, where it has one
 
 
 @dataclass
@@ -141,6 +148,7 @@ def read_magicdata_csv(root: str | os.PathLike, csv_path: str | os.PathLike | No
             cap_col = _pick(header, CAPTION_COLUMNS, caption_column, "caption", path)
             if id_col == cap_col:
                 raise ConfigError(f"{path}: the video id and the caption cannot both be column {id_col!r}")
+            fps_col = next((h for h in header if h.strip().lower() in FPS_COLUMNS), None)
             raw = [(i, r) for i, r in enumerate(reader, start=2)]
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
@@ -158,16 +166,26 @@ def read_magicdata_csv(root: str | os.PathLike, csv_path: str | os.PathLike | No
         rows.append(MagicDataRow(
             id=safe_id(source_id, taken), source_id=source_id, video=str(video),
             masks=str(root / "masks" / source_id), boxes=str(root / "boxs" / source_id),
-            caption=(r.get(cap_col) or "").strip(), line=line))
+            caption=(r.get(cap_col) or "").strip(), line=line, fps=_csv_fps(r.get(fps_col) if fps_col else None)))
     return MagicDataCSV(rows, id_col, cap_col, header)
+
+
+def _csv_fps(value) -> float | None:
+    """A CSV frame-rate cell as a positive number, None when empty or not one."""
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        return None
+    return fps if 0 < fps < 1000 else None
 
 
 # -------------------------------------------------------------------------------------- reading
 
 
 def probe_video(path: str | os.PathLike) -> tuple[int, float, int, int]:
-    """(frames, fps, width, height) of a video, counting frames by decoding them. ClipSkipped for a
-    missing or unreadable video."""
+    """(frames, fps, width, height) of a video, counting frames by decoding them; fps 0.0 when the file
+    says none (a container without timing, such as a raw stream). ClipSkipped for a missing or
+    unreadable video."""
     import av
 
     path = Path(path)
@@ -179,7 +197,8 @@ def probe_video(path: str | os.PathLike) -> tuple[int, float, int, int]:
             if not container.streams.video:
                 raise ClipSkipped("unreadable_video", f"video {path}: no video stream")
             stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0) or 8.0
+            timed = not container.format.flags & _NO_TIMESTAMPS
+            fps = float(stream.average_rate or stream.guessed_rate or 0) if timed else 0.0
             w, h = stream.codec_context.width, stream.codec_context.height
             for frame in container.decode(stream):
                 w, h = frame.width, frame.height
@@ -323,9 +342,9 @@ def import_clip(row: dict, test_fraction: float = DEFAULT_TEST_FRACTION) -> dict
     """Read, decode and check one clip (a MagicDataRow as a dict). Returns {"id", "error", "reason",
     "annotation" (JSON text), "record" (JSON text)}; a bad clip has error and reason set and the rest
     empty. Never raises for bad data: it is what the local and the Ray engine run per clip."""
-    out = {"id": row["id"], "error": "", "reason": "", "annotation": "", "record": ""}
+    out = {"id": row["id"], "error": "", "reason": "", "annotation": "", "record": "", "fps_source": ""}
     try:
-        annotation, record = _import_clip(row, test_fraction)
+        annotation, record, out["fps_source"] = _import_clip(row, test_fraction)
     except ClipSkipped as e:
         out.update(error=str(e), reason=e.reason)
         return out
@@ -336,13 +355,15 @@ def import_clip(row: dict, test_fraction: float = DEFAULT_TEST_FRACTION) -> dict
     return out
 
 
-def _import_clip(row: dict, test_fraction: float) -> tuple[str, str]:
+def _import_clip(row: dict, test_fraction: float) -> tuple[str, str, str]:
     from ..trajectory import to_dict
     from .curation.stages import split_of
     from .dataset import ANNOTATIONS, VIDEOS, DatasetWriter, _check_record, _record_line
 
     clip = row["id"]
     n, fps, w, h = probe_video(row["video"])
+    fps_source = "csv" if row.get("fps") else "video" if fps else "assumed"
+    fps = row.get("fps") or fps or ASSUMED_FPS
     masks = load_map_frames(row["masks"], "missing_masks")
     boxes = load_map_frames(row["boxes"], "missing_boxes")
     if not n == len(masks) == len(boxes):
@@ -366,7 +387,7 @@ def _import_clip(row: dict, test_fraction: float) -> tuple[str, str]:
               "boxes_from_masks": counts["boxes_from_masks"]}
     line = _record_line(record)
     _check_record(json.loads(line), f"clip {clip}")
-    return json.dumps(to_dict(traj)), line.decode("ascii")
+    return json.dumps(to_dict(traj)), line.decode("ascii"), fps_source
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -537,6 +558,7 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
                               f"{test_fraction} would move videos between the splits (use {before}, "
                               "or another --out)")
     fresh = not out.exists()
+    assumed = set(_previous_report(previous).get("fps_assumed", {}).get("clips", []))  # a resumed import's
     writer = _ImportWriter(out, copy)
     summary = ImportSummary(dataset=str(out), rows=len(rows))
     have = writer.ids()
@@ -566,6 +588,8 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
                 else:
                     writer.add(res["id"], videos[res["id"]], res["annotation"], res["record"])
                     summary.done += 1
+                    if res.get("fps_source") == "assumed":
+                        assumed.add(res["id"])
                 bar.update(1)
     summary.seconds = time.perf_counter() - start
     index_ids = writer.ids()
@@ -586,10 +610,21 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
         "palette": PALETTE, "videos": "copied" if copy else "linked", "test_fraction": test_fraction,
         "rows": summary.rows, "imported": summary.imported, "skipped": len(summary.skipped),
         "skipped_by_reason": summary.by_reason(), "skipped_clips": summary.skipped,
+        "fps_column": next((h for h in table.header if h.strip().lower() in FPS_COLUMNS), None),
+        "fps_assumed": {"fps": ASSUMED_FPS, "clips": sorted(assumed & index_ids)},
     }
     with atomic_path(out / IMPORT_JSON) as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
     return summary
+
+
+def _previous_report(path: Path) -> dict:
+    """A resumed import's import.json ({} when there is none or it is unreadable)."""
+    try:
+        report = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return report if isinstance(report, dict) else {}
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -13,7 +13,8 @@ Memory figures are estimates from simple, stated formulas (not measurements):
   attention (no L x L matrix), x2 for classifier-free guidance, plus the ControlNet residuals held
   for the base (k x D per token); the VAE decode is rough: 8 full-resolution feature maps of the
   decoder's first width over one chunk of frames;
-- offload (`enable_model_cpu_offload`): one part on the GPU at a time;
+- offload (`enable_model_cpu_offload`): one of the pipeline's `offload_groups` on the GPU at a time (a
+  base transformer with its ControlNet; the VAE alone while it decodes);
 - two-expert bases (Wan2.2 I2V-A14B): inference holds both experts and a ControlNet per expert (one
   expert and its ControlNet at a time with offload); training trains one expert's ControlNet per
   run, so only that expert is on the GPUs;
@@ -137,6 +138,7 @@ class Plan:
     inference: dict[str, float] = field(default_factory=dict)  # row label -> bytes
     training: dict[str, float] = field(default_factory=dict)
     transformer_config: dict[str, Any] = field(default_factory=dict)  # the base transformer's config
+    offload_weights: dict[str, float] = field(default_factory=dict)  # bf16/fp8 -> the heaviest offload group
 
 
 def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controlnet_layers: int | None = None,
@@ -198,13 +200,21 @@ def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controln
     vae_act = 8 * vae_width * min(chunk, frames) * height * width * bf16 * batch
     enc = {n: params.get(n, 0) * bf16 for n in ("vae", "text_encoder", "image_encoder")}
     experts = 2 if "transformer_2" in params else 1  # a ControlNet per expert
-    inference = {}
+    inference, offload_weights = {}, {}
     for label, wbytes in (("bf16", 2), ("fp8", 1)):
-        one = (params["transformer"] + params["controlnet"]) * wbytes  # an expert and its ControlNet
         dit = (params["transformer"] + params.get("transformer_2", 0) + experts * params["controlnet"]) * wbytes
         inference[f"{label}, all on GPU"] = dit + sum(enc.values()) + max(act, vae_act) + CONTEXT_BYTES
-        inference[f"{label}, model offload"] = max(one + act, enc["vae"] + vae_act, enc["text_encoder"],
-                                                   enc["image_encoder"]) + CONTEXT_BYTES
+        # model offload: the pipeline's groups, one on the GPU at a time (an expert with its ControlNet,
+        # the VAE alone while it decodes)
+        weights = {**enc, **{n: params[n] * wbytes for n in ("transformer", "transformer_2") if n in params},
+                   "controlnet": params["controlnet"] * wbytes}
+        if experts == 2:
+            weights["controlnet_2"] = weights["controlnet"]
+        groups = [sum(weights.get(n, 0) for n in group) for group in offload_groups(family)]
+        working = [act if "transformer" in group[0] else vae_act if group == ("vae",) else 0
+                   for group in offload_groups(family)]
+        offload_weights[label] = max(groups)
+        inference[f"{label}, model offload"] = max(w + a for w, a in zip(groups, working)) + CONTEXT_BYTES
     # training (per GPU): one expert per run on a two-expert base
     trained = params["controlnet"] + params.get("segment_head", 0)
     frozen = params["transformer"] * bf16
@@ -225,7 +235,16 @@ def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controln
     training = {label: states + train_act + CONTEXT_BYTES for label, states in rows.items()}
     return Plan(base=info["key"], family=family, size=(width, height), frames=frames, batch=batch, gpus=gpus,
                 control_layers=k, base_layers=base_layers, tokens=tokens, params=params,
-                inference=inference, training=training, transformer_config=dict(cfg))
+                inference=inference, training=training, transformer_config=dict(cfg),
+                offload_weights=offload_weights)
+
+
+def offload_groups(family: str) -> tuple[tuple[str, ...], ...]:
+    """The components the pipeline keeps on the GPU together under model offload (its `offload_groups`)."""
+    from ..pipelines.pipeline_cogvideox import MagicMotionCogVideoXPipeline
+    from ..pipelines.pipeline_wan import MagicMotionWanPipeline
+
+    return (MagicMotionWanPipeline if family == "wan" else MagicMotionCogVideoXPipeline).offload_groups
 
 
 def recommend_gpu(nbytes: float) -> str:

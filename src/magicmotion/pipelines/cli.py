@@ -19,6 +19,7 @@ KINDS = ("mask", "box", "sparse_box")  # magicmotion.trajectory.KINDS, without i
 OFFLOAD = ("none", "model", "group", "sequential")  # magicmotion.pipelines.loading's, without importing it
 WEIGHTS_DTYPES = ("default", "fp8")
 CACHES = ("none", "first-block", "taylorseer", "faster")
+LORA_EXPERTS = ("both", "high", "low")
 SPEED_DEFAULTS = dict(cfg_mode="batched", control_every=1, control_dense=0.0, control_branches="both")
 
 
@@ -53,6 +54,9 @@ def add_memory_arguments(p) -> None:
                         "guidance > 1 and --cfg-mode batched; an approximation, see docs/generate.md)")
     p.add_argument("--lora", default=None, metavar="PATH", help="a LoRA for the base (diffusers' load_lora_weights)")
     p.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="the LoRA's scale (default 1)")
+    p.add_argument("--lora-expert", default=None, metavar="EXPERT",
+                   help="Wan2.2 A14B: both | high | low: the expert(s) the LoRA goes into (default both, or as "
+                        "the file's keys name them: transformer.* high, transformer_2.* low)")
 
 
 def memory_options(args) -> dict:
@@ -68,13 +72,25 @@ def memory_options(args) -> dict:
     scale = getattr(args, "lora_scale", 1.0)
     if not math.isfinite(scale) or not -10 <= scale <= 10:
         raise PipelineError(f"--lora-scale must be a number in -10..10, got {scale}")
+    trajectory_guidance = getattr(args, "trajectory_guidance", 1.0)
+    if getattr(args, "cache", "none") == "faster" and trajectory_guidance is not None and trajectory_guidance != 1.0:
+        raise PipelineError(f"--cache faster cannot run with --trajectory-guidance {trajectory_guidance:g} (its pass "
+                            "without control is a third branch, not half of a guidance batch): use --cache "
+                            "first-block or taylorseer, or --trajectory-guidance 1")
     lora = getattr(args, "lora", None)
+    lora_expert = getattr(args, "lora_expert", None)
+    if lora_expert is not None and lora_expert not in LORA_EXPERTS:
+        raise PipelineError(f"unknown LoRA expert {lora_expert!r} (--lora-expert): expected one of "
+                            f"{', '.join(LORA_EXPERTS)}")
+    if lora_expert is not None and lora is None:
+        raise PipelineError("--lora-expert needs --lora")
     if lora is not None and not Path(lora).exists():
         from ..hub import resolve_pretrained
 
         resolve_pretrained(lora, "LoRA")
     return dict(offload=args.offload, weights_dtype=getattr(args, "weights_dtype", "default"),
-                cache=getattr(args, "cache", "none"), vae_tiling=getattr(args, "vae_tiling", False), lora=lora)
+                cache=getattr(args, "cache", "none"), vae_tiling=getattr(args, "vae_tiling", False), lora=lora,
+                **({"lora_expert": lora_expert} if lora_expert is not None else {}))
 
 
 def lora_call_kwargs(args) -> dict:

@@ -265,6 +265,15 @@ __all__ = [
 ]
 
 
+def faster_cache_on(pipe) -> bool:
+    """Whether diffusers' FasterCache is enabled on the pipeline's base transformer (or transformer_2)."""
+    for transformer in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None)):
+        registry = getattr(transformer, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook("faster_cache_denoiser") is not None:
+            return True
+    return False
+
+
 def check_call_inputs(pipe, prompt, negative_prompt, kind: str, num_frames: int, height: int, width: int,
                       num_inference_steps: int, guidance_scale: float, trajectory_frames: int | None = None,
                       callback_on_step_end_tensor_inputs=None, trajectory_guidance_scale: float = 1.0) -> None:
@@ -295,6 +304,10 @@ def check_call_inputs(pipe, prompt, negative_prompt, kind: str, num_frames: int,
         raise PipelineError(f"guidance_scale must be >= 0, got {guidance_scale}")
     if not math.isfinite(trajectory_guidance_scale) or trajectory_guidance_scale < 0:
         raise PipelineError(f"trajectory_guidance_scale must be a number >= 0, got {trajectory_guidance_scale}")
+    if trajectory_guidance_scale != 1.0 and faster_cache_on(pipe):
+        raise PipelineError("the FasterCache cache cannot run with trajectory guidance (its pass without control is "
+                            "a third branch, not half of a guidance batch): use another cache or trajectory "
+                            "guidance 1")
     if callback_on_step_end_tensor_inputs is not None:
         bad = [k for k in callback_on_step_end_tensor_inputs if k not in pipe._callback_tensor_inputs]
         if bad:

@@ -229,6 +229,7 @@ def load_pipeline(
     cache: str = "none",
     lora: str | os.PathLike | None = None,
     controlnet_2=None,
+    lora_expert: str | None = None,
 ):
     """A ready MagicMotion pipeline (Wan or CogVideoX) on `device`.
 
@@ -252,7 +253,8 @@ def load_pipeline(
         vae_tiling, vae_slicing: decode in tiles / one video at a time (less memory).
         weights_dtype, cache: see `enable_memory_options`.
         lora: a LoRA for the base (diffusers' `load_lora_weights`: a folder, file or hub id); its scale
-            is the call's `attention_kwargs={"scale": s}` (generate's `lora_scale`).
+            is the call's `attention_kwargs={"scale": s}` (generate's `lora_scale`). On a two-expert
+            Wan2.2 A14B base: see `load_lora` (`lora_expert`: "both", "high" or "low").
     Raises:
         ModelError: a missing or unreadable model, or a ControlNet built for another base.
         PipelineError: an unknown option.
@@ -319,12 +321,45 @@ def load_pipeline(
         raise ModelError(f"{base}: cannot load the base model ({e})") from None
     attach_settings(pipe, model, base, controlnet_source)  # of the base and the ControlNet as named
     if lora is not None:
-        try:
-            pipe.load_lora_weights(str(lora))
-        except (OSError, ValueError, KeyError) as e:
-            raise ModelError(f"{lora}: cannot load the LoRA into the base ({e})") from None
+        load_lora(pipe, lora, lora_expert)
     return enable_memory_options(pipe, device, offload=offload, weights_dtype=weights_dtype, cache=cache,
                                  vae_tiling=vae_tiling, vae_slicing=vae_slicing)
+
+
+LORA_EXPERTS = ("both", "high", "low")
+
+
+def load_lora(pipe, lora, expert: str | None = None) -> None:
+    """A LoRA into the base (diffusers' `load_lora_weights`). On a two-expert Wan2.2 A14B base: a file
+    whose keys name the low-noise expert (`transformer_2.*`) goes expert by expert (its `transformer.*`
+    keys to the high-noise expert, its `transformer_2.*` keys to the low-noise one); any other LoRA goes
+    into both experts (diffusers' default is the high-noise one only). `expert` "high" or "low" loads
+    into that expert alone (that expert's part of a file naming both); None or "both": as above.
+    ModelError on an unreadable LoRA or one without keys for the expert asked for."""
+    if expert is not None and expert not in LORA_EXPERTS:
+        raise PipelineError(f"unknown LoRA expert {expert!r}: expected one of {', '.join(LORA_EXPERTS)}")
+    try:
+        if not getattr(pipe, "two_experts", False):
+            if expert not in (None, "both"):
+                raise PipelineError(f"a LoRA expert ({expert}) is for a two-expert Wan2.2 A14B base; this base has one")
+            pipe.load_lora_weights(str(lora))
+            return
+        state = pipe.lora_state_dict(str(lora))
+        low = "transformer_2."
+        rest = {k: v for k, v in state.items() if not k.startswith(low)}
+        if len(rest) < len(state):  # the file names the experts
+            parts = {"high": rest, "low": {"transformer." + k[len(low):]: v for k, v in state.items() if k.startswith(low)}}
+        else:
+            parts = {"high": rest, "low": rest}
+        if expert in ("high", "low"):
+            if not parts[expert]:
+                raise ModelError(f"{lora}: the LoRA has no keys for the {expert}-noise expert")
+            parts = {expert: parts[expert]}
+        for name, weights in parts.items():
+            if weights:
+                pipe.load_lora_weights(dict(weights), load_into_transformer_2=name == "low")
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"{lora}: cannot load the LoRA into the base ({e})") from None
 
 
 def check_memory_options(offload: str = "none", weights_dtype: str = "default", cache: str = "none") -> None:
@@ -492,7 +527,7 @@ def model_settings(base=None, controlnet=None, kind: str | None = None):
 
 __all__ = [
     "DEFAULT_GUIDANCE", "KIND_STAGE", "MODELS", "OFFLOAD", "TINY_GUIDANCE", "TINY_MODEL_DIR", "base_config",
-    "detect_model", "is_hub_id", "load_controlnet", "load_pipeline", "model_settings",
+    "detect_model", "is_hub_id", "load_controlnet", "load_lora", "load_pipeline", "LORA_EXPERTS", "model_settings",
     "apply_sampling_settings", "attach_settings", "resolve_device",
     "resolve_dtype", "tiny_model_paths", "CACHES", "WEIGHTS_DTYPES", "cache_config", "check_memory_options",
     "enable_memory_options", "transformer_config",

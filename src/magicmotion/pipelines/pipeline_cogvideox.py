@@ -38,6 +38,7 @@ from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_input
                          prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
                          trajectory_guided, trajectory_size)
 from .guidance import GuidedPrediction, check_speed_options
+from .offload import offload_by_groups
 from .settings import default_size, model_limits, pipeline_settings
 
 
@@ -52,9 +53,10 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
     `magicmotion.pipelines.load_pipeline`.
     """
 
-    # The ControlNet is outside the chain: under model offload it gets its own hook and stays on the
-    # GPU through the denoising loop.
     model_cpu_offload_seq = "text_encoder->transformer->vae"
+    # Model offload, one group on the GPU at a time (`offload.offload_by_groups`): the transformer with
+    # the ControlNet, the VAE alone
+    offload_groups = (("text_encoder",), ("transformer", "controlnet"), ("vae",))
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds", "trajectory_latents"]
 
     @property
@@ -91,6 +93,12 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         return attach_settings(pipe, "cogvideox", pretrained_model_name_or_path, controlnet_source)
 
     # ------------------------------------------------------------------------------------ steps
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device="cuda"):
+        """diffusers' model CPU offload, by `offload_groups`: the ControlNet on the GPU with the
+        transformer only; the VAE alone while it decodes."""
+        super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
+        offload_by_groups(self, self.offload_groups)
 
     @property
     def fixed_size(self) -> tuple[int, int, int] | None:

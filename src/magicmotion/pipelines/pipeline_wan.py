@@ -46,6 +46,7 @@ from ..errors import ModelError, PipelineError
 from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
                          prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
                          trajectory_guided, trajectory_size)
+from .offload import offload_by_groups
 from .guidance import GuidedPrediction, batch_timestep, check_speed_options
 from .settings import default_size, model_limits, pipeline_settings
 
@@ -78,9 +79,11 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
     `controlnet_2=`) or `magicmotion.pipelines.load_pipeline`.
     """
 
-    # The ControlNets are outside the chain: under model offload each gets its own hook and stays on the
-    # GPU through the denoising loop, as diffusers' ControlNet pipelines do.
     model_cpu_offload_seq = "text_encoder->image_encoder->transformer->transformer_2->vae"
+    # Model offload, one group on the GPU at a time (`offload.offload_by_groups`): each expert with its
+    # ControlNet, the VAE alone (encoding the first frame and the maps, decoding)
+    offload_groups = (("text_encoder",), ("image_encoder",), ("transformer", "controlnet"),
+                      ("transformer_2", "controlnet_2"), ("vae",))
     _optional_components = ["image_encoder", "image_processor", "transformer_2", "controlnet_2"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds", "trajectory_latents"]
 
@@ -149,6 +152,12 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                 loaded[name] = cn
         pipe = super().from_pretrained(pretrained_model_name_or_path, **loaded, **kwargs)
         return attach_settings(pipe, "wan", pretrained_model_name_or_path, controlnet_source)
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device="cuda"):
+        """diffusers' model CPU offload, by `offload_groups`: an expert and its ControlNet on the GPU
+        together, nothing else; the VAE alone while it decodes."""
+        super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
+        offload_by_groups(self, self.offload_groups)
 
     # ------------------------------------------------------------------------------------ steps
 

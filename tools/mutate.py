@@ -1,0 +1,99 @@
+"""`make mutate MODULE=trajectory/render`: mutmut over one core module against the tests that exercise it.
+
+Each module runs in its own scratch folder, `.mutate/<module>/` (git-ignored), holding a generated
+pyproject.toml (the project's, plus a [tool.mutmut] section naming the module and its tests) and
+links to src/, tests/ and ../shared (the real samples the tests read), so runs of different modules
+neither share mutmut's state nor touch the worktree. mutmut runs with `process_isolation =
+"forkserver"`: its default fork mode reported torch's segfaults in forked children as survivors.
+
+    python tools/mutate.py trajectory/render            # run (resumes where it stopped)
+    python tools/mutate.py trajectory/render --results  # mutmut's per-mutant results
+    python tools/mutate.py --list                       # the modules and their tests
+Too slow for CI (minutes to hours per module on 2 cores); docs/testing.md has the measured kill rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# module (under src/magicmotion, no .py) -> the test files that exercise it
+MODULES = {
+    "trajectory/render": ["tests/trajectory/test_trajectory_render.py", "tests/trajectory/test_trajectory_palette_release.py"],
+    "trajectory/decode": ["tests/trajectory/test_trajectory_decode.py"],
+    "trajectory/spec": ["tests/trajectory/test_trajectory_spec.py", "tests/trajectory/test_trajectory_bad_input.py"],
+    "trajectory/ops": ["tests/trajectory/test_trajectory_ops.py"],
+    "bench/metrics": ["tests/bench/test_bench_metrics.py"],
+    "training/losses": ["tests/training/test_losses.py"],
+    "training/trainer": ["tests/training/test_trainer.py", "tests/training/test_trainer_guards.py"],
+    "models/controlnet_wan": ["tests/models/test_controlnet_build.py", "tests/models/test_control_residuals.py",
+                              "tests/models/test_controlnet_wan22.py"],
+    "models/controlnet_cogvideox": ["tests/models/test_controlnet_build.py", "tests/models/test_control_residuals.py",
+                                    "tests/models/test_joint_transformer.py"],
+    "models/segment_head": ["tests/models/test_segment_head.py"],
+    "models/transformer": ["tests/models/test_joint_transformer.py", "tests/models/test_control_residuals.py",
+                           "tests/pipelines/test_pipeline_hooks.py"],
+    "pipelines/loading": ["tests/pipelines/test_pipeline_loading.py", "tests/pipelines/test_pipeline_hooks.py",
+                          "tests/pipelines/test_pipeline_offload.py"],
+    "pipelines/guidance": ["tests/pipelines/test_pipeline_speed.py", "tests/pipelines/test_pipeline_conditions.py"],
+}
+
+
+def workdir(module: str) -> Path:
+    return ROOT / ".mutate" / module.replace("/", "-")
+
+
+def prepare(module: str) -> Path:
+    """The scratch folder for `module`, its pyproject.toml written for this module's run."""
+    work = workdir(module)
+    work.mkdir(parents=True, exist_ok=True)
+    for name, target in (("src", ROOT / "src"), ("tests", ROOT / "tests"), ("shared", ROOT.parent / "shared")):
+        link = work / name
+        if not link.is_symlink():
+            link.symlink_to(target)
+    tests = MODULES[module]
+    project = (ROOT / "pyproject.toml").read_text()
+    project = re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", project)
+    quoted = ", ".join(f'"{t}"' for t in tests)
+    project += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f'only_mutate = ["src/magicmotion/{module}.py"]\n'
+        f"pytest_add_cli_args_test_selection = [{quoted}]\n"
+        'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n'
+        'process_isolation = "forkserver"\n'
+        # mutants reached only through a thread or a subprocess are not traced: run every mutant
+        "mutate_only_covered_lines = false\n"
+    )
+    (work / "pyproject.toml").write_text(project)
+    return work
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("module", nargs="?", help="e.g. trajectory/render (one of --list)")
+    parser.add_argument("--list", action="store_true", help="the modules and their tests")
+    parser.add_argument("--results", action="store_true", help="print mutmut's results instead of running")
+    parser.add_argument("--max-children", type=int, default=1, help="mutmut workers (default 1)")
+    args = parser.parse_args(argv)
+    if args.list or not args.module:
+        for module, tests in MODULES.items():
+            print(f"{module:<32} {' '.join(tests)}")
+        return 0
+    module = args.module.removesuffix(".py").removeprefix("src/magicmotion/")
+    if module not in MODULES:
+        print(f"mutate: unknown module {args.module!r}; one of: {', '.join(MODULES)}", file=sys.stderr)
+        return 2
+    work = prepare(module)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": ""}
+    command = ["results", "--all", "true"] if args.results else ["run", "--max-children", str(args.max_children)]
+    return subprocess.call([sys.executable, "-m", "mutmut", *command], cwd=work, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
