@@ -47,7 +47,11 @@ def _add_synth(sub) -> None:
 
 
 def _synth(args) -> int:
+    from ..errors import DatasetError
+    from ..paths import check_output
     from .synthetic import synthesize
+
+    check_output(args.out, error=DatasetError, folder=True, make_parents=True, dataset=True)
 
     written = synthesize(args.out, args.clips, frames=args.frames, size=args.size, seed=args.seed,
                          test_fraction=args.test_fraction, fps=args.fps, max_objects=args.max_objects,
@@ -75,8 +79,12 @@ def _add_info(sub) -> None:
 
 def _info(args) -> int:
     from ..errors import DatasetError
+    from ..paths import check_output
     from .dataset import INDEX, Dataset, dataset_info, write_info_plot
 
+    plot = args.plot or args.dataset / "info.png"
+    check_output(plot, [args.dataset / INDEX, args.dataset / "videos", args.dataset / "annotations"],
+                 what="--plot", error=DatasetError, in_dataset=True)
     info = dataset_info(args.dataset)
     if not info["num_clips"]:
         raise DatasetError(f"{args.dataset}: no clips ({args.dataset / INDEX} is empty); nothing "

@@ -485,8 +485,11 @@ class Dataset:
     def load_annotation(self, record: dict) -> Trajectory:
         from ..trajectory import load
 
+        from ..paths import contained
+
         clip = record["id"]
-        path = self.root / record.get("annotation", f"{ANNOTATIONS}/{clip}.json")
+        path = contained(self.root, record.get("annotation", f"{ANNOTATIONS}/{clip}.json"), f"{self.root}: clip {clip}",
+                         "annotation", DatasetError)
         if not path.is_file():
             raise DatasetError(f"{self.root}: clip {clip}: annotation {path} not found")
         try:

@@ -449,6 +449,9 @@ def add_filter_parser(sub):
 
 
 def _filter(args) -> int:
+    from ..paths import check_output
+
+    check_output(args.out, [args.dataset, args.config], error=DatasetError, folder=True, make_parents=True)
     report = filter_dataset(args.dataset, load_filter_config(args.config), args.out,
                             progress=not args.quiet)
     print(report.format())

@@ -790,6 +790,11 @@ def check_output_dir(config: TrainConfig, resume: bool, overwrite: bool) -> None
         raise ConfigError("--resume and --overwrite contradict each other: pick one")
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"{src}: output_dir {output_dir} is a file, expected a folder")
+    from ..paths import check_output
+
+    base = config.base if Path(config.base).is_dir() else None  # a hub id is no folder of ours
+    check_output(output_dir, [config.data.dataset, config.data.precomputed, base], what=f"{src}: output_dir",
+                 error=ConfigError, folder=True, make_parents=True)
     if resume or not output_dir.is_dir():
         return
     runs = [n for n in RUN_OUTPUTS if (output_dir / n).exists()]
