@@ -539,6 +539,10 @@ def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None) -
         dup = next(t for t in frames if frames.count(t) > 1)
         names = [p.name for p, t in zip(files, frames) if t == dup]
         raise TrajectoryError(f"{folder}: {' and '.join(names)} are both frame {dup}")
+    if max(frames) >= MAX_FRAMES:  # 00000.png and 99999.png: a 100000-frame spec no command takes
+        last = files[frames.index(max(frames))]
+        raise TrajectoryError(f"{last}: frame {max(frames)} is beyond the limit of {MAX_FRAMES} frames "
+                              "(docs/limits.md); are the files numbered by frame?")
     if num_frames is not None and max(frames) >= num_frames:
         last = files[frames.index(max(frames))]
         raise TrajectoryError(f"{last}: frame {max(frames)} outside 0..{num_frames - 1}")
