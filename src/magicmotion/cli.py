@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("magicmotion: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `magicmotion data info D | head`: the reader left; no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a pipe's writer ended by SIGPIPE
     except Exception as e:  # a bug, not bad input: the traceback says where; exit 1
         traceback.print_exc()
         print(f"magicmotion: internal error: {type(e).__name__}: {e}", file=sys.stderr)

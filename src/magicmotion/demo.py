@@ -50,6 +50,9 @@ def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MagicMotionError(f"{out}: is a file, expected a folder for the demo's videos")
+    from .paths import check_output
+
+    check_output(out, folder=True, make_parents=True)
     out.mkdir(parents=True, exist_ok=True)
     ex = examples_dir()
     image = read_image(ex / "first_frame.png")

@@ -110,6 +110,23 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def check_finite_weights(model, where, error: type[MagicMotionError] = MagicMotionError):
+    """`model` (a torch module or a state dict) when every floating-point tensor is finite; else `error`
+    naming `where` and the first tensor holding NaN or infinity (weights that would give a black or a
+    noise video without a word). Returns `model`."""
+    import torch
+
+    tensors = model.items() if isinstance(model, dict) else model.state_dict().items()
+    with torch.no_grad():
+        for name, tensor in tensors:
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.device.type != "meta":
+                if not bool(torch.isfinite(tensor).all()):
+                    bad = int((~torch.isfinite(tensor)).sum())
+                    raise error(f"{where}: tensor {name} holds {bad} NaN or infinite values of {tensor.numel()}; "
+                                "the weights are broken")
+    return model
+
+
 # ---------------------------------------------------------------------------------------- JSON
 
 

@@ -41,7 +41,11 @@ def run(args) -> int:
         raise MagicMotionError("the app needs gradio: pip install 'magicmotion[app]'") from None
     if not 0 <= args.port <= 65535:
         raise MagicMotionError(f"--port must be in 0..65535, got {args.port}")
+    from ..paths import check_output
     from .ui import build_app, launch
+
+    if args.out is not None:
+        check_output(args.out, folder=True, make_parents=True)
 
     demo = build_app(base=args.base, controlnet=args.controlnet, sam2=args.sam2, output_dir=args.out,
                      load_options=load_options)

@@ -126,8 +126,11 @@ def register(sub) -> None:
 
 
 def _build(args) -> int:
+    from ..errors import BenchError
+    from ..paths import check_output
     from .sets import build_bench, skipped_text
 
+    check_output(args.out, [args.dataset], error=BenchError, folder=True, make_parents=True, dataset=True)
     s = build_bench(args.dataset, args.out, per_bucket=args.per_bucket, num_frames=args.frames,
                     buckets=args.buckets, seed=args.seed, split=args.split, size=args.size)
     print(f"{args.out}: {s['clips']} clips; by bucket {s['buckets']}")
@@ -139,8 +142,12 @@ def _build(args) -> int:
 
 
 def _davis(args) -> int:
+    from ..errors import BenchError
+    from ..paths import check_output
     from .sets import read_davis
 
+    check_output(args.out, [args.davis, args.captions], error=BenchError, folder=True, make_parents=True,
+                 dataset=True)
     s = read_davis(args.davis, args.out, resolution=args.resolution, num_frames=args.frames,
                    captions=args.captions, imageset=args.imageset, fps=args.fps)
     print(f"{args.out}: {s['clips']} clips; by bucket {s['buckets']}; skipped {s['skipped']}")
@@ -157,6 +164,9 @@ def _run(args) -> int:
     from ..pipelines.cli import memory_options, speed_options
     from .runner import run_bench
 
+    from ..paths import check_output
+
+    check_output(args.out, [args.bench], error=BenchError, folder=True, make_parents=True)
     memory = memory_options(args)
     offload = memory.pop("offload")
     index, count = process_split()  # under `accelerate launch` / torchrun: this process's share of the clips
@@ -197,8 +207,11 @@ def _score(args) -> int:
 
 
 def _report(args) -> int:
+    from ..errors import BenchError
+    from ..paths import check_output
     from .report import report
 
+    check_output(args.out, args.runs, error=BenchError, folder=True, make_parents=True)
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
     report(args.runs, args.out, labels=labels)
     print(f"{args.out}: report.md, by_objects.png, report.json")

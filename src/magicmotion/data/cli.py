@@ -47,7 +47,11 @@ def _add_synth(sub) -> None:
 
 
 def _synth(args) -> int:
+    from ..errors import DatasetError
+    from ..paths import check_output
     from .synthetic import synthesize
+
+    check_output(args.out, error=DatasetError, folder=True, make_parents=True, dataset=True)
 
     written = synthesize(args.out, args.clips, frames=args.frames, size=args.size, seed=args.seed,
                          test_fraction=args.test_fraction, fps=args.fps, max_objects=args.max_objects,
@@ -69,25 +73,27 @@ def _add_info(sub) -> None:
                    help="histogram PNG (default DATASET/info.png)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--verify", action="store_true",
-                   help="also decode every clip's video and annotation (slow)")
+                   help="also decode every frame of every clip's video (slow)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="summarise the index only: open no video or annotation (by default every video's "
+                        "header and every annotation are checked against the index)")
     p.set_defaults(func=_info)
 
 
 def _info(args) -> int:
     from ..errors import DatasetError
-    from .dataset import INDEX, Dataset, dataset_info, write_info_plot
+    from ..paths import check_output
+    from .dataset import INDEX, dataset_info, write_info_plot
 
+    plot = args.plot or args.dataset / "info.png"
+    check_output(plot, [args.dataset / INDEX, args.dataset / "videos", args.dataset / "annotations"],
+                 what="--plot", error=DatasetError, in_dataset=True)
     info = dataset_info(args.dataset)
     if not info["num_clips"]:
         raise DatasetError(f"{args.dataset}: no clips ({args.dataset / INDEX} is empty); nothing "
                            "to summarise")
-    if args.verify:
-        from tqdm import tqdm
-
-        ds = Dataset(args.dataset, sampling="start")
-        for record in tqdm(ds.records, desc="verify", unit="clip"):
-            ds.load_clip(record)
-    plot = args.plot or args.dataset / "info.png"
+    if args.check or args.verify:
+        check_dataset_files(args.dataset, decode=args.verify)
     write_info_plot(info, plot)
     if args.json:
         print(json.dumps({**info, "plot": str(plot)}, indent=1))
@@ -95,6 +101,32 @@ def _info(args) -> int:
     print(format_info(info))
     print(f"plot: {plot}")
     return 0
+
+
+def check_dataset_files(root: Path, decode: bool = False, named: int = 3) -> int:
+    """Every clip's files against the index (`Dataset.check_files`: the annotation reads and agrees,
+    the video is there, not empty, opens, and its header agrees), with `decode` every frame too, with a
+    progress bar on a terminal. DatasetError naming how many clips are bad and the first `named` of
+    them (clip, file, what); returns the number of clips checked."""
+    from tqdm import tqdm
+
+    from ..errors import DatasetError, MagicMotionError
+    from .dataset import Dataset
+
+    ds = Dataset(root, sampling="start")
+    bad = []
+    for record in tqdm(ds.records, desc="check" if not decode else "verify", unit="clip", disable=None):
+        try:
+            ds.check_files(record)
+            if decode:
+                ds.load_clip(record)
+        except MagicMotionError as e:
+            bad.append(str(e).removeprefix(f"{root}: "))
+    if bad:
+        more = f"; and {len(bad) - named} more" if len(bad) > named else ""
+        raise DatasetError(f"{root}: {len(bad)} of {len(ds.records)} clips are broken: "
+                           + "; ".join(bad[:named]) + more)
+    return len(ds.records)
 
 
 def format_info(info: dict) -> str:

@@ -485,8 +485,11 @@ class Dataset:
     def load_annotation(self, record: dict) -> Trajectory:
         from ..trajectory import load
 
+        from ..paths import contained
+
         clip = record["id"]
-        path = self.root / record.get("annotation", f"{ANNOTATIONS}/{clip}.json")
+        path = contained(self.root, record.get("annotation", f"{ANNOTATIONS}/{clip}.json"), f"{self.root}: clip {clip}",
+                         "annotation", DatasetError)
         if not path.is_file():
             raise DatasetError(f"{self.root}: clip {clip}: annotation {path} not found")
         try:
@@ -538,9 +541,9 @@ class Dataset:
         if not (0 <= w - record["width"] <= 1 and 0 <= h - record["height"] <= 1):
             raise DatasetError(f"{self.root}: clip {clip}: video {path} is {w}x{h}, the index says "
                                f"{record['width']}x{record['height']}")
-        if n and n < record["num_frames"]:
+        if n and n != record["num_frames"]:
             raise DatasetError(f"{self.root}: clip {clip}: video {path} has {n} frames, the index says "
-                               f"{record['num_frames']} (truncated?)")
+                               f"{record['num_frames']}" + (" (truncated?)" if n < record["num_frames"] else ""))
 
     def load_clip(self, record: dict) -> Clip:
         """Read, sample and resize one clip given its index record."""

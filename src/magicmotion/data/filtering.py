@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
+from ..limits import MAX_FRAMES, MAX_SIDE, check_number
 
 FILTERS = ("motion", "object_motion", "object_area", "num_objects", "track_quality", "duration")
 
@@ -44,6 +45,8 @@ DEFAULTS: dict[str, dict] = {
     "track_quality": {"enabled": True, "max_lost": 0.2},
     "duration": {"enabled": True, "min_frames": 8, "min_seconds": None, "max_seconds": None},
 }
+
+MAX_THRESHOLD = 1e9  # |threshold|: finite, and far beyond any score (percentages, counts, seconds)
 
 REPORT_JSON = "filter_report.json"
 REPORT_MD = "filter_report.md"
@@ -86,10 +89,12 @@ def load_filter_config(path: str | os.PathLike | None = None, overrides: dict | 
                 elif value is not None and (isinstance(value, bool)
                                             or not isinstance(value, (int, float))):
                     raise ConfigError(f"{where}: {name}.{key} must be a number or null, got {value!r}")
+                elif value is not None:  # .nan would switch the filter off (every comparison false)
+                    check_number(value, f"{name}.{key}", where, -MAX_THRESHOLD, MAX_THRESHOLD, ConfigError)
                 cfg[name][key] = value
-    for key in ("size", "max_pairs"):
-        if cfg["motion"][key] is None or cfg["motion"][key] < 2:
-            raise ConfigError(f"motion.{key} must be a number >= 2")
+    for key, hi in (("size", MAX_SIDE), ("max_pairs", MAX_FRAMES)):
+        if cfg["motion"][key] is None or not 2 <= cfg["motion"][key] <= hi:
+            raise ConfigError(f"motion.{key} must be a number in 2..{hi}, got {cfg['motion'][key]!r}")
     return cfg
 
 
@@ -449,6 +454,9 @@ def add_filter_parser(sub):
 
 
 def _filter(args) -> int:
+    from ..paths import check_output
+
+    check_output(args.out, [args.dataset, args.config], error=DatasetError, folder=True, make_parents=True)
     report = filter_dataset(args.dataset, load_filter_config(args.config), args.out,
                             progress=not args.quiet)
     print(report.format())

@@ -132,6 +132,7 @@ def read_magicdata_csv(root: str | os.PathLike, csv_path: str | os.PathLike | No
     in the header (or `id_column`), the caption column the first of CAPTION_COLUMNS (or
     `caption_column`); a header with neither raises ConfigError listing its columns. A value may be an
     id (`abc`), a file name (`abc.mp4`) or a path (`videos/abc.mp4`): the id is the file's stem."""
+    from ..paths import contained
     from .curation.ingest import safe_id
 
     root = Path(root)
@@ -160,9 +161,13 @@ def read_magicdata_csv(root: str | os.PathLike, csv_path: str | os.PathLike | No
         value = (r.get(id_col) or "").strip()
         if not value:
             raise DatasetError(f"{path}:{line}: empty {id_col!r}")
+        where = f"{path}:{line}"
+        given = contained(root, value, where, "video id", DatasetError, links_out=True)  # never ../
         name = Path(value).name
         source_id = name[:-4] if name.lower().endswith(".mp4") else name
-        video = root / value if (root / value).is_file() else root / "videos" / f"{source_id}.mp4"
+        if not source_id or source_id.startswith("."):
+            raise DatasetError(f"{where}: video id {value!r} names no video")
+        video = given if given.is_file() else root / "videos" / f"{source_id}.mp4"
         rows.append(MagicDataRow(
             id=safe_id(source_id, taken), source_id=source_id, video=str(video),
             masks=str(root / "masks" / source_id), boxes=str(root / "boxs" / source_id),
@@ -663,7 +668,9 @@ def add_import_parser(sub):
 
 def _import_cli(args) -> int:
     from ..locks import output_lock
+    from ..paths import check_output
 
+    check_output(args.out, [args.root, args.csv], error=DatasetError, folder=True, make_parents=True, dataset=True)
     with output_lock(args.out, "dataset"):  # one run per output
         summary = import_magicdata(args.root, args.out, engine=args.engine, limit=args.limit, copy=args.copy,
                                    test_fraction=args.test_fraction, csv_path=args.csv,

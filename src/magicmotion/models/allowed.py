@@ -75,7 +75,27 @@ def check_model_index(index, where: str | os.PathLike) -> dict:
         if not ok_library or not _allowed(cls, classes):
             raise ModelError(f"{where}: model_index.json: component {key!r} is {library!r}.{cls!r}; only "
                              f"{want_library} classes we expect are loaded (not imported: refused)")
+        if library in LIBRARIES and not _library_has(library, cls):  # a name the pattern lets through
+            raise ModelError(f"{where}: model_index.json: component {key!r} names {library}.{cls}, a class "
+                             f"{library} does not have (a misspelt or made-up name; this {library} is "
+                             f"{_version(library)})")
     return index
+
+
+def _library_has(library: str, name: str) -> bool:
+    """Whether diffusers / transformers has a class `name` (their lazy modules import only it)."""
+    import importlib
+
+    try:
+        return isinstance(getattr(importlib.import_module(library), name), type)
+    except (AttributeError, ImportError, RuntimeError):
+        return False
+
+
+def _version(library: str) -> str:
+    import importlib
+
+    return getattr(importlib.import_module(library), "__version__", "?")
 
 
 def check_model_config(config, where: str | os.PathLike, what: str) -> str:

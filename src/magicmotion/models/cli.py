@@ -56,8 +56,11 @@ def register(sub) -> None:
 
 
 def _wan_fun(args) -> int:
+    from ..errors import ModelError
+    from ..paths import check_output
     from .convert_wan_fun import convert_wan_fun
 
+    check_output(args.out, [args.src, args.image_encoder], error=ModelError, folder=True, make_parents=True)
     out = convert_wan_fun(args.src, args.out, image_encoder=args.image_encoder, flow_shift=args.flow_shift,
                           progress=lambda line: print(line, flush=True))
     print(f"wrote {out}")
@@ -68,8 +71,11 @@ def _official(args) -> int:
     from pathlib import Path
 
     from ..errors import ModelError
+    from ..paths import check_output
     from .convert import convert_official_checkpoint, convert_official_release
 
+    check_output(args.out, [args.checkpoint, args.head, args.base_config], error=ModelError, folder=True,
+                 make_parents=True)
     if Path(args.checkpoint).is_dir():
         if args.head:
             raise ModelError(f"{args.checkpoint}: --head goes with a single .pt, not a release folder")

@@ -278,12 +278,15 @@ def load_official_checkpoint(
     Returns:
         (CogVideoXTrajectoryControlNet, SegmentHead or None, ConversionReport).
     """
-    sd = read_state_dict(ckpt_path)
+    from ..limits import check_finite_weights
+
+    sd = check_finite_weights(read_state_dict(ckpt_path), ckpt_path, ModelError)
     controlnet, report = controlnet_from_state_dict(sd, base_config, source=str(ckpt_path))
     head = None
     if head_path is not None:
         upsample = controlnet.config.patch_size
-        head, missing, unexpected = head_from_state_dict(read_state_dict(head_path), str(head_path), upsample)
+        head, missing, unexpected = head_from_state_dict(
+            check_finite_weights(read_state_dict(head_path), head_path, ModelError), str(head_path), upsample)
         if head.config.hidden_size != report.inner_dim:
             raise ModelError(
                 f"{head_path}: head width {head.config.hidden_size} does not match the ControlNet's {report.inner_dim}"

@@ -212,7 +212,7 @@ def check_args(args) -> dict:
         raise PipelineError(f"--seed must be in 0..2^32-1, got {args.seed}")
     speed_options(args)
     size = parse_size(args.size)
-    check_output(args.out)
+    check_output(args.out, [args.image, args.trajectory])
     inputs = {Path(p).resolve() for p in (args.image, args.trajectory)}
     for name, path in output_paths(args.out).items():
         if path.resolve() in inputs:

@@ -30,8 +30,9 @@ def output_paths(out_mp4: str | os.PathLike) -> dict[str, Path]:
     }
 
 
-def check_output(out_mp4: str | os.PathLike) -> Path:
-    """An output path the outputs can be written to: an .mp4 in an existing folder."""
+def check_output(out_mp4: str | os.PathLike, inputs=()) -> Path:
+    """An output path the outputs can be written to: an .mp4 in an existing folder we can write in,
+    not one of `inputs`, not inside a dataset (`paths.check_output`)."""
     out = Path(out_mp4)
     if out.suffix.lower() != ".mp4":
         raise MediaError(f"{out}: the output must be an .mp4 file")
@@ -39,7 +40,9 @@ def check_output(out_mp4: str | os.PathLike) -> Path:
         raise MediaError(f"{out}: output folder {out.parent} does not exist")
     if out.is_dir():
         raise MediaError(f"{out}: is a folder")
-    return out
+    from ..paths import check_output as check_output_path
+
+    return check_output_path(out, inputs, error=MediaError)
 
 
 def generate(

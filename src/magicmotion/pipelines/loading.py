@@ -147,6 +147,7 @@ def load_controlnet(path: str | os.PathLike, model: str | None = None, dtype=Non
         dtype: torch dtype to load in (default as saved).
         base: the base (folder or id) whose transformer config fills in what a `.pt` does not say.
     """
+    from ..limits import check_finite_weights
     from ..models import CogVideoXTrajectoryControlNet, WanTrajectoryControlNet
 
     classes = {"WanTrajectoryControlNet": ("wan", WanTrajectoryControlNet),
@@ -170,9 +171,10 @@ def load_controlnet(path: str | os.PathLike, model: str | None = None, dtype=Non
         if model is not None and kind != model:
             raise ModelError(f"{p}: a {kind} ControlNet cannot drive a {model} base")
         try:
-            return cls.from_pretrained(p, dtype=dtype).eval()
+            loaded = cls.from_pretrained(p, dtype=dtype).eval()
         except (OSError, ValueError, RuntimeError) as e:
             raise ModelError(f"{p}: cannot load the ControlNet ({e})") from None
+        return check_finite_weights(loaded, p, ModelError)
     if p.is_file():
         if p.suffix.lower() not in (".pt", ".pth", ".bin"):
             raise ModelError(f"{p}: expected a ControlNet folder or a released .pt checkpoint")
@@ -183,6 +185,7 @@ def load_controlnet(path: str | os.PathLike, model: str | None = None, dtype=Non
         cfg = transformer_config(base) if base is not None else None
         controlnet, _, report = load_official_checkpoint(p, base_config=cfg)
         logger.info("%s", report)
+        check_finite_weights(controlnet, p, ModelError)
         return (controlnet.to(dtype=dtype) if dtype is not None and controlnet.dtype != dtype else controlnet).eval()
     where = resolve_pretrained(path, "ControlNet")  # a missing path, or a hub id out of reach, fails here
     if isinstance(where, Path):  # the hub id's cached snapshot (the hub out of reach)
@@ -191,9 +194,10 @@ def load_controlnet(path: str | os.PathLike, model: str | None = None, dtype=Non
         raise ModelError(f"{path}: say which base (wan or cogvideox) a hub ControlNet is for")
     cls = dict(classes.values())[model]
     try:
-        return cls.from_pretrained(where, dtype=dtype).eval()
+        loaded = cls.from_pretrained(where, dtype=dtype).eval()
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"{path}: cannot fetch the ControlNet ({e})") from None
+    return check_finite_weights(loaded, path, ModelError)
 
 
 def tiny_model_paths(kind: str | None = None) -> tuple[Path, Path]:

@@ -82,6 +82,10 @@ def precompute(config: TrainConfig, out: str | os.PathLike, kinds: list[str] | t
         raise ConfigError(f"{out}: is a file, expected a folder for the precomputed clips")
     if (out / "clips").exists() and not (out / "clips").is_dir():
         raise ConfigError(f"{out / 'clips'}: is a file, expected a folder")
+    from ..paths import check_output
+
+    check_output(out, [config.data.dataset, config.base if Path(config.base).is_dir() else None],
+                 error=ConfigError, folder=True, make_parents=True)
     (out / "clips").mkdir(parents=True, exist_ok=True)
     d = config.data
     settings = {

@@ -44,6 +44,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError, TrainingError
 from ..io import fsync_dir, fsync_tree
+from ..limits import check_finite_weights
 from .conditioning import base_inputs, drop_image_condition, first_frame_keep, flow_shift_of, ti2v_inputs
 from .config import TrainConfig, init_weights, save_config
 from .data import ResumableSampler, collate, sample_seed
@@ -106,7 +107,7 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
     head_dir = None
     if config.init_from:
         cn_dir, head_dir = init_weights(config)
-        controlnet = cls.from_pretrained(cn_dir, dtype=torch.float32)
+        controlnet = check_finite_weights(cls.from_pretrained(cn_dir, dtype=torch.float32), cn_dir, ModelError)
         layers = controlnet.config.num_layers
         if config.controlnet_layers is not None and config.controlnet_layers != layers:
             raise ConfigError(f"{config.source}: controlnet_layers is {config.controlnet_layers} but "
@@ -119,7 +120,7 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
     head = None
     if config.segment_head:
         if head_dir:
-            head = SegmentHead.from_pretrained(head_dir, dtype=torch.float32)
+            head = check_finite_weights(SegmentHead.from_pretrained(head_dir, dtype=torch.float32), head_dir, ModelError)
         else:
             with torch.random.fork_rng(devices=[]):  # the same fresh head for the same seed
                 torch.manual_seed(config.seed)
@@ -790,6 +791,11 @@ def check_output_dir(config: TrainConfig, resume: bool, overwrite: bool) -> None
         raise ConfigError("--resume and --overwrite contradict each other: pick one")
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"{src}: output_dir {output_dir} is a file, expected a folder")
+    from ..paths import check_output
+
+    base = config.base if Path(config.base).is_dir() else None  # a hub id is no folder of ours
+    check_output(output_dir, [config.data.dataset, config.data.precomputed, base], what=f"{src}: output_dir",
+                 error=ConfigError, folder=True, make_parents=True)
     if resume or not output_dir.is_dir():
         return
     runs = [n for n in RUN_OUTPUTS if (output_dir / n).exists()]

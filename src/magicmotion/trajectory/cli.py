@@ -48,8 +48,11 @@ def is_frames_folder(out: str) -> bool:
     return out.endswith(("/", os.sep)) or Path(out).is_dir()
 
 
-def check_output(out: str, suffixes: tuple[str, ...], folder_ok: bool) -> Path:
-    """Check an output path before any work: its folder exists, its type is known."""
+def check_output(out: str, suffixes: tuple[str, ...], folder_ok: bool, inputs=()) -> Path:
+    """Check an output path before any work: its type is known, and `paths.check_output` (its folder
+    exists and can be written, it is none of `inputs` nor inside or over one, nor in a dataset)."""
+    from ..paths import check_output as check_output_path
+
     path = Path(out)
     if folder_ok and is_frames_folder(out):
         if path.exists() and not path.is_dir():
@@ -57,7 +60,7 @@ def check_output(out: str, suffixes: tuple[str, ...], folder_ok: bool) -> Path:
         parent = path.parent if str(path.parent) else Path(".")
         if not path.is_dir() and not parent.is_dir():
             raise MediaError(f"{path}: output folder {parent} does not exist")
-        return path
+        return check_output_path(path, inputs, error=MediaError, folder=True)
     if path.suffix.lower() not in suffixes:
         also = " or a folder ending in /" if folder_ok else ""
         raise MediaError(f"{path}: unknown output type: use {', '.join(suffixes)}{also}")
@@ -66,7 +69,7 @@ def check_output(out: str, suffixes: tuple[str, ...], folder_ok: bool) -> Path:
         raise MediaError(f"{path}: output folder {parent} does not exist")
     if path.is_dir():
         raise MediaError(f"{path}: is a folder, expected a file name")
-    return path
+    return check_output_path(path, inputs, error=MediaError)
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -100,7 +103,7 @@ def render_command(args) -> int:
 
     from ..limits import check_seed, check_size, check_video_size
 
-    out = check_output(args.out, RENDER_SUFFIXES, folder_ok=True)
+    out = check_output(args.out, RENDER_SUFFIXES, folder_ok=True, inputs=[args.spec])
     if args.size is not None:
         check_size(*args.size, error=TrajectoryError, what="--size")
     if args.seed is not None:
@@ -129,7 +132,7 @@ def from_masks_command(args) -> int:
 
     from . import from_mask_frames, save
 
-    out = check_output(args.out, (".json",), folder_ok=False)
+    out = check_output(args.out, (".json",), folder_ok=False, inputs=[args.folder])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         traj = from_mask_frames(args.folder, num_frames=args.num_frames)
@@ -137,7 +140,7 @@ def from_masks_command(args) -> int:
         print(f"magicmotion: warning: {w.message}", file=sys.stderr)
     if args.caption:
         traj.caption = args.caption
-    save(traj, out)
+    save(traj.validate(), out)
     frames = sorted({t for o in traj.objects for t in o.masks})
     print(f"wrote {out}: {len(traj.objects)} objects (ids {', '.join(map(str, traj.ids))}), masks on "
           f"{len(frames)} of {traj.num_frames} frames, {traj.width}x{traj.height}")
@@ -148,7 +151,7 @@ def from_maps_command(args) -> int:
     from . import save
     from .decode import decode_maps, load_maps
 
-    out = check_output(args.out, (".json",), folder_ok=False)
+    out = check_output(args.out, (".json",), folder_ok=False, inputs=[args.maps])
     decoded = decode_maps(load_maps(args.maps), kind=args.kind, palette=args.palette, source=args.maps)
     traj = decoded.trajectory
     if args.caption:
@@ -166,7 +169,7 @@ def preview_command(args) -> int:
 
     from ..limits import check_size, check_video_size
 
-    out = check_output(args.out, PREVIEW_SUFFIXES, folder_ok=False)
+    out = check_output(args.out, PREVIEW_SUFFIXES, folder_ok=False, inputs=[args.spec, args.image, args.video])
     if args.size is not None:
         check_size(*args.size, error=TrajectoryError, what="--size")
     traj, args.kind, args.palette = read_any(args.spec, args.kind, args.palette, args.controlnet, args.base)

@@ -108,6 +108,7 @@ def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: 
     lossy coding leaves along edges, such as voc (0, 0, 64) between (0, 0, 128) and black), is not an
     object."""
     strength = np.zeros(len(colours), np.int64)  # the most core pixels on any frame
+    first = np.zeros(len(colours), np.int64)  # core pixels on frame 0
     kernel = np.ones((3, 3), np.uint8)
     for t, frame in enumerate(maps):
         bright = _bright(frame)
@@ -120,7 +121,10 @@ def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: 
         if erode:  # keep core pixels whose 3x3 neighbourhood is all the same colour
             same = (cv2.erode(core, kernel) == core) & (cv2.dilate(core, kernel) == core)
             core = np.where(same, core, 0)
-        strength = np.maximum(strength, np.bincount(core.ravel(), minlength=len(colours) + 1)[1:])
+        counts = np.bincount(core.ravel(), minlength=len(colours) + 1)[1:]
+        strength = np.maximum(strength, counts)
+        if t == 0:
+            first = counts
     accepted: list[int] = []
     for c in np.argsort(-strength, kind="stable"):
         if strength[c] < 4:
@@ -133,8 +137,25 @@ def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: 
             for i in range(len(anchors)) for j in range(i + 1, len(anchors))
         )
         if not blend:
+            _refuse_dimmed_outline(c, accepted, colours, first, where)
             accepted.append(int(c))
     return np.array(accepted, np.int64)
+
+
+def _refuse_dimmed_outline(c: int, accepted: list[int], colours: np.ndarray, first: np.ndarray, where: str) -> None:
+    """TrajectoryError when colour `c` is a darker copy of an accepted colour (on the segment from black
+    to it) with no core on frame 0 while that colour has one: thin outlines coded with subsampled
+    chroma (MJPEG) come out at a fraction of their colour on the frames after 0, where frame 0 (filled
+    in every map kind) keeps it. Read as it is, it would be a phantom object; the outlines' object
+    cannot be told from it."""
+    if first[c] > 0:
+        return
+    for a in accepted:
+        if first[a] > 0 and _segment_distance(colours[c], np.zeros(3), colours[a]) <= CORE_TOL:
+            raise TrajectoryError(
+                f"{where}: colour {tuple(int(v) for v in colours[c])} appears only after frame 0 and is a dimmed "
+                f"copy of {tuple(int(v) for v in colours[a])}: outlines too thin for this video's colour "
+                "coding (MJPEG?) to keep their colour; write the maps as H.264 mp4 or PNG frames")
 
 
 def _segment_distance(point, a, b) -> float:

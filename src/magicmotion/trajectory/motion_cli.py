@@ -100,7 +100,7 @@ def from_video_command(args) -> int:
     from .cli import check_output
     from .from_video import load_models, prepare, trajectory_from_video
 
-    out = check_output(args.out, (".json",), folder_ok=False)
+    out = check_output(args.out, (".json",), folder_ok=False, inputs=[args.video, args.fit_to])
     frames, phrases, _ = prepare(args.video, args.objects, args.points, args.boxes, args.frame, args.start,
                                  args.num_frames, args.frame_step)
     image, boxes = _fit_target(args)
@@ -132,7 +132,8 @@ def from_points_command(args) -> int:
     from .spec import _read_label_png
     from .tracks import trajectory_from_tracks
 
-    out = check_output(args.out, (".json",), folder_ok=False)
+    out = check_output(args.out, (".json",), folder_ok=False,
+                       inputs=[args.tracks, args.image, args.visibility, args.ids, args.mask, args.fit_to])
     size = args.frame_size
     if size is None and args.image is not None:
         h, w = read_image(args.image).shape[:2]

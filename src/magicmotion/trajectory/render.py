@@ -155,6 +155,19 @@ def _first_frame(traj: Trajectory, frame: np.ndarray, palette: str) -> None:
 # ---------------------------------------------------------------------------------------- render
 
 
+def check_colours(traj: Trajectory, palette: str) -> None:
+    """Every object gets a colour of its own in `palette` (the release palette repeats every 21 ids):
+    two objects drawn alike would read back as one."""
+    table, seen = get_palette(palette), {}
+    for o in traj.objects:
+        colour = tuple(int(v) for v in table[palette_index(o.id)])
+        if colour in seen:
+            raise TrajectoryError(f"{traj.where()}: objects {seen[colour]} and {o.id} have the same colour {colour} "
+                                  f"in the {palette} palette; give them ids that differ modulo "
+                                  f"{len(set(map(tuple, table[1:].tolist())))}")
+        seen[colour] = o.id
+
+
 def render(traj: Trajectory, kind: str, size: tuple[int, int] | None = None,
            palette: str = "voc") -> np.ndarray:
     """Trajectory maps of `kind` ("mask", "box" or "sparse_box") as uint8 (T, H, W, 3).
@@ -166,6 +179,7 @@ def render(traj: Trajectory, kind: str, size: tuple[int, int] | None = None,
         raise TrajectoryError(f"{traj.where()}: unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     table = get_palette(palette)
     traj.validate()
+    check_colours(traj, palette)
     if kind == "mask":
         for o in traj.objects:
             missing = [t for t in range(traj.num_frames) if t not in o.masks]

@@ -278,8 +278,11 @@ def _parse_mask(value, base_dir: Path | None, where: str, object_id, frame: int)
     if isinstance(value, str) and base_dir is None:  # nothing is said about the file: not even if it exists
         raise TrajectoryError(f"{where}: object {object_id} frame {frame}: mask file paths are not accepted here; "
                               'give masks inline as RLE {"size": [h, w], "counts": "..."}')
-    if isinstance(value, str):
-        return encode_mask(_read_mask_png(base_dir / value, where, object_id, frame))
+    if isinstance(value, str):  # relative to the spec's folder, and staying in it (paths.contained)
+        from ..paths import contained
+
+        path = contained(base_dir, value, f"{where}: object {object_id} frame {frame}", "mask file", TrajectoryError)
+        return encode_mask(_read_mask_png(path, where, object_id, frame))
     if isinstance(value, dict) and "size" in value and "counts" in value:
         size, counts = value["size"], value["counts"]
         ok_size = (
@@ -536,6 +539,10 @@ def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None) -
         dup = next(t for t in frames if frames.count(t) > 1)
         names = [p.name for p, t in zip(files, frames) if t == dup]
         raise TrajectoryError(f"{folder}: {' and '.join(names)} are both frame {dup}")
+    if max(frames) >= MAX_FRAMES:  # 00000.png and 99999.png: a 100000-frame spec no command takes
+        last = files[frames.index(max(frames))]
+        raise TrajectoryError(f"{last}: frame {max(frames)} is beyond the limit of {MAX_FRAMES} frames "
+                              "(docs/limits.md); are the files numbered by frame?")
     if num_frames is not None and max(frames) >= num_frames:
         last = files[frames.index(max(frames))]
         raise TrajectoryError(f"{last}: frame {max(frames)} outside 0..{num_frames - 1}")

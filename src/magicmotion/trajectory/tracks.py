@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,12 +103,11 @@ def _read_json_mask(value, base_dir: Path, size, source: str, oid) -> np.ndarray
 def load_tracks_json(path) -> PointTracks:
     path = Path(path)
     src = str(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TrajectoryError(f"{src}: tracks file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TrajectoryError(f"{src}: malformed JSON ({e})") from None
+    if not path.is_file():
+        raise TrajectoryError(f"{src}: tracks file not found")
+    from ..limits import read_json
+
+    data = read_json(path, TrajectoryError, "tracks file")  # with the nesting and size limits
     if not isinstance(data, dict):
         raise TrajectoryError(f"{src}: expected a JSON object with 'width', 'height' and 'objects'")
     for key in ("width", "height"):
@@ -164,13 +164,24 @@ def load_tracks_json(path) -> PointTracks:
     return out
 
 
-def _load_array(path: Path, what: str) -> np.ndarray:
+def _load_array(path: Path, what: str) -> np.ndarray | dict[str, np.ndarray]:
+    """A .npy array, or every array of a .npz (read here, so that an object array or a damaged
+    member is this file's error, not a traceback later). Never unpickles."""
     try:
-        return np.load(path, allow_pickle=False)
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                data = {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise TrajectoryError(f"{path}: {what} file not found") from None
-    except (OSError, ValueError) as e:
-        raise TrajectoryError(f"{path}: not a .npy/.npz array file ({e})") from None
+    except EOFError:  # a zero-byte file
+        raise TrajectoryError(f"{path}: not a .npy/.npz array file (empty)") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise TrajectoryError(f"{path}: not a .npy/.npz array file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    for name, array in (data.items() if isinstance(data, dict) else [(what, data)]):
+        if array.dtype.kind not in "biuf":
+            raise TrajectoryError(f"{path}: {name} holds {array.dtype} values, expected numbers")
+    return data
 
 
 def _first_key(arrays, keys: tuple[str, ...]):
@@ -188,9 +199,8 @@ def load_tracks_arrays(path, size: tuple[int, int], visibility=None, ids=None, l
     path = Path(path)
     src = str(path)
     data = _load_array(path, "tracks")
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            arrays = {k: data[k] for k in data.files}
+    if isinstance(data, dict):
+        arrays = data
         points = _first_key(arrays, ("tracks", "pred_tracks", "points"))
         if points is None:
             raise TrajectoryError(f"{src}: no 'tracks' array (has {', '.join(sorted(arrays)) or 'none'})")
@@ -291,8 +301,12 @@ def tracks_to_trajectory(tracks: PointTracks, padding: float = PADDING, min_size
     frame; frames where the object has left the frame get an empty mask (absent); occluded frames no
     key. With a frame-0 mask (and `masks`), a mask on every frame: the frame-0 mask moved by the mean
     motion of the points seen on both frames (interpolated over frames with no such point)."""
-    if padding < 0 or min_size < 1:
-        raise TrajectoryError(f"{tracks.source}: padding must be >= 0 and min_size >= 1, got {padding}, {min_size}")
+    # finite (NaN passes every comparison below as false); a padding of 10 is already a box 21 times its
+    # points'; a min_size beyond the frame's shorter side (but the default) makes every box the frame
+    most = max(MIN_SIZE, min(tracks.width, tracks.height))
+    if not (0 <= padding <= 10 and 1 <= min_size <= most):
+        raise TrajectoryError(f"{tracks.source}: padding must be >= 0 (at most 10) and min_size >= 1 (at most "
+                              f"{most:g}, the frame's shorter side), got {padding}, {min_size}")
     w, h = tracks.width, tracks.height
     traj = Trajectory(width=w, height=h, num_frames=tracks.num_frames, caption=tracks.caption,
                       source=tracks.source)

@@ -91,6 +91,10 @@ def _curate(args) -> int:
         from ..magicdata import require_ray
 
         require_ray()  # before the output folder is made
+    from ...errors import DatasetError
+    from ...paths import check_output
+
+    check_output(args.out, [args.input], error=DatasetError, folder=True, make_parents=True, dataset=True)
     with output_lock(args.out, "dataset"):  # one run per output
         fresh = not Path(args.out).exists()
         try:
