@@ -74,7 +74,9 @@ def read_image(image) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         frame, where = read_image_file(image), str(image)
     elif isinstance(image, Image.Image):
-        frame, where = np.array(image.convert("RGB")), "image"
+        from ..io import image_to_rgb
+
+        frame, where = image_to_rgb(image, "image"), "image"  # 16-bit, alpha... as for files
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise PipelineError(f"image array must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
