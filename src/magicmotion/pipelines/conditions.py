@@ -283,11 +283,15 @@ def check_call_inputs(pipe, prompt, negative_prompt, kind: str, num_frames: int,
         raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     t = pipe.vae_scale_factor_temporal
     if num_frames < 1 or (num_frames - 1) % t:
+        low = num_frames - (num_frames - 1) % t if num_frames > 1 else None
+        use = f"{low} or {low + t}" if low and low > 1 else f"{t + 1} or {4 * t + 1}"
         raise PipelineError(
-            f"{num_frames} frames: the VAE needs (frames - 1) divisible by {t} (e.g. {t * 4 + 1}, 49, 81)"
+            f"{num_frames} frames: the VAE needs (frames - 1) divisible by {t}: use {use} (a spec: "
+            "magicmotion.trajectory.with_num_frames trims it or pads it holding its last frame)"
         )
     if trajectory_frames is not None and trajectory_frames != num_frames:
-        raise PipelineError(f"the trajectory has {trajectory_frames} frames but {num_frames} were asked for")
+        raise PipelineError(f"the trajectory has {trajectory_frames} frames but {num_frames} were asked for; "
+                            f"bring it to {num_frames} first (a spec: magicmotion.trajectory.with_num_frames)")
     m = pipe.spatial_multiple()
     if height <= 0 or width <= 0 or height % m or width % m:
         raise PipelineError(f"size {width}x{height}: width and height must be positive multiples of {m}")

@@ -504,18 +504,24 @@ def _frame_number(path: Path, i: int) -> int:
     return int(numbers[-1]) if numbers else i
 
 
-def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None) -> Trajectory:
+def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None, fill: str = "shift") -> Trajectory:
     """Read a DAVIS-style folder of palette PNGs (one per annotated frame, named by frame number such
-    as 00000.png, pixel value = object id) into a mask trajectory.
+    as 00000.png, pixel value = object id; 16-bit and grey PNGs: the value) into a mask trajectory.
 
-    Frames without a PNG have no mask. RGB PNGs whose colours are palette colours (rendered `mask`
-    maps) are read too. A PNG whose size differs from the others by rounding (at most 1% or 2 pixels,
-    as in some DAVIS-style sets) is resized to theirs with nearest neighbour, with a warning."""
+    Frames without a PNG are filled (`fill`: shift, box, hold; see `trajectory.sparse`); with
+    `fill="none"` they have no mask. `num_frames` defaults to the last annotated frame + 1. RGB PNGs
+    whose colours are palette colours (rendered `mask` maps) are read too. A PNG whose size differs
+    from the others by rounding (at most 1% or 2 pixels, as in some DAVIS-style sets) is resized to
+    theirs with nearest neighbour, with a warning."""
+    from .sparse import FILLS, fill_label_frames
+
     import warnings
 
     import cv2
 
     folder = Path(folder)
+    if fill not in FILLS:
+        raise TrajectoryError(f"{folder}: unknown fill {fill!r}: expected one of {', '.join(FILLS)}")
     if not folder.is_dir():
         raise TrajectoryError(f"{folder}: not a folder of mask PNGs")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
@@ -546,7 +552,7 @@ def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None) -
             labels[i] = resized.astype(np.int64)
         else:
             raise TrajectoryError(f"{p}: size {aw}x{ah} differs from the other masks' {w}x{h}")
-    traj = from_label_masks(np.stack(labels), frames=frames, num_frames=num_frames, source=str(folder))
+    traj = fill_label_frames(labels, frames, num_frames or max(frames) + 1, fill, source=str(folder))
     if not traj.objects:
         raise TrajectoryError(f"{folder}: no objects (all masks are empty)")
     return traj
