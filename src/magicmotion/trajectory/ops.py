@@ -188,15 +188,22 @@ def frames_hint(n: int, how: str = "use --frames", trim: bool = True) -> str | N
 
 
 def with_num_frames(traj: Trajectory, num_frames: int) -> Trajectory:
-    """The trajectory on `num_frames` frames: trimmed (later keys dropped), or padded with its last
-    frame held (each object's mask and box on the last frame, where it has them, copied onto the new
-    frames; boxes between keys are unchanged)."""
+    """The trajectory on `num_frames` frames: trimmed (later keys dropped; an object moving between
+    keys across the cut gets its interpolated box on the new last frame, so `box` maps are the first
+    frames of the old ones), or padded with its last frame held (each object's mask and box on the
+    last frame, where it has them, copied onto the new frames)."""
     if num_frames < 1:
         raise TrajectoryError(f"{traj.where()}: frame count must be at least 1, got {num_frames}")
     out = traj.copy()
     last = traj.num_frames - 1
     out.num_frames = num_frames
+    cut = num_frames - 1
     for o in out.objects:
+        if num_frames < traj.num_frames and cut not in o.boxes and any(t > cut for t in o.boxes):
+            absent = {t for t in o.masks if t not in o.boxes}
+            dense = fill_boxes(o.boxes, traj.num_frames, absent)
+            if cut in dense:
+                o.boxes[cut] = dense[cut]
         o.boxes = {t: b for t, b in o.boxes.items() if t < num_frames}
         o.masks = {t: m for t, m in o.masks.items() if t < num_frames}
         for t in range(last + 1, num_frames):
