@@ -263,8 +263,8 @@ def fit_frames(traj, frames: int | None, where: str):
         traj = with_num_frames(traj, frames)
     else:  # maps: uint8 (T, H, W, 3) or float (T, 3, H, W)
         traj = traj[:frames] if frames < own else traj[list(range(own)) + [own - 1] * (frames - own)]
-    how = "trimmed" if frames < own else "padded, the last frame held"
-    print(f"magicmotion: note: {where}: {own} frames {how} to {frames} (--frames)", file=sys.stderr)
+    how = f"trimmed to {frames}" if frames < own else f"padded to {frames}, the last frame held"
+    print(f"magicmotion: note: {where}: {own} frames {how} (--frames)", file=sys.stderr)
     return traj, frames
 
 
