@@ -127,7 +127,7 @@ def test_opaque_modes_as_pillow_converts_them(tmp_path, size, seed, mode):
     suffix = ".png" if mode in ("RGB", "L", "P", "1") else ".tif"
     im.save(tmp_path / f"a{suffix}")
     out = read_image(tmp_path / f"a{suffix}")
-    assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8 and out.flags.writeable  # callers draw on it
     np.testing.assert_array_equal(out, np.asarray(im.convert("RGB")))
     if suffix == ".png":
         np.testing.assert_array_equal(out, cv2_rgb(tmp_path / "a.png"))

@@ -188,7 +188,7 @@ def image_to_rgb(im, where: str = "image") -> np.ndarray:
             note_once(where, f"{where}: has transparent pixels; composited over {name} (docs/generate.md)")
             return rgb.astype(np.uint8)
         return np.ascontiguousarray(rgba[..., :3])
-    return np.asarray(im.convert("RGB"))
+    return np.array(im.convert("RGB"))
 
 
 def image_to_labels(im) -> np.ndarray:
@@ -205,7 +205,7 @@ def image_to_labels(im) -> np.ndarray:
     if mode == "RGBA":
         arr = np.asarray(im)
         return np.where(arr[..., 3:] > 0, arr[..., :3], 0).astype(np.uint8)
-    return np.asarray(im.convert("RGB"))
+    return np.array(im.convert("RGB"))
 
 
 def read_image(path: str | os.PathLike, error=MediaError, what: str = "image") -> np.ndarray:
