@@ -182,11 +182,16 @@ def test_from_masks(tmp_path, capsys):
     code, out, err = run(["trajectory", "from-masks", masks, "--out", tmp_path / "spec.json",
                           "--num-frames", 5, "--caption", "two things"], capsys)
     assert code == 0, err
-    assert "2 objects (ids 1, 6), masks on 2 of 5 frames, 30x20" in out
+    assert "2 objects (ids 1, 6), masks on 2 of 5 frames, the others filled (shift), 30x20" in out
     traj = load(tmp_path / "spec.json")
     assert traj.ids == [1, 6] and traj.num_frames == 5 and traj.caption == "two things"
     np.testing.assert_array_equal(traj.object(1).boxes[2], [3, 4, 9, 10])
-    assert sorted(traj.object(6).masks) == [0, 2]
+    # frame 1: half way (a pixel down, a pixel left); frames 3, 4: held after the last annotation
+    np.testing.assert_array_equal(traj.object(1).boxes[1], [3, 3, 9, 9])
+    np.testing.assert_array_equal(traj.object(6).boxes[1], [17, 10, 25, 16])
+    assert sorted(traj.object(6).masks) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(traj.object(6).mask(4), traj.object(6).mask(2))
+    assert "5 frames" not in err  # 4k + 1: no note
 
 
 def test_round_trip_through_the_cli(workdir, capsys):
@@ -210,7 +215,8 @@ def test_round_trip_through_the_cli(workdir, capsys):
 
 
 def test_from_masks_real_annotation(tmp_path, capsys):
-    """The judo annotation: masks on frames 0, 5, 8, 13, one PNG a pixel narrower (a warning)."""
+    """The judo annotation: masks on frames 0, 5, 8, 13, each introducing an object, one PNG a pixel
+    narrower (a warning); the frames between filled, so every kind renders."""
     folder = ROOT / ".." / "shared" / "data" / "real-samples" / "masks" / "judo"
     if not folder.is_dir():
         pytest.skip(f"real samples not found at {folder.resolve()}")
@@ -218,16 +224,28 @@ def test_from_masks_real_annotation(tmp_path, capsys):
                           "--num-frames", 16], capsys)
     assert code == 0, err
     assert err.startswith("magicmotion: warning: ") and "00005.png: size 853x480" in err
-    assert "4 objects (ids 1, 2, 3, 4), masks on 4 of 16 frames, 854x480" in out
+    assert "4 objects (ids 1, 2, 3, 4), masks on 4 of 16 frames, the others filled (shift), 854x480" in out
+    assert "16 frames is not 4k + 1, as generation needs: rerun with --num-frames 17 (the last frame held), " \
+           "or give generate --frames" in err
     code, _, err = run(["trajectory", "render", tmp_path / "judo.json", "--kind", "mask",
+                        "--size", "426x240", "--out", f"{tmp_path / 'masks'}/"], capsys)
+    assert code == 0, err
+    frames, _ = read_video(tmp_path / "masks")
+    assert frames.shape == (16, 240, 426, 3) and all(f.any() for f in frames)
+    code, _, err = run(["trajectory", "from-masks", folder, "--out", tmp_path / "raw.json", "--fill", "none",
+                        "--num-frames", 17], capsys)
+    assert code == 0 and "4k + 1" not in err
+    code, _, err = run(["trajectory", "render", tmp_path / "raw.json", "--kind", "mask",
                         "--out", tmp_path / "m.mp4"], capsys)
     assert code == 2 and "object 1 has none on frame 1" in err
-    code, _, err = run(["trajectory", "render", tmp_path / "judo.json", "--kind", "sparse_box",
+    code, _, err = run(["trajectory", "render", tmp_path / "raw.json", "--kind", "sparse_box",
                         "--size", "426x240", "--out", f"{tmp_path / 'maps'}/"], capsys)
     assert code == 0, err
     frames, _ = read_video(tmp_path / "maps")
-    assert frames.shape == (16, 240, 426, 3)
-    assert [t for t in range(16) if frames[t].any()] == [0, 5, 8, 13]
+    assert frames.shape == (17, 240, 426, 3)
+    assert [t for t in range(17) if frames[t].any()] == [0, 5, 8, 13]
+    code, _, err = run(["trajectory", "from-masks", folder, "--out", tmp_path / "x.json", "--fill", "blur"], capsys)
+    assert code == 2 and "--fill" in err and not (tmp_path / "x.json").exists()
 
 
 # ---------------------------------------------------------------------------------------- preview

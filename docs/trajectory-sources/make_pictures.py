@@ -40,8 +40,8 @@ def main() -> None:
     judo_frames = read_video(REAL / "images" / "judo")[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 00005.png is a pixel narrower
-        judo = from_mask_frames(REAL / "masks" / "judo", num_frames=16)
-        bike = from_mask_frames(REAL / "masks" / "bike")
+        judo = from_mask_frames(REAL / "masks" / "judo", num_frames=16, fill="none")
+        bike = from_mask_frames(REAL / "masks" / "bike", fill="none")
     # 1. masks (from-masks; from-video writes the same kind, a mask on every frame)
     maps = render(interpolate_boxes(masks_to_boxes(judo)), "sparse_box")
     for t in FRAMES:  # show each annotated frame's masks filled

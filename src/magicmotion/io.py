@@ -96,21 +96,131 @@ def fsync_tree(folder: str | os.PathLike) -> None:
 # ---------------------------------------------------------------------------------------- images
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file -> uint8 (H, W, 3) RGB. Sizes beyond docs/limits.md are refused from the
-    header, before decoding."""
-    from PIL import UnidentifiedImageError
+# What a person expects from an image file, whatever its mode: the first frame of an animation, EXIF
+# orientation applied (as ImageOps.exif_transpose), 16-bit values brought to 8 bits (v / 257, as
+# 65535 -> 255), CMYK and palette images in RGB, and transparent pixels composited over
+# ALPHA_BACKGROUND (said once per file on stderr). Mask files read as object ids (`read_labels`).
+# See docs/generate.md ("First frames").
+ALPHA_BACKGROUND = (255, 255, 255)  # white, as a browser or an image viewer's page shows transparency
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
+_NOTED: set[str] = set()  # files whose transparency was already reported
+
+
+def note_once(key: str, message: str) -> None:
+    """Print `magicmotion: note: message` on stderr, once per process for `key`."""
+    import sys
+
+    if key not in _NOTED:
+        _NOTED.add(key)
+        print(f"magicmotion: note: {message}", file=sys.stderr)
+
+
+def _heif_ready(path: Path, error, what: str) -> None:
+    """A HEIC/HEIF file (by its ftyp brand): register pillow-heif's opener, or say to install it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return
+    if head[4:8] != b"ftyp" or head[8:12] not in HEIF_BRANDS or (head[8:12] == b"mif1" and b"avif" in head):
+        return
+    try:
+        import pillow_heif
+    except ImportError:
+        raise error(f"{path}: a HEIC/HEIF {what}; install the pillow-heif package to read it "
+                    "(pip install pillow-heif), or save it as PNG or JPEG") from None
+    pillow_heif.register_heif_opener()
+
+
+@contextlib.contextmanager
+def opened_image(path: str | os.PathLike, error=MediaError, what: str = "image"):
+    """Open an image file as a person expects to see it: size checked from the header (limits.py), the
+    first frame of an animated GIF/WebP/APNG, EXIF orientation applied. Yields the PIL image; an
+    unreadable file raises `error` naming the file."""
+    from PIL import ImageOps, UnidentifiedImageError
 
     from .limits import open_image
 
     path = Path(path)
     if not path.is_file():
-        raise MediaError(f"{path}: image not found")
+        raise error(f"{path}: {what} not found")
+    _heif_ready(path, error, what)
     try:
-        with open_image(path) as im:
-            return np.array(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise MediaError(f"{path}: unreadable image ({e})") from None
+        with open_image(path, error, what) as im:
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)
+            if im.getexif().get(0x0112, 1) not in (0, 1):  # Orientation
+                im = ImageOps.exif_transpose(im)
+            yield im
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise error(f"{path}: unreadable {what} ({e})") from None
+
+
+def _sixteen_to_eight(values: np.ndarray) -> np.ndarray:
+    """0..65535 -> 0..255 (round(v / 257): 65535 is white); values outside are clipped."""
+    values = np.clip(values.astype(np.float64), 0, 65535)
+    return np.floor(values / 257.0 + 0.5).astype(np.uint8)
+
+
+def image_to_rgb(im, where: str = "image") -> np.ndarray:
+    """A PIL image of any mode -> uint8 (H, W, 3) RGB.
+
+    I;16 (16-bit grey) and I (32-bit integer, read as 16-bit values): v / 257; F (float): 0..1 when
+    its values lie there, else 0..255, clipped; 1, L, P, CMYK, YCbCr, LAB, HSV: Pillow's conversion;
+    RGBA, LA, PA, premultiplied modes and palette/grey/RGB images with a transparent colour:
+    composited over ALPHA_BACKGROUND (a one-line note on stderr, once per `where`)."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        grey = _sixteen_to_eight(np.asarray(im).astype(np.int64))
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        scale = 255.0 if values.size and values.min() >= 0 and values.max() <= 1 else 1.0
+        grey = np.clip(np.floor(values * scale + 0.5), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA"))
+        alpha = rgba[..., 3:].astype(np.uint32)
+        if (alpha < 255).any():
+            bg = np.array(ALPHA_BACKGROUND, np.uint32)
+            rgb = (rgba[..., :3].astype(np.uint32) * alpha + bg * (255 - alpha) + 127) // 255
+            name = "white" if ALPHA_BACKGROUND == (255, 255, 255) else str(ALPHA_BACKGROUND)
+            note_once(where, f"{where}: has transparent pixels; composited over {name} (docs/generate.md)")
+            return rgb.astype(np.uint8)
+        return np.ascontiguousarray(rgba[..., :3])
+    return np.array(im.convert("RGB"))
+
+
+def image_to_labels(im) -> np.ndarray:
+    """A PIL image of a mask file -> its values: int64 (H, W) object ids for palette (the index),
+    grey, 1-bit, 16-bit and 32-bit images (the value; LA/PA: transparent pixels 0), or uint8
+    (H, W, 3) for colour images (RGB; RGBA with transparent pixels black), which the caller reads
+    through its palette."""
+    mode = im.mode
+    if mode in ("P", "L", "1", "I", "PA", "LA") or mode.startswith("I;16"):
+        if mode in ("PA", "LA"):
+            arr = np.asarray(im)
+            return np.where(arr[..., 1] > 0, arr[..., 0], 0).astype(np.int64)
+        return np.asarray(im).astype(np.int64)
+    if mode == "RGBA":
+        arr = np.asarray(im)
+        return np.where(arr[..., 3:] > 0, arr[..., :3], 0).astype(np.uint8)
+    return np.array(im.convert("RGB"))
+
+
+def read_image(path: str | os.PathLike, error=MediaError, what: str = "image") -> np.ndarray:
+    """An image file -> uint8 (H, W, 3) RGB, as a person expects to see it (`opened_image`,
+    `image_to_rgb`): 8/16-bit, grey, palette, CMYK, transparency over ALPHA_BACKGROUND, EXIF
+    orientation, the first frame of an animation, HEIC with pillow-heif. Sizes beyond
+    docs/limits.md are refused from the header, before decoding."""
+    with opened_image(path, error, what) as im:
+        return image_to_rgb(im, str(path))
+
+
+def read_labels(path: str | os.PathLike, error=MediaError, what: str = "mask") -> np.ndarray:
+    """A mask file -> object ids (`image_to_labels`): int64 (H, W), or uint8 (H, W, 3) colours."""
+    with opened_image(path, error, what) as im:
+        return image_to_labels(im)
 
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".gif": "GIF", ".webp": "WEBP"}

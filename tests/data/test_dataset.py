@@ -462,7 +462,7 @@ def test_real_frames_with_masks_only_on_frame_0(tmp_path):
         pytest.skip(f"real samples not found at {REAL} (they live beside the repository)")
     images = sorted((REAL / "images" / "bike").glob("*.jpg"))
     frames = resize_crop(np.stack([read_image(p) for p in images]), (214, 120))
-    traj = rescale(from_mask_frames(REAL / "masks" / "bike", num_frames=len(images)), (214, 120))
+    traj = rescale(from_mask_frames(REAL / "masks" / "bike", num_frames=len(images), fill="none"), (214, 120))
     writer = DatasetWriter(tmp_path / "ds")
     with pytest.raises(DatasetError, match="clip bike: object 1 frame 1: no mask"):
         writer.add("bike", frames, traj, "a person riding a bike")

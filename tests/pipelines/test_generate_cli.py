@@ -61,7 +61,7 @@ def test_generate_without_base_uses_the_shipped_tiny_model(models_dir, inputs_di
 
 
 @pytest.mark.filterwarnings("ignore:.*differs from the other masks")  # one judo mask is 853 pixels wide
-def test_generate_on_real_sample(models_dir, real_samples, tmp_path):
+def test_generate_on_real_sample(models_dir, real_samples, tmp_path, capsys):
     """A real first frame (854x480) and its DAVIS-style masks (objects appear on frames 0, 5, 8, 13)."""
     spec = from_mask_frames(real_samples / "masks" / "judo", num_frames=17)
     save(spec, tmp_path / "judo.json")
@@ -74,10 +74,11 @@ def test_generate_on_real_sample(models_dir, real_samples, tmp_path):
     with Image.open(tmp_path / "judo-video.preview.gif") as gif:
         assert gif.n_frames == 17
     # the full annotation has 14 frames, which the video VAE cannot make
-    save(from_mask_frames(real_samples / "masks" / "judo"), tmp_path / "judo14.json")
-    args[args.index("--trajectory") + 1] = str(tmp_path / "judo14.json")
+    save(from_mask_frames(real_samples / "masks" / "judo"), tmp_path / "judo14-spec.json")
+    args[args.index("--trajectory") + 1] = str(tmp_path / "judo14-spec.json")
     args[args.index("--out") + 1] = str(tmp_path / "judo14.mp4")
     assert main(args) == 2
+    assert "14 frames is not 4k + 1, as generation needs: use --frames 17" in capsys.readouterr().err
     assert not (tmp_path / "judo14.mp4").exists()
 
 
@@ -91,7 +92,8 @@ def bad_spec(inputs_dir, frames: int = 10):
         (lambda d, a: a.__setitem__(a.index("--image") + 1, str(d / "missing.png")), "image not found"),
         (lambda d, a: a.__setitem__(a.index("--trajectory") + 1, str(d / "missing.json")), "trajectory not found"),
         (lambda d, a: bad_spec(d, 10), "10 frames"),
-        (lambda d, a: a.extend(["--frames", "13"]), "has 9 frames but --frames is 13"),
+        (lambda d, a: bad_spec(d, 10), "use --frames 13 (the last frame held) or 9 (trimmed)"),
+        (lambda d, a: a.extend(["--frames", "12"]), "--frames 12: the video VAE makes 4k + 1"),
         (lambda d, a: a.extend(["--kind", "circle"]), "unknown kind"),
         (lambda d, a: a.extend(["--size", "30x30"]), "multiples of 16"),
         (lambda d, a: a.extend(["--size", "big"]), "WIDTHxHEIGHT"),

@@ -44,7 +44,7 @@ def tracks_inside(truth, stride: int = 8) -> PointTracks:
 def test_boxes_from_tracks_inside_true_masks_match_the_true_boxes(real_samples, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # judo's 00005.png is a pixel narrower
-        truth = from_mask_frames(real_samples / "masks" / name, num_frames=16)
+        truth = from_mask_frames(real_samples / "masks" / name, num_frames=16, fill="none")
     traj = tracks_to_trajectory(tracks_inside(truth))
     checked = 0
     for o in truth.objects:
@@ -63,7 +63,7 @@ def test_real_mask_moved_by_the_tracks_mean_motion(real_samples, tmp_path):
     3-4 (occluded) and all outside the frame from frame 9 on (gone)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        truth = from_mask_frames(real_samples / "masks" / "bike")
+        truth = from_mask_frames(real_samples / "masks" / "bike", fill="none")
     mask = truth.object(1).mask(0)
     w, h = truth.size
     start = grid_points(mask, 12)

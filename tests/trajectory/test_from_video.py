@@ -183,7 +183,7 @@ def people(real_samples_dir):
     (real masks that move across the frame and change shape)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 00005.png is a pixel narrower
-        judo = from_mask_frames(real_samples_dir / "masks" / "judo", num_frames=16)
+        judo = from_mask_frames(real_samples_dir / "masks" / "judo", num_frames=16, fill="none")
     frames = sorted({t for o in judo.objects for t in o.masks})
     labels = np.stack([np.any([o.mask(t) for o in judo.objects], axis=0) for t in frames]).astype(np.int64)
     return from_label_masks(labels, frames=frames, num_frames=16, labels_by_id={1: "people"})

@@ -30,7 +30,7 @@ def label_png(path) -> np.ndarray:
 def test_judo_mask_folder(real_samples):
     folder = real_samples / "masks" / "judo"
     with pytest.warns(UserWarning, match=r"00005\.png: size 853x480 differs from the other masks' 854x480"):
-        traj = from_mask_frames(folder, num_frames=16)
+        traj = from_mask_frames(folder, num_frames=16, fill="none")  # as annotated
     assert traj.ids == [1, 2, 3, 4]
     assert (traj.width, traj.height, traj.num_frames) == (854, 480, 16)
     for o in traj.objects:
@@ -54,7 +54,7 @@ def test_judo_mask_folder(real_samples):
 
 def test_judo_renders_sparse_box_but_not_mask(real_samples):
     with pytest.warns(UserWarning):
-        traj = from_mask_frames(real_samples / "masks" / "judo", num_frames=16)
+        traj = from_mask_frames(real_samples / "masks" / "judo", num_frames=16, fill="none")
     with pytest.raises(TrajectoryError, match=r"judo: kind 'mask' needs a mask on every frame; "
                                               r"object 1 has none on frame 1 \(and 11 more\)"):
         render(traj, "mask")
@@ -74,7 +74,7 @@ def test_judo_renders_sparse_box_but_not_mask(real_samples):
 
 
 def test_bike_first_frame_masks(real_samples):
-    traj = from_mask_frames(real_samples / "masks" / "bike", num_frames=4)
+    traj = from_mask_frames(real_samples / "masks" / "bike", num_frames=4, fill="none")
     assert traj.ids == [1, 2] and traj.num_frames == 4
     labels = label_png(real_samples / "masks" / "bike" / "00000.png")
     maps = render(traj, "box")

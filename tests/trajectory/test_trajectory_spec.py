@@ -213,7 +213,7 @@ def test_from_mask_frames_palette_pngs(tmp_path):
     for t in (0, 3):
         write_palette_png(tmp_path / f"{t:05d}.png", labels[t])
     (tmp_path / "notes.txt").write_text("not a mask")
-    traj = from_mask_frames(tmp_path)
+    traj = from_mask_frames(tmp_path, fill="none")  # as annotated
     assert traj.ids == [1, 4]
     assert (traj.width, traj.height, traj.num_frames) == (30, 20, 4)
     one = traj.object(1)
@@ -221,6 +221,11 @@ def test_from_mask_frames_palette_pngs(tmp_path):
     np.testing.assert_array_equal(one.mask(3), labels[3] == 1)
     np.testing.assert_array_equal(one.boxes[0], [3, 2, 9, 6])
     assert sorted(traj.object(4).boxes) == [0]
+    # filled: object 1 on every frame; object 4, left out of frame 3's PNG that shows object 1 again (a
+    # complete annotation), is absent there and held on frames 1-2
+    filled = from_mask_frames(tmp_path)
+    assert sorted(filled.object(1).boxes) == [0, 1, 2, 3] and sorted(filled.object(4).boxes) == [0, 1, 2]
+    assert sorted(filled.object(4).masks) == [0, 1, 2, 3] and not filled.object(4).mask(3).any()
     assert from_mask_frames(tmp_path, num_frames=10).num_frames == 10
     with pytest.raises(TrajectoryError, match=r"00003\.png: frame 3 outside 0\.\.1"):
         from_mask_frames(tmp_path, num_frames=2)

@@ -72,22 +72,20 @@ def read_first_frame(image, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     an array. Not an image, larger than MAX_IMAGE_SIDE, or under `min_side` pixels a side (the
     generator's): MediaError naming the file by its name only (not the server path)."""
     if isinstance(image, (str, os.PathLike)):
-        from PIL import UnidentifiedImageError
-
-        from ..limits import open_image
+        from ..io import image_to_rgb, opened_image
 
         name = Path(image).name
         try:
-            with open_image(image, what="first frame") as im:
+            with opened_image(image, what="first frame") as im:  # EXIF orientation, 16-bit, alpha...
                 w, h = im.size
                 if max(w, h) > MAX_IMAGE_SIDE:
                     raise MediaError(f"{name}: {w}x{h} is too large (at most {MAX_IMAGE_SIDE} pixels a side); "
                                      "resize it first")
-                image = np.array(im.convert("RGB"))
+                image = image_to_rgb(im, name)
         except MediaError as e:
+            if "unreadable first frame" in str(e):
+                raise MediaError(f"{name}: not an image the app can read (PNG, JPEG, WebP, GIF...)") from None
             raise MediaError(str(e).replace(str(image), name)) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise MediaError(f"{name}: not an image the app can read (PNG, JPEG, WebP, GIF...)") from None
         where = name
     else:
         where = "first frame"

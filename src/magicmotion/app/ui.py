@@ -529,7 +529,9 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
             raise MediaError("no first frame: upload an image or pick an example first")
         num_frames = int(num_frames)
         if num_frames < 2 or (num_frames - 1) % 4:
-            raise TrajectoryError(f"frames must be 4k + 1 (5, 9, 13, ...), got {num_frames}")
+            low = num_frames - (num_frames - 1) % 4 if num_frames > 1 else None
+            use = f": use {low + 4}" + (f" or {low}" if low and low > 1 else "") if num_frames > 1 else ""
+            raise TrajectoryError(f"frames must be 4k + 1 (5, 9, 13, ...), got {num_frames}{use}")
         if state.get("motion") is not None:  # taken from a video or point tracks
             return mo.motion_trajectory(state["motion"], num_frames, kind, keys, caption=(prompt or "").strip())
         h, w = state["image"].shape[:2]

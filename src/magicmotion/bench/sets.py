@@ -295,21 +295,21 @@ def _read_label_png(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, bool
     most 1% in each side (seen in real data, 853 vs 854 wide) is resized with nearest neighbour."""
     from PIL import Image
 
-    from ..limits import open_image
+    from ..io import image_to_labels, opened_image
 
     try:
-        with open_image(path, BenchError, "annotation") as im:
-            if im.mode not in ("P", "L", "I", "I;16", "1"):
+        with opened_image(path, BenchError, "annotation") as im:  # palette, grey, 16-bit: the value
+            if not (im.mode in ("P", "L", "I", "1") or im.mode.startswith("I;16")):
                 raise BenchError(f"{path}: mode {im.mode}: expected a palette PNG (value = object id)")
-            resized = im.size != tuple(size)
-            if resized:
-                if any(abs(a - b) > max(1, round(0.01 * b)) for a, b in zip(im.size, size)):
-                    raise BenchError(f"{path}: annotation is {im.size[0]}x{im.size[1]}, its frame "
-                                     f"{size[0]}x{size[1]}")
-                im = im.resize(tuple(size), Image.NEAREST)
-            labels = np.array(im).astype(np.int64)
-    except (OSError, SyntaxError) as e:
-        raise BenchError(f"{path}: unreadable PNG ({e})") from None
+            labels = image_to_labels(im)
+    except BenchError as e:
+        raise BenchError(str(e).replace("unreadable annotation", "unreadable PNG")) from None
+    resized = labels.shape[::-1] != tuple(size)
+    if resized:
+        w, h = labels.shape[::-1]
+        if any(abs(a - b) > max(1, round(0.01 * b)) for a, b in zip((w, h), size)):
+            raise BenchError(f"{path}: annotation is {w}x{h}, its frame {size[0]}x{size[1]}")
+        labels = np.array(Image.fromarray(labels.astype(np.int32)).resize(tuple(size), Image.NEAREST)).astype(np.int64)
     labels[labels == 255] = 0
     return labels, resized
 

@@ -165,7 +165,8 @@ def register(sub) -> None:
     add_speed_arguments(p)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded in OUT.json)")
     p.add_argument("--frames", type=int, default=None,
-                   help="frames to generate; must equal the spec's frame count (default: the spec's)")
+                   help="frames to generate, 4k + 1 (default: the trajectory's); a trajectory with other counts is "
+                        "trimmed, or padded with its last frame held")
     p.add_argument("--size", default=None, metavar="WxH",
                    help="output size, e.g. 832x480 (default: the model's recommended: Wan: the trajectory's size within "
                         "~832x480; CogVideoX: 720x480; the shipped tiny model: within 64x64)")
@@ -193,7 +194,7 @@ def check_args(args) -> dict:
     if getattr(args, "controlnet_2", None) is not None:
         resolve_pretrained(args.controlnet_2, "ControlNet")
 
-    from .conditions import check_aspect, read_image, read_trajectory, trajectory_frames, trajectory_size
+    from .conditions import check_aspect, read_image, read_trajectory, trajectory_size
     from .generate import check_output, output_paths
     from .loading import model_settings
     from .settings import default_size
@@ -228,14 +229,7 @@ def check_args(args) -> dict:
         raise MediaError(f"{args.image}: the first frame is {image.shape[1]}x{image.shape[0]}; at least "
                          f"{MIN_IMAGE_SIDE} pixels a side are needed")
     traj = read_trajectory(args.trajectory)
-    frames = trajectory_frames(traj)
-    if (frames - 1) % 4:
-        raise PipelineError(
-            f"{args.trajectory}: the trajectory has {frames} frames; the video VAE needs a frame count of "
-            "4k + 1 (e.g. 17, 49, 81)"
-        )
-    if args.frames is not None and args.frames != frames:
-        raise PipelineError(f"{args.trajectory}: the trajectory has {frames} frames but --frames is {args.frames}")
+    traj, frames = fit_frames(traj, args.frames, str(args.trajectory))
     fit = check_aspect((image.shape[1], image.shape[0]), trajectory_size(traj), str(args.trajectory))
     # map videos: their kind when none is given, and re-drawn in the model's palette when theirs differs
     decoded, redrawn = None, None
@@ -262,6 +256,32 @@ def check_args(args) -> dict:
                             f"{limits.multiple} for this model")
     limits.check(out_size[0], out_size[1], frames)
     return dict(size=out_size, traj=traj, settings=settings, fit=fit, redrawn=redrawn)
+
+
+def fit_frames(traj, frames: int | None, where: str):
+    """The trajectory on `frames` frames (--frames): a spec trimmed or padded with its last frame held,
+    maps trimmed or padded with their last frame repeated (a note on stderr); without --frames, its
+    own count, which must be 4k + 1 (else the refusal says which --frames to give).
+    Returns (trajectory, frame count)."""
+    from ..trajectory import Trajectory
+    from ..trajectory.ops import frames_hint, with_num_frames
+    from .conditions import trajectory_frames
+
+    own = trajectory_frames(traj)
+    if frames is None or frames == own:
+        hint = frames_hint(own) if own > 1 else None  # a single frame is a still: made, if asked for
+        if hint:
+            raise PipelineError(f"{where}: the trajectory has {own} frames; {hint}")
+        return traj, own
+    if frames < 1 or (frames - 1) % 4:
+        raise PipelineError(f"--frames {frames}: the video VAE makes 4k + 1 frames (e.g. 17, 49, 81)")
+    if isinstance(traj, Trajectory):
+        traj = with_num_frames(traj, frames)
+    else:  # maps: uint8 (T, H, W, 3) or float (T, 3, H, W)
+        traj = traj[:frames] if frames < own else traj[list(range(own)) + [own - 1] * (frames - own)]
+    how = f"trimmed to {frames}" if frames < own else f"padded to {frames}, the last frame held"
+    print(f"magicmotion: note: {where}: {own} frames {how} (--frames)", file=sys.stderr)
+    return traj, frames
 
 
 SINGLE = ("image", "trajectory", "prompt", "out")

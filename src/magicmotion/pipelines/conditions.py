@@ -74,7 +74,9 @@ def read_image(image) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         frame, where = read_image_file(image), str(image)
     elif isinstance(image, Image.Image):
-        frame, where = np.array(image.convert("RGB")), "image"
+        from ..io import image_to_rgb
+
+        frame, where = image_to_rgb(image, "image"), "image"  # 16-bit, alpha... as for files
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise PipelineError(f"image array must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
@@ -290,11 +292,15 @@ def check_call_inputs(pipe, prompt, negative_prompt, kind: str, num_frames: int,
         raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     t = pipe.vae_scale_factor_temporal
     if num_frames < 1 or (num_frames - 1) % t:
+        low = num_frames - (num_frames - 1) % t if num_frames > 1 else None
+        use = f"{low} or {low + t}" if low and low > 1 else f"{t + 1} or {4 * t + 1}"
         raise PipelineError(
-            f"{num_frames} frames: the VAE needs (frames - 1) divisible by {t} (e.g. {t * 4 + 1}, 49, 81)"
+            f"{num_frames} frames: the VAE needs (frames - 1) divisible by {t}: use {use} (a spec: "
+            "magicmotion.trajectory.with_num_frames trims it or pads it holding its last frame)"
         )
     if trajectory_frames is not None and trajectory_frames != num_frames:
-        raise PipelineError(f"the trajectory has {trajectory_frames} frames but {num_frames} were asked for")
+        raise PipelineError(f"the trajectory has {trajectory_frames} frames but {num_frames} were asked for; "
+                            f"bring it to {num_frames} first (a spec: magicmotion.trajectory.with_num_frames)")
     m = pipe.spatial_multiple()
     if height <= 0 or width <= 0 or height % m or width % m:
         raise PipelineError(f"size {width}x{height}: width and height must be positive multiples of {m}")

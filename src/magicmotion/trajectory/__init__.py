@@ -2,8 +2,8 @@
 (mask) and sparse (box, sparse_box) kinds, rendering to trajectory maps, and reading maps back."""
 
 from .decode import DecodedMaps, decode_maps, from_maps, load_maps
-from .ops import (MAX_SPARSE_KEYS, fit_transform, interpolate_boxes, masks_to_boxes, rescale,
-                  resize_crop, sparsify)
+from .ops import (MAX_SPARSE_KEYS, fit_transform, frames_hint, interpolate_boxes, masks_to_boxes, rescale,
+                  resize_crop, sparsify, with_num_frames)
 from .palette import PALETTE, PALETTES, get_palette, palette_color, palette_ids, palette_index
 from .render import KINDS, box_thickness, draw_box, preview_frames, render
 from .spec import (ObjectTrack, Trajectory, decode_mask, encode_mask, from_dict, from_label_masks,
@@ -30,5 +30,5 @@ __all__ = [
     "from_dict", "from_label_masks", "from_mask_frames", "from_maps", "get_palette",
     "interpolate_boxes", "load", "load_maps", "mask_box", "masks_to_boxes", "palette_color",
     "palette_ids", "palette_index", "preview_frames", "render", "rescale", "resize_crop", "rle_box",
-    "save", "sparsify", "to_dict",
+    "save", "sparsify", "to_dict", "frames_hint", "with_num_frames",
 ]

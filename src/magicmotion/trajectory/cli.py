@@ -131,19 +131,24 @@ def from_masks_command(args) -> int:
     import warnings
 
     from . import from_mask_frames, save
+    from .ops import frames_hint
 
     out = check_output(args.out, (".json",), folder_ok=False, inputs=[args.folder])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        traj = from_mask_frames(args.folder, num_frames=args.num_frames)
+        traj = from_mask_frames(args.folder, num_frames=args.num_frames, fill=args.fill)
     for w in caught:
         print(f"magicmotion: warning: {w.message}", file=sys.stderr)
     if args.caption:
         traj.caption = args.caption
     save(traj.validate(), out)
-    frames = sorted({t for o in traj.objects for t in o.masks})
+    annotated = sum(1 for p in Path(args.folder).iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    filled = "" if args.fill == "none" else f", the others filled ({args.fill})"
     print(f"wrote {out}: {len(traj.objects)} objects (ids {', '.join(map(str, traj.ids))}), masks on "
-          f"{len(frames)} of {traj.num_frames} frames, {traj.width}x{traj.height}")
+          f"{annotated} of {traj.num_frames} frames{filled}, {traj.width}x{traj.height}")
+    hint = frames_hint(traj.num_frames, "rerun with --num-frames", trim=False)
+    if hint:  # frames before the last annotated one cannot be cut here; generate --frames can
+        print(f"magicmotion: note: {out}: {hint}, or give generate --frames", file=sys.stderr)
     return 0
 
 
@@ -191,6 +196,7 @@ def preview_command(args) -> int:
 def register(subparsers) -> None:
     from .palette import PALETTES
     from .render import KINDS
+    from .sparse import DEFAULT_FILL, FILLS
 
     palette_help = ("colours and box outlines: voc (ours, the tiny model's) or release (the authors' "
                     "release's: supervision's palette at 50%% over black, cv2.rectangle outlines); "
@@ -229,12 +235,20 @@ def register(subparsers) -> None:
     p = sub.add_parser(
         "from-masks", help="DAVIS-style folder of palette PNGs -> spec",
         description="Read a folder of palette PNGs (one per annotated frame, 00000.png ..., pixel "
-                    "value = object id) into a mask trajectory spec with boxes from the masks.",
+                    "value = object id; 16-bit and grey PNGs too) into a mask trajectory spec with boxes "
+                    "from the masks, the frames between annotated ones filled (--fill).",
     )
     p.add_argument("folder", help="folder of mask PNGs")
     p.add_argument("--out", required=True, help="spec to write (.json)")
     p.add_argument("--num-frames", type=int, metavar="T",
-                   help="frames in the video (default: the last annotated frame + 1)")
+                   help="frames in the video (default: the last annotated frame + 1); generation needs 4k + 1 "
+                        "(5, 9, 13, 17, ..., 49): frames after the last annotated one hold its objects")
+    p.add_argument("--fill", choices=FILLS, default=DEFAULT_FILL,
+                   help="frames between annotated ones: shift (default: the nearer annotated mask moved and "
+                        "scaled with the box, linear between the annotated boxes), box (boxes only, linear), "
+                        "hold (the last annotated mask), none (masks on annotated frames only); objects keep "
+                        "their state before their first and after their last annotated frame "
+                        "(docs/trajectory-format.md)")
     p.add_argument("--caption", default="", help="caption stored in the spec")
     p.set_defaults(func=from_masks_command)
 

@@ -162,3 +162,53 @@ def rescale(traj: Trajectory, size: tuple[int, int]) -> Trajectory:
                                                    cv2.INTER_NEAREST).astype(bool))
                    for t, r in o.masks.items()}
     return out
+
+
+# ---------------------------------------------------------------------------------------- frame counts
+
+
+def valid_frame_counts(n: int) -> tuple[int | None, int]:
+    """The frame counts 4k + 1 (what the video VAE makes) around `n`: (the largest at most n, None
+    below 1; the smallest above n)."""
+    low = n - (n - 1) % 4 if n >= 1 else None
+    return low, (low + 4 if low is not None else 1)
+
+
+def frames_hint(n: int, how: str = "use --frames", trim: bool = True) -> str | None:
+    """What to do with a trajectory of `n` frames that generation cannot make as it is (not 4k + 1,
+    or a single frame), e.g. '14 frames is not 4k + 1, as generation needs: use --frames 17 (the last
+    frame held) or 13 (trimmed)'; None when `n` is fine."""
+    if n > 1 and (n - 1) % 4 == 0:
+        return None
+    if n == 1:
+        return f"1 frame: a still, not a video; {how} 17 (or 5, 9, ..., 49: 4k + 1) to hold it on more frames"
+    low, high = valid_frame_counts(n)
+    also = f" or {low} (trimmed)" if trim and low and low > 1 else ""
+    return f"{n} frames is not 4k + 1, as generation needs: {how} {high} (the last frame held){also}"
+
+
+def with_num_frames(traj: Trajectory, num_frames: int) -> Trajectory:
+    """The trajectory on `num_frames` frames: trimmed (later keys dropped; an object moving between
+    keys across the cut gets its interpolated box on the new last frame, so `box` maps are the first
+    frames of the old ones), or padded with its last frame held (each object's mask and box on the
+    last frame, where it has them, copied onto the new frames)."""
+    if num_frames < 1:
+        raise TrajectoryError(f"{traj.where()}: frame count must be at least 1, got {num_frames}")
+    out = traj.copy()
+    last = traj.num_frames - 1
+    out.num_frames = num_frames
+    cut = num_frames - 1
+    for o in out.objects:
+        if num_frames < traj.num_frames and cut not in o.boxes and any(t > cut for t in o.boxes):
+            absent = {t for t in o.masks if t not in o.boxes}
+            dense = fill_boxes(o.boxes, traj.num_frames, absent)
+            if cut in dense:
+                o.boxes[cut] = dense[cut]
+        o.boxes = {t: b for t, b in o.boxes.items() if t < num_frames}
+        o.masks = {t: m for t, m in o.masks.items() if t < num_frames}
+        for t in range(last + 1, num_frames):
+            if last in o.masks:
+                o.masks[t] = dict(o.masks[last])
+            if last in o.boxes:
+                o.boxes[t] = o.boxes[last].copy()
+    return out

@@ -23,7 +23,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..errors import TrajectoryError
-from ..limits import (MAX_COORD, MAX_FRAMES, MAX_OBJECTS, check_number, check_size, check_video_size, open_image,
+from ..limits import (MAX_COORD, MAX_FRAMES, MAX_OBJECTS, check_number, check_size, check_video_size,
                       read_json)
 
 SPEC_VERSION = 1
@@ -253,21 +253,20 @@ def _parse_frame(key, where: str, object_id) -> int:
 
 def _read_mask_png(path: Path, where: str, object_id, frame: int) -> np.ndarray:
     """A mask image -> bool (H, W): non-zero = object (for colour images any channel non-zero, and
-    where there is an alpha channel, also not transparent)."""
-    from PIL import UnidentifiedImageError
+    where there is an alpha channel, also not transparent). Read by `io.read_labels` (16-bit,
+    palette, EXIF orientation...)."""
+    from ..io import read_labels
 
     if not path.is_file():
         raise TrajectoryError(f"{where}: object {object_id} frame {frame}: mask file {path} not found")
     try:
-        with open_image(path, TrajectoryError, "mask") as im:
-            if im.mode in ("RGBA", "LA", "PA"):
-                im = im.convert("RGBA")
-                arr = np.array(im)
-                return (arr[..., :3].max(axis=2) > 0) & (arr[..., 3] > 0)
-            arr = np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        arr = read_labels(path, TrajectoryError, "mask")
+    except TrajectoryError as e:
+        if "unreadable mask" not in str(e):
+            raise
+        reason = str(e).split("unreadable mask", 1)[1].strip()
         raise TrajectoryError(
-            f"{where}: object {object_id} frame {frame}: mask {path} is not a readable image ({e})"
+            f"{where}: object {object_id} frame {frame}: mask {path} is not a readable image {reason}"
         ) from None
     if arr.ndim == 3:
         arr = arr.max(axis=2)
@@ -470,25 +469,16 @@ def mask_box(mask: np.ndarray) -> np.ndarray | None:
 
 
 def _read_label_png(path: Path) -> np.ndarray:
-    """A label PNG -> int64 (H, W) object ids: palette or grey PNGs give the index / grey value; RGB
-    PNGs (such as rendered `mask` maps) are read back through the fixed palette."""
-    from PIL import UnidentifiedImageError
-
+    """A label PNG -> int64 (H, W) object ids: palette, grey and 16-bit PNGs give the index / value
+    (`io.read_labels`); RGB PNGs (such as rendered `mask` maps) are read back through the fixed
+    palette."""
+    from ..io import read_labels
     from .palette import PALETTE
 
     try:
-        with open_image(path, TrajectoryError, "mask PNG") as im:
-            mode = im.mode
-            if mode in ("RGB", "RGBA"):
-                arr = np.array(im.convert("RGB"))
-            elif mode in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
-                arr = np.array(im)
-            else:
-                raise TrajectoryError(
-                    f"{path}: mode {mode}: expected a palette, grey or RGB PNG (value = object id)"
-                )
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise TrajectoryError(f"{path}: unreadable PNG ({e})") from None
+        arr = read_labels(path, TrajectoryError, "mask PNG")
+    except TrajectoryError as e:
+        raise TrajectoryError(str(e).replace("unreadable mask PNG", "unreadable PNG")) from None
     if arr.ndim == 2:
         return arr.astype(np.int64)
     # RGB: map each colour to its palette index
@@ -517,18 +507,24 @@ def _frame_number(path: Path, i: int) -> int:
     return int(numbers[-1]) if numbers else i
 
 
-def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None) -> Trajectory:
+def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None, fill: str = "shift") -> Trajectory:
     """Read a DAVIS-style folder of palette PNGs (one per annotated frame, named by frame number such
-    as 00000.png, pixel value = object id) into a mask trajectory.
+    as 00000.png, pixel value = object id; 16-bit and grey PNGs: the value) into a mask trajectory.
 
-    Frames without a PNG have no mask. RGB PNGs whose colours are palette colours (rendered `mask`
-    maps) are read too. A PNG whose size differs from the others by rounding (at most 1% or 2 pixels,
-    as in some DAVIS-style sets) is resized to theirs with nearest neighbour, with a warning."""
+    Frames without a PNG are filled (`fill`: shift, box, hold; see `trajectory.sparse`); with
+    `fill="none"` they have no mask. `num_frames` defaults to the last annotated frame + 1. RGB PNGs
+    whose colours are palette colours (rendered `mask` maps) are read too. A PNG whose size differs
+    from the others by rounding (at most 1% or 2 pixels, as in some DAVIS-style sets) is resized to
+    theirs with nearest neighbour, with a warning."""
+    from .sparse import FILLS, fill_label_frames
+
     import warnings
 
     import cv2
 
     folder = Path(folder)
+    if fill not in FILLS:
+        raise TrajectoryError(f"{folder}: unknown fill {fill!r}: expected one of {', '.join(FILLS)}")
     if not folder.is_dir():
         raise TrajectoryError(f"{folder}: not a folder of mask PNGs")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
@@ -563,7 +559,7 @@ def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None) -
             labels[i] = resized.astype(np.int64)
         else:
             raise TrajectoryError(f"{p}: size {aw}x{ah} differs from the other masks' {w}x{h}")
-    traj = from_label_masks(np.stack(labels), frames=frames, num_frames=num_frames, source=str(folder))
+    traj = fill_label_frames(labels, frames, num_frames or max(frames) + 1, fill, source=str(folder))
     if not traj.objects:
         raise TrajectoryError(f"{folder}: no objects (all masks are empty)")
     return traj
