@@ -34,6 +34,7 @@ from .spec import ObjectTrack, Trajectory, encode_mask, mask_box
 DARK = 20            # pixels whose channels are all below this are background
 CORE_TOL = 20        # RGB distance within which a pixel is taken to be a palette colour
 UNKNOWN_TOL = 40     # farther than this from every palette colour: not a map colour
+MIN_PIXELS = 4       # an object colour shows on at least this many pixels of some frame
 OUTLINE_IOU = 0.6    # an object's pixels this close (IoU) to the outline of their box: an outline
 
 
@@ -103,33 +104,51 @@ def _check_unknown(frame: np.ndarray, bright: np.ndarray, d2: np.ndarray, where:
 
 
 def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: str) -> np.ndarray:
-    """Indices (into `colours`) of the object colours that have a solid core somewhere, strongest
-    first. A weak colour that is a blend of black and a stronger one, or of two stronger ones (what
-    lossy coding leaves along edges, such as voc (0, 0, 64) between (0, 0, 128) and black), is not an
-    object."""
+    """Indices (into `colours`) of the object colours the maps show, strongest first.
+
+    Lossless maps (every non-black pixel of every frame exactly a palette colour, as supervision and
+    OpenCV draw into a PNG) hold no blends: every colour with `MIN_PIXELS` pixels on some frame is an
+    object, however small and whatever colours it lies between. Lossy maps (a video) leave blends
+    along edges (of black and a colour, or of two colours) that can be other palette colours, such as
+    voc (0, 0, 64) between (0, 0, 128) and black; a colour is an object where its core (`CORE_TOL`)
+    covers a 3x3 square (`erode`) on some frame, and a colour that lies on the blend of two stronger
+    ones must show it by shape, not by colour alone: a 5x5 interior (an edge fringe is 1-3 px wide)
+    on two frames (one, for a one-frame map), or, without `erode`, a tenth of the stronger one's
+    pixels."""
     strength = np.zeros(len(colours), np.int64)  # the most core pixels on any frame
-    kernel = np.ones((3, 3), np.uint8)
+    exact = np.zeros(len(colours), np.int64)     # the most exact pixels on any frame
+    solid = np.zeros(len(colours), np.int64)     # frames where the core has a 5x5 interior
+    lossless = True
+    k3, k5 = np.ones((3, 3), np.uint8), np.ones((5, 5), np.uint8)
     for t, frame in enumerate(maps):
         bright = _bright(frame)
         if not bright.any():
             continue
         index, d2 = _nearest(frame[bright], colours)
         _check_unknown(frame, bright, d2, where, t)
+        lossless = lossless and bool((d2 == 0).all())
+        exact = np.maximum(exact, np.bincount(index[d2 == 0], minlength=len(colours)))
         core = np.zeros(frame.shape[:2], np.uint16)
         core[bright] = np.where(d2 <= CORE_TOL ** 2, index + 1, 0)
         if erode:  # keep core pixels whose 3x3 neighbourhood is all the same colour
-            same = (cv2.erode(core, kernel) == core) & (cv2.dilate(core, kernel) == core)
+            same = (cv2.erode(core, k3) == core) & (cv2.dilate(core, k3) == core)
+            inner = (cv2.erode(core, k5) == core) & (cv2.dilate(core, k5) == core) & (core > 0)
+            solid += np.bincount(core[inner].ravel(), minlength=len(colours) + 1)[1:] > 0
             core = np.where(same, core, 0)
         strength = np.maximum(strength, np.bincount(core.ravel(), minlength=len(colours) + 1)[1:])
+    if lossless:
+        order = np.argsort(-exact, kind="stable")
+        return np.array([int(c) for c in order if exact[c] >= MIN_PIXELS], np.int64)
     accepted: list[int] = []
+    shown = sum(1 for frame in maps if _bright(frame).any())
     for c in np.argsort(-strength, kind="stable"):
-        if strength[c] < 4:
+        if strength[c] < MIN_PIXELS:
             break
         anchors = [np.zeros(3)] + [colours[a].astype(float) for a in accepted]
         weights = [0] + [strength[a] for a in accepted]
         blend = any(
             _segment_distance(colours[c], anchors[i], anchors[j]) <= CORE_TOL
-            and strength[c] < 0.1 * max(weights[i], weights[j])
+            and (solid[c] < min(2, shown) if erode else strength[c] < 0.1 * max(weights[i], weights[j]))
             for i in range(len(anchors)) for j in range(i + 1, len(anchors))
         )
         if not blend:
@@ -229,7 +248,9 @@ def _side_line(mask: np.ndarray, cover: np.ndarray, lo: int, hi: int, outer: int
         return n + inner
     if not cover[ext_last + 1, mask[ext_last]].any():
         return int(ext_last) - outer
-    starts = np.where(cov & (rows > last), rows, n).min(axis=0)
+    # the side's band begins under the cover where the other sides end (not under a cover that crosses
+    # the box's inside: that one lies between this object's sides)
+    starts = np.where(cov & (rows > ext_last), rows, n).min(axis=0)
     starts = starts[starts < n]
     return int(np.median(starts)) + inner if len(starts) else int(ext_last) - outer
 
@@ -260,12 +281,12 @@ def fit_box(mask: np.ndarray, thickness: int, style: str, cover: np.ndarray | No
     return np.array([x0, y0, x1, y1], np.float64)
 
 
-def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str,
-                   cover: np.ndarray) -> str:
-    """'outline' when `mask` is the outline of `box` (where objects drawn later, `cover`, do not hide
-    it), 'solid' when that outline is itself a filled rectangle (a box too small to have an inside:
-    either reading holds), else 'filled'."""
+def _outline_fit(mask: np.ndarray, box: np.ndarray, thickness: int, style: str,
+                 cover: np.ndarray | None) -> tuple[float, np.ndarray]:
+    """IoU of `mask` (bool (H, W)) with the outline of `box` where `cover` does not hide it, and that
+    ideal outline (bool, around the box)."""
     h, w = mask.shape
+    cover = np.zeros_like(mask) if cover is None else cover
     x0, y0, x1, y1 = box_pixels(box, w, h)
     outer = outline_band(thickness, style)[0]
     ya, yb = max(y0 - outer - 1, 0), min(y1 + outer + 2, h)
@@ -275,8 +296,24 @@ def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str
     ideal = ideal[ya:yb, xa:xb, 0] > 0
     m = mask[ya:yb, xa:xb]
     shown = ideal & ~cover[ya:yb, xa:xb]
-    union = (shown | m).sum()
-    iou = (shown & m).sum() / union if union else 0.0
+    # pixels of the object outside the window count against the fit too
+    outside = int(mask.sum() - m.sum())
+    union = (shown | m).sum() + outside
+    return (float((shown & m).sum() / union) if union else 0.0), ideal
+
+
+def outline_iou(mask: np.ndarray, box, thickness: int, style: str, cover: np.ndarray | None = None) -> float:
+    """How well the outline of `box` (as `draw_box` draws it) explains `mask`, the object's pixels on
+    a box map, where `cover` (objects drawn later) does not hide it: IoU in 0..1."""
+    return _outline_fit(mask, np.asarray(box, np.float64), thickness, style, cover)[0]
+
+
+def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str,
+                   cover: np.ndarray) -> str:
+    """'outline' when `mask` is the outline of `box` (where objects drawn later, `cover`, do not hide
+    it), 'solid' when that outline is itself a filled rectangle (a box too small to have an inside:
+    either reading holds), else 'filled'."""
+    iou, ideal = _outline_fit(mask, box, thickness, style, cover)
     if iou < OUTLINE_IOU:
         return "filled"
     rows, cols = np.flatnonzero(ideal.any(1)), np.flatnonzero(ideal.any(0))
