@@ -141,7 +141,7 @@ def occlusion_scene(size=(160, 120), frames: int = 9, ids=(1, 2, 3)) -> dict:
     full = {i: np.zeros((frames, H, W), bool) for i in ids}
     for t in range(frames):
         full[ids[0]][t, H // 3:H // 3 + s, W // 3:W // 3 + s] = True
-        dx = abs(t - frames // 2) * (s // 2)  # the halves slide over it and away
+        dx = max(0, abs(t - frames // 2) - 1) * (s // 2)  # the halves slide over it and away
         full[ids[1]][t, H // 3:H // 3 + s // 2, W // 3 - dx:W // 3 - dx + s] = True
         full[ids[2]][t, H // 3 + s // 2:H // 3 + s, W // 3 + dx:W // 3 + dx + s] = True
     return full

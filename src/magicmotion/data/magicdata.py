@@ -382,20 +382,20 @@ def import_clip(row: dict, test_fraction: float = DEFAULT_TEST_FRACTION) -> dict
     """Read, decode and check one clip (a MagicDataRow as a dict). Returns {"id", "error", "reason",
     "annotation" (JSON text), "record" (JSON text)}; a bad clip has error and reason set and the rest
     empty. Never raises for bad data: it is what the local and the Ray engine run per clip."""
-    out = {"id": row["id"], "error": "", "reason": "", "annotation": "", "record": ""}
+    out = {"id": row["id"], "error": "", "reason": "", "annotation": "", "record": "", "occluded": ""}
     try:
-        annotation, record = _import_clip(row, test_fraction)
+        annotation, record, occluded = _import_clip(row, test_fraction)
     except ClipSkipped as e:
         out.update(error=str(e), reason=e.reason)
         return out
     except MagicMotionError as e:
         out.update(error=str(e), reason="bad_maps")
         return out
-    out.update(annotation=annotation, record=record)
+    out.update(annotation=annotation, record=record, occluded=occluded)
     return out
 
 
-def _import_clip(row: dict, test_fraction: float) -> tuple[str, str]:
+def _import_clip(row: dict, test_fraction: float) -> tuple[str, str, str]:
     from ..trajectory import to_dict
     from .curation.stages import split_of
     from .dataset import ANNOTATIONS, VIDEOS, DatasetWriter, _check_record, _record_line
@@ -425,7 +425,8 @@ def _import_clip(row: dict, test_fraction: float) -> tuple[str, str]:
               "boxes_from_masks": counts["boxes_from_masks"]}
     line = _record_line(record)
     _check_record(json.loads(line), f"clip {clip}")
-    return json.dumps(to_dict(traj)), line.decode("ascii")
+    occluded = {str(k): v for k, v in counts["occluded"].items()}
+    return json.dumps(to_dict(traj)), line.decode("ascii"), json.dumps(occluded) if occluded else ""
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -510,6 +511,15 @@ class ImportSummary:
             lines.append(f"  ... and {len(self.skipped) - max_named} more (see "
                          f"{Path(self.dataset) / IMPORT_JSON})")
         return "\n".join(lines)
+
+
+def _previous_occluded(path: Path) -> dict:
+    """The occluded frames an earlier run recorded in import.json (kept for the clips it imported)."""
+    try:
+        found = json.loads(path.read_text()).get("occluded", {}) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _decode_local(rows: list[dict], test_fraction: float):
@@ -600,6 +610,7 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
     summary = ImportSummary(dataset=str(out), rows=len(rows))
     have = writer.ids()
     skipped: dict[str, dict] = {}
+    occluded = _previous_occluded(previous)
     seen: set[str] = set()
     todo = []
     for r in rows:
@@ -625,6 +636,8 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
                 else:
                     writer.add(res["id"], videos[res["id"]], res["annotation"], res["record"])
                     summary.done += 1
+                    if res.get("occluded"):
+                        occluded[res["id"]] = json.loads(res["occluded"])
                 bar.update(1)
     summary.seconds = time.perf_counter() - start
     index_ids = writer.ids()
@@ -645,6 +658,8 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
         "palette": PALETTE, "videos": "copied" if copy else "linked", "test_fraction": test_fraction,
         "rows": summary.rows, "imported": summary.imported, "skipped": len(summary.skipped),
         "skipped_by_reason": summary.by_reason(), "skipped_clips": summary.skipped,
+        # per clip, object and frame: there, but entirely covered on the mask maps (an empty mask)
+        "occluded": {r.id: occluded[r.id] for r in rows if r.id in occluded and r.id in index_ids},
     }
     with atomic_path(out / IMPORT_JSON) as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
