@@ -46,6 +46,20 @@ def register(sub) -> None:
     b.add_argument("--size", type=_size, default=None, help="resize + centre-crop to WxH")
     b.set_defaults(func=_build)
 
+    m = bs.add_parser("import-magicbench", help="the released MagicBench (quanhaol/MagicBench) as a set",
+                      description="Check that ROOT is in MagicData's layout (MagicBench.csv or "
+                                  "MagicData.csv, videos/, masks/, boxs/; refused with what was found "
+                                  "otherwise), decode its maps with the MagicData importer into a dataset, "
+                                  "and build the benchmark from every clip in its published bucket.")
+    m.add_argument("root", type=Path, help="the MagicBench folder (huggingface-cli download ...)")
+    m.add_argument("--out", required=True, type=Path, help="benchmark folder to write")
+    m.add_argument("--dataset", type=Path, default=None,
+                   help="where the decoded clips go (default: OUT-dataset next to OUT)")
+    m.add_argument("--frames", type=int, default=49, help="frames per clip (default 49, the paper's)")
+    m.add_argument("--size", type=_size, default=None, help="resize + centre-crop to WxH")
+    m.add_argument("--quiet", action="store_true", help="no progress bars")
+    m.set_defaults(func=_import_magicbench)
+
     d = bs.add_parser("davis", help="a benchmark set from a DAVIS 2017 folder",
                       description="Read JPEGImages/RES/SEQ/*.jpg and Annotations/RES/SEQ/*.png (palette "
                                   "PNGs, value = object id) into a benchmark folder; the controlled "
@@ -138,6 +152,29 @@ def _build(args) -> int:
         print(f"{args.out}: skipped {skipped_text(s['skipped'], s['skipped_clips'], args.frames)}")
     if s["short_buckets"]:
         print(f"{args.out}: fewer than {args.per_bucket} clips in bucket(s) {', '.join(s['short_buckets'])}")
+    return 0
+
+
+def _import_magicbench(args) -> int:
+    from .magicbench import import_magicbench
+    from .sets import skipped_text
+
+    s = import_magicbench(args.root, args.out, dataset=args.dataset, num_frames=args.frames,
+                          size=args.size, progress=not args.quiet)
+    src = s["source"]
+    print(f"{args.out}: {s['clips']} clips of MagicBench ({src['imported']} decoded into {src['dataset']}); "
+          f"by bucket {s['buckets']}" + (f" (published in column {src['count_column']!r})"
+                                         if src["count_column"] else " (objects on frame 0)"))
+    if src["skipped_clips"]:
+        print(f"{args.out}: {len(src['skipped_clips'])} clip(s) not decoded, e.g. "
+              f"{src['skipped_clips'][0]['id']} [{src['skipped_clips'][0]['reason']}]: "
+              f"{src['skipped_clips'][0]['detail']} (see {src['dataset']}/import.json)")
+    if any(s["skipped"].values()):
+        print(f"{args.out}: skipped {skipped_text(s['skipped'], s['skipped_clips'], args.frames)}")
+    if s.get("bucket_mismatch"):
+        m = s["bucket_mismatch"][0]
+        print(f"{args.out}: {len(s['bucket_mismatch'])} clip(s) decode to another number of objects on "
+              f"frame 0 than published (e.g. {m['id']}: {m['published']} published, {m['decoded']} decoded)")
     return 0
 
 

@@ -149,7 +149,8 @@ def _nothing_built(source: Path, out: Path, where: str, skipped: dict, named: di
 
 def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_bucket: int = 100,
                 num_frames: int = 49, buckets=DEFAULT_BUCKETS, seed: int = 0, split: str | None = None,
-                size: tuple[int, int] | None = None, progress: bool = True) -> dict:
+                size: tuple[int, int] | None = None, progress: bool = True,
+                published: dict[str, int] | None = None) -> dict:
     """A MagicBench-style set: clips of `dataset_root` (in a shuffled order drawn from `seed`) cut to
     their first `num_frames` frames, sorted into buckets by the number of controlled objects, up to
     `per_bucket` clips each (the paper: 6 buckets x 100 = 600 clips of 49 frames).
@@ -158,7 +159,10 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     (the first MAX_NAMED) named. `size` = (W, H) resizes + centre-crops frames and trajectories.
     Re-running with the same settings completes an interrupted build. Returns the summary also
     written to `out/bench.json`. When no clip qualifies this raises BenchError naming the skipped
-    clips and why, and leaves no benchmark folder behind (one this build created or found empty is removed)."""
+    clips and why, and leaves no benchmark folder behind (one this build created or found empty is removed).
+    `published`: clip id -> the number of objects its source publishes (the released MagicBench's
+    buckets): that number picks the bucket, and clips where the decoded frame-0 count differs are
+    listed in the summary's `bucket_mismatch`."""
     from tqdm import tqdm
 
     from ..data.dataset import Dataset, DatasetWriter, read_index
@@ -196,6 +200,8 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     params = {"kind": "magicbench", "source": str(dataset_root.resolve()), "per_bucket": int(per_bucket),
               "num_frames": int(num_frames), "buckets": [label for label, _, _ in spec], "seed": int(seed),
               "split": split, "size": list(size) if size else None}
+    if published is not None:
+        params["published_buckets"] = True
     out.mkdir(parents=True, exist_ok=True)
     _check_same_build(out, params)
     _write_info(out, {"params": params})
@@ -208,6 +214,7 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     done = writer.ids()
     skipped = {"too_short": 0, "no_object_on_frame_0": 0, "no_bucket": 0}
     named: dict[str, dict] = {}
+    mismatch: list[dict] = []
 
     def skip(record, reason: str, detail: str) -> None:
         skipped[reason] += 1
@@ -229,6 +236,10 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
             # the annotation alone says the bucket: the video is decoded only for clips that are kept
             n = sum(o.mask_area(0) > 0 for o in reader.load_annotation(record).objects)
             label = bucket_of(n, spec)
+            if published is not None and record["id"] in published and n > 0:
+                if published[record["id"]] != n and len(mismatch) < MAX_NAMED:
+                    mismatch.append({"id": record["id"], "published": published[record["id"]], "decoded": n})
+                label = bucket_of(published[record["id"]], spec)
             if n == 0 or label is None:
                 skip(record, "no_object_on_frame_0" if n == 0 else "no_bucket", f"{n} objects")
                 continue
@@ -250,6 +261,8 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     summary = {"params": params, "clips": sum(counts.values()), "buckets": counts, "skipped": skipped,
                "skipped_clips": named,
                "short_buckets": [k for k, c in counts.items() if c < per_bucket]}
+    if published is not None:
+        summary["bucket_mismatch"] = mismatch
     if not summary["clips"]:
         if fresh:
             shutil.rmtree(out)

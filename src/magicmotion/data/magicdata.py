@@ -71,6 +71,8 @@ _NO_TIMESTAMPS = 0x0080  # AVFMT_NOTIMESTAMPS (libavformat/avformat.h)
 FOREIGN_MIN_PIXELS = 8   # this many pixels of a colour that is no palette colour (nor a blend): bad
 FOREIGN_TOL = 30         # RGB distance from every palette colour and blend beyond which it is foreign
 BOX_TOLERANCE = 1        # pixels a mask may reach past its box (resampled maps)
+OUTLINE_MIN_IOU = 0.6    # = decode.OUTLINE_IOU: a box grown to its mask must still explain the outline
+BOX_GROW_LOSS = 0.1      # ... and no more than this much worse than the fitted box (a side is 1/4)
 
 REASONS = ("missing_video", "unreadable_video", "missing_masks", "missing_boxes", "frame_count",
            "size", "unknown_colour", "box_mask", "bad_maps", "duplicate_id")
@@ -282,8 +284,10 @@ def foreign_colours(maps: np.ndarray, colours: np.ndarray, where: str) -> None:
 def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
                      thickness: int | None = None) -> tuple["Trajectory", dict]:
     """Mask maps and box maps of one clip (uint8 (T, H, W, 3) each, the release's palette) -> a
-    Trajectory with a mask of every object on every frame and its boxes, and counts of what was
-    inferred ({"boxes_from_masks": n}). ClipSkipped when the maps disagree or hold foreign colours."""
+    Trajectory with a mask of every object on every frame (the pixels where it shows) and its boxes,
+    and what was inferred: {"boxes_from_masks": n, "occluded": {id: [frames]}} (frames where the
+    object is there but entirely covered on the mask maps). ClipSkipped when the maps disagree or
+    hold foreign colours."""
     from ..trajectory import ObjectTrack, Trajectory, box_thickness, encode_mask, mask_box
     from ..trajectory.decode import _distinct, _label_frame, _outline_state, _present_colours, fit_box
     from ..errors import TrajectoryError
@@ -297,13 +301,12 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
         in_boxes = _present_colours(boxes, colours, erode=False, where=f"{where} boxes")
     except TrajectoryError as e:
         raise ClipSkipped("unknown_colour", str(e)) from None
-    if len(present) == 0:
+    # an object the box maps show and the mask maps never do is covered on every mask frame (smaller
+    # masks are painted over larger ones): kept, with its boxes, if it shows as outlines
+    covered_only = sorted(set(in_boxes.tolist()) - set(present.tolist()))
+    if len(present) == 0 and not covered_only:
         raise ClipSkipped("bad_maps", f"{where}: no object in the mask maps (every frame black)")
-    extra = sorted(int(ids[c]) for c in set(in_boxes.tolist()) - set(present.tolist()))
-    if extra:
-        raise ClipSkipped("bad_maps", f"{where}: the box maps show object(s) {extra} that the mask "
-                                      "maps never show")
-    present = present[np.argsort(ids[present])]
+    present = np.array(sorted(set(present.tolist()) | set(covered_only), key=lambda c: ids[c]), np.int64)
     object_ids = ids[present]
     own = colours[present]
     mask_labels = np.stack([_label_frame(f, own) for f in masks])
@@ -312,8 +315,10 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
 
     traj = Trajectory(width=W, height=H, num_frames=T, source=where)
     inferred = 0
+    occluded: dict[int, list[int]] = {}
     for k, oid in enumerate(object_ids):
         obj = ObjectTrack(id=int(oid))
+        outlines = 0
         for t in range(T):
             m = mask_labels[t] == k + 1
             obj.masks[t] = encode_mask(m)
@@ -324,20 +329,74 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
                 cover = box_labels[t] > k + 1  # outlines drawn later (higher ids) lie on top
                 fitted = fit_box(b, thickness, PALETTE, cover=cover)
                 state = _outline_state(b, fitted, thickness, PALETTE, cover)
+                outlines += state != "filled"
                 box = mask_box(b) if state == "filled" else fitted
+                if tight is not None:
+                    box = _box_with_mask(box, tight, b, cover, thickness, state, f"{where}: object "
+                                         f"{int(oid)} frame {t}")
             elif tight is not None:
                 box, inferred = tight, inferred + 1
-            if box is not None and tight is not None:
-                if (tight[:2] < box[:2] - BOX_TOLERANCE).any() or (tight[2:] > box[2:] + BOX_TOLERANCE).any():
-                    raise ClipSkipped(
-                        "box_mask", f"{where}: object {int(oid)} frame {t}: the mask spans "
-                        f"{tight.astype(int).tolist()}, outside its box {box.astype(int).tolist()} "
-                        "from the box maps")
-                box = np.concatenate([np.minimum(box[:2], tight[:2]), np.maximum(box[2:], tight[2:])])
             if box is not None:
                 obj.boxes[t] = np.asarray(box, np.float64)
+        if int(present[k]) in covered_only and not outlines:
+            raise ClipSkipped("bad_maps", f"{where}: the box maps show object {int(oid)} as filled "
+                                          "shapes only, and the mask maps never show it")
+        hidden = _occluded_frames(obj, mask_labels, k + 1, T)
+        if hidden:
+            occluded[int(oid)] = hidden
         traj.objects.append(obj)
-    return traj.validate(), {"boxes_from_masks": inferred}
+    return traj.validate(), {"boxes_from_masks": inferred, "occluded": occluded}
+
+
+def _box_with_mask(box: np.ndarray, tight: np.ndarray, outline: np.ndarray, cover: np.ndarray,
+                   thickness: int, state: str, where: str) -> np.ndarray:
+    """The box from the box maps, checked against the mask's extent: a drawn box is the mask's
+    bounding rectangle, so it contains every visible mask pixel. Where the outline's side is hidden
+    (under a later outline, past the frame's edge) the fit can fall short of the mask: grown to the
+    mask when that grown box's outline explains the visible outline pixels as well (OUTLINE_IOU, and
+    no more than BOX_GROW_LOSS worse); ClipSkipped("box_mask") when the visible outline contradicts
+    the mask."""
+    from ..trajectory.decode import outline_iou
+
+    grown = np.concatenate([np.minimum(box[:2], tight[:2]), np.maximum(box[2:], tight[2:])])
+    if (tight[:2] >= box[:2] - BOX_TOLERANCE).all() and (tight[2:] <= box[2:] + BOX_TOLERANCE).all():
+        return grown
+    if state != "filled":
+        before = outline_iou(outline, box, thickness, PALETTE, cover)
+        after = outline_iou(outline, grown, thickness, PALETTE, cover)
+        if after >= OUTLINE_MIN_IOU and after >= before - BOX_GROW_LOSS:
+            return grown
+    raise ClipSkipped("box_mask", f"{where}: the mask spans {tight.astype(int).tolist()}, outside its "
+                                  f"box {box.astype(int).tolist()} from the box maps")
+
+
+def _occluded_frames(obj, labels: np.ndarray, label: int, T: int) -> list[int]:
+    """Frames where the object is there but no pixel of it shows on the mask maps: its box shows on
+    the box maps, or (no box either) it shows before and after and the box between (interpolated)
+    lies inside the frame under other objects' masks."""
+    from ..trajectory.render import box_pixels
+
+    shown = [t for t in range(T) if obj.mask_area(t) > 0]
+    out = []
+    H, W = labels.shape[1:3]
+    for t in range(T):
+        if obj.mask_area(t) > 0:
+            continue
+        if t in obj.boxes:
+            out.append(t)
+            continue
+        before = [s for s in shown if s < t and s in obj.boxes]
+        after = [s for s in shown if s > t and s in obj.boxes]
+        if not before or not after:
+            continue
+        a, b = before[-1], after[0]
+        box = obj.boxes[a] + (obj.boxes[b] - obj.boxes[a]) * (t - a) / (b - a)
+        x0, y0, x1, y1 = box_pixels(box, W, H)
+        area = max(1.0, float((box[2] - box[0]) * (box[3] - box[1])))
+        region = labels[t, y0:y1, x0:x1]
+        if region.size >= 0.5 * area and ((region > 0) & (region != label)).mean() >= 0.5:
+            out.append(t)
+    return out
 
 
 # ------------------------------------------------------------------------------------ one clip
@@ -347,20 +406,22 @@ def import_clip(row: dict, test_fraction: float = DEFAULT_TEST_FRACTION) -> dict
     """Read, decode and check one clip (a MagicDataRow as a dict). Returns {"id", "error", "reason",
     "annotation" (JSON text), "record" (JSON text)}; a bad clip has error and reason set and the rest
     empty. Never raises for bad data: it is what the local and the Ray engine run per clip."""
-    out = {"id": row["id"], "error": "", "reason": "", "annotation": "", "record": "", "fps_source": ""}
+    out = {"id": row["id"], "error": "", "reason": "", "annotation": "", "record": "", "fps_source": "",
+           "occluded": ""}
     try:
-        annotation, record, out["fps_source"] = _import_clip(row, test_fraction)
+        annotation, record, out["fps_source"], occluded = _import_clip(row, test_fraction)
     except ClipSkipped as e:
         out.update(error=str(e), reason=e.reason)
         return out
     except MagicMotionError as e:
         out.update(error=str(e), reason="bad_maps")
         return out
-    out.update(annotation=annotation, record=record)
+    out.update(annotation=annotation, record=record, occluded=occluded)
     return out
 
 
-def _import_clip(row: dict, test_fraction: float) -> tuple[str, str, str]:
+def _import_clip(row: dict, test_fraction: float) -> tuple[str, str, str, str]:
+    """(annotation JSON, index line, where fps came from: csv|video|assumed, occluded JSON or "")."""
     from ..trajectory import to_dict
     from .curation.stages import split_of
     from .dataset import ANNOTATIONS, VIDEOS, DatasetWriter, _check_record, _record_line
@@ -392,7 +453,8 @@ def _import_clip(row: dict, test_fraction: float) -> tuple[str, str, str]:
               "boxes_from_masks": counts["boxes_from_masks"]}
     line = _record_line(record)
     _check_record(json.loads(line), f"clip {clip}")
-    return json.dumps(to_dict(traj)), line.decode("ascii"), fps_source
+    occluded = {str(k): v for k, v in counts["occluded"].items()}
+    return json.dumps(to_dict(traj)), line.decode("ascii"), fps_source, json.dumps(occluded) if occluded else ""
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -477,6 +539,15 @@ class ImportSummary:
             lines.append(f"  ... and {len(self.skipped) - max_named} more (see "
                          f"{Path(self.dataset) / IMPORT_JSON})")
         return "\n".join(lines)
+
+
+def _previous_occluded(path: Path) -> dict:
+    """The occluded frames an earlier run recorded in import.json (kept for the clips it imported)."""
+    try:
+        found = json.loads(path.read_text()).get("occluded", {}) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _decode_local(rows: list[dict], test_fraction: float):
@@ -568,6 +639,7 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
     summary = ImportSummary(dataset=str(out), rows=len(rows))
     have = writer.ids()
     skipped: dict[str, dict] = {}
+    occluded = _previous_occluded(previous)
     seen: set[str] = set()
     todo = []
     for r in rows:
@@ -595,6 +667,8 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
                     summary.done += 1
                     if res.get("fps_source") == "assumed":
                         assumed.add(res["id"])
+                    if res.get("occluded"):
+                        occluded[res["id"]] = json.loads(res["occluded"])
                 bar.update(1)
     summary.seconds = time.perf_counter() - start
     index_ids = writer.ids()
@@ -617,6 +691,8 @@ def import_magicdata(root: str | os.PathLike, out: str | os.PathLike, engine: st
         "skipped_by_reason": summary.by_reason(), "skipped_clips": summary.skipped,
         "fps_column": next((h for h in table.header if h.strip().lower() in FPS_COLUMNS), None),
         "fps_assumed": {"fps": ASSUMED_FPS, "clips": sorted(assumed & index_ids)},
+        # per clip, object and frame: there, but entirely covered on the mask maps (an empty mask)
+        "occluded": {r.id: occluded[r.id] for r in rows if r.id in occluded and r.id in index_ids},
     }
     with atomic_path(out / IMPORT_JSON) as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")

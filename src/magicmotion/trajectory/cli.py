@@ -98,7 +98,7 @@ def read_any(path, kind: str | None, palette: str | None, controlnet: str | None
 
 
 def render_command(args) -> int:
-    from ..io import write_frames, write_preview, write_video
+    from ..io import write_frames, write_preview
     from . import render, sparsify
 
     from ..limits import check_seed, check_size, check_video_size
@@ -121,7 +121,9 @@ def render_command(args) -> int:
     elif out.suffix.lower() == ".gif":
         write_preview(out, maps, fps=args.fps)
     else:
-        write_video(out, maps, fps=args.fps)
+        from .render import write_maps_video
+
+        write_maps_video(out, maps, fps=args.fps)  # lossless: reads back exactly (from-maps, generate)
     t, h, w, _ = maps.shape
     print(f"wrote {out}: {args.kind} maps, {t} frames, {w}x{h}, palette {args.palette}")
     return 0
@@ -156,8 +158,14 @@ def from_maps_command(args) -> int:
     from . import save
     from .decode import decode_maps, load_maps
 
+    import warnings
+
     out = check_output(args.out, (".json",), folder_ok=False, inputs=[args.maps])
-    decoded = decode_maps(load_maps(args.maps), kind=args.kind, palette=args.palette, source=args.maps)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decoded = decode_maps(load_maps(args.maps), kind=args.kind, palette=args.palette, source=args.maps)
+    for w in caught:
+        print(f"magicmotion: warning: {w.message}", file=sys.stderr)
     traj = decoded.trajectory
     if args.caption:
         traj.caption = args.caption

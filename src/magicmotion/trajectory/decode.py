@@ -34,6 +34,10 @@ from .spec import ObjectTrack, Trajectory, encode_mask, mask_box
 DARK = 20            # pixels whose channels are all below this are background
 CORE_TOL = 20        # RGB distance within which a pixel is taken to be a palette colour
 UNKNOWN_TOL = 40     # farther than this from every palette colour: not a map colour
+LOSSY_MIN_THICKNESS = 3   # outlines thinner than this are lost to lossy video (measured, docs)
+LOSSY_MASK_MIN_SIDE = 256  # masks in lossy video below this size: object IoU < 0.9 measured (docs)
+LOSSY_CLOSE_COLOURS = 22   # colours this close (release 16/21: 18.7, 2/19: 21.4) drift into one another
+MIN_PIXELS = 4       # an object colour shows on at least this many pixels of some frame
 OUTLINE_IOU = 0.6    # an object's pixels this close (IoU) to the outline of their box: an outline
 
 
@@ -103,37 +107,56 @@ def _check_unknown(frame: np.ndarray, bright: np.ndarray, d2: np.ndarray, where:
 
 
 def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: str) -> np.ndarray:
-    """Indices (into `colours`) of the object colours that have a solid core somewhere, strongest
-    first. A weak colour that is a blend of black and a stronger one, or of two stronger ones (what
-    lossy coding leaves along edges, such as voc (0, 0, 64) between (0, 0, 128) and black), is not an
-    object."""
+    """Indices (into `colours`) of the object colours the maps show, strongest first.
+
+    Lossless maps (every non-black pixel of every frame exactly a palette colour, as supervision and
+    OpenCV draw into a PNG) hold no blends: every colour with `MIN_PIXELS` pixels on some frame is an
+    object, however small and whatever colours it lies between. Lossy maps (a video) leave blends
+    along edges (of black and a colour, or of two colours) that can be other palette colours, such as
+    voc (0, 0, 64) between (0, 0, 128) and black; a colour is an object where its core (`CORE_TOL`)
+    covers a 3x3 square (`erode`) on some frame, and a colour that lies on the blend of two stronger
+    ones must show it by size (a tenth of the stronger one's pixels) or by shape over the frames: a
+    5x5 interior (an edge fringe is 1-3 px wide) on at least half the frames where its core shows."""
     strength = np.zeros(len(colours), np.int64)  # the most core pixels on any frame
-    first = np.zeros(len(colours), np.int64)  # core pixels on frame 0
-    kernel = np.ones((3, 3), np.uint8)
+    first = np.zeros(len(colours), np.int64)     # core pixels on frame 0
+    exact = np.zeros(len(colours), np.int64)     # the most exact pixels on any frame
+    solid = np.zeros(len(colours), np.int64)     # frames where the core has a 5x5 interior
+    cored = np.zeros(len(colours), np.int64)     # frames where the (eroded) core shows
+    lossless = True
+    k3, k5 = np.ones((3, 3), np.uint8), np.ones((5, 5), np.uint8)
     for t, frame in enumerate(maps):
         bright = _bright(frame)
         if not bright.any():
             continue
         index, d2 = _nearest(frame[bright], colours)
         _check_unknown(frame, bright, d2, where, t)
+        lossless = lossless and bool((d2 == 0).all())
+        exact = np.maximum(exact, np.bincount(index[d2 == 0], minlength=len(colours)))
         core = np.zeros(frame.shape[:2], np.uint16)
         core[bright] = np.where(d2 <= CORE_TOL ** 2, index + 1, 0)
         if erode:  # keep core pixels whose 3x3 neighbourhood is all the same colour
-            same = (cv2.erode(core, kernel) == core) & (cv2.dilate(core, kernel) == core)
+            same = (cv2.erode(core, k3) == core) & (cv2.dilate(core, k3) == core)
+            inner = (cv2.erode(core, k5) == core) & (cv2.dilate(core, k5) == core) & (core > 0)
+            solid += np.bincount(core[inner].ravel(), minlength=len(colours) + 1)[1:] > 0
             core = np.where(same, core, 0)
         counts = np.bincount(core.ravel(), minlength=len(colours) + 1)[1:]
         strength = np.maximum(strength, counts)
+        cored += counts > 0
         if t == 0:
             first = counts
+    if lossless:
+        order = np.argsort(-exact, kind="stable")
+        return np.array([int(c) for c in order if exact[c] >= MIN_PIXELS], np.int64)
     accepted: list[int] = []
     for c in np.argsort(-strength, kind="stable"):
-        if strength[c] < 4:
+        if strength[c] < MIN_PIXELS:
             break
         anchors = [np.zeros(3)] + [colours[a].astype(float) for a in accepted]
         weights = [0] + [strength[a] for a in accepted]
         blend = any(
             _segment_distance(colours[c], anchors[i], anchors[j]) <= CORE_TOL
             and strength[c] < 0.1 * max(weights[i], weights[j])
+            and not (erode and solid[c] >= max(1, (cored[c] + 1) // 2))
             for i in range(len(anchors)) for j in range(i + 1, len(anchors))
         )
         if not blend:
@@ -250,7 +273,9 @@ def _side_line(mask: np.ndarray, cover: np.ndarray, lo: int, hi: int, outer: int
         return n + inner
     if not cover[ext_last + 1, mask[ext_last]].any():
         return int(ext_last) - outer
-    starts = np.where(cov & (rows > last), rows, n).min(axis=0)
+    # the side's band begins under the cover where the other sides end (not under a cover that crosses
+    # the box's inside: that one lies between this object's sides)
+    starts = np.where(cov & (rows > ext_last), rows, n).min(axis=0)
     starts = starts[starts < n]
     return int(np.median(starts)) + inner if len(starts) else int(ext_last) - outer
 
@@ -281,12 +306,12 @@ def fit_box(mask: np.ndarray, thickness: int, style: str, cover: np.ndarray | No
     return np.array([x0, y0, x1, y1], np.float64)
 
 
-def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str,
-                   cover: np.ndarray) -> str:
-    """'outline' when `mask` is the outline of `box` (where objects drawn later, `cover`, do not hide
-    it), 'solid' when that outline is itself a filled rectangle (a box too small to have an inside:
-    either reading holds), else 'filled'."""
+def _outline_fit(mask: np.ndarray, box: np.ndarray, thickness: int, style: str,
+                 cover: np.ndarray | None) -> tuple[float, np.ndarray]:
+    """IoU of `mask` (bool (H, W)) with the outline of `box` where `cover` does not hide it, and that
+    ideal outline (bool, around the box)."""
     h, w = mask.shape
+    cover = np.zeros_like(mask) if cover is None else cover
     x0, y0, x1, y1 = box_pixels(box, w, h)
     outer = outline_band(thickness, style)[0]
     ya, yb = max(y0 - outer - 1, 0), min(y1 + outer + 2, h)
@@ -296,8 +321,24 @@ def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str
     ideal = ideal[ya:yb, xa:xb, 0] > 0
     m = mask[ya:yb, xa:xb]
     shown = ideal & ~cover[ya:yb, xa:xb]
-    union = (shown | m).sum()
-    iou = (shown & m).sum() / union if union else 0.0
+    # pixels of the object outside the window count against the fit too
+    outside = int(mask.sum() - m.sum())
+    union = (shown | m).sum() + outside
+    return (float((shown & m).sum() / union) if union else 0.0), ideal
+
+
+def outline_iou(mask: np.ndarray, box, thickness: int, style: str, cover: np.ndarray | None = None) -> float:
+    """How well the outline of `box` (as `draw_box` draws it) explains `mask`, the object's pixels on
+    a box map, where `cover` (objects drawn later) does not hide it: IoU in 0..1."""
+    return _outline_fit(mask, np.asarray(box, np.float64), thickness, style, cover)[0]
+
+
+def _outline_state(mask: np.ndarray, box: np.ndarray, thickness: int, style: str,
+                   cover: np.ndarray) -> str:
+    """'outline' when `mask` is the outline of `box` (where objects drawn later, `cover`, do not hide
+    it), 'solid' when that outline is itself a filled rectangle (a box too small to have an inside:
+    either reading holds), else 'filled'."""
+    iou, ideal = _outline_fit(mask, box, thickness, style, cover)
     if iou < OUTLINE_IOU:
         return "filled"
     rows, cols = np.flatnonzero(ideal.any(1)), np.flatnonzero(ideal.any(0))
@@ -374,6 +415,7 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
             states[k, t] = _outline_state(m, boxes[k, t], thickness, palette, cover)
     if kind is None:
         kind = _detect_kind(states, T, len(present), object_ids, where)
+    _check_envelope(maps, colours, present, object_ids, labels, kind, thickness, where)
 
     traj = Trajectory(width=W, height=H, num_frames=T, source=source)
     for k, oid in enumerate(object_ids):
@@ -393,6 +435,64 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
                 obj.masks[t] = encode_mask(np.zeros((H, W), bool))  # absent here
         traj.objects.append(obj)
     return DecodedMaps(traj.validate(), kind, palette)
+
+
+def _is_lossless(maps: np.ndarray, colours: np.ndarray) -> bool:
+    """Every non-black pixel exactly a palette colour: PNG frames or a lossless video."""
+    for frame in maps:
+        bright = _bright(frame)
+        if bright.any() and _nearest(frame[bright], colours)[1].max() > 0:
+            return False
+    return True
+
+
+def _check_envelope(maps, colours, present, object_ids, labels, kind: str, thickness: int,
+                    where: str) -> None:
+    """Refuse (TrajectoryError) or warn where lossy maps are read outside what they keep (measured in
+    docs/trajectory-format.md, "What map videos keep"): box outlines under LOSSY_MIN_THICKNESS px
+    are lost to lossy video coding, so box maps that thin (or "mask" maps that are likely such box
+    maps: objects on frame 0 that later frames lose) are refused; masks on a lossy video smaller
+    than LOSSY_MASK_MIN_SIDE, and two objects whose colours a lossy video can shift into one another,
+    give a warning."""
+    import warnings
+
+    if _is_lossless(maps, colours):
+        return
+    T, H, W = maps.shape[:3]
+    how = ("render them to PNG frames (--out DIR/) or a lossless video (`magicmotion trajectory "
+           f"render` writes one), or at {100 * LOSSY_MIN_THICKNESS} px or more")
+    if kind in ("box", "sparse_box") and thickness < LOSSY_MIN_THICKNESS:
+        raise TrajectoryError(
+            f"{where}: {kind} maps in a lossy video at {W}x{H}: their outlines ({thickness} px, "
+            f"min(W, H) // 100) do not survive lossy coding, so the boxes cannot be read reliably; {how}")
+    if kind == "mask" and thickness < LOSSY_MIN_THICKNESS and T > 1:
+        on_first = [k for k in range(len(present)) if (labels[0] == k + 1).any()]
+        lost = [k for k in on_first if (labels[1:] == k + 1).any(axis=(1, 2)).mean() < 0.5]
+        if on_first and len(lost) > len(on_first) / 2:
+            ids = ", ".join(str(int(object_ids[k])) for k in lost)
+            raise TrajectoryError(
+                f"{where}: object(s) {ids} show on frame 0 and on fewer than half the later frames of "
+                f"this lossy video at {W}x{H}: box maps whose {thickness}-px outlines were lost to the "
+                f"video coding, most likely; {how}")
+    if kind == "mask" and min(W, H) < LOSSY_MASK_MIN_SIDE:
+        warnings.warn(f"{where}: masks read from a lossy video at {W}x{H} lose their edges (object IoU "
+                      f"down to 0.8 measured below {LOSSY_MASK_MIN_SIDE} px); PNG frames or a lossless "
+                      "video read exactly", stacklevel=3)
+    own = colours[present].astype(float)
+    for a in range(len(present)):
+        for b in range(a + 1, len(present)):
+            if np.linalg.norm(own[a] - own[b]) > LOSSY_CLOSE_COLOURS:
+                continue
+            ka, kb = labels == a + 1, labels == b + 1
+            near = cv2.dilate(ka.reshape(-1, W).astype(np.uint8), np.ones((3, 3), np.uint8)).reshape(ka.shape)
+            touch = (near.astype(bool) & kb).sum()
+            small, large = sorted((int(ka.sum()), int(kb.sum())))
+            if touch >= 0.8 * small ** 0.5 and small < 0.25 * large:  # a small patch against a large one
+                warnings.warn(
+                    f"{where}: objects {int(object_ids[a])} and {int(object_ids[b])} have colours "
+                    f"{np.linalg.norm(own[a] - own[b]):.0f} apart and touch: a lossy video can shift "
+                    "one into the other (check them; PNG frames or a lossless video read exactly)",
+                    stacklevel=3)
 
 
 def _detect_kind(states: dict, num_frames: int, num_objects: int, object_ids, where: str) -> str:
