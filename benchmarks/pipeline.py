@@ -41,7 +41,7 @@ transformer's and ControlNet's weight bytes, and how far the latents move from t
 (relative L2). On CPU the group offload's onload device is the CPU itself, so it saves nothing here:
 its figure is the cost of the hooks. `--plan` writes the expected GPU peak of CogVideoX-5B-I2V + a
 21-block ControlNet at 49 x 480 x 720 for each option, from `magicmotion plan`'s parameter counts and
-activation formula (magicmotion/models/plan.py; estimates, not measurements).
+activation formula (magicmotion/training/plan.py; estimates, not measurements).
 """
 
 from __future__ import annotations
@@ -661,7 +661,7 @@ def plan_options(frames: int = 49, size: tuple[int, int] = (720, 480), control_l
     - fp8: the transformer's and ControlNet's weights in 1 byte instead of 2;
     - sequential offload: one layer's weights + the activations.
     """
-    from magicmotion.models.plan import CONTEXT_BYTES, GIB, plan, resolve_base
+    from magicmotion.training.plan import CONTEXT_BYTES, GIB, plan, resolve_base
 
     p = plan("cogvideox-5b-i2v", size, frames, controlnet_layers=control_layers)
     cogvideox = resolve_base("cogvideox-5b-i2v")

@@ -16,7 +16,7 @@ PARTS = [
     "magicmotion.trajectory.cli",  # trajectory render | from-masks | preview
     "magicmotion.data.cli",  # data synth | info | curate | filter
     "magicmotion.models.cli",  # convert official | wan-fun
-    "magicmotion.models.plan",  # plan
+    "magicmotion.training.plan",  # plan
     "magicmotion.pipelines.cli",  # generate
     "magicmotion.training.cli",  # train, train precompute
     "magicmotion.bench.cli",  # bench build | davis | run | score | report

@@ -114,7 +114,7 @@ def test_plan_model_offload_weights_are_the_peak_the_pipeline_reaches(tmp_path):
     components the pipeline holds on the device at its peak (parameters x 2 bytes, bf16, as the plan)."""
     from diffusers import WanImageToVideoPipeline
 
-    from magicmotion.models.plan import plan
+    from magicmotion.training.plan import plan
     from magicmotion.pipelines.tiny import tiny_wan22_components
 
     WanImageToVideoPipeline(**tiny_wan22_components("a14b")).save_pretrained(tmp_path / "a14b")

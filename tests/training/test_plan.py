@@ -10,7 +10,7 @@ import pytest
 
 from magicmotion.cli import main
 from magicmotion.errors import ModelError
-from magicmotion.models.plan import format_plan, known_bases, plan, plan_from_config
+from magicmotion.training.plan import format_plan, known_bases, plan, plan_from_config
 
 
 def _within(value, figure, tol=0.02):

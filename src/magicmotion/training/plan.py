@@ -36,7 +36,7 @@ from typing import Any
 
 from ..errors import ModelError
 
-KNOWN_DIR = Path(__file__).with_name("known_configs")
+KNOWN_DIR = Path(__file__).parents[1] / "models" / "known_configs"
 GIB = 1024**3
 CONTEXT_BYTES = 1 * GIB
 # (label, usable GiB): the smallest that holds an estimate with 8% to spare is recommended.
@@ -144,9 +144,9 @@ class Plan:
 def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controlnet_layers: int | None = None,
          segment_head: bool = False, gpus: int = 4, gradient_checkpointing: bool = True) -> Plan:
     """Build every part of `base` on the meta device and estimate memory (bytes) for the settings."""
-    from .controlnet_cogvideox import CogVideoXTrajectoryControlNet
-    from .controlnet_wan import WanTrajectoryControlNet
-    from .segment_head import SegmentHead
+    from ..models.controlnet_cogvideox import CogVideoXTrajectoryControlNet
+    from ..models.controlnet_wan import WanTrajectoryControlNet
+    from ..models.segment_head import SegmentHead
 
     info = resolve_base(base)
     width, height = size
@@ -271,7 +271,7 @@ def format_plan(p: Plan) -> str:
             lines.append(f"{names[name]:<34} {p.params[name] / 1e9:>13.3f}B")
     total = sum(p.params.values()) + (p.params["controlnet"] if two else 0)  # a ControlNet per expert
     lines.append(f"{'total':<34} {total / 1e9:>13.3f}B")
-    lines += ["", "GPU memory, estimates (formulas in magicmotion/models/plan.py; not measurements)", ""]
+    lines += ["", "GPU memory, estimates (formulas in magicmotion/training/plan.py; not measurements)", ""]
     lines.append(f"{'inference (CFG, one GPU)':<44} {'peak GiB':>9}  smallest GPU")
     for label, nbytes in p.inference.items():
         lines.append(f"{label:<44} {nbytes / GIB:>9.1f}  {recommend_gpu(nbytes)}")
@@ -285,7 +285,7 @@ def format_plan(p: Plan) -> str:
 def plan_from_config(path: str, gpus: int = 4) -> Plan:
     """The plan of a training config (configs/*/stage*.yaml): its base, size, frames, batch,
     control blocks, segment head and gradient checkpointing."""
-    from ..training.config import load_config
+    from .config import load_config
 
     config = load_config(path, check=False)
     return plan(config.base, tuple(config.data.size), config.data.num_frames, config.loop.batch_size,
