@@ -174,3 +174,86 @@ def test_checkpoint_dtype_is_kept(release):
     assert report.missing == [] and report.unexpected == []
     assert torch.equal(cn2.transformer_blocks[1].attn1.to_q.weight, sd["transformer_blocks.1.attn1.to_q.weight"])
     assert torch.equal(cn2.out_projectors[0].weight, sd["out_projectors.0.weight"].reshape(32, 32))
+
+
+# ------------------------------------------------------------------------- the release's layout
+
+
+def release_layout(base_config: dict, control_blocks: int) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a released ControlNet checkpoint's `state_dict`, written out from the release's
+    module definitions (quanhaol/MagicMotion, magicmotion/models/trajectory_controlnet.py:
+    `TrajectoryControlnet(**base transformer config)`: diffusers' `CogVideoXPatchEmbed`,
+    `TimestepEmbedding(inner_dim, time_embed_dim)`, `CogVideoXBlock`s, and per block an
+    `InflatedConv3d(inner_dim, inner_dim, kernel_size=1)`, a Conv2d), for a file holding
+    `control_blocks` trained blocks. Independent of our model classes: only the base config's numbers."""
+    c = base_config
+    d, t, heads_dim = c["num_attention_heads"] * c["attention_head_dim"], c["time_embed_dim"], c["attention_head_dim"]
+    p = c["patch_size"]
+    layout = {
+        "patch_embed.proj.weight": (d, c["in_channels"], p, p), "patch_embed.proj.bias": (d,),
+        "patch_embed.text_proj.weight": (d, c["text_embed_dim"]), "patch_embed.text_proj.bias": (d,),
+        "time_embedding.linear_1.weight": (t, d), "time_embedding.linear_1.bias": (t,),
+        "time_embedding.linear_2.weight": (t, t), "time_embedding.linear_2.bias": (t,),
+    }
+    if c.get("use_learned_positional_embeddings"):  # a persistent buffer then (not saved otherwise)
+        frames = (c["sample_frames"] - 1) // c["temporal_compression_ratio"] + 1
+        patches = frames * (c["sample_height"] // p) * (c["sample_width"] // p)
+        layout["patch_embed.pos_embedding"] = (1, c["max_text_seq_length"] + patches, d)
+    for i in range(control_blocks):
+        b = f"transformer_blocks.{i}."
+        for norm in ("norm1", "norm2"):  # CogVideoXLayerNormZero: Linear(time_embed_dim, 6 D) + LayerNorm(D)
+            layout.update({b + f"{norm}.linear.weight": (6 * d, t), b + f"{norm}.linear.bias": (6 * d,),
+                           b + f"{norm}.norm.weight": (d,), b + f"{norm}.norm.bias": (d,)})
+        for qk in ("norm_q", "norm_k"):  # qk_norm "layer_norm" over one head
+            layout.update({b + f"attn1.{qk}.weight": (heads_dim,), b + f"attn1.{qk}.bias": (heads_dim,)})
+        for proj in ("to_q", "to_k", "to_v", "to_out.0"):
+            layout.update({b + f"attn1.{proj}.weight": (d, d), b + f"attn1.{proj}.bias": (d,)})
+        layout.update({b + "ff.net.0.proj.weight": (4 * d, d), b + "ff.net.0.proj.bias": (4 * d,),  # GELU(tanh)
+                       b + "ff.net.2.weight": (d, 4 * d), b + "ff.net.2.bias": (d,)})
+        layout.update({f"out_projectors.{i}.weight": (d, d, 1, 1), f"out_projectors.{i}.bias": (d,)})
+    return layout
+
+
+def release_head_layout(base_config: dict) -> dict[str, tuple[int, ...]]:
+    """The released perception head's keys (magicmotion/models/latent_segmentation.py: `SemanticFPNHead(
+    in_channels=inner_dim, out_channels=in_channels // 2, num_tensors=num_layers)`, hidden 64, per
+    block Conv3x3 + GroupNorm(16, 64) + ReLU, then a 1x1 conv)."""
+    c = base_config
+    d = c["num_attention_heads"] * c["attention_head_dim"]
+    layout = {"conv_out.weight": (c["in_channels"] // 2, 64, 1, 1), "conv_out.bias": (c["in_channels"] // 2,)}
+    for i in range(c["num_layers"]):
+        layout.update({f"convs.{i}.0.weight": (64, d, 3, 3), f"convs.{i}.0.bias": (64,),
+                       f"convs.{i}.1.weight": (64,), f"convs.{i}.1.bias": (64,)})
+    return layout
+
+
+def test_a_file_in_the_release_layout_loads_every_tensor_where_it_belongs(tmp_path):
+    """Random tensors of the release's key names and shapes: nothing missing or unexpected, each tensor
+    lands in the parameter of that name (a projector as its (D, D) matrix), and the shapes are those of
+    the real CogVideoX-5B-I2V release where its config gives them."""
+    base = build_base("cogvideox", num_layers=4, use_learned_positional_embeddings=True)
+    config = dict(base.config)
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(shape, generator=g) for k, shape in release_layout(config, 2).items()}
+    head_sd = {k: torch.randn(shape, generator=g) for k, shape in release_head_layout(config).items()}
+    torch.save({"state_dict": sd}, tmp_path / "box.pt")
+    torch.save({"state_dict": head_sd}, tmp_path / "box_perception_head.pt")
+    cn, head, report = load_official_checkpoint(tmp_path / "box.pt", tmp_path / "box_perception_head.pt",
+                                                base_config=config)
+    assert report.missing == report.unexpected == report.head_missing == report.head_unexpected == []
+    assert report.num_control_blocks == 2 and head.config.num_blocks == 4
+    ours = cn.state_dict()
+    for key, value in sd.items():
+        got = ours[key]
+        assert torch.equal(got, value.reshape(got.shape)), key
+        assert got.numel() == value.numel()
+    for name, value in head.state_dict().items():
+        assert torch.equal(value, head_sd[name]), name
+    assert set(head.state_dict()) == set(head_sd)
+    # our ControlNet holds nothing the release's does not (no extra trained tensors)
+    assert set(ours) == set(sd)
+    # at the real size: the release's 3072-wide projectors (DESIGN: 3072x3072x1x1) and 32 input channels
+    real = release_layout(COGVIDEOX_5B_I2V_CONFIG, 21)
+    assert real["out_projectors.20.weight"] == (3072, 3072, 1, 1)
+    assert real["patch_embed.proj.weight"] == (3072, 32, 2, 2)
+    assert release_head_layout(COGVIDEOX_5B_I2V_CONFIG)["conv_out.weight"] == (16, 64, 1, 1)
