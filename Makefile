@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,bench,data,app
 STAMP  := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC) $(EXTRAS)" | md5sum | cut -c1-8)
 
-.PHONY: demo test install tiny-model tiny-bench mutate clean
+.PHONY: demo test fuzz install tiny-model tiny-bench mutate clean
 
 install: $(STAMP)
 
@@ -26,6 +26,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The fuzzer's long profile (tests/test_fuzz.py; `make test` runs its short one): FUZZ_EXAMPLES cases per
+# command, counts appended to fuzz-counts.jsonl. A finding becomes a row of tests/test_hostile.py.
+FUZZ_EXAMPLES ?= 300
+fuzz: $(STAMP)
+	MAGICMOTION_FUZZ=long MAGICMOTION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MAGICMOTION_FUZZ_LOG=fuzz-counts.jsonl \
+		$(PY) -m pytest tests/test_fuzz.py -q -s --hypothesis-show-statistics
 
 # The shipped tiny model from scratch (2 h here), then its evidence: the ablations and the benchmark
 # report of docs/tiny-model.md (`make tiny-bench`, after it). Both resume where they stopped.

@@ -223,6 +223,160 @@ CASES = [
 ]
 
 
+# ---------------------------------------------------------------------------------------- round 3 (issue 36)
+# What a fresh probe found: inputs overwritten, paths leaving their root, NaN passing, tracebacks, late
+# checks. Each row failed (exit 0, exit 1 or a late error) before the fix.
+
+
+def examples(t: Path) -> Path:
+    """A copy of examples/ (first frame, specs, mask PNGs) in t/ex."""
+    shutil.copytree(REPO / "examples", t / "ex", ignore=shutil.ignore_patterns("*.mp4"))
+    return t / "ex"
+
+
+def maps_video(path: Path, codec: str = "h264") -> Path:
+    """Box maps of examples/trajectory.json as a video (codec h264 via our writer, or mjpeg via PyAV)."""
+    import av
+
+    from magicmotion.io import write_video
+    from magicmotion.trajectory import load, render
+
+    maps = render(load(REPO / "examples" / "trajectory.json"), "box")
+    if codec == "h264":
+        write_video(path, maps, fps=8)
+        return path
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream(codec, rate=8)
+        stream.width, stream.height, stream.pix_fmt = maps.shape[2], maps.shape[1], "yuvj420p"
+        for frame in maps:
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        c.mux(stream.encode())
+    return path
+
+
+def read_only(t: Path) -> Path:
+    """A folder nothing can be written in: chmod 555, or /sys where this runs as root (root writes
+    through permissions; sysfs refuses new files to everyone)."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    (t / "ro").mkdir()
+    (t / "ro").chmod(0o555)
+    return t / "ro"
+
+
+def magicdata_with(t: Path, video_id: str) -> Path:
+    """A MagicData folder whose CSV names `video_id`; a real video lies beside (outside) the folder."""
+    (t / "md").mkdir()
+    shutil.copy(REPO / "examples" / "source.mp4", t / "outside.mp4")
+    (t / "md" / "MagicData.csv").write_text(f"video_id,caption\n{video_id},a\n")
+    return t / "md"
+
+
+def npy(path: Path, array=None, **arrays) -> Path:
+    import numpy as np
+
+    if arrays:
+        np.savez(path, **arrays)
+    elif array is None:
+        path.write_bytes(b"")
+    else:
+        np.save(path, array)
+    return path
+
+
+def masks_folder(t: Path, names=("00000.png", "99999.png")) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    (t / "ann").mkdir()
+    label = np.zeros((32, 32), np.uint8)
+    label[4:12, 4:12] = 1
+    for name in names:
+        im = Image.fromarray(label, "P")
+        im.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)
+        im.save(t / "ann" / name)
+    return t / "ann"
+
+
+def two_ids(t: Path, a: int, b: int) -> Path:
+    return write(t / "s.json", f'{{"version": 1, "width": 64, "height": 64, "num_frames": 9, "objects": ['
+                               f'{{"id": {a}, "boxes": {{"0": [4, 4, 20, 20]}}}}, '
+                               f'{{"id": {b}, "boxes": {{"0": [30, 30, 50, 50]}}}}]}}')
+
+
+def points(t: Path) -> Path:
+    import numpy as np
+
+    return npy(t / "p.npy", np.full((9, 3, 2), 30.0) + np.arange(3)[None, :, None])
+
+
+ROUND3 = [
+    # inputs overwritten
+    ("preview --out over its --image", lambda t, d, b: ["trajectory", "preview", str(examples(t) / "trajectory.json"),
+                                                        "--image", str(t / "ex" / "first_frame.png"), "--out",
+                                                        str(t / "ex" / "first_frame.png")],
+     "would overwrite an input"),
+    ("render maps.mp4 --out maps.mp4", lambda t, d, b: ["trajectory", "render", str(maps_video(t / "maps.mp4")),
+                                                        "--out", str(t / "maps.mp4")], "would overwrite an input"),
+    ("render --out DIR/ holding the spec", lambda t, d, b: ["trajectory", "render", str(examples(t) / "trajectory.json"),
+                                                            "--out", str(t / "ex") + "/"], "holds the input"),
+    ("from-maps --out over the maps", lambda t, d, b: ["trajectory", "from-maps", str(maps_video(t / "m.mp4")),
+                                                       "--out", str(t / "m.json")] if (t / "m.json").symlink_to(
+        t / "m.mp4") is None else None, "would overwrite an input"),
+    # paths read from data files stay under their root
+    ("import-magicdata: ../ video id", lambda t, d, b: ["data", "import-magicdata", str(magicdata_with(
+        t, "../outside.mp4")), "--out", str(t / "imp"), "--quiet"], "MagicData.csv:2: video id '../outside.mp4'"),
+    ("import-magicdata: absolute video id", lambda t, d, b: ["data", "import-magicdata", str(magicdata_with(
+        t, "/etc/passwd")), "--out", str(t / "imp"), "--quiet"], "MagicData.csv:2: video id '/etc/passwd'"),
+    ("import-magicdata --out inside the release", lambda t, d, b: ["data", "import-magicdata", str(magicdata_with(
+        t, "v1")), "--out", str(t / "md" / "imported"), "--quiet"], "inside the input folder"),
+    ("render: spec mask ../", lambda t, d, b: render(write(t / "s.json", spec_text(masks='{"0": "../x.png"}'))),
+     "mask file '../x.png' must be a path inside"),
+    ("render: spec mask symlinked out", lambda t, d, b: render(write(t / "s.json", spec_text(masks='{"0": "m.png"}')))
+     if (t / "m.png").symlink_to("/etc/passwd") is None else None, "leads outside"),
+    # NaN and absurd numbers
+    ("filter threshold .nan", lambda t, d, b: ["data", "filter", str(d), "--out", str(t / "k"), "--config",
+                                               str(write(t / "f.yaml", "object_area: {min: .nan}\n"))],
+     "object_area.min must be a finite number"),
+    ("filter motion.size 10^9", lambda t, d, b: ["data", "filter", str(d), "--out", str(t / "k"), "--config",
+                                                 str(write(t / "f.yaml", "motion: {size: 1000000000}\n"))],
+     "motion.size"),
+    ("objects 1 and 256: one colour", lambda t, d, b: render(two_ids(t, 1, 256)), "objects 1 and 256 have the same"),
+    ("objects 1 and 22: one release colour", lambda t, d, b: render(two_ids(t, 1, 22), "--palette", "release"),
+     "objects 1 and 22 have the same"),
+    ("plan --controlnet-layers 10^9", lambda t, d, b: ["plan", "--base", str(TINY_BASE), "--controlnet-layers",
+                                                       str(10**9)], "--controlnet-layers must be in 1.."),
+    ("from-points --min-size 1e9", lambda t, d, b: ["trajectory", "from-points", str(points(t)), "--frame-size",
+                                                    "64x64", "--min-size", "1e9", "--out", str(t / "o.json")],
+     "min_size"),
+    ("from-points --padding nan", lambda t, d, b: ["trajectory", "from-points", str(points(t)), "--frame-size",
+                                                   "64x64", "--padding", "nan", "--out", str(t / "o.json")],
+     "padding"),
+    # tracebacks
+    ("from-points zero-byte .npy", lambda t, d, b: ["trajectory", "from-points", str(npy(t / "z.npy")),
+                                                    "--frame-size", "64x64", "--out", str(t / "o.json")],
+     "z.npy: not a .npy/.npz array file"),
+    ("from-points .npz object array", lambda t, d, b: ["trajectory", "from-points", str(npy(
+        t / "o.npz", tracks=__import__("numpy").array([{"a": 1}], dtype=object))), "--frame-size", "64x64", "--out",
+        str(t / "o.json")], "o.npz"),
+    ("from-points tracks JSON 100k deep", lambda t, d, b: ["trajectory", "from-points", str(write(
+        t / "tr.json", "[" * 100000 + "]" * 100000)), "--out", str(t / "o.json")], "tr.json"),
+    ("train output_dir under a file", lambda t, d, b: ["train", "--config", str(config(
+        t, d, output_dir=write(t / "f", "x") / "run"))], "output_dir"),
+    ("train output_dir read-only", lambda t, d, b: ["train", "--config", str(config(
+        t, d, output_dir=read_only(t) / "run"))], "cannot write in"),
+    # late or missing checks
+    ("from-masks 00000.png + 99999.png", lambda t, d, b: ["trajectory", "from-masks", str(masks_folder(t)), "--out",
+                                                          str(t / "s.json")], "99999.png: frame 99999 is beyond"),
+    ("train output_dir = the dataset", lambda t, d, b: ["train", "--config", str(config(t, d, output_dir=d))],
+     "would overwrite an input"),
+    ("train output_dir inside the dataset", lambda t, d, b: ["train", "--config", str(config(t, d, output_dir=d / "run"))],
+     "inside the input folder"),
+    ("generate --out inside a dataset", lambda t, d, b: generate(out=d / "o.mp4"), "inside the dataset"),
+    ("from-maps: MJPEG maps, no phantom object", lambda t, d, b: ["trajectory", "from-maps", str(maps_video(
+        t / "m.avi", "mjpeg")), "--out", str(t / "m.json")], "dimmed copy"),
+]
+
 # ---------------------------------------------------------------------------------------- rows needing more
 # Rows of this second table get a Helper `h`: h.tmp, h.data (a 2-clip dataset), h.bench, h.run() (a copy
 # of a finished 2-step training run with two checkpoints), h.hold(output) (this test holds the output's
@@ -332,9 +486,93 @@ def davis(t: Path, width: int, height: int) -> Path:
     return root
 
 
+def nan_controlnet(t: Path) -> Path:
+    """The tiny stage-2 ControlNet with one tensor all NaN."""
+    from safetensors.torch import load_file, save_file
+
+    folder = t / "cn"
+    shutil.copytree(TINY_BASE.parent / "stage2" / "controlnet", folder)
+    weights = next(folder.glob("*.safetensors"))
+    tensors = load_file(weights)
+    tensors["blocks.0.attn1.to_k.weight"] = tensors["blocks.0.attn1.to_k.weight"] * float("nan")
+    save_file(tensors, weights, metadata={"format": "pt"})
+    return folder
+
+
+def unknown_class_base(t: Path) -> Path:
+    """The tiny base whose model_index.json names a tokenizer class transformers does not have (the
+    name fits the tokenizer pattern, so only the library can tell)."""
+    base = t / "unknown"
+    shutil.copytree(TINY_BASE, base)
+    index = json.loads((base / "model_index.json").read_text())
+    index["tokenizer"] = ["transformers", "EvilTokenizer"]
+    (base / "model_index.json").write_text(json.dumps(index))
+    return base
+
+
+def no_model_load(h: Helper) -> None:
+    """Loading a pipeline fails the row (exit 1): refusals must come before any model work."""
+    import magicmotion.pipelines.loading as loading
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    h.monkeypatch.setattr(loading, "load_pipeline", refuse)
+
+
+def nan_box(root: Path, video: Path) -> None:
+    ann = root / "annotations" / f"{video.stem}.json"
+    spec = json.loads(ann.read_text())
+    obj = spec["objects"][0]
+    obj["boxes"][sorted(obj["boxes"])[0]][0] = float("nan")
+    ann.write_text(json.dumps(spec))
+
+
+def link_away(target: str):
+    def damage(root: Path, video: Path) -> None:
+        video.unlink()
+        video.symlink_to(target)
+    return damage
+
+
+def fewer_frames_everywhere(root: Path, video: Path) -> None:
+    """Index and annotation agree on 5 frames; the video has 9."""
+    ann = root / "annotations" / f"{video.stem}.json"
+    spec = json.loads(ann.read_text())
+    spec["num_frames"] = 5
+    for o in spec["objects"]:
+        o["boxes"] = {k: v for k, v in o["boxes"].items() if int(k) < 5}
+        o["masks"] = {k: v for k, v in o.get("masks", {}).items() if int(k) < 5}
+    ann.write_text(json.dumps(spec))
+    lines = [json.loads(x) for x in (root / "index.jsonl").read_text().splitlines()]
+    (root / "index.jsonl").write_text("".join(json.dumps({**r, "num_frames": 5} if r["id"] == video.stem else r)
+                                              + "\n" for r in lines))
+
+
 PID = f"pid {os.getpid()}"
 # (id, build(h) -> argv, what the one line must name)
 MORE = [
+    # round 3 (issue 36): each failed before the fix (exit 0 or 1, or a refusal after the work)
+    ("generate: ControlNet with NaN weights", lambda h: generate(out=h.tmp / "o.mp4") + [
+        "--controlnet", str(nan_controlnet(h.tmp))], "tensor blocks.0.attn1.to_k.weight holds 16384 NaN"),
+    ("generate into a read-only folder, before the model", lambda h: no_model_load(h) or generate(
+        out=read_only(h.tmp) / "o.mp4"), "cannot write in"),
+    ("generate: model_index names an unknown class", lambda h: generate(out=h.tmp / "o.mp4") + [
+        "--base", str(unknown_class_base(h.tmp)), "--controlnet", str(TINY_BASE.parent / "stage2")],
+     "transformers.EvilTokenizer, a class transformers does not have"),
+    ("data info: zero-byte video", lambda h: ["data", "info", str(h.broken(lambda r, v: v.write_bytes(b"")))],
+     "empty (0 bytes)"),
+    ("data info: truncated video", lambda h: ["data", "info", str(h.broken(
+        lambda r, v: v.write_bytes(v.read_bytes()[:200])))], "unreadable video"),
+    ("data info: video symlinked to a non-video", lambda h: ["data", "info", str(h.broken(link_away("/etc/hostname")))],
+     "unreadable video"),
+    ("data info: video symlinked nowhere", lambda h: ["data", "info", str(h.broken(link_away("/nonexistent.mp4")))],
+     "not found"),
+    ("data info: NaN box", lambda h: ["data", "info", str(h.broken(nan_box))], "a box coordinate must be a finite"),
+    ("data info: index frames disagree", lambda h: ["data", "info", str(h.broken(frames_disagree))], "the index says"),
+    ("data info: index and annotation 5 frames, video 9", lambda h: ["data", "info", str(h.broken(
+        fewer_frames_everywhere))], "has 9 frames, the index says 5"),
+
     # generate: settings and first frames refused before the model loads; outputs never over an input
     ("generate --guidance nan", lambda h: generate(out=h.tmp / "o.mp4", *[]) + ["--guidance", "nan"], "--guidance"),
     ("generate --control-scale inf", lambda h: generate(out=h.tmp / "o.mp4") + ["--control-scale", "inf"],
@@ -458,7 +696,7 @@ def assert_refused(argv, names, tmp: Path, watched: list[Path], capsys) -> None:
     assert [tree(p) for p in (tmp, *watched)] == before, "the command left or changed files"
 
 
-@pytest.mark.parametrize("build, names", [pytest.param(b, n, id=i) for i, b, n in CASES])
+@pytest.mark.parametrize("build, names", [pytest.param(b, n, id=i) for i, b, n in CASES + ROUND3])
 def test_hostile_input_is_one_line_and_exit_2(build, names, tmp_path, dataset, bench, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))  # where an `mm_evil` module would be found
     (tmp_path / "mm_evil.py").write_text("open(__file__ + '.ran', 'w').close()\n")
