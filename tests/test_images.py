@@ -326,3 +326,26 @@ def test_mask_files_in_a_spec_and_in_davis_read_through_the_loader(tmp_path):
     (tmp_path / "s.json").write_text(__import__("json").dumps(spec))
     with pytest.raises(TrajectoryError, match=r"object 1 frame 0: mask .*bad\.png is not a readable image"):
         load(tmp_path / "s.json")
+
+
+# ---------------------------------------------------------------------------------------- the app
+
+
+def test_app_first_frame_through_the_loader(tmp_path):
+    """The app's upload (a path) and arrays it is handed: the same pictures as read_image gives."""
+    from magicmotion.app.drawing import check_image, read_first_frame
+
+    values = (np.arange(40 * 60).reshape(40, 60) * 27).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "g16.png"), values)
+    np.testing.assert_array_equal(read_first_frame(tmp_path / "g16.png"), read_image(tmp_path / "g16.png"))
+    assert max_diff(read_first_frame(tmp_path / "g16.png"), cv2_rgb(tmp_path / "g16.png")) <= 1
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(tmp_path / "o.jpg", exif=exif)
+    assert read_first_frame(tmp_path / "o.jpg").shape == (50, 30, 3)
+    rgba = np.random.default_rng(1).integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    assert max_diff(check_image(rgba), pil_over_white(Image.fromarray(rgba, "RGBA"))) <= 1
+    assert max_diff(check_image(np.repeat(values[..., None], 3, axis=2)), cv2_rgb(tmp_path / "g16.png")) <= 1
+    (tmp_path / "x.png").write_bytes(b"nope")
+    with pytest.raises(MediaError, match=r"^x\.png: not an image the app can read"):
+        read_first_frame(tmp_path / "x.png")

@@ -61,9 +61,17 @@ def check_image(image, where: str = "first frame") -> np.ndarray:
         raise MediaError(
             f"{where}: {w}x{h} is too large (at most {MAX_IMAGE_SIDE} pixels a side); resize it first"
         )
+    if image.dtype == np.uint16:  # 16-bit, as the image loader reads it: v / 257
+        image = np.floor(image.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
     if image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(image[..., :3])
+    if image.shape[2] == 4:  # transparency over white, as for files (io.image_to_rgb)
+        from PIL import Image
+
+        from ..io import image_to_rgb
+
+        return image_to_rgb(Image.fromarray(np.ascontiguousarray(image), "RGBA"), where)
+    return np.ascontiguousarray(image)
 
 
 def read_first_frame(image, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
