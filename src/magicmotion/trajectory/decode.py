@@ -37,6 +37,8 @@ UNKNOWN_TOL = 40     # farther than this from every palette colour: not a map co
 LOSSY_MIN_THICKNESS = 3   # outlines thinner than this are lost to lossy video (measured, docs)
 LOSSY_MASK_MIN_SIDE = 256  # masks in lossy video below this size: object IoU < 0.9 measured (docs)
 LOSSY_CLOSE_COLOURS = 22   # colours this close (release 16/21: 18.7, 2/19: 21.4) drift into one another
+CLOSE_GAP = 25            # colours this close (release 16/21 18.7, 2/19 21.4, 18/21 22.9) are voted on
+AMBIGUOUS_SHARE = 0.3     # ... a pixel nearer one than the other by this share of their gap is sure
 MIN_PIXELS = 4       # an object colour shows on at least this many pixels of some frame
 OUTLINE_IOU = 0.6    # an object's pixels this close (IoU) to the outline of their box: an outline
 
@@ -180,6 +182,7 @@ def _label_frame(frame: np.ndarray, present: np.ndarray) -> np.ndarray:
     index, d2 = _nearest(frame[bright], candidates)
     core = d2 <= CORE_TOL ** 2
     labels[bright] = np.where(core, index, 0)
+    _vote_close_colours(frame, labels, present)
     fringe = np.zeros((h, w), bool)
     fringe[bright] = ~core
     seeds = labels > 0
@@ -193,6 +196,37 @@ def _label_frame(frame: np.ndarray, present: np.ndarray) -> np.ndarray:
         to_black = (pixels ** 2).sum(1)
         labels[fringe] = np.where(to_owner < to_black, owner, 0)
     return labels
+
+
+def _vote_close_colours(frame: np.ndarray, labels: np.ndarray, present: np.ndarray) -> None:
+    """In place: core pixels whose colour lies between two present colours that are close (release
+    16 and 21 are 18.7 apart, so compression noise moves pixels across the midpoint) take the label
+    most of their clear neighbours (7x7) have among the two: objects are told apart by shape, not by
+    each pixel's colour alone. Exact colours (lossless maps) are never ambiguous."""
+    colours = present.astype(np.float64)
+    for a in range(len(present)):
+        for b in range(a + 1, len(present)):
+            gap = float(np.linalg.norm(colours[a] - colours[b]))
+            if gap > CLOSE_GAP:
+                continue
+            pair = (labels == a + 1) | (labels == b + 1)
+            if not pair.any():
+                continue
+            px = frame[pair].astype(np.float64)
+            da = np.linalg.norm(px - colours[a], axis=1)
+            db = np.linalg.norm(px - colours[b], axis=1)
+            unsure = np.abs(da - db) < AMBIGUOUS_SHARE * gap
+            if not unsure.any():
+                continue
+            sure = np.zeros(labels.shape, bool)
+            sure[pair] = ~unsure
+            votes_a = cv2.boxFilter(((labels == a + 1) & sure).astype(np.float32), -1, (7, 7), normalize=False)
+            votes_b = cv2.boxFilter(((labels == b + 1) & sure).astype(np.float32), -1, (7, 7), normalize=False)
+            where = np.zeros(labels.shape, bool)
+            where[pair] = unsure
+            va, vb = votes_a[where], votes_b[where]
+            old = labels[where]
+            labels[where] = np.where(va > vb, a + 1, np.where(vb > va, b + 1, old))
 
 
 # ------------------------------------------------------------------------------- outlines -> boxes
