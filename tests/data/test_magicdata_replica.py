@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from magicdata_replica import (HARD_IDS, draw_clip, occlusion_scene, random_scene, score_clip,
-                               write_release)
+from magicdata_replica import (HARD_IDS, compression_noise, draw_clip, occlusion_scene, random_scene,
+                               score_clip, write_release)
 
 from magicmotion.data.dataset import read_index
-from magicmotion.data.magicdata import decode_clip_maps, import_magicdata
+from magicmotion.data.magicdata import ClipSkipped, decode_clip_maps, import_magicdata
 from magicmotion.trajectory import load
 
 MASK_IOU_MEAN, MASK_IOU_WORST = 0.97, 0.90   # issue 35's "done when"
@@ -139,3 +139,34 @@ def test_random_scenes_round_trip(seed, n, w, h, filled, hard):
     bad = [(i, t, e) for i, t, e in s["box_err"] if e > BOX_PX]
     assert len(bad) <= 0.1 * max(1, len(s["box_err"])), bad
     assert counts["occluded"] == s["covered"]
+
+
+def _noisy_hard_clip(k: int):
+    small, big = HARD_COMBOS[k]
+    rng = np.random.default_rng([36, k])
+    full = random_scene(rng, size=(360, 240), frames=4, n_objects=1 + len(big), ids=[small] + big, small=1,
+                        max_area=0.15)
+    clip = draw_clip(full)
+    noise = np.random.default_rng(k)
+    return clip, compression_noise(clip.masks, noise), compression_noise(clip.boxes, noise)
+
+
+def test_noisy_maps_tell_close_colours_apart_by_shape(monkeypatch):
+    """Maps with compression-like noise (up to 8 per channel): a small object in a blend-like colour
+    and the pair 16/21 (18.7 apart: noise moves pixels across their midpoint) still read as their
+    own objects, because an unsure pixel takes the label of its clear neighbours. Without that vote
+    (a wrong variant, kept here) the 16/21 clips are refused."""
+    import magicmotion.trajectory.decode as decode
+
+    for k in range(len(HARD_COMBOS)):
+        clip, masks, boxes = _noisy_hard_clip(k)
+        traj, _ = decode_clip_maps(masks, boxes)
+        s = score_clip(clip, traj)
+        assert s["lost"] == [] and s["extra"] == [], k
+        assert min(s["mask_iou"].values()) >= MASK_IOU_WORST, (k, s["mask_iou"])
+        errs = np.array([e for _, _, e in s["box_err"]])
+        assert np.mean(errs <= BOX_PX) >= BOX_SHARE, (k, s["box_err"])
+    monkeypatch.setattr(decode, "AMBIGUOUS_SHARE", 0.0)
+    clip, masks, boxes = _noisy_hard_clip(3)  # a small 16 over a large 21
+    with pytest.raises(ClipSkipped, match="object 16 frame 0: the mask spans"):
+        decode_clip_maps(masks, boxes)

@@ -37,6 +37,14 @@ UNKNOWN_TOL = 40     # farther than this from every palette colour: not a map co
 LOSSY_MIN_THICKNESS = 3   # outlines thinner than this are lost to lossy video (measured, docs)
 LOSSY_MASK_MIN_SIDE = 256  # masks in lossy video below this size: object IoU < 0.9 measured (docs)
 LOSSY_CLOSE_COLOURS = 22   # colours this close (release 16/21: 18.7, 2/19: 21.4) drift into one another
+CLOSE_GAP = 25            # colours this close (release 16/21 18.7, 2/19 21.4, 18/21 22.9) are voted on
+AMBIGUOUS_SHARE = 0.3     # ... a pixel nearer one than the other by this share of their gap is sure
+DRIFT_TOL = 8             # an object's pixels in a lossy video: median 2-3 from its colour (crf 30)
+DRIFT_PURITY = 0.4        # ... a drift patch's: median 14, under 40% within DRIFT_TOL (measured)
+BLEND_PURITY = 0.6        # a colour on a blend of two others is an object when this share of its
+                          # pixels is at its colour (a small drawn one: 0.79 at crf 18; an even blend
+                          # of colours 40+ apart puts at most 0.4 of its near pixels within DRIFT_TOL)
+PURITY_MIN_PIXELS = 16    # purity is measured on frames with at least this many pixels near the colour
 MIN_PIXELS = 4       # an object colour shows on at least this many pixels of some frame
 OUTLINE_IOU = 0.6    # an object's pixels this close (IoU) to the outline of their box: an outline
 
@@ -115,13 +123,17 @@ def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: 
     along edges (of black and a colour, or of two colours) that can be other palette colours, such as
     voc (0, 0, 64) between (0, 0, 128) and black; a colour is an object where its core (`CORE_TOL`)
     covers a 3x3 square (`erode`) on some frame, and a colour that lies on the blend of two stronger
-    ones must show it by size (a tenth of the stronger one's pixels) or by shape over the frames: a
-    5x5 interior (an edge fringe is 1-3 px wide) on at least half the frames where its core shows."""
+    ones must show it by size (a tenth of the stronger one's pixels), by shape over the frames (a
+    5x5 interior, where an edge fringe is 1-3 px wide, on at least half the frames where its core
+    shows) or by colour statistics (most of its pixels at its colour, where a blend spreads them
+    between its two ends). A colour close to a stronger one whose pixels mostly lie between the two
+    is a colour drift of that one (low quality video), not an object."""
     strength = np.zeros(len(colours), np.int64)  # the most core pixels on any frame
     first = np.zeros(len(colours), np.int64)     # core pixels on frame 0
     exact = np.zeros(len(colours), np.int64)     # the most exact pixels on any frame
     solid = np.zeros(len(colours), np.int64)     # frames where the core has a 5x5 interior
     cored = np.zeros(len(colours), np.int64)     # frames where the (eroded) core shows
+    purity = np.zeros(len(colours))              # the largest share, on a frame, of true-colour core pixels
     lossless = True
     k3, k5 = np.ones((3, 3), np.uint8), np.ones((5, 5), np.uint8)
     for t, frame in enumerate(maps):
@@ -134,6 +146,9 @@ def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: 
         exact = np.maximum(exact, np.bincount(index[d2 == 0], minlength=len(colours)))
         core = np.zeros(frame.shape[:2], np.uint16)
         core[bright] = np.where(d2 <= CORE_TOL ** 2, index + 1, 0)
+        near = np.bincount(index[d2 <= CORE_TOL ** 2], minlength=len(colours))
+        true = np.bincount(index[d2 <= DRIFT_TOL ** 2], minlength=len(colours))
+        purity = np.maximum(purity, np.where(near >= PURITY_MIN_PIXELS, true / np.maximum(near, 1), 0))
         if erode:  # keep core pixels whose 3x3 neighbourhood is all the same colour
             same = (cv2.erode(core, k3) == core) & (cv2.dilate(core, k3) == core)
             inner = (cv2.erode(core, k5) == core) & (cv2.dilate(core, k5) == core) & (core > 0)
@@ -157,9 +172,14 @@ def _present_colours(maps: np.ndarray, colours: np.ndarray, erode: bool, where: 
             _segment_distance(colours[c], anchors[i], anchors[j]) <= CORE_TOL
             and strength[c] < 0.1 * max(weights[i], weights[j])
             and not (erode and solid[c] >= max(1, (cored[c] + 1) // 2))
+            and purity[c] < BLEND_PURITY
             for i in range(len(anchors)) for j in range(i + 1, len(anchors))
         )
-        if not blend:
+        # a colour drift: a lossy video shifts part of an object towards a close colour (release 2 ->
+        # 19 at crf 30); those pixels lie between the two, a drawn object's at its colour
+        drift = any(np.linalg.norm(colours[c] - colours[a]) <= CLOSE_GAP and purity[c] < DRIFT_PURITY
+                    and strength[c] < strength[a] for a in accepted)
+        if not blend and not drift:
             _refuse_dimmed_outline(c, accepted, colours, first, where)
             accepted.append(int(c))
     return np.array(accepted, np.int64)
@@ -200,6 +220,7 @@ def _label_frame(frame: np.ndarray, present: np.ndarray) -> np.ndarray:
     index, d2 = _nearest(frame[bright], candidates)
     core = d2 <= CORE_TOL ** 2
     labels[bright] = np.where(core, index, 0)
+    _vote_close_colours(frame, labels, present)
     fringe = np.zeros((h, w), bool)
     fringe[bright] = ~core
     seeds = labels > 0
@@ -213,6 +234,37 @@ def _label_frame(frame: np.ndarray, present: np.ndarray) -> np.ndarray:
         to_black = (pixels ** 2).sum(1)
         labels[fringe] = np.where(to_owner < to_black, owner, 0)
     return labels
+
+
+def _vote_close_colours(frame: np.ndarray, labels: np.ndarray, present: np.ndarray) -> None:
+    """In place: core pixels whose colour lies between two present colours that are close (release
+    16 and 21 are 18.7 apart, so compression noise moves pixels across the midpoint) take the label
+    most of their clear neighbours (7x7) have among the two: objects are told apart by shape, not by
+    each pixel's colour alone. Exact colours (lossless maps) are never ambiguous."""
+    colours = present.astype(np.float64)
+    for a in range(len(present)):
+        for b in range(a + 1, len(present)):
+            gap = float(np.linalg.norm(colours[a] - colours[b]))
+            if gap > CLOSE_GAP:
+                continue
+            pair = (labels == a + 1) | (labels == b + 1)
+            if not pair.any():
+                continue
+            px = frame[pair].astype(np.float64)
+            da = np.linalg.norm(px - colours[a], axis=1)
+            db = np.linalg.norm(px - colours[b], axis=1)
+            unsure = np.abs(da - db) < AMBIGUOUS_SHARE * gap
+            if not unsure.any():
+                continue
+            sure = np.zeros(labels.shape, bool)
+            sure[pair] = ~unsure
+            votes_a = cv2.boxFilter(((labels == a + 1) & sure).astype(np.float32), -1, (7, 7), normalize=False)
+            votes_b = cv2.boxFilter(((labels == b + 1) & sure).astype(np.float32), -1, (7, 7), normalize=False)
+            where = np.zeros(labels.shape, bool)
+            where[pair] = unsure
+            va, vb = votes_a[where], votes_b[where]
+            old = labels[where]
+            labels[where] = np.where(va > vb, a + 1, np.where(vb > va, b + 1, old))
 
 
 # ------------------------------------------------------------------------------- outlines -> boxes
