@@ -128,11 +128,12 @@ def register(sub) -> None:
     p.add_argument("--prompt", help="text prompt")
     p.add_argument("--out", metavar="MP4", help="output video (.mp4)")
     p.add_argument("--csv", metavar="FILE",
-                   help="many videos, one per row (instead of --image/--trajectory/--prompt/--out): our columns "
-                        "prompt,image,trajectory,out[,seed,control_scale,controlnet,kind] or the authors' release's "
-                        "validation_prompt,validation_images,validation_trajectory_maps,output_path,"
-                        "controlnet_weights,seed; rows whose video exists are skipped; under accelerate launch / "
-                        "torchrun the rows are split across processes (docs/generate.md)")
+                   help="many videos, one per row (instead of --image/--trajectory/--prompt/--out), with the "
+                        "columns prompt, image, trajectory, out (and optional seed, control_scale, controlnet, "
+                        "kind), or the authors' release's columns validation_prompt, validation_images, "
+                        "validation_trajectory_maps, output_path, controlnet_weights, seed; rows whose video "
+                        "exists are skipped; under accelerate launch / torchrun the rows are split across "
+                        "processes (docs/generate.md)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt (default empty)")
     p.add_argument("--steps", type=int, default=None,
                    help="denoising steps (default: the model's recommended, e.g. 50; 25 for the shipped tiny model)")
