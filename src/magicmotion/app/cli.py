@@ -41,8 +41,10 @@ def run(args) -> int:
         raise MagicMotionError("the app needs gradio: pip install 'magicmotion[app]'") from None
     if not 0 <= args.port <= 65535:
         raise MagicMotionError(f"--port must be in 0..65535, got {args.port}")
+    from ..logfilters import quiet_loading
     from .ui import build_app, launch
 
+    quiet_loading()
     demo = build_app(base=args.base, controlnet=args.controlnet, sam2=args.sam2, output_dir=args.out,
                      load_options=load_options)
     try:

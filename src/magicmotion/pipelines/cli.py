@@ -261,7 +261,10 @@ SINGLE = ("image", "trajectory", "prompt", "out")
 
 
 def run_generate(args) -> int:
+    from ..logfilters import quiet_loading
     from .loading import load_pipeline
+
+    quiet_loading()  # one progress bar: the denoising steps (--verbose: every library bar)
 
     if args.csv is not None:
         given = [f"--{k}" for k in SINGLE if getattr(args, k) is not None]
