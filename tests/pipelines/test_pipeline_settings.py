@@ -378,3 +378,24 @@ def test_generate_a_real_photo_with_no_flags_says_what_it_did(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:  # argparse's choices: one line, exit 2
         main(base + ["--fit", "squash", "--out", str(tmp_path / "bad.mp4")])
     assert refused.value.code == 2 and "invalid choice: 'squash'" in capsys.readouterr().err
+
+
+def test_generate_doc_shows_each_fit():
+    """docs/generate.md documents --fit with its picture (benchmarks/fit_picture.py): a row per fit."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "generate.md").read_text()
+    assert "](fit.png)" in doc and "| `--fit crop\\|pad\\|stretch` |" in doc
+    for fit in ("crop", "pad", "stretch"):
+        assert f"- `{fit}` " in doc
+    picture = np.asarray(Image.open(root / "docs" / "fit.png").convert("RGB"))
+    from magicmotion.sheet import GAP, LABEL_HEIGHT, TILE
+
+    assert picture.shape[0] == LABEL_HEIGHT + 3 * (TILE + GAP) + GAP  # three rows
+    # pad: black bars above and below the photo in the first-frame column of the second row
+    y = LABEL_HEIGHT + (TILE + GAP) + GAP
+    from magicmotion.sheet import ROW_LABEL_WIDTH
+
+    first = picture[y:y + TILE, ROW_LABEL_WIDTH + GAP:ROW_LABEL_WIDTH + GAP + TILE]
+    assert not first[:30].any() and not first[-30:].any() and first[TILE // 2].any()
