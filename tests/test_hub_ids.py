@@ -59,3 +59,31 @@ def test_the_pattern_finds_ids_and_skips_paths():
     assert [m.group(1) for m in HUB_ID.finditer(text)] == [
         "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "facebook/sam2.1-hiera-tiny", "quanhaol/MagicData"]
     assert "THUDM/CogVideoX-5b-I2V" in mentioned_ids()  # the scan reaches configs/ and docs/
+
+
+def test_every_download_line_uses_the_installed_hf_cli():
+    """Issue 38: docs said `huggingface-cli download`, which the pinned huggingface_hub no longer has.
+    Every download line in README.md, docs/ and configs/ is `hf download REPO [--repo-type dataset]
+    [--local-dir DIR]`, and every option it uses is one `hf download --help` lists."""
+    import shlex
+    import subprocess
+    import sys
+
+    hf = Path(sys.executable).parent / "hf"
+    helped = subprocess.run([str(hf), "download", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0, helped.stderr
+    options = set(re.findall(r"(--[a-z][a-z-]+)", helped.stdout))
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "configs").rglob("*.yaml"))]
+    seen = 0
+    for f in files:
+        for line in f.read_text().splitlines():
+            assert "huggingface-cli download" not in line or "authors' README writes" in line, f"{f}: {line}"
+            command = re.search(r"\bhf download [^`#]*", line)
+            if not command:
+                continue
+            seen += 1
+            words = shlex.split(command.group(0).strip().rstrip(")"))
+            assert HUB_ID.fullmatch(words[2]) or "/" in words[2], f"{f}: {line}"
+            used = {w for w in words if w.startswith("--")}
+            assert used <= options, f"{f}: {line}: {used - options} not in hf download --help"
+    assert seen >= 8

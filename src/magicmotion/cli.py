@@ -65,9 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    """`--verbose` on every command and subcommand: library progress bars and messages all shown."""
+    if not any("--verbose" in a.option_strings for a in parser._actions):
+        parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                            help="show every library progress bar and message (default: one bar per long step)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                add_verbose(child)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from . import logfilters
+
     parser = build_parser()
+    add_verbose(parser)
     args = parser.parse_args(argv)
+    logfilters.VERBOSE = bool(getattr(args, "verbose", False))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

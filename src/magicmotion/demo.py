@@ -3,7 +3,8 @@
 For each trajectory kind (mask, box, sparse_box) it generates a video from `examples/first_frame.png`
 and that kind's spec, writes the video and previews, and measures how well the generated objects
 follow the trajectory: the classic tracker (magicmotion.bench) segments each object in the generated
-video, seeded by the frame-0 mask, and the Mask/Box IoU against the dense reference is printed.
+video, seeded by the frame-0 mask, and the Mask/Box IoU against the dense reference is printed. One picture, `demo.png`, shows
+every kind together: per row the first frame, the trajectory over it and generated frames.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box
     from . import trajectory
     from .io import read_image
     from .pipelines import generate, load_pipeline, write_outputs
+    from .sheet import SheetRow, write_results_sheet
 
+    from .logfilters import quiet_loading
+
+    quiet_loading()  # one progress bar per video: its denoising steps (--verbose: every library bar)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MagicMotionError(f"{out}: is a file, expected a folder for the demo's videos")
@@ -58,7 +63,7 @@ def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box
     image = read_image(ex / "first_frame.png")
     prompt = (ex / "prompt.txt").read_text().strip()
     reference = trajectory.load(ex / SPEC_FILES["mask"])
-    results = {}
+    results, rows = {}, []
     for kind in kinds:
         t0 = time.time()
         spec = trajectory.load(ex / SPEC_FILES[kind])
@@ -73,6 +78,7 @@ def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box
                       model_settings=settings.record())
         paths = write_outputs(out / f"{kind}.mp4", frames, maps, record, fps=settings["fps"])
         scores = follow_scores(frames, reference)
+        rows.append(SheetRow(f"{kind} (Box IoU {_pct(scores['box_iou'])})", image, maps, frames))
         results[kind] = dict(video=str(paths["video"]), preview=str(paths["preview_gif"]),
                              mask_iou=scores["mask_iou"], box_iou=scores["box_iou"],
                              seconds=round(time.time() - t0, 2))
@@ -80,6 +86,8 @@ def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box
               f"{paths['preview_png'].name})  Mask IoU {_pct(scores['mask_iou'])}  "
               f"Box IoU {_pct(scores['box_iou'])}  [{results[kind]['seconds']} s]")
     (out / "demo.json").write_text(json.dumps(results, indent=2) + "\n")
+    sheet = write_results_sheet(out / "demo.png", rows)
+    print(f"look at {sheet}: per kind, the first frame, its trajectory and the generated frames")
     print(f"all outputs in {out}/ (demo.json has the numbers)")
     return results
 

@@ -152,5 +152,26 @@ def check_transformers_folder(folder: str | os.PathLike, what: str) -> None:
         raise ModelError(f"{path}: the {what} asks to run code from its folder (auto_map); refused")
 
 
+def require_models(models: list[tuple[str | os.PathLike, str, str]]) -> None:
+    """Check, before any loads, that every (name, what, flag) can be had; one ModelError naming every
+    one that cannot, each with the command that gets it (a hub id) or the flag that points elsewhere."""
+    missing, why = [], None
+    for name, what, flag in models:
+        try:
+            resolve_pretrained(name, what)
+        except ModelError as e:
+            s = str(name)
+            if HUB_ID.match(s) and not looks_like_path(name):
+                missing.append(f"{what} {s} (get it: hf download {s})")
+                why = "HF_HUB_OFFLINE is set" if offline_forced() else f"the hub ({hub_endpoint()}) cannot be reached"
+            else:
+                missing.append(f"{what} {s}: folder not found (check {flag})")
+    if missing:
+        where = (f"; {why} and these are not in the local cache ({cache_dir()}): run the commands on a machine "
+                 "with network and copy that cache here, or point HF_HOME at it") if why else ""
+        raise ModelError(f"{len(missing)} model{'s' if len(missing) > 1 else ''} missing: "
+                         + "; ".join(missing) + where)
+
+
 __all__ = ["cache_dir", "cached_snapshot", "check_transformers_folder", "hub_endpoint", "hub_reachable", "is_hub_id",
-           "looks_like_path", "offline_forced", "resolve_pretrained"]
+           "looks_like_path", "offline_forced", "require_models", "resolve_pretrained"]

@@ -87,6 +87,7 @@ def test_clicks_preview_and_generate(app, first_frame, tmp_path):
 
     gif, files = fn["on_preview"](state, *SETTINGS)
     assert Path(gif).suffix == ".gif" and Image.open(gif).n_frames == 9
+    assert Image.open(gif).size == (3 * W, 3 * H)  # issue 38: enlarged to about 512 (160x120 x3), not tiny
     spec = json.loads(Path(files[0]).read_text())
     assert spec["drawing"]["objects"][0]["scales"] == {"1": 2.0}
 
@@ -99,10 +100,23 @@ def test_clicks_preview_and_generate(app, first_frame, tmp_path):
                         "width": 32, "height": 32}
     expected = dr.build_trajectory(state["objects"], (W, H), 9, "box", caption="a red square moves")
     assert dr.to_dict(traj) == dr.to_dict(expected)
-    frames, _ = read_video(video)
-    assert frames.shape == (9, 32, 32, 3)
+    # shown: the 32x32 video enlarged 16 times, then an 8-pixel white gap, then the same with the trajectory
+    shown, _ = read_video(video)
+    assert shown.shape == (9, 512, 2 * 512 + 8, 3)
     names = sorted(Path(f).name for f in files)
     assert names == ["trajectory.json", "video.mp4", "video.preview.gif"]
+    frames, _ = read_video(next(f for f in files if f.endswith("video.mp4")))
+    assert frames.shape == (9, 32, 32, 3)
+    # block centres read back: left is the video (each pixel a 16x16 block), right the video with the
+    # trajectory over it (H.264 rounding: within 12 levels on average, where the drawn trajectory is
+    # further off than that: its blend moves a pixel by 0.6 x (map - frame))
+    left = shown[:, 8::16, 8:512:16].astype(int)
+    right = shown[:, 8::16, 520 + 8::16].astype(int)
+    drawn = render(traj, "box", size=(32, 32)).any(-1)
+    assert np.abs(left - frames.astype(int)).mean() < 12
+    assert shown[:, :, 512:520].min() > 200  # the white gap
+    assert np.abs(right[~drawn] - frames[~drawn].astype(int)).mean() < 12  # unchanged where no trajectory
+    assert np.abs(right[drawn] - frames[drawn].astype(int)).mean() > 12  # the trajectory drawn over it
     saved = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
     assert dr.to_dict(from_dict(saved)) == dr.to_dict(expected)
     # width and height 0: the tiny model's area in the frame's shape (160x120 -> 64x48)
@@ -378,3 +392,20 @@ def test_settings_fields_start_at_the_models_recommended(tmp_path):
     write_settings_file(base, dict(tiny, guidance_scale=2.5, num_frames=33))
     got = model_defaults(base, TINY_MODEL_DIR / "stage2" / "controlnet")
     assert got["guidance_scale"] == 2.5 and got["num_frames"] == 33 and got["fps"] == tiny["fps"]
+
+
+def test_points_mode_without_sam2_is_not_offered(tmp_path):
+    """Issue 38: without --sam2, "Points (SAM 2)" left red Error badges; it is not offered, and one line
+    under the modes says how to have it. With a segmenter it is there and the line is not."""
+    from magicmotion.app.ui import MODES, NO_SAM2
+
+    def mode_radio(demo):
+        (radio,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "mode"]
+        return [c[0] if isinstance(c, (list, tuple)) else c for c in radio.choices], radio.info
+
+    choices, info = mode_radio(build_app(generate_fn=Recorder(), output_dir=tmp_path / "a", examples_dirs=[]))
+    assert choices == ["Box", "Path"] and info == NO_SAM2 and "--sam2" in info
+    segmenter = dr.Sam2Segmenter.__new__(dr.Sam2Segmenter)  # the app only asks that one is there
+    choices, info = mode_radio(build_app(generate_fn=Recorder(), output_dir=tmp_path / "b", examples_dirs=[],
+                                         sam2=segmenter))
+    assert choices == list(MODES) and info is None

@@ -398,3 +398,18 @@ def test_a_truncated_clip_file_is_named_and_nothing_is_written(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert CLIP_FILE in err and "unreadable checkpoint" in err and len(err.splitlines()) == 1
     assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_convert_of_an_incomplete_release_says_one_line(tmp_path, capsys):
+    """Issue 38: an empty folder printed a stray progress line ("transformer") before its error; now every
+    missing file is named in the one error line, and nothing is printed before it."""
+    from magicmotion.cli import main
+
+    assert main(["convert", "wan-fun", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    for name in ("config.json", "diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth",
+                 "models_t5_umt5-xxl-enc-bf16.pth", "google/umt5-xxl/", "hf download alibaba-pai/Wan2.1-Fun-1.3B-InP"):
+        assert name in err, name
+    assert not (tmp_path / "out").exists()

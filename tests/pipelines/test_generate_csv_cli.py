@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from pipelines_helpers import make_blob_trajectory, make_image, make_trajectory
 
@@ -49,3 +50,19 @@ def test_csv_and_single_video_flags_do_not_mix(tmp_path, capsys):
     assert "drop --prompt" in capsys.readouterr().err
     assert main(["generate", "--prompt", "x"]) == 2
     assert "--image, --trajectory, --out required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("columns", ["60", "80", "100", "140"])
+def test_csv_help_wraps_between_words(columns, monkeypatch, capsys):
+    """Issue 38: `--csv`'s help broke `validation_trajectory_maps` across two lines; every column name
+    it lists now stays whole at any terminal width (argparse wraps at COLUMNS)."""
+    from magicmotion.cli import main
+
+    monkeypatch.setenv("COLUMNS", columns)
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    help_text = capsys.readouterr().out
+    words = set(help_text.split())
+    for name in ("validation_prompt,", "validation_images,", "validation_trajectory_maps,", "output_path,",
+                 "controlnet_weights,", "control_scale,"):
+        assert name in words, (name, columns)

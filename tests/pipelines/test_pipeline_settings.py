@@ -9,6 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from PIL import Image
 from pipelines_helpers import make_image, make_trajectory
@@ -284,3 +286,116 @@ def test_settings_of_a_released_pt_are_known_before_it_loads(models_dir, tmp_pat
         assert (s["trajectory_palette"], s["map_encoding"], s["resize"]) == ("release", "sample", "stretch")
     pipe = MagicMotionCogVideoXPipeline.from_pretrained(models_dir / "cog", controlnet=ckpts / "stage1" / "mask.pt")
     assert type(pipe.scheduler).__name__ == "CogVideoXDPMScheduler" and pipe.vae.use_tiling
+
+
+# ------------------------------------------------------------------ issue 38: the default size, --fit
+
+REAL = __import__("pathlib").Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real-samples"
+
+
+def test_default_size_keeps_a_photos_aspect_ratio():
+    """An 854x480 photo became 80x40 (11% of its height cut), a 640x480 one 72x48 (11% too); within the
+    tiny model's 64x64 area they are now 72x40 (1.2%) and 64x48 (nothing)."""
+    from magicmotion.pipelines.settings import describe_fit
+
+    _, s, limits = model_settings(None, None, "box")
+    assert default_size(s, limits.multiple, (854, 480)) == (72, 40)
+    assert default_size(s, limits.multiple, (640, 480)) == (64, 48)
+    assert default_size(s, limits.multiple, (480, 854)) == (40, 72)
+    assert describe_fit((854, 480), (72, 40), "cover") == "the 854x480 image is generated at 72x40, 1.2% of the height cropped"
+    assert describe_fit((640, 480), (64, 48), "cover") == "the 640x480 image is generated at 64x48, resized"
+    assert describe_fit((854, 480), (64, 64), "pad") == \
+        "the 854x480 image is generated at 64x64, black bars over 43.8% of the height"
+    assert describe_fit((64, 64), (64, 64), "cover") is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=st.integers(16, 4000), h=st.integers(16, 4000), multiple=st.sampled_from([8, 16, 32]),
+       area=st.sampled_from([64 * 64, 832 * 480, 1280 * 704]))
+def test_default_size_is_within_the_area_and_nearest_in_aspect(w, h, multiple, area):
+    """Multiples of the model's, within its area and the input's own size (but at least one multiple a side),
+    and either within 2% of the input's aspect or as near as any size within the area can be (the
+    reference: every (W, H) at those multiples, searched exhaustively)."""
+    from magicmotion.pipelines.settings import ASPECT_SLACK, ModelSettings
+
+    W, H = default_size(ModelSettings({"area": area}), multiple, (w, h))
+    assert W % multiple == 0 and H % multiple == 0
+    limit = min(area, w * h)
+    assert W * H <= limit or H == multiple or W == multiple
+    error = abs(W / H - w / h) / (w / h)
+    if error > ASPECT_SLACK and W * H <= limit:
+        best = min(abs(x / y - w / h) / (w / h) for y in range(multiple, h + multiple, multiple)
+                   for x in range(multiple, limit // y + 1, multiple) if x * y <= limit)
+        assert error <= best + 1e-12
+
+
+def test_fit_pad_centres_the_image_and_its_boxes_on_black():
+    """--fit pad: the 854x480 real photo fitted inside 64x64 (64x36, area-averaged as OpenCV does), 14
+    black rows above and below; a box is scaled and shifted with it (within a pixel: rounding)."""
+    import cv2
+
+    from magicmotion.trajectory import ObjectTrack, Trajectory
+
+    frame = cv2.cvtColor(cv2.imread(str(REAL / "images" / "judo" / "00000.jpg")), cv2.COLOR_BGR2RGB)
+    assert frame.shape == (480, 854, 3)
+    traj = Trajectory(854, 480, 5, [ObjectTrack(1, "a", boxes={0: np.array([427, 240, 640, 480]),
+                                                               4: np.array([0, 0, 213, 120])})])
+    cond = prepare_conditions(frame, traj, "box", (64, 64), resize="pad")
+    inner = cv2.resize(frame, (64, 36), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(cond.image[14:50], inner)
+    assert not cond.image[:14].any() and not cond.image[50:].any()
+    assert not cond.maps[:, :14].any() and not cond.maps[:, 50:].any()
+    ys, xs = np.nonzero(cond.maps[0].any(-1))
+    # box (427, 240)-(640, 480) x 64/854, + 14 rows: (32.0, 32.0)-(48.0, 50.0)
+    assert abs(xs.min() - 32) <= 1 and abs(ys.min() - 32) <= 1 and abs(xs.max() + 1 - 48) <= 1 and ys.max() + 1 == 50
+
+
+def test_generate_a_real_photo_with_no_flags_says_what_it_did(tmp_path, capsys):
+    """The new user's first run: a real 854x480 photo, no size flags. One line says the tiny model knows
+    only its synthetic world (and how to get a real base), one what was done to the picture; the video
+    keeps the photo's aspect. --fit pad and --fit stretch are taken and recorded."""
+    import cv2
+
+    photo = cv2.cvtColor(cv2.imread(str(REAL / "images" / "judo" / "00000.jpg")), cv2.COLOR_BGR2RGB)
+    write_image(tmp_path / "photo.png", photo)
+    spec = {"version": 1, "width": 854, "height": 480, "num_frames": 5,
+            "objects": [{"id": 1, "label": "a", "boxes": {"0": [300, 150, 500, 350], "4": [500, 150, 700, 350]}}]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    base = ["generate", "--image", str(tmp_path / "photo.png"), "--trajectory", str(tmp_path / "spec.json"),
+            "--prompt", "x", "--steps", "1", "--seed", "0"]
+    assert main(base + ["--out", str(tmp_path / "v.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert "shipped tiny model" in err and "synthetic" in err and "hf download quanhaol/MagicMotion" in err
+    assert "size: the 854x480 image is generated at 72x40, 1.2% of the height cropped (--fit crop;" in err
+    assert read_video(tmp_path / "v.mp4")[0].shape[1:3] == (40, 72)
+    for fit, resize in (("pad", "pad"), ("stretch", "stretch")):
+        out = tmp_path / f"{fit}.mp4"
+        assert main(base + ["--fit", fit, "--out", str(out)]) == 0
+        assert f"(--fit {fit};" in capsys.readouterr().err
+        record = json.loads(out.with_suffix(".json").read_text())
+        assert record["model_settings"]["values"]["resize"] == resize
+        assert record["model_settings"]["sources"]["resize"] == "argument"
+    with pytest.raises(SystemExit) as refused:  # argparse's choices: one line, exit 2
+        main(base + ["--fit", "squash", "--out", str(tmp_path / "bad.mp4")])
+    assert refused.value.code == 2 and "invalid choice: 'squash'" in capsys.readouterr().err
+
+
+def test_generate_doc_shows_each_fit():
+    """docs/generate.md documents --fit with its picture (benchmarks/fit_picture.py): a row per fit."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "generate.md").read_text()
+    assert "](fit.png)" in doc and "| `--fit crop\\|pad\\|stretch` |" in doc
+    for fit in ("crop", "pad", "stretch"):
+        assert f"- `{fit}` " in doc
+    picture = np.asarray(Image.open(root / "docs" / "fit.png").convert("RGB"))
+    from magicmotion.sheet import GAP, LABEL_HEIGHT, TILE
+
+    assert picture.shape[0] == LABEL_HEIGHT + 3 * (TILE + GAP) + GAP  # three rows
+    # pad: black bars above and below the photo in the first-frame column of the second row
+    y = LABEL_HEIGHT + (TILE + GAP) + GAP
+    from magicmotion.sheet import ROW_LABEL_WIDTH
+
+    first = picture[y:y + TILE, ROW_LABEL_WIDTH + GAP:ROW_LABEL_WIDTH + GAP + TILE]
+    assert not first[:30].any() and not first[-30:].any() and first[TILE // 2].any()

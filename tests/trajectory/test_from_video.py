@@ -174,6 +174,29 @@ def test_bad_input_exits_2_with_one_line(tiny, real_samples_dir, tmp_path, capsy
     assert not out.exists()
 
 
+def test_missing_models_are_all_named_with_the_command_that_gets_each(real_samples_dir, tmp_path, capsys,
+                                                                        monkeypatch):
+    """Issue 38: without models, `--objects` named SAM 2 only; now every model the command needs is
+    named in one line, each hub id with its `hf download`, a missing folder with its flag; points need
+    no Grounding DINO. Nothing is loaded or written."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "spec.json"
+    video = str(real_samples_dir / "example.mp4")
+    assert main(["trajectory", "from-video", video, "--objects", "person.", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 models missing" in err[0], err
+    for model in ("IDEA-Research/grounding-dino-base", "facebook/sam2.1-hiera-large"):
+        assert f"(get it: hf download {model})" in err[0]
+    assert "HF_HUB_OFFLINE is set" in err[0]
+    assert main(["trajectory", "from-video", video, "--points", "10,10", "--sam2", str(tmp_path / "nope"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 model missing: SAM 2" in err[0] and "(check --sam2)" in err[0], err
+    assert "Grounding DINO" not in err[0]
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------- motion transfer, real masks
 
 

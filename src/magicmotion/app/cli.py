@@ -41,9 +41,11 @@ def run(args) -> int:
         raise MagicMotionError("the app needs gradio: pip install 'magicmotion[app]'") from None
     if not 0 <= args.port <= 65535:
         raise MagicMotionError(f"--port must be in 0..65535, got {args.port}")
+    from ..logfilters import quiet_loading
     from ..paths import check_output
     from .ui import build_app, launch
 
+    quiet_loading()
     if args.out is not None:
         check_output(args.out, folder=True, make_parents=True)
 

@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 MODES = ("Box", "Points (SAM 2)", "Path")
 POINT_LABELS = ("On the object", "Background")
-PREVIEW_SIDE = 512  # the preview GIF's longer side, at most
+PREVIEW_SIDE = 512  # the preview GIF's and the shown result's longer side (small frames enlarged to about it)
+NO_SAM2 = "Points (SAM 2) is off: start the app with --sam2 FOLDER (a transformers Sam2Model) to click on objects"
 MAX_UPLOAD = "25mb"  # the server refuses larger uploads
 
 # Sampling settings shown in the page (keys are those of `generate`'s settings). Width and height 0:
@@ -94,6 +95,18 @@ def find_examples(dirs: list[Path] | None = None) -> dict[str, tuple[Path, Path 
             spec = next((p for p in (own, image.parent / "trajectory.json") if p.is_file()), None)
             found.setdefault(str(image.relative_to(root)), (image, spec))
     return found
+
+
+def shown_size(frames: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and maps (T, H, W, 3) brought to about PREVIEW_SIDE on the longer side: small ones
+    enlarged a whole number of times (nearest: each pixel a block), large ones reduced."""
+    h, w = frames.shape[1:3]
+    if max(h, w) <= PREVIEW_SIDE:
+        k = max(1, PREVIEW_SIDE // max(h, w))
+        return (frames.repeat(k, axis=1).repeat(k, axis=2), maps.repeat(k, axis=1).repeat(k, axis=2))
+    scale = PREVIEW_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return resize_crop(frames, size), resize_crop(maps, size, nearest=True)
 
 
 def fit_area(size: tuple[int, int], area: int, multiple: int = 16) -> tuple[int, int]:
@@ -544,13 +557,20 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
     def write_preview(path: Path, image: np.ndarray, maps: np.ndarray, fps: float):
         from ..io import write_preview as write
 
-        t, h, w = maps.shape[:3]
-        frames = np.repeat(image[None], t, axis=0)
-        scale = min(1.0, PREVIEW_SIDE / max(h, w))
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            frames, maps = resize_crop(frames, size), resize_crop(maps, size, nearest=True)
+        t = maps.shape[0]
+        frames, maps = shown_size(np.repeat(image[None], t, axis=0), maps)
         return write(path, frames, maps, fps=fps)
+
+    def write_side_by_side(path: Path, frames: np.ndarray, maps: np.ndarray, fps: float) -> Path:
+        """The generated video next to the same video with its trajectory drawn over it, at a size one
+        can judge (small frames enlarged whole times)."""
+        from ..io import overlay, write_video
+
+        frames, maps = shown_size(frames, maps)
+        gap = np.full((*frames.shape[:2], 8, 3), 255, np.uint8)
+        both = np.concatenate([frames, gap, overlay(frames, maps)], axis=2)
+        both = both[:, : both.shape[1] // 2 * 2, : both.shape[2] // 2 * 2]  # H.264 wants even sides
+        return write_video(path, both, fps=fps)
 
     def write_spec(path: Path, state, traj, kind, timing, keys, settings):
         keys_used = sorted({t for o in traj.objects for t in o.boxes if t > 0}) if kind == "sparse_box" else None
@@ -609,7 +629,8 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
         record = dict(settings, kind=kind, timing=timing, trajectory=spec.name)
         paths = write_outputs(d / "video.mp4", frames, maps, record, fps=settings["fps"])
         video, gif = paths["video"], paths["preview_gif"]
-        return str(video), [str(video), str(gif), str(spec)]
+        shown = write_side_by_side(d / "result-and-trajectory.mp4", frames, maps, settings["fps"])
+        return str(shown), [str(video), str(gif), str(spec)]
 
     # ---------------------------------------------------------------------------------- the layout
 
@@ -647,7 +668,10 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
                     add_btn = gr.Button("Add object", size="sm", elem_id="add-object")
                     rename_btn = gr.Button("Rename", size="sm", elem_id="rename-object")
                     remove_btn = gr.Button("Remove object", size="sm", variant="stop", elem_id="remove-object")
-                mode = gr.Radio(list(MODES), value="Box", label="Clicks on the drawing", elem_id="mode")
+                # without SAM 2 the points mode is not offered, and one line says how to have it
+                mode = gr.Radio(list(MODES) if segmenter is not None else [m for m in MODES if "SAM 2" not in m],
+                                value="Box", label="Clicks on the drawing", elem_id="mode",
+                                info=None if segmenter is not None else NO_SAM2)
                 point_label = gr.Radio(list(POINT_LABELS), value=POINT_LABELS[0], label="SAM 2 point",
                                        visible=segmenter is not None, elem_id="point-label")
                 with gr.Row():
@@ -699,11 +723,11 @@ def build_app(base=None, controlnet=None, sam2=None, generate_fn: GenerateFn | N
                     preview_btn = gr.Button("Preview trajectory", elem_id="preview")
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Row(equal_height=True):
-            preview = gr.Image(label="Trajectory preview", type="filepath", interactive=False, height=300,
-                               elem_id="preview-image")
-            video = gr.Video(label="Video", interactive=False, height=300, loop=True, autoplay=True,
-                             elem_id="video")
-            files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
+            preview = gr.Image(label="Trajectory preview", type="filepath", interactive=False, height=PREVIEW_SIDE,
+                               elem_id="preview-image", scale=1)
+            video = gr.Video(label="Video | the same with its trajectory drawn over it", interactive=False,
+                             height=PREVIEW_SIDE, loop=True, autoplay=True, elem_id="video", scale=2)
+        files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
 
         # ---------------------------------------------------------------------------------- events
         drawing_out = [state, canvas, objects, summary]

@@ -718,7 +718,7 @@ def add_import_parser(sub):
                     "maps (boxs/<id>/) into per-object masks and boxes, check every clip, and write "
                     "the dataset layout to --out. Bad clips are skipped and named in "
                     "OUT/import.json; re-running resumes.")
-    p.add_argument("root", type=Path, help="the MagicData folder (huggingface-cli download ...)")
+    p.add_argument("root", type=Path, help="the MagicData folder (hf download quanhaol/MagicData --repo-type dataset --local-dir MagicData)")
     p.add_argument("--out", required=True, type=Path, help="dataset folder (created or resumed)")
     p.add_argument("--engine", choices=ENGINES, default="local",
                    help="decode here (default) or on Ray Data (needs ray[data])")

@@ -440,22 +440,29 @@ def convert_wan_fun(src: str | Path, out: str | Path, image_encoder: str | Path 
         raise ModelError(f"{src}: not a folder (the Wan2.1-Fun release, e.g. Wan2.1-Fun-1.3B-InP/)")
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out}: exists and is not empty")
+    # every file the release must hold is checked before anything is read or said
+    weights = TRANSFORMER_FILE + ".index.json" if (src / (TRANSFORMER_FILE + ".index.json")).is_file() else TRANSFORMER_FILE
+    missing = [name for name in ("config.json", weights, VAE_FILE, T5_FILE) if not (src / name).is_file()]
+    missing += [TOKENIZER_DIR + "/"] if not (src / TOKENIZER_DIR).is_dir() else []
+    if missing:
+        raise ModelError(f"{src}: not a Wan2.1-Fun release folder: missing {', '.join(missing)} "
+                         "(hf download alibaba-pai/Wan2.1-Fun-1.3B-InP --local-dir Wan2.1-Fun-1.3B-InP gets one)")
 
-    say("transformer")
+    say("converting the transformer")
     sd, config = read_wan_transformer(src)
     transformer = convert_wan_transformer(sd, config)
     del sd
     encoder = processor = None
     if transformer.config.image_dim is not None:
-        say("image encoder")
+        say("converting the image encoder")
         encoder, processor = (load_clip_folder(image_encoder) if image_encoder is not None
                               else read_wan_clip(src))
         if encoder.config.hidden_size != transformer.config.image_dim:
             raise ModelError(f"image encoder: width {encoder.config.hidden_size}, the transformer's image branch "
                              f"takes {transformer.config.image_dim}")
-    say("VAE")
+    say("converting the VAE")
     vae = convert_wan_vae(_read(src / VAE_FILE))
-    say("text encoder")
+    say("converting the text encoder")
     text_encoder = convert_wan_t5(_read(src / T5_FILE))
     tokenizer_dir = src / TOKENIZER_DIR
     if not tokenizer_dir.is_dir():

@@ -19,6 +19,7 @@ KINDS = ("mask", "box", "sparse_box")  # magicmotion.trajectory.KINDS, without i
 OFFLOAD = ("none", "model", "group", "sequential")  # magicmotion.pipelines.loading's, without importing it
 WEIGHTS_DTYPES = ("default", "fp8")
 CACHES = ("none", "first-block", "taylorseer", "faster")
+FITS = ("crop", "pad", "stretch")  # magicmotion.pipelines.settings.FITS, without importing it for --help
 LORA_EXPERTS = ("both", "high", "low")
 SPEED_DEFAULTS = dict(cfg_mode="batched", control_every=1, control_dense=0.0, control_branches="both")
 
@@ -144,11 +145,12 @@ def register(sub) -> None:
     p.add_argument("--prompt", help="text prompt")
     p.add_argument("--out", metavar="MP4", help="output video (.mp4)")
     p.add_argument("--csv", metavar="FILE",
-                   help="many videos, one per row (instead of --image/--trajectory/--prompt/--out): our columns "
-                        "prompt,image,trajectory,out[,seed,control_scale,controlnet,kind] or the authors' release's "
-                        "validation_prompt,validation_images,validation_trajectory_maps,output_path,"
-                        "controlnet_weights,seed; rows whose video exists are skipped; under accelerate launch / "
-                        "torchrun the rows are split across processes (docs/generate.md)")
+                   help="many videos, one per row (instead of --image/--trajectory/--prompt/--out), with the "
+                        "columns prompt, image, trajectory, out (and optional seed, control_scale, controlnet, "
+                        "kind), or the authors' release's columns validation_prompt, validation_images, "
+                        "validation_trajectory_maps, output_path, controlnet_weights, seed; rows whose video "
+                        "exists are skipped; under accelerate launch / torchrun the rows are split across "
+                        "processes (docs/generate.md)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt (default empty)")
     p.add_argument("--steps", type=int, default=None,
                    help="denoising steps (default: the model's recommended, e.g. 50; 25 for the shipped tiny model)")
@@ -168,8 +170,12 @@ def register(sub) -> None:
                    help="frames to generate, 4k + 1 (default: the trajectory's); a trajectory with other counts is "
                         "trimmed, or padded with its last frame held")
     p.add_argument("--size", default=None, metavar="WxH",
-                   help="output size, e.g. 832x480 (default: the model's recommended: Wan: the trajectory's size within "
-                        "~832x480; CogVideoX: 720x480; the shipped tiny model: within 64x64)")
+                   help="output size, e.g. 832x480 (default: the model's recommended: Wan: the input's aspect ratio "
+                        "within ~832x480 pixels; CogVideoX: 720x480; the shipped tiny model: within 64x64 pixels)")
+    p.add_argument("--fit", default=None, choices=list(FITS),
+                   help="how the first frame and trajectory are brought to the output size when their aspect "
+                        "ratios differ: crop (cover, then centre crop), pad (fit inside, black bars) or stretch "
+                        "(default: the model's, crop; the authors' release: stretch; docs/generate.md)")
     add_memory_arguments(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default cuda when available)")
     p.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default bf16 on CUDA, fp32 on CPU)")
@@ -197,7 +203,8 @@ def check_args(args) -> dict:
     from .conditions import check_aspect, read_image, read_trajectory, trajectory_size
     from .generate import check_output, output_paths
     from .loading import model_settings
-    from .settings import default_size
+    from .settings import FITS as FIT_RESIZE
+    from .settings import default_size, describe_fit
 
     if args.kind is not None and args.kind not in KINDS:
         raise PipelineError(f"unknown kind {args.kind!r}: expected one of {', '.join(KINDS)}")
@@ -249,13 +256,15 @@ def check_args(args) -> dict:
         redrawn = (f"maps in the {palette} palette read back as a {decoded.kind} spec and drawn as {args.kind} "
                    f"in the model's {settings['trajectory_palette']} palette")
     settings = settings.with_arguments(guidance_scale=args.guidance, num_inference_steps=args.steps,
-                                       size=list(size) if size else None)
+                                       size=list(size) if size else None,
+                                       resize=FIT_RESIZE[args.fit] if getattr(args, "fit", None) else None)
     out_size = size or default_size(settings, limits.multiple, trajectory_size(traj))
     if out_size[0] % limits.multiple or out_size[1] % limits.multiple:
         raise PipelineError(f"--size {out_size[0]}x{out_size[1]}: width and height must be multiples of "
                             f"{limits.multiple} for this model")
     limits.check(out_size[0], out_size[1], frames)
-    return dict(size=out_size, traj=traj, settings=settings, fit=fit, redrawn=redrawn)
+    size_note = describe_fit((image.shape[1], image.shape[0]), tuple(out_size), settings["resize"])
+    return dict(size=out_size, traj=traj, settings=settings, fit=fit, redrawn=redrawn, size_note=size_note)
 
 
 def fit_frames(traj, frames: int | None, where: str):
@@ -288,7 +297,10 @@ SINGLE = ("image", "trajectory", "prompt", "out")
 
 
 def run_generate(args) -> int:
+    from ..logfilters import quiet_loading
     from .loading import load_pipeline
+
+    quiet_loading()  # one progress bar: the denoising steps (--verbose: every library bar)
 
     if args.csv is not None:
         given = [f"--{k}" for k in SINGLE if getattr(args, k) is not None]
@@ -301,6 +313,7 @@ def run_generate(args) -> int:
     from ..locks import output_lock
 
     checked = check_args(args)
+    say_tiny_model(args)
     with output_lock(args.out, "--out"):  # one run per output
         pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
                              dtype=args.dtype, controlnet_2=getattr(args, "controlnet_2", None), **memory_options(args))
@@ -343,8 +356,23 @@ def run_csv_command(args) -> int:
         checked_rows[row.line] = (row_args, checked)
         generate_row(dataclasses.replace(row, kind=row_args.kind))
 
+    say_tiny_model(args)
     summary = run_csv(args.csv, check_and_generate, process_index=index, num_processes=count)
     return exit_code(summary)
+
+
+TINY_MODEL_NOTE = (
+    "note: no --base, so the shipped tiny model runs; it knows only its synthetic world (coloured shapes on "
+    "stripes, 64x64), so a real photo comes out as blobs. For real pictures: the authors' CogVideoX-5B "
+    "ControlNets (hf download quanhaol/MagicMotion --local-dir ckpts; magicmotion convert official ckpts --out "
+    "converted; then --base THUDM/CogVideoX-5b-I2V --controlnet converted), or train one on a Wan base "
+    "(docs/training.md)")
+
+
+def say_tiny_model(args) -> None:
+    """One line, once per command, when the shipped tiny model is used (no --base)."""
+    if args.base is None:
+        print(TINY_MODEL_NOTE, file=sys.stderr)
 
 
 def generate_one(args, checked: dict, pipe) -> int:
@@ -355,7 +383,14 @@ def generate_one(args, checked: dict, pipe) -> int:
 
     # what the loaded model recommends, with the arguments given applied
     settings = pipe.model_settings.with_arguments(guidance_scale=args.guidance, num_inference_steps=args.steps,
-                                                  size=list(checked["size"]) if args.size else None)
+                                                  size=list(checked["size"]) if args.size else None,
+                                                  resize=checked["settings"]["resize"] if getattr(args, "fit", None)
+                                                  else None)
+    pipe.model_settings = settings  # the pipeline reads its resize (--fit) from here
+    if checked.get("size_note"):
+        how = {"cover": "crop", "pad": "pad", "stretch": "stretch"}[settings["resize"]]
+        print(f"size: {checked['size_note']} (--fit {how}; --size WxH or --fit crop|pad|stretch to change)",
+              file=sys.stderr)
     seed = random_seed() if args.seed is None else args.seed
     width, height = checked["size"]
     guidance_2 = {} if getattr(args, "guidance_2", None) is None else {"guidance_scale_2": args.guidance_2}

@@ -185,7 +185,9 @@ def prepare_conditions(image, trajectory: Trajectory | np.ndarray | torch.Tensor
     image is cropped); uint8 maps are resized and cropped like the image (nearest neighbour, colours
     kept); a float tensor must already be at `size`. An image and a trajectory a few percent apart in
     aspect are fitted each on its own (see `check_aspect`). `resize="stretch"` is the authors'
-    release's way: image and maps each resized straight to `size` with PIL Lanczos (no crop)."""
+    release's way: image and maps each resized straight to `size` with PIL Lanczos (no crop);
+    `resize="pad"` fits both inside `size` (aspect kept, area averaging / nearest for the maps) and
+    centres them on black."""
     if kind not in KINDS:
         raise PipelineError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     frame = read_image(image)
@@ -200,6 +202,18 @@ def prepare_conditions(image, trajectory: Trajectory | np.ndarray | torch.Tensor
             f"each stretched to {size[0]}x{size[1]} (Lanczos), as the authors' release does"
         return Conditions(image=_stretch(frame, size), maps=np.stack([_stretch(m, size) for m in maps]),
                           source_size=src, source=where, fit=fit)
+    if resize == "pad" and not isinstance(trajectory, torch.Tensor):
+        # fitted inside `size` with the aspect kept, centred on black (the maps' background)
+        scale = min(size[0] / image_wh[0], size[1] / image_wh[1])
+        inner = (max(1, min(size[0], round(image_wh[0] * scale))), max(1, min(size[1], round(image_wh[1] * scale))))
+        if isinstance(trajectory, Trajectory) and fit is None:
+            maps = render(trajectory, kind, size=inner, palette=palette)
+        else:
+            maps = render(trajectory, kind, palette=palette) if isinstance(trajectory, Trajectory) else trajectory
+            maps = np.stack([cv2.resize(m, inner, interpolation=cv2.INTER_NEAREST) for m in maps])
+        image = cv2.resize(frame, inner, interpolation=cv2.INTER_AREA)
+        return Conditions(image=_pad(image, size), maps=np.stack([_pad(m, size) for m in maps]), source_size=src,
+                          source=where, fit=fit)
     if isinstance(trajectory, torch.Tensor):
         if src != size:
             raise PipelineError(f"{where}: a trajectory tensor must be at the output size {size[0]}x{size[1]}, "
@@ -214,6 +228,14 @@ def prepare_conditions(image, trajectory: Trajectory | np.ndarray | torch.Tensor
     else:
         maps = resize_crop(trajectory, size, nearest=True)
     return Conditions(image=resize_crop(frame, size), maps=maps, source_size=src, source=where, fit=fit)
+
+
+def _pad(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w, 3) centred on a black (H, W, 3) canvas, `size` = (W, H)."""
+    out = np.zeros((size[1], size[0], frame.shape[2]), dtype=frame.dtype)
+    y, x = (size[1] - frame.shape[0]) // 2, (size[0] - frame.shape[1]) // 2
+    out[y:y + frame.shape[0], x:x + frame.shape[1]] = frame
+    return out
 
 
 def _stretch(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

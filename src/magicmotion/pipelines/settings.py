@@ -32,8 +32,13 @@ SETTINGS_FILE = "magicmotion.json"
 PALETTES = ("voc", "release")
 MAP_ENCODINGS = ("mode", "sample")
 # "cover": image and maps resized to cover the output size and centre-cropped together (ours);
-# "stretch": each resized straight to the output size with PIL Lanczos (the authors' release).
-RESIZES = ("cover", "stretch")
+# "stretch": each resized straight to the output size with PIL Lanczos (the authors' release);
+# "pad": resized to fit inside the output size, the rest black (nothing cut, nothing distorted).
+RESIZES = ("cover", "stretch", "pad")
+# `generate --fit`'s names for them
+FITS = {"crop": "cover", "pad": "pad", "stretch": "stretch"}
+# a default size may differ from the input's aspect ratio by this much (a crop of at most 2% of a side)
+ASPECT_SLACK = 0.02
 # a sampler other than the base folder's (by class name; diffusers' classes only)
 SCHEDULERS = ("CogVideoXDPMScheduler", "CogVideoXDDIMScheduler", "UniPCMultistepScheduler",
               "FlowMatchEulerDiscreteScheduler")
@@ -266,15 +271,53 @@ def model_limits(family: str, transformer_config: dict, vae_config: dict | None 
 
 
 def default_size(settings: ModelSettings, multiple: int, trajectory_wh: tuple[int, int]) -> tuple[int, int]:
-    """(W, H) when none is given: the model's `size`, or the trajectory's size scaled down to the
-    model's `area` (never up), rounded down to `multiple`."""
+    """(W, H) when none is given: the model's `size`, or the input's aspect ratio kept within the
+    model's `area` (never above it, never above the input) at multiples of `multiple`.
+
+    Of the sizes (round(h x aspect), h) at multiples of `multiple` within the area, the largest whose
+    aspect ratio is within ASPECT_SLACK of the input's; when none is, the nearest in aspect. An 854x480
+    photo with the shipped tiny model (area 64x64, multiples of 8) becomes 72x40 (1.2% of the height
+    cropped), not 80x40 (11% of the height); a 640x480 one 64x48 (nothing cropped)."""
     size = settings.get("size")
     if size is not None:
         return int(size[0]), int(size[1])
     w, h = trajectory_wh
-    area = settings.get("area") or w * h
-    scale = min(1.0, math.sqrt(area / (w * h)))
-    return max(multiple, int(w * scale) // multiple * multiple), max(multiple, int(h * scale) // multiple * multiple)
+    area = min(settings.get("area") or w * h, w * h)
+    aspect = w / h
+    fits = []
+    for height in range(multiple, h + multiple, multiple):
+        width = max(multiple, round(height * aspect / multiple) * multiple)
+        if width * height <= area or height == multiple:
+            fits.append((abs(width / height - aspect) / aspect, width, height))
+    close = [f for f in fits if f[0] <= ASPECT_SLACK]
+    if close:
+        _, width, height = max(close, key=lambda f: f[1] * f[2])
+    else:
+        _, width, height = min(fits, key=lambda f: (f[0], -f[1] * f[2]))
+    return width, height
+
+
+def describe_fit(image_wh: tuple[int, int], size: tuple[int, int], resize: str) -> str | None:
+    """One line saying how an image of `image_wh` is brought to `size` = (W, H) with `resize` (cover,
+    pad, stretch), or None when it is used as it is."""
+    (iw, ih), (w, h) = image_wh, size
+    if (iw, ih) == (w, h):
+        return None
+    head = f"the {iw}x{ih} image is generated at {w}x{h}"
+    if resize == "stretch":
+        d = abs((w / h) / (iw / ih) - 1)
+        return head + (f", stretched (aspect ratio changed {100 * d:.1f}%)" if d > 0.001 else ", resized")
+    if resize == "pad":
+        s = min(w / iw, h / ih)
+        bars = [f"{100 * (1 - iw * s / w):.1f}% of the width" if 1 - iw * s / w > 0.001 else None,
+                f"{100 * (1 - ih * s / h):.1f}% of the height" if 1 - ih * s / h > 0.001 else None]
+        bars = [b for b in bars if b]
+        return head + (f", black bars over {' and '.join(bars)}" if bars else ", resized")
+    s = max(w / iw, h / ih)
+    cut = [f"{100 * (1 - w / (iw * s)):.1f}% of the width" if 1 - w / (iw * s) > 0.001 else None,
+           f"{100 * (1 - h / (ih * s)):.1f}% of the height" if 1 - h / (ih * s) > 0.001 else None]
+    cut = [c for c in cut if c]
+    return head + (f", {' and '.join(cut)} cropped" if cut else ", resized")
 
 
 def pipeline_settings(pipe) -> ModelSettings:
@@ -290,5 +333,5 @@ def pipeline_settings(pipe) -> ModelSettings:
     return resolve_settings(family, controlnet_config=cfg, transformer_config=tcfg)
 
 
-__all__ = ["FAMILY_DEFAULTS", "FIELDS", "MAP_ENCODINGS", "PALETTES", "RESIZES", "SCHEDULERS", "SETTINGS_FILE", "ModelLimits",
+__all__ = ["ASPECT_SLACK", "FAMILY_DEFAULTS", "FIELDS", "FITS", "describe_fit", "MAP_ENCODINGS", "PALETTES", "RESIZES", "SCHEDULERS", "SETTINGS_FILE", "ModelLimits",
            "ModelSettings", "default_size", "model_limits", "pipeline_settings", "read_settings_file", "resolve_settings", "write_settings_file"]

@@ -22,8 +22,23 @@ Memory figures are estimates from simple, stated formulas (not measurements):
   per parameter; ZeRO-2 shards gradients and AdamW states, ZeRO-3/FSDP (as configs/accelerate/fsdp.yaml)
   shards the trained weights too, "ZeRO-3 all" also the frozen base; activations with gradient
   checkpointing = every block's input kept (base and control) + one block recomputed (16 D + 2 FFN per
-  token); without it, that per block; latents and text embeddings precomputed (encoders not on the GPU);
+  token); without it, that per block; with latents and text embeddings precomputed (`data.precomputed`
+  set, or `--base`) the encoders are not on the GPU; encoding on the fly (`precomputed: null`) adds the
+  encoders' bf16 weights and the VAE's working set (as for the decode, over one chunk of frames);
 - plus 1 GiB for the CUDA context and allocator slack.
+
+Training time is an estimate too, from counted compute at an assumed utilisation (stated in the table):
+
+- a forward pass of the base or ControlNet: 2 FLOPs per parameter and token plus self-attention,
+  4 x seq^2 x D per block (cross-attention to the text is left out, a few percent at these sizes);
+- a training sample: the frozen base forward, its backward to the inputs (same cost) and, with
+  gradient checkpointing, its recomputed forward (3x); the ControlNet forward, backward (2x) and
+  recompute (4x); without checkpointing 2x and 3x;
+- encoding on the fly adds 4 VAE encodes per sample (video, first-frame video, the condition's maps,
+  mask maps), counted with torch's FlopCounterMode on the meta-device VAE at a small size and scaled
+  by pixels x frames (its convolutions are local), and one text-encoder forward;
+- seconds = FLOPs / (GPUs x GPU_TFLOPS x UTILISATION); an H100's dense bf16 peak with 40% of it
+  reached is assumed (a typical large-model training utilisation, not measured here).
 """
 
 from __future__ import annotations
@@ -40,8 +55,10 @@ KNOWN_DIR = Path(__file__).parents[1] / "models" / "known_configs"
 GIB = 1024**3
 CONTEXT_BYTES = 1 * GIB
 # (label, usable GiB): the smallest that holds an estimate with 8% to spare is recommended.
-GPUS = [("24 GB (RTX 4090)", 24), ("40 GB (A100 40GB)", 40), ("48 GB (L40S, RTX 6000 Ada)", 48),
+GPUS = [("any GPU, or the CPU", 2), ("8 GB", 8), ("16 GB (T4, V100 16GB)", 16), ("24 GB (RTX 4090)", 24), ("40 GB (A100 40GB)", 40), ("48 GB (L40S, RTX 6000 Ada)", 48),
         ("80 GB (A100/H100 80GB)", 80), ("141 GB (H200)", 141)]
+GPU_TFLOPS = 989.0  # H100 SXM, dense bf16 (NVIDIA's data sheet; 1979 is with 2:4 sparsity)
+UTILISATION = 0.4  # assumed fraction of that peak a training step reaches
 PART_NAMES = ("transformer", "transformer_2", "controlnet", "segment_head", "vae", "text_encoder", "image_encoder")
 
 
@@ -137,12 +154,18 @@ class Plan:
     params: dict[str, int] = field(default_factory=dict)
     inference: dict[str, float] = field(default_factory=dict)  # row label -> bytes
     training: dict[str, float] = field(default_factory=dict)
+    precomputed: bool = True  # training rows: latents precomputed (else encoded on the fly on the GPU)
+    sample_flops: float = 0.0  # compute of one training sample (forward + backward), FLOPs
+    encode_flops: float | None = None  # of its on-the-fly encoding (None: precomputed, or not countable)
+    steps: int | None = None  # a config's optimizer steps
+    samples_per_step: int | None = None  # batch x grad_accum x the config's GPUs
     transformer_config: dict[str, Any] = field(default_factory=dict)  # the base transformer's config
     offload_weights: dict[str, float] = field(default_factory=dict)  # bf16/fp8 -> the heaviest offload group
 
 
 def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controlnet_layers: int | None = None,
-         segment_head: bool = False, gpus: int = 4, gradient_checkpointing: bool = True) -> Plan:
+         segment_head: bool = False, gpus: int = 4, gradient_checkpointing: bool = True,
+         precomputed: bool = True) -> Plan:
     """Build every part of `base` on the meta device and estimate memory (bytes) for the settings."""
     from ..models.controlnet_cogvideox import CogVideoXTrajectoryControlNet
     from ..models.controlnet_wan import WanTrajectoryControlNet
@@ -235,11 +258,23 @@ def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controln
         f"ZeRO-3/FSDP x{n} (trained weights too)": frozen + trained * 16 / n,
         f"ZeRO-3 x{n} all (frozen base too)": frozen / n + trained * 16 / n,
     }
-    training = {label: states + train_act + CONTEXT_BYTES for label, states in rows.items()}
+    encoders = 0 if precomputed else enc["vae"] + enc["text_encoder"] + enc["image_encoder"] + vae_act
+    training = {label: states + train_act + encoders + CONTEXT_BYTES for label, states in rows.items()}
+    # compute of one training sample (module docstring)
+    fwd_base = 2 * params["transformer"] * seq + 4 * base_layers * seq**2 * dim
+    fwd_control = 2 * params["controlnet"] * seq + 4 * k * seq**2 * dim
+    sample = (3 * fwd_base + 4 * fwd_control) if gradient_checkpointing else (2 * fwd_base + 3 * fwd_control)
+    sample *= batch
+    encode = None
+    if not precomputed:
+        per_pixel = _vae_encode_flops_per_pixel(info["parts"]["vae"], lat)
+        if per_pixel is not None:
+            text = 2 * params.get("text_encoder", 0) * lat.get("text_tokens", 512)
+            encode = batch * (4 * per_pixel * frames * height * width + text)
     return Plan(base=info["key"], family=family, size=(width, height), frames=frames, batch=batch, gpus=gpus,
                 control_layers=k, base_layers=base_layers, tokens=tokens, params=params,
-                inference=inference, training=training, transformer_config=dict(cfg),
-                offload_weights=offload_weights)
+                inference=inference, training=training, precomputed=precomputed, sample_flops=sample,
+                encode_flops=encode, transformer_config=dict(cfg), offload_weights=offload_weights)
 
 
 def offload_groups(family: str) -> tuple[tuple[str, ...], ...]:
@@ -248,6 +283,32 @@ def offload_groups(family: str) -> tuple[tuple[str, ...], ...]:
     from ..pipelines.pipeline_wan import MagicMotionWanPipeline
 
     return (MagicMotionWanPipeline if family == "wan" else MagicMotionCogVideoXPipeline).offload_groups
+
+
+def _vae_encode_flops_per_pixel(spec, lat: dict) -> float | None:
+    """The VAE encoder's FLOPs per pixel and frame, counted with FlopCounterMode on the meta device at
+    a small size (1 + 2 x temporal frames of 64x64); None where the meta forward cannot run."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    vae = _build(*spec)
+    frames = 1 + 2 * int(lat.get("temporal", 4))
+    x = torch.empty(1, 3, frames, 64, 64, device="meta")
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            vae.encode(x)
+    except Exception:  # a VAE whose forward does not run on meta tensors: not estimated, and said so
+        return None
+    return counter.get_total_flops() / (frames * 64 * 64)
+
+
+def stage_hours(p: Plan, gpus: int) -> float | None:
+    """Estimated hours of a config's whole stage (`p.steps` optimizer steps of `p.samples_per_step`
+    samples) on `gpus` GPUs, the samples split across them (module docstring)."""
+    if p.steps is None:
+        return None
+    flops = p.steps * p.samples_per_step * (p.sample_flops + (p.encode_flops or 0)) / p.batch
+    return flops / (gpus * GPU_TFLOPS * 1e12 * UTILISATION) / 3600
 
 
 def recommend_gpu(nbytes: float) -> str:
@@ -276,10 +337,31 @@ def format_plan(p: Plan) -> str:
     for label, nbytes in p.inference.items():
         lines.append(f"{label:<44} {nbytes / GIB:>9.1f}  {recommend_gpu(nbytes)}")
     lines.append("")
-    lines.append(f"{'training, per GPU (precomputed latents)':<44} {'peak GiB':>9}  smallest GPU")
+    how = "precomputed latents" if p.precomputed else "encoded on the fly"
+    lines.append(f"{f'training, per GPU ({how})':<44} {'peak GiB':>9}  smallest GPU")
     for label, nbytes in p.training.items():
         lines.append(f"{label:<44} {nbytes / GIB:>9.1f}  {recommend_gpu(nbytes)}")
+    lines += ["", f"training compute per sample: {_flop(p.sample_flops / p.batch)} (forward + backward)"
+              + ("" if p.precomputed else
+                 f" + {_flop(p.encode_flops / p.batch)} encoding on the fly" if p.encode_flops is not None
+                 else " + on-the-fly encoding (not estimated for this VAE)")]
+    if p.steps is not None:
+        samples = p.steps * p.samples_per_step
+        lines.append(f"stage time, estimate: {p.steps} steps x {p.samples_per_step} samples (batch x accumulation x "
+                     f"--gpus {p.gpus}) = {samples} samples, at "
+                     f"{100 * UTILISATION:.0f}% of an H100's {GPU_TFLOPS:.0f} bf16 TFLOPS "
+                     "(the same samples, split over the GPUs):")
+        lines.append("  " + ", ".join(f"{g} GPU{'s' if g > 1 else ''} {_hours(stage_hours(p, g))}"
+                                      for g in sorted({1, p.gpus, 8})))
     return "\n".join(lines)
+
+
+def _hours(h: float) -> str:
+    return "under a minute" if h < 1 / 60 else f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def _flop(n: float) -> str:
+    return f"{n / 1e12:.1f} TFLOP" if n >= 1e11 else f"{n / 1e9:.2f} GFLOP"
 
 
 def plan_from_config(path: str, gpus: int = 4) -> Plan:
@@ -288,9 +370,12 @@ def plan_from_config(path: str, gpus: int = 4) -> Plan:
     from .config import load_config
 
     config = load_config(path, check=False)
-    return plan(config.base, tuple(config.data.size), config.data.num_frames, config.loop.batch_size,
-                controlnet_layers=config.controlnet_layers, segment_head=config.segment_head, gpus=gpus,
-                gradient_checkpointing=config.loop.gradient_checkpointing)
+    p = plan(config.base, tuple(config.data.size), config.data.num_frames, config.loop.batch_size,
+             controlnet_layers=config.controlnet_layers, segment_head=config.segment_head, gpus=gpus,
+             gradient_checkpointing=config.loop.gradient_checkpointing, precomputed=bool(config.data.precomputed))
+    p.steps = config.loop.max_steps
+    p.samples_per_step = config.loop.batch_size * config.loop.grad_accum * gpus
+    return p
 
 
 def register(sub) -> None:

@@ -104,6 +104,11 @@ def from_video_command(args) -> int:
     frames, phrases, _ = prepare(args.video, args.objects, args.points, args.boxes, args.frame, args.start,
                                  args.num_frames, args.frame_step)
     image, boxes = _fit_target(args)
+    from ..hub import require_models
+
+    # every model the command will load, checked together: one line names all that are missing
+    require_models(([(args.grounding, "Grounding DINO", "--grounding")] if phrases else [])
+                   + [(args.sam2, "SAM 2", "--sam2")])
     _quiet_loading()
     loaded = {}
 
