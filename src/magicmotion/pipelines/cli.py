@@ -55,6 +55,37 @@ def add_memory_arguments(p) -> None:
     p.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="the LoRA's scale (default 1)")
 
 
+CONTEXT_PARALLEL = ("ring", "ulysses")  # magicmotion.pipelines.parallel.MODES, without importing it
+
+
+def add_parallel_arguments(p) -> None:
+    """--context-parallel (`generate` and `bench run`)."""
+    p.add_argument("--context-parallel", default=None, metavar="MODE",
+                   help="ring | ulysses: split each video's tokens across the processes of a launch (torchrun "
+                        "--nproc-per-node N / accelerate launch --num_processes N, one GPU each; Wan bases); "
+                        "rank 0 writes (docs/generate.md)")
+
+
+def check_parallel_args(args, size: tuple[int, int] | None, num_frames: int | None) -> None:
+    """Before any weights load: PipelineError when --context-parallel cannot run here (see
+    `magicmotion.pipelines.parallel.check_context_parallel`; the token count only with size and frames)."""
+    mode = getattr(args, "context_parallel", None)
+    if mode is None:
+        return
+    if mode not in CONTEXT_PARALLEL:
+        raise PipelineError(f"unknown --context-parallel {mode!r}: expected one of {', '.join(CONTEXT_PARALLEL)}")
+    from .loading import model_settings, tiny_model_paths, transformer_config
+    from .parallel import check_context_parallel
+
+    family, _, limits = model_settings(args.base, args.controlnet, getattr(args, "kind", None) or "box")
+    base = args.base if args.base is not None else tiny_model_paths(getattr(args, "kind", None) or "box")[0]
+    config = transformer_config(base) if family == "wan" else None
+    check_context_parallel(mode, family=family, transformer_config=config, multiple=limits.multiple,
+                           num_frames=num_frames, size=tuple(size) if size else None, device=getattr(args, "device", None),
+                           dtype=getattr(args, "dtype", None), cache=getattr(args, "cache", "none"),
+                           offload=getattr(args, "offload", "none"))
+
+
 def memory_options(args) -> dict:
     """load_pipeline's keyword arguments from `add_memory_arguments`'s flags; PipelineError on a bad value."""
     import math
@@ -154,7 +185,9 @@ def register(sub) -> None:
                    help="output size, e.g. 832x480 (default: the model's recommended: Wan: the trajectory's size within "
                         "~832x480; CogVideoX: 720x480; the shipped tiny model: within 64x64)")
     add_memory_arguments(p)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default cuda when available)")
+    add_parallel_arguments(p)
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N (default cuda when available; under a launch, each process's own)")
     p.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default bf16 on CUDA, fp32 on CPU)")
     p.set_defaults(func=run_generate)
 
@@ -245,6 +278,7 @@ def check_args(args) -> dict:
         raise PipelineError(f"--size {out_size[0]}x{out_size[1]}: width and height must be multiples of "
                             f"{limits.multiple} for this model")
     limits.check(out_size[0], out_size[1], frames)
+    check_parallel_args(args, out_size, frames)
     return dict(size=out_size, traj=traj, settings=settings, fit=fit, redrawn=redrawn)
 
 
@@ -255,6 +289,9 @@ def run_generate(args) -> int:
     from .loading import load_pipeline
 
     if args.csv is not None:
+        if getattr(args, "context_parallel", None) is not None:
+            raise PipelineError("--context-parallel makes one video at a time on all processes; without it, "
+                                "--csv under a launch splits the rows across the processes")
         given = [f"--{k}" for k in SINGLE if getattr(args, k) is not None]
         if given:
             raise PipelineError(f"--csv takes its {', '.join(SINGLE)} from the file; drop {', '.join(given)}")
@@ -265,9 +302,19 @@ def run_generate(args) -> int:
     from ..locks import output_lock
 
     checked = check_args(args)
-    with output_lock(args.out, "--out"):  # one run per output
-        pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
+    split = getattr(args, "context_parallel", None)
+    with output_lock(args.out, "--out"):  # one run per output (rank 0's, under a launch)
+        device = args.device
+        if split is not None:
+            from .batch import process_device
+
+            device = process_device()  # this process's GPU (sets up torch.distributed)
+        pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=device,
                              dtype=args.dtype, controlnet_2=getattr(args, "controlnet_2", None), **memory_options(args))
+        if split is not None:
+            from .parallel import enable_context_parallel
+
+            enable_context_parallel(pipe, split)
         return generate_one(args, checked, pipe)
 
 
@@ -320,7 +367,13 @@ def generate_one(args, checked: dict, pipe) -> int:
     # what the loaded model recommends, with the arguments given applied
     settings = pipe.model_settings.with_arguments(guidance_scale=args.guidance, num_inference_steps=args.steps,
                                                   size=list(checked["size"]) if args.size else None)
-    seed = random_seed() if args.seed is None else args.seed
+    split = getattr(pipe, "context_parallel", None)
+    if split is not None:
+        from .parallel import shared_seed
+
+        seed = shared_seed(args.seed)  # rank 0's, on every process
+    else:
+        seed = random_seed() if args.seed is None else args.seed
     width, height = checked["size"]
     guidance_2 = {} if getattr(args, "guidance_2", None) is None else {"guidance_scale_2": args.guidance_2}
     start = time.perf_counter()
@@ -344,8 +397,11 @@ def generate_one(args, checked: dict, pipe) -> int:
         **{k: v for k, v in memory_options(args).items() if k != "offload" and v not in (None, False, "none", "default")},
         **({"lora_scale": args.lora_scale} if getattr(args, "lora", None) else {}),
         dtype=str(pipe.transformer.dtype).replace("torch.", ""), seconds=round(elapsed, 2),
+        **({"context_parallel": split.record()} if split is not None else {}),
         magicmotion=__version__,
     )
+    if split is not None and not split.writes:  # rank 0 writes the video; the others only helped make it
+        return 0
     paths = write_outputs(args.out, frames, maps, record, fps=settings["fps"])
     print(f"wrote {paths['video']} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, "
           f"{elapsed:.1f} s), {paths['preview_gif'].name}, {paths['preview_png'].name}, {paths['settings'].name}",
