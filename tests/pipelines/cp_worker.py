@@ -1,8 +1,12 @@
 """One rank of the context-parallel test (tests/pipelines/test_context_parallel.py), started twice by
-`run_two_ranks` (gloo on CPU). Runs the tiny Wan pipeline split across the two processes in each case
-of `cases()` and saves rank R's frames of case C to OUT/C.rank{R}.npy.
+`run_two_ranks` (gloo on CPU), so that the two processes start once for all of it:
 
-    python tests/pipelines/cp_worker.py OUT
+1. `magicmotion generate ARGS...` (the CLI, in this process; ARGS hold --context-parallel);
+2. the benchmark's smoke mode (benchmarks/context_parallel.py --smoke --json OUT/bench.json);
+3. the tiny Wan pipeline split across the two processes in each case of `cp_cases.CASES`: rank R's
+   frames of case C in OUT/C.rank{R}.npy (a case expecting an error: its message in OUT/C.rank{R}.txt).
+
+    python tests/pipelines/cp_worker.py OUT generate ARGS...
 
 Ring attention: diffusers' CPU attention ("native") returns no log-sum-exp, which ring attention
 merges the parts with (its ring kernels are CUDA's: cuDNN, flash), so for the "ring" cases this
@@ -14,7 +18,6 @@ split of the model and ControlNet, which is the same whichever kernel attends.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +60,12 @@ def unsplit_residuals() -> None:
     joint.ControlResidualHook.post_forward = post_forward
 
 
-def main(out: Path) -> None:
+def main(out: Path, cli_args: list[str]) -> None:
+    import importlib.util
+
     import torch.distributed as dist
 
+    from magicmotion.cli import main as magicmotion
     from magicmotion.errors import ModelError
     from magicmotion.pipelines.batch import process_device
     from magicmotion.pipelines import parallel
@@ -68,14 +74,18 @@ def main(out: Path) -> None:
     torch.set_num_threads(1)
     assert process_device() == "cpu"  # accelerate's gloo group, as `generate` sets it up
     rank = dist.get_rank()
+    (out / f"cli.rank{rank}.txt").write_text(str(magicmotion(cli_args)))  # the exit code
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "context_parallel.py"
+    spec = importlib.util.spec_from_file_location("context_parallel_benchmark", bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--smoke", "--json", str(out / "bench.json")])
     cpu_ring_attention()
     parallel.ring_attention_backend = lambda device, dtype=None: "native"  # with the op above
     for name, case in CASES.items():
         if name == "unsplit":  # before the pipeline loads: its hooks hold the method they were made with
             unsplit_residuals()
-        t0 = time.perf_counter()
         pipe = load_case(case)
-        t1 = time.perf_counter()
         if case.get("controlnet_whole"):  # only the base split, as a pipeline unaware of the ControlNet would
             with_base_only(pipe, case["mode"])
         else:
@@ -87,7 +97,6 @@ def main(out: Path) -> None:
                 (out / f"{name}.rank{rank}.txt").write_text(str(e))
             continue
         np.save(out / f"{name}.rank{rank}.npy", run_case(pipe, case))
-        print(name, rank, f"load {t1 - t0:.2f} run {time.perf_counter() - t1:.2f}", flush=True)
 
 
 def with_base_only(pipe, mode: str) -> None:
@@ -105,4 +114,4 @@ def with_base_only(pipe, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2:])

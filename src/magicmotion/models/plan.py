@@ -22,7 +22,15 @@ Memory figures are estimates from simple, stated formulas (not measurements):
   shards the trained weights too, "ZeRO-3 all" also the frozen base; activations with gradient
   checkpointing = every block's input kept (base and control) + one block recomputed (16 D + 2 FFN per
   token); without it, that per block; latents and text embeddings precomputed (encoders not on the GPU);
-- plus 1 GiB for the CUDA context and allocator slack.
+- plus 1 GiB for the CUDA context and allocator slack;
+- context-parallel inference over N GPUs (Wan; `generate --context-parallel`): every GPU holds all the
+  weights and decodes the video; the per-token activations and ControlNet residuals are 1/N; ring
+  attention also gathers one layer's keys and values of the whole sequence. Expected speed-up of the
+  denoising loop (text encoding and VAE decode not counted), time ~ work: T_N = F / N / 400 TFLOP/s +
+  bytes sent / 200 GB/s (assumed per-GPU bf16 throughput and collective bandwidth, no overlap), with F
+  the step's FLOPs (2 x parameters x tokens for the base expert and ControlNet, 4 x tokens^2 x width per
+  attention, x2 for CFG) and per attention layer Ulysses' four all-to-alls of q, k, v and the output
+  ((N-1)/N^2 of the sequence each) or ring's all-gather of k and v ((N-1)/N of it).
 """
 
 from __future__ import annotations
@@ -137,6 +145,9 @@ class Plan:
     inference: dict[str, float] = field(default_factory=dict)  # row label -> bytes
     training: dict[str, float] = field(default_factory=dict)
     transformer_config: dict[str, Any] = field(default_factory=dict)  # the base transformer's config
+    # context parallel (Wan): "xN mode" -> (bytes per GPU all on GPU, with model offload, expected speed-up)
+    # or a reason it cannot run
+    parallel: dict[str, tuple[float, float, float] | str] = field(default_factory=dict)
 
 
 def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controlnet_layers: int | None = None,
@@ -223,9 +234,52 @@ def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controln
         f"ZeRO-3 x{n} all (frozen base too)": frozen / n + trained * 16 / n,
     }
     training = {label: states + train_act + CONTEXT_BYTES for label, states in rows.items()}
+    parallel = {}
+    if family == "wan":
+        weights = ((params["transformer"] + params.get("transformer_2", 0) + experts * params["controlnet"]) * bf16
+                   + sum(enc.values()))
+        one_expert = (params["transformer"] + params["controlnet"]) * bf16
+        parallel = context_parallel_rows(weights, one_expert, enc, act, vae_act, b_inf, tokens, dim,
+                                         cfg.num_attention_heads, params["transformer"] + params["controlnet"],
+                                         base_layers + k, sorted({2, 4, 8} | ({gpus} if gpus > 1 else set())))
     return Plan(base=info["key"], family=family, size=(width, height), frames=frames, batch=batch, gpus=gpus,
                 control_layers=k, base_layers=base_layers, tokens=tokens, params=params,
-                inference=inference, training=training, transformer_config=dict(cfg))
+                inference=inference, training=training, transformer_config=dict(cfg), parallel=parallel)
+
+
+ASSUMED_FLOPS = 400e12  # bf16 FLOP/s per GPU actually reached (about 40% of an H100's dense peak)
+ASSUMED_LINK = 200e9  # bytes/s a GPU sends in collectives (NVLink-class, well below its peak)
+
+
+def context_parallel_rows(weights: float, one_expert: float, encoders: dict, act: float, vae_act: float, batch: int,
+                          tokens: int, dim: int, heads: int, params_run: int, attention_layers: int,
+                          counts: list[int]) -> dict:
+    """Per-GPU bytes (all on GPU, and with model offload: one expert and its ControlNet at a time) and
+    expected denoising speed-up of context-parallel inference over each count of GPUs in `counts`,
+    Ulysses and ring (formulas in the module docstring); a reason where it cannot run."""
+    bf16 = 2
+    flops = batch * (2 * params_run * tokens + 4 * tokens**2 * dim * attention_layers)
+    one = flops / ASSUMED_FLOPS
+    rows: dict[str, tuple[float, float, float] | str] = {}
+    for n in counts:
+        for mode in ("ulysses", "ring"):
+            label = f"x{n} {mode}"
+            if tokens % n:
+                rows[label] = f"{tokens} tokens do not split in {n}"
+                continue
+            if mode == "ulysses" and heads % n:
+                rows[label] = f"{heads} heads do not divide by {n}"
+                continue
+            seq = batch * tokens * dim * bf16  # one activation of the whole sequence
+            if mode == "ulysses":
+                sent, extra = 4 * seq * (n - 1) / n**2, 0.0
+            else:
+                sent, extra = 2 * seq * (n - 1) / n, 2 * seq
+            all_on = weights + max(act / n + extra, vae_act) + CONTEXT_BYTES
+            offload = max(one_expert + act / n + extra, encoders["vae"] + vae_act, encoders["text_encoder"],
+                          encoders["image_encoder"]) + CONTEXT_BYTES
+            rows[label] = (all_on, offload, one / (one / n + attention_layers * sent / ASSUMED_LINK))
+    return rows
 
 
 def recommend_gpu(nbytes: float) -> str:
@@ -257,7 +311,26 @@ def format_plan(p: Plan) -> str:
     lines.append(f"{'training, per GPU (precomputed latents)':<44} {'peak GiB':>9}  smallest GPU")
     for label, nbytes in p.training.items():
         lines.append(f"{label:<44} {nbytes / GIB:>9.1f}  {recommend_gpu(nbytes)}")
+    lines += ["", *format_parallel(p)]
     return "\n".join(lines)
+
+
+def format_parallel(p: Plan) -> list[str]:
+    """The context-parallel rows of `format_plan` (one video split over N GPUs, bf16, all on GPU)."""
+    if p.family != "wan":
+        return ["context parallel (one video over N GPUs): Wan bases only (diffusers has no plan for CogVideoX)"]
+    lines = [f"{'context parallel, one video (bf16), per GPU':<44} {'peak GiB':>9}  {'offload':>8}  {'speed-up':>8}  "
+             "smallest GPU (offload)"]
+    for label, row in p.parallel.items():
+        if isinstance(row, str):
+            lines.append(f"{label:<44} {'-':>9}  {'-':>8}  {'-':>8}  ({row})")
+        else:
+            fits = [recommend_gpu(b) if b <= 0.92 * GPUS[-1][1] * GIB else "none fits" for b in row[:2]]
+            lines.append(f"{label:<44} {row[0] / GIB:>9.1f}  {row[1] / GIB:>8.1f}  {row[2]:>7.1f}x  "
+                         f"{fits[0]} ({fits[1]})")
+    lines.append("  (offload: --offload model, one expert and its ControlNet on the GPU at a time; speed-up of the "
+                 "denoising loop, estimated from its work and traffic: formulas in magicmotion/models/plan.py)")
+    return lines
 
 
 def plan_from_config(path: str, gpus: int = 4) -> Plan:
@@ -286,7 +359,9 @@ def register(sub) -> None:
     parser.add_argument("--batch", type=int, default=1, help="batch per GPU with --base (default 1)")
     parser.add_argument("--controlnet-layers", type=int, default=None, help="control blocks with --base (default all)")
     parser.add_argument("--segment-head", action="store_true", help="with --base: stages 2-3 (segment head)")
-    parser.add_argument("--gpus", type=int, default=4, help="GPUs for the sharded training rows (default 4)")
+    parser.add_argument("--gpus", type=int, default=4,
+                        help="GPUs for the sharded training rows (default 4); the context-parallel rows show 2, 4, 8 "
+                             "and this")
     parser.set_defaults(func=_run)
 
 
