@@ -166,6 +166,13 @@ def test_split_sizes_and_launches_refused(monkeypatch, models_dir, inputs, capsy
     assert "--context-parallel makes one video at a time" in capsys.readouterr().err
 
 
+def test_bench_run_refuses_before_reading_anything(launched, tmp_path, capsys):
+    args = ["bench", "run", str(tmp_path / "no-bench"), "--out", str(tmp_path / "run"), "--context-parallel", "ulysses"]
+    assert main([*args, "--cache", "first-block"]) == 2
+    assert "--cache first-block cannot run with --context-parallel" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 @settings(max_examples=60, deadline=None)
 @given(tokens=st.integers(1, 5000), heads=st.integers(1, 64), world=st.integers(2, 16),
        mode=st.sampled_from(["ring", "ulysses"]))
