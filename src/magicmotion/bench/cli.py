@@ -179,8 +179,11 @@ def _run(args) -> int:
                       offload=offload, label=args.label, speed=speed_options(args), memory=memory,
                       process_index=index, num_processes=count, wait_for_others=wait_for_everyone,
                       context_parallel=split)
-    if s.get("writes") is False:
-        return 0
+    if split is not None:
+        from ..pipelines.parallel import launch_world
+
+        if launch_world()[0] != 0:  # rank 0 reports
+            return 0
     share = f" (process {index + 1} of {count})" if count > 1 else ""
     print(f"{args.out}: {s['clips']} clips{share} ({s['generated']} generated now, {s['skipped']} already done)")
     return 0

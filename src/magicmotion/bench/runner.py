@@ -118,8 +118,8 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
     `wait_for_everyone`), called after process 0 has set the folder up and again before it marks the
     run complete; context_parallel: "ring" / "ulysses": every process of the launch makes every clip,
     split across them (`enable_context_parallel` on the loaded pipeline), and only rank 0 writes
-    (process_index 0 and num_processes 1 on all). Returns {"out", "clips", "generated", "skipped",
-    "writes"} (this process's share; writes: whether it wrote)."""
+    (process_index 0 and num_processes 1 on all). Returns {"out", "clips", "generated", "skipped"}
+    (this process's share)."""
     from tqdm import tqdm
 
     from ..data.dataset import Dataset
@@ -248,7 +248,7 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
         info["complete"] = True
         _write_json(out / RUN_INFO, info)
     return {"out": str(out), "clips": len(records), "generated": len(todo),
-            "skipped": len(records) - len(todo), "writes": writes}
+            "skipped": len(records) - len(todo)}
 
 
 def _name(value) -> str | None:
