@@ -27,6 +27,12 @@ CASES = {
                                                     trajectory_guidance_scale=2.0)),
     "ulysses_taylorseer": dict(mode="ulysses", cache="taylorseer", steps=7),
     "ring_faster": dict(mode="ring", cache="faster", steps=7),
+    # the other Wan families: a CLIP image branch (Wan2.1-I2V-14B, Fun-InP), Wan2.2 TI2V-5B (per-token
+    # timesteps, split with the tokens: 3 x 1 x 2 = 6 tokens at 64x32), Wan2.2 A14B (two experts, a
+    # ControlNet each: 4 steps, two on each)
+    "clip_ulysses": dict(mode="ulysses", family="clip"),
+    "ti2v_ring": dict(mode="ring", family="ti2v"),
+    "a14b_ulysses": dict(mode="ulysses", family="a14b", steps=4, call=dict(guidance_scale_2=3.0)),
     # the ControlNet left whole: its full-length residuals do not fit the split base (an error) ...
     "whole": dict(mode="ring", controlnet_whole=True, expect_error=True),
     # ... and made to fit by adding their first half on both processes: the wrong video (last: it patches)
@@ -38,10 +44,27 @@ def load_case(case: dict):
     from magicmotion.models import WanTrajectoryControlNet
     from magicmotion.pipelines import MagicMotionWanPipeline, tiny_wan_components
     from magicmotion.pipelines.loading import enable_memory_options
+    from magicmotion.pipelines.tiny import tiny_wan22_components
 
-    parts = tiny_wan_components(seed=0)
-    controlnet = randomize_projectors(WanTrajectoryControlNet.from_transformer(parts["transformer"]))
-    pipe = MagicMotionWanPipeline(**parts, controlnet=controlnet)
+    family = case.get("family", "wan2.1")
+    controlnets = {}
+    if family == "clip":
+        from test_pipeline_wan_clip import clip_components
+
+        parts = clip_components(seed=0)
+    elif family in ("ti2v", "a14b"):
+        parts = tiny_wan22_components(family, seed=0)
+    else:
+        parts = tiny_wan_components(seed=0)
+    if family == "a14b":
+        for name, part, expert, seed in (("controlnet", "transformer", "high", 1),
+                                         ("controlnet_2", "transformer_2", "low", 2)):
+            controlnets[name] = randomize_projectors(
+                WanTrajectoryControlNet.from_transformer(parts[part], expert=expert), seed=seed)
+    else:
+        controlnets["controlnet"] = randomize_projectors(
+            WanTrajectoryControlNet.from_transformer(parts["transformer"], expand_timesteps=family == "ti2v"))
+    pipe = MagicMotionWanPipeline(**parts, **controlnets)
     pipe.set_progress_bar_config(disable=True)
     return enable_memory_options(pipe, "cpu", cache=case.get("cache", "none"))
 
