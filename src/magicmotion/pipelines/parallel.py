@@ -174,8 +174,11 @@ def context_parallel_config(mode: str, world_size: int, mesh=None):
 
 def enable_context_parallel(pipe, mode: str):
     """Split `pipe`'s denoising across the processes of the launch this process is part of (every
-    process calls it, with the same pipeline on its own device; `torch.distributed` is set up here
-    when the launcher has not). Returns `pipe`, with `pipe.context_parallel` (a `ContextParallel`).
+    process calls it, with the same pipeline on its own device, e.g. loaded with
+    `device=magicmotion.pipelines.batch.process_device()`; `torch.distributed` is set up here when the
+    launcher has not). Returns `pipe`, with `pipe.context_parallel` (a `ContextParallel`); every
+    process then calls the pipeline (or `generate`) with the same arguments and seed, and gets the
+    whole video; `pipe.context_parallel.writes` says which one writes it (rank 0).
 
     The base transformer (and Wan2.2 A14B's `transformer_2`) get diffusers' `enable_parallelism` with
     their `_cp_plan`; each Trajectory ControlNet gets it with its own plan (split, never gathered), so
@@ -197,6 +200,8 @@ def enable_context_parallel(pipe, mode: str):
         models += [pipe.transformer_2, pipe.controlnet_2]
     pipe.context_parallel = split_models([m for m in models if m is not None], mode, device,
                                          per_token_timesteps=bool(pipe.config.get("expand_timesteps", False)))
+    if not pipe.context_parallel.writes:  # one progress bar, rank 0's
+        pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
