@@ -166,6 +166,35 @@ def test_split_sizes_and_launches_refused(monkeypatch, models_dir, inputs, capsy
     assert "--context-parallel makes one video at a time" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("setup, message", [
+    (dict(cache="first-block"), "--cache first-block cannot run with --context-parallel"),
+    (dict(offload="group"), "--offload group is not supported"),
+    (dict(family="cogvideox"), "--context-parallel is for Wan bases"),
+])
+def test_python_api_refuses_a_loaded_pipeline(monkeypatch, setup, message):
+    """`enable_context_parallel` on a loaded pipeline finds what the CLI refuses before loading."""
+    import torch
+
+    from magicmotion.pipelines.parallel import enable_context_parallel
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    if setup.get("family") == "cogvideox":
+        from magicmotion.models import CogVideoXTrajectoryControlNet
+        from magicmotion.pipelines import MagicMotionCogVideoXPipeline, tiny_cogvideox_components
+
+        parts = tiny_cogvideox_components(seed=0)
+        pipe = MagicMotionCogVideoXPipeline(
+            **parts, controlnet=CogVideoXTrajectoryControlNet.from_transformer(parts["transformer"]))
+    else:
+        pipe = load_case(setup)
+        if setup.get("offload") == "group":
+            pipe.transformer.enable_group_offload(onload_device=torch.device("cpu"), offload_type="block_level",
+                                                  num_blocks_per_group=1)
+    with pytest.raises(PipelineError, match=message.replace("-", r"\-")):
+        enable_context_parallel(pipe, "ulysses")
+    assert getattr(pipe, "context_parallel", None) is None
+
+
 def test_bench_run_refuses_before_reading_anything(launched, tmp_path, capsys):
     args = ["bench", "run", str(tmp_path / "no-bench"), "--out", str(tmp_path / "run"), "--context-parallel", "ulysses"]
     assert main([*args, "--cache", "first-block"]) == 2

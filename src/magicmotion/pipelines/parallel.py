@@ -31,7 +31,6 @@ Options under a split:
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
