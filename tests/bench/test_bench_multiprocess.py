@@ -69,3 +69,27 @@ def test_two_launched_processes_write_each_clip_once(bench_set, tmp_path):
     assert json.loads((out / RUN_INFO).read_text())["complete"] is True
     launch()  # resumed: nothing left to do
     assert len(log.read_text().splitlines()) == 4
+
+
+def test_context_parallel_every_process_makes_every_clip_rank0_writes(bench_set, tmp_path, monkeypatch):
+    """With context_parallel, all processes make every clip together (each call of the generator is one
+    split video); rank 0 sets the folder up and writes, the others write nothing. Ranks one after
+    the other in one process, rank 0 first (it sets the folder up; no barrier needed here)."""
+    ids = [r["id"] for r in bench_records(bench_set)][:3]
+    out = tmp_path / "run"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    calls = [[], []]
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        before = {p: p.stat().st_mtime_ns for p in out.rglob("*")} if out.exists() else {}
+        if rank == 1:  # rank 1 finds the clips still to make, as it does beside rank 0 in a launch
+            for video in (out / VIDEOS).glob("*.mp4"):
+                video.unlink()
+            before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+        s = run_bench(bench_set, out, generate_fn=recording(calls[rank]), limit=3, progress=False,
+                      context_parallel="ulysses", wait_for_others=lambda: None)
+        assert s["generated"] == 3
+        if rank == 1:
+            assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing written or touched
+    assert calls == [ids, ids]
+    assert json.loads((out / RUN_INFO).read_text())["complete"] is True  # marked by rank 0

@@ -178,3 +178,27 @@ def test_tiny_model_needs_no_big_gpu(capsys):
     assert main(["plan", "configs/tiny/stage2.yaml"]) == 0
     out = capsys.readouterr().out
     assert "24 GB" not in out and "any GPU, or the CPU" in out
+
+
+def test_context_parallel_rows():
+    """Wan 14B at 81x480x832 split over N GPUs: the activations (and residuals) shrink with N while the
+    weights stay, so per-GPU memory falls towards the weights; the estimated speed-up stays below N
+    and grows with it; Ulysses is refused where the 12 heads of the 1.3B base do not divide."""
+    p = plan("wan2.1-i2v-14b-480p", (832, 480), 81, gpus=8)
+    assert p.tokens == 21 * 30 * 52
+    rows = {label: row for label, row in p.parallel.items()}
+    assert list(rows) == [f"x{n} {m}" for n in (2, 4, 8) for m in ("ulysses", "ring")]
+    whole = p.inference["bf16, all on GPU"]
+    weights = (p.params["transformer"] + p.params["controlnet"] + p.params["vae"] + p.params["text_encoder"]
+               + p.params["image_encoder"]) * 2
+    for mode in ("ulysses", "ring"):
+        memory = [rows[f"x{n} {mode}"][0] for n in (2, 4, 8)]
+        speed = [rows[f"x{n} {mode}"][2] for n in (2, 4, 8)]
+        assert whole > memory[0] > memory[1] > memory[2] > weights
+        assert all(1 < s < n for s, n in zip(speed, (2, 4, 8))) and speed == sorted(speed)
+        assert all(rows[f"x{n} {mode}"][1] < rows[f"x{n} {mode}"][0] for n in (2, 4, 8))  # model offload
+    assert rows["x8 ring"][0] > rows["x8 ulysses"][0]  # ring gathers a layer's keys and values
+    small = plan("wan2.1-fun-1.3b-inp", (832, 480), 81, gpus=11).parallel  # 32760 = 2^3 3^2 5 7 13 tokens
+    assert small["x8 ulysses"] == "12 heads do not divide by 8" and isinstance(small["x8 ring"], tuple)
+    assert small["x11 ring"] == small["x11 ulysses"] == "32760 tokens do not split in 11"
+    assert "Wan bases only" in format_plan(plan("cogvideox-5b-i2v", (720, 480), 49))

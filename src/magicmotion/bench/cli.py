@@ -23,7 +23,7 @@ def _buckets(text: str) -> list[str]:
 
 
 def register(sub) -> None:
-    from ..pipelines.cli import add_memory_arguments, add_speed_arguments
+    from ..pipelines.cli import add_memory_arguments, add_parallel_arguments, add_speed_arguments
 
     p = sub.add_parser("bench", help="benchmark: build sets, run, score (FID, FVD, Mask/Box IoU), report",
                        description="MagicBench-style and DAVIS evaluation: build a benchmark set, "
@@ -109,6 +109,7 @@ def register(sub) -> None:
     r.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default cuda when available)")
     r.add_argument("--dtype", default=None, help="bf16, fp16, fp32 (default bf16 on CUDA)")
     add_memory_arguments(r)
+    add_parallel_arguments(r)
     r.set_defaults(func=_run)
 
     s = bs.add_parser("score", help="score a run: Mask IoU, Box IoU, FID, FVD by bucket -> RUN/scores.json",
@@ -206,7 +207,14 @@ def _run(args) -> int:
     check_output(args.out, [args.bench], error=BenchError, folder=True, make_parents=True)
     memory = memory_options(args)
     offload = memory.pop("offload")
-    index, count = process_split()  # under `accelerate launch` / torchrun: this process's share of the clips
+    split = getattr(args, "context_parallel", None)
+    if split is not None:  # every process makes every clip together; refused options fail before loading
+        from ..pipelines.cli import check_parallel_args
+
+        check_parallel_args(args, args.size, None)
+        index, count = 0, 1
+    else:
+        index, count = process_split()  # under `accelerate launch` / torchrun: this process's share of the clips
     if memory["lora"]:
         memory["lora_scale"] = args.lora_scale
     with output_lock(args.out, "run folder"):  # one run per output
@@ -216,7 +224,13 @@ def _run(args) -> int:
                       limit=args.limit, ground_truth=args.ground_truth, size=args.size,
                       sparse_keys=args.sparse_keys, device=process_device() or args.device, dtype=args.dtype,
                       offload=offload, label=args.label, speed=speed_options(args), memory=memory,
-                      process_index=index, num_processes=count, wait_for_others=wait_for_everyone)
+                      process_index=index, num_processes=count, wait_for_others=wait_for_everyone,
+                      context_parallel=split)
+    if split is not None:
+        from ..pipelines.parallel import launch_world
+
+        if launch_world()[0] != 0:  # rank 0 reports
+            return 0
     share = f" (process {index + 1} of {count})" if count > 1 else ""
     print(f"{args.out}: {s['clips']} clips{share} ({s['generated']} generated now, {s['skipped']} already done)")
     return 0

@@ -9,7 +9,9 @@ trajectory, written to RUN/videos/<id>.mp4.
 Resumable: clips whose video exists are skipped, so a killed run loses at most the clip in flight.
 Multi-process (`accelerate launch` / `torchrun ... magicmotion bench run`): process i of n generates
 clips i, i + n, ... of the benchmark's list, into the same folder; process 0 writes run.json, and marks
-it complete once every process is done and every video is there.
+it complete once every process is done and every video is there. With `context_parallel` ("ring" or
+"ulysses", `magicmotion.pipelines.parallel`) all processes make every clip together, each video split
+across them, and only rank 0 writes.
 `ground_truth=True` makes the "generated" videos the benchmark's own clips (the segmenter's ceiling);
 `control_scale=0` gives the base model without the trajectory (the floor). Both are ordinary runs.
 """
@@ -92,7 +94,8 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
               sparse_keys: int = 4, device: str | None = None, dtype=None, offload: str = "none",
               label: str | None = None, speed: dict | None = None, memory: dict | None = None,
               pipeline=None, generate_fn: GenerateFn | None = None, progress: bool = True,
-              process_index: int = 0, num_processes: int = 1, wait_for_others: Callable[[], None] | None = None) -> dict:
+              process_index: int = 0, num_processes: int = 1, wait_for_others: Callable[[], None] | None = None,
+              context_parallel: str | None = None) -> dict:
     """Generate a video for each of the first `limit` (default all) clips of the benchmark set.
 
     base, controlnet: as `magicmotion.pipelines.loading.load_pipeline` (base None: the shipped tiny
@@ -113,7 +116,10 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
     process_index, num_processes: this process's share of the clips (clips process_index,
     process_index + num_processes, ...); wait_for_others: a barrier across the processes (accelerate's
     `wait_for_everyone`), called after process 0 has set the folder up and again before it marks the
-    run complete. Returns {"out", "clips", "generated", "skipped"} (this process's share)."""
+    run complete; context_parallel: "ring" / "ulysses": every process of the launch makes every clip,
+    split across them (`enable_context_parallel` on the loaded pipeline), and only rank 0 writes
+    (process_index 0 and num_processes 1 on all). Returns {"out", "clips", "generated", "skipped"}
+    (this process's share)."""
     from tqdm import tqdm
 
     from ..data.dataset import Dataset
@@ -128,7 +134,13 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
         raise BenchError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     if not 0 <= process_index < num_processes:
         raise BenchError(f"process {process_index} of {num_processes}: expected 0 <= index < count")
-    wait = wait_for_others if num_processes > 1 and wait_for_others is not None else (lambda: None)
+    writes = True
+    if context_parallel is not None:
+        from ..pipelines.parallel import launch_world
+
+        writes = launch_world()[0] == 0
+    together = num_processes > 1 or context_parallel is not None
+    wait = wait_for_others if together and wait_for_others is not None else (lambda: None)
     sources = {}
     if not ground_truth and (guidance_scale is None or num_inference_steps is None):
         from ..pipelines.settings import ModelSettings, pipeline_settings
@@ -184,14 +196,14 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
         raise BenchError(f"{out}: is a file, expected a run folder")
     if out.resolve() == bench_root.resolve() or bench_root.resolve() in out.resolve().parents:
         raise BenchError(f"{out}: a run folder must be outside the benchmark {bench_root}")
-    if process_index == 0:  # the others wait: no clip is written while run.json or the debris change
+    if process_index == 0 and writes:  # the others wait: no clip is written while run.json or the debris change
         out.mkdir(parents=True, exist_ok=True)
         (out / VIDEOS).mkdir(exist_ok=True)
         (out / PREVIEWS).mkdir(exist_ok=True)
         info = _start_run(out, bench_root, settings, records, label)
         _remove_debris(out / VIDEOS)
     wait()
-    if process_index != 0:
+    if process_index != 0 or not writes:
         info = read_run(out)
         if info["settings"] != settings:
             raise BenchError(f"{out}: process {process_index} has other settings than process 0")
@@ -203,7 +215,7 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
     generate = None
     bar = tqdm(total=len(records), initial=len(records) - len(todo), desc=f"bench run {out.name}"
                + (f" [{process_index + 1}/{num_processes}]" if num_processes > 1 else ""),
-               unit="clip", disable=not progress or process_index != 0)
+               unit="clip", disable=not progress or process_index != 0 or not writes)
     with bar:
         for record in todo:
             bar.set_postfix_str(record["id"])
@@ -218,17 +230,21 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
                         loading = {k: v for k, v in (memory or {}).items() if k != "lora_scale"}
                         pipeline = load_pipeline(base=base, controlnet=controlnet, kind=kind,
                                                  device=device, dtype=dtype, offload=offload, **loading)
-                        pipeline.set_progress_bar_config(leave=False)  # the steps bar goes, the clips bar stays
+                        pipeline.set_progress_bar_config(leave=False, disable=not writes)  # the clips bar stays
+                        if context_parallel is not None:
+                            from ..pipelines.parallel import enable_context_parallel
+
+                            enable_context_parallel(pipeline, context_parallel)
                     generate = generate_fn or pipeline_generator(
                         pipeline, kind=kind, control_scale=control_scale,
                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                         trajectory_guidance=trajectory_guidance, seed=seed, size=size,
                         speed={**(speed or {}), **({"attention_kwargs": {"scale": memory.get("lora_scale", 1.0)}}
                                                    if (memory or {}).get("lora") else {})})
-                _generate_one(reader, record, kind, sparse_keys, generate, video, out / PREVIEWS)
+                _generate_one(reader, record, kind, sparse_keys, generate, video, out / PREVIEWS, writes)
             bar.update(1)
     wait()
-    if process_index == 0 and all((out / VIDEOS / f"{r['id']}.mp4").is_file() for r in records_all):
+    if process_index == 0 and writes and all((out / VIDEOS / f"{r['id']}.mp4").is_file() for r in records_all):
         info["complete"] = True
         _write_json(out / RUN_INFO, info)
     return {"out": str(out), "clips": len(records), "generated": len(todo),
@@ -299,7 +315,7 @@ def _write_ground_truth(bench_root: Path, record: dict, reader, video: Path, siz
 
 
 def _generate_one(reader, record: dict, kind: str, sparse_keys: int, generate, video: Path,
-                  previews: Path) -> None:
+                  previews: Path, writes: bool = True) -> None:
     from ..io import write_preview, write_video
 
     try:
@@ -309,6 +325,8 @@ def _generate_one(reader, record: dict, kind: str, sparse_keys: int, generate, v
     traj = condition_trajectory(clip.trajectory, kind, sparse_keys)
     result = generate(clip, traj)
     frames, maps = result if isinstance(result, tuple) else (result, None)
+    if not writes:  # a context-parallel helper: rank 0 checks and writes
+        return
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise BenchError(f"clip {record['id']}: the generator returned {frames.dtype} {frames.shape}, "

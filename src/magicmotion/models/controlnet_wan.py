@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models._modeling_parallel import ContextParallelInput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.transformers.transformer_wan import (
     WanRotaryPosEmbed,
@@ -65,6 +66,22 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
     _no_split_modules = ["WanTransformerBlock"]
     _skip_layerwise_casting_patterns = ["patch_embedding", "condition_embedder", "norm"]
     _keep_in_fp32_modules = ["time_embedder", "scale_shift_table", "norm1", "norm2", "norm3"]
+    # Context parallelism (`magicmotion.pipelines.parallel`): the sequence is split as the base's
+    # `_cp_plan` splits it (rotary tables, the tokens entering block 0, Wan2.2 TI2V's per-token
+    # timesteps), and nothing is gathered: each process's residuals are its part of the sequence,
+    # added by the base's block hooks to the same part of the base's tokens.
+    _cp_plan = {
+        "rope": {
+            0: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
+            1: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
+        },
+        "blocks.0": {
+            "hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False),
+        },
+        "": {
+            "timestep": ContextParallelInput(split_dim=1, expected_dims=2, split_output=False),
+        },
+    }
 
     @register_to_config
     def __init__(
@@ -225,7 +242,8 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
             encoder_hidden_states_image: (B, S_img, image_dim) CLIP image embeddings, for bases with them.
             num_blocks: run only the first `num_blocks` control blocks (default: all).
         Returns:
-            list of (B, L_video, D) residuals, L_video = F/p_t * H/p_h * W/p_w.
+            list of (B, L_video, D) residuals, L_video = F/p_t * H/p_h * W/p_w (under context
+            parallelism over N processes, this process's part: L_video / N tokens).
         """
         half = self.config.in_channels // 2
         if noisy_latents.shape[1] != half or trajectory_latents.shape[1] != half:

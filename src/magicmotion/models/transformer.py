@@ -34,7 +34,9 @@ class ControlResidualHook(ModelHook):
     """On one base block: adds `scale * residual` to the video tokens the block returns and appends the
     result to `record` (the segment head's inputs), while a MagicMotion forward has set them; passes the
     output through otherwise. A residual with a multiple of the block's batch (FasterCache runs only
-    the conditional half of a batched guidance step) gives its last part, the conditional one."""
+    the conditional half of a batched guidance step) gives its last part, the conditional one. Under
+    context parallelism block output and residual are the same part of the sequence (both models split
+    by their `_cp_plan`); a residual of another length is a ModelError."""
 
     def __init__(self):
         super().__init__()
@@ -50,6 +52,10 @@ class ControlResidualHook(ModelHook):
             r = self.residual
             if r.shape[0] != x.shape[0]:
                 r = r[-x.shape[0]:]
+            if r.shape[1] != x.shape[1]:  # e.g. a ControlNet left whole beside a split base
+                raise ModelError(
+                    f"a control residual of {r.shape[1]} tokens for a block output of {x.shape[1]}: under context "
+                    "parallelism the ControlNet must be split like the base (magicmotion.pipelines.parallel)")
             x = torch.add(x, r.to(x.dtype), alpha=self.scale)
         if self.record is not None:
             self.record.append(x)
@@ -246,6 +252,8 @@ class MagicMotionTransformer(nn.Module):
             if len(residuals) > len(scales):
                 raise ModelError(f"{len(residuals)} control residuals but the ControlNet has {len(scales)} blocks")
         want_seg = return_segmentation and self.segment_head is not None
+        if want_seg and getattr(self.base, "_parallel_config", None) is not None:
+            raise ModelError("the segment head (training) needs the whole sequence; this base is split by context parallelism")
         record = [] if want_seg else None
         for i, hook in enumerate(self.hooks):
             hook.residual = residuals[i] if i < len(residuals) else None

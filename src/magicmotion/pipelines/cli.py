@@ -60,6 +60,37 @@ def add_memory_arguments(p) -> None:
                         "the file's keys name them: transformer.* high, transformer_2.* low)")
 
 
+CONTEXT_PARALLEL = ("ring", "ulysses")  # magicmotion.pipelines.parallel.MODES, without importing it
+
+
+def add_parallel_arguments(p) -> None:
+    """--context-parallel (`generate` and `bench run`)."""
+    p.add_argument("--context-parallel", default=None, metavar="MODE",
+                   help="ring | ulysses: split each video's tokens across the processes of a launch (torchrun "
+                        "--nproc-per-node N / accelerate launch --num_processes N, one GPU each; Wan bases); "
+                        "rank 0 writes (docs/generate.md)")
+
+
+def check_parallel_args(args, size: tuple[int, int] | None, num_frames: int | None) -> None:
+    """Before any weights load: PipelineError when --context-parallel cannot run here (see
+    `magicmotion.pipelines.parallel.check_context_parallel`; the token count only with size and frames)."""
+    mode = getattr(args, "context_parallel", None)
+    if mode is None:
+        return
+    if mode not in CONTEXT_PARALLEL:
+        raise PipelineError(f"unknown --context-parallel {mode!r}: expected one of {', '.join(CONTEXT_PARALLEL)}")
+    from .loading import model_settings, tiny_model_paths, transformer_config
+    from .parallel import check_context_parallel
+
+    family, _, limits = model_settings(args.base, args.controlnet, getattr(args, "kind", None) or "box")
+    base = args.base if args.base is not None else tiny_model_paths(getattr(args, "kind", None) or "box")[0]
+    config = transformer_config(base) if family == "wan" else None
+    check_context_parallel(mode, family=family, transformer_config=config, multiple=limits.multiple,
+                           num_frames=num_frames, size=tuple(size) if size else None, device=getattr(args, "device", None),
+                           dtype=getattr(args, "dtype", None), cache=getattr(args, "cache", "none"),
+                           offload=getattr(args, "offload", "none"))
+
+
 def memory_options(args) -> dict:
     """load_pipeline's keyword arguments from `add_memory_arguments`'s flags; PipelineError on a bad value."""
     import math
@@ -177,7 +208,9 @@ def register(sub) -> None:
                         "ratios differ: crop (cover, then centre crop), pad (fit inside, black bars) or stretch "
                         "(default: the model's, crop; the authors' release: stretch; docs/generate.md)")
     add_memory_arguments(p)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default cuda when available)")
+    add_parallel_arguments(p)
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N (default cuda when available; under a launch, each process's own)")
     p.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default bf16 on CUDA, fp32 on CPU)")
     p.set_defaults(func=run_generate)
 
@@ -263,6 +296,7 @@ def check_args(args) -> dict:
         raise PipelineError(f"--size {out_size[0]}x{out_size[1]}: width and height must be multiples of "
                             f"{limits.multiple} for this model")
     limits.check(out_size[0], out_size[1], frames)
+    check_parallel_args(args, out_size, frames)
     size_note = describe_fit((image.shape[1], image.shape[0]), tuple(out_size), settings["resize"])
     return dict(size=out_size, traj=traj, settings=settings, fit=fit, redrawn=redrawn, size_note=size_note)
 
@@ -303,6 +337,9 @@ def run_generate(args) -> int:
     quiet_loading()  # one progress bar: the denoising steps (--verbose: every library bar)
 
     if args.csv is not None:
+        if getattr(args, "context_parallel", None) is not None:
+            raise PipelineError("--context-parallel makes one video at a time on all processes; without it, "
+                                "--csv under a launch splits the rows across the processes")
         given = [f"--{k}" for k in SINGLE if getattr(args, k) is not None]
         if given:
             raise PipelineError(f"--csv takes its {', '.join(SINGLE)} from the file; drop {', '.join(given)}")
@@ -314,9 +351,19 @@ def run_generate(args) -> int:
 
     checked = check_args(args)
     say_tiny_model(args)
-    with output_lock(args.out, "--out"):  # one run per output
-        pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
+    split = getattr(args, "context_parallel", None)
+    with output_lock(args.out, "--out"):  # one run per output (rank 0's, under a launch)
+        device = args.device
+        if split is not None:
+            from .batch import process_device
+
+            device = process_device()  # this process's GPU (sets up torch.distributed)
+        pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=device,
                              dtype=args.dtype, controlnet_2=getattr(args, "controlnet_2", None), **memory_options(args))
+        if split is not None:
+            from .parallel import enable_context_parallel
+
+            enable_context_parallel(pipe, split)
         return generate_one(args, checked, pipe)
 
 
@@ -391,7 +438,13 @@ def generate_one(args, checked: dict, pipe) -> int:
         how = {"cover": "crop", "pad": "pad", "stretch": "stretch"}[settings["resize"]]
         print(f"size: {checked['size_note']} (--fit {how}; --size WxH or --fit crop|pad|stretch to change)",
               file=sys.stderr)
-    seed = random_seed() if args.seed is None else args.seed
+    split = getattr(pipe, "context_parallel", None)
+    if split is not None:
+        from .parallel import shared_seed
+
+        seed = shared_seed(args.seed)  # rank 0's, on every process
+    else:
+        seed = random_seed() if args.seed is None else args.seed
     width, height = checked["size"]
     guidance_2 = {} if getattr(args, "guidance_2", None) is None else {"guidance_scale_2": args.guidance_2}
     start = time.perf_counter()
@@ -415,8 +468,11 @@ def generate_one(args, checked: dict, pipe) -> int:
         **{k: v for k, v in memory_options(args).items() if k != "offload" and v not in (None, False, "none", "default")},
         **({"lora_scale": args.lora_scale} if getattr(args, "lora", None) else {}),
         dtype=str(pipe.transformer.dtype).replace("torch.", ""), seconds=round(elapsed, 2),
+        **({"context_parallel": split.record()} if split is not None else {}),
         magicmotion=__version__,
     )
+    if split is not None and not split.writes:  # rank 0 writes the video; the others only helped make it
+        return 0
     paths = write_outputs(args.out, frames, maps, record, fps=settings["fps"])
     print(f"wrote {paths['video']} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, "
           f"{elapsed:.1f} s), {paths['preview_gif'].name}, {paths['preview_png'].name}, {paths['settings'].name}",

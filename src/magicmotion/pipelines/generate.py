@@ -70,7 +70,8 @@ def generate(
         prompt: the text.
         trajectory: a spec path / `Trajectory`, or rendered maps (see the pipelines' `__call__`).
         kind: "mask", "box" or "sparse_box".
-        seed: the random seed (a CPU generator, so a seed gives the same video on any device).
+        seed: the random seed (a CPU generator, so a seed gives the same video on any device); under
+            context parallelism (`enable_context_parallel`) rank 0's, a random one when None.
         num_inference_steps, guidance_scale, height/width, num_frames: default the model's recommended
             settings (`magicmotion.json` in its folder, see `magicmotion.pipelines.settings`).
         the rest: as the pipelines' `__call__`.
@@ -94,6 +95,10 @@ def generate(
     cond, frames_, h, w = pipe.prepare_trajectory(image, trajectory, kind, num_frames, height, width)
     pipe.check_inputs(prompt, negative_prompt, kind, frames_, h, w, num_inference_steps, guidance_scale,
                       cond.num_frames, trajectory_guidance_scale=trajectory_guidance_scale)
+    if getattr(pipe, "context_parallel", None) is not None:  # split across processes: one noise for all
+        from .parallel import shared_seed
+
+        seed = shared_seed(seed)
     generator = None if seed is None else torch.Generator("cpu").manual_seed(int(seed))
     out = pipe(
         image=cond.image, prompt=prompt, trajectory=cond.maps, kind=kind, negative_prompt=negative_prompt,

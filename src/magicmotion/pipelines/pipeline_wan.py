@@ -48,6 +48,7 @@ from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_input
                          trajectory_guided, trajectory_size)
 from .offload import offload_by_groups
 from .guidance import GuidedPrediction, batch_timestep, check_speed_options
+from .parallel import check_pipeline_split
 from .settings import default_size, model_limits, pipeline_settings
 
 # Wan2.1 pads every prompt to umT5's 512 tokens (and diffusers splits a 14B base's context into image
@@ -202,6 +203,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
             if not math.isfinite(guidance_scale_2) or guidance_scale_2 < 0:
                 raise PipelineError(f"guidance_scale_2 must be a number >= 0, got {guidance_scale_2}")
         self.limits().check(width, height, num_frames)
+        check_pipeline_split(self, num_frames, height, width)  # split across processes: tokens and heads divide
 
     def prepare_trajectory(
         self,
@@ -340,6 +342,9 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         check_speed_options(cfg_mode, control_every, control_dense, control_branches)
+        if getattr(self, "context_parallel", None) is not None and generator is None and latents is None:
+            raise PipelineError("a pipeline split across processes needs a seeded generator (or latents), the same "
+                                "on every process, so that all start from the same noise")
 
         # 1-2. the model's recommended settings where none are given, conditions and checks
         settings = pipeline_settings(self)

@@ -25,7 +25,15 @@ Memory figures are estimates from simple, stated formulas (not measurements):
   token); without it, that per block; with latents and text embeddings precomputed (`data.precomputed`
   set, or `--base`) the encoders are not on the GPU; encoding on the fly (`precomputed: null`) adds the
   encoders' bf16 weights and the VAE's working set (as for the decode, over one chunk of frames);
-- plus 1 GiB for the CUDA context and allocator slack.
+- plus 1 GiB for the CUDA context and allocator slack;
+- context-parallel inference over N GPUs (Wan; `generate --context-parallel`): every GPU holds all the
+  weights and decodes the video; the per-token activations and ControlNet residuals are 1/N; ring
+  attention also gathers one layer's keys and values of the whole sequence. Expected speed-up of the
+  denoising loop (text encoding and VAE decode not counted), time ~ work: T_N = F / N / 400 TFLOP/s +
+  bytes sent / 200 GB/s (assumed per-GPU bf16 throughput and collective bandwidth, no overlap), with F
+  the step's FLOPs (2 x parameters x tokens for the base expert and ControlNet, 4 x tokens^2 x width per
+  attention, x2 for CFG) and per attention layer Ulysses' four all-to-alls of q, k, v and the output
+  ((N-1)/N^2 of the sequence each) or ring's all-gather of k and v ((N-1)/N of it).
 
 Training time is an estimate too, from counted compute at an assumed utilisation (stated in the table):
 
@@ -161,6 +169,9 @@ class Plan:
     samples_per_step: int | None = None  # batch x grad_accum x the config's GPUs
     transformer_config: dict[str, Any] = field(default_factory=dict)  # the base transformer's config
     offload_weights: dict[str, float] = field(default_factory=dict)  # bf16/fp8 -> the heaviest offload group
+    # context parallel (Wan): "xN mode" -> (bytes per GPU all on GPU, with model offload, expected speed-up)
+    # or a reason it cannot run
+    parallel: dict[str, tuple[float, float, float] | str] = field(default_factory=dict)
 
 
 def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controlnet_layers: int | None = None,
@@ -271,10 +282,19 @@ def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controln
         if per_pixel is not None:
             text = 2 * params.get("text_encoder", 0) * lat.get("text_tokens", 512)
             encode = batch * (4 * per_pixel * frames * height * width + text)
+    parallel = {}
+    if family == "wan":
+        weights = ((params["transformer"] + params.get("transformer_2", 0) + experts * params["controlnet"]) * bf16
+                   + sum(enc.values()))
+        one_expert = (params["transformer"] + params["controlnet"]) * bf16
+        parallel = context_parallel_rows(weights, one_expert, enc, act, vae_act, b_inf, tokens, dim,
+                                         cfg.num_attention_heads, params["transformer"] + params["controlnet"],
+                                         base_layers + k, sorted({2, 4, 8} | ({gpus} if gpus > 1 else set())))
     return Plan(base=info["key"], family=family, size=(width, height), frames=frames, batch=batch, gpus=gpus,
                 control_layers=k, base_layers=base_layers, tokens=tokens, params=params,
                 inference=inference, training=training, precomputed=precomputed, sample_flops=sample,
-                encode_flops=encode, transformer_config=dict(cfg), offload_weights=offload_weights)
+                encode_flops=encode, transformer_config=dict(cfg), offload_weights=offload_weights,
+                parallel=parallel)
 
 
 def offload_groups(family: str) -> tuple[tuple[str, ...], ...]:
@@ -309,6 +329,41 @@ def stage_hours(p: Plan, gpus: int) -> float | None:
         return None
     flops = p.steps * p.samples_per_step * (p.sample_flops + (p.encode_flops or 0)) / p.batch
     return flops / (gpus * GPU_TFLOPS * 1e12 * UTILISATION) / 3600
+
+
+ASSUMED_FLOPS = 400e12  # bf16 FLOP/s per GPU actually reached (about 40% of an H100's dense peak)
+ASSUMED_LINK = 200e9  # bytes/s a GPU sends in collectives (NVLink-class, well below its peak)
+
+
+def context_parallel_rows(weights: float, one_expert: float, encoders: dict, act: float, vae_act: float, batch: int,
+                          tokens: int, dim: int, heads: int, params_run: int, attention_layers: int,
+                          counts: list[int]) -> dict:
+    """Per-GPU bytes (all on GPU, and with model offload: one expert and its ControlNet at a time) and
+    expected denoising speed-up of context-parallel inference over each count of GPUs in `counts`,
+    Ulysses and ring (formulas in the module docstring); a reason where it cannot run."""
+    bf16 = 2
+    flops = batch * (2 * params_run * tokens + 4 * tokens**2 * dim * attention_layers)
+    one = flops / ASSUMED_FLOPS
+    rows: dict[str, tuple[float, float, float] | str] = {}
+    for n in counts:
+        for mode in ("ulysses", "ring"):
+            label = f"x{n} {mode}"
+            if tokens % n:
+                rows[label] = f"{tokens} tokens do not split in {n}"
+                continue
+            if mode == "ulysses" and heads % n:
+                rows[label] = f"{heads} heads do not divide by {n}"
+                continue
+            seq = batch * tokens * dim * bf16  # one activation of the whole sequence
+            if mode == "ulysses":
+                sent, extra = 4 * seq * (n - 1) / n**2, 0.0
+            else:
+                sent, extra = 2 * seq * (n - 1) / n, 2 * seq
+            all_on = weights + max(act / n + extra, vae_act) + CONTEXT_BYTES
+            offload = max(one_expert + act / n + extra, encoders["vae"] + vae_act, encoders["text_encoder"],
+                          encoders["image_encoder"]) + CONTEXT_BYTES
+            rows[label] = (all_on, offload, one / (one / n + attention_layers * sent / ASSUMED_LINK))
+    return rows
 
 
 def recommend_gpu(nbytes: float) -> str:
@@ -353,6 +408,7 @@ def format_plan(p: Plan) -> str:
                      "(the same samples, split over the GPUs):")
         lines.append("  " + ", ".join(f"{g} GPU{'s' if g > 1 else ''} {_hours(stage_hours(p, g))}"
                                       for g in sorted({1, p.gpus, 8})))
+    lines += ["", *format_parallel(p)]
     return "\n".join(lines)
 
 
@@ -362,6 +418,26 @@ def _hours(h: float) -> str:
 
 def _flop(n: float) -> str:
     return f"{n / 1e12:.1f} TFLOP" if n >= 1e11 else f"{n / 1e9:.2f} GFLOP"
+
+
+
+
+def format_parallel(p: Plan) -> list[str]:
+    """The context-parallel rows of `format_plan` (one video split over N GPUs, bf16, all on GPU)."""
+    if p.family != "wan":
+        return ["context parallel (one video over N GPUs): Wan bases only (diffusers has no plan for CogVideoX)"]
+    lines = [f"{'context parallel, one video (bf16), per GPU':<44} {'peak GiB':>9}  {'offload':>8}  {'speed-up':>8}  "
+             "smallest GPU (offload)"]
+    for label, row in p.parallel.items():
+        if isinstance(row, str):
+            lines.append(f"{label:<44} {'-':>9}  {'-':>8}  {'-':>8}  ({row})")
+        else:
+            fits = [recommend_gpu(b) if b <= 0.92 * GPUS[-1][1] * GIB else "none fits" for b in row[:2]]
+            lines.append(f"{label:<44} {row[0] / GIB:>9.1f}  {row[1] / GIB:>8.1f}  {row[2]:>7.1f}x  "
+                         f"{fits[0]} ({fits[1]})")
+    lines.append("  (offload: --offload model, one expert and its ControlNet on the GPU at a time; speed-up of the "
+                 "denoising loop, estimated from its work and traffic: formulas in magicmotion/training/plan.py)")
+    return lines
 
 
 def plan_from_config(path: str, gpus: int = 4) -> Plan:
@@ -393,7 +469,9 @@ def register(sub) -> None:
     parser.add_argument("--batch", type=int, default=1, help="batch per GPU with --base (default 1)")
     parser.add_argument("--controlnet-layers", type=int, default=None, help="control blocks with --base (default all)")
     parser.add_argument("--segment-head", action="store_true", help="with --base: stages 2-3 (segment head)")
-    parser.add_argument("--gpus", type=int, default=4, help="GPUs for the sharded training rows (default 4)")
+    parser.add_argument("--gpus", type=int, default=4,
+                        help="GPUs for the sharded training rows (default 4); the context-parallel rows show 2, 4, 8 "
+                             "and this")
     parser.set_defaults(func=_run)
 
 
