@@ -130,8 +130,8 @@ def step_for(work: Path, variant: str, batch: int):
 
     from magicmotion.training.config import from_dict
     from magicmotion.training.data import ResumableSampler, collate
-    from magicmotion.training.trainer import (TrainableModules, TrainingObjective, build_data, build_models,
-                                              step_generator)
+    from magicmotion.training.objective import TrainingObjective, step_generator
+    from magicmotion.training.setup import TrainableModules, build_data, build_models
 
     config = from_dict(config_for(work, "precomputed" in variant, "ckpt" in variant, batch))
     joint, scheduler = build_models(config)

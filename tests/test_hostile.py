@@ -416,7 +416,7 @@ class Helper:
 
 def nan_loss(h: Helper) -> None:
     """Every training loss is NaN (as a diverging run's would be)."""
-    from magicmotion.training.trainer import TrainingObjective
+    from magicmotion.training.objective import TrainingObjective
 
     real = TrainingObjective.__call__
 

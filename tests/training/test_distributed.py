@@ -31,7 +31,8 @@ from safetensors.torch import load_file
 from training_helpers import config_dict
 
 from magicmotion.training.config import check_config, from_dict
-from magicmotion.training.trainer import build_models, train
+from magicmotion.training.setup import build_models
+from magicmotion.training.trainer import train
 
 ACCELERATE = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
 TOL = 1e-5  # max |difference| of any weight: 1.1e-6 measured; noise drawn per process instead of per sample: 4e-3
@@ -335,7 +336,7 @@ def test_fsdp_wraps_each_control_block(model, make_config, cogvideox_base):
     from accelerate.utils import FullyShardedDataParallelPlugin
     from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
 
-    from magicmotion.training.trainer import TrainableModules
+    from magicmotion.training.setup import TrainableModules
 
     config = make_config(model=model, base=cogvideox_base if model == "cogvideox" else None,
                          stage=2, condition="box", segment_head=True, lambda_seg=0.5)

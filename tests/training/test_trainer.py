@@ -12,8 +12,10 @@ from training_helpers import killed_then_resumed
 
 from magicmotion.errors import ConfigError
 from magicmotion.training.data import SampleKey, collate
-from magicmotion.training.trainer import (TrainableModules, TrainingObjective, build_data, build_models,
-                                          latest_checkpoint, load_checkpoint_weights, step_generator, train)
+from magicmotion.training.checkpoints import latest_checkpoint, load_checkpoint_weights
+from magicmotion.training.objective import TrainingObjective, step_generator
+from magicmotion.training.setup import TrainableModules, build_data, build_models
+from magicmotion.training.trainer import train
 
 
 def state_of(module) -> dict[str, torch.Tensor]:

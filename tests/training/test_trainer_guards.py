@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from magicmotion.errors import ConfigError, TrainingError
-from magicmotion.training.trainer import TrainingObjective, list_checkpoints, train
+from magicmotion.training.checkpoints import list_checkpoints
+from magicmotion.training.objective import TrainingObjective
+from magicmotion.training.trainer import train
 
 
 def test_nan_loss_stops_with_the_step_and_leaves_nothing(make_config, wan_precomputed, monkeypatch):

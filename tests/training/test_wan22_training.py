@@ -17,8 +17,9 @@ from training_helpers import FRAMES, config_dict, killed_then_resumed
 from magicmotion.errors import ConfigError
 from magicmotion.training.config import check_config, from_dict
 from magicmotion.training.data import SampleKey, collate
-from magicmotion.training.trainer import (TrainableModules, TrainingObjective, build_data, build_models,
-                                          sample_generators, train)
+from magicmotion.training.objective import TrainingObjective, sample_generators
+from magicmotion.training.setup import TrainableModules, build_data, build_models
+from magicmotion.training.trainer import train
 
 TI2V_SIZE = (64, 64)  # the Wan2.2 VAE compresses x16 and the patch is 2: multiples of 32
 

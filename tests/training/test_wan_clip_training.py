@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 from training_helpers import killed_then_resumed
 
-from magicmotion.training.trainer import build_data, build_models, train
+from magicmotion.training.setup import build_data, build_models
+from magicmotion.training.trainer import train
 
 
 def tiny_clip_base(path: Path) -> Path:
@@ -56,7 +57,8 @@ def state_of(module) -> dict[str, torch.Tensor]:
 def eval_loss(config, joint) -> float:
     """Mean loss over every clip with fixed noise and timesteps (4 draws each)."""
     from magicmotion.training.data import SampleKey, collate
-    from magicmotion.training.trainer import TrainableModules, TrainingObjective, step_generator
+    from magicmotion.training.objective import TrainingObjective, step_generator
+    from magicmotion.training.setup import TrainableModules
 
     dataset, _ = build_data(config, torch.device("cpu"))
     _, scheduler = build_models(config)

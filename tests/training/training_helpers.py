@@ -33,7 +33,8 @@ def killed_then_resumed(config, kill_at: int):
     to the end; returns (the checkpoint resume started from, the resumed run's result)."""
     import pytest
 
-    from magicmotion.training.trainer import latest_checkpoint, train
+    from magicmotion.training.checkpoints import latest_checkpoint
+    from magicmotion.training.trainer import train
 
     class Killed(Exception):
         pass

@@ -1,4 +1,5 @@
-"""Training: the dense-to-sparse stages of MagicMotion on accelerate (configs, losses, data, loop).
+"""Training: the dense-to-sparse stages of MagicMotion on accelerate (configs, losses, data, the loop and
+its parts, the memory plan, the tiny-model recipe).
 
 Names are imported lazily so that `magicmotion --help` does not import torch.
 """
@@ -24,22 +25,25 @@ _EXPORTS = {
     "LatentEncoder": "conditioning",
     "precompute": "precompute",
     "train": "trainer",
-    "build_models": "trainer",
-    "TrainingObjective": "trainer",
-    "TrainResult": "trainer",
-    "latest_checkpoint": "trainer",
+    "build_models": "setup",
+    "TrainingObjective": "objective",
+    "TrainResult": "checkpoints",
+    "latest_checkpoint": "checkpoints",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoints import TrainResult, latest_checkpoint
     from .conditioning import LatentEncoder
     from .config import TrainConfig, from_dict, load_config, save_config
     from .data import ClipConditions, PrecomputedLatents, ResumableSampler
     from .losses import (flow_matching_loss, latent_segmentation_loss, sample_flow_sigmas, total_loss,
                          v_prediction_loss)
+    from .objective import TrainingObjective
     from .precompute import precompute
-    from .trainer import TrainingObjective, TrainResult, build_models, latest_checkpoint, train
+    from .setup import build_models
+    from .trainer import train
 
 
 def __getattr__(name: str):
