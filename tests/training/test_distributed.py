@@ -81,10 +81,10 @@ class PlainSGD(torch.optim.SGD):
 if os.environ.get("MM_TEST_OPTIMIZER") == "sgd":
     torch.optim.AdamW = PlainSGD
 from magicmotion.training.config import from_dict
-import magicmotion.training.trainer as trainer_module
+import magicmotion.training.objective as objective_module
 from magicmotion.training.trainer import train
 
-_total_loss = trainer_module.total_loss
+_total_loss = objective_module.total_loss
 
 
 def total_loss(*args, **kwargs):
@@ -95,7 +95,7 @@ def total_loss(*args, **kwargs):
     return terms
 
 
-trainer_module.total_loss = total_loss
+objective_module.total_loss = total_loss  # where the step's loss is summed
 
 for job in JOBS:
     for key in [k for k in os.environ if k.startswith(("ACCELERATE_", "FSDP_", "MM_WRONG_"))]:
