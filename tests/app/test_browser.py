@@ -80,7 +80,7 @@ def generate_fn_for_test():
 
 def examples_dir(tmp_path: Path) -> Path:
     """The repository's examples/ (what a newcomer sees first), or one made here when it has none."""
-    from magicmotion.app.ui import find_examples
+    from magicmotion.app.state import find_examples
 
     if REPO_EXAMPLES.is_dir() and find_examples([REPO_EXAMPLES]):
         return REPO_EXAMPLES
@@ -136,7 +136,8 @@ def test_draw_and_generate_in_the_browser(tmp_path):
     from playwright.sync_api import sync_playwright
 
     from magicmotion.app.drawing import DRAWING_KEY, mask_from_box
-    from magicmotion.app.ui import build_app, find_examples, launch
+    from magicmotion.app.state import find_examples
+    from magicmotion.app.ui import build_app, launch
     from magicmotion.io import read_video
     from magicmotion.trajectory import from_dict
 

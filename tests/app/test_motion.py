@@ -14,7 +14,8 @@ import torch
 gr = pytest.importorskip("gradio", reason="the app needs gradio: pip install 'magicmotion[app]'")
 
 from magicmotion.app import motion as mo  # noqa: E402
-from magicmotion.app.ui import build_app, new_state  # noqa: E402
+from magicmotion.app.state import new_state  # noqa: E402
+from magicmotion.app.ui import build_app  # noqa: E402
 from magicmotion.errors import TrajectoryError  # noqa: E402
 from magicmotion.trajectory import render  # noqa: E402
 

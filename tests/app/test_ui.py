@@ -21,7 +21,8 @@ from PIL import Image
 gr = pytest.importorskip("gradio", reason="the app needs gradio: pip install 'magicmotion[app]'")
 
 from magicmotion.app import drawing as dr  # noqa: E402
-from magicmotion.app.ui import build_app, find_examples, fit_area, new_state  # noqa: E402
+from magicmotion.app.state import find_examples, fit_area, new_state  # noqa: E402
+from magicmotion.app.ui import build_app  # noqa: E402
 from magicmotion.cli import build_parser  # noqa: E402
 from magicmotion.errors import PipelineError  # noqa: E402
 from magicmotion.io import read_video  # noqa: E402
@@ -345,7 +346,7 @@ def test_app_command_port_in_use(tmp_path, capsys):
 def test_pipeline_generate_fn_loads_each_model_once(first_frame, monkeypatch):
     """The app's own generation: `magicmotion.pipelines.generate` on a pipeline loaded on first use.
     The tiny model (base None) loads its ControlNet for each kind; a given model serves all kinds."""
-    from magicmotion.app.ui import pipeline_generate_fn
+    from magicmotion.app.state import pipeline_generate_fn
     from magicmotion.models import WanTrajectoryControlNet
     from magicmotion.pipelines import loading
     from magicmotion.pipelines.pipeline_wan import MagicMotionWanPipeline
@@ -378,7 +379,7 @@ def test_pipeline_generate_fn_loads_each_model_once(first_frame, monkeypatch):
 def test_settings_fields_start_at_the_models_recommended(tmp_path):
     import shutil
 
-    from magicmotion.app.ui import model_defaults
+    from magicmotion.app.state import model_defaults
     from magicmotion.pipelines.loading import TINY_MODEL_DIR
     from magicmotion.pipelines.settings import read_settings_file, write_settings_file
 
@@ -397,7 +398,7 @@ def test_settings_fields_start_at_the_models_recommended(tmp_path):
 def test_points_mode_without_sam2_is_not_offered(tmp_path):
     """Issue 38: without --sam2, "Points (SAM 2)" left red Error badges; it is not offered, and one line
     under the modes says how to have it. With a segmenter it is there and the line is not."""
-    from magicmotion.app.ui import MODES, NO_SAM2
+    from magicmotion.app.state import MODES, NO_SAM2
 
     def mode_radio(demo):
         (radio,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "mode"]
