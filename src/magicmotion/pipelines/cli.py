@@ -350,7 +350,6 @@ def run_generate(args) -> int:
     from ..locks import output_lock
 
     checked = check_args(args)
-    say_tiny_model(args)
     split = getattr(args, "context_parallel", None)
     with output_lock(args.out, "--out"):  # one run per output (rank 0's, under a launch)
         device = args.device
@@ -364,7 +363,9 @@ def run_generate(args) -> int:
             from .parallel import enable_context_parallel
 
             enable_context_parallel(pipe, split)
-        return generate_one(args, checked, pipe)
+        code = generate_one(args, checked, pipe)
+    say_tiny_model(args)  # after the video, so that an error stays the one line on stderr
+    return code
 
 
 def run_csv_command(args) -> int:
@@ -403,8 +404,9 @@ def run_csv_command(args) -> int:
         checked_rows[row.line] = (row_args, checked)
         generate_row(dataclasses.replace(row, kind=row_args.kind))
 
-    say_tiny_model(args)
     summary = run_csv(args.csv, check_and_generate, process_index=index, num_processes=count)
+    if summary["done"]:
+        say_tiny_model(args)
     return exit_code(summary)
 
 
