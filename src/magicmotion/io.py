@@ -149,7 +149,11 @@ def opened_image(path: str | os.PathLike, error=MediaError, what: str = "image")
         with open_image(path, error, what) as im:
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)
-            if im.getexif().get(0x0112, 1) not in (0, 1):  # Orientation
+            try:  # PNG's eXIf chunk may lie after the pixels: a truncated file fails when decoded, below
+                orientation = im.getexif().get(0x0112, 1)
+            except (OSError, SyntaxError, ValueError, EOFError):
+                orientation = 1
+            if orientation not in (0, 1):
                 im = ImageOps.exif_transpose(im)
             yield im
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
