@@ -202,3 +202,19 @@ def test_with_num_frames_pads_and_trims():
     np.testing.assert_array_equal(render(trimmed, "box"), render(traj, "box")[:13])
     with pytest.raises(TrajectoryError, match="at least 1"):
         with_num_frames(traj, 0)
+
+
+def test_annotation_said_instead_of_detected(tmp_path):
+    """Object 1 on frame 0, object 2 alone on frame 4: auto reads that as incremental (object 1 on
+    every frame); `complete` says object 1 is gone on frame 4; `incremental` forces the other reading."""
+    labels = np.zeros((5, 20, 30), np.int64)
+    labels[0, 2:8, 2:8] = 1
+    labels[4, 10:16, 12:20] = 2
+    write_pngs(tmp_path / "m", labels, [0, 4])
+    auto = from_mask_frames(tmp_path / "m")
+    assert sorted(auto.object(1).boxes) == sorted(auto.object(2).boxes) == list(range(5))
+    complete = from_mask_frames(tmp_path / "m", annotation="complete")
+    assert sorted(complete.object(1).boxes) == [0, 1, 2, 3] and sorted(complete.object(2).boxes) == [4]
+    assert not complete.object(2).mask(0).any()
+    with pytest.raises(TrajectoryError, match=r"m: unknown annotation 'full'"):
+        from_mask_frames(tmp_path / "m", annotation="full")
