@@ -218,3 +218,35 @@ def test_annotation_said_instead_of_detected(tmp_path):
     assert not complete.object(2).mask(0).any()
     with pytest.raises(TrajectoryError, match=r"m: unknown annotation 'full'"):
         from_mask_frames(tmp_path / "m", annotation="full")
+
+
+@settings(**SETTINGS)
+@given(data=st.data(), fill=st.sampled_from(["shift", "box", "hold", "none"]),
+       frames=st.lists(st.integers(0, 12), min_size=1, max_size=5, unique=True), extra=st.integers(0, 4))
+def test_any_sparse_annotation_fills_to_a_valid_trajectory(data, fill, frames, extra):
+    """Random rectangles of ids 1..3 on random annotated frames: the filled trajectory validates, keeps
+    every annotated mask as drawn (box: the masks it keeps), has a box exactly where a mask is not
+    empty, and renders as box and sparse_box (and mask, where it fills masks)."""
+    frames = sorted(frames)
+    T = frames[-1] + 1 + extra
+    labels = []
+    for _ in frames:
+        label = np.zeros((24, 32), np.int64)
+        for oid in data.draw(st.lists(st.integers(1, 3), max_size=3, unique=True)):
+            x, y = data.draw(st.integers(0, 24)), data.draw(st.integers(0, 16))
+            label[y:y + 6, x:x + 7] = oid
+        labels.append(label)
+    if not any(label.any() for label in labels):
+        return
+    traj = fill_label_frames(labels, frames, T, fill).validate()
+    assert traj.num_frames == T and traj.ids == sorted({int(i) for lab in labels for i in np.unique(lab) if i})
+    for o in traj.objects:
+        for t, label in zip(frames, labels):
+            if t in o.masks and (label == o.id).any():
+                np.testing.assert_array_equal(o.mask(t), label == o.id)
+        if fill in ("shift", "hold"):
+            assert sorted(o.masks) == list(range(T))
+            assert sorted(o.boxes) == [t for t in range(T) if o.mask(t).any()]
+    render(traj, "box"), render(traj, "sparse_box")
+    if fill in ("shift", "hold"):
+        render(traj, "mask")
