@@ -352,3 +352,18 @@ def test_app_first_frame_through_the_loader(tmp_path):
     (tmp_path / "x.png").write_bytes(b"nope")
     with pytest.raises(MediaError, match=r"^x\.png: not an image the app can read"):
         read_first_frame(tmp_path / "x.png")
+
+
+def test_frame_folders_composite_over_black(tmp_path, capsys):
+    """Frames in a folder (videos, trajectory maps) are composited over black, the maps' background:
+    an RGBA map whose background is transparent reads as drawn on black."""
+    from magicmotion.io import read_video
+
+    (tmp_path / "maps").mkdir()
+    rgba = np.zeros((16, 24, 4), np.uint8)
+    rgba[4:10, 5:15] = (128, 0, 0, 255)
+    for t in range(2):
+        Image.fromarray(rgba, "RGBA").save(tmp_path / "maps" / f"{t:05d}.png")
+    frames, _ = read_video(tmp_path / "maps")
+    np.testing.assert_array_equal(frames[0], rgba[..., :3])
+    assert "composited over black" in capsys.readouterr().err
