@@ -262,11 +262,14 @@ def test_heic_without_pillow_heif_names_the_package(tmp_path, monkeypatch):
 
 
 def test_heic_with_pillow_heif(tmp_path):
+    """Where pillow-heif is installed (the `heic` extra): the picture its own decoder gives."""
     pillow_heif = pytest.importorskip("pillow_heif")
-    rgb = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
-    pillow_heif.from_bytes(mode="RGB", size=(48, 32), data=rgb.tobytes()).save(tmp_path / "a.heic", quality=-1)
+    yy, xx = np.mgrid[:32, :48]
+    rgb = np.stack([xx * 5, yy * 7, np.full_like(xx, 120)], axis=2).astype(np.uint8)  # smooth: HEIC is lossy
+    pillow_heif.from_bytes(mode="RGB", size=(48, 32), data=rgb.tobytes()).save(tmp_path / "a.heic", quality=90)
     out = read_image(tmp_path / "a.heic")
-    assert out.shape == (32, 48, 3) and np.abs(out.astype(int) - rgb).mean() < 8  # lossless where supported
+    np.testing.assert_array_equal(out, np.asarray(pillow_heif.open_heif(tmp_path / "a.heic").to_pillow().convert("RGB")))
+    assert np.abs(out.astype(int) - rgb).mean() < 8  # lossy coding of a smooth picture: a few levels
 
 
 # ---------------------------------------------------------------------------------------- masks as ids
@@ -349,3 +352,18 @@ def test_app_first_frame_through_the_loader(tmp_path):
     (tmp_path / "x.png").write_bytes(b"nope")
     with pytest.raises(MediaError, match=r"^x\.png: not an image the app can read"):
         read_first_frame(tmp_path / "x.png")
+
+
+def test_frame_folders_composite_over_black(tmp_path, capsys):
+    """Frames in a folder (videos, trajectory maps) are composited over black, the maps' background:
+    an RGBA map whose background is transparent reads as drawn on black."""
+    from magicmotion.io import read_video
+
+    (tmp_path / "maps").mkdir()
+    rgba = np.zeros((16, 24, 4), np.uint8)
+    rgba[4:10, 5:15] = (128, 0, 0, 255)
+    for t in range(2):
+        Image.fromarray(rgba, "RGBA").save(tmp_path / "maps" / f"{t:05d}.png")
+    frames, _ = read_video(tmp_path / "maps")
+    np.testing.assert_array_equal(frames[0], rgba[..., :3])
+    assert "composited over black" in capsys.readouterr().err

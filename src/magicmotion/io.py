@@ -149,7 +149,11 @@ def opened_image(path: str | os.PathLike, error=MediaError, what: str = "image")
         with open_image(path, error, what) as im:
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)
-            if im.getexif().get(0x0112, 1) not in (0, 1):  # Orientation
+            try:  # PNG's eXIf chunk may lie after the pixels: a truncated file fails when decoded, below
+                orientation = im.getexif().get(0x0112, 1)
+            except (OSError, SyntaxError, ValueError, EOFError):
+                orientation = 1
+            if orientation not in (0, 1):
                 im = ImageOps.exif_transpose(im)
             yield im
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
@@ -162,13 +166,13 @@ def _sixteen_to_eight(values: np.ndarray) -> np.ndarray:
     return np.floor(values / 257.0 + 0.5).astype(np.uint8)
 
 
-def image_to_rgb(im, where: str = "image") -> np.ndarray:
+def image_to_rgb(im, where: str = "image", background: tuple[int, int, int] = ALPHA_BACKGROUND) -> np.ndarray:
     """A PIL image of any mode -> uint8 (H, W, 3) RGB.
 
     I;16 (16-bit grey) and I (32-bit integer, read as 16-bit values): v / 257; F (float): 0..1 when
     its values lie there, else 0..255, clipped; 1, L, P, CMYK, YCbCr, LAB, HSV: Pillow's conversion;
     RGBA, LA, PA, premultiplied modes and palette/grey/RGB images with a transparent colour:
-    composited over ALPHA_BACKGROUND (a one-line note on stderr, once per `where`)."""
+    composited over `background` (a one-line note on stderr, once per `where`)."""
     mode = im.mode
     if mode.startswith("I;16") or mode == "I":
         grey = _sixteen_to_eight(np.asarray(im).astype(np.int64))
@@ -182,9 +186,9 @@ def image_to_rgb(im, where: str = "image") -> np.ndarray:
         rgba = np.asarray(im.convert("RGBA"))
         alpha = rgba[..., 3:].astype(np.uint32)
         if (alpha < 255).any():
-            bg = np.array(ALPHA_BACKGROUND, np.uint32)
+            bg = np.array(background, np.uint32)
             rgb = (rgba[..., :3].astype(np.uint32) * alpha + bg * (255 - alpha) + 127) // 255
-            name = "white" if ALPHA_BACKGROUND == (255, 255, 255) else str(ALPHA_BACKGROUND)
+            name = {(255, 255, 255): "white", (0, 0, 0): "black"}.get(tuple(background), str(tuple(background)))
             note_once(where, f"{where}: has transparent pixels; composited over {name} (docs/generate.md)")
             return rgb.astype(np.uint8)
         return np.ascontiguousarray(rgba[..., :3])
@@ -208,13 +212,14 @@ def image_to_labels(im) -> np.ndarray:
     return np.array(im.convert("RGB"))
 
 
-def read_image(path: str | os.PathLike, error=MediaError, what: str = "image") -> np.ndarray:
+def read_image(path: str | os.PathLike, error=MediaError, what: str = "image",
+               background: tuple[int, int, int] = ALPHA_BACKGROUND) -> np.ndarray:
     """An image file -> uint8 (H, W, 3) RGB, as a person expects to see it (`opened_image`,
     `image_to_rgb`): 8/16-bit, grey, palette, CMYK, transparency over ALPHA_BACKGROUND, EXIF
     orientation, the first frame of an animation, HEIC with pillow-heif. Sizes beyond
     docs/limits.md are refused from the header, before decoding."""
     with opened_image(path, error, what) as im:
-        return image_to_rgb(im, str(path))
+        return image_to_rgb(im, str(path), background)
 
 
 def read_labels(path: str | os.PathLike, error=MediaError, what: str = "mask") -> np.ndarray:
@@ -251,7 +256,7 @@ def _pil_format(path: Path) -> str:
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """A video file -> (uint8 (T, H, W, 3) RGB frames, fps). Reads a folder of PNG/JPG frames too
-    (sorted by name, fps 8). `max_frames`: read at most that many frames from the start (at most
+    (sorted by name, fps 8; transparent pixels over black, the background of trajectory maps). `max_frames`: read at most that many frames from the start (at most
     MAX_FRAMES in any case). Frame sizes beyond docs/limits.md are refused before decoding."""
     import av
 
@@ -268,7 +273,7 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
             if not max_frames:
                 raise MediaError(f"{path}: {len(files)} frames, beyond the limit of {MAX_FRAMES} (docs/limits.md)")
             files = files[:max_frames]
-        frames = [read_image(p) for p in files]
+        frames = [read_image(p, background=(0, 0, 0)) for p in files]  # maps' background: black
         if any(f.shape != frames[0].shape for f in frames):
             bad = next(p for p, f in zip(files, frames) if f.shape != frames[0].shape)
             raise MediaError(f"{bad}: size differs from {files[0].name}")

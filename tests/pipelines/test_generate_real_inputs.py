@@ -112,3 +112,18 @@ def test_real_annotations_become_generable(real_samples, tmp_path, capsys, name)
         assert main([*gen, "--out", str(tmp_path / "c.mp4"), "--frames", str(frames)]) == 0
         assert "14 frames padded to 17, the last frame held (--frames)" in capsys.readouterr().err
         assert read_video(tmp_path / "c.mp4")[0].shape == (17, 32, 48, 3)
+
+
+def test_library_refusals_say_which_count():
+    """The pipelines' own refusal (Python API) names the counts to use and how to get there."""
+    from types import SimpleNamespace
+
+    from magicmotion.errors import PipelineError
+    from magicmotion.pipelines.conditions import check_call_inputs
+
+    pipe = SimpleNamespace(vae_scale_factor_temporal=4)
+    with pytest.raises(PipelineError, match=r"14 frames: the VAE needs \(frames - 1\) divisible by 4: use 13 or 17 "
+                                            r"\(a spec: magicmotion.trajectory.with_num_frames"):
+        check_call_inputs(pipe, "a person", None, "box", 14, 32, 48, 1, 1.0)
+    with pytest.raises(PipelineError, match=r"the trajectory has 14 frames but 17 were asked for; bring it to 17"):
+        check_call_inputs(pipe, "a person", None, "box", 17, 32, 48, 1, 1.0, trajectory_frames=14)

@@ -202,3 +202,51 @@ def test_with_num_frames_pads_and_trims():
     np.testing.assert_array_equal(render(trimmed, "box"), render(traj, "box")[:13])
     with pytest.raises(TrajectoryError, match="at least 1"):
         with_num_frames(traj, 0)
+
+
+def test_annotation_said_instead_of_detected(tmp_path):
+    """Object 1 on frame 0, object 2 alone on frame 4: auto reads that as incremental (object 1 on
+    every frame); `complete` says object 1 is gone on frame 4; `incremental` forces the other reading."""
+    labels = np.zeros((5, 20, 30), np.int64)
+    labels[0, 2:8, 2:8] = 1
+    labels[4, 10:16, 12:20] = 2
+    write_pngs(tmp_path / "m", labels, [0, 4])
+    auto = from_mask_frames(tmp_path / "m")
+    assert sorted(auto.object(1).boxes) == sorted(auto.object(2).boxes) == list(range(5))
+    complete = from_mask_frames(tmp_path / "m", annotation="complete")
+    assert sorted(complete.object(1).boxes) == [0, 1, 2, 3] and sorted(complete.object(2).boxes) == [4]
+    assert not complete.object(2).mask(0).any()
+    with pytest.raises(TrajectoryError, match=r"m: unknown annotation 'full'"):
+        from_mask_frames(tmp_path / "m", annotation="full")
+
+
+@settings(**SETTINGS)
+@given(data=st.data(), fill=st.sampled_from(["shift", "box", "hold", "none"]),
+       frames=st.lists(st.integers(0, 12), min_size=1, max_size=5, unique=True), extra=st.integers(0, 4))
+def test_any_sparse_annotation_fills_to_a_valid_trajectory(data, fill, frames, extra):
+    """Random rectangles of ids 1..3 on random annotated frames: the filled trajectory validates, keeps
+    every annotated mask as drawn (box: the masks it keeps), has a box exactly where a mask is not
+    empty, and renders as box and sparse_box (and mask, where it fills masks)."""
+    frames = sorted(frames)
+    T = frames[-1] + 1 + extra
+    labels = []
+    for _ in frames:
+        label = np.zeros((24, 32), np.int64)
+        for oid in data.draw(st.lists(st.integers(1, 3), max_size=3, unique=True)):
+            x, y = data.draw(st.integers(0, 24)), data.draw(st.integers(0, 16))
+            label[y:y + 6, x:x + 7] = oid
+        labels.append(label)
+    if not any(label.any() for label in labels):
+        return
+    traj = fill_label_frames(labels, frames, T, fill).validate()
+    assert traj.num_frames == T and traj.ids == sorted({int(i) for lab in labels for i in np.unique(lab) if i})
+    for o in traj.objects:
+        for t, label in zip(frames, labels):
+            if t in o.masks and (label == o.id).any():
+                np.testing.assert_array_equal(o.mask(t), label == o.id)
+        if fill in ("shift", "hold"):
+            assert sorted(o.masks) == list(range(T))
+            assert sorted(o.boxes) == [t for t in range(T) if o.mask(t).any()]
+    render(traj, "box"), render(traj, "sparse_box")
+    if fill in ("shift", "hold"):
+        render(traj, "mask")

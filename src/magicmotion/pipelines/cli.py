@@ -314,7 +314,7 @@ def fit_frames(traj, frames: int | None, where: str):
     if frames is None or frames == own:
         hint = frames_hint(own) if own > 1 else None  # a single frame is a still: made, if asked for
         if hint:
-            raise PipelineError(f"{where}: the trajectory has {own} frames; {hint}")
+            raise PipelineError(f"{where}: {hint}")
         return traj, own
     if frames < 1 or (frames - 1) % 4:
         raise PipelineError(f"--frames {frames}: the video VAE makes 4k + 1 frames (e.g. 17, 49, 81)")

@@ -138,7 +138,7 @@ def from_masks_command(args) -> int:
     out = check_output(args.out, (".json",), folder_ok=False, inputs=[args.folder])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        traj = from_mask_frames(args.folder, num_frames=args.num_frames, fill=args.fill)
+        traj = from_mask_frames(args.folder, num_frames=args.num_frames, fill=args.fill, annotation=args.annotation)
     for w in caught:
         print(f"magicmotion: warning: {w.message}", file=sys.stderr)
     if args.caption:
@@ -204,7 +204,7 @@ def preview_command(args) -> int:
 def register(subparsers) -> None:
     from .palette import PALETTES
     from .render import KINDS
-    from .sparse import DEFAULT_FILL, FILLS
+    from .sparse import ANNOTATIONS, DEFAULT_FILL, FILLS
 
     palette_help = ("colours and box outlines: voc (ours, the tiny model's) or release (the authors' "
                     "release's: supervision's palette at 50%% over black, cv2.rectangle outlines); "
@@ -257,6 +257,11 @@ def register(subparsers) -> None:
                         "hold (the last annotated mask), none (masks on annotated frames only); objects keep "
                         "their state before their first and after their last annotated frame "
                         "(docs/trajectory-format.md)")
+    p.add_argument("--annotation", choices=ANNOTATIONS, default="auto",
+                   help="complete: each PNG shows every object there (one missing is absent on that frame, as "
+                        "in DAVIS); incremental: each PNG after the first only introduces new objects (as "
+                        "Cutie/XMem prompts); auto (default): incremental when every PNG after the first holds "
+                        "only new ids")
     p.add_argument("--caption", default="", help="caption stored in the spec")
     p.set_defaults(func=from_masks_command)
 

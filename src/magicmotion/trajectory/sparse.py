@@ -7,7 +7,8 @@ Two ways of annotating are told apart from the files themselves:
 - *incremental*: after the first, each annotated frame only introduces objects not seen before (the
   way video object segmentation tools such as Cutie and XMem take prompts): an object is annotated
   once and is there before and after, not absent where another object's frame leaves it out.
-A folder is incremental when every annotated frame after the first holds only new ids, else complete.
+A folder is incremental when every annotated frame after the first holds only new ids, else complete
+(`annotation="auto"`); `annotation="complete"` or `"incremental"` says it instead.
 
 Between two annotated frames where an object is present, `fill` says what it does:
 - `shift` (default): the mask of the nearer annotated frame, moved and scaled with the box, which is
@@ -30,6 +31,7 @@ from .spec import ObjectTrack, Trajectory, encode_mask, mask_box
 
 FILLS = ("shift", "box", "hold", "none")
 DEFAULT_FILL = "shift"
+ANNOTATIONS = ("auto", "complete", "incremental")
 
 
 def is_incremental(labels: list[np.ndarray]) -> bool:
@@ -111,16 +113,20 @@ def fill_object(states: dict[int, np.ndarray | None], num_frames: int, fill: str
 
 
 def fill_label_frames(labels: list[np.ndarray], frames: list[int], num_frames: int, fill: str = DEFAULT_FILL,
-                      source: str = "") -> Trajectory:
+                      source: str = "", annotation: str = "auto") -> Trajectory:
     """Label maps (int (H, W), value = object id) on annotated `frames` -> a trajectory of `num_frames`
-    frames, the frames between filled as `fill` says (see the module's docstring)."""
+    frames, the frames between filled as `fill` says, the annotation read as `annotation` says (see
+    the module's docstring)."""
     from .spec import from_label_masks
 
     if fill not in FILLS:
         raise TrajectoryError(f"{source or 'masks'}: unknown fill {fill!r}: expected one of {', '.join(FILLS)}")
+    if annotation not in ANNOTATIONS:
+        raise TrajectoryError(f"{source or 'masks'}: unknown annotation {annotation!r}: expected one of "
+                              f"{', '.join(ANNOTATIONS)}")
     if fill == "none":
         return from_label_masks(np.stack(labels), frames=frames, num_frames=num_frames, source=source)
-    incremental = is_incremental(labels)
+    incremental = is_incremental(labels) if annotation == "auto" else annotation == "incremental"
     ids = sorted({int(i) for label in labels for i in np.unique(label) if i > 0})
     traj = Trajectory(width=labels[0].shape[1], height=labels[0].shape[0], num_frames=num_frames, source=source)
     for oid in ids:

@@ -507,16 +507,17 @@ def _frame_number(path: Path, i: int) -> int:
     return int(numbers[-1]) if numbers else i
 
 
-def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None, fill: str = "shift") -> Trajectory:
+def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None, fill: str = "shift",
+                     annotation: str = "auto") -> Trajectory:
     """Read a DAVIS-style folder of palette PNGs (one per annotated frame, named by frame number such
     as 00000.png, pixel value = object id; 16-bit and grey PNGs: the value) into a mask trajectory.
 
-    Frames without a PNG are filled (`fill`: shift, box, hold; see `trajectory.sparse`); with
-    `fill="none"` they have no mask. `num_frames` defaults to the last annotated frame + 1. RGB PNGs
+    Frames without a PNG are filled (`fill`: shift, box, hold; `annotation`: auto, complete or
+    incremental; see `trajectory.sparse`); with `fill="none"` they have no mask. `num_frames` defaults to the last annotated frame + 1. RGB PNGs
     whose colours are palette colours (rendered `mask` maps) are read too. A PNG whose size differs
     from the others by rounding (at most 1% or 2 pixels, as in some DAVIS-style sets) is resized to
     theirs with nearest neighbour, with a warning."""
-    from .sparse import FILLS, fill_label_frames
+    from .sparse import ANNOTATIONS, FILLS, fill_label_frames
 
     import warnings
 
@@ -525,6 +526,8 @@ def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None, f
     folder = Path(folder)
     if fill not in FILLS:
         raise TrajectoryError(f"{folder}: unknown fill {fill!r}: expected one of {', '.join(FILLS)}")
+    if annotation not in ANNOTATIONS:
+        raise TrajectoryError(f"{folder}: unknown annotation {annotation!r}: expected one of {', '.join(ANNOTATIONS)}")
     if not folder.is_dir():
         raise TrajectoryError(f"{folder}: not a folder of mask PNGs")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
@@ -559,7 +562,8 @@ def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None, f
             labels[i] = resized.astype(np.int64)
         else:
             raise TrajectoryError(f"{p}: size {aw}x{ah} differs from the other masks' {w}x{h}")
-    traj = fill_label_frames(labels, frames, num_frames or max(frames) + 1, fill, source=str(folder))
+    traj = fill_label_frames(labels, frames, num_frames or max(frames) + 1, fill, source=str(folder),
+                             annotation=annotation)
     if not traj.objects:
         raise TrajectoryError(f"{folder}: no objects (all masks are empty)")
     return traj
