@@ -265,7 +265,8 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
     object is there but entirely covered on the mask maps). ClipSkipped when the maps disagree or
     hold foreign colours."""
     from ..trajectory import ObjectTrack, Trajectory, box_thickness, encode_mask, mask_box
-    from ..trajectory.decode import _distinct, _label_frame, _outline_state, _present_colours, fit_box
+    from ..trajectory.decode import (_distinct, _is_lossless, _label_frame, _outline_state, _present_colours,
+                                     fit_box, outline_pixels)
     from ..errors import TrajectoryError
 
     T, H, W = masks.shape[:3]
@@ -288,6 +289,7 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
     mask_labels = np.stack([_label_frame(f, own) for f in masks])
     box_labels = np.stack([_label_frame(f, own) for f in boxes])
     thickness = thickness or box_thickness(W, H)
+    lossy_boxes = not _is_lossless(boxes, colours)
 
     traj = Trajectory(width=W, height=H, num_frames=T, source=where)
     inferred = 0
@@ -300,6 +302,8 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
             obj.masks[t] = encode_mask(m)
             tight = mask_box(m)
             b = box_labels[t] == k + 1
+            if lossy_boxes:  # without the slivers other objects' blurred edges leave in this colour
+                b = outline_pixels(b, thickness)
             box = None
             if b.any():
                 cover = box_labels[t] > k + 1  # outlines drawn later (higher ids) lie on top

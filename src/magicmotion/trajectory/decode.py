@@ -430,6 +430,7 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
     order = np.argsort(ids[present])
     present, object_ids = present[order], ids[present][order]
     labels = np.stack([_label_frame(frame, colours[present]) for frame in maps])
+    lossless = _is_lossless(maps, colours)
 
     # per object and frame: absent, filled, outline or solid (a box too small for an inside)
     states: dict[tuple[int, int], str] = {}
@@ -442,12 +443,15 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
             if t == 0:
                 states[k, t] = "filled"
                 continue
+            if not lossless:
+                m = outline_pixels(m, thickness)
             cover = labels[t] > k + 1
             boxes[k, t] = fit_box(m, thickness, palette, cover=cover)
             states[k, t] = _outline_state(m, boxes[k, t], thickness, palette, cover)
     if kind is None:
         kind = _detect_kind(states, T, len(present), object_ids, where)
-    _check_envelope(maps, colours, present, object_ids, labels, kind, thickness, where)
+    if not lossless:
+        _check_envelope(maps, colours, present, object_ids, labels, kind, thickness, where)
 
     traj = Trajectory(width=W, height=H, num_frames=T, source=source)
     for k, oid in enumerate(object_ids):
@@ -469,6 +473,18 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
     return DecodedMaps(traj.validate(), kind, palette)
 
 
+def outline_pixels(mask: np.ndarray, thickness: int) -> np.ndarray:
+    """An object's pixels on a frame of lossy box maps without the 1-px slivers that another
+    object's blurred edge leaves in this colour: a 3x3 opening, which keeps outline bands of 3 px
+    and more (the envelope's; thinner outlines are kept as they are, and so is a mask it would
+    empty)."""
+    if thickness < LOSSY_MIN_THICKNESS:
+        return mask
+    k3 = np.ones((3, 3), np.uint8)
+    opened = cv2.dilate(cv2.erode(mask.astype(np.uint8), k3), k3).astype(bool) & mask
+    return opened if opened.any() else mask
+
+
 def _is_lossless(maps: np.ndarray, colours: np.ndarray) -> bool:
     """Every non-black pixel exactly a palette colour: PNG frames or a lossless video."""
     for frame in maps:
@@ -488,8 +504,6 @@ def _check_envelope(maps, colours, present, object_ids, labels, kind: str, thick
     give a warning."""
     import warnings
 
-    if _is_lossless(maps, colours):
-        return
     T, H, W = maps.shape[:3]
     how = ("render them to PNG frames (--out DIR/) or a lossless video (`magicmotion trajectory "
            f"render` writes one), or at {100 * LOSSY_MIN_THICKNESS} px or more")
