@@ -35,6 +35,7 @@ DARK = 20            # pixels whose channels are all below this are background
 CORE_TOL = 20        # RGB distance within which a pixel is taken to be a palette colour
 UNKNOWN_TOL = 40     # farther than this from every palette colour: not a map colour
 LOSSY_MIN_THICKNESS = 3   # outlines thinner than this are lost to lossy video (measured, docs)
+OUTLINE_AREA_SHARE = 0.35  # an outline of a box covers under this share of the box (its mask: more)
 LOSSY_MASK_MIN_SIDE = 256  # masks in lossy video below this size: object IoU < 0.9 measured (docs)
 LOSSY_CLOSE_COLOURS = 22   # colours this close (release 16/21: 18.7, 2/19: 21.4) drift into one another
 CLOSE_GAP = 25            # colours this close (release 16/21 18.7, 2/19 21.4, 18/21 22.9) are voted on
@@ -513,13 +514,16 @@ def _check_envelope(maps, colours, present, object_ids, labels, kind: str, thick
             f"min(W, H) // 100) do not survive lossy coding, so the boxes cannot be read reliably; {how}")
     if kind == "mask" and thickness < LOSSY_MIN_THICKNESS and T > 1:
         on_first = [k for k in range(len(present)) if (labels[0] == k + 1).any()]
-        lost = [k for k in on_first if (labels[1:] == k + 1).any(axis=(1, 2)).mean() < 0.5]
+        # an outline's remains: gone on most later frames, or a small part of the frame-0 mask's area
+        areas = {k: (labels == k + 1).sum(axis=(1, 2)) for k in on_first}
+        lost = [k for k in on_first if (areas[k][1:] > 0).mean() < 0.5
+                or np.median(areas[k][1:]) < OUTLINE_AREA_SHARE * areas[k][0]]
         if on_first and len(lost) > len(on_first) / 2:
             ids = ", ".join(str(int(object_ids[k])) for k in lost)
             raise TrajectoryError(
-                f"{where}: object(s) {ids} show on frame 0 and on fewer than half the later frames of "
-                f"this lossy video at {W}x{H}: box maps whose {thickness}-px outlines were lost to the "
-                f"video coding, most likely; {how}")
+                f"{where}: object(s) {ids} fill frame 0 and leave little or nothing on most later "
+                f"frames of this lossy video at {W}x{H}: box maps whose {thickness}-px outlines were "
+                f"lost to the video coding, most likely; {how}")
     if kind == "mask" and min(W, H) < LOSSY_MASK_MIN_SIDE:
         warnings.warn(f"{where}: masks read from a lossy video at {W}x{H} lose their edges (object IoU "
                       f"down to 0.8 measured below {LOSSY_MASK_MIN_SIDE} px); PNG frames or a lossless "
