@@ -3,17 +3,23 @@
 `from_maps(maps, kind=None, palette=None)` inverts `render`:
 
 1. palette: the one whose colours lie nearest the map's non-black pixels (unless given);
-2. colours: each pixel is black (background) or one of the palette's object colours. Pixels within
-   `CORE_TOL` of a colour are that colour's *core*; an object colour is present when its core
-   survives a 3x3 erosion somewhere (so the one-pixel fringes H.264 leaves along edges, whose blended
-   colours can be other palette colours, make no objects). The remaining non-black pixels (fringes)
-   go to the nearest core pixel's object when their colour is nearer that object's colour than black;
+2. colours: each pixel is black (background) or one of the palette's object colours. Lossless maps
+   (PNG frames, `render`'s mp4) are read exactly: every colour on `MIN_PIXELS` pixels is an object.
+   In lossy maps, pixels within `CORE_TOL` of a colour are that colour's *core*; an object colour is
+   present when its core survives a 3x3 erosion somewhere (so the one-pixel fringes H.264 leaves
+   along edges, whose blended colours can be other palette colours, make no objects), a colour on
+   the blend of two others must show it by size, shape or colour statistics, and a colour drift of
+   a close stronger colour is none. The remaining non-black pixels (fringes) go to the nearest core
+   pixel's object when their colour is nearer that object's colour than black; pixels between two
+   close colours take their clear neighbours' label;
 3. ids: a colour reads back as the smallest id drawn in it (`palette_ids`);
 4. per object and frame: filled (a mask: stored) or an outline (a box: recovered by inverting how
    the palette's style draws it, `draw_box`, so that re-rendering draws the same outline);
 5. kind (unless given): `mask` when frames 1.. show filled shapes, `box` when they show outlines
    and none is empty, `sparse_box` when some frame after 0 is entirely black (a few shapes read the
-   other way, up to 10%, are outvoted).
+   other way, up to 10%, are outvoted);
+6. envelope (lossy maps only, `_check_envelope`): box maps with outlines under 3 px are refused,
+   small masks and close colours warned (docs/trajectory-format.md, "What map videos keep").
 """
 
 from __future__ import annotations
