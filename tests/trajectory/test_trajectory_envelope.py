@@ -7,6 +7,7 @@ answer. The README's render -> from-maps example is inside it."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +19,9 @@ from magicmotion.cli import main
 from magicmotion.errors import TrajectoryError
 from magicmotion.io import write_video
 from magicmotion.trajectory import decode_maps, from_label_masks, load, load_maps, render
-from magicmotion.trajectory.decode import _is_lossless, _distinct
+from magicmotion.trajectory.decode import _distinct, _is_lossless
 
-EXAMPLE = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples" / "trajectory.json"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "trajectory.json"
 
 
 def test_readme_example_reads_back_exactly(tmp_path, capsys):

@@ -14,23 +14,25 @@ decodes each clip's maps into per-object masks (RLE) and boxes, checks the clip,
 (a symbolic link, or a copy), the annotation and the index line. A clip that fails a check is skipped,
 named with the reason in DATASET/import.json, and the run goes on.
 
-Decoding (`decode_clip_maps`):
+Decoding (`decode_clip_maps`), as the release draws: supervision's `MaskAnnotator` (default palette
+by object id, opacity 0.5 over black, larger masks painted first, smaller on top) for masks/, and
+`cv2.rectangle` of each mask's `cv2.boundingRect` (thickness min(H, W) // 100, in id order) for boxs/:
 
-1. colours: each pixel is black or the nearest palette colour, within a tolerance for resampling and
-   compression (`trajectory.decode`: a colour is an object where it covers a 3x3 block on some
-   frame of the mask maps; edge pixels blended with black or another colour go to the nearest object
-   core). Ids come from palette order (colour k of supervision's palette is object k, 1..21);
-2. masks: the pixels of an object's colour on each frame of masks/ (an empty mask where none);
-3. boxes: on each frame of boxs/, the object's outline is fitted by inverting how the release draws
-   it (`cv2.rectangle`, `decode.fit_box`), outlines drawn in id order (a higher id on top, as the
-   release draws its detections), so the later objects' pixels may hide parts of it; a filled
-   shape (the release draws frame 0 of box maps as a mask) gives its tight box; a frame with a mask
-   but no visible outline takes the mask's tight box. Every box must contain its mask.
+1. colours: PNG maps are lossless, so every colour on a few pixels is an object, whatever colours it
+   lies between; lossy maps take `trajectory.decode`'s lossy path (cores, blends told apart by size,
+   shape and colour statistics, close colours voted on by neighbours). Ids come from palette order
+   (colour k of supervision's palette is object k, 1..21);
+2. masks: the pixels of an object's colour on each frame of masks/ (what shows of it);
+3. boxes: on each frame of boxs/, the object's outline is fitted by inverting `cv2.rectangle`
+   (`decode.fit_box`), later outlines (higher ids) hiding parts of it; a filled shape gives its
+   tight box; a frame with a mask but no visible outline takes the mask's tight box. A box must hold
+   its mask: one that falls short where its outline is hidden is grown to it, one the visible
+   outline contradicts skips the clip (`box_mask`);
+4. occluded: frames where an object is there (its outline shows, or it shows before and after under
+   other objects) but no pixel of it does on masks/: an empty mask, listed in import.json.
 
-What the maps cannot say: where one object's colour covers another's, the covered pixels belong to the
-object on top, so the lower object's mask lacks them (its box, from boxs/, still spans it); an
-object hidden entirely on a frame of masks/ has an empty mask there; objects whose ids are 21 apart
-share a colour and read back as one object (the smaller id).
+What the maps cannot say: pixels of an object under a smaller one (they are the smaller one's);
+objects whose ids are 21 apart share a colour and read back as one object (the smaller id).
 
 Clips are decoded in this process or on Ray Data (`engine="ray"`), always written by this process
 in the CSV's order, so the finished dataset is the same byte for byte either way. Re-running resumes:
@@ -289,7 +291,8 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
     object is there but entirely covered on the mask maps). ClipSkipped when the maps disagree or
     hold foreign colours."""
     from ..trajectory import ObjectTrack, Trajectory, box_thickness, encode_mask, mask_box
-    from ..trajectory.decode import _distinct, _label_frame, _outline_state, _present_colours, fit_box
+    from ..trajectory.decode import (_distinct, _is_lossless, _label_frame, _outline_state, _present_colours,
+                                     fit_box, outline_pixels)
     from ..errors import TrajectoryError
 
     T, H, W = masks.shape[:3]
@@ -312,6 +315,7 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
     mask_labels = np.stack([_label_frame(f, own) for f in masks])
     box_labels = np.stack([_label_frame(f, own) for f in boxes])
     thickness = thickness or box_thickness(W, H)
+    lossy_boxes = not _is_lossless(boxes, colours)
 
     traj = Trajectory(width=W, height=H, num_frames=T, source=where)
     inferred = 0
@@ -324,6 +328,8 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
             obj.masks[t] = encode_mask(m)
             tight = mask_box(m)
             b = box_labels[t] == k + 1
+            if lossy_boxes:  # without the slivers other objects' blurred edges leave in this colour
+                b = outline_pixels(b, thickness)
             box = None
             if b.any():
                 cover = box_labels[t] > k + 1  # outlines drawn later (higher ids) lie on top

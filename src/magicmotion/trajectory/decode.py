@@ -3,17 +3,23 @@
 `from_maps(maps, kind=None, palette=None)` inverts `render`:
 
 1. palette: the one whose colours lie nearest the map's non-black pixels (unless given);
-2. colours: each pixel is black (background) or one of the palette's object colours. Pixels within
-   `CORE_TOL` of a colour are that colour's *core*; an object colour is present when its core
-   survives a 3x3 erosion somewhere (so the one-pixel fringes H.264 leaves along edges, whose blended
-   colours can be other palette colours, make no objects). The remaining non-black pixels (fringes)
-   go to the nearest core pixel's object when their colour is nearer that object's colour than black;
+2. colours: each pixel is black (background) or one of the palette's object colours. Lossless maps
+   (PNG frames, `render`'s mp4) are read exactly: every colour on `MIN_PIXELS` pixels is an object.
+   In lossy maps, pixels within `CORE_TOL` of a colour are that colour's *core*; an object colour is
+   present when its core survives a 3x3 erosion somewhere (so the one-pixel fringes H.264 leaves
+   along edges, whose blended colours can be other palette colours, make no objects), a colour on
+   the blend of two others must show it by size, shape or colour statistics, and a colour drift of
+   a close stronger colour is none. The remaining non-black pixels (fringes) go to the nearest core
+   pixel's object when their colour is nearer that object's colour than black; pixels between two
+   close colours take their clear neighbours' label;
 3. ids: a colour reads back as the smallest id drawn in it (`palette_ids`);
 4. per object and frame: filled (a mask: stored) or an outline (a box: recovered by inverting how
    the palette's style draws it, `draw_box`, so that re-rendering draws the same outline);
 5. kind (unless given): `mask` when frames 1.. show filled shapes, `box` when they show outlines
    and none is empty, `sparse_box` when some frame after 0 is entirely black (a few shapes read the
-   other way, up to 10%, are outvoted).
+   other way, up to 10%, are outvoted);
+6. envelope (lossy maps only, `_check_envelope`): box maps with outlines under 3 px are refused,
+   small masks and close colours warned (docs/trajectory-format.md, "What map videos keep").
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ DARK = 20            # pixels whose channels are all below this are background
 CORE_TOL = 20        # RGB distance within which a pixel is taken to be a palette colour
 UNKNOWN_TOL = 40     # farther than this from every palette colour: not a map colour
 LOSSY_MIN_THICKNESS = 3   # outlines thinner than this are lost to lossy video (measured, docs)
+OUTLINE_AREA_SHARE = 0.35  # an outline of a box covers under this share of the box (its mask: more)
 LOSSY_MASK_MIN_SIDE = 256  # masks in lossy video below this size: object IoU < 0.9 measured (docs)
 LOSSY_CLOSE_COLOURS = 22   # colours this close (release 16/21: 18.7, 2/19: 21.4) drift into one another
 CLOSE_GAP = 25            # colours this close (release 16/21 18.7, 2/19 21.4, 18/21 22.9) are voted on
@@ -450,6 +457,7 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
     order = np.argsort(ids[present])
     present, object_ids = present[order], ids[present][order]
     labels = np.stack([_label_frame(frame, colours[present]) for frame in maps])
+    lossless = _is_lossless(maps, colours)
 
     # per object and frame: absent, filled, outline or solid (a box too small for an inside)
     states: dict[tuple[int, int], str] = {}
@@ -462,12 +470,15 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
             if t == 0:
                 states[k, t] = "filled"
                 continue
+            if not lossless:
+                m = outline_pixels(m, thickness)
             cover = labels[t] > k + 1
             boxes[k, t] = fit_box(m, thickness, palette, cover=cover)
             states[k, t] = _outline_state(m, boxes[k, t], thickness, palette, cover)
     if kind is None:
         kind = _detect_kind(states, T, len(present), object_ids, where)
-    _check_envelope(maps, colours, present, object_ids, labels, kind, thickness, where)
+    if not lossless:
+        _check_envelope(maps, colours, present, object_ids, labels, kind, thickness, where)
 
     traj = Trajectory(width=W, height=H, num_frames=T, source=source)
     for k, oid in enumerate(object_ids):
@@ -489,6 +500,18 @@ def decode_maps(maps: np.ndarray, kind: str | None = None, palette: str | None =
     return DecodedMaps(traj.validate(), kind, palette)
 
 
+def outline_pixels(mask: np.ndarray, thickness: int) -> np.ndarray:
+    """An object's pixels on a frame of lossy box maps without the 1-px slivers that another
+    object's blurred edge leaves in this colour: a 3x3 opening, which keeps outline bands of 3 px
+    and more (the envelope's; thinner outlines are kept as they are, and so is a mask it would
+    empty)."""
+    if thickness < LOSSY_MIN_THICKNESS:
+        return mask
+    k3 = np.ones((3, 3), np.uint8)
+    opened = cv2.dilate(cv2.erode(mask.astype(np.uint8), k3), k3).astype(bool) & mask
+    return opened if opened.any() else mask
+
+
 def _is_lossless(maps: np.ndarray, colours: np.ndarray) -> bool:
     """Every non-black pixel exactly a palette colour: PNG frames or a lossless video."""
     for frame in maps:
@@ -508,8 +531,6 @@ def _check_envelope(maps, colours, present, object_ids, labels, kind: str, thick
     give a warning."""
     import warnings
 
-    if _is_lossless(maps, colours):
-        return
     T, H, W = maps.shape[:3]
     how = ("render them to PNG frames (--out DIR/) or a lossless video (`magicmotion trajectory "
            f"render` writes one), or at {100 * LOSSY_MIN_THICKNESS} px or more")
@@ -519,13 +540,16 @@ def _check_envelope(maps, colours, present, object_ids, labels, kind: str, thick
             f"min(W, H) // 100) do not survive lossy coding, so the boxes cannot be read reliably; {how}")
     if kind == "mask" and thickness < LOSSY_MIN_THICKNESS and T > 1:
         on_first = [k for k in range(len(present)) if (labels[0] == k + 1).any()]
-        lost = [k for k in on_first if (labels[1:] == k + 1).any(axis=(1, 2)).mean() < 0.5]
+        # an outline's remains: gone on most later frames, or a small part of the frame-0 mask's area
+        areas = {k: (labels == k + 1).sum(axis=(1, 2)) for k in on_first}
+        lost = [k for k in on_first if (areas[k][1:] > 0).mean() < 0.5
+                or np.median(areas[k][1:]) < OUTLINE_AREA_SHARE * areas[k][0]]
         if on_first and len(lost) > len(on_first) / 2:
             ids = ", ".join(str(int(object_ids[k])) for k in lost)
             raise TrajectoryError(
-                f"{where}: object(s) {ids} show on frame 0 and on fewer than half the later frames of "
-                f"this lossy video at {W}x{H}: box maps whose {thickness}-px outlines were lost to the "
-                f"video coding, most likely; {how}")
+                f"{where}: object(s) {ids} fill frame 0 and leave little or nothing on most later "
+                f"frames of this lossy video at {W}x{H}: box maps whose {thickness}-px outlines were "
+                f"lost to the video coding, most likely; {how}")
     if kind == "mask" and min(W, H) < LOSSY_MASK_MIN_SIDE:
         warnings.warn(f"{where}: masks read from a lossy video at {W}x{H} lose their edges (object IoU "
                       f"down to 0.8 measured below {LOSSY_MASK_MIN_SIDE} px); PNG frames or a lossless "
