@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from magicmotion.app import drawing
-from magicmotion.app.drawing import (DRAWING_KEY, DrawnObject, box_from_clicks, build_trajectory, canvas_zoom,
-                                     check_image, default_key_frames, draw_canvas, draw_label, filled_box,
-                                     mask_from_box, moved_box, moved_mask, objects_from_spec, path_track,
-                                     point_label, scale_text, spec_dict)
+from magicmotion.app import canvas as canvas_module
+from magicmotion.app.canvas import (canvas_zoom, draw_canvas, draw_label, point_label, scale_text)
+from magicmotion.app.drawing import (DRAWING_KEY, DrawnObject, box_from_clicks, build_trajectory, check_image,
+                                     default_key_frames, filled_box, mask_from_box, moved_box, moved_mask,
+                                     objects_from_spec, path_track, spec_dict)
 from magicmotion.errors import MediaError, TrajectoryError
 from magicmotion.io import read_image
 from magicmotion.trajectory import (ObjectTrack, Trajectory, from_dict, from_label_masks, interpolate_boxes, load,
@@ -374,7 +374,7 @@ def test_canvas_labels_path_points_rounded_and_inside(first_frame, monkeypatch):
         calls.append((text, box, canvas.shape))
         return box
 
-    monkeypatch.setattr(drawing, "draw_label", spy)
+    monkeypatch.setattr(canvas_module, "draw_label", spy)
     draw_canvas(image, [o], current=1, zoom=2)
     assert [c[0] for c in calls] == ["1 x0.92", "2", "3 x2"]
     for _, (x0, y0, x1, y1), shape in calls:

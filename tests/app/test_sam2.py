@@ -88,7 +88,7 @@ def test_point_clicks_in_the_app(model, first_frame, tmp_path):
     """With SAM 2 given, point clicks in the app segment the selected object, on-object and background
     points alike, and the mask is SAM 2's for all the points so far."""
     gr = pytest.importorskip("gradio", reason="the app needs gradio: pip install 'magicmotion[app]'")
-    from magicmotion.app.drawing import canvas_zoom
+    from magicmotion.app.canvas import canvas_zoom
     from magicmotion.app.ui import build_app, new_state
 
     image, _ = first_frame

@@ -21,6 +21,7 @@ from PIL import Image
 gr = pytest.importorskip("gradio", reason="the app needs gradio: pip install 'magicmotion[app]'")
 
 from magicmotion.app import drawing as dr  # noqa: E402
+from magicmotion.app.canvas import canvas_zoom  # noqa: E402
 from magicmotion.app.state import find_examples, fit_area, new_state  # noqa: E402
 from magicmotion.app.ui import build_app  # noqa: E402
 from magicmotion.cli import build_parser  # noqa: E402
@@ -29,7 +30,7 @@ from magicmotion.io import read_video  # noqa: E402
 from magicmotion.trajectory import from_dict, render  # noqa: E402
 
 W, H = 160, 120
-ZOOM = dr.canvas_zoom((W, H))
+ZOOM = canvas_zoom((W, H))
 SETTINGS = ("box", "arc", [], "a red square moves", 9, 2, 3, 1.0, 1.0, 2.5, 32, 32, 8)  # kind .. fps
 
 

@@ -14,6 +14,7 @@ from ..errors import MagicMotionError, MediaError, TrajectoryError
 from ..trajectory import MAX_SPARSE_KEYS, render
 from . import drawing as dr
 from . import motion as mo
+from .canvas import draw_canvas
 
 from .state import (POINT_LABELS, SPEC_SETTINGS, TINY_AREA, add_object, choice_id, current_object, describe,
                     fit_area, new_state, object_choices, shown_size, shows_errors, zoom)
@@ -42,7 +43,7 @@ class Handlers:
         """canvas image, object dropdown, summary."""
         canvas = None
         if state["image"] is not None:
-            canvas = dr.draw_canvas(state["image"], state["objects"], state["current"], zoom(state))
+            canvas = draw_canvas(state["image"], state["objects"], state["current"], zoom(state))
         current = next((c for c in object_choices(state) if choice_id(c) == state["current"]), None)
         return (canvas, gr.update(choices=object_choices(state), value=current), describe(state))
 

@@ -16,6 +16,7 @@ from ..errors import MagicMotionError, MediaError, TrajectoryError
 from ..pipelines.loading import DEFAULT_GUIDANCE, TINY_GUIDANCE
 from ..trajectory import resize_crop
 from . import drawing as dr
+from .canvas import canvas_zoom, scale_text
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def add_object(state: dict, label: str = "") -> dr.DrawnObject:
 
 def zoom(state: dict) -> int:
     h, w = state["image"].shape[:2]
-    return dr.canvas_zoom((w, h))
+    return canvas_zoom((w, h))
 
 
 def describe(state: dict) -> str:
@@ -244,7 +245,7 @@ def describe(state: dict) -> str:
         mark = "**>**" if o.id == state["current"] else "-"
         mask = "no mask" if o.mask is None else f"mask {int(o.mask.sum())} px"
         path = ", ".join(
-            f"{i}: ({x:.0f}, {y:.0f})" + (f" {dr.scale_text(o.scales[i])}" if i in o.scales else "")
+            f"{i}: ({x:.0f}, {y:.0f})" + (f" {scale_text(o.scales[i])}" if i in o.scales else "")
             for i, (x, y) in enumerate(o.path, start=1)
         ) or "none (it stays still)"
         pending = " - waiting for the second box corner" if o.corner is not None else ""
