@@ -149,9 +149,62 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------- import-magicdata
+
+
+from .magicdata import CAPTION_COLUMNS, CSV_NAME, DEFAULT_TEST_FRACTION, ENGINES, ID_COLUMNS  # noqa: E402
+
+
+def add_import_parser(sub):
+    p = sub.add_parser(
+        "import-magicdata", help="import the released MagicData (videos, mask and box maps, CSV)",
+        description="Read ROOT/MagicData.csv, decode each video's mask maps (masks/<id>/) and box "
+                    "maps (boxs/<id>/) into per-object masks and boxes, check every clip, and write "
+                    "the dataset layout to --out. Bad clips are skipped and named in "
+                    "OUT/import.json; re-running resumes.")
+    p.add_argument("root", type=Path, help="the MagicData folder (hf download quanhaol/MagicData --repo-type dataset "
+                                             "--local-dir MagicData)")
+    p.add_argument("--out", required=True, type=Path, help="dataset folder (created or resumed)")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="decode here (default) or on Ray Data (needs ray[data])")
+    p.add_argument("--limit", type=int, default=None, help="only the first N rows of the CSV")
+    p.add_argument("--copy", action="store_true",
+                   help="copy the videos (default: symbolic links to the release's files)")
+    p.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
+                   help=f"share of videos in the 'test' split, by a hash of the video id "
+                        f"(default {DEFAULT_TEST_FRACTION})")
+    p.add_argument("--csv", type=Path, default=None, help=f"the CSV (default ROOT/{CSV_NAME})")
+    p.add_argument("--id-column", default=None,
+                   help=f"CSV column of the video ids (default: the first of {', '.join(ID_COLUMNS)})")
+    p.add_argument("--caption-column", default=None,
+                   help=f"CSV column of the captions (default: the first of {', '.join(CAPTION_COLUMNS)})")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray: parallel decoding tasks (default: one per CPU)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster address (default: a running cluster or a new local one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_import_cli)
+    return p
+
+
+def _import_cli(args) -> int:
+    from ..errors import DatasetError
+    from ..locks import output_lock
+    from ..paths import check_output
+    from .magicdata import import_magicdata
+
+    check_output(args.out, [args.root, args.csv], error=DatasetError, folder=True, make_parents=True, dataset=True)
+    with output_lock(args.out, "dataset"):  # one run per output
+        summary = import_magicdata(args.root, args.out, engine=args.engine, limit=args.limit, copy=args.copy,
+                                   test_fraction=args.test_fraction, csv_path=args.csv,
+                                   id_column=args.id_column, caption_column=args.caption_column,
+                                   ray_address=args.ray_address, workers=args.workers, progress=not args.quiet)
+    print(summary.format())
+    return 0
+
+
 from .curation.cli import add_curate_parser  # noqa: E402  (issue 8: curate, filter)
 from .filtering import add_filter_parser  # noqa: E402
-from .magicdata import add_import_parser  # noqa: E402  (issue 26: import-magicdata)
 
 # Subcommands of `magicmotion data`, in the order --help lists them; others append theirs here.
 SUBCOMMANDS = [_add_synth, _add_info, add_curate_parser, add_filter_parser, add_import_parser]
