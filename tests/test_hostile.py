@@ -373,6 +373,13 @@ ROUND3 = [
     ("train output_dir inside the dataset", lambda t, d, b: ["train", "--config", str(config(t, d, output_dir=d / "run"))],
      "inside the input folder"),
     ("generate --out inside a dataset", lambda t, d, b: generate(out=d / "o.mp4"), "inside the dataset"),
+    # found by tests/test_fuzz.py (exit 1 before)
+    ("fuzz: import-magicdata, a 300-character video id", lambda t, d, b: ["data", "import-magicdata", str(
+        magicdata_with(t, "x" * 300)), "--out", str(t / "imp"), "--quiet"], "longer than a file name can be"),
+    ("fuzz: render --out a 300-character name", lambda t, d, b: render(write(t / "s.json", spec_text()))[:3] + [
+        "--out", str(t / ("x" * 300 + ".mp4"))], "File name too long"),
+    ("fuzz: data info on a 300-character folder name", lambda t, d, b: ["data", "info", str(t / ("x" * 300))],
+     "File name too long"),
     ("from-maps: MJPEG maps, no phantom object", lambda t, d, b: ["trajectory", "from-maps", str(maps_video(
         t / "m.avi", "mjpeg")), "--out", str(t / "m.json")], "dimmed copy"),
 ]
