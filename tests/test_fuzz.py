@@ -87,7 +87,7 @@ def run(name: str, argv: list[str], work: Path, outputs: list[Path], report_on_r
     assert "Traceback" not in err, err[-3000:]
     errors = [line for line in err.splitlines() if line.startswith("magicmotion: error:")]
     if code == 2:
-        assert len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0], err[-3000:]
+        assert len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0].rstrip(), err[-3000:]
     after = snapshot(work)
     allowed = [str(o.relative_to(work)) for o in outputs]
 

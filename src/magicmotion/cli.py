@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """A message as one line of plain text: a library's line breaks and blank lines become single
+    spaces, its terminal colour codes (torch's bold "do those steps") are dropped."""
+    import re
+
+    return " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", message).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except MagicMotionError as e:  # one line, even when a library's message spans several
-        print("magicmotion: error: " + " ".join(str(e).split("\n")), file=sys.stderr)
+        print("magicmotion: error: " + one_line(str(e)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("magicmotion: interrupted", file=sys.stderr)
