@@ -380,6 +380,12 @@ ROUND3 = [
         "--out", str(t / ("x" * 300 + ".mp4"))], "File name too long"),
     ("fuzz: data info on a 300-character folder name", lambda t, d, b: ["data", "info", str(t / ("x" * 300))],
      "File name too long"),
+    ("fuzz: bench report, scores.json null", lambda t, d, b: ["bench", "report", str(t), "--out", str(t / "rep")]
+     if write(t / "scores.json", "null") else None, "scores.json: the file is None"),
+    ("fuzz: bench report, a NaN FID", lambda t, d, b: ["bench", "report", str(t), "--out", str(t / "rep")]
+     if write(t / "scores.json", json.dumps({"run": {"label": "a", "bench": "b"}, "segmenter": {"name": "s"},
+                                             "overall": {"clips": 1, "fid": float("nan")}, "buckets": {}})) else None,
+     "overall.fid is nan"),
     ("from-maps: MJPEG maps, no phantom object", lambda t, d, b: ["trajectory", "from-maps", str(maps_video(
         t / "m.avi", "mjpeg")), "--out", str(t / "m.json")], "dimmed copy"),
 ]
