@@ -44,7 +44,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError, TrainingError
 from ..io import fsync_dir, fsync_tree
-from ..limits import check_finite_weights
+from ..limits import check_finite_weights as check_loaded_weights
 from .conditioning import base_inputs, drop_image_condition, first_frame_keep, flow_shift_of, ti2v_inputs
 from .config import TrainConfig, init_weights, save_config
 from .data import ResumableSampler, collate, sample_seed
@@ -107,7 +107,7 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
     head_dir = None
     if config.init_from:
         cn_dir, head_dir = init_weights(config)
-        controlnet = check_finite_weights(cls.from_pretrained(cn_dir, dtype=torch.float32), cn_dir, ModelError)
+        controlnet = check_loaded_weights(cls.from_pretrained(cn_dir, dtype=torch.float32), cn_dir, ModelError)
         layers = controlnet.config.num_layers
         if config.controlnet_layers is not None and config.controlnet_layers != layers:
             raise ConfigError(f"{config.source}: controlnet_layers is {config.controlnet_layers} but "
@@ -120,7 +120,7 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
     head = None
     if config.segment_head:
         if head_dir:
-            head = check_finite_weights(SegmentHead.from_pretrained(head_dir, dtype=torch.float32), head_dir, ModelError)
+            head = check_loaded_weights(SegmentHead.from_pretrained(head_dir, dtype=torch.float32), head_dir, ModelError)
         else:
             with torch.random.fork_rng(devices=[]):  # the same fresh head for the same seed
                 torch.manual_seed(config.seed)
