@@ -366,7 +366,8 @@ def tracks_file(draw, d: Path) -> Path:
         path = d / "t.npz"
         extra = {"visibility": np.ones(shape[:-1] if len(shape) > 1 else (1,), dtype=draw(st.sampled_from(DTYPES[:5])))}
         np.savez(path, **{draw(st.sampled_from(["tracks", "pred_tracks", "x"])): arr}, **extra,
-                 **({"ids": np.asarray(draw(st.lists(st.integers(-1, 300), max_size=4)))} if draw(st.booleans()) else {}))
+                 **({"ids": np.asarray(draw(st.lists(st.integers(-1, 300), max_size=4)))}
+                    if draw(st.booleans()) else {}))
     elif kind == "json":
         path = d / "t.json"
         track = draw(st.lists(st.one_of(st.none(), st.lists(numbers(), min_size=2, max_size=3)), min_size=0,
@@ -387,7 +388,8 @@ def tracks_file(draw, d: Path) -> Path:
 
 @FUZZ
 @given(data=st.data(), frame_size=st.one_of(st.none(), st.sampled_from(SIZES)),
-       min_size=st.one_of(st.none(), option(st.floats(0, 1e10))), padding=st.one_of(st.none(), option(st.floats(-1, 20))),
+       min_size=st.one_of(st.none(), option(st.floats(0, 1e10))),
+       padding=st.one_of(st.none(), option(st.floats(-1, 20))),
        mask=st.one_of(st.none(), image_bytes()))
 def test_fuzz_trajectory_from_points(data, frame_size, min_size, padding, mask):
     with workdir() as d:
@@ -520,8 +522,9 @@ def test_fuzz_data_import_magicdata(header, rows, layout, out, opts):
         if layout != "no maps":
             for sub in ("masks", "boxs"):
                 (md / sub / "v1").mkdir(parents=True)
+                frame = REPO / "examples" / "first_frame.png"
                 (md / sub / "v1" / "annotated_frame_00000.png").write_bytes(
-                    b"not an image" if layout == "maps not images" else (REPO / "examples" / "first_frame.png").read_bytes())
+                    b"not an image" if layout == "maps not images" else frame.read_bytes())
         with open(md / "MagicData.csv", "w", newline="") as f:
             f.write(header + "\n")
             w = csv.writer(f)
@@ -593,13 +596,13 @@ def test_fuzz_plan(opts):
        out=st.sampled_from(["bench", "davis/bench", "davis"]))
 def test_fuzz_bench_davis(seqs, frames, fps, captions, out):
     with workdir() as d:
-        for name, jpegs, annotations in seqs:
+        for name, jpegs, labels in seqs:
             if name == "..":
                 continue
             for i, (suffix, data) in enumerate(jpegs):
                 (d / "davis" / "JPEGImages" / "480p" / name).mkdir(parents=True, exist_ok=True)
                 (d / "davis" / "JPEGImages" / "480p" / name / f"{i:05d}.jpg").write_bytes(data)
-            for i, (suffix, data) in enumerate(annotations):
+            for i, (suffix, data) in enumerate(labels):
                 (d / "davis" / "Annotations" / "480p" / name).mkdir(parents=True, exist_ok=True)
                 (d / "davis" / "Annotations" / "480p" / name / f"{i:05d}.png").write_bytes(data)
         (d / "davis").mkdir(exist_ok=True)
@@ -619,7 +622,8 @@ def test_fuzz_bench_davis(seqs, frames, fps, captions, out):
      "segmenter": st.one_of(json_values(), st.fixed_dictionaries({"name": json_values()})),
      "overall": json_values(), "buckets": st.one_of(json_values(), st.dictionaries(
          st.sampled_from(["1", "2", "5+", "x"]), st.one_of(json_values(), st.fixed_dictionaries(
-             {"clips": numbers(), "fid": numbers(), "fvd": numbers(), "mask_iou": numbers(), "box_iou": numbers()}))))})),
+             {"clips": numbers(), "fid": numbers(), "fvd": numbers(), "mask_iou": numbers(),
+              "box_iou": numbers()}))))})),
     min_size=1, max_size=2),
     labels=st.one_of(st.none(), st.text(max_size=10)), out=st.sampled_from(["rep", "r0/rep", "r0"]))
 def test_fuzz_bench_report(scores, labels, out):
@@ -708,7 +712,8 @@ def test_fuzz_convert_official(kind, data, out):
             ckpt.write_bytes(data)
         else:
             sd = {"state_dict": {"patch_embed.proj.weight": torch.zeros(8, 32, 2, 2),
-                                 "out_projectors.0.weight": torch.full((8, 8, 1, 1), float("nan") if kind == "nan" else 0.0)}}
+                                 "out_projectors.0.weight": torch.full((8, 8, 1, 1),
+                                                                       float("nan") if kind == "nan" else 0.0)}}
             torch.save(sd if kind != "dict" else {"x": [1, 2], "state_dict": data}, ckpt)
             if kind == "truncated":
                 ckpt.write_bytes(ckpt.read_bytes()[: len(data) * 5])
@@ -753,7 +758,8 @@ def test_fuzz_generate(dataset, image, text, opts, out):
                      "stage", "kind", "model", "unknown"]),
     st.one_of(numbers(), st.none(), st.text(max_size=4), st.dictionaries(
         st.sampled_from(["lr", "max_steps", "batch_size", "grad_accum", "flow_shift", "num_frames", "size", "x",
-                         "weight_decay", "save_every", "stride"]), st.one_of(numbers(), st.lists(numbers(), max_size=3)),
+                         "weight_decay", "save_every", "stride"]),
+        st.one_of(numbers(), st.lists(numbers(), max_size=3)),
         max_size=2)), max_size=2),
     output_dir=st.sampled_from(["run", "data", "data/run", "f/run", "ro/run", "run/../data"]))
 def test_fuzz_train_config(dataset, fields, output_dir):

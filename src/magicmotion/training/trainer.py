@@ -120,7 +120,8 @@ def build_models(config: TrainConfig, weight_dtype: torch.dtype = torch.float32)
     head = None
     if config.segment_head:
         if head_dir:
-            head = check_loaded_weights(SegmentHead.from_pretrained(head_dir, dtype=torch.float32), head_dir, ModelError)
+            head = SegmentHead.from_pretrained(head_dir, dtype=torch.float32)
+            check_loaded_weights(head, head_dir, ModelError)
         else:
             with torch.random.fork_rng(devices=[]):  # the same fresh head for the same seed
                 torch.manual_seed(config.seed)
