@@ -64,9 +64,12 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def run(name: str, argv: list[str], work: Path, outputs: list[Path]) -> tuple[int, str]:
+def run(name: str, argv: list[str], work: Path, outputs: list[Path], report_on_refusal: str | None = None
+        ) -> tuple[int, str]:
     """Run `magicmotion argv` and check the five properties; `outputs` are the paths the command may
-    write (files or folders, relative paths under work). Returns (exit code, stderr)."""
+    write (files or folders, relative paths under work). `report_on_refusal`: a refusal whose message
+    says this leaves the command's report in its output on purpose (`data filter` when no clip
+    passes: the report says why). Returns (exit code, stderr)."""
     argv = [str(a) for a in argv]
     note(f"magicmotion {' '.join(argv)}")
     before = snapshot(work)
@@ -84,7 +87,7 @@ def run(name: str, argv: list[str], work: Path, outputs: list[Path]) -> tuple[in
     assert "Traceback" not in err, err[-3000:]
     errors = [line for line in err.splitlines() if line.startswith("magicmotion: error:")]
     if code == 2:
-        assert len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0], err[-3000:]
+        assert len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0].rstrip(), err[-3000:]
     after = snapshot(work)
     allowed = [str(o.relative_to(work)) for o in outputs]
 
@@ -94,7 +97,7 @@ def run(name: str, argv: list[str], work: Path, outputs: list[Path]) -> tuple[in
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
     outside = [p for p in changed if not may_change(p)]
     assert not outside, f"exit {code}: changed or written outside the outputs: {outside[:5]}; {err[-500:]}"
-    if code == 2:
+    if code == 2 and not (report_on_refusal and report_on_refusal in err):
         left = [o for o in outputs if o.exists() and not existed[o]]
         assert not left, f"a refused command left {left}: {err[-500:]}"
         assert set(after) == set(before), f"a refused command left files: {sorted(set(after) - set(before))[:5]}"
@@ -328,7 +331,8 @@ def test_fuzz_trajectory_from_maps(frames, as_video, kind, palette):
             from magicmotion.io import write_video
             from magicmotion.trajectory import load, render
 
-            video = render(load(REPO / "examples" / "trajectory.json"), kind or "box", palette=palette or "voc")
+            source = REPO / "examples" / ("trajectory-mask.json" if kind == "mask" else "trajectory.json")
+            video = render(load(source), kind or "box", palette=palette or "voc")
             maps = write_video(d / "maps.mp4", video)
             if as_video == "truncated":
                 maps.write_bytes(maps.read_bytes()[: len(frames) * 700 + 50])
@@ -362,7 +366,8 @@ def tracks_file(draw, d: Path) -> Path:
         path = d / "t.npz"
         extra = {"visibility": np.ones(shape[:-1] if len(shape) > 1 else (1,), dtype=draw(st.sampled_from(DTYPES[:5])))}
         np.savez(path, **{draw(st.sampled_from(["tracks", "pred_tracks", "x"])): arr}, **extra,
-                 **({"ids": np.asarray(draw(st.lists(st.integers(-1, 300), max_size=4)))} if draw(st.booleans()) else {}))
+                 **({"ids": np.asarray(draw(st.lists(st.integers(-1, 300), max_size=4)))}
+                    if draw(st.booleans()) else {}))
     elif kind == "json":
         path = d / "t.json"
         track = draw(st.lists(st.one_of(st.none(), st.lists(numbers(), min_size=2, max_size=3)), min_size=0,
@@ -383,7 +388,8 @@ def tracks_file(draw, d: Path) -> Path:
 
 @FUZZ
 @given(data=st.data(), frame_size=st.one_of(st.none(), st.sampled_from(SIZES)),
-       min_size=st.one_of(st.none(), option(st.floats(0, 1e10))), padding=st.one_of(st.none(), option(st.floats(-1, 20))),
+       min_size=st.one_of(st.none(), option(st.floats(0, 1e10))),
+       padding=st.one_of(st.none(), option(st.floats(-1, 20))),
        mask=st.one_of(st.none(), image_bytes()))
 def test_fuzz_trajectory_from_points(data, frame_size, min_size, padding, mask):
     with workdir() as d:
@@ -487,7 +493,8 @@ def test_fuzz_data_filter(dataset, config, raw, how, value, out):
             cfg.write_text("{}")
         argv = ["data", "filter", root, "--out", d / out, "--config", cfg, "--quiet"]
         # the filter's job: scores saved in the source index (under its lock)
-        run("data filter", argv, d, [d / out, root / "index.jsonl", root / ".lock"])
+        run("data filter", argv, d, [d / out, root / "index.jsonl", root / ".lock"],
+            report_on_refusal="holds only the report")
 
 
 @FUZZ
@@ -515,8 +522,9 @@ def test_fuzz_data_import_magicdata(header, rows, layout, out, opts):
         if layout != "no maps":
             for sub in ("masks", "boxs"):
                 (md / sub / "v1").mkdir(parents=True)
+                frame = REPO / "examples" / "first_frame.png"
                 (md / sub / "v1" / "annotated_frame_00000.png").write_bytes(
-                    b"not an image" if layout == "maps not images" else (REPO / "examples" / "first_frame.png").read_bytes())
+                    b"not an image" if layout == "maps not images" else frame.read_bytes())
         with open(md / "MagicData.csv", "w", newline="") as f:
             f.write(header + "\n")
             w = csv.writer(f)
@@ -543,7 +551,8 @@ def test_fuzz_data_synth(opts, out):
         argv = ["data", "synth", "--out", d / out, "--clips", "1", "--frames", "5", "--size", "16x16"]
         for flag, data in opts:
             value = data.draw(option(small[flag]))
-            assume(not (flag in big and value.strip().isdigit() and int(value) > big[flag]))
+            digits = value.strip().isascii() and value.strip().isdigit()
+            assume(not (flag in big and digits and int(value) > big[flag]))
             assume(not (flag == "--size" and value in ("64x64", "48x32")))
             argv += [flag, value]
         run("data synth", argv, d, [d / out])
@@ -577,6 +586,117 @@ def test_fuzz_plan(opts):
         run("plan", argv, d, [])
 
 
+@FUZZ
+@given(seqs=st.lists(st.tuples(st.sampled_from(["bear", "dog", "..", "a b", "x" * 80]),
+                               st.lists(image_bytes(sizes=((32, 32), (32, 32), (48, 32))), min_size=0, max_size=2),
+                               st.lists(image_bytes(sizes=((32, 32), (32, 32), (16, 16))), min_size=0, max_size=2)),
+                     max_size=2, unique_by=lambda x: x[0]),
+       frames=st.one_of(st.none(), option(st.integers(-1, 5))), fps=st.one_of(st.none(), option(st.floats(-1, 300))),
+       captions=st.one_of(st.none(), st.text(max_size=30), json_values().map(dumps)),
+       out=st.sampled_from(["bench", "davis/bench", "davis"]))
+def test_fuzz_bench_davis(seqs, frames, fps, captions, out):
+    with workdir() as d:
+        for name, jpegs, labels in seqs:
+            if name == "..":
+                continue
+            for i, (suffix, data) in enumerate(jpegs):
+                (d / "davis" / "JPEGImages" / "480p" / name).mkdir(parents=True, exist_ok=True)
+                (d / "davis" / "JPEGImages" / "480p" / name / f"{i:05d}.jpg").write_bytes(data)
+            for i, (suffix, data) in enumerate(labels):
+                (d / "davis" / "Annotations" / "480p" / name).mkdir(parents=True, exist_ok=True)
+                (d / "davis" / "Annotations" / "480p" / name / f"{i:05d}.png").write_bytes(data)
+        (d / "davis").mkdir(exist_ok=True)
+        argv = ["bench", "davis", d / "davis", "--out", d / out]
+        argv += ["--frames", frames] if frames is not None else []
+        argv += ["--fps", fps] if fps is not None else []
+        if captions is not None:
+            (d / "captions.json").write_text(captions)
+            argv += ["--captions", d / "captions.json"]
+        run("bench davis", argv, d, [d / out])
+
+
+@FUZZ
+@given(scores=st.lists(st.one_of(json_values(), st.fixed_dictionaries(
+    {"run": st.one_of(json_values(), st.fixed_dictionaries({"label": json_values(), "bench": json_values(),
+                                                            "settings": json_values()})),
+     "segmenter": st.one_of(json_values(), st.fixed_dictionaries({"name": json_values()})),
+     "overall": json_values(), "buckets": st.one_of(json_values(), st.dictionaries(
+         st.sampled_from(["1", "2", "5+", "x"]), st.one_of(json_values(), st.fixed_dictionaries(
+             {"clips": numbers(), "fid": numbers(), "fvd": numbers(), "mask_iou": numbers(),
+              "box_iou": numbers()}))))})),
+    min_size=1, max_size=2),
+    labels=st.one_of(st.none(), st.text(max_size=10)), out=st.sampled_from(["rep", "r0/rep", "r0"]))
+def test_fuzz_bench_report(scores, labels, out):
+    with workdir() as d:
+        runs = []
+        for i, score in enumerate(scores):
+            (d / f"r{i}").mkdir()
+            (d / f"r{i}" / "scores.json").write_text(dumps(score))
+            runs.append(d / f"r{i}")
+        argv = ["bench", "report", *runs, "--out", d / out] + (["--labels", labels] if labels is not None else [])
+        run("bench report", argv, d, [d / out])
+
+
+@FUZZ
+@given(header=st.sampled_from(["video,caption", "video,caption,objects", "a,b", "", "video"]),
+       rows=st.lists(st.tuples(st.sampled_from(["v.mp4", "../v.mp4", "/etc/hostname", "", "nope.mp4", "v.mp4/",
+                                                "text.mp4"]), st.text(max_size=8), st.text(max_size=8)), max_size=2),
+       opts=st.lists(st.tuples(st.sampled_from(["--clip-frames", "--frame-step", "--scene-threshold", "--size",
+                                                "--max-objects", "--box-threshold", "--test-fraction", "--actors"]),
+                               option(st.integers(-1, 40))), max_size=2),
+       out=st.sampled_from(["cur", "v.mp4", "cur/x"]))
+def test_fuzz_data_curate(header, rows, opts, out):
+    import csv
+
+    with workdir() as d:
+        shutil.copy(REPO / "examples" / "source.mp4", d / "v.mp4")
+        (d / "text.mp4").write_text("not a video")
+        with open(d / "in.csv", "w", newline="") as f:
+            f.write(header + "\n")
+            csv.writer(f).writerows(rows)
+        missing = d / "no-model"  # models are refused where they would load: nothing downloads
+        argv = ["data", "curate", d / "in.csv", "--out", d / out, "--quiet", "--objects-from",
+                "given", "--grounding", missing, "--sam2", missing, "--llm", missing, "--device", "cpu"]
+        for flag, value in opts:
+            argv += [flag, value]
+        run("data curate", argv, d, [d / out])
+
+
+@FUZZ
+@given(video=st.sampled_from(["source", "truncated", "text", "frames"]), frames=st.lists(image_bytes(), max_size=2),
+       points=st.lists(st.sampled_from(["10,10", "10,10,0", "1e9,1", "nan,nan", "x", "10,10,99", "-5,3", ""]),
+                       max_size=2),
+       boxes=st.lists(st.sampled_from(["1,1,20,20", "20,20,1,1", "nan,0,1,1", "0,0,1e9,1e9", "1,2,3"]), max_size=2),
+       opts=st.lists(st.tuples(st.sampled_from(["--frame", "--start", "--num-frames", "--frame-step", "--size"]),
+                               option(st.integers(-1, 40))), max_size=2))
+def test_fuzz_trajectory_from_video(video, frames, points, boxes, opts):
+    with workdir() as d:
+        if video == "frames":
+            (d / "v").mkdir()
+            for i, (suffix, data) in enumerate(frames):
+                (d / "v" / f"{i:05d}{suffix}").write_bytes(data)
+            src = d / "v"
+        else:
+            src = d / "v.mp4"
+            shutil.copy(REPO / "examples" / "source.mp4", src)
+            if video == "truncated":
+                src.write_bytes(src.read_bytes()[:3000])
+            elif video == "text":
+                src.write_text("not a video")
+        missing = d / "no-model"
+        argv = ["trajectory", "from-video", src, "--out", d / "o.json", "--sam2", missing, "--grounding", missing,
+                "--device", "cpu"]
+        for p in points:
+            argv += ["--points", p]
+        for b in boxes:
+            argv += ["--boxes", b]
+        if not points and not boxes:
+            argv += ["--objects", "ball."]
+        for flag, value in opts:
+            argv += [flag, value]
+        run("trajectory from-video", argv, d, [d / "o.json"])
+
+
 # ---------------------------------------------------------------------------------------- models
 
 
@@ -592,7 +712,8 @@ def test_fuzz_convert_official(kind, data, out):
             ckpt.write_bytes(data)
         else:
             sd = {"state_dict": {"patch_embed.proj.weight": torch.zeros(8, 32, 2, 2),
-                                 "out_projectors.0.weight": torch.full((8, 8, 1, 1), float("nan") if kind == "nan" else 0.0)}}
+                                 "out_projectors.0.weight": torch.full((8, 8, 1, 1),
+                                                                       float("nan") if kind == "nan" else 0.0)}}
             torch.save(sd if kind != "dict" else {"x": [1, 2], "state_dict": data}, ckpt)
             if kind == "truncated":
                 ckpt.write_bytes(ckpt.read_bytes()[: len(data) * 5])
@@ -637,7 +758,8 @@ def test_fuzz_generate(dataset, image, text, opts, out):
                      "stage", "kind", "model", "unknown"]),
     st.one_of(numbers(), st.none(), st.text(max_size=4), st.dictionaries(
         st.sampled_from(["lr", "max_steps", "batch_size", "grad_accum", "flow_shift", "num_frames", "size", "x",
-                         "weight_decay", "save_every", "stride"]), st.one_of(numbers(), st.lists(numbers(), max_size=3)),
+                         "weight_decay", "save_every", "stride"]),
+        st.one_of(numbers(), st.lists(numbers(), max_size=3)),
         max_size=2)), max_size=2),
     output_dir=st.sampled_from(["run", "data", "data/run", "f/run", "ro/run", "run/../data"]))
 def test_fuzz_train_config(dataset, fields, output_dir):
@@ -663,3 +785,18 @@ def test_fuzz_train_config(dataset, fields, output_dir):
             (d / "c.yaml").write_text("base: [")
         outputs = [out] if d in out.parents else []
         run("train", ["train", "--config", d / "c.yaml", "--no-progress"], d, outputs)
+
+
+# ---------------------------------------------------------------------------------------- readers
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.one_of(json_values().map(dumps), st.text(alphabet='[]{}"\\ab,:', max_size=60)))
+def test_json_depth_counts_like_the_character_loop(text):
+    """limits.json_depth (strings cut by a regex, brackets counted in numpy: 3x faster on a MagicData
+    annotation) against the character-by-character count it replaced; both stop mattering past the
+    limit, where the loop returns early."""
+    from magicmotion.limits import MAX_JSON_DEPTH, _json_depth_slow, json_depth
+
+    fast, slow = json_depth(text), _json_depth_slow(text)
+    assert fast == slow or (fast > MAX_JSON_DEPTH and slow > MAX_JSON_DEPTH)

@@ -318,8 +318,8 @@ ROUND3 = [
      "would overwrite an input"),
     ("render maps.mp4 --out maps.mp4", lambda t, d, b: ["trajectory", "render", str(maps_video(t / "maps.mp4")),
                                                         "--out", str(t / "maps.mp4")], "would overwrite an input"),
-    ("render --out DIR/ holding the spec", lambda t, d, b: ["trajectory", "render", str(examples(t) / "trajectory.json"),
-                                                            "--out", str(t / "ex") + "/"], "holds the input"),
+    ("render --out DIR/ holding the spec", lambda t, d, b: [
+        "trajectory", "render", str(examples(t) / "trajectory.json"), "--out", str(t / "ex") + "/"], "holds the input"),
     ("from-maps --out over the maps", lambda t, d, b: ["trajectory", "from-maps", str(maps_video(t / "m.mp4")),
                                                        "--out", str(t / "m.json")] if (t / "m.json").symlink_to(
         t / "m.mp4") is None else None, "would overwrite an input"),
@@ -370,9 +370,22 @@ ROUND3 = [
                                                           str(t / "s.json")], "99999.png: frame 99999 is beyond"),
     ("train output_dir = the dataset", lambda t, d, b: ["train", "--config", str(config(t, d, output_dir=d))],
      "would overwrite an input"),
-    ("train output_dir inside the dataset", lambda t, d, b: ["train", "--config", str(config(t, d, output_dir=d / "run"))],
-     "inside the input folder"),
+    ("train output_dir inside the dataset", lambda t, d, b: ["train", "--config", str(config(
+        t, d, output_dir=d / "run"))], "inside the input folder"),
     ("generate --out inside a dataset", lambda t, d, b: generate(out=d / "o.mp4"), "inside the dataset"),
+    # found by tests/test_fuzz.py (exit 1 before)
+    ("fuzz: import-magicdata, a 300-character video id", lambda t, d, b: ["data", "import-magicdata", str(
+        magicdata_with(t, "x" * 300)), "--out", str(t / "imp"), "--quiet"], "longer than a file name can be"),
+    ("fuzz: render --out a 300-character name", lambda t, d, b: render(write(t / "s.json", spec_text()))[:3] + [
+        "--out", str(t / ("x" * 300 + ".mp4"))], "File name too long"),
+    ("fuzz: data info on a 300-character folder name", lambda t, d, b: ["data", "info", str(t / ("x" * 300))],
+     "File name too long"),
+    ("fuzz: bench report, scores.json null", lambda t, d, b: ["bench", "report", str(t), "--out", str(t / "rep")]
+     if write(t / "scores.json", "null") else None, "scores.json: the file is None"),
+    ("fuzz: bench report, a NaN FID", lambda t, d, b: ["bench", "report", str(t), "--out", str(t / "rep")]
+     if write(t / "scores.json", json.dumps({"run": {"label": "a", "bench": "b"}, "segmenter": {"name": "s"},
+                                             "overall": {"clips": 1, "fid": float("nan")}, "buckets": {}})) else None,
+     "overall.fid is nan"),
     ("from-maps: MJPEG maps, no phantom object", lambda t, d, b: ["trajectory", "from-maps", str(maps_video(
         t / "m.avi", "mjpeg")), "--out", str(t / "m.json")], "dimmed copy"),
 ]

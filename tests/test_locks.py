@@ -40,8 +40,8 @@ def dataset(tmp_path_factory):
 @pytest.mark.parametrize("argv", [
     ["train", "--config", "{config}"],
     ["train", "precompute", "--config", "{config}", "--out", "{out}"],
-    ["bench", "run", "{tmp}", "--out", "{out}"],
-    ["data", "curate", "{tmp}", "--out", "{out}"],
+    ["bench", "run", "{tmp}/bench", "--out", "{out}"],  # inputs beside the output (one inside is refused first)
+    ["data", "curate", "{tmp}/in.csv", "--out", "{out}"],
     ["generate", "--image", "examples/first_frame.png", "--trajectory", "examples/trajectory.json", "--prompt", "a",
      "--out", "{out}.mp4"],
 ])

@@ -4,6 +4,7 @@ own parser with `register(subparsers)` and keeps heavy imports inside the comman
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import traceback
@@ -23,6 +24,11 @@ PARTS = [
     "magicmotion.app.cli",  # app
     "magicmotion.demo",  # demo
 ]
+
+
+# errors of a path the user named, wherever it is first touched (cli.main: one line, exit 2)
+PATH_ERRORS = {errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ELOOP,
+               errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOENT, errno.EEXIST, errno.ENXIO}
 
 
 class Parser(argparse.ArgumentParser):
@@ -76,6 +82,14 @@ def add_verbose(parser: argparse.ArgumentParser) -> None:
                 add_verbose(child)
 
 
+def one_line(message: str) -> str:
+    """A message as one line of plain text: a library's line breaks and blank lines become single
+    spaces, its terminal colour codes (torch's bold "do those steps") are dropped."""
+    import re
+
+    return " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", message).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import logfilters
 
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except MagicMotionError as e:  # one line, even when a library's message spans several
-        print("magicmotion: error: " + " ".join(str(e).split("\n")), file=sys.stderr)
+        print("magicmotion: error: " + one_line(str(e)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("magicmotion: interrupted", file=sys.stderr)
@@ -99,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # as a shell reports a pipe's writer ended by SIGPIPE
+    except OSError as e:
+        if e.errno not in PATH_ERRORS or e.filename is None:
+            traceback.print_exc()
+            print(f"magicmotion: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        # a path the user gave that the system refuses (a name too long, a folder not writable, a file
+        # in the way, a loop of links): bad input wherever it is first touched, so one line and exit 2
+        print(f"magicmotion: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except Exception as e:  # a bug, not bad input: the traceback says where; exit 1
         traceback.print_exc()
         print(f"magicmotion: internal error: {type(e).__name__}: {e}", file=sys.stderr)

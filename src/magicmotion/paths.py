@@ -119,6 +119,8 @@ def contained(root: str | os.PathLike, value, where: str, what: str = "path",
     if not isinstance(value, str) or not value or "\0" in value:
         raise error(f"{where}: {what} {value!r} is not a path")
     rel = Path(value)
+    if len(value) > 4096 or any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in rel.parts):
+        raise error(f"{where}: {what} {value[:40]!r}... is longer than a file name can be")
     if rel.is_absolute() or ".." in rel.parts:
         raise error(f"{where}: {what} {value!r} must be a path inside {root} (no absolute path, no '..')")
     path = Path(root) / rel

@@ -262,7 +262,9 @@ def _report(args) -> int:
     from ..paths import check_output
     from .report import report
 
-    check_output(args.out, args.runs, error=BenchError, folder=True, make_parents=True)
+    # what is read of each run: its scores (a report beside them in the run folder is fine)
+    check_output(args.out, [Path(r) / "scores.json" for r in args.runs], error=BenchError, folder=True,
+                 make_parents=True)
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
     report(args.runs, args.out, labels=labels)
     print(f"{args.out}: report.md, by_objects.png, report.json")

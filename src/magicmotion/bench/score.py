@@ -132,10 +132,48 @@ def read_scores(run_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise BenchError(f"{run_dir}: no {SCORES}; score the run first with "
                          f"`magicmotion bench score {run_dir}`")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BenchError(f"{path}: malformed ({e})") from None
+    from ..limits import read_json
+
+    return check_scores(read_json(path, BenchError, "scores file"), path)
+
+
+def check_scores(scores, path) -> dict:
+    """The parts of a scores.json a report reads, with their types: BenchError naming the file and
+    the field (a hand-edited or foreign file is refused, not a traceback halfway through a report)."""
+    import math
+
+    def bad(what: str, value):
+        text = repr(value)
+        raise BenchError(f"{path}: {what} is {text[:60] + '...' if len(text) > 60 else text}; not a scores file "
+                         "written by `magicmotion bench score`")
+
+    if not isinstance(scores, dict):
+        bad("the file", scores)
+    run, segmenter = scores.get("run"), scores.get("segmenter")
+    if not isinstance(run, dict) or not isinstance(segmenter, dict):
+        bad("'run' / 'segmenter'", (run, segmenter))
+    for key in ("label", "bench"):
+        if not isinstance(run.get(key), str):
+            bad(f"run.{key}", run.get(key))
+    if not isinstance(segmenter.get("name"), str):
+        bad("segmenter.name", segmenter.get("name"))
+    if not isinstance(scores.get("notes", []), list) or not all(isinstance(n, str) for n in scores.get("notes", [])):
+        bad("notes", scores.get("notes"))
+    buckets = scores.get("buckets")
+    if not isinstance(buckets, dict):
+        bad("buckets", buckets)
+    for where, row in [("overall", scores.get("overall")), *((f"buckets.{k}", v) for k, v in buckets.items())]:
+        if not isinstance(row, dict):
+            bad(where, row)
+        clips = row.get("clips", 0)
+        if isinstance(clips, bool) or not isinstance(clips, int) or clips < 0:
+            bad(f"{where}.clips", clips)
+        for key in ("fid", "fvd", "mask_iou", "box_iou"):
+            value = row.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                bad(f"{where}.{key}", value)
+    return scores
 
 
 def _mean(values) -> float | None:

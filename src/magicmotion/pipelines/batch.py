@@ -148,6 +148,14 @@ def read_rows(csv_path: str | os.PathLike) -> list[Row]:
             clash = [f"{name} file {p}" for name, p in output_paths(out).items() if p.resolve() in inputs]
             if clash:
                 problem = f"output {out}: its {clash[0]} would overwrite an input"
+        if problem is None:  # the one output guard (paths.py): not in a dataset, writable, before any model
+            from ..errors import MediaError
+            from ..paths import check_output
+
+            try:
+                check_output(out, [image, trajectory], error=MediaError, make_parents=True)
+            except MediaError as e:
+                problem = str(e)
         if problem is None:
             key = out.resolve().with_suffix("")  # the companions (NAME.json, NAME.preview.*) go by the stem
             if key in taken:

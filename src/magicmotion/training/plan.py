@@ -193,7 +193,8 @@ def plan(base: str, size: tuple[int, int], frames: int, batch: int = 1, controln
 
     blocks = transformer.transformer_blocks if family == "cogvideox" else transformer.blocks
     base_layers = len(blocks)
-    if controlnet_layers is not None and not (isinstance(controlnet_layers, int) and 1 <= controlnet_layers <= base_layers):
+    if controlnet_layers is not None and not (isinstance(controlnet_layers, int)
+                                              and 1 <= controlnet_layers <= base_layers):
         raise ModelError(f"plan: --controlnet-layers must be in 1..{base_layers} (the blocks of {base}), "
                          f"got {controlnet_layers}")
     k = base_layers if controlnet_layers is None else controlnet_layers

@@ -273,7 +273,10 @@ def _read_mask_png(path: Path, where: str, object_id, frame: int) -> np.ndarray:
     return arr != 0
 
 
-def _parse_mask(value, base_dir: Path | None, where: str, object_id, frame: int) -> dict:
+def _parse_mask(value, base_dir: Path | None, where: str, object_id, frame: int, pending: list | None = None) -> dict:
+    """A mask value of a spec (a PNG path or RLE) -> COCO RLE, checked. With `pending`, compressed RLE
+    strings are appended there (rle, object id, frame) for one batched check by the caller
+    (`_check_pending`): a spec's hundreds of masks are checked in one pass."""
     if isinstance(value, str) and base_dir is None:  # nothing is said about the file: not even if it exists
         raise TrajectoryError(f"{where}: object {object_id} frame {frame}: mask file paths are not accepted here; "
                               'give masks inline as RLE {"size": [h, w], "counts": "..."}')
@@ -304,6 +307,9 @@ def _parse_mask(value, base_dir: Path | None, where: str, object_id, frame: int)
         try:
             if isinstance(counts, str):
                 rle = {"size": list(size), "counts": counts.encode("ascii")}
+                if pending is not None:
+                    pending.append((rle, object_id, frame))
+                    return rle
                 rle_counts(rle)
             else:  # uncompressed RLE
                 rle_counts({"size": size, "counts": counts})
@@ -315,6 +321,23 @@ def _parse_mask(value, base_dir: Path | None, where: str, object_id, frame: int)
         f"{where}: object {object_id} frame {frame}: a mask must be a PNG path or "
         f'{{"size": [h, w], "counts": "..."}}'
     )
+
+
+def _check_pending(pending: list, where: str) -> None:
+    """Check compressed RLE masks (rle, object id, frame) in one `rle_runs` pass; where it fails,
+    mask by mask, naming the first bad one."""
+    if not pending:
+        return
+    try:
+        rle_runs([rle for rle, _, _ in pending])
+        return
+    except ValueError:
+        pass
+    for rle, object_id, frame in pending:
+        try:
+            rle_counts(rle)
+        except ValueError as e:
+            raise TrajectoryError(f"{where}: object {object_id} frame {frame}: bad RLE ({e})") from None
 
 
 def from_dict(data: dict, base_dir: str | Path = ".", source: str = "") -> Trajectory:
@@ -343,6 +366,7 @@ def from_dict(data: dict, base_dir: str | Path = ".", source: str = "") -> Traje
         width=data["width"], height=data["height"], num_frames=data["num_frames"],
         caption=str(data.get("caption", "")), source=source,
     )
+    pending: list = []  # compressed RLE masks, checked together below
     for i, od in enumerate(objects_data):
         if not isinstance(od, dict) or "id" not in od:
             raise TrajectoryError(f"{where}: object #{i} has no 'id'")
@@ -363,8 +387,9 @@ def from_dict(data: dict, base_dir: str | Path = ".", source: str = "") -> Traje
             obj.boxes[t] = np.asarray(box, dtype=np.float64)
         for key, value in masks.items():
             t = _parse_frame(key, where, oid)
-            obj.masks[t] = _parse_mask(value, base_dir, where, oid, t)
+            obj.masks[t] = _parse_mask(value, base_dir, where, oid, t, pending)
         traj.objects.append(obj)
+    _check_pending(pending, where)
     return traj.validate()
 
 

@@ -20,7 +20,6 @@ mask is moved on each frame by the mean motion of the points seen both there and
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -177,7 +176,8 @@ def _load_array(path: Path, what: str) -> np.ndarray | dict[str, np.ndarray]:
     except EOFError:  # a zero-byte file
         raise TrajectoryError(f"{path}: not a .npy/.npz array file (empty)") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise TrajectoryError(f"{path}: not a .npy/.npz array file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TrajectoryError(f"{path}: not a .npy/.npz array file ({why})") from None
     for name, array in (data.items() if isinstance(data, dict) else [(what, data)]):
         if array.dtype.kind not in "biuf":
             raise TrajectoryError(f"{path}: {name} holds {array.dtype} values, expected numbers")
