@@ -79,3 +79,36 @@ def test_timesteps_are_uniform_integers():
     t = sample_timesteps(5000, 1000, torch.Generator().manual_seed(0))
     assert t.dtype == torch.int64 and t.min() >= 0 and t.max() <= 999
     assert abs(t.float().mean().item() - 499.5) < 15
+
+
+@pytest.mark.parametrize("kw", [dict(sampling="uniform"), dict(sampling="shifted_uniform", shift=3.0),
+                                dict(sampling="logit_normal"), dict(sampling="logit_normal", sigma_range=(0.2, 0.9)),
+                                dict(sampling="shifted_uniform", shift=5.0, sigma_range=(0.0, 0.875))])
+def test_draws_come_from_the_generator_alone(kw):
+    """Reproducible runs: the same generator seed gives the same draws whatever the global RNG did in
+    between; another seed other draws."""
+    torch.manual_seed(1)
+    a = sample_flow_sigmas(64, torch.Generator().manual_seed(7), **kw)
+    torch.manual_seed(2)
+    b = sample_flow_sigmas(64, torch.Generator().manual_seed(7), **kw)
+    c = sample_flow_sigmas(64, torch.Generator().manual_seed(8), **kw)
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.dtype == torch.float32
+    torch.manual_seed(1)
+    t = sample_timesteps(64, 1000, torch.Generator().manual_seed(7))
+    torch.manual_seed(2)
+    assert torch.equal(t, sample_timesteps(64, 1000, torch.Generator().manual_seed(7)))
+
+
+def test_sigma_range_draws_stay_in_their_range_with_the_right_law():
+    """One expert's share: lo <= s < hi, and the conditioned law is the unconditioned one restricted
+    (its median is the unconditioned quantile halfway between the range's quantiles)."""
+    g = torch.Generator().manual_seed(0)
+    for lo, hi in ((0.0, 0.875), (0.875, 1.0), (0.3, 0.6)):
+        s = sample_flow_sigmas(20000, g, "shifted_uniform", shift=3.0, sigma_range=(lo, hi))
+        assert s.min() >= max(lo, 1e-5) and s.max() < hi or hi == 1.0 and s.max() <= 1.0
+        # unconditioned: u = s / (3 - 2 s) uniform; the median of u within [u_lo, u_hi) is their midpoint
+        u = s.double() / (3 - 2 * s.double())
+        u_lo, u_hi = lo / (3 - 2 * lo), hi / (3 - 2 * hi)
+        assert abs(u.median().item() - (u_lo + u_hi) / 2) < 0.01 * (u_hi - u_lo) + 1e-3
+    with pytest.raises(Exception, match="sigma range"):
+        sample_flow_sigmas(2, g, sigma_range=(0.5, 0.5))
