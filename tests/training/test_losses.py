@@ -112,3 +112,44 @@ def test_sigma_range_draws_stay_in_their_range_with_the_right_law():
         assert abs(u.median().item() - (u_lo + u_hi) / 2) < 0.01 * (u_hi - u_lo) + 1e-3
     with pytest.raises(Exception, match="sigma range"):
         sample_flow_sigmas(2, g, sigma_range=(0.5, 0.5))
+
+
+@pytest.mark.parametrize("sampling, shift, logit_std, lo, hi", [
+    ("uniform", 3.0, 1.0, 0.2, 0.6),  # uniform ignores the shift
+    ("logit_normal", 1.0, 1.0, 0.0, 0.5), ("logit_normal", 3.0, 2.0, 0.5, 1.0), ("logit_normal", 1.0, 0.5, 0.3, 0.8),
+])
+def test_sigma_range_median_against_the_normal_distribution(sampling, shift, logit_std, lo, hi):
+    """The conditioned draws' median is the unconditioned law's quantile halfway between the range's
+    (Python's statistics.NormalDist as the reference for the logit-normal law)."""
+    import math
+    from statistics import NormalDist
+
+    s = sample_flow_sigmas(20000, torch.Generator().manual_seed(0), sampling, shift=shift, logit_std=logit_std,
+                           sigma_range=(lo, hi)).double()
+    assert s.min() >= max(lo, 1e-5) and (s.max() < hi or hi == 1.0)
+    k = 1.0 if sampling == "uniform" else shift
+    unshift = lambda v: v / (k - (k - 1) * v)  # noqa: E731 - the inverse of the shift map
+    if sampling == "uniform":
+        u_med = (unshift(lo) + unshift(hi)) / 2
+    else:
+        law = NormalDist(0.0, logit_std)
+        cdf = lambda u: 0.0 if u <= 0 else 1.0 if u >= 1 else law.cdf(math.log(u / (1 - u)))  # noqa: E731
+        z = law.inv_cdf((cdf(unshift(lo)) + cdf(unshift(hi))) / 2)
+        u_med = 1 / (1 + math.exp(-z))
+    expected = k * u_med / (1 + (k - 1) * u_med)
+    assert abs(s.median().item() - expected) < 0.01 * (hi - lo)
+    with pytest.raises(Exception, match="sigma range"):
+        sample_flow_sigmas(2, torch.Generator(), sampling, sigma_range=(0.5, 1.5))
+
+
+def test_weighted_flow_matching_loss_is_the_mean_over_the_weighted_elements():
+    g = torch.Generator().manual_seed(0)
+    x0, noise, pred = (torch.randn(2, 4, 3, 2, 2, generator=g) for _ in range(3))
+    weight = torch.tensor([0.0, 1.0, 1.0]).view(1, 1, 3, 1, 1)  # frames 1 and 2 (TI2V: frame 0 clean)
+    err = (pred - (noise - x0)) ** 2
+    assert torch.isclose(flow_matching_loss(pred, x0, noise, weight), err[:, :, 1:].mean())
+    one = torch.zeros(2, 4, 3, 2, 2)
+    one[1, 2, 0, 1, 0] = 1.0  # a single weighted element: its error, not half of it
+    assert torch.isclose(flow_matching_loss(pred, x0, noise, one), err[1, 2, 0, 1, 0])
+    assert flow_matching_loss(pred, x0, noise, torch.zeros(1, 1, 3, 1, 1)) == 0  # nothing to learn: 0
+    assert torch.isclose(flow_matching_loss(pred, x0, noise, torch.ones(1)), flow_matching_loss(pred, x0, noise))
