@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -153,3 +155,33 @@ def test_weighted_flow_matching_loss_is_the_mean_over_the_weighted_elements():
     assert torch.isclose(flow_matching_loss(pred, x0, noise, one), err[1, 2, 0, 1, 0])
     assert flow_matching_loss(pred, x0, noise, torch.zeros(1, 1, 3, 1, 1)) == 0  # nothing to learn: 0
     assert torch.isclose(flow_matching_loss(pred, x0, noise, torch.ones(1)), flow_matching_loss(pred, x0, noise))
+
+
+def test_flow_sigma_defaults_shift_and_logit_parameters():
+    from statistics import NormalDist
+
+    def draw(n=20000, **kw):
+        return sample_flow_sigmas(n, torch.Generator().manual_seed(3), **kw)
+
+    # the defaults: shifted_uniform at shift 1 (= uniform); the full range is no range
+    assert torch.equal(draw(), draw(sampling="shifted_uniform", shift=1.0))
+    assert torch.equal(draw(sigma_range=(0.0, 1.0)), draw())
+    # uniform ignores the shift; shifted_uniform at 2: the median 2 x 0.5 / (1 + 0.5)
+    assert torch.equal(draw(sampling="uniform", shift=3.0), draw(sampling="uniform"))
+    assert abs(draw(shift=2.0).median().item() - 2 / 3) < 0.01
+    # logit-normal: s = sigmoid(N(mean, std)); its quartiles are the sigmoid of the normal's
+    s = draw(sampling="logit_normal", logit_mean=0.5, logit_std=2.0).double()
+    law = NormalDist(0.5, 2.0)
+    for q in (0.25, 0.5, 0.75):
+        expected = 1 / (1 + math.exp(-law.inv_cdf(q)))
+        assert abs(s.quantile(q).item() - expected) < 0.01
+    # never exactly 0 (a noise level of 0 has no target): clamped at 1e-5
+    assert draw(100, sampling="logit_normal", logit_mean=-30.0).min() == pytest.approx(1e-5)
+
+
+def test_timesteps_reach_both_ends_and_noising_keeps_the_dtype():
+    t = sample_timesteps(20000, 1000, torch.Generator().manual_seed(0))
+    assert t.min() == 0 and t.max() == 999
+    x0 = torch.randn(2, 3, 4, dtype=torch.bfloat16)
+    out = v_prediction_noisy(x0, torch.randn(2, 3, 4, dtype=torch.bfloat16), torch.tensor([0.5, 0.9]))
+    assert out.dtype == torch.bfloat16
