@@ -76,7 +76,8 @@ def prepare(module: str) -> Path:
 
 
 def retest(work: Path, module: str) -> None:
-    """Forget mutmut's results for the mutants not killed (exit code 0: survived; 33: no tests) and its
+    """Forget mutmut's results for the mutants not killed (exit code 0: survived; 33: no tests; -24:
+    out of CPU time, which a busy machine also causes) and its
     record of which tests reach which function, so that `mutmut run` checks them with the tests as
     they are now."""
     import json
@@ -87,7 +88,7 @@ def retest(work: Path, module: str) -> None:
         data = json.loads(meta.read_text())
         codes = data["exit_code_by_key"]
         for key, code in codes.items():
-            if code in (0, 33):
+            if code in (0, 33, -24):
                 codes[key] = None
         meta.write_text(json.dumps(data))
 
