@@ -185,3 +185,25 @@ def test_timesteps_reach_both_ends_and_noising_keeps_the_dtype():
     x0 = torch.randn(2, 3, 4, dtype=torch.bfloat16)
     out = v_prediction_noisy(x0, torch.randn(2, 3, 4, dtype=torch.bfloat16), torch.tensor([0.5, 0.9]))
     assert out.dtype == torch.bfloat16
+
+
+def test_sigma_range_with_a_logit_mean_the_lowest_levels_and_bad_names():
+    from statistics import NormalDist
+
+    lo, hi, mean = 0.2, 0.7, 0.7
+    s = sample_flow_sigmas(20000, torch.Generator().manual_seed(0), "logit_normal", logit_mean=mean,
+                           sigma_range=(lo, hi)).double()
+    law = NormalDist(mean, 1.0)
+    p = [law.cdf(math.log(v / (1 - v))) for v in (lo, hi)]
+    expected = 1 / (1 + math.exp(-law.inv_cdf(sum(p) / 2)))
+    assert abs(s.median().item() - expected) < 0.005
+    low = sample_flow_sigmas(20000, torch.Generator().manual_seed(0), "uniform", sigma_range=(0.0, 0.001))
+    assert low.min() == pytest.approx(1e-5) and low.max() < 0.001  # never 0: clamped at 1e-5
+    with pytest.raises(Exception, match="unknown timestep sampling 'cosine'"):
+        sample_flow_sigmas(2, torch.Generator(), "cosine", sigma_range=(0.2, 0.5))
+
+
+def test_weighted_loss_stays_in_float32_whatever_the_weight_dtype():
+    x0 = torch.randn(1, 2, 3, 2, 2)
+    loss = flow_matching_loss(torch.zeros_like(x0), x0, torch.zeros_like(x0), torch.ones(1, 1, 3, 1, 1, dtype=torch.float64))
+    assert loss.dtype == torch.float32
