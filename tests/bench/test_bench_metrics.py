@@ -288,7 +288,9 @@ def test_box_iou_of_disjoint_and_degenerate_boxes():
     assert box_iou([0, 0, 2, 2], [5, 0, 7, 2]) == 0.0  # apart in x only: no overlap
     assert box_iou([0, 0, 2, 2], [0, 5, 2, 7]) == 0.0  # apart in y only
     assert box_iou([0, 1, 4, 5], [1, 3, 5, 7]) == pytest.approx(6 / 26)  # x and y overlaps differ
+    assert box_iou([0, 3, 4, 5], [1, 0, 5, 4]) == pytest.approx(3 / 21)  # a's y0 beyond b's x0
     assert box_iou([3, 3, 5, 3], [3, 3, 5, 4]) == 0.0  # zero height: absent
+    assert box_iou([3, 3, 5, 3], None) == 1.0  # both absent
 
 
 def test_reference_masks_are_the_trajectory_masks():
