@@ -207,3 +207,11 @@ def test_weighted_loss_stays_in_float32_whatever_the_weight_dtype():
     x0 = torch.randn(1, 2, 3, 2, 2)
     loss = flow_matching_loss(torch.zeros_like(x0), x0, torch.zeros_like(x0), torch.ones(1, 1, 3, 1, 1, dtype=torch.float64))
     assert loss.dtype == torch.float32
+
+
+def test_noising_keeps_the_latents_dtype_and_bad_weighting_is_named():
+    x0 = torch.randn(2, 3, 4, dtype=torch.bfloat16)
+    assert flow_matching_noisy(x0, torch.randn(2, 3, 4, dtype=torch.bfloat16), torch.tensor([0.2, 0.7])).dtype == torch.bfloat16
+    a = torch.tensor([0.5, 0.9])
+    with pytest.raises(Exception, match="unknown loss weighting 'snr'"):
+        v_prediction_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), a, "snr")
