@@ -350,3 +350,15 @@ def test_i3d_bad_file_message_names_the_error(tmp_path):
     with pytest.raises(BenchError) as e:
         I3DFeatures(bad)
     assert "NoneType" not in str(e.value) and "Error)" in str(e.value)
+
+
+def test_a_failing_i3d_detector_is_named_with_the_input_shape(tiny_i3d):
+    det = I3DFeatures(tiny_i3d, num_frames=2)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    det.detector = broken
+    with pytest.raises(BenchError, match=r"i3d_torchscript\.pt: the I3D detector failed on videos of shape "
+                                         r"\(1, 3, 2, 224, 224\) \(RuntimeError: boom\)"):
+        det([np.zeros((2, 8, 8, 3), np.uint8)])
