@@ -8,6 +8,7 @@ neither share mutmut's state nor touch the worktree. mutmut runs with `process_i
 
     python tools/mutate.py trajectory/render            # run (resumes where it stopped)
     python tools/mutate.py trajectory/render --results  # mutmut's per-mutant results
+    python tools/mutate.py trajectory/render --retest   # after adding tests: the survivors again
     python tools/mutate.py --list                       # the modules and their tests
 Too slow for CI (minutes to hours per module on 2 cores); docs/testing.md has the measured kill rates.
 """
@@ -74,11 +75,32 @@ def prepare(module: str) -> Path:
     return work
 
 
+def retest(work: Path, module: str) -> None:
+    """Forget mutmut's results for the mutants not killed (exit code 0: survived; 33: no tests; -24:
+    out of CPU time, which a busy machine also causes) and its
+    record of which tests reach which function, so that `mutmut run` checks them with the tests as
+    they are now."""
+    import json
+
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+    meta = work / "mutants" / "src" / "magicmotion" / f"{module}.py.meta"
+    if meta.is_file():
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for key, code in codes.items():
+            if code in (0, 33, -24):
+                codes[key] = None
+        meta.write_text(json.dumps(data))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("module", nargs="?", help="e.g. trajectory/render (one of --list)")
     parser.add_argument("--list", action="store_true", help="the modules and their tests")
     parser.add_argument("--results", action="store_true", help="print mutmut's results instead of running")
+    parser.add_argument("--retest", action="store_true",
+                        help="run the survivors (and mutants without tests) again, with the tests' coverage "
+                             "collected afresh (mutmut keeps its results; new tests are not seen otherwise)")
     parser.add_argument("--max-children", type=int, default=1, help="mutmut workers (default 1)")
     args = parser.parse_args(argv)
     if args.list or not args.module:
@@ -90,6 +112,8 @@ def main(argv=None) -> int:
         print(f"mutate: unknown module {args.module!r}; one of: {', '.join(MODULES)}", file=sys.stderr)
         return 2
     work = prepare(module)
+    if args.retest:
+        retest(work, module)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": ""}
     command = ["results", "--all", "true"] if args.results else ["run", "--max-children", str(args.max_children)]
     return subprocess.call([sys.executable, "-m", "mutmut", *command], cwd=work, env=env)

@@ -226,7 +226,11 @@ class TinyI3D(torch.nn.Module):
         torch.manual_seed(1)
         self.proj = torch.nn.Linear(3, 6)
 
-    def forward(self, x, rescale: bool = False, resize: bool = False, return_features: bool = False):
+    def forward(self, x, rescale: bool = True, resize: bool = True, return_features: bool = False):
+        # defaults opposite to what I3DFeatures must pass (the frames are already resized and in
+        # [-1, 1]; the features, not the logits): a call that leaves one out fails here
+        if rescale or resize or not return_features:
+            raise RuntimeError("called with rescale/resize on or without return_features")
         pooled = x.mean(dim=(2, 3, 4))  # (B, 3)
         return self.proj(pooled * 3.0)
 
@@ -268,3 +272,93 @@ def test_i3d_missing_or_bad_file(tmp_path):
     bad.write_bytes(b"not a torchscript archive")
     with pytest.raises(BenchError, match="not a TorchScript I3D detector"):
         I3DFeatures(bad)
+
+
+# ------------------------------------------------------------------- gaps found by mutation testing
+
+
+def test_mask_iou_of_label_maps_counts_any_nonzero_pixel():
+    """Masks given as labels (2 where another tool writes 1) are the same masks."""
+    a = rect(6, 6, 0, 0, 3, 3).astype(np.uint8) * 2
+    b = rect(6, 6, 0, 0, 3, 3).astype(np.uint8)
+    assert mask_iou(a, b) == 1.0 == mask_iou(b, a)
+
+
+def test_box_iou_of_disjoint_and_degenerate_boxes():
+    assert box_iou([0, 0, 2, 2], [5, 0, 7, 2]) == 0.0  # apart in x only: no overlap
+    assert box_iou([0, 0, 2, 2], [0, 5, 2, 7]) == 0.0  # apart in y only
+    assert box_iou([0, 1, 4, 5], [1, 3, 5, 7]) == pytest.approx(6 / 26)  # x and y overlaps differ
+    assert box_iou([0, 3, 4, 5], [1, 0, 5, 4]) == pytest.approx(3 / 21)  # a's y0 beyond b's x0
+    assert box_iou([3, 3, 5, 3], [3, 3, 5, 4]) == 0.0  # zero height: absent
+    assert box_iou([3, 3, 5, 3], None) == 1.0  # both absent
+
+
+def test_reference_masks_are_the_trajectory_masks():
+    from magicmotion.bench.metrics import reference_masks
+
+    labels = np.zeros((2, 8, 8), np.int32)
+    labels[:, 1:4, 2:6] = 1
+    labels[1, 5:7, 0:3] = 2
+    masks = reference_masks(from_label_masks(labels))
+    np.testing.assert_array_equal(masks[1][1], labels[1] == 1)
+    np.testing.assert_array_equal(masks[2][1], labels[1] == 2)
+    assert not masks[2][0].any()
+
+
+def test_clip_scores_take_label_valued_predictions():
+    labels = np.zeros((3, 8, 8), np.int32)
+    labels[:, 2:6, 2:6] = 1
+    ref = from_label_masks(labels)
+    scores = clip_scores({1: (labels == 1).astype(np.uint8) * 7}, ref)
+    assert scores["mask_iou"] == 1.0 and scores["box_iou"] == 1.0
+
+
+def test_gaussian_stats_of_two_samples_in_float64():
+    f = np.array([[1, 2, 3], [3, 2, 0]], np.float32)  # N = 2 < D = 3
+    mean, cov = gaussian_stats(f)
+    assert mean.dtype == np.float64 and cov.shape == (3, 3)
+    np.testing.assert_allclose(mean, [2, 2, 1.5])
+    np.testing.assert_allclose(cov, np.cov(f.T.astype(np.float64)))  # columns are the variables
+    with pytest.raises(BenchError, match="at least 2"):
+        gaussian_stats(f[:1])
+
+
+@pytest.mark.parametrize("h, w", [(30, 50), (60, 36)])
+def test_i3d_preprocess_is_opencv_resize_and_centre_crop(tiny_i3d, h, w):
+    """StyleGAN-V's preprocessing, checked against OpenCV's bilinear resize (half-pixel centres, as
+    torch's align_corners=False): 16 frames, shorter side 224, the centre 224 x 224, in [-1, 1]."""
+    import math
+
+    import cv2
+
+    det = I3DFeatures(tiny_i3d)
+    video = np.random.default_rng(0).integers(0, 256, (20, h, w, 3), dtype=np.uint8)
+    x = det.preprocess(video)
+    assert tuple(x.shape) == (3, 16, 224, 224)
+    scale = 224 / min(h, w)
+    nh, nw = (224, math.ceil(w * scale)) if h < w else (math.ceil(h * scale), 224)
+    y0, x0 = (nh - 224) // 2, (nw - 224) // 2
+    for t in (0, 15):
+        big = cv2.resize(video[t].astype(np.float32) / 255, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        expected = big[y0:y0 + 224, x0:x0 + 224] * 2 - 1
+        np.testing.assert_allclose(x[:, t].permute(1, 2, 0).numpy(), expected, atol=1e-4)
+
+
+def test_i3d_bad_file_message_names_the_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torchscript archive")
+    with pytest.raises(BenchError) as e:
+        I3DFeatures(bad)
+    assert "NoneType" not in str(e.value) and "Error)" in str(e.value)
+
+
+def test_a_failing_i3d_detector_is_named_with_the_input_shape(tiny_i3d):
+    det = I3DFeatures(tiny_i3d, num_frames=2)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    det.detector = broken
+    with pytest.raises(BenchError, match=r"i3d_torchscript\.pt: the I3D detector failed on videos of shape "
+                                         r"\(1, 3, 2, 224, 224\) \(RuntimeError: boom\)"):
+        det([np.zeros((2, 8, 8, 3), np.uint8)])

@@ -5,8 +5,11 @@ launch --config_file configs/accelerate/X.yaml --num_processes 2` derives from t
 Each run of batch 1 per process must end with the ControlNet and segment head weights of one
 process of batch 2 (the same global batch: the same samples, each noised by its own seed), within
 float tolerance; so must one process of batch 1 with 2 accumulation steps, and FSDP and ZeRO-3
-runs resumed from their step-1 checkpoints. The DeepSpeed test runs where deepspeed is installed
-(`pip install "magicmotion[deepspeed]"`) and is skipped, saying so, elsewhere.
+runs resumed from their step-1 checkpoints. AdamW's first steps are close to -lr x the gradient's
+sign, blind to a gradient of the wrong scale: plain-SGD runs of DDP, FSDP and ZeRO-2 are compared with
+one process as well, and a loss doubled on one rank must fail that comparison. The DeepSpeed tests
+run where deepspeed is installed (`pip install "magicmotion[deepspeed]"`; CI's .ci/run installs it)
+and are skipped, saying so, elsewhere.
 
 accelerate turns FSDP and DeepSpeed on for accelerators only; on CPU the worker below sets the
 distributed type as accelerate would on GPUs, and skips building DeepSpeed's shared-memory
@@ -64,6 +67,8 @@ class CpuAccelerator(accelerate.Accelerator):
             self.state.fsdp_plugin = FullyShardedDataParallelPlugin()
         if self.state.deepspeed_plugin is not None:  # partition every tensor of the tiny model
             self.state.deepspeed_plugin.deepspeed_config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+            if os.environ.get("MM_TEST_OPTIMIZER") == "sgd":  # ZeRO takes other optimizers when told so
+                self.state.deepspeed_plugin.deepspeed_config["zero_allow_untested_optimizer"] = True
 
 
 accelerate.Accelerator = CpuAccelerator
@@ -217,12 +222,8 @@ def relative_change_error(run: Path, reference_run: Path, initial: dict) -> floa
     return float((got - ref).norm() / ref.norm())
 
 
-@pytest.mark.slow
-def test_ddp_and_fsdp_gradients_equal_one_process_on_the_same_global_batch(wan_base, dataset, even_precomputed,
-                                                                           tmp_path):
-    """DDP and FSDP take the mean of the ranks' gradients: with plain SGD their weights change as one
-    process's on the same global batch (batch 2), scale included; a loss doubled on one rank does not."""
-    torch.manual_seed(0)
+def sgd_reference(wan_base, dataset, even_precomputed, tmp_path) -> dict:
+    """One process, batch 2, plain SGD: the initial trained weights (its run is tmp_path/one)."""
     one = from_dict(config_dict(wan_base, dataset, tmp_path / "one", **{
         "data.precomputed": str(even_precomputed), **SETTINGS, **SGD, "loop.batch_size": 2}))
     initial_models, _ = build_models(one)
@@ -236,7 +237,15 @@ def test_ddp_and_fsdp_gradients_equal_one_process_on_the_same_global_batch(wan_b
         mp.setattr(torch.optim, "AdamW", PlainSGD)
         train(one, progress=False)
     assert sgd_change(tmp_path / "one", initial).abs().max() > 1e-3  # the weights moved
+    return initial
 
+
+@pytest.mark.slow
+def test_ddp_and_fsdp_gradients_equal_one_process_on_the_same_global_batch(wan_base, dataset, even_precomputed,
+                                                                           tmp_path):
+    """DDP and FSDP take the mean of the ranks' gradients: with plain SGD their weights change as one
+    process's on the same global batch (batch 2), scale included; a loss doubled on one rank does not."""
+    initial = sgd_reference(wan_base, dataset, even_precomputed, tmp_path)
     common = (wan_base, dataset, even_precomputed)
     runs = {name: tmp_path / name for name in ("ddp", "fsdp", "ddp-doubled")}
     out = launch(tmp_path, [job("ddp.yaml", *common, runs["ddp"], **SGD),
@@ -350,3 +359,22 @@ def test_fsdp_wraps_each_control_block(model, make_config, cogvideox_base):
     assert all(any(b is m for m in wrapped) for b in blocks)
     assert {type(m).__name__ for m in wrapped} <= {"WanTransformerBlock", "CogVideoXBlock", "CogVideoXPatchEmbed"}
     assert not any(m is modules.segment_head for m in wrapped)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _deepspeed_installed(),
+                    reason="deepspeed is not installed (pip install 'magicmotion[deepspeed]'): ZeRO-2 not run")
+def test_deepspeed_zero2_gradients_equal_one_process_on_the_same_global_batch(wan_base, dataset, even_precomputed,
+                                                                              tmp_path):
+    """ZeRO-2 (gradients reduced and sharded by DeepSpeed, gloo on CPU): plain SGD steps change the
+    weights as one process's on the same global batch; a loss doubled on one rank does not."""
+    initial = sgd_reference(wan_base, dataset, even_precomputed, tmp_path)
+    common = (wan_base, dataset, even_precomputed)
+    runs = {name: tmp_path / name for name in ("zero2", "zero2-doubled")}
+    out = launch(tmp_path, [job("deepspeed-zero2.yaml", *common, runs["zero2"], **SGD),
+                            job("deepspeed-zero2.yaml", *common, runs["zero2-doubled"],
+                                env={"MM_WRONG_DOUBLE_LOSS_ON_RANK": "1"}, **SGD)],
+                 extra_env={"MM_TEST_OPTIMIZER": "sgd"})
+    assert out.count("DONE") == 4, out
+    errors = {name: relative_change_error(run, tmp_path / "one", initial) for name, run in runs.items()}
+    assert errors["zero2"] < SGD_BOUND and errors["zero2-doubled"] > 100 * SGD_BOUND, errors

@@ -258,3 +258,109 @@ def test_preview_frames():
     video = np.stack([np.full((30, 40, 3), 10 * i, np.uint8) for i in range(2)])
     frames, _ = preview_frames(traj, video)  # shorter than the trajectory: the last frame repeats
     assert [int(f[0, 0, 0]) for f in frames] == [0, 10, 10, 10]
+
+
+# ------------------------------------------------------------------- gaps found by mutation testing
+
+
+def test_box_pixels_clip_to_the_frame_and_keep_one_pixel():
+    from magicmotion.trajectory.render import box_pixels
+
+    assert box_pixels([200, 300, 400, 500], 64, 48) == (63, 47, 64, 48)  # past the frame: its last pixel
+    assert box_pixels([-9, -9, -2, -3], 64, 48) == (0, 0, 1, 1)  # before it: the first pixel
+    assert box_pixels([10, 12, 10, 12], 64, 48) == (10, 12, 11, 13)  # empty: one pixel wide and high
+    assert box_pixels([10.5, 12.49, 20.5, 30.5], 64, 48) == (11, 12, 21, 31)  # rounded half up
+
+
+def test_fill_box_fills_exactly_the_box():
+    import cv2
+
+    from magicmotion.trajectory.render import fill_box
+
+    frame = np.zeros((20, 30, 3), np.uint8)
+    fill_box(frame, [3.4, 5.6, 12.5, 9.5], (10, 20, 30))
+    expected = np.zeros_like(frame)
+    cv2.rectangle(expected, (3, 6), (12, 9), (10, 20, 30), thickness=-1)  # OpenCV: inclusive corners
+    np.testing.assert_array_equal(frame, expected)
+
+
+def test_mask_runs_on_later_frames_match_the_decoded_masks():
+    """Runs are flat column-major indices offset by t x W x H: rebuilt, they are the masks."""
+    from magicmotion.trajectory import encode_mask
+    from magicmotion.trajectory.render import box_runs, mask_runs
+
+    h, w = 9, 7
+    rng = np.random.default_rng(0)
+    masks = {1: rng.random((h, w)) > 0.5, 3: rng.random((h, w)) > 0.7}
+    starts, stops = mask_runs([encode_mask(m) for m in masks.values()], list(masks), w, h)
+    flat = np.zeros(5 * w * h, bool)
+    for a, b in zip(starts, stops):
+        assert b > a  # no empty run
+        flat[a:b] = True
+    for t in range(5):
+        expected = masks.get(t, np.zeros((h, w), bool))
+        np.testing.assert_array_equal(flat[t * w * h:(t + 1) * w * h].reshape(w, h).T, expected)
+    empty = mask_runs([], [], w, h)
+    assert [(a.shape, a.dtype) for a in empty] == [((0,), np.int64), ((0,), np.int64)]
+    starts, stops = box_runs([1, 2, 4, 6], 2, w, h)  # frame 2: columns 1..3, rows 2..5
+    assert starts.tolist() == [2 * w * h + x * h + 2 for x in (1, 2, 3)] and (stops - starts).tolist() == [4] * 3
+
+
+def test_painting_a_few_frames_at_a_time_gives_the_same_maps(monkeypatch):
+    """Long videos are painted in chunks of frames: with chunks of two frames, the maps are the same
+    as in one go, and frames of a chunk without any shape are black even over old content."""
+    import importlib
+
+    render_module = importlib.import_module("magicmotion.trajectory.render")  # the module, not the function
+    traj = Trajectory(width=12, height=10, num_frames=7)
+    for oid, x in ((1, 1), (2, 5)):
+        o = ObjectTrack(id=oid)
+        for t in range(7):
+            o.set_mask(t, filled(10, 12, x + (t % 3), 2, x + 4 + (t % 3), 7) if t >= 2 else np.zeros((10, 12), bool))
+        traj.objects.append(o)
+    whole = render(traj, "mask")
+    monkeypatch.setattr(render_module, "_CHUNK_PIXELS", 2 * 12 * 10)
+    np.testing.assert_array_equal(render(traj, "mask"), whole)
+    maps = np.full_like(whole, 255)
+    shapes = [(*render_module.mask_runs([o.masks[t] for t in range(7)], list(range(7)), 12, 10), o.id)
+              for o in traj.objects]
+    render_module.paint_filled(maps, shapes)  # the default palette: ours
+    np.testing.assert_array_equal(maps, whole)
+    assert not maps[:2].any()
+
+
+def test_render_messages_and_the_release_palette_for_masks():
+    traj = Trajectory(width=10, height=10, num_frames=5, source="s.json")
+    o = ObjectTrack(id=1)
+    o.set_mask(0, filled(10, 10, 2, 2, 6, 6))
+    o.set_mask(2, filled(10, 10, 2, 2, 6, 6))
+    traj.objects.append(o)
+    with pytest.raises(TrajectoryError, match=r"object 1 has none on frame 1 \(and 2 more\)$"):
+        render(traj, "mask")
+    o.set_mask(1, filled(10, 10, 2, 2, 6, 6))
+    with pytest.raises(TrajectoryError, match=r"none on frame 3 \(and 1 more\)$"):
+        render(traj, "mask")
+    o.set_mask(3, filled(10, 10, 2, 2, 6, 6))
+    with pytest.raises(TrajectoryError, match=r"none on frame 4$"):  # one missing: no "(and ...)"
+        render(traj, "mask")
+    with pytest.raises(TrajectoryError, match=r"expected one of mask, box, sparse_box$"):
+        render(traj, "boxes")
+    o.set_mask(4, filled(10, 10, 2, 2, 6, 6))
+    assert tuple(render(traj, "mask", palette="release")[3, 3, 3]) == palette_color(1, "release") != palette_color(1)
+
+
+def test_box_kind_leaves_a_frame_with_an_empty_mask_black():
+    """An empty mask says the object is not there: no box drawn on that frame, none interpolated."""
+    traj = Trajectory(width=20, height=20, num_frames=5)
+    o = ObjectTrack(id=1, boxes={0: np.array([2, 2, 8, 8.0]), 4: np.array([10, 10, 16, 16.0])})
+    o.set_mask(2, np.zeros((20, 20), bool))
+    traj.objects.append(o)
+    maps = render(traj, "box")
+    assert not maps[2].any() and maps[1].any() and maps[3].any()
+
+
+def test_preview_frames_at_a_size_that_is_not_square():
+    traj = Trajectory(width=40, height=30, num_frames=2)
+    traj.objects.append(ObjectTrack(id=1, boxes={0: np.array([2, 2, 10, 10.0]), 1: np.array([4, 4, 12, 12.0])}))
+    frames, maps = preview_frames(traj, np.zeros((30, 40, 3), np.uint8), size=(24, 16))
+    assert frames.shape == maps.shape == (2, 16, 24, 3)
