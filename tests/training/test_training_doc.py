@@ -1,7 +1,8 @@
 """docs/training.md's "From one GPU to eight" path runs as written (issue 38), on tiny stand-ins: the two
 `hf download` lines are replaced by writing, where they would land, a tiny base in the Wan2.1-Fun
-release's layout (tests/models/wan_release.py) and a 64x64, 49-frame replica of MagicData
-(benchmarks/import.py); configs/wan-1.3b/stage{1,2,3}.yaml are the shipped ones at 64x64 and 2 steps.
+release's layout (tests/models/wan_release.py) and a six-clip 64x64, 49-frame replica of MagicData
+(benchmarks/import.py); configs/wan-1.3b/stage{1,2,3}.yaml are the shipped ones at 64x64, 2 steps and
+2 precomputed sparse variants.
 Every other command runs through the CLI exactly as the doc prints it. The doc's figures are checked
 too: the effective-batch table, the disk estimate, and the stage times against `magicmotion plan`."""
 
@@ -48,17 +49,41 @@ def doc_commands() -> list[str]:
 
 
 def write_replica(root: Path) -> None:
+    """Six 49-frame 64x64 clips (benchmarks/import.py's replica), renamed to video ids of which the
+    importer's hash puts five in train and one in test (so the benchmark has a clip)."""
+    import csv
+
+    from magicmotion.data.curation.stages import split_of
+
     spec = importlib.util.spec_from_file_location("import_benchmark", ROOT / "benchmarks" / "import.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.write_replica(root, clips=24, frames=49, size=(64, 64), seed=1)
+    module.write_replica(root, clips=6, frames=49, size=(64, 64), seed=1)
+    ids = [f"{k:06d}" for k in range(5000)]
+    train = [i for i in ids if split_of(i, 0.05) == "train"][:5]
+    test = [i for i in ids if split_of(i, 0.05) == "test"][:1]
+    renamed = dict(zip([f"{k:06d}" for k in range(6)], train + test))
+    for old, new in sorted(renamed.items(), reverse=True):  # no new id is an old one still to move
+        if old != new:
+            (root / "videos" / f"{old}.mp4").rename(root / "videos" / f"{new}.mp4.tmp")
+            for maps in ("masks", "boxs"):
+                (root / maps / old).rename(root / maps / f"{new}.tmp")
+    for new in renamed.values():
+        if (root / "videos" / f"{new}.mp4.tmp").exists():
+            (root / "videos" / f"{new}.mp4.tmp").rename(root / "videos" / f"{new}.mp4")
+            for maps in ("masks", "boxs"):
+                (root / maps / f"{new}.tmp").rename(root / maps / new)
+    with open(root / "MagicData.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    with open(root / "MagicData.csv", "w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + [[renamed[r[0]], *r[1:]] for r in rows[1:]])
 
 
 def stand_in_configs(folder: Path) -> None:
     """The shipped wan-1.3b stage configs at 64x64 and 2 optimiser steps (nothing else changed)."""
     for stage in (1, 2, 3):
         cfg = yaml.safe_load((ROOT / "configs" / "wan-1.3b" / f"stage{stage}.yaml").read_text())
-        cfg["data"].update(size=[64, 64], num_workers=0)
+        cfg["data"].update(size=[64, 64], num_workers=0, sparse_variants=2)
         cfg["loop"].update(max_steps=2, save_every=2, log_every=1)
         (folder / f"stage{stage}.yaml").write_text(yaml.safe_dump(cfg))
 
