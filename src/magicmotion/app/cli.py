@@ -45,12 +45,6 @@ def run(args) -> int:
     from .ui import build_app, launch
 
     quiet_loading()
-    if args.base is None:  # the same one line `generate` prints: what the tiny model can and cannot do
-        import sys
-
-        from ..pipelines.cli import TINY_MODEL_NOTE
-
-        print(TINY_MODEL_NOTE, file=sys.stderr)
     demo = build_app(base=args.base, controlnet=args.controlnet, sam2=args.sam2, output_dir=args.out,
                      load_options=load_options)
     try:
@@ -58,6 +52,10 @@ def run(args) -> int:
     except OSError as e:
         raise MagicMotionError(f"cannot start the app on {args.host}:{args.port} ({e})") from None
     print(f"MagicMotion app running at {url}  (Ctrl+C stops it)", flush=True)
+    if args.base is None:  # the same one line `generate` prints: what the tiny model can and cannot do
+        from ..pipelines.cli import TINY_MODEL_NOTE
+
+        print(TINY_MODEL_NOTE, flush=True)
     try:
         demo.block_thread()
     finally:
