@@ -277,11 +277,12 @@ def run_generate(args) -> int:
     from ..locks import output_lock
 
     checked = check_args(args)
-    say_tiny_model(args)
     with output_lock(args.out, "--out"):  # one run per output
         pipe = load_pipeline(base=args.base, controlnet=args.controlnet, kind=args.kind, device=args.device,
                              dtype=args.dtype, controlnet_2=getattr(args, "controlnet_2", None), **memory_options(args))
-        return generate_one(args, checked, pipe)
+        code = generate_one(args, checked, pipe)
+    say_tiny_model(args)  # after the video is written: a refusal stays one line
+    return code
 
 
 def run_csv_command(args) -> int:
@@ -295,10 +296,11 @@ def run_csv_command(args) -> int:
 
     index, count = process_split()
     device = process_device() or args.device
-    checked_rows = {}
+    checked_rows, said = {}, []
 
     def load(key):
         controlnet, kind = key
+        said.append(True)
         return load_pipeline(base=args.base, controlnet=controlnet, kind=kind, device=device, dtype=args.dtype,
                              controlnet_2=getattr(args, "controlnet_2", None), **memory_options(args))
 
@@ -320,8 +322,9 @@ def run_csv_command(args) -> int:
         checked_rows[row.line] = (row_args, checked)
         generate_row(dataclasses.replace(row, kind=row_args.kind))
 
-    say_tiny_model(args)
     summary = run_csv(args.csv, check_and_generate, process_index=index, num_processes=count)
+    if said:  # a model was loaded: once, at the end
+        say_tiny_model(args)
     return exit_code(summary)
 
 
