@@ -144,7 +144,7 @@ def require_models(models: list[tuple[str | os.PathLike, str, str]]) -> None:
     for name, what, flag in models:
         try:
             resolve_pretrained(name, what)
-        except ModelError as e:
+        except ModelError:
             s = str(name)
             if HUB_ID.match(s) and not looks_like_path(name):
                 missing.append(f"{what} {s} (get it: hf download {s})")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import tempfile
 import types
