@@ -420,3 +420,15 @@ def test_bad_media_and_outputs(workdir, capsys, argv, message):
     assert err.count("\n") == 1 and err.startswith("magicmotion: error: ")
     assert re.search(message, err), err
     assert listing(workdir) == before
+
+
+def test_verbose_is_taken_anywhere_on_every_command():
+    """Issue 38: `--verbose` (every library bar and message) before or after any (sub)command."""
+    from magicmotion.cli import add_verbose, build_parser
+
+    parser = build_parser()
+    add_verbose(parser)
+    for argv, verbose in ((["--verbose", "demo"], True), (["demo", "--verbose"], True), (["demo"], False),
+                          (["trajectory", "render", "x.json", "--kind", "box", "--out", "y", "--verbose"], True),
+                          (["train", "precompute", "--config", "c.yaml", "--verbose"], True)):
+        assert getattr(parser.parse_args(argv), "verbose", False) is verbose, argv

@@ -122,6 +122,7 @@ class Page:
         """Click pixel (x, y) of the drawing. The image is centred in its element, scaled to fit it
         (object-fit: contain) or, with scale-down, never enlarged: its place on the screen follows."""
         img = self.page.locator("#canvas img")
+        img.scroll_into_view_if_needed()  # a control clicked below it may have scrolled the page
         box = img.bounding_box()
         nw, nh, fit = img.evaluate("e => [e.naturalWidth, e.naturalHeight, getComputedStyle(e).objectFit]")
         scale = max(nw / box["width"], nh / box["height"], 1.0 if fit == "scale-down" else 0.0)

@@ -126,8 +126,9 @@ def test_clicks_preview_and_generate(app, first_frame, tmp_path):
     assert (rec.calls[-1][4]["width"], rec.calls[-1][4]["height"]) == (64, 48)
 
 
-@pytest.mark.parametrize("size, expected", [((320, 240), (64, 48)), ((64, 64), (64, 64)), ((854, 480), (80, 48)),
-                                            ((480, 854), (48, 80)), ((720, 480), (96, 64))])
+# as `generate` (issue 38): the frame's aspect kept within 64x64 pixels, 8 pixels a step
+@pytest.mark.parametrize("size, expected", [((320, 240), (64, 48)), ((64, 64), (64, 64)), ((854, 480), (72, 40)),
+                                            ((480, 854), (40, 72)), ((720, 480), (72, 48))])
 def test_fit_area(size, expected):
     assert fit_area(size, 64 * 64) == expected
 

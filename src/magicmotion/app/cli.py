@@ -56,6 +56,10 @@ def run(args) -> int:
     except OSError as e:
         raise MagicMotionError(f"cannot start the app on {args.host}:{args.port} ({e})") from None
     print(f"MagicMotion app running at {url}  (Ctrl+C stops it)", flush=True)
+    if args.base is None:  # the same one line `generate` prints: what the tiny model can and cannot do
+        from ..pipelines.cli import TINY_MODEL_NOTE
+
+        print(TINY_MODEL_NOTE, flush=True)
     try:
         demo.block_thread()
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -89,17 +88,12 @@ def shown_size(frames: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.nda
     return resize_crop(frames, size), resize_crop(maps, size, nearest=True)
 
 
-def fit_area(size: tuple[int, int], area: int, multiple: int = 16) -> tuple[int, int]:
-    """An output (W, H), multiples of `multiple`, of about `area` pixels and the shape of `size`
-    (the aspect ratio counts three times as much as the area)."""
-    w, h = size
-    best = None
-    for hh in range(multiple, 4 * int(math.sqrt(area)) + 1, multiple):
-        ww = max(multiple, round(hh * w / h / multiple) * multiple)
-        err = 3 * abs(math.log(ww / hh / (w / h))) + abs(math.log(ww * hh / area))
-        if best is None or err < best[0]:
-            best = (err, ww, hh)
-    return best[1], best[2]
+def fit_area(size: tuple[int, int], area: int, multiple: int = 8) -> tuple[int, int]:
+    """An output (W, H) within `area` pixels in the shape of `size`, at multiples of `multiple`: the
+    same size `magicmotion generate` picks (`magicmotion.pipelines.settings.default_size`)."""
+    from ..pipelines.settings import ModelSettings, default_size
+
+    return default_size(ModelSettings({"area": int(area)}), multiple, size)
 
 
 def pipeline_generate_fn(base=None, controlnet=None, load_options: dict | None = None) -> GenerateFn:

@@ -379,10 +379,11 @@ def run_csv_command(args) -> int:
 
     index, count = process_split()
     device = process_device() or args.device
-    checked_rows = {}
+    checked_rows, said = {}, []
 
     def load(key):
         controlnet, kind = key
+        said.append(True)
         return load_pipeline(base=args.base, controlnet=controlnet, kind=kind, device=device, dtype=args.dtype,
                              controlnet_2=getattr(args, "controlnet_2", None), **memory_options(args))
 
@@ -405,7 +406,7 @@ def run_csv_command(args) -> int:
         generate_row(dataclasses.replace(row, kind=row_args.kind))
 
     summary = run_csv(args.csv, check_and_generate, process_index=index, num_processes=count)
-    if summary["done"]:
+    if said:  # a model was loaded: once, at the end
         say_tiny_model(args)
     return exit_code(summary)
 
