@@ -161,7 +161,7 @@ def test_disk_estimate_follows_from_the_latent_shapes():
 
 
 def test_stage_times_are_what_plan_prints(tmp_path):
-    from magicmotion.models.plan import format_plan, plan_from_config
+    from magicmotion.training.plan import format_plan, plan_from_config
 
     fly = format_plan(plan_from_config(str(ROOT / "configs" / "wan-1.3b" / "stage1.yaml")))
     cfg = yaml.safe_load((ROOT / "configs" / "wan-1.3b" / "stage1.yaml").read_text())
