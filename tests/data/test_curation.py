@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magicmotion.data.curation import (MANIFEST, CurationConfig, CurationModels, Detection,
-                                       IngestConfig, Manifest, SourceRow, curate, plan_clips,
-                                       read_clip, read_inputs, scenes_from_cuts)
+from magicmotion.data.curation import (MANIFEST, CurationConfig, CurationModels, IngestConfig, Manifest,
+                                       SourceRow, curate, plan_clips, read_clip, read_inputs, scenes_from_cuts)
 from magicmotion.data.dataset import Dataset, read_index
 from magicmotion.data.synthetic import COLORS, SyntheticWorld
 from magicmotion.errors import ConfigError, DatasetError, MediaError
 from magicmotion.io import read_video, write_video
+from magicmotion.perception import Detection
 
 FPS = 8.0
 
