@@ -800,3 +800,285 @@ def test_json_depth_counts_like_the_character_loop(text):
 
     fast, slow = json_depth(text), _json_depth_slow(text)
     assert fast == slow or (fast > MAX_JSON_DEPTH and slow > MAX_JSON_DEPTH)
+
+
+# ---------------------------------------------------------------------------------------- bench run, bench score,
+# train precompute, convert wan-fun, demo, app (a tiny valid input where the command needs one; heavy
+# commands get FUZZ_SLOW or a hostile value in every example, so a valid run stays rare and short)
+
+
+@pytest.fixture(scope="module")
+def bench_dir(dataset, tmp_path_factory) -> Path:
+    """A benchmark set of the 2-clip dataset (9 frames each), and its ground-truth run, both inputs."""
+    from magicmotion.bench.runner import run_bench
+    from magicmotion.bench.sets import build_bench
+
+    root = tmp_path_factory.mktemp("fuzz-bench")
+    build_bench(dataset, root / "bench", per_bucket=1, num_frames=9, progress=False)
+    run_bench(root / "bench", root / "gt", ground_truth=True, progress=False)
+    return root
+
+
+RUN_DAMAGE = ["none", "zero video", "truncated video", "text video", "folder video", "no video", "run.json field",
+              "run.json text", "video symlinked out", "scores.json text"]
+
+
+def damage_run(run_dir: Path, how: str, value, text: str) -> None:
+    videos = sorted((run_dir / "videos").glob("*.mp4"))
+    video = videos[0] if videos else run_dir / "videos" / "x.mp4"
+    if how == "zero video":
+        video.write_bytes(b"")
+    elif how == "truncated video":
+        video.write_bytes(video.read_bytes()[: len(text) * 97])
+    elif how == "text video":
+        video.write_text(text)
+    elif how == "folder video":
+        video.unlink(missing_ok=True)
+        video.mkdir()
+    elif how == "no video":
+        video.unlink(missing_ok=True)
+    elif how == "video symlinked out":
+        video.unlink(missing_ok=True)
+        video.symlink_to("/etc/hostname")
+    elif how == "run.json text":
+        (run_dir / "run.json").write_text(text)
+    elif how == "run.json field":
+        record = json.loads((run_dir / "run.json").read_text())
+        keys = sorted(record) or ["x"]
+        record[keys[len(text) % len(keys)]] = value
+        (run_dir / "run.json").write_text(dumps(record))
+    elif how == "scores.json text":
+        (run_dir / "scores.json").write_text(text)
+
+
+@FUZZ_SLOW
+@given(how=st.sampled_from(DAMAGE), value=json_values(), text=st.text(max_size=20),
+       opts=st.lists(st.tuples(st.sampled_from(["--control-scale", "--guidance", "--seed", "--size", "--sparse-keys",
+                                                "--kind", "--label", "--trajectory-guidance", "--control-every"]),
+                               st.data()), max_size=2, unique_by=lambda x: x[0]),
+       ground_truth=st.booleans(), out=st.sampled_from(["run", "bench", "bench/run", "f", "run/x", "data"]))
+def test_fuzz_bench_run(bench_dir, dataset, how, value, text, opts, ground_truth, out):
+    valid = {"--control-scale": st.floats(-1, 20), "--guidance": st.floats(-1, 20), "--seed": st.integers(-1, 2**33),
+             "--size": st.sampled_from(SIZES), "--sparse-keys": st.integers(-1, 12),
+             "--kind": st.sampled_from(["mask", "box", "sparse_box", "x"]), "--label": st.text(max_size=8),
+             "--trajectory-guidance": st.floats(-1, 5), "--control-every": st.integers(-1, 3)}
+    with workdir() as d:
+        shutil.copytree(bench_dir / "bench", d / "bench", symlinks=True)
+        copy_dataset(dataset, d)
+        (d / "f").write_text("a file")
+        damage(d / "bench", how, value, text)
+        # the shipped tiny model, one clip, one step: a valid example takes a second or two
+        argv = ["bench", "run", d / "bench", "--out", d / out, "--limit", "1", "--steps", "1", "--device", "cpu"]
+        argv += ["--ground-truth"] if ground_truth else []
+        for flag, data in opts:
+            value_ = data.draw(option(valid[flag]))
+            assume(not (flag == "--size" and value_ in ("64x64", "48x32", "40000x40000", "8192x1")))
+            argv += [flag, value_]
+        run("bench run", argv, d, [d / out])
+
+
+@FUZZ
+@given(how=st.sampled_from(RUN_DAMAGE), value=json_values(), text=st.text(max_size=20),
+       opts=st.lists(st.tuples(st.sampled_from(["--fvd-frames", "--fid-stride", "--segmenter", "--sam2", "--inception",
+                                                "--i3d", "--device"]), st.data()), max_size=2,
+                     unique_by=lambda x: x[0]),
+       target=st.sampled_from(["run", "run", "bench", "f", "nope", "run/videos"]))
+def test_fuzz_bench_score(bench_dir, how, value, text, opts, target):
+    missing = "no-model"  # weights are refused where they would load: nothing downloads
+    valid = {"--fvd-frames": st.integers(-1, 20), "--fid-stride": st.integers(-1, 5),
+             "--segmenter": st.sampled_from(["classic", "sam2", "x"]),
+             "--sam2": st.sampled_from([missing, "f", "../x", ""]), "--inception": st.sampled_from([missing, "f", ""]),
+             "--i3d": st.sampled_from([missing, "f", "run/run.json"]), "--device": st.sampled_from(["cpu", "x"])}
+    with workdir() as d:
+        shutil.copytree(bench_dir / "bench", d / "bench", symlinks=True)
+        shutil.copytree(bench_dir / "gt", d / "run", symlinks=True)
+        (d / "f").write_text("a file")
+        record = json.loads((d / "run" / "run.json").read_text())  # the run names its bench: this copy
+        record["bench"] = str(d / "bench")
+        (d / "run" / "run.json").write_text(json.dumps(record))
+        damage_run(d / "run", how, value, text)
+        argv = ["bench", "score", d / target]
+        for flag, data in opts:
+            v = data.draw(option(valid[flag]))
+            argv += [flag, str(d / v) if flag in ("--sam2", "--inception", "--i3d") and v else v]
+        run("bench score", argv, d, [d / "run" / "scores.json"] if target == "run" else [])
+
+
+@FUZZ_SLOW
+@given(fields=st.dictionaries(st.sampled_from(["data", "base", "stage", "kind", "unknown"]),
+                              st.one_of(numbers(), st.none(), st.text(max_size=4), st.dictionaries(
+                                  st.sampled_from(["num_frames", "size", "dataset", "precomputed", "split", "x"]),
+                                  st.one_of(numbers(), st.lists(numbers(), max_size=3), st.text(max_size=4)),
+                                  max_size=2)), max_size=2),
+       how=st.sampled_from(DAMAGE), value=json_values(), text=st.text(max_size=20),
+       out=st.sampled_from(["pre", "data", "data/pre", "f", "c.yaml", "pre/x", None]),
+       kinds=st.one_of(st.none(), st.sampled_from(["mask", "box,mask", "x", ",", "", "mask,mask", "../x"])),
+       batch=st.one_of(st.none(), option(st.integers(-1, 5000))),
+       dtype=st.sampled_from([None, "float32", "bfloat16", "x"]))
+def test_fuzz_train_precompute(dataset, fields, how, value, text, out, kinds, batch, dtype):
+    import yaml
+
+    with workdir() as d:
+        root = copy_dataset(dataset, d)
+        damage(root, how, value, text)
+        (d / "f").write_text("a file")
+        cfg = {"base": str(TINY / "base"), "output_dir": str(d / "run"),
+               "data": {"dataset": str(root), "num_frames": 9, "size": [32, 32], "precomputed": str(d / "pre2")}}
+        for key, v in fields.items():
+            cfg[key] = {**cfg[key], **v} if isinstance(v, dict) and isinstance(cfg.get(key), dict) else v
+        try:
+            (d / "c.yaml").write_text(yaml.safe_dump(cfg))
+        except (yaml.YAMLError, ValueError, OverflowError):
+            (d / "c.yaml").write_text("data: [")
+        argv = ["train", "precompute", "--config", d / "c.yaml", "--no-progress"]
+        argv += ["--out", d / out] if out else []
+        argv += ["--kinds", kinds] if kinds is not None else []
+        argv += ["--batch-size", batch] if batch is not None else []
+        argv += ["--dtype", dtype] if dtype else []
+        outputs = [d / out] if out else [d / "pre2"]
+        data = cfg.get("data")
+        if not out and isinstance(data, dict) and isinstance(data.get("precomputed"), str):
+            outputs.append(d / data["precomputed"]) if not Path(data["precomputed"]).is_absolute() else None
+        run("train precompute", argv, d, [o for o in outputs if d in o.parents])
+
+
+@pytest.fixture(scope="module")
+def wan_release_dir(tmp_path_factory) -> Path:
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "models"))  # the tiny release-layout builder
+    from wan_release import write_release
+
+    return write_release(tmp_path_factory.mktemp("fuzz-wan") / "rel")
+
+
+WAN_FILES = ["config.json", "diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth",
+             "models_t5_umt5-xxl-enc-bf16.pth", "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+             "google/umt5-xxl"]
+
+
+@FUZZ
+@given(file=st.sampled_from(WAN_FILES), how=st.sampled_from(["none", "zero", "truncated", "bytes", "folder",
+                                                              "missing", "json", "nan", "link out"]),
+       data=st.binary(max_size=200), value=json_values(),
+       out=st.sampled_from(["conv", "rel", "rel/sub", "f", "conv/sub/x", "full"]),
+       flow_shift=st.one_of(st.none(), option(st.floats(-1, 20))),
+       image_encoder=st.sampled_from([None, "nope", "f", "rel"]))
+def test_fuzz_convert_wan_fun(wan_release_dir, file, how, data, value, out, flow_shift, image_encoder):
+    with workdir() as d:
+        rel = d / "rel"
+        shutil.copytree(wan_release_dir, rel, symlinks=True)
+        (d / "f").write_text("a file")
+        (d / "full").mkdir()
+        (d / "full" / "x").write_text("not empty")
+        p = rel / file
+        if how != "none" and p.is_dir():
+            shutil.rmtree(p)
+            if how in ("zero", "bytes", "json", "truncated"):
+                p.write_bytes(data)
+        elif how == "zero":
+            p.write_bytes(b"")
+        elif how == "truncated":
+            p.write_bytes(p.read_bytes()[: len(data) * 50])
+        elif how == "bytes":
+            p.write_bytes(data)
+        elif how == "folder":
+            p.unlink()
+            p.mkdir()
+        elif how == "missing":
+            p.unlink()
+        elif how == "json":
+            if file == "config.json":
+                cfg = json.loads(p.read_text())
+                keys = sorted(cfg)
+                cfg[keys[len(data) % len(keys)]] = value
+                p.write_text(dumps(cfg))
+            else:
+                p.write_text(dumps(value))
+        elif how == "nan" and p.suffix == ".pth":
+            import torch
+
+            sd = torch.load(p, weights_only=True)
+            key = sorted(sd)[len(data) % len(sd)]
+            if sd[key].is_floating_point():
+                sd[key] = torch.full_like(sd[key], float("nan"))
+            torch.save(sd, p)
+        elif how == "link out":
+            p.unlink()
+            p.symlink_to("/etc/hostname")
+        argv = ["convert", "wan-fun", rel, "--out", d / out]
+        argv += ["--flow-shift", flow_shift] if flow_shift is not None else []
+        argv += ["--image-encoder", d / image_encoder] if image_encoder else []
+        outputs = [d / out, (d / out).with_name((d / out).name + ".partial")]
+        run("convert wan-fun", argv, d, outputs)
+
+
+def cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@FUZZ
+@given(opts=st.lists(st.tuples(st.sampled_from(["--steps", "--seed", "--device", "--kind"]), st.data()),
+                     min_size=1, max_size=2, unique_by=lambda x: x[0]),
+       out=st.sampled_from(["demo", "f", "demo/x", "in.png", "full"]))
+def test_fuzz_demo(opts, out):
+    """Every example carries a hostile value, refused before any model loads (a valid demo generates
+    three videos: ~20 s here); the valid run is tests/test_demo.py's."""
+    hostile = {"--steps": st.sampled_from(["nan", "-1", "0", "1e9", "x", "", "0x10", "²", str(2**64)]),
+               "--seed": st.sampled_from(["nan", "x", "", "1e9", "-1"]),
+               "--device": st.sampled_from(["x", "", "meta", "../cpu"] + ([] if cuda() else ["cuda:99"])),
+               "--kind": st.sampled_from(["x", "", "MASK", "mask,box"])}
+    with workdir() as d:
+        (d / "f").write_text("a file")
+        (d / "in.png").write_bytes((REPO / "examples" / "first_frame.png").read_bytes())
+        (d / "full").mkdir()
+        (d / "full" / "x").write_text("kept")
+        argv = ["demo", "--out", d / out]
+        for flag, data in opts:
+            argv += [flag, data.draw(hostile[flag])]
+        run("demo", argv, d, [d / out])
+
+
+@FUZZ
+@given(opts=st.lists(st.tuples(st.sampled_from(["--base", "--controlnet", "--sam2", "--port", "--host", "--device",
+                                                "--dtype", "--offload", "--weights-dtype", "--cache", "--lora",
+                                                "--lora-scale"]), st.data()), max_size=3, unique_by=lambda x: x[0]),
+       out=st.sampled_from([None, "out", "f", "out/x", "data", "c.json"]))
+def test_fuzz_app(opts, out):
+    """The app's checks up to the point where it would serve: `launch` is replaced by one that binds
+    nothing (and records the address it was asked for), so no server starts on any address."""
+    from unittest import mock
+
+    import magicmotion.app.ui as ui
+
+    paths = st.sampled_from(["nope", "f", "c.json", "../x", "", "out", str(TINY / "base"), str(TINY / "stage2")])
+    valid = {"--base": paths, "--controlnet": paths, "--sam2": paths, "--lora": paths,
+             "--port": st.integers(-1, 70000), "--host": st.sampled_from(["127.0.0.1", "0.0.0.0", "x", "", "::1"]),
+             "--device": st.sampled_from(["cpu", "x", "cuda:99"]), "--dtype": st.sampled_from(["fp32", "bf16", "x"]),
+             "--offload": st.sampled_from(["none", "model", "x"]), "--weights-dtype": st.sampled_from(["fp8", "x"]),
+             "--cache": st.sampled_from(["none", "faster", "x"]), "--lora-scale": st.floats(-2, 2)}
+    launched = []
+    real_build = ui.build_app
+
+    def build_app(*a, **k):
+        demo = real_build(*a, **k)
+        demo.block_thread = lambda: None
+        return demo
+
+    def launch(demo, host="127.0.0.1", port=7860, **kwargs):
+        launched.append((host, port))
+        return f"http://{host}:{port}/"
+
+    with workdir() as d, mock.patch.object(ui, "launch", launch), mock.patch.object(ui, "build_app", build_app):
+        (d / "f").write_text("a file")
+        (d / "c.json").write_text("{}")
+        (d / "data").mkdir()
+        argv = ["app"] + (["--out", d / out] if out else ["--out", d / "tmp-out"])
+        for flag, data in opts:
+            v = data.draw(option(valid[flag]))
+            argv += [flag, str(d / v) if flag in ("--base", "--controlnet", "--sam2", "--lora") and v and
+                     not v.startswith("/") else v]
+        code, _ = run("app", argv, d, [d / (out or "tmp-out")])
+        assert code != 0 or len(launched) == 1

@@ -659,6 +659,14 @@ MORE = [
     ("bench report: runs not scored", lambda h: ["bench", "report", str(h.tmp), "--out", str(h.tmp / "rep")],
      "scores.json"),
     ("demo --out a file", lambda h: ["demo", "--out", str(write(h.tmp / "f", "x"))], "f: is a file"),
+    # found by the fuzzer (tests/test_fuzz.py: demo, app): exit 1, a run without end, an empty folder left
+    ("fuzz: demo --steps 2^64", lambda h: ["demo", "--out", str(h.tmp / "dm"), "--steps", str(2**64)], "--steps"),
+    ("fuzz: demo --steps 10^8", lambda h: ["demo", "--out", str(h.tmp / "dm"), "--steps", str(10**8)], "--steps"),
+    ("fuzz: demo --seed -1", lambda h: ["demo", "--out", str(h.tmp / "dm"), "--seed", "-1"], "--seed"),
+    ("fuzz: demo --device meta", lambda h: ["demo", "--out", str(h.tmp / "dm"), "--device", "meta"], "'meta'"),
+    ("fuzz: generate --device meta", lambda h: generate(out=h.tmp / "o.mp4") + ["--device", "meta", "--steps", "1"],
+     "'meta'"),
+    ("fuzz: app --out a file", lambda h: ["app", "--out", str(write(h.tmp / "f", "x"))], "f: is a file"),
     # model folders: only the classes we load, checked before any import
     ("generate evil ControlNet", lambda h: generate(out=h.tmp / "o.mp4") + ["--controlnet", str(evil_config(
         h.tmp / "cn", {"_class_name": "EvilNet"}))], "EvilNet"),
@@ -806,3 +814,18 @@ def test_python_api_refuses_a_1x1_first_frame(image, tmp_path):
         prepare_conditions(dot, spec, "box", (64, 64))
     ok = prepare_conditions(np.zeros((16, 16, 3), np.uint8), spec, "box", (64, 64))  # the smallest accepted
     assert ok.image.shape == (64, 64, 3)
+
+
+def test_refused_bench_run_leaves_no_new_run_folder(tmp_path, bench, capsys):
+    """Found by the fuzzer: a bench run refused at its first clip (a zero-byte video) left a new run
+    folder holding only run.json; a run folder that holds finished clips stays, to be resumed."""
+    broken = tmp_path / "bench"
+    shutil.copytree(bench, broken)
+    first_video(broken).write_bytes(b"")
+    argv = ["bench", "run", str(broken), "--out", str(tmp_path / "run"), "--limit", "1", "--steps", "1",
+            "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("magicmotion: error: ") and first_video(broken).name in err[-1]
+    assert not (tmp_path / "run").exists()
+

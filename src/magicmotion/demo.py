@@ -43,21 +43,37 @@ def follow_scores(frames, reference) -> dict:
 def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box"), steps: int | None = None,
              seed: int = 0, device: str | None = None) -> dict:
     """Steps, guidance and fps: the shipped tiny model's recommended settings (its magicmotion.json)
-    unless `steps` is given."""
-    from . import trajectory
-    from .io import read_image
-    from .pipelines import generate, load_pipeline, write_outputs
-    from .sheet import SheetRow, write_results_sheet
-
+    unless `steps` is given; steps, seed and device are checked before the output folder is made."""
     from .logfilters import quiet_loading
 
     quiet_loading()  # one progress bar per video: its denoising steps (--verbose: every library bar)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MagicMotionError(f"{out}: is a file, expected a folder for the demo's videos")
+    from .limits import check_int, check_seed
     from .paths import check_output
+    from .pipelines.loading import resolve_device
 
+    if steps is not None:  # checked before the output folder is made (generate's bounds)
+        check_int(steps, "--steps", lo=1, hi=1000)
+    check_seed(seed, "--seed")
+    device = resolve_device(device)
     check_output(out, folder=True, make_parents=True)
+    fresh = not out.exists()
+    try:
+        return _run_demo(out, kinds, steps, seed, device)
+    except BaseException:
+        if fresh and out.is_dir() and not any(out.iterdir()):  # a refusal leaves no empty output folder
+            out.rmdir()
+        raise
+
+
+def _run_demo(out: Path, kinds, steps, seed, device) -> dict:
+    from . import trajectory
+    from .io import read_image
+    from .pipelines import generate, load_pipeline, write_outputs
+    from .sheet import SheetRow, write_results_sheet
+
     out.mkdir(parents=True, exist_ok=True)
     ex = examples_dir()
     image = read_image(ex / "first_frame.png")

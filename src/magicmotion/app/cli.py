@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -47,6 +49,8 @@ def run(args) -> int:
 
     quiet_loading()
     if args.out is not None:
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise MagicMotionError(f"{args.out}: is a file, expected a folder for the app's results")
         check_output(args.out, folder=True, make_parents=True)
 
     demo = build_app(base=args.base, controlnet=args.controlnet, sam2=args.sam2, output_dir=args.out,

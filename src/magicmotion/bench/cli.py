@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 from pathlib import Path
 
 
@@ -192,6 +194,18 @@ def _davis(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _removed_if_refused(out: Path, fresh: bool):
+    """A new run folder that a refusal leaves without a single finished clip is removed (no partial
+    output); one that holds clips, or was there before, stays for the run to resume."""
+    try:
+        yield
+    except BaseException:
+        if fresh and out.is_dir() and not any((out / "videos").glob("*.mp4")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def _run(args) -> int:
     from ..errors import BenchError
     from ..limits import MAX_FRAMES, check_int
@@ -217,7 +231,8 @@ def _run(args) -> int:
         index, count = process_split()  # under `accelerate launch` / torchrun: this process's share of the clips
     if memory["lora"]:
         memory["lora_scale"] = args.lora_scale
-    with output_lock(args.out, "run folder"):  # one run per output
+    fresh = not Path(args.out).exists() and count == 1 and split is None
+    with output_lock(args.out, "run folder"), _removed_if_refused(Path(args.out), fresh):  # one run per output
         s = run_bench(args.bench, args.out, base=args.base, controlnet=args.controlnet, kind=args.kind,
                       control_scale=args.control_scale, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, trajectory_guidance=args.trajectory_guidance, seed=args.seed,

@@ -63,9 +63,11 @@ def resolve_device(device) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PipelineError(f"device {device!r} asked for but CUDA is not available")
     try:
-        torch.device(device)
+        kind = torch.device(device).type
     except RuntimeError:
         raise PipelineError(f"unknown device {device!r} (cpu, cuda, cuda:N)") from None
+    if kind == "meta":  # a valid torch device that holds no values: nothing can run on it
+        raise PipelineError(f"device {device!r} holds no values (cpu, cuda, cuda:N)")
     return device
 
 
