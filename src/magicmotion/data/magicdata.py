@@ -24,7 +24,7 @@ by object id, opacity 0.5 over black, larger masks painted first, smaller on top
    (colour k of supervision's palette is object k, 1..21);
 2. masks: the pixels of an object's colour on each frame of masks/ (what shows of it);
 3. boxes: on each frame of boxs/, the object's outline is fitted by inverting `cv2.rectangle`
-   (`decode.fit_box`), later outlines (higher ids) hiding parts of it; a filled shape gives its
+   (`outlines.fit_box`), later outlines (higher ids) hiding parts of it; a filled shape gives its
    tight box; a frame with a mask but no visible outline takes the mask's tight box. A box must hold
    its mask: one that falls short where its outline is hidden is grown to it, one the visible
    outline contradicts skips the clip (`box_mask`);
