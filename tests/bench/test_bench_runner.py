@@ -10,7 +10,8 @@ import pytest
 from bench_helpers import frozen, recording
 
 from magicmotion.bench.runner import condition_trajectory, read_run, run_bench
-from magicmotion.data.dataset import Dataset, read_index
+from magicmotion.data.dataset import read_index
+from magicmotion.data.reader import Dataset
 from magicmotion.errors import BenchError
 
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from magicmotion.bench.sets import build_bench, parse_buckets, read_davis
-from magicmotion.data.dataset import Dataset, read_index
+from magicmotion.data.dataset import read_index
+from magicmotion.data.reader import Dataset
 from magicmotion.errors import BenchError
 from magicmotion.trajectory import PALETTE
 

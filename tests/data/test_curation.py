@@ -18,7 +18,8 @@ import pytest
 
 from magicmotion.data.curation import (MANIFEST, CurationConfig, CurationModels, IngestConfig, Manifest,
                                        SourceRow, curate, plan_clips, read_clip, read_inputs, scenes_from_cuts)
-from magicmotion.data.dataset import Dataset, read_index
+from magicmotion.data.dataset import read_index
+from magicmotion.data.reader import Dataset
 from magicmotion.data.synthetic import COLORS, SyntheticWorld
 from magicmotion.errors import ConfigError, DatasetError, MediaError
 from magicmotion.io import read_video, write_video

@@ -175,7 +175,8 @@ def test_cli_curate_with_tiny_grounding_and_sam2(raw_list, tiny_folders, tmp_pat
     """Given objects, the real Grounding DINO and SAM 2 classes (random weights) run end to end:
     every clip is either written with its tracked objects or failed with a stage and reason."""
     from magicmotion.data.curation import MANIFEST, Manifest
-    from magicmotion.data.dataset import Dataset, read_index
+    from magicmotion.data.dataset import read_index
+    from magicmotion.data.reader import Dataset
 
     out = tmp_path / "ds"
     code = _curate_cli(raw_list, tiny_folders, out, "--objects-from", "given",
@@ -213,7 +214,8 @@ def test_bundled_example_curated_with_tiny_models(tiny_folders, tmp_path, size):
     from pathlib import Path
 
     from magicmotion.data.curation import CurationConfig, curate
-    from magicmotion.data.dataset import Dataset, read_index
+    from magicmotion.data.dataset import read_index
+    from magicmotion.data.reader import Dataset
 
     examples = Path(__file__).resolve().parents[2] / "examples"
     caption = (examples / "prompt.txt").read_text().strip()

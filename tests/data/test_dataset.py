@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from magicmotion.cli import main
-from magicmotion.data.dataset import (Dataset, DatasetWriter, dataset_info, read_index, slice_frames,
-                                      write_index, write_info_plot)
+from magicmotion.data.dataset import DatasetWriter, read_index, write_index
+from magicmotion.data.info import dataset_info, write_info_plot
+from magicmotion.data.reader import Dataset, slice_frames
 from magicmotion.errors import DatasetError
 from magicmotion.io import read_image
 from magicmotion.trajectory import (Trajectory, from_label_masks, from_mask_frames, load, rescale,

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magicmotion.data.dataset import Dataset, dataset_info, read_index
+from magicmotion.data.dataset import read_index
+from magicmotion.data.info import dataset_info
+from magicmotion.data.reader import Dataset
 from magicmotion.data.magicdata import (ClipSkipped, decode_clip_maps, import_magicdata,
                                         read_magicdata_csv)
 from magicmotion.data.synthetic import SyntheticWorld

@@ -8,7 +8,8 @@ import pytest
 from matplotlib.path import Path as PolyPath
 
 from magicmotion.cli import main
-from magicmotion.data.dataset import Dataset, read_index
+from magicmotion.data.dataset import read_index
+from magicmotion.data.reader import Dataset
 from magicmotion.data.synthetic import (BACKGROUNDS, COLORS, POLYGONS, SHAPES, TEXTURE_MIN, VOCABULARY,
                                         SyntheticWorld, caption_for, clip_id, shape_mask, split_for,
                                         synthesize)

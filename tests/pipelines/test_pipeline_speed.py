@@ -194,7 +194,7 @@ def test_bench_run_records_and_passes_the_options(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(runner, "bench_records", lambda root: [{"id": "a"}])
     monkeypatch.setattr(runner, "_start_run", lambda out, root, settings, records, label: seen.update(settings) or {})
-    monkeypatch.setattr("magicmotion.data.dataset.Dataset", lambda *a, **k: None)
+    monkeypatch.setattr("magicmotion.data.reader.Dataset", lambda *a, **k: None)
 
     def fake_generator(pipe, **kw):
         seen["generator_speed"] = kw["speed"]

@@ -51,7 +51,7 @@ def test_dense_stage_maps():
 
 
 class FakeClips:
-    """Stands in for magicmotion.data.dataset.Dataset."""
+    """Stands in for magicmotion.data.reader.Dataset."""
 
     def __init__(self, n=3, frames=9):
         self.n, self.frames, self.epochs = n, frames, []

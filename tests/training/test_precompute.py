@@ -18,7 +18,7 @@ from magicmotion.training.data import (ClipConditions, PrecomputedIndex, Precomp
 @pytest.fixture(scope="module")
 def on_the_fly(wan_base, dataset):
     """(clips, encoder) of the tiny Wan base, as the trainer builds them without precomputed data."""
-    from magicmotion.data.dataset import Dataset
+    from magicmotion.data.reader import Dataset
     from magicmotion.training.conditioning import (LatentEncoder, encoder_names, load_base_components,
                                                    load_transformer_config)
 

@@ -171,7 +171,7 @@ def test_stages_of_an_expert_chain_with_that_expert_only(a14b_base, a14b_precomp
 def test_trained_experts_generate_together(a14b_base, a14b_precomputed, dataset, tmp_path):
     """A high and a low run's ControlNets load into the two-expert pipeline in their places (and are
     refused swapped), and generate."""
-    from magicmotion.data.dataset import Dataset
+    from magicmotion.data.reader import Dataset
     from magicmotion.errors import ModelError
     from magicmotion.pipelines.pipeline_wan import MagicMotionWanPipeline
 

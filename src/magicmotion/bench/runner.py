@@ -122,7 +122,7 @@ def run_bench(bench_root: str | os.PathLike, out: str | os.PathLike, base=None, 
     (this process's share)."""
     from tqdm import tqdm
 
-    from ..data.dataset import Dataset
+    from ..data.reader import Dataset
 
     bench_root, out = Path(bench_root), Path(out)
     records = bench_records(bench_root)

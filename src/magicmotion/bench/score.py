@@ -33,7 +33,7 @@ def score_run(run_dir: str | os.PathLike, segmenter: str | Segmenter = "classic"
     ones); fid_stride: every n-th frame for FID. Returns the scores."""
     from tqdm import tqdm
 
-    from ..data.dataset import Dataset
+    from ..data.reader import Dataset
     from ..io import read_video
     from ..trajectory import rescale, resize_crop
 

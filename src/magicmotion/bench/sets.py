@@ -165,7 +165,8 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     listed in the summary's `bucket_mismatch`."""
     from tqdm import tqdm
 
-    from ..data.dataset import Dataset, DatasetWriter, read_index
+    from ..data.dataset import DatasetWriter, read_index
+    from ..data.reader import Dataset
 
     dataset_root, out = Path(dataset_root), Path(out)
     if per_bucket < 1:

@@ -83,7 +83,8 @@ def _add_info(sub) -> None:
 def _info(args) -> int:
     from ..errors import DatasetError
     from ..paths import check_output
-    from .dataset import INDEX, dataset_info, write_info_plot
+    from .dataset import INDEX
+    from .info import dataset_info, write_info_plot
 
     plot = args.plot or args.dataset / "info.png"
     check_output(plot, [args.dataset / INDEX, args.dataset / "videos", args.dataset / "annotations"],
@@ -111,7 +112,7 @@ def check_dataset_files(root: Path, decode: bool = False, named: int = 3) -> int
     from tqdm import tqdm
 
     from ..errors import DatasetError, MagicMotionError
-    from .dataset import Dataset
+    from .reader import Dataset
 
     ds = Dataset(root, sampling="start")
     bad = []

@@ -9,9 +9,9 @@
 
 `DatasetWriter` appends clips safely: video and annotation are written to hidden temporary files,
 then, holding the lock, renamed into place and the index line appended with a single write + fsync;
-a crash leaves no index line for a half-written clip. `Dataset` reads clips as (frames, caption,
-trajectory), sampling T frames at a stride and resizing + centre-cropping frames and trajectory
-alike. See docs/dataset-format.md.
+a crash leaves no index line for a half-written clip. `reader.Dataset` reads clips as (frames,
+caption, trajectory), sampling T frames at a stride and resizing + centre-cropping frames and
+trajectory alike; `info.dataset_info` summarises and checks a dataset. See docs/dataset-format.md.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import os
 import re
 import tempfile
 import threading
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ import numpy as np
 from ..errors import DatasetError, MagicMotionError
 from ..io import fsync_dir
 from ..limits import MAX_FPS, MAX_JSON_DEPTH, check_size, json_depth
-from ..trajectory import ObjectTrack, Trajectory
+from ..trajectory import Trajectory
 
 INDEX = "index.jsonl"
 VIDEOS = "videos"
@@ -67,11 +65,11 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _record_line(record: dict) -> bytes:
+def record_line(record: dict) -> bytes:
     return (json.dumps(record, default=_json_default, ensure_ascii=True) + "\n").encode("ascii")
 
 
-def _check_record(record, where: str) -> dict:
+def check_record(record, where: str) -> dict:
     """Check an index record's fields and types; DatasetError naming `where` and the clip."""
     if not isinstance(record, dict):
         raise DatasetError(f"{where}: a record must be a JSON object, got {type(record).__name__}")
@@ -128,7 +126,7 @@ def read_index(root: str | os.PathLike) -> list[dict]:
             except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
                 hint = "" if raw.endswith(b"\n") else " (an unfinished last line: did a writer crash?)"
                 raise DatasetError(f"{where}: malformed index line ({e}){hint}") from None
-            _check_record(record, where)
+            check_record(record, where)
             if record["id"] in seen:
                 raise DatasetError(f"{where}: clip {record['id']} repeats line {seen[record['id']]}")
             seen[record["id"]] = lineno
@@ -147,12 +145,12 @@ def write_index(root: str | os.PathLike, records: list[dict]) -> Path:
     seen = set()
     lines = []
     for i, r in enumerate(records):
-        _check_record(r, f"{root / INDEX}: record {i}")
+        check_record(r, f"{root / INDEX}: record {i}")
         if r["id"] in seen:
             raise DatasetError(f"{root / INDEX}: record {i}: clip {r['id']} appears twice")
         seen.add(r["id"])
         try:
-            lines.append(_record_line(r))
+            lines.append(record_line(r))
         except (TypeError, ValueError) as e:
             raise DatasetError(f"{root / INDEX}: clip {r['id']}: {e}") from None
     with _DatasetLock(root):
@@ -298,10 +296,10 @@ class DatasetWriter:
                   "num_frames": int(t), "fps": float(fps), "width": int(w), "height": int(h),
                   "num_objects": len(trajectory.objects), "split": split, **extra_fields}
         try:
-            line = _record_line(record)
+            line = record_line(record)
         except (TypeError, ValueError) as e:
             raise DatasetError(f"clip {clip_id}: extra fields: {e}") from None
-        _check_record(json.loads(line), f"clip {clip_id}")
+        check_record(json.loads(line), f"clip {clip_id}")
         if clip_id in self.ids():
             raise DatasetError(f"{self.root}: clip {clip_id} is already in the dataset")
 
@@ -383,277 +381,4 @@ def _with_caption(traj: Trajectory, caption: str) -> Trajectory:
     return out
 
 
-# ---------------------------------------------------------------------------------------- reader
 
-
-@dataclass
-class Clip:
-    """One clip as training sees it. frames: uint8 (T, H, W, 3); trajectory: the same T frames, at
-    the same size; fps: frame rate of `frames` (the video's fps / stride); frame_indices: which
-    frames of the stored video were taken."""
-
-    id: str
-    frames: np.ndarray
-    caption: str
-    trajectory: Trajectory
-    fps: float
-    record: dict
-    frame_indices: list[int] = field(default_factory=list)
-
-
-def slice_frames(traj: Trajectory, frame_indices) -> Trajectory:
-    """The trajectory on frames `frame_indices` of `traj` (in that order; repeats allowed): frame j
-    of the result is frame frame_indices[j] of `traj`."""
-    idx = [int(i) for i in frame_indices]
-    if not idx:
-        raise DatasetError(f"{traj.where()}: no frames to take")
-    bad = [i for i in idx if not 0 <= i < traj.num_frames]
-    if bad:
-        raise DatasetError(f"{traj.where()}: frame {bad[0]} outside 0..{traj.num_frames - 1}")
-    out = Trajectory(traj.width, traj.height, len(idx), caption=traj.caption, source=traj.source)
-    for o in traj.objects:
-        track = ObjectTrack(id=o.id, label=o.label)
-        for j, i in enumerate(idx):
-            if i in o.boxes:
-                track.boxes[j] = np.array(o.boxes[i], dtype=np.float64)
-            if i in o.masks:
-                track.masks[j] = dict(o.masks[i])
-        out.objects.append(track)
-    return out
-
-
-class Dataset:
-    """Clips of the dataset at `root` (torch-free; training wraps it).
-
-    num_frames: T frames per clip (None: all frames); stride: take every stride-th frame;
-    size: (W, H) to resize + centre-crop to (None: as stored); sampling: where the T frames start —
-    "random" (drawn from (seed, epoch, clip id); call set_epoch each epoch), "start" or "center";
-    split: only clips of that split; pad: repeat the last frame when a clip is too short (otherwise a
-    short clip raises DatasetError)."""
-
-    def __init__(self, root: str | os.PathLike, num_frames: int | None = None, stride: int = 1,
-                 size: tuple[int, int] | None = None, sampling: str = "random",
-                 split: str | None = None, seed: int = 0, pad: bool = False):
-        if sampling not in SAMPLING:
-            raise DatasetError(f"unknown sampling {sampling!r} (one of {', '.join(SAMPLING)})")
-        if num_frames is not None and num_frames < 1:
-            raise DatasetError(f"num_frames must be >= 1, got {num_frames}")
-        if stride < 1:
-            raise DatasetError(f"stride must be >= 1, got {stride}")
-        if size is not None:
-            size = (int(size[0]), int(size[1]))
-            if min(size) < 1:
-                raise DatasetError(f"size must be positive, got {size}")
-        self.root = Path(root)
-        self.num_frames, self.stride, self.size = num_frames, int(stride), size
-        self.sampling, self.split, self.seed, self.pad = sampling, split, int(seed), pad
-        self.epoch = 0
-        self.records = [r for r in read_index(self.root) if split is None or r["split"] == split]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> Clip:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"clip {i} out of range (dataset has {len(self)})")
-        return self.load_clip(self.records[i])
-
-    def set_epoch(self, epoch: int) -> None:
-        """Random sampling draws new windows each epoch."""
-        self.epoch = int(epoch)
-
-    def frame_indices(self, record: dict, available: int | None = None) -> list[int]:
-        """Which stored frames clip `record` gives (of `available`, default the record's count)."""
-        n = int(available if available is not None else record["num_frames"])
-        if self.num_frames is None:
-            return list(range(0, n, self.stride))
-        span = (self.num_frames - 1) * self.stride + 1
-        if span > n and not self.pad:
-            raise DatasetError(
-                f"{self.root}: clip {record['id']} has {n} frames, fewer than {self.num_frames} at "
-                f"stride {self.stride} need ({span}); use pad=True to repeat its last frame")
-        room = max(n - span, 0)
-        if self.sampling == "start":
-            start = 0
-        elif self.sampling == "center":
-            start = room // 2
-        else:
-            rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(record["id"].encode())])
-            start = int(rng.integers(0, room + 1))
-        return [min(start + j * self.stride, n - 1) for j in range(self.num_frames)]
-
-    def load_annotation(self, record: dict) -> Trajectory:
-        from ..trajectory import load
-
-        from ..paths import contained
-
-        clip = record["id"]
-        path = contained(self.root, record.get("annotation", f"{ANNOTATIONS}/{clip}.json"), f"{self.root}: clip {clip}",
-                         "annotation", DatasetError)
-        if not path.is_file():
-            raise DatasetError(f"{self.root}: clip {clip}: annotation {path} not found")
-        try:
-            traj = load(path)
-        except MagicMotionError as e:
-            raise DatasetError(f"{self.root}: clip {clip}: bad annotation: {e}") from None
-        if (traj.width, traj.height, traj.num_frames) != (record["width"], record["height"],
-                                                        record["num_frames"]):
-            raise DatasetError(
-                f"{self.root}: clip {clip}: annotation {path} is {traj.width}x{traj.height} with "
-                f"{traj.num_frames} frames; the index says {record['width']}x{record['height']} with "
-                f"{record['num_frames']}")
-        return traj
-
-    def check_videos_present(self) -> None:
-        """Every clip's video is there and not empty (a stat per clip, nothing opened): a run that
-        needs them all (training) stops before loading anything, naming the first one missing."""
-        for record in self.records:
-            path = self.root / record["video"]
-            if not path.is_file():
-                raise DatasetError(f"{self.root}: clip {record['id']}: video {path} not found")
-            if path.stat().st_size == 0:
-                raise DatasetError(f"{self.root}: clip {record['id']}: video {path} is empty (0 bytes)")
-
-    def check_files(self, record: dict) -> None:
-        """A clip's files before any is decoded: the annotation reads and matches the index, and the
-        video exists, is not empty, opens, and its header agrees with the index (size, frame count
-        where the container states it). DatasetError naming the clip and file."""
-        import av
-
-        from ..limits import check_video_stream
-
-        clip = record["id"]
-        self.load_annotation(record)
-        path = self.root / record["video"]
-        if not path.is_file():
-            raise DatasetError(f"{self.root}: clip {clip}: video {path} not found")
-        if path.stat().st_size == 0:
-            raise DatasetError(f"{self.root}: clip {clip}: video {path} is empty (0 bytes)")
-        try:
-            with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise DatasetError(f"{self.root}: clip {clip}: video {path} has no video stream")
-                stream = container.streams.video[0]
-                check_video_stream(path, stream, DatasetError)
-                w, h, n = stream.codec_context.width, stream.codec_context.height, stream.frames
-        except (av.error.FFmpegError, OSError, ValueError) as e:
-            raise DatasetError(f"{self.root}: clip {clip}: unreadable video {path} ({e})") from None
-        if not (0 <= w - record["width"] <= 1 and 0 <= h - record["height"] <= 1):
-            raise DatasetError(f"{self.root}: clip {clip}: video {path} is {w}x{h}, the index says "
-                               f"{record['width']}x{record['height']}")
-        if n and n != record["num_frames"]:
-            raise DatasetError(f"{self.root}: clip {clip}: video {path} has {n} frames, the index says "
-                               f"{record['num_frames']}" + (" (truncated?)" if n < record["num_frames"] else ""))
-
-    def load_clip(self, record: dict) -> Clip:
-        """Read, sample and resize one clip given its index record."""
-        from ..io import read_video
-        from ..trajectory import rescale, resize_crop
-
-        _check_record(record, f"{self.root}")
-        clip = record["id"]
-        traj = self.load_annotation(record)
-        idx = self.frame_indices(record)
-        path = self.root / record["video"]
-        if not path.is_file():
-            raise DatasetError(f"{self.root}: clip {clip}: video {path} not found")
-        try:
-            video, _ = read_video(path, max_frames=max(idx) + 1)
-        except MagicMotionError as e:
-            raise DatasetError(f"{self.root}: clip {clip}: {e}") from None
-        if len(video) < max(idx) + 1:
-            raise DatasetError(f"{self.root}: clip {clip}: video {path} has {len(video)} frames, the "
-                               f"index says {record['num_frames']}")
-        h, w = video.shape[1:3]
-        if (w, h) != (traj.width, traj.height):
-            # write_video pads odd sizes by one pixel
-            if 0 <= w - traj.width <= 1 and 0 <= h - traj.height <= 1:
-                video = video[:, :traj.height, :traj.width]
-            else:
-                raise DatasetError(f"{self.root}: clip {clip}: video {path} is {w}x{h}, the "
-                                   f"annotation {traj.width}x{traj.height}")
-        frames = video[idx]
-        traj = slice_frames(traj, idx)
-        if self.size is not None and self.size != (traj.width, traj.height):
-            frames = resize_crop(frames, self.size)
-            traj = rescale(traj, self.size)
-        traj.caption = record["caption"]
-        return Clip(id=clip, frames=np.ascontiguousarray(frames), caption=record["caption"],
-                    trajectory=traj, fps=float(record["fps"]) / self.stride, record=record,
-                    frame_indices=idx)
-
-
-# ---------------------------------------------------------------------------------------- info
-
-
-def dataset_info(root: str | os.PathLike, check_files: bool = True) -> dict:
-    """Counts from the index: clips, splits, objects per clip, frames, sizes, fps, extra fields.
-    With check_files, a missing video or annotation raises DatasetError naming the clip."""
-    root = Path(root)
-    records = read_index(root)
-    if check_files:
-        for r in records:
-            for name, default in (("video", None), ("annotation", f"{ANNOTATIONS}/{r['id']}.json")):
-                rel = r.get(name, default)
-                if not (root / rel).is_file():
-                    raise DatasetError(f"{root}: clip {r['id']}: {name} {root / rel} not found")
-
-    def stats(values):
-        if not values:
-            return {"min": 0, "max": 0, "mean": 0.0, "total": 0}
-        return {"min": min(values), "max": max(values), "mean": round(sum(values) / len(values), 3),
-                "total": sum(values)}
-
-    def counts(values):
-        out: dict[str, int] = {}
-        for v in values:
-            out[str(v)] = out.get(str(v), 0) + 1
-        return out
-
-    objects = [r["num_objects"] for r in records]
-    known = set(RECORD_FIELDS) | set(OPTIONAL_FIELDS)
-    extra = sorted({k for r in records for k in r if k not in known})
-    return {
-        "root": str(root),
-        "num_clips": len(records),
-        "splits": counts(r["split"] for r in records),
-        "num_objects": stats(objects),
-        "objects_per_clip": dict(sorted(counts(objects).items(), key=lambda kv: int(kv[0]))),
-        "num_frames": stats([r["num_frames"] for r in records]),
-        "sizes": counts(f"{r['width']}x{r['height']}" for r in records),
-        "fps": counts(float(r["fps"]) for r in records),
-        "extra_fields": extra,
-    }
-
-
-def write_info_plot(info: dict, png_path: str | os.PathLike) -> Path:
-    """A PNG bar chart of the number of clips by objects per clip (from `dataset_info`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io import atomic_path
-
-    png_path = Path(png_path)
-    per = info["objects_per_clip"]
-    keys = [int(k) for k in per] or [1]
-    xs = list(range(min(min(keys), 1), max(keys) + 1))
-    ys = [per.get(str(x), 0) for x in xs]
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-    ax.bar(xs, ys, color="#4878cf")
-    ax.set_xticks(xs)
-    ax.set_ylim(0, max(ys + [1]) * 1.15)
-    ax.set_xlabel("objects per clip")
-    ax.set_ylabel("clips")
-    ax.set_title(f"{Path(info['root']).name}: {info['num_clips']} clips")
-    for x, y in zip(xs, ys):
-        if y:
-            ax.annotate(str(y), (x, y), ha="center", va="bottom", fontsize=8)
-    fig.tight_layout()
-    try:
-        with atomic_path(png_path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return png_path

@@ -282,7 +282,8 @@ def score_dataset(root: str | os.PathLike, config: dict, progress: bool = True):
 
     from ..errors import MagicMotionError
     from ..io import read_video
-    from .dataset import Dataset, read_index, write_index
+    from .dataset import read_index, write_index
+    from .reader import Dataset
 
     root = Path(root)
     records = read_index(root)

@@ -24,7 +24,7 @@ by object id, opacity 0.5 over black, larger masks painted first, smaller on top
    (colour k of supervision's palette is object k, 1..21);
 2. masks: the pixels of an object's colour on each frame of masks/ (what shows of it);
 3. boxes: on each frame of boxs/, the object's outline is fitted by inverting `cv2.rectangle`
-   (`decode.fit_box`), later outlines (higher ids) hiding parts of it; a filled shape gives its
+   (`outlines.fit_box`), later outlines (higher ids) hiding parts of it; a filled shape gives its
    tight box; a frame with a mask but no visible outline takes the mask's tight box. A box must hold
    its mask: one that falls short where its outline is hidden is grown to it, one the visible
    outline contradicts skips the clip (`box_mask`);
@@ -251,7 +251,7 @@ def _import_clip(row: dict, test_fraction: float) -> tuple[str, str, str, str]:
     """(annotation JSON, index line, where fps came from: csv|video|assumed, occluded JSON or "")."""
     from ..trajectory import to_dict
     from .curation.stages import split_of
-    from .dataset import ANNOTATIONS, VIDEOS, DatasetWriter, _check_record, _record_line
+    from .dataset import ANNOTATIONS, VIDEOS, DatasetWriter, check_record, record_line
 
     clip = row["id"]
     n, fps, w, h = probe_video(row["video"])
@@ -278,8 +278,8 @@ def _import_clip(row: dict, test_fraction: float) -> tuple[str, str, str, str]:
               "num_objects": len(traj.objects), "split": split_of(row["source_id"], test_fraction),
               "source": "magicdata", "source_id": row["source_id"],
               "boxes_from_masks": counts["boxes_from_masks"]}
-    line = _record_line(record)
-    _check_record(json.loads(line), f"clip {clip}")
+    line = record_line(record)
+    check_record(json.loads(line), f"clip {clip}")
     occluded = {str(k): v for k, v in counts["occluded"].items()}
     return json.dumps(to_dict(traj)), line.decode("ascii"), fps_source, json.dumps(occluded) if occluded else ""
 

@@ -18,7 +18,7 @@ PALETTE = "release"
 FOREIGN_MIN_PIXELS = 8   # this many pixels of a colour that is no palette colour (nor a blend): bad
 FOREIGN_TOL = 30         # RGB distance from every palette colour and blend beyond which it is foreign
 BOX_TOLERANCE = 1        # pixels a mask may reach past its box (resampled maps)
-OUTLINE_MIN_IOU = 0.6    # = decode.OUTLINE_IOU: a box grown to its mask must still explain the outline
+OUTLINE_MIN_IOU = 0.6    # = outlines.OUTLINE_IOU: a box grown to its mask must still explain the outline
 BOX_GROW_LOSS = 0.1      # ... and no more than this much worse than the fitted box (a side is 1/4)
 REASONS = ("missing_video", "unreadable_video", "missing_masks", "missing_boxes", "frame_count",
            "size", "unknown_colour", "box_mask", "bad_maps", "duplicate_id")
@@ -78,8 +78,8 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
     object is there but entirely covered on the mask maps). ClipSkipped when the maps disagree or
     hold foreign colours."""
     from ..trajectory import ObjectTrack, Trajectory, box_thickness, encode_mask, mask_box
-    from ..trajectory.decode import (_distinct, _is_lossless, _label_frame, _outline_state, _present_colours,
-                                     fit_box, outline_pixels)
+    from ..trajectory.decode import _distinct, _is_lossless, _label_frame, _present_colours, outline_pixels
+    from ..trajectory.outlines import fit_box, outline_state
     from ..errors import TrajectoryError
 
     T, H, W = masks.shape[:3]
@@ -121,7 +121,7 @@ def decode_clip_maps(masks: np.ndarray, boxes: np.ndarray, where: str = "maps",
             if b.any():
                 cover = box_labels[t] > k + 1  # outlines drawn later (higher ids) lie on top
                 fitted = fit_box(b, thickness, PALETTE, cover=cover)
-                state = _outline_state(b, fitted, thickness, PALETTE, cover)
+                state = outline_state(b, fitted, thickness, PALETTE, cover)
                 outlines += state != "filled"
                 box = mask_box(b) if state == "filled" else fitted
                 if tight is not None:
@@ -149,7 +149,7 @@ def _box_with_mask(box: np.ndarray, tight: np.ndarray, outline: np.ndarray, cove
     mask when that grown box's outline explains the visible outline pixels as well (OUTLINE_IOU, and
     no more than BOX_GROW_LOSS worse); ClipSkipped("box_mask") when the visible outline contradicts
     the mask."""
-    from ..trajectory.decode import outline_iou
+    from ..trajectory.outlines import outline_iou
 
     grown = np.concatenate([np.minimum(box[:2], tight[:2]), np.maximum(box[2:], tight[2:])])
     if (tight[:2] >= box[:2] - BOX_TOLERANCE).all() and (tight[2:] <= box[2:] + BOX_TOLERANCE).all():

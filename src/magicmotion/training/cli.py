@@ -95,7 +95,7 @@ def _precompute(args: argparse.Namespace) -> int:
 def check_clips(config, raw: bool = False) -> None:
     """The raw clips a run reads are all there (DatasetError naming the first missing video), checked
     before any model loads; training on precomputed latents (and not `raw`) reads no video."""
-    from ..data.dataset import Dataset
+    from ..data.reader import Dataset
 
     d = config.data
     if raw or not d.precomputed:

@@ -100,7 +100,7 @@ def stage_maps(trajectory, kind: str, rng: np.random.Generator, sparse_max_keys:
 
 
 class ClipConditions(torch.utils.data.Dataset):
-    """Clips of a `magicmotion.data.dataset.Dataset` as pixel samples for one stage.
+    """Clips of a `magicmotion.data.reader.Dataset` as pixel samples for one stage.
 
     Item (for a `SampleKey`): dict with
         video       float (3, T, H, W) in [-1, 1]

@@ -67,7 +67,7 @@ def precompute(config: TrainConfig, out: str | os.PathLike, kinds: list[str] | t
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    from ..data.dataset import Dataset
+    from ..data.reader import Dataset
     from ..io import atomic_path
     from .conditioning import (LatentEncoder, base_layout, encoder_dtypes, encoder_names, load_base_components,
                                load_transformer_config)

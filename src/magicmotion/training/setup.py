@@ -110,7 +110,7 @@ def build_data(config: TrainConfig, device: torch.device):
         dataset = PrecomputedLatents(index, config.condition, config.needs_mask_latents,
                                      d.image_dropout, d.caption_dropout)
         return dataset, None
-    from ..data.dataset import Dataset
+    from ..data.reader import Dataset
     from .conditioning import (LatentEncoder, encoder_dtypes, encoder_names, load_base_components,
                                load_transformer_config)
 

@@ -28,7 +28,7 @@ class Validator:
         self.clip = None
 
     def _held_out_clip(self):
-        from ..data.dataset import Dataset
+        from ..data.reader import Dataset
 
         v, d = self.config.validation, self.config.data
         kwargs = dict(num_frames=d.num_frames, stride=d.stride, size=tuple(d.size), sampling="start",

@@ -134,7 +134,7 @@ def from_points_command(args) -> int:
     from ..io import read_image
     from .cli import check_output
     from .from_video import parse_phrases
-    from .spec import _read_label_png
+    from .label_masks import _read_label_png
     from .tracks import trajectory_from_tracks
 
     out = check_output(args.out, (".json",), folder_ok=False,

@@ -117,7 +117,7 @@ def fill_label_frames(labels: list[np.ndarray], frames: list[int], num_frames: i
     """Label maps (int (H, W), value = object id) on annotated `frames` -> a trajectory of `num_frames`
     frames, the frames between filled as `fill` says, the annotation read as `annotation` says (see
     the module's docstring)."""
-    from .spec import from_label_masks
+    from .label_masks import from_label_masks
 
     if fill not in FILLS:
         raise TrajectoryError(f"{source or 'masks'}: unknown fill {fill!r}: expected one of {', '.join(FILLS)}")

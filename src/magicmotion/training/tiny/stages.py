@@ -77,7 +77,7 @@ def ship(work: Path, out: Path) -> None:
 def phase_examples(work: Path, examples: Path, clip_index: int = 3) -> None:
     """The bundled example: first frame, prompt and the three trajectory kinds of a held-out clip."""
     from ... import trajectory
-    from ...data.dataset import Dataset
+    from ...data.reader import Dataset
     from ...io import write_image
 
     ds = Dataset(work / "data" / "heldout", num_frames=FRAMES, sampling="start")
