@@ -405,7 +405,8 @@ def test_convert_of_an_incomplete_release_says_one_line(tmp_path, capsys):
     missing file is named in the one error line, and nothing is printed before it."""
     from magicmotion.cli import main
 
-    assert main(["convert", "wan-fun", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    (tmp_path / "release").mkdir()  # empty; the output beside it, not inside (the output guard)
+    assert main(["convert", "wan-fun", str(tmp_path / "release"), "--out", str(tmp_path / "out")]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1
