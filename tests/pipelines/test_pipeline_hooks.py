@@ -281,11 +281,12 @@ def test_generate_with_the_options_records_them(models_dir, inputs_dir):
                                             (["--weights-dtype", "int4"], "unknown weights dtype 'int4'"),
                                             (["--lora-scale", "nan"], "--lora-scale")])
 @pytest.mark.parametrize("command", ["generate", "bench", "app"])
-def test_bad_option_values_exit_2_in_one_line(models_dir, inputs_dir, capsys, flags, message, command, tmp_path):
+def test_bad_option_values_exit_2_in_one_line(models_dir, inputs_dir, capsys, flags, message, command,
+                                              tmp_path_factory):
     from magicmotion.cli import main
 
     args = {"generate": cli_args(models_dir, inputs_dir),
-            "bench": ["bench", "run", str(inputs_dir), "--out", str(tmp_path / "run")],  # outside the input
+            "bench": ["bench", "run", str(inputs_dir), "--out", str(tmp_path_factory.mktemp("out") / "run")],
             "app": ["app"]}[command]
     before = sorted(p.name for p in inputs_dir.iterdir())
     assert main(args + flags) == 2
