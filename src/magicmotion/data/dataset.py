@@ -43,7 +43,6 @@ RECORD_FIELDS = {
 # Also written by DatasetWriter; the reader falls back to annotations/<id>.json when absent.
 OPTIONAL_FIELDS = {"annotation": str}
 
-SAMPLING = ("random", "start", "center")
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -4,29 +4,11 @@ by default, a check of every clip's files and annotation; a plot of the distribu
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 
 from ..errors import DatasetError
-
-INDEX = "index.jsonl"
-VIDEOS = "videos"
-ANNOTATIONS = "annotations"
-LOCK = ".lock"
-
-# Fields every index record has, with their types; filters add more (scores).
-RECORD_FIELDS = {
-    "id": str, "video": str, "caption": str, "num_frames": int, "fps": (int, float),
-    "width": int, "height": int, "num_objects": int, "split": str,
-}
-# Also written by DatasetWriter; the reader falls back to annotations/<id>.json when absent.
-OPTIONAL_FIELDS = {"annotation": str}
-
-SAMPLING = ("random", "start", "center")
-
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-from .dataset import read_index
+from .dataset import ANNOTATIONS, OPTIONAL_FIELDS, RECORD_FIELDS, read_index
 
 
 def dataset_info(root: str | os.PathLike, check_files: bool = True) -> dict:

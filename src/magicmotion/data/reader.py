@@ -4,7 +4,6 @@ from an index (docs/dataset-format.md), with their trajectories sliced and resiz
 from __future__ import annotations
 
 import os
-import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,24 +12,9 @@ import numpy as np
 
 from ..errors import DatasetError, MagicMotionError
 from ..trajectory import ObjectTrack, Trajectory
-
-INDEX = "index.jsonl"
-VIDEOS = "videos"
-ANNOTATIONS = "annotations"
-LOCK = ".lock"
-
-# Fields every index record has, with their types; filters add more (scores).
-RECORD_FIELDS = {
-    "id": str, "video": str, "caption": str, "num_frames": int, "fps": (int, float),
-    "width": int, "height": int, "num_objects": int, "split": str,
-}
-# Also written by DatasetWriter; the reader falls back to annotations/<id>.json when absent.
-OPTIONAL_FIELDS = {"annotation": str}
+from .dataset import ANNOTATIONS, check_record, read_index
 
 SAMPLING = ("random", "start", "center")
-
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-from .dataset import check_record, read_index
 
 
 @dataclass

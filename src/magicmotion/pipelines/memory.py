@@ -4,31 +4,7 @@ caches (first-block, TaylorSeer, FasterCache) and LoRA (both experts of a Wan2.2
 default). docs/generate.md, "Memory" and "Speed and memory, measured"."""
 
 from __future__ import annotations
-
-import logging
-from pathlib import Path
-
-import magicmotion
-
 from ..errors import ModelError, PipelineError
-
-logger = logging.getLogger(__name__)
-
-TINY_MODEL_DIR = Path(magicmotion.__file__).parent / "assets" / "tiny"
-KIND_STAGE = {"mask": "stage1", "box": "stage2", "sparse_box": "stage3"}
-# Classifier-free guidance for the shipped tiny model. Its text encoder is random and frozen, so the
-# conditional and unconditional predictions differ by little more than noise, and the paper's 6
-# amplifies that noise into coloured blotches over the background; 1 (no guidance) keeps the frame.
-# What generate uses is the model's own assets/tiny/base/magicmotion.json; these name its value and
-# the paper's for `make tiny-model`'s bench and the app's fallback fields.
-TINY_GUIDANCE = 1.0
-DEFAULT_GUIDANCE = 6.0  # the paper's, for real models
-MODELS = ("wan", "cogvideox")
-OFFLOAD = ("none", "model", "group", "sequential")
-WEIGHTS_DTYPES = ("default", "fp8")
-CACHES = ("none", "first-block", "taylorseer", "faster")
-DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
-          "fp32": "float32", "float32": "float32"}
 
 OFFLOAD = ("none", "model", "group", "sequential")
 WEIGHTS_DTYPES = ("default", "fp8")

@@ -12,8 +12,6 @@ import numpy as np
 
 from ..errors import TrajectoryError
 from ..limits import MAX_FRAMES
-
-SPEC_VERSION = 1
 from .spec import ObjectTrack, Trajectory, mask_box
 
 
