@@ -26,9 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # module (under src/magicmotion, no .py) -> the test files that exercise it
 MODULES = {
     "trajectory/render": ["tests/trajectory/test_trajectory_render.py", "tests/trajectory/test_trajectory_palette_release.py"],
-    "trajectory/decode": ["tests/trajectory/test_trajectory_decode.py"],
+    "trajectory/decode": ["tests/trajectory/test_trajectory_decode.py", "tests/trajectory/test_trajectory_envelope.py",
+                          "tests/trajectory/test_trajectory_maps_input.py"],
+    "trajectory/outlines": ["tests/trajectory/test_trajectory_decode.py", "tests/trajectory/test_trajectory_envelope.py"],
     "trajectory/spec": ["tests/trajectory/test_trajectory_spec.py", "tests/trajectory/test_trajectory_bad_input.py"],
-    "trajectory/ops": ["tests/trajectory/test_trajectory_ops.py"],
+    "trajectory/label_masks": ["tests/trajectory/test_trajectory_spec.py", "tests/trajectory/test_trajectory_bad_input.py",
+                               "tests/trajectory/test_trajectory_real_data.py"],
+    "trajectory/ops": ["tests/trajectory/test_trajectory_ops.py", "tests/trajectory/test_sparse.py"],
     "bench/metrics": ["tests/bench/test_bench_metrics.py"],
     "training/losses": ["tests/training/test_losses.py"],
     "training/trainer": ["tests/training/test_trainer.py", "tests/training/test_trainer_guards.py"],
@@ -41,6 +45,8 @@ MODULES = {
                            "tests/pipelines/test_pipeline_hooks.py"],
     "pipelines/loading": ["tests/pipelines/test_pipeline_loading.py", "tests/pipelines/test_pipeline_hooks.py",
                           "tests/pipelines/test_pipeline_offload.py"],
+    "pipelines/memory": ["tests/pipelines/test_pipeline_hooks.py", "tests/pipelines/test_pipeline_offload.py",
+                         "tests/pipelines/test_pipeline_lora.py"],
     "pipelines/guidance": ["tests/pipelines/test_pipeline_speed.py", "tests/pipelines/test_pipeline_conditions.py"],
 }
 
