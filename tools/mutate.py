@@ -2,7 +2,7 @@
 
 Each module runs in its own scratch folder, `.mutate/<module>/` (git-ignored), holding a generated
 pyproject.toml (the project's, plus a [tool.mutmut] section naming the module and its tests) and
-links to src/, tests/ and ../shared (the real samples the tests read), so runs of different modules
+links to src/, tests/, examples/ and ../shared (the real samples the tests read), so runs of different modules
 neither share mutmut's state nor touch the worktree. mutmut runs with `process_isolation =
 "forkserver"`: its default fork mode reported torch's segfaults in forked children as survivors.
 
@@ -59,7 +59,8 @@ def prepare(module: str) -> Path:
     """The scratch folder for `module`, its pyproject.toml written for this module's run."""
     work = workdir(module)
     work.mkdir(parents=True, exist_ok=True)
-    for name, target in (("src", ROOT / "src"), ("tests", ROOT / "tests"), ("shared", ROOT.parent / "shared")):
+    for name, target in (("src", ROOT / "src"), ("tests", ROOT / "tests"), ("examples", ROOT / "examples"),
+                         ("shared", ROOT.parent / "shared")):
         link = work / name
         if not link.is_symlink():
             link.symlink_to(target)
@@ -70,6 +71,8 @@ def prepare(module: str) -> Path:
     project += (
         "\n[tool.mutmut]\n"
         'source_paths = ["src"]\n'
+        # tests read examples/ beside tests/ (the README's example spec and first frame)
+        'also_copy = ["examples"]\n'
         f'only_mutate = ["src/magicmotion/{module}.py"]\n'
         f"pytest_add_cli_args_test_selection = [{quoted}]\n"
         'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n'
