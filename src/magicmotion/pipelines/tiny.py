@@ -89,6 +89,8 @@ def tiny_wan_components(
 
     from ..models.tiny import tiny_wan_transformer
 
+    # Twin of tiny_cogvideox_components (text encoder seed + 1, VAE seed + 2, transformer seed + 3) with
+    # Wan's classes and configs; change both
     tokenizer = tiny_tokenizer(vocabulary)
     te_cfg = _text_encoder_config(tokenizer, text_encoder)
     text = seeded(seed + 1, lambda: UMT5EncoderModel(UMT5Config(**te_cfg)).eval())
@@ -154,6 +156,7 @@ def tiny_cogvideox_components(
 
     from ..models.tiny import tiny_cogvideox_transformer
 
+    # Twin of tiny_wan_components, with CogVideoX's classes and configs
     tokenizer = tiny_tokenizer(vocabulary)
     te_cfg = _text_encoder_config(tokenizer, text_encoder)
     text = seeded(seed + 1, lambda: T5EncoderModel(T5Config(**te_cfg)).eval())
