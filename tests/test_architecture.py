@@ -21,7 +21,7 @@ DOC = ROOT / "docs" / "architecture.md"
 
 # Bottom to top. A library module may import its own layer and those below it.
 LAYERS = [
-    ("foundation", ("errors", "limits", "io", "locks", "hub", "logfilters", "paths", "sheet")),
+    ("foundation", ("errors", "limits", "io", "locks", "hub", "logfilters", "paths", "sheet", "lazy")),
     ("perception and trajectories", ("trajectory", "perception")),
     ("models", ("models",)),
     ("pipelines", ("pipelines",)),

@@ -367,6 +367,29 @@ def write_frames(folder: str | os.PathLike, frames: np.ndarray) -> Path:
 # ---------------------------------------------------------------------------------------- previews
 
 
+def pyplot():
+    """matplotlib.pyplot drawing off screen (the Agg backend): figures go to files only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_figure(fig, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure as a PNG at `path` (atomically), and close it, written or not."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
 def overlay(frames: np.ndarray, maps: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """Blend trajectory maps over frames where the maps are not black:
     (1 - alpha) * frame + alpha * map there, the frame unchanged elsewhere. uint8, same shape."""

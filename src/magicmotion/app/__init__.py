@@ -2,7 +2,7 @@
 browser. `drawing` holds the logic (no Gradio); `ui.build_app` the Gradio page; `magicmotion app`
 starts it. Names are imported on first use, so `magicmotion --help` stays fast."""
 
-import importlib
+from ..lazy import lazy_exports
 
 _NAMES = {
     "build_app": "ui",
@@ -11,11 +11,6 @@ _NAMES = {
     "path_track": "drawing", "spec_dict": "drawing",
 }
 
-
-def __getattr__(name):
-    if name in _NAMES:
-        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = sorted(_NAMES)
+
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES)

@@ -100,12 +100,9 @@ def _markdown(runs: list[dict], buckets: list[str], notes: list[str]) -> str:
 
 
 def _chart(runs: list[dict], buckets: list[str], path: Path) -> None:
-    import matplotlib
+    from ..io import pyplot, write_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io import atomic_path
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), dpi=100)
     xs = list(range(len(buckets)))
@@ -129,8 +126,4 @@ def _chart(runs: list[dict], buckets: list[str], path: Path) -> None:
     if handles:
         fig.legend(handles, names, loc="lower center", ncol=min(len(runs), 4), frameon=False)
     fig.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+    write_figure(fig, path)

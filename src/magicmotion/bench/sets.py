@@ -9,6 +9,7 @@ frame-0 mask is what the generation is conditioned on and what the segmenter is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -117,6 +118,48 @@ def _is_fresh(out: Path) -> bool:
     return not out.exists() or (out.is_dir() and not any(out.iterdir()))
 
 
+def _open_set(out: Path, params: dict, spec):
+    """Start or resume the set in `out` (built with `params`; other settings refused):
+    (fresh, its DatasetWriter, clips per bucket already written). `fresh`: `out` was absent or empty,
+    so a build that fails or takes no clip removes it."""
+    from ..data.dataset import DatasetWriter, read_index
+
+    fresh = _is_fresh(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_build(out, params)
+    _write_info(out, {"params": params})
+    writer = DatasetWriter(out)
+    counts = {label: 0 for label, _, _ in spec}
+    for r in read_index(out):
+        if r.get("bucket") in counts:
+            counts[r["bucket"]] += 1
+    return fresh, writer, counts
+
+
+@contextlib.contextmanager
+def _removed_on_failure(out: Path, fresh: bool):
+    """A clip that fails while the set is written: a set this run started leaves nothing behind."""
+    try:
+        yield
+    except MagicMotionError:
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _close_set(source: Path, out: Path, fresh: bool, summary: dict, skipped: dict, named: dict,
+               num_frames) -> dict:
+    """Write `summary` to bench.json and return it; when it took no clip, remove `out` if this build
+    started it and raise `_nothing_built`."""
+    if not summary["clips"]:
+        if fresh:
+            shutil.rmtree(out)
+        raise _nothing_built(source, out, "removed" if fresh else "left as it was", skipped, named,
+                             num_frames)
+    _write_info(out, summary)
+    return summary
+
+
 def skipped_text(skipped: dict, named: dict, num_frames, max_named: int = 5) -> str:
     """"4 clips shorter than 49 frames (clip-000000: 17 frames, ...)" for each reason with clips.
     skipped: {reason: count}; named: {clip id: {"reason", "detail"}} (a summary's skipped_clips)."""
@@ -165,7 +208,7 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     listed in the summary's `bucket_mismatch`."""
     from tqdm import tqdm
 
-    from ..data.dataset import DatasetWriter, read_index
+    from ..data.dataset import read_index
     from ..data.reader import Dataset
 
     dataset_root, out = Path(dataset_root), Path(out)
@@ -197,21 +240,12 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
     for r in records:  # every clip's files first: a broken dataset writes nothing
         if r["num_frames"] >= num_frames:
             reader.check_files(r)
-    fresh = _is_fresh(out)
     params = {"kind": "magicbench", "source": str(dataset_root.resolve()), "per_bucket": int(per_bucket),
               "num_frames": int(num_frames), "buckets": [label for label, _, _ in spec], "seed": int(seed),
               "split": split, "size": list(size) if size else None}
     if published is not None:
         params["published_buckets"] = True
-    out.mkdir(parents=True, exist_ok=True)
-    _check_same_build(out, params)
-    _write_info(out, {"params": params})
-
-    writer = DatasetWriter(out)
-    counts = {label: 0 for label, _, _ in spec}
-    for r in read_index(out):
-        if r.get("bucket") in counts:
-            counts[r["bucket"]] += 1
+    fresh, writer, counts = _open_set(out, params, spec)
     done = writer.ids()
     skipped = {"too_short": 0, "no_object_on_frame_0": 0, "no_bucket": 0}
     named: dict[str, dict] = {}
@@ -224,7 +258,7 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
 
     order = np.random.default_rng(seed).permutation(len(records))
     bar = tqdm(order, desc=f"bench build {out.name}", unit="clip", disable=not progress)
-    try:
+    with _removed_on_failure(out, fresh):
         for i in bar:
             if all(c >= per_bucket for c in counts.values()):
                 break
@@ -255,22 +289,12 @@ def build_bench(dataset_root: str | os.PathLike, out: str | os.PathLike, per_buc
             writer.add(record["id"], clip.frames, traj, clip.caption, fps=clip.fps, split=BENCH_SPLIT,
                        bucket=label, source_clip=record["id"])
             counts[label] += 1
-    except MagicMotionError:
-        if fresh:  # a clip that fails now: a build this run started leaves nothing behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
     summary = {"params": params, "clips": sum(counts.values()), "buckets": counts, "skipped": skipped,
                "skipped_clips": named,
                "short_buckets": [k for k, c in counts.items() if c < per_bucket]}
     if published is not None:
         summary["bucket_mismatch"] = mismatch
-    if not summary["clips"]:
-        if fresh:
-            shutil.rmtree(out)
-        raise _nothing_built(dataset_root, out, "removed" if fresh else "left as it was", skipped,
-                             named, num_frames)
-    _write_info(out, summary)
-    return summary
+    return _close_set(dataset_root, out, fresh, summary, skipped, named, num_frames)
 
 
 # ----------------------------------------------------------------------------------- DAVIS
@@ -357,7 +381,7 @@ def read_davis(root: str | os.PathLike, out: str | os.PathLike, resolution: str 
     `imageset`: "val", "train", ... (ImageSets/2017/NAME.txt) or a file listing sequences."""
     from tqdm import tqdm
 
-    from ..data.dataset import DatasetWriter, check_clip_id, read_index
+    from ..data.dataset import check_clip_id
     from ..io import read_image
     from ..trajectory import from_label_masks
 
@@ -371,18 +395,11 @@ def read_davis(root: str | os.PathLike, out: str | os.PathLike, resolution: str 
               "num_frames": num_frames, "imageset": imageset, "buckets": [b for b, _, _ in spec]}
     if out.exists() and not out.is_dir():
         raise BenchError(f"{out}: is a file, expected a folder for the benchmark")
-    fresh = _is_fresh(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_same_build(out, params)
-    _write_info(out, {"params": params})
-    writer = DatasetWriter(out)
+    fresh, writer, counts = _open_set(out, params, spec)
     done = writer.ids()
     skipped = {"too_short": 0, "missing_annotation": 0, "no_object_on_frame_0": 0, "no_bucket": 0}
-    resized, counts, reasons, kinds = 0, {b: 0 for b, _, _ in spec}, {}, {}
-    for r in read_index(out):
-        if r.get("bucket") in counts:
-            counts[r["bucket"]] += 1
-    try:
+    resized, reasons, kinds = 0, {}, {}
+    with _removed_on_failure(out, fresh):
         # the bar on a terminal only (disable=None): a failure in a log or a pipe stays one line
         for seq in tqdm(sequences, desc=f"davis {out.name}", unit="seq", disable=None if progress else True):
             if seq in done:
@@ -425,18 +442,8 @@ def read_davis(root: str | os.PathLike, out: str | os.PathLike, resolution: str 
             writer.add(seq, np.stack(frames), traj, caption, fps=fps, split=BENCH_SPLIT, bucket=label,
                        source_clip=seq)
             counts[label] += 1
-    except MagicMotionError:
-        if fresh:  # a sequence that fails now: a set this run started leaves nothing behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
     summary = {"params": params, "clips": sum(counts.values()), "buckets": counts, "skipped": skipped,
                "skipped_sequences": reasons, "resized_annotations": resized}
-    if not summary["clips"]:
-        if fresh:
-            shutil.rmtree(out)
-        named = {seq: {"reason": kinds[seq], "detail": why} for seq, why in reasons.items()}
-        raise _nothing_built(root, out, "removed" if fresh else "left as it was", skipped, named,
-                             num_frames or 1)
-    _write_info(out, summary)
-    return summary
+    named = {seq: {"reason": kinds[seq], "detail": why} for seq, why in reasons.items()}
+    return _close_set(root, out, fresh, summary, skipped, named, num_frames or 1)
 

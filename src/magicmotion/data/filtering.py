@@ -390,12 +390,9 @@ def _thresholds(cfg: dict) -> dict[str, list[float]]:
 
 def write_histograms(records: list[dict], cfg: dict, png_path: str | os.PathLike) -> Path:
     """A PNG with one histogram per score (threshold lines in red, removed share in the title)."""
-    import matplotlib
+    from ..io import pyplot, write_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io import atomic_path
+    plt = pyplot()
 
     series: dict[str, list[float]] = {}
     for r in records:
@@ -425,13 +422,7 @@ def write_histograms(records: list[dict], cfg: dict, png_path: str | os.PathLike
                      fontsize=9)
         ax.set_xlabel(units.get(name, ""), fontsize=8)
     fig.tight_layout()
-    png_path = Path(png_path)
-    try:
-        with atomic_path(png_path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return png_path
+    return write_figure(fig, png_path)
 
 
 # ----------------------------------------------------------------------------------------- cli

@@ -53,14 +53,10 @@ def dataset_info(root: str | os.PathLike, check_files: bool = True) -> dict:
 
 def write_info_plot(info: dict, png_path: str | os.PathLike) -> Path:
     """A PNG bar chart of the number of clips by objects per clip (from `dataset_info`)."""
-    import matplotlib
+    from ..io import pyplot, write_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
-    from ..io import atomic_path
-
-    png_path = Path(png_path)
     per = info["objects_per_clip"]
     keys = [int(k) for k in per] or [1]
     xs = list(range(min(min(keys), 1), max(keys) + 1))
@@ -76,9 +72,4 @@ def write_info_plot(info: dict, png_path: str | os.PathLike) -> Path:
         if y:
             ax.annotate(str(y), (x, y), ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(png_path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return png_path
+    return write_figure(fig, png_path)

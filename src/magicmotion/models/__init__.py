@@ -6,8 +6,9 @@ not import torch or diffusers.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "WanTrajectoryControlNet": "controlnet_wan",
@@ -50,15 +51,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .tiny import tiny_cogvideox_inputs, tiny_cogvideox_transformer, tiny_wan_inputs, tiny_wan_transformer
     from .transformer import MagicMotionTransformer, MagicMotionTransformerOutput
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

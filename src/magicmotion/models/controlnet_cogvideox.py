@@ -177,6 +177,7 @@ class CogVideoXTrajectoryControlNet(ModelMixin, ConfigMixin):
         )
 
         # zero-initialised residual projections, one per control block
+        # Copied from magicmotion.models.controlnet_wan.WanTrajectoryControlNet.__init__ (projections)
         self.out_projectors = nn.ModuleList([nn.Linear(inner_dim, inner_dim) for _ in range(num_layers)])
         for proj in self.out_projectors:
             nn.init.zeros_(proj.weight)
@@ -184,6 +185,7 @@ class CogVideoXTrajectoryControlNet(ModelMixin, ConfigMixin):
 
         self.gradient_checkpointing = False
 
+    # Copied from magicmotion.models.controlnet_wan.WanTrajectoryControlNet.inner_dim
     @property
     def inner_dim(self) -> int:
         return self.config.num_attention_heads * self.config.attention_head_dim
@@ -199,6 +201,7 @@ class CogVideoXTrajectoryControlNet(ModelMixin, ConfigMixin):
         cfg = transformer.config
         if getattr(transformer, "transformer_blocks", None) is None or not hasattr(cfg, "time_embed_dim"):
             raise ModelError(f"{type(transformer).__name__} is not a CogVideoXTransformer3DModel")
+        # Copied from magicmotion.models.controlnet_wan.WanTrajectoryControlNet.from_transformer, blocks->transformer_blocks
         base_layers = len(transformer.transformer_blocks)
         num_layers = base_layers if num_layers is None else int(num_layers)
         if not 1 <= num_layers <= base_layers:
@@ -235,6 +238,7 @@ class CogVideoXTrajectoryControlNet(ModelMixin, ConfigMixin):
             "time embedding dim": (cfg.time_embed_dim, b.time_embed_dim),
             "text embedding dim": (cfg.text_embed_dim, b.text_embed_dim),
         }
+        # Copied from magicmotion.models.controlnet_wan.WanTrajectoryControlNet.check_compatible, blocks->transformer_blocks
         bad = [f"{k} {mine} vs base {theirs}" for k, (mine, theirs) in expected.items() if mine != theirs]
         if cfg.num_layers > len(transformer.transformer_blocks):
             bad.append(f"{cfg.num_layers} control blocks vs base {len(transformer.transformer_blocks)} blocks")
@@ -265,6 +269,7 @@ class CogVideoXTrajectoryControlNet(ModelMixin, ConfigMixin):
         Returns:
             list of (B, L_video, D) residuals, L_video = F * H/p * W/p.
         """
+        # Copied from magicmotion.models.controlnet_wan.WanTrajectoryControlNet.forward, channels on dim 2
         half = self.config.in_channels // 2
         if noisy_latents.shape[2] != half or trajectory_latents.shape[2] != half:
             raise ModelError(

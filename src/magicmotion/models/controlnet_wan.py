@@ -45,6 +45,8 @@ _COPIED = (
 )
 
 
+# Parts marked "Twin of CogVideoXTrajectoryControlNet.X" stand again in controlnet_cogvideox.py, marked
+# "Copied from" there: one file per model, as diffusers keeps its ControlNets. Change both.
 class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
     """Trajectory ControlNet for a Wan image-to-video transformer.
 
@@ -142,6 +144,7 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
         )
 
         # zero-initialised residual projections, one per control block
+        # Twin of CogVideoXTrajectoryControlNet.__init__ (projections)
         self.out_projectors = nn.ModuleList([nn.Linear(inner_dim, inner_dim) for _ in range(num_layers)])
         for proj in self.out_projectors:
             nn.init.zeros_(proj.weight)
@@ -149,6 +152,7 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
 
         self.gradient_checkpointing = False
 
+    # Twin of CogVideoXTrajectoryControlNet.inner_dim
     @property
     def inner_dim(self) -> int:
         return self.config.num_attention_heads * self.config.attention_head_dim
@@ -169,6 +173,7 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
         cfg = transformer.config
         if getattr(transformer, "blocks", None) is None or "rope_max_seq_len" not in cfg:
             raise ModelError(f"{type(transformer).__name__} is not a WanTransformer3DModel")
+        # Twin of CogVideoXTrajectoryControlNet.from_transformer (num_layers)
         base_layers = len(transformer.blocks)
         num_layers = base_layers if num_layers is None else int(num_layers)
         if not 1 <= num_layers <= base_layers:
@@ -215,6 +220,7 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
             "text dim": (cfg.text_dim, b.text_dim),
             "image dim": (cfg.image_dim, b.image_dim),
         }
+        # Twin of CogVideoXTrajectoryControlNet.check_compatible
         bad = [f"{k} {mine} vs base {theirs}" for k, (mine, theirs) in expected.items() if mine != theirs]
         if cfg.num_layers > len(transformer.blocks):
             bad.append(f"{cfg.num_layers} control blocks vs base {len(transformer.blocks)} blocks")
@@ -245,6 +251,7 @@ class WanTrajectoryControlNet(ModelMixin, ConfigMixin):
             list of (B, L_video, D) residuals, L_video = F/p_t * H/p_h * W/p_w (under context
             parallelism over N processes, this process's part: L_video / N tokens).
         """
+        # Twin of CogVideoXTrajectoryControlNet.forward (input checks)
         half = self.config.in_channels // 2
         if noisy_latents.shape[1] != half or trajectory_latents.shape[1] != half:
             raise ModelError(

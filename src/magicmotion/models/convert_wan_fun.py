@@ -370,13 +370,12 @@ def _read(path: Path) -> dict:
 def read_wan_transformer(src: str | Path) -> tuple[dict, dict]:
     """(state dict, config) of the transformer of a VideoX-Fun release folder."""
     src = Path(src)
+    from ..limits import read_json
+
     config_path = src / "config.json"
     if not config_path.is_file():
         raise ModelError(f"{config_path}: missing (the transformer config of the release)")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{config_path}: not JSON ({e})") from None
+    config = read_json(config_path, ModelError, "transformer config")
     index = src / (TRANSFORMER_FILE + ".index.json")
     if index.is_file():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))

@@ -57,6 +57,14 @@ COGVIDEOX_TINY = dict(
 )
 
 
+def seeded(seed: int, build):
+    """build() with the torch RNG seeded with `seed`, the global RNG left as it was: random weights
+    that are the same for the same seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
 def tiny_wan_transformer(*, image_embedding: bool = False, seed: int = 0, **overrides: Any):
     """A random `WanTransformer3DModel` image-to-video base (36 input channels) of toy size.
 
@@ -72,10 +80,7 @@ def tiny_wan_transformer(*, image_embedding: bool = False, seed: int = 0, **over
     if image_embedding:
         config.update(image_dim=16, added_kv_proj_dim=config["num_attention_heads"] * config["attention_head_dim"])
     config.update(overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = WanTransformer3DModel(**config)
-    return model.eval()
+    return seeded(seed, lambda: WanTransformer3DModel(**config)).eval()
 
 
 def tiny_cogvideox_transformer(*, seed: int = 0, **overrides: Any):
@@ -91,10 +96,7 @@ def tiny_cogvideox_transformer(*, seed: int = 0, **overrides: Any):
 
     config = dict(COGVIDEOX_TINY)
     config.update(overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CogVideoXTransformer3DModel(**config)
-    return model.eval()
+    return seeded(seed, lambda: CogVideoXTransformer3DModel(**config)).eval()
 
 
 def tiny_wan_inputs(

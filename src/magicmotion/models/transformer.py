@@ -294,6 +294,8 @@ class MagicMotionTransformer(nn.Module):
         residuals = self._wan_residuals if self.is_wan else self._cogvideox_residuals
         return residuals(hidden_states, timestep, encoder_hidden_states, trajectory_latents, num_run, **base_kwargs)
 
+    # Twin of _cogvideox_residuals: the same steps on Wan's (B, C, F, H, W) latents and its ControlNet's
+    # arguments; kept apart as each base's forward is in diffusers. Change both.
     def _wan_residuals(
         self,
         hidden_states: torch.Tensor,
@@ -321,6 +323,7 @@ class MagicMotionTransformer(nn.Module):
             num_blocks=num_run,
         )
 
+    # Twin of _wan_residuals, on CogVideoX's (B, F, C, H, W) latents and its ControlNet's arguments
     def _cogvideox_residuals(
         self,
         hidden_states: torch.Tensor,

@@ -80,16 +80,12 @@ class GroundingDinoGrounder:
     def from_pretrained(cls, name: str = DEFAULT_GROUNDING, device: str = "cpu", **kwargs):
         from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 
-        from ..errors import ModelError
-        from ..hub import check_transformers_folder, resolve_pretrained
+        from .loading import load_pretrained
 
-        where = str(resolve_pretrained(name, "Grounding DINO model"))
-        check_transformers_folder(where, "Grounding DINO model")  # no code from the folder (auto_map)
-        try:
-            processor = GroundingDinoProcessor.from_pretrained(where)
-            model = GroundingDinoForObjectDetection.from_pretrained(where)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{name}: cannot load the Grounding DINO model ({e})") from None
+        def load(where):
+            return GroundingDinoProcessor.from_pretrained(where), GroundingDinoForObjectDetection.from_pretrained(where)
+
+        _, (processor, model) = load_pretrained(name, "Grounding DINO model", load)
         return cls(model.to(device), processor, **kwargs)
 
     def token_phrases(self, text: str, spans: list[tuple[int, int]], length: int) -> list[list[int]]:

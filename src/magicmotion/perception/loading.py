@@ -16,6 +16,28 @@ def resolve_device(device: str | None) -> str:
     return str(device)
 
 
+def load_pretrained(name: str, what: str, load, errors: type[Exception] | tuple = (OSError, ValueError)):
+    """`load(where)` for a transformers model `name`, a local folder or a hub id, resolved with
+    `magicmotion.hub.resolve_pretrained` and refused when its folder asks to run code (auto_map).
+    Returns (where, what `load` returned).
+
+    Args:
+        what: names the model in messages ("Grounding DINO model", "SAM 2 video model").
+        errors: what `load` may raise for a folder it cannot read; then ModelError
+            "NAME: cannot load the WHAT (the first line of the reason)".
+    """
+    from ..errors import ModelError
+    from ..hub import check_transformers_folder, resolve_pretrained
+
+    where = str(resolve_pretrained(name, what))
+    check_transformers_folder(where, what)  # no code from the folder (auto_map)
+    try:
+        return where, load(where)
+    except errors as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{name}: cannot load the {what} ({first})") from None
+
+
 def load_grounder(name: str, device: str = "auto", box_threshold: float = BOX_THRESHOLD,
                   text_threshold: float = TEXT_THRESHOLD):
     """A `GroundingDinoGrounder` (open-vocabulary detection)."""
@@ -33,4 +55,4 @@ def load_video_tracker(name: str, device: str = "auto"):
     return Sam2VideoTracker.from_pretrained(name, device=resolve_device(device))
 
 
-__all__ = ["load_grounder", "load_video_tracker", "resolve_device"]
+__all__ = ["load_grounder", "load_pretrained", "load_video_tracker", "resolve_device"]

@@ -101,16 +101,10 @@ class Sam2VideoTracker:
         """A local folder saved by transformers, or a hub id (fetched at the user's site)."""
         from transformers import Sam2VideoModel
 
-        from ..errors import ModelError
-        from ..hub import check_transformers_folder, resolve_pretrained
+        from .loading import load_pretrained
 
-        where = str(resolve_pretrained(name, "SAM 2 video model"))
-        check_transformers_folder(where, "SAM 2 video model")  # no code from the folder (auto_map)
-        try:
-            model = Sam2VideoModel.from_pretrained(where)
-        except Exception as e:  # a folder without weights, or weights it cannot read
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"{name}: cannot load the SAM 2 video model ({first})") from None
+        # any error: a folder without weights, or weights it cannot read
+        where, model = load_pretrained(name, "SAM 2 video model", Sam2VideoModel.from_pretrained, errors=Exception)
         mean, std = preprocessor_stats(where) if Path(where).is_dir() else (IMAGENET_MEAN, IMAGENET_STD)
         return cls(model.to(device), load_sam2_processor(where), image_mean=mean, image_std=std, **kwargs)
 

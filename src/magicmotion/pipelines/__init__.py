@@ -6,8 +6,9 @@ does not import torch or diffusers.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 # `generate` is both a module and the function in it. The module (light: numpy only) is imported here
 # and the name rebound to the function, so that `from magicmotion.pipelines import generate` always
@@ -43,15 +44,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pipeline_wan import MagicMotionWanPipeline, wan_trajectory_latents
     from .tiny import tiny_cogvideox_components, tiny_tokenizer, tiny_wan_components
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import torch
+from ..models.tiny import seeded
 
 # Words for the default vocabulary: enough to write captions of the synthetic world.
 DEFAULT_VOCABULARY = (
@@ -55,10 +55,15 @@ def tiny_tokenizer(vocabulary: Iterable[str] | None = None, max_length: int = 51
     )
 
 
-def _seeded(seed: int, build):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
+def _text_encoder_config(tokenizer, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The config of the tiny T5 / UMT5 text encoder (one layer, width TEXT_DIM), with `overrides`."""
+    config = dict(
+        vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    config.update(overrides or {})
+    return config
 
 
 def tiny_wan_components(
@@ -84,19 +89,16 @@ def tiny_wan_components(
 
     from ..models.tiny import tiny_wan_transformer
 
+    # Twin of tiny_cogvideox_components (text encoder seed + 1, VAE seed + 2, transformer seed + 3) with
+    # Wan's classes and configs; change both
     tokenizer = tiny_tokenizer(vocabulary)
-    te_cfg = dict(
-        vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-    )
-    te_cfg.update(text_encoder or {})
-    text = _seeded(seed + 1, lambda: UMT5EncoderModel(UMT5Config(**te_cfg)).eval())
+    te_cfg = _text_encoder_config(tokenizer, text_encoder)
+    text = seeded(seed + 1, lambda: UMT5EncoderModel(UMT5Config(**te_cfg)).eval())
 
     vae_cfg = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 2, 2], num_res_blocks=1,
                    temperal_downsample=[False, True, True])
     vae_cfg.update(vae or {})
-    vae_model = _seeded(seed + 2, lambda: AutoencoderKLWan(**vae_cfg).eval())
+    vae_model = seeded(seed + 2, lambda: AutoencoderKLWan(**vae_cfg).eval())
 
     tr_cfg = dict(text_dim=te_cfg["d_model"])
     tr_cfg.update(transformer or {})
@@ -154,21 +156,17 @@ def tiny_cogvideox_components(
 
     from ..models.tiny import tiny_cogvideox_transformer
 
+    # Twin of tiny_wan_components, with CogVideoX's classes and configs
     tokenizer = tiny_tokenizer(vocabulary)
-    te_cfg = dict(
-        vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-    )
-    te_cfg.update(text_encoder or {})
-    text = _seeded(seed + 1, lambda: T5EncoderModel(T5Config(**te_cfg)).eval())
+    te_cfg = _text_encoder_config(tokenizer, text_encoder)
+    text = seeded(seed + 1, lambda: T5EncoderModel(T5Config(**te_cfg)).eval())
 
     vae_cfg = dict(
         block_out_channels=(8, 8, 16, 16), latent_channels=16, layers_per_block=1, norm_num_groups=4,
         temporal_compression_ratio=4, sample_height=64, sample_width=64, scaling_factor=0.7,
     )
     vae_cfg.update(vae or {})
-    vae_model = _seeded(seed + 2, lambda: AutoencoderKLCogVideoX(**vae_cfg).eval())
+    vae_model = seeded(seed + 2, lambda: AutoencoderKLCogVideoX(**vae_cfg).eval())
 
     tr_cfg = dict(text_embed_dim=te_cfg["d_model"])
     tr_cfg.update(transformer or {})

@@ -15,7 +15,6 @@ and, whenever the segmentation loss is on, the mask maps as well (their latent i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DatasetError
+from ..limits import read_json
 
 PRECOMPUTED_VERSION = 1
 
@@ -168,10 +168,7 @@ class PrecomputedIndex:
         path = folder / "index.json"
         if not path.is_file():
             raise ConfigError(f"{folder}: no index.json (run `magicmotion train precompute` first)")
-        try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: unreadable ({e})") from None
+        meta = read_json(path, ConfigError, "precomputed index")
         if meta.get("version") != PRECOMPUTED_VERSION:
             raise ConfigError(f"{path}: version {meta.get('version')}, expected {PRECOMPUTED_VERSION}")
         return cls(folder, meta)

@@ -23,24 +23,25 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+def _number(convert, ok, what: str):
+    """An argparse type: `convert(text)` (int, float) when `ok` holds for it, else "must be WHAT"."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
-    return value
+_positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
+_alpha = _number(float, lambda v: 0 <= v <= 1, "between 0 and 1")
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "0 or more")
 
 
 def is_frames_folder(out: str) -> bool:
@@ -201,16 +202,25 @@ def preview_command(args) -> int:
 # ---------------------------------------------------------------------------------------- parsers
 
 
+def _palette_arguments(p) -> None:
+    """--palette, --controlnet, --base: the palette of the maps, given or taken from a model."""
+    from .palette import PALETTES
+
+    p.add_argument("--palette", choices=PALETTES, default=None,
+                   help="colours and box outlines: voc (ours, the tiny model's) or release (the authors' "
+                        "release's: supervision's palette at 50%% over black, cv2.rectangle outlines); "
+                        "default: the palette of --controlnet / --base, else the maps' own, else voc (the "
+                        "shipped tiny model's)")
+    p.add_argument("--controlnet", metavar="PATH",
+                   help="take the palette from this model (the one its ControlNet was trained with)")
+    p.add_argument("--base", metavar="PATH_OR_ID", help="with --controlnet: its base (default: the shipped tiny model)")
+
+
 def register(subparsers) -> None:
     from .palette import PALETTES
     from .render import KINDS
     from .sparse import ANNOTATIONS, DEFAULT_FILL, FILLS
 
-    palette_help = ("colours and box outlines: voc (ours, the tiny model's) or release (the authors' "
-                    "release's: supervision's palette at 50%% over black, cv2.rectangle outlines); "
-                    "default: the palette of --controlnet / --base, else the maps' own, else voc (the "
-                    "shipped tiny model's)")
-    model_help = "take the palette from this model (the one its ControlNet was trained with)"
     parser = subparsers.add_parser(
         "trajectory", help="render trajectory maps, read mask folders or maps, preview a trajectory",
         description="Trajectory specs (docs/trajectory-format.md): render them to trajectory maps, "
@@ -235,9 +245,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int,
                    help="choose the key frames (and their number, without --keys) at random")
     p.add_argument("--fps", type=_positive_float, default=8.0, help="frame rate of mp4/gif (8)")
-    p.add_argument("--palette", choices=PALETTES, default=None, help=palette_help)
-    p.add_argument("--controlnet", metavar="PATH", help=model_help)
-    p.add_argument("--base", metavar="PATH_OR_ID", help="with --controlnet: its base (default: the shipped tiny model)")
+    _palette_arguments(p)
     p.set_defaults(func=render_command)
 
     p = sub.add_parser(
@@ -294,9 +302,7 @@ def register(subparsers) -> None:
                         "cover it and centre-cropped the same way")
     p.add_argument("--alpha", type=_alpha, default=0.6, help="opacity of the maps (0.6)")
     p.add_argument("--fps", type=_positive_float, default=8.0, help="frame rate of gif/mp4 (8)")
-    p.add_argument("--palette", choices=PALETTES, default=None, help=palette_help)
-    p.add_argument("--controlnet", metavar="PATH", help=model_help)
-    p.add_argument("--base", metavar="PATH_OR_ID", help="with --controlnet: its base (default: the shipped tiny model)")
+    _palette_arguments(p)
     p.set_defaults(func=preview_command)
 
     from .motion_cli import register as register_motion

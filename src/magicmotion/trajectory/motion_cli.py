@@ -3,30 +3,9 @@ Bad input raises MagicMotionError (one line, exit 2) before any output is writte
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..errors import TrajectoryError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
 
 
 def _progress_bar(desc: str):
@@ -192,7 +171,7 @@ def _model_arguments(p, sam2: bool) -> None:
 
 def register(sub) -> None:
     """Add from-video and from-points to the `trajectory` subparsers."""
-    from .cli import _positive_float, parse_size
+    from .cli import _non_negative_int, _positive_float, _positive_int, parse_size
 
     p = sub.add_parser(
         "from-video", help="objects in a reference video (Grounding DINO + SAM 2) -> mask trajectory",
