@@ -179,6 +179,17 @@ def test_valid_frame_counts(n):
         assert (f"or {low} (trimmed)" in hint) == (low > 1)
 
 
+def test_frame_count_messages():
+    assert valid_frame_counts(0) == (None, 1)  # nothing valid at or below 0 frames; 1 above
+    assert frames_hint(14) == ("14 frames is not 4k + 1, as generation needs: use --frames 17 "
+                               "(the last frame held) or 13 (trimmed)")
+    assert frames_hint(3) == "3 frames is not 4k + 1, as generation needs: use --frames 5 (the last frame held)"
+    assert frames_hint(14, "rerun with --num-frames", trim=False) == (
+        "14 frames is not 4k + 1, as generation needs: rerun with --num-frames 17 (the last frame held)")
+    assert frames_hint(1).startswith("1 frame: a still, not a video; use --frames 17")
+    assert frames_hint(5) is None and frames_hint(17) is None
+
+
 def test_with_num_frames_pads_and_trims():
     m = np.zeros((20, 30), bool)
     m[2:8, 3:9] = True
@@ -200,6 +211,8 @@ def test_with_num_frames_pads_and_trims():
     trimmed = with_num_frames(traj, 13)  # object 1 moves between keys 0 and 13: its box on frame 12 kept
     assert trimmed.num_frames == 13 and sorted(trimmed.object(1).boxes) == [0, 12]
     np.testing.assert_array_equal(render(trimmed, "box"), render(traj, "box")[:13])
+    still = with_num_frames(traj, 1)
+    assert still.num_frames == 1 and sorted(still.object(1).boxes) == [0] and sorted(still.object(2).masks) == [0]
     with pytest.raises(TrajectoryError, match="at least 1"):
         with_num_frames(traj, 0)
 
