@@ -217,6 +217,30 @@ def test_with_num_frames_pads_and_trims():
         with_num_frames(traj, 0)
 
 
+def test_trimmed_box_maps_are_the_first_frames_of_the_old_ones():
+    """An object moving across the cut gets a key box on its last frame present (an empty mask on the
+    new last frame: the one before), interpolated through the boxes of its non-empty masks as `render`
+    does; an object whose keys end before the cut gets none, so its `sparse_box` maps are the old
+    ones' first frames too. Both defects (a box on an absent frame, or none and the motion before it
+    lost; interpolation ignoring a mask's box) failed this before the fix."""
+    early = ObjectTrack(1, boxes={0: np.array([2.0, 2, 8, 8]), 3: np.array([6.0, 2, 12, 8])})  # keys end at 3
+    gone = ObjectTrack(2, boxes={0: np.array([14.0, 2, 20, 8]), 13: np.array([24.0, 4, 29, 10])})
+    gone.set_mask(9, np.zeros((20, 30), bool))  # absent on frame 9, the last one after the trim
+    bent = ObjectTrack(3, boxes={0: np.array([2.0, 12, 8, 18]), 13: np.array([22.0, 12, 28, 18])})
+    m = np.zeros((20, 30), bool)
+    m[10:16, 14:20] = True
+    bent.set_mask(5, m)  # its box on frame 5 is the mask's
+    traj = Trajectory(30, 20, 14, [early, gone, bent])
+    trimmed = with_num_frames(traj, 10)
+    assert sorted(trimmed.object(1).boxes) == [0, 3]
+    assert sorted(trimmed.object(2).boxes) == [0, 8] and not trimmed.object(2).mask(9).any()
+    assert sorted(trimmed.object(3).boxes) == [0, 9]
+    np.testing.assert_allclose(trimmed.object(3).boxes[9], [14 + 8 * 4 / 8, 10 + 2 * 4 / 8, 20 + 8 * 4 / 8, 16 + 2 * 4 / 8])
+    np.testing.assert_array_equal(render(trimmed, "box"), render(traj, "box")[:10])
+    alone = Trajectory(30, 20, 14, [early])
+    np.testing.assert_array_equal(render(with_num_frames(alone, 10), "sparse_box"), render(alone, "sparse_box")[:10])
+
+
 def test_annotation_said_instead_of_detected(tmp_path):
     """Object 1 on frame 0, object 2 alone on frame 4: auto reads that as incremental (object 1 on
     every frame); `complete` says object 1 is gone on frame 4; `incremental` forces the other reading."""
