@@ -221,7 +221,7 @@ def test_trimmed_box_maps_are_the_first_frames_of_the_old_ones():
     """An object moving across the cut gets a key box on its last frame present (an empty mask on the
     new last frame: the one before), interpolated through the boxes of its non-empty masks as `render`
     does; an object whose keys end before the cut gets none, so its `sparse_box` maps are the old
-    ones' first frames too. Both defects (a box on an absent frame, or none and the motion before it
+    ones' first frames too; nor does one that comes in after the cut. Both defects (a box on an absent frame, or none and the motion before it
     lost; interpolation ignoring a mask's box) failed this before the fix."""
     early = ObjectTrack(1, boxes={0: np.array([2.0, 2, 8, 8]), 3: np.array([6.0, 2, 12, 8])})  # keys end at 3
     gone = ObjectTrack(2, boxes={0: np.array([14.0, 2, 20, 8]), 13: np.array([24.0, 4, 29, 10])})
@@ -230,8 +230,12 @@ def test_trimmed_box_maps_are_the_first_frames_of_the_old_ones():
     m = np.zeros((20, 30), bool)
     m[10:16, 14:20] = True
     bent.set_mask(5, m)  # its box on frame 5 is the mask's
-    traj = Trajectory(30, 20, 14, [early, gone, bent])
+    late = ObjectTrack(4, boxes={11: np.array([0.0, 0, 4, 4]), 13: np.array([4.0, 0, 8, 4])})
+    for t in range(10):
+        late.set_mask(t, np.zeros((20, 30), bool))  # absent until after the cut
+    traj = Trajectory(30, 20, 14, [early, gone, bent, late])
     trimmed = with_num_frames(traj, 10)
+    assert trimmed.object(4).boxes == {} and sorted(trimmed.object(4).masks) == list(range(10))
     assert sorted(trimmed.object(1).boxes) == [0, 3]
     assert sorted(trimmed.object(2).boxes) == [0, 8] and not trimmed.object(2).mask(9).any()
     assert sorted(trimmed.object(3).boxes) == [0, 9]
