@@ -96,6 +96,24 @@ def test_from_transformer_sizes_the_head():
     assert (head.config.hidden_size, head.config.num_blocks, head.config.upsample) == (16, 3, 4)
 
 
+def test_from_transformer_follows_the_base_dtype_and_device():
+    """The head is made in the base's dtype and on its device (the meta device stands in for a GPU:
+    moving there is observable on a CPU-only machine)."""
+    base = build_base("cogvideox", num_layers=2).to(torch.bfloat16)
+    head = SegmentHead.from_transformer(base)
+    assert {p.dtype for p in head.parameters()} == {torch.bfloat16} and head.device.type == "cpu"
+    meta = build_base("wan", num_layers=2).to("meta")
+    assert {p.device.type for p in SegmentHead.from_transformer(meta).parameters()} == {"meta"}
+
+
+def test_from_transformer_refuses_a_model_without_blocks():
+    class NoBlocks(torch.nn.Module):
+        config = build_base("wan", num_layers=1).config
+
+    with pytest.raises(ModelError, match="^NoBlocks has no transformer blocks to attach a head to$"):
+        SegmentHead.from_transformer(NoBlocks())
+
+
 def test_wrong_inputs_are_refused():
     head = SegmentHead(hidden_size=8, num_blocks=2)
     with pytest.raises(ModelError, match="2 block inputs but got 1"):

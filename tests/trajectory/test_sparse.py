@@ -179,6 +179,17 @@ def test_valid_frame_counts(n):
         assert (f"or {low} (trimmed)" in hint) == (low > 1)
 
 
+def test_frame_count_messages():
+    assert valid_frame_counts(0) == (None, 1)  # nothing valid at or below 0 frames; 1 above
+    assert frames_hint(14) == ("14 frames is not 4k + 1, as generation needs: use --frames 17 "
+                               "(the last frame held) or 13 (trimmed)")
+    assert frames_hint(3) == "3 frames is not 4k + 1, as generation needs: use --frames 5 (the last frame held)"
+    assert frames_hint(14, "rerun with --num-frames", trim=False) == (
+        "14 frames is not 4k + 1, as generation needs: rerun with --num-frames 17 (the last frame held)")
+    assert frames_hint(1).startswith("1 frame: a still, not a video; use --frames 17")
+    assert frames_hint(5) is None and frames_hint(17) is None
+
+
 def test_with_num_frames_pads_and_trims():
     m = np.zeros((20, 30), bool)
     m[2:8, 3:9] = True
@@ -200,8 +211,38 @@ def test_with_num_frames_pads_and_trims():
     trimmed = with_num_frames(traj, 13)  # object 1 moves between keys 0 and 13: its box on frame 12 kept
     assert trimmed.num_frames == 13 and sorted(trimmed.object(1).boxes) == [0, 12]
     np.testing.assert_array_equal(render(trimmed, "box"), render(traj, "box")[:13])
+    still = with_num_frames(traj, 1)
+    assert still.num_frames == 1 and sorted(still.object(1).boxes) == [0] and sorted(still.object(2).masks) == [0]
     with pytest.raises(TrajectoryError, match="at least 1"):
         with_num_frames(traj, 0)
+
+
+def test_trimmed_box_maps_are_the_first_frames_of_the_old_ones():
+    """An object moving across the cut gets a key box on its last frame present (an empty mask on the
+    new last frame: the one before), interpolated through the boxes of its non-empty masks as `render`
+    does; an object whose keys end before the cut gets none, so its `sparse_box` maps are the old
+    ones' first frames too; nor does one that comes in after the cut. Both defects (a box on an absent frame, or none and the motion before it
+    lost; interpolation ignoring a mask's box) failed this before the fix."""
+    early = ObjectTrack(1, boxes={0: np.array([2.0, 2, 8, 8]), 3: np.array([6.0, 2, 12, 8])})  # keys end at 3
+    gone = ObjectTrack(2, boxes={0: np.array([14.0, 2, 20, 8]), 13: np.array([24.0, 4, 29, 10])})
+    gone.set_mask(9, np.zeros((20, 30), bool))  # absent on frame 9, the last one after the trim
+    bent = ObjectTrack(3, boxes={0: np.array([2.0, 12, 8, 18]), 13: np.array([22.0, 12, 28, 18])})
+    m = np.zeros((20, 30), bool)
+    m[10:16, 14:20] = True
+    bent.set_mask(5, m)  # its box on frame 5 is the mask's
+    late = ObjectTrack(4, boxes={11: np.array([0.0, 0, 4, 4]), 13: np.array([4.0, 0, 8, 4])})
+    for t in range(10):
+        late.set_mask(t, np.zeros((20, 30), bool))  # absent until after the cut
+    traj = Trajectory(30, 20, 14, [early, gone, bent, late])
+    trimmed = with_num_frames(traj, 10)
+    assert trimmed.object(4).boxes == {} and sorted(trimmed.object(4).masks) == list(range(10))
+    assert sorted(trimmed.object(1).boxes) == [0, 3]
+    assert sorted(trimmed.object(2).boxes) == [0, 8] and not trimmed.object(2).mask(9).any()
+    assert sorted(trimmed.object(3).boxes) == [0, 9]
+    np.testing.assert_allclose(trimmed.object(3).boxes[9], [14 + 8 * 4 / 8, 10 + 2 * 4 / 8, 20 + 8 * 4 / 8, 16 + 2 * 4 / 8])
+    np.testing.assert_array_equal(render(trimmed, "box"), render(traj, "box")[:10])
+    alone = Trajectory(30, 20, 14, [early])
+    np.testing.assert_array_equal(render(with_num_frames(alone, 10), "sparse_box"), render(alone, "sparse_box")[:10])
 
 
 def test_annotation_said_instead_of_detected(tmp_path):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from conftest import disk
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from magicmotion.errors import TrajectoryError
 from magicmotion.trajectory import (ObjectTrack, Trajectory, fit_transform, interpolate_boxes,
@@ -29,6 +32,7 @@ def test_masks_to_boxes():
     traj.objects[0].boxes[2] = np.array([0, 0, 1, 1.0])  # replaced by the mask's box
     traj.objects[0].set_mask(4, np.zeros((40, 60), bool))  # absent on frame 4
     traj.objects[0].boxes[4] = np.array([0, 0, 1, 1.0])
+    traj.objects[1].set_mask(6, np.zeros((40, 60), bool))  # absent on frame 6, where it had no box
     out = masks_to_boxes(traj)
     for o in out.objects:
         for t in range(9):
@@ -38,6 +42,7 @@ def test_masks_to_boxes():
             else:
                 np.testing.assert_array_equal(o.boxes[t], expected)
     assert sorted(out.objects[0].boxes) == [0, 1, 2, 3, 5, 6, 7, 8]
+    assert sorted(out.objects[1].boxes) == [0, 1, 2, 3, 4, 5, 7, 8]
     np.testing.assert_array_equal(traj.objects[0].boxes[2], [0, 0, 1, 1])  # input untouched
 
 
@@ -62,11 +67,13 @@ def test_interpolate_skips_absent_frames_and_objects_without_boxes():
     traj = Trajectory(width=50, height=50, num_frames=5)
     a = ObjectTrack(id=1, boxes={0: np.array([0, 0, 10, 10.0]), 4: np.array([40, 40, 50, 50.0])})
     a.set_mask(2, np.zeros((50, 50), bool))  # explicitly absent on frame 2
+    a.set_mask(1, disk(50, 50, 40, 8, 3))  # present on frame 1: a mask says nothing about the box here
     b = ObjectTrack(id=2)
     traj.objects = [a, b]
     out = interpolate_boxes(traj)
     assert sorted(out.object(1).boxes) == [0, 1, 3, 4]
     np.testing.assert_allclose(out.object(1).boxes[3], [30, 30, 40, 40])
+    np.testing.assert_allclose(out.object(1).boxes[1], [10, 10, 20, 20])
     assert out.object(2).boxes == {}
 
 
@@ -108,6 +115,37 @@ def test_sparsify_from_key_boxes_short_video():
     out = sparsify(traj, num_keys=9)  # at most T - 1 other keys
     assert sorted(out.object(1).boxes) == [0, 1, 2]
     np.testing.assert_allclose(out.object(1).boxes[1], [10, 10, 20, 20])
+
+
+def test_sparsify_key_counts_at_the_bounds():
+    traj = masks_to_boxes(moving_disks(num_frames=49, w=300))
+    assert sorted(sparsify(traj, max_keys=1).objects[0].boxes) == [0, 48]  # 1 key: the last frame
+    counts = {len(sparsify(traj, max_keys=3, seed=s).objects[0].boxes) - 1 for s in range(12)}
+    assert counts == {1, 2, 3}  # each of 1..max_keys drawn
+    short = Trajectory(width=50, height=50, num_frames=3)
+    short.objects.append(ObjectTrack(id=1, boxes={0: np.array([0, 0, 10, 10.0])}))
+    for s in range(5):  # at random too: at most T - 1 other keys, all of them here
+        assert sorted(sparsify(short, num_keys=9, mode="random", seed=s).object(1).boxes) == [0, 1, 2]
+
+
+@settings(max_examples=40, deadline=None)
+@given(num_frames=st.integers(2, 30), num_keys=st.integers(1, 9), mode=st.sampled_from(["even", "random"]),
+       seed=st.integers(0, 2**16))
+def test_sparsify_keeps_frame_0_and_num_keys_other_frames(num_frames, num_keys, mode, seed):
+    """Frame 0 plus min(num_keys, T - 1) distinct other frames, the boxes there those of the dense
+    trajectory; even spacing always keeps the last frame."""
+    traj = Trajectory(width=64, height=64, num_frames=num_frames)
+    traj.objects.append(ObjectTrack(id=1, boxes={0: np.array([0, 0, 10, 10.0]),
+                                                  num_frames - 1: np.array([40, 30, 60, 50.0])}))
+    out = sparsify(traj, num_keys=num_keys, mode=mode, seed=seed).object(1)
+    keys = sorted(out.boxes)
+    assert keys[0] == 0 and len(keys) == min(num_keys, num_frames - 1) + 1
+    assert all(0 < t < num_frames for t in keys[1:])
+    if mode == "even":
+        assert keys[-1] == num_frames - 1
+    dense = interpolate_boxes(traj).object(1)
+    for t in keys:
+        np.testing.assert_array_equal(out.boxes[t], dense.boxes[t])
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -156,6 +194,63 @@ def test_rescale_stays_aligned_with_the_image(src, dst):
     np.testing.assert_allclose(mask_box(out.object(1).mask(0)), seen, atol=1.0)
 
 
+# (src, dst, the size the frame is resized to, the crop's origin): worked out by hand from "cover the
+# target, then centre-crop on the nearest pixel"
+HAND_WORKED = [
+    ((854, 480), (720, 480), (854, 480), (67, 0)),
+    ((100, 100), (20, 100), (100, 100), (40, 0)),   # a portrait crop of a square frame: the middle columns
+    ((100, 100), (100, 20), (100, 100), (0, 40)),
+    ((101, 100), (100, 99), (100, 100), (0, 0)),    # resized 100 x 99.01: the centre is 0.005 rows in
+    ((100, 101), (99, 100), (100, 100), (0, 0)),
+    ((100, 10), (10, 1), (10, 1), (0, 0)),          # one row: every 10 x 10 block averaged
+    ((10, 100), (1, 10), (1, 10), (0, 0)),          # one column
+]
+
+
+@pytest.mark.parametrize("src, dst, resized, origin", HAND_WORKED)
+def test_resize_crop_and_rescale_apply_the_hand_worked_transform(src, dst, resized, origin):
+    """The image: OpenCV's area resize to `resized`, cropped at `origin`; a box: the same map."""
+    (sw, sh), (dw, dh), (rw, rh), (x, y) = src, dst, resized, origin
+    image = np.random.default_rng(1).integers(0, 256, (sh, sw, 3), dtype=np.uint8)
+    expected = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)[y:y + dh, x:x + dw]
+    np.testing.assert_array_equal(resize_crop(image, dst), expected)
+    traj = Trajectory(width=sw, height=sh, num_frames=1)
+    box = np.array([0.3 * sw, 0.2 * sh, 0.9 * sw, 0.95 * sh])
+    traj.objects.append(ObjectTrack(id=1, boxes={0: box}))
+    mapped = np.array([box[0] * rw / sw - x, box[1] * rh / sh - y, box[2] * rw / sw - x, box[3] * rh / sh - y])
+    np.testing.assert_allclose(rescale(traj, dst).object(1).boxes[0], np.clip(mapped, 0, [dw, dh, dw, dh]))
+
+
+def test_resize_crop_averages_areas_unless_nearest():
+    """Halving: each pixel the mean of a 2 x 2 block (rounded to uint8: within 0.5 of it), or with
+    nearest=True the block's top-left pixel (OpenCV's nearest neighbour samples floor(2 i))."""
+    image = np.random.default_rng(2).integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    blocks = image.reshape(10, 2, 20, 2, 3).mean(axis=(1, 3))
+    assert np.abs(resize_crop(image, (20, 10)).astype(float) - blocks).max() <= 0.5
+    np.testing.assert_array_equal(resize_crop(image, (20, 10), nearest=True), image[::2, ::2])
+
+
+def test_rescale_clips_at_every_edge_and_keeps_thin_boxes():
+    """Boxes leaving on the right or at the bottom are clipped there, or dropped when nothing is left;
+    a box thinner than a pixel after downscaling is still inside, so kept."""
+    traj = Trajectory(width=100, height=100, num_frames=2)
+    traj.objects.append(ObjectTrack(id=1, boxes={0: np.array([60, 30, 100, 70.0]),  # out right and below
+                                                  1: np.array([10, 70, 30, 90.0])}))  # below the crop
+    wide = rescale(traj, (200, 50)).object(1).boxes  # x 2, then rows 75..125 kept
+    assert sorted(wide) == [0]
+    np.testing.assert_allclose(wide[0], [120, 0, 200, 50])
+    traj = Trajectory(width=200, height=100, num_frames=2)
+    traj.objects.append(ObjectTrack(id=1, boxes={0: np.array([160, 10, 190, 50.0]),  # right of the crop
+                                                  1: np.array([140, 60, 160, 80.0])}))
+    square = rescale(traj, (100, 100)).object(1).boxes  # columns 50..150 kept
+    assert sorted(square) == [1]
+    np.testing.assert_allclose(square[1], [90, 60, 100, 80])
+    traj.objects[0].boxes = {0: np.array([10, 10, 11, 11.0]), 1: np.array([198, 99, 200, 100.0])}
+    half = rescale(traj, (100, 50)).object(1).boxes
+    np.testing.assert_allclose(half[0], [5, 5, 5.5, 5.5])
+    np.testing.assert_allclose(half[1], [99, 49.5, 100, 50])
+
+
 def test_rescale_drops_boxes_outside_and_clips():
     traj = Trajectory(width=200, height=100, num_frames=3)
     traj.objects.append(ObjectTrack(id=1, boxes={0: np.array([0, 10, 40, 50.0]),  # cropped away
@@ -184,6 +279,7 @@ def test_resize_crop_layouts():
     np.testing.assert_array_equal(m[1], resize_crop(masks[1], (20, 20)))
     assert resize_crop(image[..., :1], (20, 20)).shape == (20, 20, 1)
     assert resize_crop(image[..., 0], (20, 20)).shape == (20, 20)
+    assert resize_crop(masks[1], (20, 20)).dtype == bool  # one mask as well as a stack
     assert resize_crop(image, (40, 30)) is image
     labels = np.zeros((30, 40), np.uint8)
     labels[:, 20:] = 7

@@ -38,6 +38,18 @@ def interpolate_boxes(traj: Trajectory) -> Trajectory:
     return out
 
 
+def key_boxes(o) -> dict[int, np.ndarray]:
+    """An object's key boxes, plus a mask's tight box on frames with a non-empty mask but no box: the
+    boxes `render` draws and interpolates between."""
+    boxes = dict(o.boxes)
+    for t, rle in o.masks.items():
+        if t not in boxes:
+            box = rle_box(rle)
+            if box is not None:
+                boxes[t] = box
+    return boxes
+
+
 def fill_boxes(boxes: dict[int, np.ndarray], num_frames: int, absent=()) -> dict[int, np.ndarray]:
     """Key boxes -> a box on every frame 0..num_frames-1 except `absent` ones: linear between keys,
     held before the first and after the last. Returns a new dict (the key boxes themselves kept)."""
@@ -189,9 +201,10 @@ def frames_hint(n: int, how: str = "use --frames", trim: bool = True) -> str | N
 
 def with_num_frames(traj: Trajectory, num_frames: int) -> Trajectory:
     """The trajectory on `num_frames` frames: trimmed (later keys dropped; an object moving between
-    keys across the cut gets its interpolated box on the new last frame, so `box` maps are the first
-    frames of the old ones), or padded with its last frame held (each object's mask and box on the
-    last frame, where it has them, copied onto the new frames)."""
+    keys across the cut gets its interpolated box on the new last frame, or on the last one it is
+    present on where empty masks say it is absent, so `box` maps are the first frames of the old ones),
+    or padded with its last frame held (each object's mask and box on the last frame, where it has
+    them, copied onto the new frames)."""
     if num_frames < 1:
         raise TrajectoryError(f"{traj.where()}: frame count must be at least 1, got {num_frames}")
     out = traj.copy()
@@ -199,11 +212,12 @@ def with_num_frames(traj: Trajectory, num_frames: int) -> Trajectory:
     out.num_frames = num_frames
     cut = num_frames - 1
     for o in out.objects:
-        if num_frames < traj.num_frames and cut not in o.boxes and any(t > cut for t in o.boxes):
-            absent = {t for t in o.masks if t not in o.boxes}
-            dense = fill_boxes(o.boxes, traj.num_frames, absent)
-            if cut in dense:
-                o.boxes[cut] = dense[cut]
+        keys = key_boxes(o)  # what `render` interpolates between: key boxes and non-empty masks
+        if num_frames < traj.num_frames and any(t > cut for t in keys):
+            dense = fill_boxes(keys, traj.num_frames, {t for t in o.masks if t not in keys})
+            end = max((t for t in dense if t <= cut), default=None)  # its last frame present
+            if end is not None and end not in keys:
+                o.boxes[end] = dense[end]
         o.boxes = {t: b for t, b in o.boxes.items() if t < num_frames}
         o.masks = {t: m for t, m in o.masks.items() if t < num_frames}
         for t in range(last + 1, num_frames):

@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 
 from ..errors import TrajectoryError
-from .ops import fill_boxes, rescale, resize_crop
+from .ops import fill_boxes, key_boxes, rescale, resize_crop
 from .palette import get_palette, palette_index
-from .spec import Trajectory, rle_box, rle_runs
+from .spec import Trajectory, rle_runs
 
 KINDS = ("mask", "box", "sparse_box")
 
@@ -205,7 +205,7 @@ def render(traj: Trajectory, kind: str, size: tuple[int, int] | None = None,
     _first_frame(traj, maps[0], palette)
     thickness = box_thickness(W, H)
     for o in traj.objects:
-        boxes = _boxes(o)
+        boxes = key_boxes(o)
         if kind == "box":
             absent = {t for t in o.masks if t not in boxes}  # an empty mask: not there
             boxes = fill_boxes(boxes, T, absent)
@@ -214,17 +214,6 @@ def render(traj: Trajectory, kind: str, size: tuple[int, int] | None = None,
             if t > 0:
                 draw_box(maps[t], box, color, thickness, style=palette)
     return maps
-
-
-def _boxes(o) -> dict:
-    """An object's key boxes, plus a mask's tight box on frames with a non-empty mask but no box."""
-    boxes = dict(o.boxes)
-    for t, rle in o.masks.items():
-        if t not in boxes:
-            box = rle_box(rle)
-            if box is not None:
-                boxes[t] = box
-    return boxes
 
 
 def write_maps_video(path, maps: np.ndarray, fps: float = 8.0):
