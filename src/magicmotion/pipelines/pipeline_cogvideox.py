@@ -156,9 +156,9 @@ class MagicMotionCogVideoXPipeline(TrajectoryPipelineMixin, CogVideoXImageToVide
 
     # ------------------------------------------------------------------------------------ call
 
-    # Twin of magicmotion.pipelines.pipeline_wan.MagicMotionWanPipeline.__call__: the same arguments and steps
-    # (diffusers' one written-out __call__ per pipeline); the loop differs: CogVideoX's (B, F, C, H, W)
-    # latents, its DPM-solver step and dynamic CFG.
+    # Twin of magicmotion.pipelines.pipeline_wan.MagicMotionWanPipeline.__call__: the shared arguments and the same
+    # steps, written out per pipeline as diffusers does; the loop differs (CogVideoX's (B, F, C, H, W) latents,
+    # its DPM-solver step, dynamic CFG).
     @torch.no_grad()
     def __call__(
         self,

@@ -219,7 +219,7 @@ class MagicMotionWanPipeline(TrajectoryPipelineMixin, WanImageToVideoPipeline):
 
     # ------------------------------------------------------------------------------------ call
 
-    # Twin: MagicMotionCogVideoXPipeline.__call__ takes the same arguments and runs the same steps; keep them in step.
+    # Twin: MagicMotionCogVideoXPipeline.__call__ shares these arguments and steps; change both together.
     @torch.no_grad()
     def __call__(
         self,
