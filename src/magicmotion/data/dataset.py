@@ -310,8 +310,8 @@ class DatasetWriter:
         self.add_files(clip_id, encode, json.dumps(to_dict(_with_caption(trajectory, caption))), line)
         return record
 
-    def add_files(self, clip_id: str, write_video: Callable[[Path], None], annotation: str, line: bytes) -> None:
-        """Add a clip whose record is checked (`line`, its index line): `write_video(path)` writes (and
+    def add_files(self, clip_id: str, put_video: Callable[[Path], None], annotation: str, line: bytes) -> None:
+        """Add a clip whose record is checked (`line`, its index line): `put_video(path)` writes (and
         syncs) its video to a temporary file, the annotation JSON text goes to another, then, under
         DATASET/.lock, both are renamed into place and the line appended (DatasetError if the clip is in
         the index by now). No temporary file is left behind, whatever fails. `add` and the MagicData
@@ -319,7 +319,7 @@ class DatasetWriter:
         video_tmp = self._temp(VIDEOS, clip_id, ".mp4")
         ann_tmp = self._temp(ANNOTATIONS, clip_id, ".json")
         try:
-            write_video(video_tmp)
+            put_video(video_tmp)
             with open(ann_tmp, "w") as f:
                 f.write(annotation)
                 f.flush()
