@@ -21,6 +21,7 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -302,30 +303,40 @@ class DatasetWriter:
         if clip_id in self.ids():
             raise DatasetError(f"{self.root}: clip {clip_id} is already in the dataset")
 
-        spec = to_dict(_with_caption(trajectory, caption))
+        def encode(path: Path) -> None:
+            write_video(path, frames, fps=fps)
+            _fsync_file(path)
+
+        self.add_files(clip_id, encode, json.dumps(to_dict(_with_caption(trajectory, caption))), line)
+        return record
+
+    def add_files(self, clip_id: str, put_video: Callable[[Path], None], annotation: str, line: bytes) -> None:
+        """Add a clip whose record is checked (`line`, its index line): `put_video(path)` writes (and
+        syncs) its video to a temporary file, the annotation JSON text goes to another, then, under
+        DATASET/.lock, both are renamed into place and the line appended (DatasetError if the clip is in
+        the index by now). No temporary file is left behind, whatever fails. `add` and the MagicData
+        import (which links or copies its videos) both add clips this way."""
         video_tmp = self._temp(VIDEOS, clip_id, ".mp4")
         ann_tmp = self._temp(ANNOTATIONS, clip_id, ".json")
         try:
-            write_video(video_tmp, frames, fps=fps)
-            _fsync_file(video_tmp)
+            put_video(video_tmp)
             with open(ann_tmp, "w") as f:
-                json.dump(spec, f)
+                f.write(annotation)
                 f.flush()
                 os.fsync(f.fileno())
             with self._thread_lock, _DatasetLock(self.root):
                 self._refresh()
                 if clip_id in self._ids:
                     raise DatasetError(f"{self.root}: clip {clip_id} is already in the dataset")
-                os.replace(video_tmp, self.root / record["video"])
-                os.replace(ann_tmp, self.root / record["annotation"])
+                os.replace(video_tmp, self.root / VIDEOS / f"{clip_id}.mp4")
+                os.replace(ann_tmp, self.root / ANNOTATIONS / f"{clip_id}.json")
                 fsync_dir(self.root / VIDEOS)
                 fsync_dir(self.root / ANNOTATIONS)
                 self._append(line)
                 self._ids.add(clip_id)
         finally:
-            video_tmp.unlink(missing_ok=True)
+            video_tmp.unlink(missing_ok=True)  # a link too (the MagicData import links its videos)
             ann_tmp.unlink(missing_ok=True)
-        return record
 
     def _temp(self, folder: str, clip_id: str, suffix: str) -> Path:
         fd, name = tempfile.mkstemp(prefix=f".{clip_id}.", suffix=f".tmp{suffix}",

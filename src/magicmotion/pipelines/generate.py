@@ -52,6 +52,8 @@ def generate(
     trajectory,
     kind: str = "box",
     *,
+    # Twin of the pipelines' __call__ arguments (MagicMotionWanPipeline.__call__), forwarded by name: spelled
+    # out here for generate's own defaults and docs.
     negative_prompt: str | None = None,
     num_frames: int | None = None,
     height: int | None = None,

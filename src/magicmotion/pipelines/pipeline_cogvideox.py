@@ -5,7 +5,8 @@ Steps, in the parent's order, with the trajectory added:
 
 1. `check_inputs`          prompt, size, frame count, kind; a base with learned positional embeddings
                            (5B I2V) only runs at its sample size (49 x 480 x 720)
-2. `prepare_trajectory`    first frame + trajectory maps, resized and cropped together
+2. `prepare_trajectory`    first frame + trajectory maps, resized and cropped together (shared with
+                           Wan: `pipeline_trajectory.TrajectoryPipelineMixin`)
 3. `encode_prompt`         (parent) T5 text embeddings, negative and positive stacked as one batch
 4. `prepare_latents`       (parent) noise + first-frame latents (the image latent is sampled with the
                            generator, as the parent does)
@@ -34,15 +35,14 @@ from diffusers.utils.torch_utils import get_module_execution_device
 from PIL import Image
 
 from ..errors import PipelineError
-from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
-                         prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
-                         trajectory_guided, trajectory_size)
+from .conditions import (MagicMotionPipelineOutput, TrajectoryInput, check_call_inputs, maps_to_video_tensor, onload,
+                         release, trajectory_guidance_on, trajectory_guided)
 from .guidance import GuidedPrediction, check_speed_options
-from .offload import offload_by_groups
+from .pipeline_trajectory import TrajectoryPipelineMixin
 from .settings import default_size, model_limits, pipeline_settings
 
 
-class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
+class MagicMotionCogVideoXPipeline(TrajectoryPipelineMixin, CogVideoXImageToVideoPipeline):
     """Trajectory-controlled image-to-video with a CogVideoX I2V base.
 
     Components: `tokenizer`, `text_encoder` (T5), `vae` (`AutoencoderKLCogVideoX`), `transformer`
@@ -58,11 +58,6 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
     # the ControlNet, the VAE alone
     offload_groups = (("text_encoder",), ("transformer", "controlnet"), ("vae",))
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds", "trajectory_latents"]
-
-    @property
-    def fps(self) -> float:
-        """The frame rate to write videos at: the model's recommended (`pipeline_settings`)."""
-        return float(pipeline_settings(self)["fps"])
 
     def __init__(self, tokenizer, text_encoder, vae, transformer, controlnet, scheduler):
         super().__init__(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
@@ -94,12 +89,6 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
 
     # ------------------------------------------------------------------------------------ steps
 
-    def enable_model_cpu_offload(self, gpu_id: int | None = None, device="cuda"):
-        """diffusers' model CPU offload, by `offload_groups`: the ControlNet on the GPU with the
-        transformer only; the VAE alone while it decodes."""
-        super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
-        offload_by_groups(self, self.offload_groups)
-
     @property
     def fixed_size(self) -> tuple[int, int, int] | None:
         """(W, H, frames) the base only works at (learned positional embeddings, as CogVideoX-5B-I2V),
@@ -123,6 +112,8 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
         """What this base can run (`ModelLimits`): only its sample size with learned positional embeddings."""
         return model_limits("cogvideox", dict(self.transformer.config), dict(self.vae.config))
 
+    # Twin of magicmotion.pipelines.pipeline_wan.MagicMotionWanPipeline.check_inputs, less Wan's A14B
+    # guidance_scale_2 and context-parallel checks: each pipeline spells out its own signature, as in diffusers.
     def check_inputs(
         self,
         prompt,
@@ -142,28 +133,6 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
                           guidance_scale, trajectory_frames, callback_on_step_end_tensor_inputs,
                           trajectory_guidance_scale)
         self.limits().check(width, height, num_frames)
-
-    def prepare_trajectory(
-        self,
-        image,
-        trajectory: TrajectoryInput,
-        kind: str = "box",
-        num_frames: int | None = None,
-        height: int | None = None,
-        width: int | None = None,
-    ) -> tuple[Conditions, int, int, int]:
-        """Read the trajectory, settle the output size and frame count, and bring the first frame and the
-        trajectory maps to that size together. Returns (conditions, num_frames, height, width)."""
-        traj = read_trajectory(trajectory)
-        if (height is None) != (width is None):
-            raise PipelineError("give both height and width, or neither")
-        if height is None:
-            width, height = self.default_size(trajectory_size(traj))
-        num_frames = trajectory_frames(traj) if num_frames is None else int(num_frames)
-        settings = pipeline_settings(self)
-        cond = prepare_conditions(image, traj, kind, (width, height), palette=settings["trajectory_palette"],
-                                  resize=settings["resize"])
-        return cond, num_frames, int(height), int(width)
 
     def encode_trajectory(self, maps: np.ndarray | torch.Tensor, device: torch.device,
                           dtype: torch.dtype, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -187,6 +156,9 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
 
     # ------------------------------------------------------------------------------------ call
 
+    # Twin of magicmotion.pipelines.pipeline_wan.MagicMotionWanPipeline.__call__: the shared arguments and the same
+    # steps, written out per pipeline as diffusers does; the loop differs (CogVideoX's (B, F, C, H, W) latents,
+    # its DPM-solver step, dynamic CFG).
     @torch.no_grad()
     def __call__(
         self,
@@ -339,15 +311,10 @@ class MagicMotionCogVideoXPipeline(CogVideoXImageToVideoPipeline):
                     )
                 latents = latents.to(dtype)
 
-                if callback_on_step_end is not None:
-                    tensors = dict(latents=latents, prompt_embeds=prompt_embeds,
-                                   negative_prompt_embeds=negative_prompt_embeds,
-                                   trajectory_latents=trajectory_latents)
-                    outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
-                    latents = outputs.pop("latents", latents)
-                    prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
-                    negative_prompt_embeds = outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
-                    trajectory_latents = outputs.pop("trajectory_latents", trajectory_latents)
+                latents, prompt_embeds, negative_prompt_embeds, trajectory_latents = self.step_end(
+                    callback_on_step_end, i, t, callback_on_step_end_tensor_inputs, latents=latents,
+                    prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+                    trajectory_latents=trajectory_latents)
 
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
                     progress_bar.update()

@@ -8,7 +8,8 @@ An A14B base has a ControlNet per expert, `controlnet` and `controlnet_2`, switc
 The steps are the parent's, in the parent's order, with the trajectory added:
 
 1. `check_inputs`          prompt, size, frame count, kind, guidance; nothing runs on bad input
-2. `prepare_trajectory`    first frame + trajectory maps, resized and cropped together
+2. `prepare_trajectory`    first frame + trajectory maps, resized and cropped together (shared with
+                           CogVideoX: `pipeline_trajectory.TrajectoryPipelineMixin`)
 3. `encode_prompt`         (parent) UMT5 text embeddings, positive and negative
 4. `encode_image`          (parent) CLIP image embeddings, only for bases with an image branch (14B, Fun-InP)
 5. `prepare_latents`       (parent) noise + the first-frame condition (mask 4 ch + image latents 16 ch;
@@ -22,50 +23,37 @@ The steps are the parent's, in the parent's order, with the trajectory added:
 8. `decode_latents`        VAE decode + video post-processing
 
 With `controlnet_conditioning_scale=0` the output equals `WanImageToVideoPipeline`'s for the same
-components, seed and inputs.
+components, seed and inputs. What the pipeline reads from a Wan base (its text length, whether the
+ControlNets fit it, the VAE's latent normalisation) is in `wan_base`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from diffusers import WanImageToVideoPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.pipelines.wan.pipeline_wan_i2v import retrieve_latents
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import get_module_execution_device
 from diffusers.video_processor import VideoProcessor
 from PIL import Image
 
-from ..errors import ModelError, PipelineError
-from .conditions import (Conditions, MagicMotionPipelineOutput, check_call_inputs, TrajectoryInput, maps_to_video_tensor, onload,
-                         prepare_conditions, read_trajectory, release, trajectory_frames, trajectory_guidance_on,
-                         trajectory_guided, trajectory_size)
-from .offload import offload_by_groups
+from ..errors import PipelineError
+from .conditions import (MagicMotionPipelineOutput, TrajectoryInput, check_call_inputs, onload, release,
+                         trajectory_guidance_on, trajectory_guided)
 from .guidance import GuidedPrediction, batch_timestep, check_speed_options
 from .parallel import check_pipeline_split
+from .pipeline_trajectory import TrajectoryPipelineMixin
 from .settings import default_size, model_limits, pipeline_settings
-
-# Wan2.1 pads every prompt to umT5's 512 tokens (and diffusers splits a 14B base's context into image
-# and text at 512); a base trained with fewer, like the shipped tiny model, says so in its tokenizer.
-WAN_TEXT_TOKENS = 512
+from .wan_base import (check_wan_components, expert_controlnet_folders, wan_latent_stats, wan_text_length,
+                       wan_trajectory_latents)
 
 
-def wan_text_length(tokenizer, transformer_config=None) -> int:
-    """The text tokens a Wan base takes: its tokenizer's `model_max_length` where that is under 512,
-    else 512 (always 512 for a base with a CLIP image branch)."""
-    if transformer_config is not None and transformer_config.get("image_dim") is not None:
-        return WAN_TEXT_TOKENS
-    n = getattr(tokenizer, "model_max_length", None)
-    return int(n) if isinstance(n, int) and 0 < n < WAN_TEXT_TOKENS else WAN_TEXT_TOKENS
-
-
-class MagicMotionWanPipeline(WanImageToVideoPipeline):
+class MagicMotionWanPipeline(TrajectoryPipelineMixin, WanImageToVideoPipeline):
     """Trajectory-controlled image-to-video with a Wan I2V base (Wan2.1 I2V, Wan2.2 TI2V-5B or I2V-A14B).
 
     Components: `tokenizer`, `text_encoder` (UMT5), `vae` (`AutoencoderKLWan`), `scheduler` (flow matching:
@@ -87,11 +75,6 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
                       ("transformer_2", "controlnet_2"), ("vae",))
     _optional_components = ["image_encoder", "image_processor", "transformer_2", "controlnet_2"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds", "trajectory_latents"]
-
-    @property
-    def fps(self) -> float:
-        """The frame rate to write videos at: the model's recommended (`pipeline_settings`)."""
-        return float(pipeline_settings(self)["fps"])
 
     def __init__(
         self,
@@ -154,12 +137,6 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         pipe = super().from_pretrained(pretrained_model_name_or_path, **loaded, **kwargs)
         return attach_settings(pipe, "wan", pretrained_model_name_or_path, controlnet_source)
 
-    def enable_model_cpu_offload(self, gpu_id: int | None = None, device="cuda"):
-        """diffusers' model CPU offload, by `offload_groups`: an expert and its ControlNet on the GPU
-        together, nothing else; the VAE alone while it decodes."""
-        super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
-        offload_by_groups(self, self.offload_groups)
-
     # ------------------------------------------------------------------------------------ steps
 
     def spatial_multiple(self) -> int:
@@ -178,6 +155,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         per axis."""
         return model_limits("wan", dict(self.transformer.config), dict(self.vae.config))
 
+    # Twin: MagicMotionCogVideoXPipeline.check_inputs, the same checks less guidance_scale_2 and the split.
     def check_inputs(
         self,
         prompt,
@@ -205,32 +183,6 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         self.limits().check(width, height, num_frames)
         check_pipeline_split(self, num_frames, height, width)  # split across processes: tokens and heads divide
 
-    def prepare_trajectory(
-        self,
-        image,
-        trajectory: TrajectoryInput,
-        kind: str = "box",
-        num_frames: int | None = None,
-        height: int | None = None,
-        width: int | None = None,
-    ) -> tuple[Conditions, int, int, int]:
-        """Read the trajectory, settle the output size and frame count, and bring the first frame and the
-        trajectory maps to that size together.
-
-        Returns (conditions, num_frames, height, width); `conditions.image` is uint8 (H, W, 3),
-        `conditions.maps` uint8 (T, H, W, 3) (or the float tensor given).
-        """
-        traj = read_trajectory(trajectory)
-        if (height is None) != (width is None):
-            raise PipelineError("give both height and width, or neither")
-        if height is None:
-            width, height = self.default_size(trajectory_size(traj))
-        num_frames = trajectory_frames(traj) if num_frames is None else int(num_frames)
-        settings = pipeline_settings(self)
-        cond = prepare_conditions(image, traj, kind, (width, height), palette=settings["trajectory_palette"],
-                                  resize=settings["resize"])
-        return cond, num_frames, int(height), int(width)
-
     def encode_trajectory(self, maps: np.ndarray | torch.Tensor, device: torch.device,
                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Trajectory maps (T, H, W, 3) uint8 -> trajectory latents (1, z, F, H/s, W/s) (z, s: the VAE's
@@ -244,7 +196,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
     def decode_latents(self, latents: torch.Tensor, output_type: str = "np"):
         """Latents (B, z, F, h, w) -> video, as the parent does after its loop."""
         latents = latents.to(device=get_module_execution_device(self.vae), dtype=self.vae.dtype)
-        mean, inv_std = _wan_latent_stats(self.vae, latents)
+        mean, inv_std = wan_latent_stats(self.vae, latents)
         latents = latents / inv_std + mean
         video = self.vae.decode(latents, return_dict=False)[0]
         return self.video_processor.postprocess_video(video, output_type=output_type)
@@ -267,6 +219,7 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
 
     # ------------------------------------------------------------------------------------ call
 
+    # Twin: MagicMotionCogVideoXPipeline.__call__ shares these arguments and steps; change both together.
     @torch.no_grad()
     def __call__(
         self,
@@ -455,15 +408,10 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
 
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
-                if callback_on_step_end is not None:
-                    tensors = dict(latents=latents, prompt_embeds=prompt_embeds,
-                                   negative_prompt_embeds=negative_prompt_embeds,
-                                   trajectory_latents=trajectory_latents)
-                    outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
-                    latents = outputs.pop("latents", latents)
-                    prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
-                    negative_prompt_embeds = outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
-                    trajectory_latents = outputs.pop("trajectory_latents", trajectory_latents)
+                latents, prompt_embeds, negative_prompt_embeds, trajectory_latents = self.step_end(
+                    callback_on_step_end, i, t, callback_on_step_end_tensor_inputs, latents=latents,
+                    prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+                    trajectory_latents=trajectory_latents)
 
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
                     progress_bar.update()
@@ -480,73 +428,6 @@ class MagicMotionWanPipeline(WanImageToVideoPipeline):
         if not return_dict:
             return (video, maps)
         return MagicMotionPipelineOutput(frames=video, trajectory_maps=maps)
-
-
-def check_wan_components(transformer, controlnet, transformer_2=None, controlnet_2=None,
-                         boundary_ratio: float | None = None, expand_timesteps: bool = False) -> None:
-    """ModelError unless the ControlNets fit the base: each ControlNet its own expert's (`expert` in its
-    config: "high" beside `transformer`, "low" beside `transformer_2`, or unset), one per expert of a
-    two-expert base, and a TI2V base (`expand_timesteps`) whose latents hold the first frame."""
-    c = transformer.config
-    if expand_timesteps and c.in_channels != c.out_channels:
-        raise ModelError(f"expand_timesteps (Wan2.2 TI2V) needs a transformer whose input is its latents alone; "
-                         f"this one has {c.in_channels} input and {c.out_channels} output channels")
-    if not expand_timesteps and c.in_channels == c.out_channels:
-        raise ModelError(f"the Wan transformer takes {c.in_channels} channels, its latents alone: a text-to-video "
-                         "base, or a Wan2.2 TI2V one whose model_index.json lacks expand_timesteps: true")
-    if boundary_ratio is not None and not 0 < boundary_ratio <= 1:
-        raise ModelError(f"boundary_ratio must be in (0, 1], got {boundary_ratio}")
-    two = boundary_ratio is not None and transformer_2 is not None
-    if not two and controlnet_2 is not None:
-        raise ModelError("controlnet_2 is the low-noise expert's ControlNet of a two-expert Wan2.2 A14B base "
-                         "(transformer_2 and boundary_ratio); this base has one transformer")
-    pairs = [("controlnet", controlnet, transformer, "high" if two else None)]
-    if two:
-        if controlnet is not None and controlnet_2 is None:
-            raise ModelError("a two-expert Wan2.2 A14B base needs a ControlNet per expert: controlnet (high noise) "
-                             "and controlnet_2 (low noise; CLI --controlnet-2)")
-        pairs.append(("controlnet_2", controlnet_2, transformer_2, "low"))
-    for name, cn, base, want in pairs:
-        if cn is None:
-            continue
-        cn.check_compatible(base)
-        expert = cn.config.get("expert")
-        if expert is not None and expert != want:
-            where = {"high": "controlnet (high noise)", "low": "controlnet_2 (low noise)"}[expert]
-            raise ModelError(
-                f"{name} was trained beside the {expert}-noise expert of a two-expert Wan2.2 A14B base; "
-                + (f"give it as {where}" if two else "this base has one transformer"))
-
-
-def expert_controlnet_folders(path: str | os.PathLike) -> tuple:
-    """(controlnet, controlnet_2) of a folder holding both experts' ControlNets, `controlnet/` and
-    `controlnet_2/` (a saved A14B MagicMotion pipeline, or one put together by hand); else (path, None)."""
-    p = Path(path)
-    if (p / "controlnet" / "config.json").is_file() and (p / "controlnet_2" / "config.json").is_file():
-        return p / "controlnet", p / "controlnet_2"
-    return path, None
-
-
-def _wan_latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents_mean, 1 / latents_std), shaped (1, z, 1, 1, 1), as diffusers' Wan pipelines build them."""
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(like.device, like.dtype)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(like.device, like.dtype)
-    return mean, inv_std
-
-
-@torch.no_grad()
-def wan_trajectory_latents(vae, maps: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Trajectory maps -> normalised Wan VAE latents (1, z, F, H/s, W/s), float32 (z = 16, s = 8 for the
-    Wan2.1 VAE; z = 48, s = 16 for Wan2.2's).
-
-    maps: uint8 (T, H, W, 3) or float (T, 3, H, W) in [0, 1]. Training uses the same function, so the
-    ControlNet sees the same latents at training and inference.
-    """
-    video = maps_to_video_tensor(maps).to(device=get_module_execution_device(vae), dtype=vae.dtype)
-    z = retrieve_latents(vae.encode(video), sample_mode="argmax").float()
-    mean, inv_std = _wan_latent_stats(vae, z)
-    return (z - mean) * inv_std
 
 
 __all__ = ["MagicMotionWanPipeline", "check_wan_components", "expert_controlnet_folders", "wan_trajectory_latents"]

@@ -3,7 +3,9 @@
 A config names the base model, the stage and its trajectory kind, where the data and the previous
 stage's output are, and how to optimise. Every key is known: a typo is a ConfigError naming the key
 and the file, never a silently ignored setting. `--set key=value` overrides take dotted keys
-(`optim.lr=1e-4`) or, where unambiguous, the bare leaf name (`lr=1e-4`).
+(`optim.lr=1e-4`) or, where unambiguous, the bare leaf name (`lr=1e-4`). The YAML-to-dataclass
+reading is `config_yaml`; the checks against the folders a config names (the base, `init_from`) are
+`config_folders`.
 
 The three stages and the two ablations of the paper are config changes only:
 
@@ -24,15 +26,15 @@ against the base's token grid: multiples of 32 for Wan2.2 TI2V-5B's x16 VAE).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
 from ..hub import looks_like_path
 from ..limits import MAX_FRAMES, SEED_RANGE, check_size
+from .config_folders import check_base, init_weights, make_data_hint
+from .config_yaml import apply_override, build, plain
 
 MODELS = ("wan", "cogvideox")
 EXPERTS = ("high", "low")  # Wan2.2 I2V-A14B: `transformer` (t >= boundary) / `transformer_2` (t < boundary)
@@ -41,7 +43,6 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SAMPLING = ("shifted_uniform", "logit_normal", "uniform")
 LOSS_WEIGHTING = ("none", "inverse_noise")
 LR_SCHEDULES = ("constant", "linear", "cosine")
-MAX_INT = 2**53  # integer fields beyond this are typos (and float(x) would no longer be exact)
 MAX_STEPS = 10**9
 
 
@@ -161,7 +162,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out.pop("source")
-        return _plain(out)
+        return plain(out)
 
 
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "noise": NoiseConfig, "loop": LoopConfig,
@@ -183,7 +184,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a training config is a mapping of keys to values")
     for item in overrides:
-        _apply_override(data, item, str(path))
+        apply_override(data, item, str(path), TrainConfig, SECTIONS)
     config = from_dict(data, source=str(path))
     if check:
         check_config(config)
@@ -192,7 +193,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 
 def from_dict(data: dict, source: str = "<dict>") -> TrainConfig:
     """Build a TrainConfig from a nested dict (unknown keys and wrong types -> ConfigError)."""
-    config = _build(TrainConfig, data, source, prefix="")
+    config = build(TrainConfig, data, source)
     config.source = source
     return config
 
@@ -207,119 +208,6 @@ def save_config(config: TrainConfig, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     return path
-
-
-def _build(cls, data: Any, source: str, prefix: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            hint = _nearest(key, fields)
-            raise ConfigError(
-                f"{source}: unknown key {prefix + str(key)!r}" + (f" (did you mean {prefix + hint!r}?)" if hint else "")
-            )
-        f = fields[key]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), {} if value is None else value, source, prefix + key + ".")
-        else:
-            kwargs[key] = _coerce(value, default, f.type, source, prefix + key)
-    return cls(**kwargs)
-
-
-def _nearest(key: str, names) -> str | None:
-    import difflib
-
-    match = difflib.get_close_matches(str(key), list(names), n=1, cutoff=0.75)
-    return match[0] if match else None
-
-
-def _coerce(value: Any, default: Any, type_text: str, source: str, key: str):
-    """Check/convert a YAML value against the field's declared type (given as a string annotation)."""
-    optional = "None" in str(type_text)
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{source}: {key} must not be null")
-    kind = str(type_text).replace(" | None", "")
-    try:
-        if kind.startswith("tuple"):
-            if not isinstance(value, (list, tuple)) or len(value) != len(default):
-                raise ValueError
-            item = float if "float" in kind else int
-            if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
-                raise ValueError
-            out = tuple(item(v) for v in value)
-            if item is int and any(float(v) != int(v) or abs(v) > MAX_INT for v in value):
-                raise ValueError
-            return out
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind == "int":  # integers only (1e3 is one), finite and within MAX_INT
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(float(value)):
-                raise ValueError
-            if abs(int(float(value))) > MAX_INT:
-                raise ValueError
-            return int(float(value))
-        if kind == "float":  # finite: .nan / .inf are refused here, not found as NaN weights later
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)) or not math.isfinite(float(value)):
-                raise ValueError
-            return float(value)
-        if kind == "str":
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ValueError
-            return str(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{source}: {key} must be {_describe(kind, default)}, got {_short(value)}") from None
-    return value
-
-
-def _describe(kind: str, default) -> str:
-    if kind.startswith("tuple"):
-        return f"a list of {len(default)} finite numbers"
-    return {"bool": "true or false", "int": f"an integer (at most {MAX_INT} in size)", "float": "a finite number",
-            "str": "a string"}.get(kind, kind)
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _apply_override(data: dict, item: str, source: str) -> None:
-    """`a.b=value` (or a unique leaf name `b=value`) into the nested dict; value parsed as YAML."""
-    import yaml
-
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value")
-    key, text = item.split("=", 1)
-    key = key.strip()
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    parts = _resolve_key(key)
-    node = data
-    for part in parts[:-1]:
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-        if not isinstance(node, dict):
-            raise ConfigError(f"{source}: --set {key}: {part} is not a section")
-    node[parts[-1]] = value
-
-
-def _resolve_key(key: str) -> list[str]:
-    if "." in key or key in {f.name for f in dataclasses.fields(TrainConfig)}:
-        return key.split(".")
-    owners = [name for name, cls in SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
-    if len(owners) > 1:
-        raise ConfigError(f"--set {key}: ambiguous, say which section: " + ", ".join(f"{o}.{key}" for o in owners))
-    return [owners[0], key] if owners else [key]  # unknown keys are reported by from_dict
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -423,106 +311,3 @@ def check_config(config: TrainConfig, files: bool = True) -> None:
     if config.init_from:
         init_weights(config)
 
-
-def check_base(config: TrainConfig) -> dict:
-    """The settings of a Wan base that a config must agree with (`conditioning.base_layout`), checked:
-    `expert` is required for a two-expert Wan2.2 I2V-A14B base and refused for a one-expert base, and
-    `data.size` fits the base's token grid (Wan2.2 TI2V: multiples of 32 = VAE x16 times patch 2).
-    Returns the layout ({} for CogVideoX)."""
-    from .conditioning import base_layout
-
-    src = config.source or "<config>"
-    if config.model != "wan":
-        return {}
-    layout = base_layout(config.base)
-    if layout["two_experts"] and config.expert is None:
-        raise ConfigError(
-            f"{src}: expert is missing: {config.base} is a two-expert Wan2.2 A14B base (transformer for high "
-            f"noise, transformer_2 for low noise, boundary_ratio {layout['boundary_ratio']}); a run trains one "
-            "expert's ControlNet: set expert: high or expert: low (--set expert=low)")
-    if not layout["two_experts"] and config.expert is not None:
-        raise ConfigError(f"{src}: expert is {config.expert!r} but {config.base} has one transformer (no "
-                          "transformer_2 / boundary_ratio): remove expert")
-    if layout["expand_timesteps"] and config.data.num_frames < 5:
-        raise ConfigError(f"{src}: data.num_frames must be at least 5 for the Wan2.2 TI2V base {config.base}: its "
-                          f"first latent frame is the clean image, the loss is on the later ones; got "
-                          f"{config.data.num_frames}")
-    step = layout["size_multiple"]
-    if any(v % step for v in config.data.size):
-        raise ConfigError(f"{src}: data.size must be [W, H], both multiples of {step} for {config.base} (VAE x"
-                          f"{layout['vae_spatial']} times patch {step // layout['vae_spatial']}), got "
-                          f"{list(config.data.size)}")
-    return layout
-
-
-def make_data_hint(config: TrainConfig) -> str:
-    """How to make the config's missing dataset: the exact `magicmotion data synth` command for
-    synthetic clips that fit it, or curation of real videos."""
-    d = config.data
-    frames = (d.num_frames - 1) * d.stride + 1
-    synth = (f"magicmotion data synth --out {d.dataset} --clips 100 --frames {frames} "
-             f"--size {d.size[0]}x{d.size[1]} --seed 0")
-    return (f"make synthetic clips that fit this config with `{synth}`, or curate your own videos "
-            f"into it (`magicmotion data curate VIDEOS --out {d.dataset} --clip-frames {frames}`, "
-            "docs/data-pipeline.md)")
-
-
-def init_weights(config: TrainConfig) -> tuple[Path, Path | None]:
-    """(ControlNet folder, segment head folder or None) that `init_from` points to.
-
-    `init_from` may be a previous stage's output_dir (its `final/`), a checkpoint folder, or any
-    folder holding `controlnet/` (and `segment_head/`), such as the shipped tiny model's `stage1/`.
-    """
-    src = config.source or "<config>"
-    root = Path(config.init_from)
-    previous = f"stage {config.stage - 1}" if config.stage > 1 else "the previous run"
-    candidates = [root / "final", root] + ([root.parent] if root.name == "controlnet" else [])
-    for folder in candidates:
-        if (folder / "controlnet" / "config.json").is_file():
-            head = folder / "segment_head"
-            if config.init_head and not (head / "config.json").is_file():
-                raise ConfigError(
-                    f"{src}: init_head is true but {previous}'s output {folder} has no segment_head/ "
-                    f"(was it trained with segment_head: true?)"
-                )
-            _check_classes(folder / "controlnet", "ControlNet")
-            _check_expert(config, folder / "controlnet", previous)
-            if config.init_head:
-                _check_classes(head, "segment head")
-            return folder / "controlnet", (head if config.init_head else None)
-    sibling = Path(src).parent / f"stage{config.stage - 1}.yaml"
-    how = f" (`magicmotion train --config {sibling}`)" if config.stage > 1 and sibling.is_file() else ""
-    raise ConfigError(
-        f"{src}: init_from: {previous}'s output is missing: no ControlNet at {root / 'final' / 'controlnet'} "
-        f"(train {previous} first{how}, or set init_from: null to start from the base)"
-    )
-
-
-def _check_expert(config: TrainConfig, folder: Path, previous: str) -> None:
-    """A stage of one A14B expert starts from that expert's ControlNet (its config's `expert`)."""
-    from ..errors import ModelError
-    from ..limits import read_json
-
-    theirs = read_json(folder / "config.json", ModelError, "model config").get("expert")
-    if theirs != config.expert:
-        name = lambda e: f"the {e}-noise expert's" if e else "a one-expert base's"  # noqa: E731
-        raise ConfigError(f"{config.source or '<config>'}: init_from: {previous}'s ControlNet {folder} is "
-                          f"{name(theirs)} but this run trains {name(config.expert)} (expert: "
-                          f"{config.expert or 'null'}): chain each expert's stages on their own")
-
-
-def _check_classes(folder: Path, what: str) -> None:
-    """A weights folder's config.json names a class we load (models/allowed.py)."""
-    from ..errors import ModelError
-    from ..limits import read_json
-    from ..models.allowed import check_model_config
-
-    check_model_config(read_json(folder / "config.json", ModelError, "model config"), folder, what)
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
