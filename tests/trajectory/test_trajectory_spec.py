@@ -4,10 +4,15 @@ mask folders and the palette."""
 from __future__ import annotations
 
 import json
+import re
 
+import cv2
 import numpy as np
 import pytest
 from conftest import disk
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -292,3 +297,236 @@ def test_palette():
     assert palette_color(256) == palette_color(1) and palette_index(256) == 1
     assert palette_index(255) == 255
     assert tuple(PALETTE[0]) == (0, 0, 0)
+
+
+# ------------------------------------------------------------------- objects, validation, limits
+
+
+def small_spec(**top) -> dict:
+    """A valid 40x30, 3-frame spec of one object, with `top` keys replaced."""
+    data = {"version": 1, "width": 40, "height": 30, "num_frames": 3,
+            "objects": [{"id": 1, "boxes": {"0": [2, 3, 12, 9]}}]}
+    data.update(top)
+    return data
+
+
+def exact(message: str) -> str:
+    return f"^{re.escape(message)}$"
+
+
+@settings(max_examples=25, deadline=None)
+@given(arrays(np.bool_, st.tuples(st.integers(1, 4), st.integers(1, 12), st.integers(1, 12))))
+def test_object_track_from_masks(masks):
+    """A tracker's masks: one mask on every frame, a box (OpenCV's bounding rectangle) on the frames
+    where the mask is not empty."""
+    obj = ObjectTrack.from_masks(5, "cat", masks)
+    assert (obj.id, obj.label) == (5, "cat")
+    assert sorted(obj.masks) == list(range(len(masks)))
+    assert sorted(obj.boxes) == [t for t, m in enumerate(masks) if m.any()]
+    for t, m in enumerate(masks):
+        np.testing.assert_array_equal(obj.mask(t), m)
+        assert obj.mask_area(t) == m.sum()
+        if m.any():
+            x, y, w, h = cv2.boundingRect(m.astype(np.uint8))
+            assert obj.boxes[t].dtype == np.float64  # as boxes read from a spec
+            np.testing.assert_array_equal(obj.boxes[t], [x, y, x + w, y + h])
+    assert obj.mask_area(len(masks)) == 0 and obj.mask(len(masks)) is None
+
+
+def test_mask_box_is_float_like_spec_boxes():
+    m = np.zeros((5, 6), bool)
+    m[1:3, 2:5] = True
+    box = mask_box(m)
+    assert box.dtype == np.float64
+    box += 0.5  # moved in place, as the ops do with boxes
+    np.testing.assert_array_equal(box, [2.5, 1.5, 5.5, 3.5])
+
+
+def test_trajectory_copy_is_deep():
+    traj = from_dict(small_spec())
+    traj.object(1).set_mask(1, disk(30, 40, 10, 10, 4))
+    twin = traj.copy()
+    twin.object(1).boxes[0][0] = 7
+    twin.object(1).set_mask(2, disk(30, 40, 20, 10, 4))
+    twin.objects.append(ObjectTrack(id=9))
+    twin.caption = "other"
+    assert traj.ids == [1] and traj.caption == ""
+    assert traj.object(1).boxes[0][0] == 2 and sorted(traj.object(1).masks) == [1]
+    np.testing.assert_array_equal(traj.object(1).mask(1), disk(30, 40, 10, 10, 4))
+
+
+def test_from_dict_defaults(tmp_path, monkeypatch):
+    """Without a source, messages name "trajectory"; without a caption it is ""; mask paths are
+    relative to the working folder unless base_dir says otherwise."""
+    traj = from_dict(small_spec())
+    assert traj.source == "" and traj.caption == "" and traj.where() == "trajectory"
+    with pytest.raises(TrajectoryError, match=exact("trajectory: no objects")):
+        from_dict(small_spec(objects=[]))
+    m = disk(30, 40, 20, 15, 6)
+    Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / "m.png")
+    data = small_spec()
+    data["objects"][0]["masks"] = {"1": "m.png"}
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_array_equal(from_dict(data).object(1).mask(1), m)
+
+
+def test_trajectory_validate_in_code():
+    """A Trajectory built in code is checked as a spec is, its messages naming "trajectory"."""
+    ok = Trajectory(width=40, height=30, num_frames=3, objects=[ObjectTrack(id=1, boxes={0: np.array([0, 0, 40, 30.0])})])
+    assert ok.validate() is ok
+    with pytest.raises(TrajectoryError, match=exact("trajectory: no objects")):
+        Trajectory(width=40, height=30, num_frames=3).validate()
+    with pytest.raises(TrajectoryError, match=exact("trajectory: 'height' must be a positive integer, got 0")):
+        Trajectory(width=40, height=0, num_frames=3, objects=ok.objects).validate()
+    with pytest.raises(TrajectoryError, match=exact(
+            "trajectory: 'num_frames' 2000 is beyond the limit of 1024 (docs/limits.md)")):
+        Trajectory(width=40, height=30, num_frames=2000, objects=ok.objects).validate()
+    with pytest.raises(TrajectoryError, match="^x.json: object 1: key frame 3 outside 0..2$"):
+        Trajectory(width=40, height=30, num_frames=3, objects=[ObjectTrack(id=1, boxes={3: np.array([0, 0, 4, 3.0])})],
+                   source="x.json").validate()
+
+
+EDGES = st.sampled_from([-1, -0.5, 0, 0.5, 1, 19, 20, 29, 29.5, 30, 30.5, 39, 40, 40.5, 41])
+
+
+@settings(max_examples=80, deadline=None)
+@given(EDGES, EDGES, EDGES, EDGES)
+@example(0, 0, 40, 30)  # the whole frame
+@example(5, 0, 5, 30)  # no width
+@example(0, 5, 40, 5)  # no height
+def test_validate_box_bounds(x0, y0, x1, y1):
+    """A box is valid when 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height (40x30)."""
+    data = small_spec()
+    data["objects"][0]["boxes"] = {"1": [x0, y0, x1, y1]}
+    if 0 <= x0 < x1 <= 40 and 0 <= y0 < y1 <= 30:
+        np.testing.assert_array_equal(from_dict(data).object(1).boxes[1], [x0, y0, x1, y1])
+    else:
+        with pytest.raises(TrajectoryError, match=r"^trajectory: object 1 frame 1: box .* must have "
+                                                  r"0 <= x0 < x1 <= 40 and 0 <= y0 < y1 <= 30$"):
+            from_dict(data)
+
+
+def test_smallest_spec():
+    """1 pixel, 1 frame: the smallest sizes are positive integers like any other."""
+    data = {"version": 1, "width": 1, "height": 1, "num_frames": 1,
+            "objects": [{"id": 1, "boxes": {"0": [0, 0, 1, 1]}, "masks": {"0": {"size": [1, 1], "counts": [0, 1]}}}]}
+    traj = from_dict(data)
+    assert traj.size == (1, 1) and traj.num_frames == 1
+    np.testing.assert_array_equal(traj.object(1).mask(0), [[True]])
+
+
+@pytest.mark.parametrize("value", ["w" * 38, "w" * 39, list(range(30)), 10.0 ** 300 * 7])
+def test_values_in_messages_are_cut_short(value):
+    """A bad value is quoted whole when its repr has at most 40 characters, else its first 37 and "..."."""
+    text = repr(value)
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    with pytest.raises(TrajectoryError, match=exact(f"trajectory: 'width' must be a positive integer, got {shown}")):
+        from_dict(small_spec(width=value))
+
+
+@pytest.mark.parametrize("key", ["width", "height", "num_frames"])
+def test_sizes_of_one_are_positive(key):
+    data = small_spec(**{key: 1})
+    data["objects"][0]["boxes"] = {"0": [0, 0, 1, 1]}
+    assert getattr(from_dict(data), key) == 1
+
+
+def test_frame_and_object_limits(tmp_path):
+    """docs/limits.md: up to 1024 frames and 255 objects; the message names the file."""
+    assert from_dict(small_spec(num_frames=1024)).num_frames == 1024
+    many = [{"id": i + 1, "boxes": {"0": [0, 0, 4, 4]}} for i in range(256)]
+    assert len(from_dict(small_spec(objects=many[:255])).objects) == 255
+    path = tmp_path / "spec.json"
+    for data, message in [
+        (small_spec(num_frames=1025), "'num_frames' 1025 is beyond the limit of 1024 (docs/limits.md)"),
+        (small_spec(objects=many), "256 objects, beyond the limit of 255 (docs/limits.md)"),
+        (small_spec(width=9000), "size 9000x30 is beyond the limit of 8192 pixels a side and 67108864 pixels in all "
+                                 "(docs/limits.md)"),
+        (small_spec(width=8192, height=8192, num_frames=17),
+         "17 frames of 8192x8192 is beyond the limit of 1073741824 pixels per video (docs/limits.md)"),
+    ]:
+        path.write_text(json.dumps(data))
+        with pytest.raises(TrajectoryError, match=exact(f"{path}: {message}")):
+            load(path)
+
+
+def test_frame_keys_from_python():
+    """A spec built in Python may key frames by int (NumPy's too); a bool is no frame."""
+    data = small_spec()
+    data["objects"][0]["boxes"] = {0: [2, 3, 12, 9], np.int64(2): [4, 3, 14, 9]}
+    data["objects"][0]["masks"] = {np.int32(1): {"size": [30, 40], "counts": [1200]}}
+    obj = from_dict(data).object(1)
+    assert sorted(obj.boxes) == [0, 2] and sorted(obj.masks) == [1]
+    data["objects"][0]["boxes"] = {True: [2, 3, 12, 9]}
+    with pytest.raises(TrajectoryError, match=exact("trajectory: object 1: key frame True is not an integer")):
+        from_dict(data)
+    data["objects"][0]["boxes"] = {}
+    data["objects"][0]["masks"] = {"one": {"size": [30, 40], "counts": [1200]}}
+    with pytest.raises(TrajectoryError, match=exact("s.json: object 1: key frame 'one' is not an integer")):
+        from_dict(data, source="s.json")
+
+
+@pytest.mark.parametrize("v, message", [
+    (1e8, "must be in -10000000.0..10000000.0, got 100000000.0"),
+    (-1e8, "must be in -10000000.0..10000000.0, got -100000000.0"),
+    (float("nan"), "must be a finite number, got nan"),
+    (float("inf"), "must be a finite number, got inf"),
+])
+def test_box_coordinate_limits(v, message):
+    data = small_spec()
+    data["objects"][0]["boxes"] = {"2": [0, 0, v, 5]}
+    with pytest.raises(TrajectoryError, match=exact(f"trajectory: object 1 frame 2: a box coordinate {message}")):
+        from_dict(data)
+
+
+def test_load_refuses_a_huge_file_unread(tmp_path):
+    """A file larger than any spec (docs/limits.md: 256 MiB) is refused from its size (a sparse file here)."""
+    path = tmp_path / "spec.json"
+    with open(path, "wb") as f:
+        f.truncate(257 * 2**20)
+    with pytest.raises(TrajectoryError, match=exact(f"{path}: larger than 256 MiB, not a spec")):
+        load(path)
+
+
+def test_to_dict_rounds_boxes_and_keeps_str_counts():
+    """Box coordinates are written to 4 decimals (integers without a point); RLE counts held as str
+    (as pycocotools' JSON has them) are written as they are."""
+    m = disk(30, 40, 20, 15, 6)
+    counts = encode_mask(m)["counts"].decode()
+    traj = Trajectory(width=40, height=30, num_frames=2, objects=[ObjectTrack(
+        id=1, boxes={0: np.array([1.23456789, 2.0, 30.00004, 9.99996])}, masks={1: {"size": [30, 40], "counts": counts}})])
+    od = to_dict(traj)["objects"][0]
+    assert od["boxes"]["0"] == [1.2346, 2, 30.0, 10.0] and isinstance(od["boxes"]["0"][1], int)
+    assert od["masks"]["1"] == {"size": [30, 40], "counts": counts}
+    np.testing.assert_array_equal(from_dict(to_dict(traj)).object(1).mask(1), m)
+
+
+def test_dumps_layout():
+    """The file a user reads: one key per line indented by one space, number lists on one line."""
+    traj = Trajectory(width=8, height=6, num_frames=2, caption="c")
+    obj = ObjectTrack(id=2, label="a", boxes={0: np.array([1, 2, 3.5, 4])})
+    obj.set_mask(1, np.eye(6, 8, dtype=bool))
+    traj.objects = [obj]
+    assert dumps(to_dict(traj)) == """{
+ "version": 1,
+ "width": 8,
+ "height": 6,
+ "num_frames": 2,
+ "caption": "c",
+ "objects": [
+  {
+   "id": 2,
+   "label": "a",
+   "boxes": {
+    "0": [1, 2, 3.5, 4]
+   },
+   "masks": {
+    "1": {
+     "size": [6, 8],
+     "counts": "%s"
+    }
+   }
+  }
+ ]
+}
+""" % encode_mask(np.eye(6, 8, dtype=bool))["counts"].decode()

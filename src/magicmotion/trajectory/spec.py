@@ -73,19 +73,19 @@ def rle_runs(rles: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     if not ends_number[string_end[lengths > 0] - 1].all():
         raise ValueError("counts string ends inside a number")
     last = np.flatnonzero(ends_number)
-    first = np.concatenate(([0], last[:-1] + 1)).astype(np.int64)
+    first = np.concatenate(([0], last[:-1] + 1))[:len(last)].astype(np.int64)  # none for empty strings
     n_chars = last - first + 1
     if len(n_chars) and n_chars.max() > 12:
         raise ValueError("counts string has a number that is too long")
     # 5 bits per character, least significant first; a set 0x10 bit on the last one means negative
     shift = 5 * (np.arange(len(c)) - np.repeat(first, n_chars))
-    x = np.add.reduceat((c & 0x1F) << shift, first) if len(c) else np.zeros(0, np.int64)
+    x = np.add.reduceat((c & 0x1F) << shift, first)
     negative = (c[last] & 0x10) != 0
     x[negative] -= np.int64(1) << (5 * n_chars[negative])
     # numbers per mask; from the fourth on, each is a delta from the run two places back, so runs
     # of each parity (after the first) are running sums within their mask
     per_mask = np.bincount(np.searchsorted(string_end, last, side="right"), minlength=len(rles))
-    mask_start = np.concatenate(([0], np.cumsum(per_mask)[:-1])).astype(np.int64)
+    mask_start = np.concatenate(([0], np.cumsum(per_mask)[:-1]))[:len(rles)].astype(np.int64)
     m = np.arange(len(x)) - np.repeat(mask_start, per_mask)  # index within the mask
     runs = x.copy()
     for parity in (0, 1):
@@ -262,9 +262,10 @@ def _read_mask_png(path: Path, where: str, object_id, frame: int) -> np.ndarray:
     try:
         arr = read_labels(path, TrajectoryError, "mask")
     except TrajectoryError as e:
-        if "unreadable mask" not in str(e):
+        prefix = f"{path}: unreadable mask"  # io.opened_image's message; the path may hold the words too
+        if not str(e).startswith(prefix):
             raise
-        reason = str(e).split("unreadable mask", 1)[1].strip()
+        reason = str(e)[len(prefix):].strip()
         raise TrajectoryError(
             f"{where}: object {object_id} frame {frame}: mask {path} is not a readable image {reason}"
         ) from None
