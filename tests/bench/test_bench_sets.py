@@ -168,7 +168,9 @@ def test_read_davis_folder_reads_back(tmp_path):
     clip = ds[by_id["two-cars"]]
     assert clip.caption == "two cars drive right" and clip.record["bucket"] == "2"
     assert clip.fps == 24.0 and clip.frames.shape == frames.shape
-    assert np.abs(clip.frames.astype(int) - frames.astype(int)).mean() < 4  # JPEG + H.264
+    # JPEG + H.264: measured 3.33 levels; the frames one step late, 6.35
+    assert np.abs(clip.frames.astype(int) - frames.astype(int)).mean() < 4
+    assert np.abs(clip.frames[1:].astype(int) - frames[:-1].astype(int)).mean() > 4
     for oid in (1, 2):
         for t in range(len(frames)):
             assert np.array_equal(clip.trajectory.object(oid).mask(t), labels[t] == oid)
@@ -213,7 +215,7 @@ def test_read_davis_from_real_samples(real_samples, tmp_path):
     with Image.open(real_samples / "images" / "bike" / "00000.jpg") as im:
         image = np.array(im.convert("RGB"))
     assert bike.frames.shape == (1, *image.shape)
-    assert np.abs(bike.frames[0].astype(int) - image.astype(int)).mean() < 4
+    assert np.abs(bike.frames[0].astype(int) - image.astype(int)).mean() < 4  # H.264 of a JPEG: measured 2.6
     # judo's frame 5 annotation is 853 wide: read at the frame's size
     davis5 = tmp_path / "davis5"
     shutil.copytree(davis, davis5)
