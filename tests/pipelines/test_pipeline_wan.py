@@ -66,7 +66,7 @@ def test_batch_of_two_prompts_matches_single_runs(models_dir):
     assert batch.shape == (2, 9, 32, 32, 3)
     for i, (prompt, seed) in enumerate(zip(prompts, (3, 4))):
         single = pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed), **args).frames
-        np.testing.assert_allclose(batch[i], single[0], atol=1e-4)  # float32 of batch 2 vs 1: measured 9e-7
+        np.testing.assert_allclose(batch[i], single[0], atol=1e-5)  # float32 of batch 2 vs 1: measured 9e-7 (was 1e-4)
 
 
 def test_trajectory_forms_agree_and_callback_sees_every_step(models_dir):
