@@ -72,7 +72,8 @@ def test_sparse_variants(wan_precomputed, on_the_fly):
 def test_caption_dropout_uses_the_empty_prompt(wan_precomputed, on_the_fly):
     clips, encoder = on_the_fly
     pre = PrecomputedLatents(PrecomputedIndex.read(wan_precomputed), "mask", caption_dropout=1.0)
-    assert torch.allclose(pre[SampleKey(0, 0, 1)]["prompt_embeds"], encoder.encode_prompt([""])[0], atol=1e-6)  # measured 0
+    # stored and encoded again: measured 0
+    assert torch.allclose(pre[SampleKey(0, 0, 1)]["prompt_embeds"], encoder.encode_prompt([""])[0], atol=1e-6)
 
 
 def test_index_must_fit_the_config(wan_precomputed, make_config):
