@@ -145,7 +145,7 @@ def test_reachability_check_is_bounded_by_its_timeout(hf_env, monkeypatch):
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
         start = time.perf_counter()
         assert hub.hub_reachable(timeout=0.5) is False
-        assert time.perf_counter() - start < 1.5
+        assert time.perf_counter() - start < 1.5  # the 0.5 s timeout plus 1 s for a busy machine
     finally:
         silent.close()
 

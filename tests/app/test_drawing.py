@@ -64,7 +64,11 @@ def test_grabcut_finds_the_object_inside_the_box(first_frame):
     mask = mask_from_box(image, box)
     truth = masks["square"]
     iou = (mask & truth).sum() / (mask | truth).sum()
+    # GrabCut (iterative, approximate): measured IoU 1.0 on this flat square; the wrong variant, the
+    # filled box itself (GrabCut skipped), measured 0.51
     assert iou > 0.95
+    filled = filled_box(box, (W, H))
+    assert (filled & truth).sum() / (filled | truth).sum() < 0.95
     assert not (mask & ~filled_box(box, (W, H))).any()  # never outside the box
     np.testing.assert_array_equal(mask_from_box(image, box), mask)  # repeatable
 
@@ -95,6 +99,7 @@ def test_grabcut_on_real_frames(real_samples):
             iou = (mask & truth).sum() / (mask | truth).sum()
             filled = filled_box(box, (image.shape[1], image.shape[0]))
             iou_box = (filled & truth).sum() / (filled | truth).sum()
+            # real frames at half size: measured judo 0.87 (box 0.58), bike 0.27 / 0.55 (box 0.17 / 0.30)
             assert iou > iou_box + 0.05, (name, oid, iou, iou_box)
             if name == "judo":
                 assert iou > 0.75
@@ -162,7 +167,7 @@ def test_scaled_mask_fills_the_scaled_box(first_frame):
     for scale in (0.5, 2.0):
         mask = moved_mask(o.mask, centre, centre + (10, -5), scale)
         np.testing.assert_array_equal(mask_box(mask), moved_box(o.bounding_box(), centre + (10, -5), scale, (W, H)))
-        assert mask.sum() == pytest.approx(o.mask.sum() * scale ** 2, rel=0.02)
+        assert mask.sum() == o.mask.sum() * scale ** 2  # exact for this square (measured; was rel=0.02)
 
 
 def test_box_kind_equals_interpolated_key_boxes(first_frame):
@@ -178,7 +183,7 @@ def test_box_kind_equals_interpolated_key_boxes(first_frame):
     got = traj.object(1)
     assert sorted(got.boxes) == list(range(9)) and sorted(got.masks) == [0]
     np.testing.assert_array_equal(got.mask(0), o.mask)
-    for t in range(9):
+    for t in range(9):  # float64 interpolation on both sides: measured 0
         np.testing.assert_allclose(got.boxes[t], expected.object(1).boxes[t], atol=1e-9)
     np.testing.assert_array_equal(render(traj, "box"), render(expected, "box"))
 
@@ -290,7 +295,7 @@ def test_foreign_spec_becomes_an_editable_drawing(first_frame):
     assert options["timing"] == "time" and len(objects[0].path) == 8
     assert objects[0].scales[4] == pytest.approx(0.5) and objects[0].scales[8] == pytest.approx(1.5)
     again = build_trajectory(objects, (W, H), 9, "box", timing=options["timing"])
-    for t in range(9):
+    for t in range(9):  # float64 interpolation on both sides: measured 0
         np.testing.assert_allclose(again.object(5).boxes[t], dense.object(5).boxes[t], atol=1e-9)
 
 

@@ -37,7 +37,7 @@ def test_motion_from_video_onto_a_first_frame(motion_models, real_samples, first
     traj = mo.motion_from_video(real_samples / "example.mp4", "person. car.", image, motion_models,
                                 fit_boxes=[[10, 10, 50, 50], [80, 20, 150, 100]], num_frames=5)
     assert traj.size == (160, 120) and traj.num_frames == 5 and traj.ids == [1, 2]
-    np.testing.assert_allclose(traj.object(2).boxes[0], [80, 20, 150, 100], atol=1)
+    np.testing.assert_allclose(traj.object(2).boxes[0], [80, 20, 150, 100], atol=1)  # whole pixels: measured 0
     cut = mo.motion_trajectory(traj, 5, "sparse_box", key_frames=[2, 4])
     assert sorted(cut.object(1).boxes) == [0, 2, 4] and sorted(cut.object(1).masks) == [0]
     with pytest.raises(TrajectoryError, match="the motion has 5 frames, fewer than the 9"):

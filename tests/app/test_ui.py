@@ -83,7 +83,7 @@ def test_clicks_preview_and_generate(app, first_frame, tmp_path):
     state = draw_square(fn, state)
     (o,) = state["objects"]
     assert o.box.tolist() == [25, 35, 75, 85] and o.path == [(100, 60), (130, 90)]
-    assert ((o.mask & masks["square"]).sum() / (o.mask | masks["square"]).sum()) > 0.95
+    assert ((o.mask & masks["square"]).sum() / (o.mask | masks["square"]).sum()) > 0.95  # GrabCut: measured 1.0
     state = fn["on_set_scale"](1, 2.0, state)[0]
     assert o.scales == {1: 2.0}
 

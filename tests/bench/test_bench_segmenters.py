@@ -55,7 +55,7 @@ def test_classic_tracker_exact_frames_and_frame_zero():
     for oid, m in pred.items():
         assert m.shape == labels.shape and m.dtype == bool
         assert np.array_equal(m[0], first[oid])
-    assert clip_scores(pred, ref)["mask_iou"] > 0.9
+    assert clip_scores(pred, ref)["mask_iou"] == 1.0  # exact: flat colours, no codec (was > 0.9; measured 1.0)
 
 
 def test_classic_tracker_moving_square_leaves_the_frame():
@@ -70,7 +70,8 @@ def test_classic_tracker_moving_square_leaves_the_frame():
     pred = ClassicSegmenter().track(frames, {7: truth[0]})[7]
     for t in range(T):
         if truth[t].any():
-            assert (pred[t] & truth[t]).sum() / (pred[t] | truth[t]).sum() > 0.9, t
+            # exact: two flat colours, uncompressed (was > 0.9; measured 1.0 on every visible frame)
+            assert np.array_equal(pred[t], truth[t]), t
         else:
             assert not pred[t].any(), t
 
@@ -134,10 +135,15 @@ def test_sam2_segmenter_tiny_random_model(tmp_path):
     for m in out.values():
         assert m.shape == (4, 40, 56) and m.dtype == bool
     assert not out[5].any()  # an empty prompt is not tracked
-    # on the prompted frame SAM 2 returns the prompt mask (resized to 64x64 and back)
-    for oid, prompt in ((3, a), (9, b)):
-        iou = (out[oid][0] & prompt).sum() / (out[oid][0] | prompt).sum()
-        assert iou > 0.8, (oid, iou)
+    # on the prompted frame SAM 2 returns the prompt mask (resized to 64x64 and back): IoU measured
+    # 0.966 and 0.979, the loss of the two resizes at the edges (was > 0.8; 3x the measured loss: 0.9);
+    # the other object's prompt (ids swapped) must fail it
+    def iou(m, p):
+        return (m & p).sum() / (m | p).sum()
+
+    for oid, prompt, other in ((3, a, b), (9, b, a)):
+        assert iou(out[oid][0], prompt) > 0.9, (oid, iou(out[oid][0], prompt))
+        assert iou(out[oid][0], other) < 0.9, oid
 
 
 def test_sam2_segmenter_missing_weights(tmp_path):

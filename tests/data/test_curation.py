@@ -202,7 +202,7 @@ def test_clips_of_a_real_video_decode_to_the_right_frames():
     source = SourceRow(id="example", path=str(video_path), caption="", objects=None)
     clips = plan_clips(source, IngestConfig(clip_frames=10, frame_step=3))
     video, fps = read_video(video_path)
-    assert clips and all(c.fps == pytest.approx(fps / 3) for c in clips)
+    assert clips and all(c.fps == pytest.approx(fps / 3) for c in clips)  # a ratio: float64 rounding
     for clip in clips[1:3]:
         frames = read_clip(clip)
         np.testing.assert_array_equal(frames, video[clip.start_frame:clip.start_frame + 28:3])
@@ -248,9 +248,15 @@ def test_curate_writes_clips_with_tracked_masks(curated, raw):
         for obj in clip.trajectory.objects:
             (gid,) = [i for i, n in names.items() if n == obj.label]
             ious = [_iou(obj.mask(t), labels[i] == gid) for t, i in enumerate(idx)]
-            assert np.mean(ious) > 0.6, (record["id"], obj.label, ious)
+            # the colour tracker on H.264 frames of 64x48: mean IoU measured 0.72-0.84 per object;
+            # the wrong variant, the masks one clip frame late, measured 0.60-0.67 (was > 0.6, which
+            # it passed; the margin is thin both ways: about 0.02-0.03)
+            assert np.mean(ious) > 0.7, (record["id"], obj.label, ious)
+            late = [_iou(obj.mask(t), labels[i] == gid) for t, i in zip(range(1, 8), idx[:-1])]
+            assert np.mean(late) < 0.7, (record["id"], obj.label, late)
             assert set(obj.boxes) == {t for t in range(8) if obj.mask(t).any()}
-        # the same frames (encoded twice), not a neighbouring window
+        # the same frames (encoded twice), not a neighbouring window: mean |difference| measured
+        # 2.7-3.95 levels (two H.264 encodes of 64x48), the window one frame late 2.8-5.0
         assert np.abs(clip.frames.astype(float) - video[idx]).mean() < 4
         assert np.abs(clip.frames[1:].astype(float) - video[idx[:-1]]).mean() > np.abs(clip.frames.astype(float) - video[idx]).mean()
 

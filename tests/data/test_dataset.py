@@ -67,7 +67,9 @@ def test_reader_returns_what_the_writer_wrote(tmp_path):
     clip = ds[1]
     assert clip.id == "clip1" and clip.caption == "two squares 1" and clip.fps == 10.0
     assert clip.frames.shape == frames.shape and clip.frames.dtype == np.uint8
+    # H.264's loss: measured 2.84 levels on average; the frames one step late (off by one), 30.6
     assert np.abs(clip.frames.astype(int) - frames).mean() < 3
+    assert np.abs(clip.frames[1:].astype(int) - frames[:-1]).mean() > 3
     assert clip.frame_indices == list(range(8))
     assert clip.trajectory.caption == "two squares 1"
     assert clip.trajectory.ids == [1, 2]
@@ -411,7 +413,9 @@ def test_resize_and_crop_keep_frames_and_trajectory_aligned(tmp_path):
     red = np.stack([clip.trajectory.object(1).mask(t) for t in range(8)])
     px = clip.frames[red].astype(int)
     assert px[:, 0].mean() > 180 and px[:, 2].mean() < 90
+    # H.264 + resize: measured 2.35; one step late, 30.2
     assert np.abs(clip.frames.astype(int) - resize_crop(frames, (20, 20))).mean() < 4
+    assert np.abs(clip.frames[1:].astype(int) - resize_crop(frames, (20, 20))[:-1]).mean() > 4
 
 
 def test_split_filter_and_bad_options(tmp_path):
@@ -476,7 +480,7 @@ def test_real_frames_with_masks_only_on_frame_0(tmp_path):
     clip = Dataset(tmp_path / "ds", size=(64, 48), sampling="start")[0]
     assert clip.frames.shape == (4, 48, 64, 3)
     assert clip.trajectory.ids == [1, 2]
-    assert np.abs(clip.frames.astype(int) - resize_crop(frames, (64, 48)).astype(int)).mean() < 6
+    assert np.abs(clip.frames.astype(int) - resize_crop(frames, (64, 48)).astype(int)).mean() < 6  # measured 3.1
     want = rescale(dense, (64, 48))
     for o in want.objects:
         np.testing.assert_array_equal(clip.trajectory.object(o.id).mask(3), o.mask(3))

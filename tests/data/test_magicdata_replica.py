@@ -137,6 +137,8 @@ def test_random_scenes_round_trip(seed, n, w, h, filled, hard):
     assert s["lost"] == [] and s["extra"] == []
     assert min(s["mask_iou"].values()) == 1.0  # lossless maps read exactly
     bad = [(i, t, e) for i, t, e in s["box_err"] if e > BOX_PX]
+    # a drawn box read back from its outline: measured no box off by more than BOX_PX in the 8
+    # examples; 10% allows outlines hidden on all but two sides by overlapping objects
     assert len(bad) <= 0.1 * max(1, len(s["box_err"])), bad
     assert counts["occluded"] == s["covered"]
 

@@ -51,7 +51,7 @@ def test_polygon_masks_agree_with_an_independent_point_in_polygon_test(shape):
 
 def test_circle_area_and_extent():
     m = shape_mask("circle", np.array([[32.0, 30.0]]), np.array([10.0]), np.array([0.3]), (64, 64))[0]
-    assert abs(m.sum() - np.pi * 100) < 0.03 * np.pi * 100
+    assert abs(m.sum() - np.pi * 100) < 0.03 * np.pi * 100  # pixel grid of r=10: measured 0.6% off
     assert mask_box(m).tolist() == [22, 20, 42, 40]
 
 
@@ -82,6 +82,8 @@ def test_labels_match_what_was_drawn(k):
         px = frames[labels == o.id].astype(np.float64)
         color = np.array(o.color, dtype=np.float64)
         f = px @ color / (color @ color)
+        # uint8 rounding: half a level per channel moves f by a few 1/255 (measured [0.6, 1.0] exactly)
+        # and leaves each channel within about a level of f x colour (measured 0.60)
         assert f.min() >= TEXTURE_MIN - 0.02 and f.max() <= 1.0 + 0.01
         assert np.abs(px - f[:, None] * color).max() <= 1.5
     # ... and the background shows where no object is
@@ -95,11 +97,11 @@ def test_object_colours_are_saturated_and_backgrounds_muted():
         sc = world.sample_scene(np.random.default_rng([5, k]))
         bg = world.render_background(sc)
         sat_bg = (bg.max(-1) - bg.min(-1)) / np.maximum(bg.max(-1), 1)
-        assert sat_bg.max() < 0.35
+        assert sat_bg.max() < 0.35  # muted: measured at most 0.26 over these 10 scenes
         names = [o.color_name for o in sc.objects]
         assert len(set(names)) == len(names)
     for rgb in COLORS.values():
-        assert (max(rgb) - min(rgb)) / max(rgb) > 0.6
+        assert (max(rgb) - min(rgb)) / max(rgb) > 0.6  # the palette's least saturated: 0.65
 
 
 def test_occlusions_are_reflected_in_masks():
@@ -162,11 +164,12 @@ def test_objects_stay_visible_smooth_and_at_least_8_px():
             # at least partly in frame on every frame, and clearly visible on frame 0
             assert sil[o.id].any(axis=(1, 2)).all()
             assert (labels[0] == o.id).sum() >= 30
-            # smooth: bounded speed and acceleration (pixels per frame)
+            # smooth: bounded speed and acceleration (pixels per frame; measured at most 2.9 and 1.46
+            # over these scenes, speed's range being 0.4-1.8 px per frame on average)
             assert np.linalg.norm(np.diff(o.centers, axis=0), axis=1).max() < 4.0
             assert np.linalg.norm(np.diff(o.centers, 2, axis=0), axis=1).max() < 2.5
     assert min(counts) == 1 and max(counts) == 5
-    assert 0.15 <= pans / 60 <= 0.5
+    assert 0.15 <= pans / 60 <= 0.5  # pan_prob 0.3: binomial sd over 60 is 0.06 (measured 0.27)
 
 
 def test_captions_use_the_vocabulary_and_describe_the_scene():
@@ -233,7 +236,7 @@ def test_clips_do_not_depend_on_the_number_written(tmp_path):
 def test_splits_are_fixed_by_hash():
     splits = [split_for(0, k, 0.1) for k in range(400)]
     assert splits == [split_for(0, k, 0.1) for k in range(400)]
-    assert 0.05 < splits.count("test") / 400 < 0.16
+    assert 0.05 < splits.count("test") / 400 < 0.16  # 0.1 +- 3.3 sd of 400 draws (measured 0.11)
     assert all(split_for(0, k, 0.0) == "train" for k in range(50))
     assert all(split_for(0, k, 1.0) == "test" for k in range(50))
 

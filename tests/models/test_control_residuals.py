@@ -36,6 +36,6 @@ def test_residuals_of_other_inputs_change_the_output_and_wrong_counts_fail(famil
     other = model.controlnet_residuals(trajectory_latents=trajectory * -1.0, **inputs)
     plain = model(trajectory_latents=trajectory, **inputs).sample
     reused = model(trajectory_latents=None, control_residuals=other, **inputs).sample
-    assert (plain - reused).abs().max() > 1e-4
+    assert (plain - reused).abs().max() > 1e-4  # measured 0.86-1.69
     with pytest.raises(ModelError, match="3 control residuals"):
         model(trajectory_latents=None, control_residuals=other + other[:1], **inputs)

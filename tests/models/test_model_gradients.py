@@ -71,6 +71,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(family, control_layers,
     loss_ckpt, ckpt = grads()
     assert len(calls) == len(base_blocks(model.base)) + len(control_blocks(model.controlnet))
 
+    # recomputation repeats the same float ops on CPU: measured 0 for the loss and every gradient; the
+    # bounds leave float32 slack for non-deterministic kernels elsewhere
     assert torch.allclose(loss_plain, loss_ckpt, atol=1e-7)
     assert plain.keys() == ckpt.keys()
     for name in plain:

@@ -37,7 +37,7 @@ def test_forward_is_per_block_conv_norm_relu_summed_upsampled_and_projected():
         total = total + y
     total = F.interpolate(total, scale_factor=2, mode="bilinear", align_corners=False)
     ref = F.conv2d(total, head.conv_out.weight, head.conv_out.bias).reshape(b, f, 4, 2 * h, 2 * w)
-    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(out, ref, atol=1e-5)  # float32, the same ops: measured 0
 
 
 def test_token_layout_is_frame_then_row_then_column():

@@ -130,8 +130,9 @@ def test_converted_transformer_matches_reference_forward(tmp_path):
         expected = wan_reference_forward(sd, TINY, x, t, context, clip)
         got = model(x, t, context, encoder_hidden_states_image=clip, return_dict=False)[0]
     assert got.shape == expected.shape == (2, 16, 3, 4, 6)
-    assert expected.abs().max() > 0.1
-    torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
+    assert expected.abs().max() > 0.1  # measured 5.05
+    # float32, the same maths in another order: measured 1.3e-5 at |x| up to 5 (was atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
 def test_every_key_mapped_once_with_matching_shapes():
@@ -209,7 +210,8 @@ def test_text_encoder_matches_wan_t5_reference():
         got = model(input_ids=ids, attention_mask=mask).last_hidden_state
         expected = wan_t5_reference(sd, ids, mask, heads=2, layers=2)
     valid = mask.bool()
-    torch.testing.assert_close(got[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    # float32 rounding of the T5 layers in another order: measured 2.1e-6 (was atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got[valid], expected[valid], atol=2e-5, rtol=0)
 
 
 def test_text_encoder_extra_key_is_named():
@@ -254,9 +256,9 @@ def test_clip_vision_tower_matches_wan_reference(tmp_path):
     with torch.no_grad():
         got = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]  # diffusers' encode_image
         expected = wan_clip_reference(sd, pixels, heads=2)
-    assert got.shape == expected.shape == (2, 5, 160) and expected.abs().max() > 0.5
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    # the last block does run in the full model: its output differs from Wan's 31-block output
+    assert got.shape == expected.shape == (2, 5, 160) and expected.abs().max() > 0.5  # measured 13.4
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)  # measured 0: the same ops in order
+    # the last block does run in the full model: its output differs from Wan's 31-block output (by 8.7)
     assert (encoder(pixel_values=pixels).last_hidden_state - expected).abs().max() > 1e-2
 
 
@@ -294,7 +296,7 @@ def test_vae_converts_back_to_the_diffusers_model_it_came_from(tmp_path):
         torch.testing.assert_close(vae.encode(video).latent_dist.mode(), z, atol=0, rtol=0)
         decoded = source.decode(z).sample
         torch.testing.assert_close(vae.decode(z).sample, decoded, atol=0, rtol=0)
-    assert z.shape == (1, 16, 3, 4, 4) and z.std() > 0.01 and decoded.std() > 0.01
+    assert z.shape == (1, 16, 3, 4, 4) and z.std() > 0.01 and decoded.std() > 0.01  # measured 0.15, 0.24
     broken = {k: v for k, v in sd.items() if k != "decoder.upsamples.4.shortcut.weight"}
     with pytest.raises(ModelError, match=r"VAE.*missing key.*decoder\.up_blocks\.1\.resnets\.0\.conv_shortcut\.weight"):
         convert_wan_vae(broken)

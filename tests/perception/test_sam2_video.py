@@ -45,6 +45,8 @@ def test_sam2_processor_path_matches_builtin_preprocessing(tiny_sam2):
     boxes = np.array([[4, 4, 20, 20.0]])
     a = Sam2VideoTracker(tiny_sam2)(frames, boxes)
     b = Sam2VideoTracker(tiny_sam2, processor)(frames, boxes)
+    # two resizes of the prompt and frames may flip pixels at mask edges; not measured here (this test
+    # needs torchvision, absent on this machine): 0.95 is a guess, not a calibrated bound
     assert a.shape == b.shape and (a == b).mean() > 0.95
 
 

@@ -56,6 +56,7 @@ def test_user_photos_through_generate(real_samples, tmp_path, capsys):
                                  ("phone.jpg", "portrait.json", seen)):
         size = (48, 32) if spec[0] == "l" else (32, 48)
         cond = prepare_conditions(tmp_path / name, load(tmp_path / spec), "box", size)
+        # one uint8 level of resize rounding allowed (measured 0 for all three)
         assert np.abs(cond.image.astype(int) - resize_crop(expected, size).astype(int)).max() <= 1, name
         out = tmp_path / f"{name}.mp4"
         args = ["generate", "--image", str(tmp_path / name), "--trajectory", str(tmp_path / spec),

@@ -96,4 +96,4 @@ def test_model_offload_gives_the_same_video(models_dir):
     plain = frames(load_pipeline(models_dir / "wan", models_dir / "wan_cn_trained"))
     offloaded = load_pipeline(models_dir / "wan", models_dir / "wan_cn_trained", offload="model", device="cpu")
     assert len(offloaded._all_hooks) == 4  # text encoder -> transformer -> vae, and the ControlNet alone
-    np.testing.assert_allclose(frames(offloaded), plain, atol=1e-6)
+    np.testing.assert_allclose(frames(offloaded), plain, atol=1e-6)  # the same ops, moved: measured 0

@@ -52,6 +52,7 @@ def test_sequential_guidance_equals_batched(pipe):
     calls.clear()
     sequential = latents(pipe, cfg_mode="sequential")
     assert calls == [1, 1, 1, 1]  # each branch on its own
+    # float32 of batch 1 vs 2 per call: measured 5.4e-6 and 2.5e-6 (latents up to ~5)
     torch.testing.assert_close(sequential, batched, atol=1e-5, rtol=0)
     # also with the other options on
     torch.testing.assert_close(latents(pipe, cfg_mode="sequential", control_branches="cond", control_every=2),
@@ -124,7 +125,7 @@ def test_one_controlnet_pass_for_both_branches(pipe):
     calls.clear()
     cond = latents(pipe, control_branches="cond", **same_text)
     assert calls == [1, 1]  # half the ControlNet work
-    torch.testing.assert_close(cond, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cond, plain, atol=1e-5, rtol=0)  # measured 7e-7
     calls.clear()
     latents(pipe, control_branches="cond", cfg_mode="sequential")
     assert calls == [1, 1]  # one call per step instead of two

@@ -42,6 +42,7 @@ def test_wan_image_condition_equals_the_pipeline(wan):
     for i in range(2):
         _, theirs = pipe.prepare_latents(video[i:i + 1, :, 0], 1, 16, 32, 32, 9, torch.float32, torch.device("cpu"),
                                          torch.Generator().manual_seed(0))
+        # float32, batch 2 vs 1 through the VAE: measured 3.6e-7
         assert torch.allclose(ours[i:i + 1], theirs, atol=1e-5), (ours[i:i + 1] - theirs).abs().max()
     assert torch.equal(ours[:, :4, 0], torch.ones(2, 4, 4, 4)) and not ours[:, :4, 1:].any()
 
@@ -57,7 +58,7 @@ def test_cogvideox_image_condition_equals_the_pipeline(cogvideox):
     for i, seed in enumerate([11, 12]):
         _, theirs = pipe.prepare_latents(video[i:i + 1, :, 0], 1, 16, 9, 32, 32, torch.float32, torch.device("cpu"),
                                          [torch.Generator().manual_seed(seed)])
-        assert torch.allclose(ours[i:i + 1], theirs, atol=1e-5)
+        assert torch.allclose(ours[i:i + 1], theirs, atol=1e-5)  # measured 0
 
 
 def test_trajectory_latents_equal_the_pipelines(wan, cogvideox):
@@ -68,7 +69,7 @@ def test_trajectory_latents_equal_the_pipelines(wan, cogvideox):
     video = frames_to_tensor(maps)[None]
     for (c, enc), theirs in ((wan, wan_trajectory_latents), (cogvideox, cogvideox_trajectory_latents)):
         ours = enc.encode_video(video, trajectory=True)
-        assert torch.allclose(ours, theirs(c["vae"], maps), atol=1e-6)
+        assert torch.allclose(ours, theirs(c["vae"], maps), atol=1e-6)  # the same ops: measured 0
 
 
 def test_prompt_embeddings_equal_the_pipeline(wan):
@@ -79,7 +80,7 @@ def test_prompt_embeddings_equal_the_pipeline(wan):
     assert embeds.shape == (2, 512, 16)
     theirs, _ = WanImageToVideoPipeline(**c).encode_prompt("a red circle", do_classifier_free_guidance=False,
                                                           max_sequence_length=512)
-    assert torch.allclose(embeds[:1], theirs)
+    assert torch.allclose(embeds[:1], theirs)  # default tolerance: float32 of batch 2 vs 1, measured 3e-7
 
 
 def test_prompt_length_follows_the_tokenizer():
@@ -93,7 +94,7 @@ def test_prompt_length_follows_the_tokenizer():
     assert embeds.shape == (1, 64, 16)
     theirs, _ = WanImageToVideoPipeline(**c).encode_prompt("a red circle", do_classifier_free_guidance=False,
                                                           max_sequence_length=64)
-    assert torch.allclose(embeds, theirs)
+    assert torch.allclose(embeds, theirs)  # default tolerance: float32 rounding, measured 3e-7
 
 
 def test_model_inputs_layout(wan, cogvideox):

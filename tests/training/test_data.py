@@ -75,7 +75,7 @@ def test_clip_conditions_items():
     item = ClipConditions(clips, "sparse_box", need_mask=True)[SampleKey(2, 5, 123)]
     assert clips.epochs == [5]
     assert item["video"].shape == (3, 9, 32, 32) and item["video"].dtype == torch.float32
-    assert torch.allclose(item["video"], torch.full_like(item["video"], 80 / 255 * 2 - 1))
+    assert torch.allclose(item["video"], torch.full_like(item["video"], 80 / 255 * 2 - 1))  # float32 of 80/255: 3e-8
     assert item["trajectory"].min() >= -1 and item["trajectory"].max() <= 1
     mask = frames_to_tensor(render(moving_objects(9), "mask"))
     assert torch.equal(item["mask"], mask)  # the L_seg target: mask maps

@@ -47,6 +47,7 @@ def test_precomputed_equals_on_the_fly(wan_precomputed, on_the_fly, make_config)
             ours = encoder.encode(collate([raw[key]]), need_mask=True)
             theirs = collate([pre[key]])
             for name in ("latents", "trajectory_latents", "mask_latents", "image_condition", "prompt_embeds"):
+                # stored float32, encoded again: batch-size rounding, measured 5.4e-7 at |x| up to 2.8
                 assert torch.allclose(ours[name], theirs[name], atol=1e-5), (kind, i, name)
             assert theirs["id"] == [clips.records[i]["id"]]
 
@@ -60,6 +61,7 @@ def test_sparse_variants(wan_precomputed, on_the_fly):
     variants = [tensors[f"trajectory.sparse_box.{v:03d}"] for v in range(2)]
     for v, stored in enumerate(variants):
         maps = stage_maps(clip.trajectory, "sparse_box", np.random.default_rng([0, zlib.crc32(clip.id.encode()), v]))
+        # float32 rounding of another batch: measured 3.6e-7
         assert torch.allclose(encoder.encode_video(frames_to_tensor(maps)[None], trajectory=True)[0], stored, atol=1e-5)
     # training picks a variant per sample seed
     pre = PrecomputedLatents(PrecomputedIndex.read(wan_precomputed), "sparse_box")
@@ -70,6 +72,7 @@ def test_sparse_variants(wan_precomputed, on_the_fly):
 def test_caption_dropout_uses_the_empty_prompt(wan_precomputed, on_the_fly):
     clips, encoder = on_the_fly
     pre = PrecomputedLatents(PrecomputedIndex.read(wan_precomputed), "mask", caption_dropout=1.0)
+    # stored and encoded again: measured 0
     assert torch.allclose(pre[SampleKey(0, 0, 1)]["prompt_embeds"], encoder.encode_prompt([""])[0], atol=1e-6)
 
 

@@ -47,7 +47,7 @@ def test_loss_falls_base_frozen_outputs_written(make_config, wan_precomputed, wa
     before = eval_loss(config, before_model)
     result = train(config, progress=False)
     after = eval_loss(config, result.model)
-    assert after < 0.9 * before, (before, after)
+    assert after < 0.9 * before, (before, after)  # measured 0.80 x before; no learning gives 1.0
 
     # the base is untouched: equal to the base on disk
     from diffusers import WanTransformer3DModel
@@ -114,11 +114,12 @@ def test_resume_equals_straight_run(make_config, wan_precomputed, tmp_path):
     assert resumed.step == 6
     for name in ("controlnet", "segment_head"):
         a, b = state_of(getattr(straight.model, name)), state_of(getattr(resumed.model, name))
-        assert same(a, b, atol=1e-6), name
+        assert same(a, b), name  # bit-identical on CPU: measured 0 (was atol=1e-6)
     rows = {r["step"]: r for r in csv.DictReader(open(tmp_path / "resumed" / "log.csv"))}
     straight_rows = {r["step"]: r for r in csv.DictReader(open(tmp_path / "straight" / "log.csv"))}
     assert list(rows) == [str(s) for s in range(1, 7)]  # the lost step 4 row was replaced
     for step in rows:
+        # the logged numbers: measured equal (abs=1e-6 and 1e-12 leave room for the CSV's text form)
         assert float(rows[step]["loss"]) == pytest.approx(float(straight_rows[step]["loss"]), abs=1e-6)
         assert float(rows[step]["lr"]) == pytest.approx(float(straight_rows[step]["lr"]), abs=1e-12)
 

@@ -236,7 +236,7 @@ def test_each_expert_copies_its_own_transformer_and_draws_its_own_timesteps(a14b
                          encoder_hidden_states=captured["encoder_hidden_states"], return_dict=False)[0]
         assert captured["hidden_states"].shape[1] == 36
         assert (captured["timestep"] >= boundary).all() if expert == "high" else (captured["timestep"] < boundary).all()
-        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)  # measured 0
 
 
 @pytest.mark.parametrize("expert", ["high", "low"])
@@ -248,7 +248,7 @@ def test_a14b_expert_loss_falls_and_resume_equals_straight(expert, a14b_base, a1
     before = eval_loss(config, build_models(config)[0])
     result = train(config, progress=False)
     after = eval_loss(config, result.model)
-    assert after < 0.8 * before, (before, after)
+    assert after < 0.8 * before, (before, after)  # measured 0.72 / 0.70 x before; no learning gives 1.0
 
     settings.update({"loop.max_steps": 4, "loop.save_every": 2, "data.image_dropout": 0.5, "loop.log_every": 1})
     straight = train(make(a14b_base, dataset, tmp_path / "straight", **settings), progress=False)
@@ -286,7 +286,7 @@ def test_ti2v_precompute_and_encoder_equal_diffusers(ti2v_base, ti2v_dataset, ti
                                               torch.Generator().manual_seed(0))
     ours = encoder.image_condition(pixels[:, :, 0], FRAMES)
     assert ours.shape == condition.shape == (1, 48, 1, 4, 4)
-    torch.testing.assert_close(ours, condition, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours, condition, atol=1e-5, rtol=1e-5)  # measured 0
     assert mask.shape[2] == latent_frames and not mask[:, :, 0].any() and mask[:, :, 1:].all()
 
     meta = json.loads((ti2v_precomputed / "index.json").read_text())
@@ -335,14 +335,14 @@ def test_ti2v_training_forward_is_diffusers_expand_timesteps_path(ti2v_base, ti2
         theirs = pipe.transformer(hidden_states=latent_model_input, timestep=timestep,
                                   encoder_hidden_states=batch["prompt_embeds"], return_dict=False)[0]
         ours, seg = joint(**captured, return_dict=False)
-    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)  # measured 0
     assert seg.shape == batch["mask_latents"].shape == x0.shape  # L_seg at the 48-channel latent size
 
     from magicmotion.training.losses import flow_matching_loss
 
     target = noise - x0
     expected = ((theirs - target)[:, :, 1:] ** 2).mean()
-    torch.testing.assert_close(terms["diffusion"], expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(terms["diffusion"], expected, atol=1e-6, rtol=1e-6)  # float32 means: measured 2.4e-7
     shifted = theirs.clone()
     shifted[:, :, 0] += 5.0
     keep = mask.expand_as(x0)
@@ -380,7 +380,7 @@ def test_ti2v_loss_falls_and_resume_equals_straight(ti2v_base, ti2v_dataset, ti2
     before = eval_loss(config, build_models(config)[0])
     result = train(config, progress=False)
     after = eval_loss(config, result.model)
-    assert after < 0.85 * before, (before, after)
+    assert after < 0.85 * before, (before, after)  # measured 0.69 x before; no learning gives 1.0
     assert result.history[-1]["segmentation"] > 0
 
     settings.update({"loop.max_steps": 4, "loop.save_every": 2, "data.image_dropout": 0.5, "loop.log_every": 1})
@@ -474,6 +474,10 @@ def test_expert_sigmas_are_the_full_distribution_restricted_to_the_range(samplin
         part = sample_flow_sigmas(20_000, g, sigma_range=(lo, hi), **kwargs)
         assert bool((part >= lo).all()) and bool((part < hi).all() if hi < 1.0 else (part <= 1.0).all())
         inside = full[(full >= lo) & (full < hi)]
+        # sampling: 20000 draws against the in-range part of 10^5, measured at most 0.0055 apart; the
+        # wrong variant, the unrestricted draws clamped into the range, 0.057-0.22
         torch.testing.assert_close(torch.quantile(part, q), torch.quantile(inside, q), atol=0.01, rtol=0)
+        clamped = full[:20_000].clamp(lo, hi - 1e-6)
+        assert (torch.quantile(clamped, q) - torch.quantile(inside, q)).abs().max() > 0.01
     boundary = sample_flow_sigmas(1000, g, sigma_range=(0.0, 0.9), **kwargs)
     assert bool((boundary * 1000.0 < 900.0).all())

@@ -101,7 +101,7 @@ def test_loss_falls_controlnet_saved_base_frozen(clip_base, clip_precomputed, ma
     loss_before = eval_loss(config, before)
     result = train(config, progress=False)
     loss_after = eval_loss(config, result.model)
-    assert loss_after < 0.9 * loss_before, (loss_before, loss_after)
+    assert loss_after < 0.9 * loss_before, (loss_before, loss_after)  # measured 0.70 x; no learning: 1.0
     assert result.model.controlnet.config.image_dim == 16  # the ControlNet has its own CLIP projection
     saved = WanTrajectoryControlNet.from_pretrained(Path(config.output_dir) / "final" / "controlnet")
     for k, v in state_of(result.model.controlnet).items():
@@ -124,7 +124,8 @@ def test_resume_equals_straight_run(clip_base, clip_precomputed, make_config, tm
     assert resumed.step == 4
     for name in ("controlnet", "segment_head"):
         a, b = state_of(getattr(straight.model, name)), state_of(getattr(resumed.model, name))
-        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a), name
+        # bit-identical on CPU: measured 0 (was atol=1e-6)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_on_the_fly_step_with_clip(clip_base, make_config):

@@ -50,6 +50,7 @@ def test_boxes_from_tracks_inside_true_masks_match_the_true_boxes(real_samples, 
     for o in truth.objects:
         got = traj.object(o.id)
         for t, box in o.boxes.items():  # every frame where the true mask is not empty
+            # the box of sampled points inside the mask, not its extreme pixels: measured 0.87-0.95
             assert box_iou(got.boxes[t], box) >= 0.8, (name, o.id, t, got.boxes[t], box)
             checked += 1
         # frames where no point is seen have no key: the object is occluded, not gone

@@ -141,6 +141,7 @@ def test_from_video_command_with_motion_transfer(tiny, real_samples_dir, tmp_pat
     traj = load(out)
     assert traj.size == (320, 240) and traj.num_frames == FRAMES and traj.caption == "two things move"
     assert [o.label for o in traj.objects] == ["person", "car"]
+    # boxes placed on whole pixels: measured 0; a pixel of rounding allowed
     np.testing.assert_allclose(traj.object(1).boxes[0], [10, 20, 110, 120], atol=1)
     np.testing.assert_allclose(traj.object(2).boxes[0], [200, 100, 300, 200], atol=1)
     # the same objects found by their names in the new first frame (any box, thresholds 0)
@@ -226,13 +227,23 @@ def test_fit_motion_matches_the_transformed_truth(people, scale, shift, size):
     fitted = fit_motion(people, size, [mask_box(truth[0])])
     o = fitted.object(1)
     assert fitted.size == size and o.label == "people" and sorted(o.masks) == sorted(truth)
+    # the fitted map resamples real masks (nearest neighbour on both sides, different grids): Mask IoU
+    # measured 0.92-1.0, Box IoU 0.96-1.0; the wrong variant, the map without its shift, measured 0-0.37
+    unshifted = warp.copy()
+    unshifted[:, 2] = 0
+    wrong = []
     for t, m in truth.items():
         if m.sum() >= 1000:
             assert mask_iou(o.mask(t), m) >= 0.9, (t, mask_iou(o.mask(t), m))
             assert box_iou(o.boxes[t], mask_box(m)) >= 0.9, t
+            w = cv2.warpAffine(people.objects[0].mask(t).astype(np.uint8), unshifted, size,
+                               flags=cv2.INTER_NEAREST).astype(bool)
+            wrong.append(mask_iou(o.mask(t), w))
         else:  # (nearly) moved out of the new frame: a sliver at most, or absent
+            # a sliver (measured 26 px for 37): area within half of max(area, 100 px)
             assert abs(o.mask_area(t) - int(m.sum())) <= 0.5 * max(int(m.sum()), 100), t
             assert (t in o.boxes) == (o.mask_area(t) > 0)
+    assert wrong and max(wrong) < 0.9, wrong
     render(fitted, "box")
 
 
@@ -240,11 +251,11 @@ def test_fit_motion_scales_x_and_y_apart(people):
     src = people.objects[0].boxes[0]
     target = np.array([100.0, 50.0, 100 + (src[2] - src[0]) / 2, 50 + (src[3] - src[1])])  # half as wide
     o = fit_motion(people, (854, 480), [target]).object(1)
-    np.testing.assert_allclose(o.boxes[0], target, atol=1)
+    np.testing.assert_allclose(o.boxes[0], target, atol=1)  # whole pixels: measured 0
     b = people.objects[0].boxes[5]
     expect = [100 + (b[0] - src[0]) / 2, 50 + (b[1] - src[1]), 100 + (b[2] - src[0]) / 2, 50 + (b[3] - src[1])]
     expect = np.clip(expect, 0, [854, 480, 854, 480])
-    assert box_iou(o.boxes[5], expect) >= 0.9
+    assert box_iou(o.boxes[5], expect) >= 0.9  # resampled mask's box: measured 0.986
 
 
 def test_fit_motion_refuses_bad_boxes_and_objects_absent_on_frame_0(people, models):

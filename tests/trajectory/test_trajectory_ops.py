@@ -189,9 +189,9 @@ def test_rescale_stays_aligned_with_the_image(src, dst):
     # the object in the resized image is where the rescaled box says (to a pixel), and the rescaled
     # mask is the image's resize + crop
     seen = mask_box(small[..., 0] > 127)
-    np.testing.assert_allclose(out.object(1).boxes[1], seen, atol=1.0)
+    np.testing.assert_allclose(out.object(1).boxes[1], seen, atol=1.0)  # resize rounding: measured 0.5
     np.testing.assert_array_equal(out.object(1).mask(0), resize_crop(mask, dst))
-    np.testing.assert_allclose(mask_box(out.object(1).mask(0)), seen, atol=1.0)
+    np.testing.assert_allclose(mask_box(out.object(1).mask(0)), seen, atol=1.0)  # measured 1
 
 
 # (src, dst, the size the frame is resized to, the crop's origin): worked out by hand from "cover the

@@ -34,7 +34,7 @@ def test_palette_names_and_tables():
 @pytest.mark.parametrize("object_id", [1, 2, 3])
 def test_release_colours_match_the_measured_demo_videos(object_id):
     colour = np.array(palette_color(object_id, "release"))
-    assert np.abs(colour - MEASURED[object_id]).max() <= 2
+    assert np.abs(colour - MEASURED[object_id]).max() <= 2  # H.264 moves a flat colour a level or two: 1 here
 
 
 def test_release_palette_is_supervision_default_at_half_over_black():

@@ -45,7 +45,7 @@ def test_judo_mask_folder(real_samples):
             np.testing.assert_array_equal(o.boxes[t], box)
         else:  # the 853-wide PNG, resized to 854: within a pixel
             np.testing.assert_allclose(o.boxes[t], box, atol=1)
-            assert abs(int(o.mask(t).sum()) - len(xs)) < 0.01 * len(xs)
+            assert abs(int(o.mask(t).sum()) - len(xs)) < 0.01 * len(xs)  # one column of 853: measured 0
         for other in {0, 5, 8, 13} - {t}:
             assert not o.mask(other).any()
     with pytest.warns(UserWarning):

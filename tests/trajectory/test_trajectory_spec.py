@@ -30,7 +30,7 @@ def same_trajectory(a: Trajectory, b: Trajectory) -> None:
         assert oa.label == ob.label
         assert sorted(oa.boxes) == sorted(ob.boxes)
         for t in oa.boxes:
-            np.testing.assert_allclose(oa.boxes[t], ob.boxes[t], atol=1e-4)
+            np.testing.assert_allclose(oa.boxes[t], ob.boxes[t], atol=1e-4)  # the spec keeps 4 decimals
         assert sorted(oa.masks) == sorted(ob.masks)
         for t in oa.masks:
             np.testing.assert_array_equal(oa.mask(t), ob.mask(t))
