@@ -199,6 +199,11 @@ def stub_models(pipe) -> None:
                 box["out"] = self.model(*a, **k)
             return box["out"]
 
+        def controlnet_residuals(self, *a, **k):  # the speed options' path computes them apart
+            if "residuals" not in box:
+                box["residuals"] = self.model.controlnet_residuals(*a, **k)
+            return box["residuals"]
+
     def joint(*expert):  # the pipeline asks per expert (Wan2.2 A14B); one here
         return Cached(real_joint(*expert))
 
