@@ -152,7 +152,11 @@ def test_cli_end_to_end(synth_dataset, tmp_path, capsys):
                  "--frames", "9", "--buckets", "1,2,3+"]) == 0
     assert {r["bucket"] for r in read_index(bench)} == {"1", "2", "3+"}
     assert main(["bench", "run", str(bench), "--out", str(run), "--ground-truth", "--limit", "2"]) == 0
+    capsys.readouterr()
     assert main(["bench", "score", str(run), "--segmenter", "classic"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("frame 0 dB late bg dB colour err")  # the ground truth: 100 / 100 / 0 below
+    assert next(line for line in out if line.split()[0] == "all").split()[-3:] == ["100.00", "100.00", "0.00"]
     assert main(["bench", "report", str(run), "--out", str(rep)]) == 0
     assert (rep / "report.md").is_file()
     capsys.readouterr()
