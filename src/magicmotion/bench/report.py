@@ -1,6 +1,7 @@
 """Reports over scored runs: a Markdown table laid out like the paper's Table 1 (one row per run: FID,
-FVD, Mask IoU %, Box IoU %, then frame-0 PSNR, late-frame background PSNR and object colour error), per-bucket tables, a PNG chart of each metric by number of objects like
-its Figure 4, and a JSON of all of it.
+FVD, Mask IoU %, Box IoU %, then frame-0 PSNR, late-frame background PSNR and object colour error),
+per-bucket tables, a PNG chart of each metric by number of objects like its Figure 4, and a JSON of
+all of it.
 
     OUT/report.md   OUT/by_objects.png   OUT/report.json
 """

@@ -1,7 +1,7 @@
 """Scoring a benchmark run: Mask IoU and Box IoU per clip (segmenting the controlled objects in each
 generated video), frame-0 PSNR, late-frame background PSNR and object colour error (against the
-clip's own frames and reference masks), FID and FVD (generated vs. ground-truth clips), by bucket and overall, written to
-RUN/scores.json. How each number is computed and averaged: `metrics.py` and docs/benchmark.md.
+clip's own frames and reference masks), FID and FVD (generated vs. ground-truth clips), by bucket
+and overall, written to RUN/scores.json. How each number is computed and averaged: `metrics.py` and docs/benchmark.md.
 """
 
 from __future__ import annotations
