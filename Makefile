@@ -36,7 +36,9 @@ fuzz: $(STAMP)
 
 # The shipped tiny model from scratch (2 h here), then its evidence: the ablations and the benchmark
 # report of docs/tiny-model.md (`make tiny-bench`, after it). Both resume where they stopped.
-TINY := $(PY) -m magicmotion.training.tiny --out src/magicmotion/assets/tiny --work runs/tiny
+# On a GPU: make tiny-model DEVICE=cuda (docs/tiny-model.md, "On a GPU").
+DEVICE ?= cpu
+TINY := $(PY) -m magicmotion.training.tiny --out src/magicmotion/assets/tiny --work runs/tiny --device $(DEVICE)
 
 tiny-model: $(STAMP)
 	$(TINY) --phases data,vae,base,maps,stages,examples

@@ -12,6 +12,7 @@ import pytest
 import torch
 from bench_helpers import frozen
 
+from magicmotion.bench.metrics import PSNR_CAP
 from magicmotion.bench.report import report
 from magicmotion.bench.runner import run_bench
 from magicmotion.bench.score import read_scores, score_run
@@ -119,7 +120,22 @@ def test_report_table_chart_and_json(ground_truth_run, frozen_run, tmp_path):
     row = f"| ground truth | {gt['overall']['clips']} | – | – | {100 * gt['overall']['mask_iou']:.2f} | " \
           f"{100 * gt['overall']['box_iou']:.2f} |"
     assert row in md
-    assert "| Run | Clips | FID ↓ | FVD ↓ | Mask IoU (%) ↑ | Box IoU (%) ↑ |" in md
+    assert "| Run | Clips | FID ↓ | FVD ↓ | Mask IoU (%) ↑ | Box IoU (%) ↑ | Frame 0 PSNR (dB) ↑ | " \
+           "Late background PSNR (dB) ↑ | Object colour error ↓ |" in md
+    # the ground truth is its own file: every frame identical (the cap), every colour kept
+    assert (gt["overall"]["frame0_psnr"], gt["overall"]["background_psnr"], gt["overall"]["colour_error"]) \
+        == (PSNR_CAP, PSNR_CAP, 0.0)
+    assert f"{100 * gt['overall']['box_iou']:.2f} | 100.00 | 100.00 | 0.00 |" in md
+    # frozen on frame 0: frame 0 is the input again (through one more lossy encode: well above the
+    # 30 dB of a visibly changed picture; measured 41.5), but the objects that moved leave their old place in the
+    # late background and their true place shows the background's colour (measured 25.3 dB, 39)
+    fo = fr["overall"]
+    assert 30 < fo["frame0_psnr"] < PSNR_CAP, fo
+    assert fo["background_psnr"] < fo["frame0_psnr"] - 5 and fo["colour_error"] > 10, fo
+    scores = read_scores(frozen_run)
+    for c in scores["clips"]:
+        assert set(c) >= {"frame0_psnr", "background_psnr", "colour_error"}
+    assert fo["colour_error"] == pytest.approx(np.mean([c["colour_error"] for c in scores["clips"]]))
     assert "### Mask IoU (%) ↑" in md and "| frozen |" in md
     assert "all runs: FVD not computed" in md  # the same note once, for both runs
     png = (tmp_path / "rep" / "by_objects.png").read_bytes()
@@ -139,7 +155,11 @@ def test_cli_end_to_end(synth_dataset, tmp_path, capsys):
                  "--frames", "9", "--buckets", "1,2,3+"]) == 0
     assert {r["bucket"] for r in read_index(bench)} == {"1", "2", "3+"}
     assert main(["bench", "run", str(bench), "--out", str(run), "--ground-truth", "--limit", "2"]) == 0
+    capsys.readouterr()
     assert main(["bench", "score", str(run), "--segmenter", "classic"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("frame 0 dB late bg dB colour err")  # the ground truth: 100 / 100 / 0 below
+    assert next(line for line in out if line.split()[0] == "all").split()[-3:] == ["100.00", "100.00", "0.00"]
     assert main(["bench", "report", str(run), "--out", str(rep)]) == 0
     assert (rep / "report.md").is_file()
     capsys.readouterr()

@@ -3,6 +3,7 @@ trajectory maps its VAE trains on, and the stage configs it trains the shipped m
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -206,3 +207,58 @@ def test_ship_stores_fp16_weights_that_load_back_as_the_trained_values(tmp_path)
     net = WanTrajectoryControlNet.from_pretrained(out / "stage3" / "controlnet").float()
     w = nets["stage3"].out_projectors[0].weight
     assert w.abs().sum() > 0 and torch.equal(net.out_projectors[0].weight, w.half().float())
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda:7", "--device 'cuda:7': "),  # no CUDA here, or fewer than 8 devices on a GPU machine
+    ("tpu", "--device 'tpu': not a device"),
+    ("meta", "--device 'meta': the recipe runs on cpu, cuda, cuda:N or mps"),
+])
+def test_a_bad_device_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, device, message):
+    assert tiny.main(["--work", str(tmp_path / "work"), "--device", device, "--phases", "data"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m magicmotion.training.tiny: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "work").exists()
+
+
+def test_accelerate_device_is_set_inside_and_restored(monkeypatch):
+    import os
+
+    monkeypatch.delenv("ACCELERATE_TORCH_DEVICE", raising=False)
+    with tiny.accelerate_device(torch.device("cpu")):
+        from accelerate import PartialState
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        assert os.environ["ACCELERATE_TORCH_DEVICE"] == "cpu" and PartialState().device == torch.device("cpu")
+    assert "ACCELERATE_TORCH_DEVICE" not in os.environ
+    monkeypatch.setenv("ACCELERATE_TORCH_DEVICE", "cuda:3")
+    with tiny.accelerate_device(torch.device("cpu")):
+        assert os.environ["ACCELERATE_TORCH_DEVICE"] == "cpu"
+    assert os.environ["ACCELERATE_TORCH_DEVICE"] == "cuda:3"
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.slow  # about 70 s of CPU time here (a minute of it model loading and precompute)
+def test_the_recipe_runs_every_phase_on_the_given_device_and_resumes(tmp_path):
+    """`make tiny-model DEVICE=...` at a toy size (8 training clips, 2 in memory for the VAE, 2 steps a phase) with --device
+    cpu: every phase runs, the shipped folder loads as a MagicMotion pipeline with CPU float32
+    weights, and a second run finds every output and redoes nothing."""
+    from magicmotion.pipelines.loading import load_pipeline
+
+    work, out, examples = tmp_path / "work", tmp_path / "tiny", tmp_path / "examples"
+    argv = ["--work", str(work), "--out", str(out), "--examples", str(examples), "--device", "cpu",
+            "--phases", "data,vae,base,maps,stages,examples", "--train-clips", "8", "--test-clips", "4",
+            "--vae-clips", "2", "--vae-steps", "2", "--base-steps", "2", "--maps-steps", "2",
+            "--stage-steps", "2"]
+    assert tiny.main(argv) == 0
+    for stage in tiny.STAGES:
+        assert (out / stage / "controlnet" / "config.json").is_file()
+    assert (examples / "trajectory.json").is_file() and (examples / "first_frame.png").is_file()
+    assert json.loads((work / "base.json").read_text())["steps"] == 2
+    pipe = load_pipeline(base=out / "base", controlnet=out / "stage2" / "controlnet", kind="box", device="cpu")
+    weights = [p for m in (pipe.transformer, pipe.vae, pipe.controlnet) for p in m.parameters()]
+    assert {p.device.type for p in weights} == {"cpu"} and {p.dtype for p in weights} == {torch.float32}
+    stamps = {p: p.stat().st_mtime_ns for p in work.rglob("*.safetensors")}
+    assert tiny.main(argv[:-2] + ["--stage-steps", "3"]) == 0  # every phase's output is there: skipped
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("*.safetensors")} == stamps

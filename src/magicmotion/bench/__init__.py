@@ -1,5 +1,6 @@
 """The benchmark (MagicBench-style and DAVIS): sets bucketed by the number of controlled objects, runs
-of a model over them, and the paper's metrics: FID, FVD, Mask IoU and Box IoU. See docs/benchmark.md.
+of a model over them, and the paper's metrics: FID, FVD, Mask IoU and Box IoU (and ours: frame-0 PSNR,
+late background PSNR, object colour error). See docs/benchmark.md.
 
     build_bench / read_davis  ->  run_bench  ->  score_run  ->  report.report
 
@@ -18,6 +19,7 @@ _EXPORTS = {
     "Segmenter": "segmenters", "ClassicSegmenter": "segmenters", "Sam2Segmenter": "segmenters",
     "make_segmenter": "segmenters", "SEGMENTERS": "segmenters",
     "mask_iou": "metrics", "box_iou": "metrics", "clip_scores": "metrics",
+    "appearance_scores": "metrics", "psnr": "metrics",
     "frechet_distance": "metrics", "FIDMeter": "metrics", "I3DFeatures": "metrics",
 }
 

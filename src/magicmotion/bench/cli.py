@@ -264,10 +264,12 @@ def _score(args) -> int:
     def fmt(v, percent=False):
         return "-" if v is None else (f"{100 * v:.2f}%" if percent else f"{v:.2f}")
 
-    print(f"{'objects':>8} {'clips':>5} {'FID':>8} {'FVD':>8} {'Mask IoU':>9} {'Box IoU':>9}")
+    print(f"{'objects':>8} {'clips':>5} {'FID':>8} {'FVD':>8} {'Mask IoU':>9} {'Box IoU':>9} "
+          f"{'frame 0 dB':>10} {'late bg dB':>10} {'colour err':>10}")
     for name, row in [*s["buckets"].items(), ("all", s["overall"])]:
         print(f"{name:>8} {row['clips']:>5} {fmt(row['fid']):>8} {fmt(row['fvd']):>8} "
-              f"{fmt(row['mask_iou'], True):>9} {fmt(row['box_iou'], True):>9}")
+              f"{fmt(row['mask_iou'], True):>9} {fmt(row['box_iou'], True):>9} {fmt(row['frame0_psnr']):>10} "
+              f"{fmt(row['background_psnr']):>10} {fmt(row['colour_error']):>10}")
     print(f"{args.run / 'scores.json'}: written")
     return 0
 

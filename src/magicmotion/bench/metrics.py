@@ -15,6 +15,21 @@ with the reference trajectory of the benchmark clip:
   clip's objects), clips -> bucket / overall (mean over clips). Each clip weighs the same whatever its
   number of objects or frames.
 
+Frame-0 PSNR, late-frame background PSNR and object colour error (does the video keep the picture it
+starts from?), against the benchmark clip's own frames and its reference masks (`appearance_scores`):
+
+- frame 0 PSNR: 10 log10(255^2 / MSE) over every pixel and channel of frame 0 (uint8 scale),
+  capped at `PSNR_CAP` dB (identical frames);
+- background PSNR: the same over the background pixels of the late frames only: the pixels outside
+  every object's reference mask (and outside its box on a frame where it has a box and no mask) on
+  frames T // 2 .. T - 1, one MSE pooled over all of them;
+- object colour error: for each object and late frame where its reference mask is not empty, the
+  Euclidean distance between the mean RGB (0..255) of the generated pixels inside that mask and the
+  mean RGB of the true pixels inside it; averaged over the frames per object, then over the objects
+  (0: the colours kept; 441.7: black for white).
+
+Each is one number per clip, and clips -> bucket / overall are plain means, like the IoUs.
+
 FID and FVD are Fréchet distances between Gaussians fitted to features of generated and ground-truth
 samples: FID on frames (Inception through torchmetrics' `FrechetInceptionDistance`), FVD on clips (the
 I3D TorchScript detector that StyleGAN-V and later papers use). See docs/benchmark.md.
@@ -132,6 +147,91 @@ def _mean(values) -> float | None:
     """Mean of the values that are not None; None when there are none."""
     kept = [float(v) for v in values if v is not None]
     return float(np.mean(kept)) if kept else None
+
+
+# ------------------------------------------------------------------ appearance, one clip
+
+# Identical frames have an infinite PSNR; they score this instead, so means stay finite. A one-level
+# error on every uint8 value is 48.1 dB, so 100 dB can only mean identical.
+PSNR_CAP = 100.0
+
+
+def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None, peak: float = 255.0) -> float | None:
+    """PSNR (dB) of image(s) `a` against `b` (..., H, W, C) over the pixels where the bool mask `where`
+    (..., H, W) holds (default all), one MSE over those pixels and every channel; at most `PSNR_CAP`;
+    None when `where` selects no pixel."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise BenchError(f"psnr: images differ in shape: {a.shape} and {b.shape}")
+    if where is not None:
+        where = np.asarray(where, dtype=bool)
+        if where.shape != a.shape[:-1]:
+            raise BenchError(f"psnr: the mask is {where.shape}, the images {a.shape}")
+        if not where.any():
+            return None
+        a, b = a[where], b[where]
+    mse = float(np.mean((a - b) ** 2))
+    if mse == 0.0:
+        return PSNR_CAP
+    return min(PSNR_CAP, 10.0 * np.log10(peak * peak / mse))
+
+
+def late_frames(num_frames: int) -> range:
+    """The last half of a clip's frames: T // 2 .. T - 1 (frames 8..16 of 17)."""
+    return range(num_frames // 2, num_frames)
+
+
+def object_regions(traj: Trajectory) -> dict[int, dict[int, np.ndarray]]:
+    """object id -> frame -> bool (H, W): its reference mask there, or its filled box on a frame where
+    it has a box and no mask (frames with neither are left out)."""
+    H, W = traj.height, traj.width
+    out = {}
+    for o in traj.objects:
+        regions = {t: decode_mask(rle) for t, rle in o.masks.items()}
+        for t, box in o.boxes.items():
+            if t not in regions and box is not None:
+                x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+                m = np.zeros((H, W), dtype=bool)
+                m[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
+                regions[t] = m
+        out[o.id] = regions
+    return out
+
+
+def appearance_scores(video: np.ndarray, real: np.ndarray, ref: Trajectory) -> dict:
+    """Frame-0 PSNR, late-frame background PSNR and object colour error of one generated clip
+    (see the module docstring). video, real: uint8 (T, H, W, 3), the generated and the true frames;
+    ref: the reference trajectory of that clip at that size. Returns {"frame0_psnr", "background_psnr",
+    "colour_error"} (None where nothing could be measured: no background pixel, no object visible in
+    the late frames)."""
+    video, real = np.asarray(video), np.asarray(real)
+    T, H, W = ref.num_frames, ref.height, ref.width
+    for name, v in (("generated", video), ("true", real)):
+        if v.shape != (T, H, W, 3):
+            raise BenchError(f"{ref.where()}: the {name} video is {v.shape}, the reference is "
+                             f"{(T, H, W, 3)} (frames, height, width, RGB)")
+    regions = object_regions(ref)
+    late = list(late_frames(T))
+    covered = np.zeros((len(late), H, W), dtype=bool)
+    for frames in regions.values():
+        for i, t in enumerate(late):
+            if t in frames:
+                covered[i] |= frames[t]
+    errors = []
+    for frames in regions.values():
+        per_frame = []
+        for t in late:
+            m = frames.get(t)
+            if m is None or not m.any():
+                continue
+            gen = video[t][m].astype(np.float64).mean(axis=0)
+            true = real[t][m].astype(np.float64).mean(axis=0)
+            per_frame.append(float(np.linalg.norm(gen - true)))
+        if per_frame:
+            errors.append(float(np.mean(per_frame)))
+    return {"frame0_psnr": psnr(video[0], real[0]),
+            "background_psnr": psnr(video[late], real[late], ~covered),
+            "colour_error": float(np.mean(errors)) if errors else None}
 
 
 # --------------------------------------------------------------------------- Fréchet distance

@@ -1,6 +1,7 @@
 """Reports over scored runs: a Markdown table laid out like the paper's Table 1 (one row per run: FID,
-FVD, Mask IoU %, Box IoU %), per-bucket tables, a PNG chart of each metric by number of objects like
-its Figure 4, and a JSON of all of it.
+FVD, Mask IoU %, Box IoU %, then frame-0 PSNR, late-frame background PSNR and object colour error),
+per-bucket tables, a PNG chart of each metric by number of objects like its Figure 4, and a JSON of
+all of it.
 
     OUT/report.md   OUT/by_objects.png   OUT/report.json
 """
@@ -17,7 +18,9 @@ from .sets import bucket_sort_key
 
 # (key in scores, column title, shown as a percentage)
 METRICS = (("fid", "FID ↓", False), ("fvd", "FVD ↓", False), ("mask_iou", "Mask IoU (%) ↑", True),
-           ("box_iou", "Box IoU (%) ↑", True))
+           ("box_iou", "Box IoU (%) ↑", True), ("frame0_psnr", "Frame 0 PSNR (dB) ↑", False),
+           ("background_psnr", "Late background PSNR (dB) ↑", False),
+           ("colour_error", "Object colour error ↓", False))
 
 
 def _cell(value, percent: bool) -> str:
@@ -77,7 +80,8 @@ def _markdown(runs: list[dict], buckets: list[str], notes: list[str]) -> str:
     benches = sorted({r["bench"] for r in runs})
     lines.append(f"Benchmark: {', '.join(benches)}. Segmenter: "
                  f"{', '.join(sorted({r['segmenter'] for r in runs}))}. "
-                 "IoU: frames 1..T-1, averaged over frames, then objects, then clips (docs/benchmark.md).")
+                 "IoU: frames 1..T-1, averaged over frames, then objects, then clips; background PSNR and "
+                 "colour error over frames T//2..T-1 (docs/benchmark.md).")
     lines += ["", "| Run | Clips | " + " | ".join(t for _, t, _ in METRICS) + " |",
               "|---|---:|" + "---:|" * len(METRICS)]
     for r in runs:
@@ -104,7 +108,12 @@ def _chart(runs: list[dict], buckets: list[str], path: Path) -> None:
 
     plt = pyplot()
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), dpi=100)
+    rows = -(-len(METRICS) // 4)  # four panels a row: the IoU / FID row, then the appearance row
+    fig, grid = plt.subplots(rows, 4, figsize=(16, 3.6 * rows), dpi=100, squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(METRICS):]:
+        ax.set_visible(False)
+    axes = axes[:len(METRICS)]
     xs = list(range(len(buckets)))
     for ax, (key, title, percent) in zip(axes, METRICS):
         for r in runs:
@@ -125,5 +134,5 @@ def _chart(runs: list[dict], buckets: list[str], path: Path) -> None:
                 break
     if handles:
         fig.legend(handles, names, loc="lower center", ncol=min(len(runs), 4), frameon=False)
-    fig.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
+    fig.tight_layout(rect=(0, (0.1 / rows) if handles else 0, 1, 1))
     write_figure(fig, path)

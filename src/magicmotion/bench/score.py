@@ -1,6 +1,7 @@
 """Scoring a benchmark run: Mask IoU and Box IoU per clip (segmenting the controlled objects in each
-generated video), FID and FVD (generated vs. ground-truth clips), by bucket and overall, written to
-RUN/scores.json. How each number is computed and averaged: `metrics.py` and docs/benchmark.md.
+generated video), frame-0 PSNR, late-frame background PSNR and object colour error (against the
+clip's own frames and reference masks), FID and FVD (generated vs. ground-truth clips), by bucket
+and overall, written to RUN/scores.json. How each number is computed and averaged: `metrics.py` and docs/benchmark.md.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BenchError, MagicMotionError
-from .metrics import I3D_HELP, FIDMeter, I3DFeatures, clip_scores, frechet_features
+from .metrics import I3D_HELP, FIDMeter, I3DFeatures, appearance_scores, clip_scores, frechet_features
 from .runner import VIDEOS, bench_records, read_run
 from .segmenters import Segmenter, make_segmenter
 from .sets import bucket_sort_key
 
 SCORES = "scores.json"
 SCORES_VERSION = 1
+# per clip and in every summary; absent from scores written before they were added (read as None)
+APPEARANCE = ("frame0_psnr", "background_psnr", "colour_error")
 
 
 def score_run(run_dir: str | os.PathLike, segmenter: str | Segmenter = "classic", sam2=None,
@@ -89,7 +92,7 @@ def score_run(run_dir: str | os.PathLike, segmenter: str | Segmenter = "classic"
         s = clip_scores(pred, ref)
         bucket = str(record.get("bucket", len(ref.objects)))
         clips.append({"id": cid, "bucket": bucket, "num_objects": len(ref.objects),
-                      "mask_iou": s["mask_iou"], "box_iou": s["box_iou"],
+                      "mask_iou": s["mask_iou"], "box_iou": s["box_iou"], **appearance_scores(video, real, ref),
                       "objects": {str(k): v for k, v in s["objects"].items()}})
         if fid is not None:
             fid.update(video[::fid_stride], real=False, group=bucket)
@@ -103,6 +106,7 @@ def score_run(run_dir: str | os.PathLike, segmenter: str | Segmenter = "classic"
         return {"clips": len(subset),
                 "mask_iou": _mean([c["mask_iou"] for c in subset]),
                 "box_iou": _mean([c["box_iou"] for c in subset]),
+                **{k: _mean([c.get(k) for c in subset]) for k in APPEARANCE},
                 "fid": fid.compute(groups) if fid is not None else None,
                 "fvd": _fvd(ids, fvd_fake, fvd_real) if i3d_features is not None else None}
 
@@ -168,7 +172,7 @@ def check_scores(scores, path) -> dict:
         clips = row.get("clips", 0)
         if isinstance(clips, bool) or not isinstance(clips, int) or clips < 0:
             bad(f"{where}.clips", clips)
-        for key in ("fid", "fvd", "mask_iou", "box_iou"):
+        for key in ("fid", "fvd", "mask_iou", "box_iou", *APPEARANCE):
             value = row.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not math.isfinite(value)):

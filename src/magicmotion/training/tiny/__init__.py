@@ -17,20 +17,24 @@ Phases, each skipped when its output exists (so a re-run resumes):
 `make tiny-model` runs the phases up to `examples` (the shipped weights, within 2 hours here);
 `make tiny-bench` runs `ablations,bench` (the evidence in docs/tiny-model.md).
 
-    python -m magicmotion.training.tiny --out src/magicmotion/assets/tiny --work runs/tiny
+    python -m magicmotion.training.tiny --out src/magicmotion/assets/tiny --work runs/tiny [--device cuda]
+
+--device (default cpu) puts every phase on that device; the weights are saved from the CPU, a drop-in
+for the shipped ones (`make tiny-model DEVICE=cuda`).
 """
 
 from .base import flow_sigmas, load_precomputed, phase_base, phase_data, save_base, stage_subset, text_components
 from .bench import phase_bench, vae_round_trip
 from .common import (BASE_CONFIG, CONFIGS, FRAMES, PHASES, SIZE, STAGES, TEXT_CONFIG, TEXT_TOKENS, VAE_CONFIG,
-                     ema_update, latent_drift, log, psnr_of, round_trip, to_tensor, trajectory_maps, world_clips)
+                     accelerate_device, ema_update, latent_drift, log, psnr_of, recipe_device, round_trip, to_tensor,
+                     trajectory_maps, world_clips)
 from .recipe import main
 from .stages import ABLATIONS, phase_examples, phase_stages, ship, stage_config
 from .vae import finetune_for_maps, outline_recall, phase_maps, phase_vae
 
 __all__ = ["ABLATIONS", "BASE_CONFIG", "CONFIGS", "FRAMES", "SIZE", "STAGES", "TEXT_CONFIG", "TEXT_TOKENS",
-           "VAE_CONFIG", "ema_update", "finetune_for_maps", "flow_sigmas", "latent_drift",
+           "VAE_CONFIG", "accelerate_device", "ema_update", "finetune_for_maps", "flow_sigmas", "latent_drift",
            "load_precomputed", "log", "outline_recall", "phase_base", "phase_bench", "phase_data",
-           "phase_examples", "phase_maps", "phase_stages", "phase_vae", "psnr_of", "round_trip",
+           "phase_examples", "phase_maps", "phase_stages", "phase_vae", "psnr_of", "recipe_device", "round_trip",
            "save_base", "ship", "stage_config", "stage_subset", "text_components", "to_tensor",
            "trajectory_maps", "vae_round_trip", "world_clips", "PHASES", "main"]

@@ -42,19 +42,34 @@ def flow_sigmas(u: torch.Tensor, shift: float = 3.0) -> torch.Tensor:
 
 
 def stage_subset(work: Path, clips: int) -> Path:
-    """runs/tiny/data/stages: the first `clips` training clips (index lines; videos and annotations
-    are links to the full set's folders)."""
+    """runs/tiny/data/stages: the first `clips` training clips (index lines; each clip's video and
+    annotation a hard link to the full set's file, a copy across file systems: the dataset reader
+    refuses symbolic links that lead out of a dataset's folder)."""
+    import os
+
     from ...data.dataset import read_index, write_index
 
     root = work / "data" / "stages"
     if (root / "index.jsonl").exists():
         return root
-    root.mkdir(parents=True, exist_ok=True)
+    train = work / "data" / "train"
+    records = read_index(train)[:clips]
     for name in ("videos", "annotations"):
-        link = root / name
-        if not link.exists():
-            link.symlink_to(Path("..") / "train" / name)
-    write_index(root, read_index(work / "data" / "train")[:clips])
+        if (root / name).is_symlink():  # a folder link left by an older recipe
+            (root / name).unlink()
+    for r in records:
+        for key in ("video", "annotation"):
+            if not r.get(key):
+                continue
+            src, dst = train / r[key], root / r[key]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.exists():
+                continue
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+    write_index(root, records)
     return root
 
 
@@ -88,10 +103,15 @@ def load_precomputed(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: int = 0) -> Path:
+def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: int = 0,
+               device: torch.device | str = "cpu") -> Path:
     """The I2V base: first a base folder with an untrained transformer (so that `magicmotion train
     precompute` encodes the stage clips with its VAE and text encoder), then the transformer trained
-    with flow matching on those same precomputed latents (no trajectory), saved in place."""
+    with flow matching on those same precomputed latents (no trajectory), saved in place.
+
+    The precompute, the transformer and each batch run on `device`; the weights are initialised and
+    every batch, noise and timestep drawn on the CPU (a CPU generator), so a run draws the same on
+    every device. Saved from the CPU."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     from ..precompute import precompute
@@ -107,9 +127,11 @@ def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: 
         save_base(out, vae, model, seed)
     pre = work / "precomputed-base"
     if not (pre / "index.json").exists():
-        precompute(stage_config("stage1", work), pre, kinds=[])  # videos, first frames, prompts (and mask maps)
+        # videos, first frames, prompts (and mask maps)
+        precompute(stage_config("stage1", work), pre, kinds=[], device=str(device))
     data = load_precomputed(pre)
     latents, conds, texts = data["latents"], data["image_condition"], data["prompt_embeds"]
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=steps, pct_start=0.03)
     gen = torch.Generator().manual_seed(seed)
@@ -124,6 +146,7 @@ def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: 
         noise = torch.randn(x0.shape, generator=gen)
         sigma = flow_sigmas(torch.rand(batch, generator=gen)).view(-1, 1, 1, 1, 1)
         xt = (1 - sigma) * x0 + sigma * noise
+        xt, x0, noise, cond, ctx, sigma = (t.to(device) for t in (xt, x0, noise, cond, ctx, sigma))
         pred = model(torch.cat([xt, cond], dim=1), timestep=sigma.flatten() * 1000,
                      encoder_hidden_states=ctx, return_dict=False)[0]
         loss = (pred - (noise - x0)).pow(2).mean()
@@ -134,7 +157,7 @@ def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: 
         sched.step()
         ema_update(ema, "loss", loss.item())
         bar.set_postfix(loss=f"{ema['loss']:.4f}")
-    model.eval()
+    model.eval().to("cpu")
     tmp = out / "transformer.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

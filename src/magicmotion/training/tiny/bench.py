@@ -11,18 +11,19 @@ import torch
 from .common import FRAMES, log, round_trip, to_tensor
 
 
-def vae_round_trip(vae_dir: Path):
+def vae_round_trip(vae_dir: Path, device: torch.device | str = "cpu"):
     """A bench generator (`run_bench(generate_fn=...)`) that returns each clip's own frames after a
-    round trip through the VAE at `vae_dir`: the best any model on that VAE can score."""
+    round trip through the VAE at `vae_dir` (run on `device`): the best any model on that VAE can
+    score."""
     from diffusers import AutoencoderKLWan
 
-    vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
+    vae = AutoencoderKLWan.from_pretrained(vae_dir).eval().to(device)
 
     def generate(clip, trajectory) -> np.ndarray:
-        x = to_tensor(np.asarray(clip.frames)[None])
+        x = to_tensor(np.asarray(clip.frames)[None]).to(device)
         with torch.no_grad():
             y = round_trip(vae, x).clamp(-1, 1)
-        return ((y[0].permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
+        return ((y[0].permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
     return generate
 
@@ -32,10 +33,12 @@ def vae_round_trip(vae_dir: Path):
 BENCH_TRAJECTORY_GUIDANCE = 2.0
 
 
-def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bucket: int = 25) -> dict:
+def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bucket: int = 25,
+                device: torch.device | str = "cpu") -> dict:
     """Held-out MagicBench-style evaluation of the shipped model, the ablations, the floor (control
     scale 0), the ceiling (ground-truth videos) and the VAE's ceiling (those videos through the VAE),
-    written to work/bench-report (copied into docs/tiny-model/ by hand)."""
+    written to work/bench-report (copied into docs/tiny-model/ by hand). Generates on `device`, in
+    float32 on every device (so the figures compare), and scores on the CPU."""
     from ...bench.report import report
     from ...bench.runner import run_bench
     from ...bench.score import score_run
@@ -50,7 +53,7 @@ def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bu
     base = model_dir / "base"
     plan = [
         ("ground truth (ceiling)", "gt", dict(ground_truth=True, kind="box")),
-        ("ground truth through the VAE", "vae", dict(generate_fn=vae_round_trip(base / "vae"), kind="box")),
+        ("ground truth through the VAE", "vae", dict(generate_fn=vae_round_trip(base / "vae", device), kind="box")),
         ("control scale 0 (floor)", "scale0", dict(controlnet=model_dir / "stage2" / "controlnet",
                                                    kind="box", control_scale=0.0)),
     ]
@@ -75,7 +78,7 @@ def phase_bench(work: Path, model_dir: Path, docs: Path, steps: int = 20, per_bu
             log(f"bench: skipping {label} ({kw['controlnet']} missing)")
             continue
         run_bench(bench, runs / name, base=base, num_inference_steps=steps, guidance_scale=TINY_GUIDANCE,
-                  seed=0, label=label, **kw)
+                  seed=0, label=label, device=str(device), dtype=torch.float32, **kw)
         score_run(runs / name, segmenter="classic")
         done.append((label, runs / name))
         log(f"bench: {label} scored")

@@ -3,7 +3,9 @@ synthetic clips in memory, their trajectory maps, and small tensor helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from pathlib import Path
 
@@ -29,6 +31,43 @@ TEXT_TOKENS = 64
 TEXT_CONFIG = dict(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
                    relative_attention_num_buckets=8, relative_attention_max_distance=16,
                    dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+
+
+def recipe_device(name: str) -> torch.device:
+    """The device every phase runs on: "cpu", "cuda", "cuda:N" or "mps". ConfigError (one line) for an
+    unknown device or one this machine does not have."""
+    from ...errors import ConfigError
+
+    text = str(name).strip()
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name!r}: not a device (cpu, cuda, cuda:N, mps)") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {name!r}: the recipe runs on cpu, cuda, cuda:N or mps")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name!r}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name!r}: MPS is not available on this machine (use --device cpu)")
+    return device
+
+
+@contextlib.contextmanager
+def accelerate_device(device: torch.device):
+    """Runs of `magicmotion.training.train` inside pick `device` (accelerate's ACCELERATE_TORCH_DEVICE,
+    read when its state is made; the trainer makes a fresh one each run); restored afterwards."""
+    old = os.environ.get("ACCELERATE_TORCH_DEVICE")
+    os.environ["ACCELERATE_TORCH_DEVICE"] = str(device)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("ACCELERATE_TORCH_DEVICE", None)
+        else:
+            os.environ["ACCELERATE_TORCH_DEVICE"] = old
 
 
 def log(msg: str) -> None:

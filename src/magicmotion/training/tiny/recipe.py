@@ -11,7 +11,8 @@ import torch
 
 from .base import phase_base, phase_data
 from .bench import phase_bench
-from .common import PHASES, STAGES, log
+from ...errors import MagicMotionError
+from .common import PHASES, STAGES, log, recipe_device
 from .stages import ABLATIONS, phase_examples, phase_stages, ship
 from .vae import phase_maps, phase_vae
 
@@ -23,9 +24,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="src/magicmotion/assets/tiny")
     p.add_argument("--work", default="runs/tiny")
     p.add_argument("--phases", default=",".join(PHASES), help=f"a subset of {','.join(PHASES)}")
+    p.add_argument("--device", default="cpu",
+                   help="where every phase runs: cpu (default), cuda, cuda:N or mps; the weights are saved "
+                        "from the CPU either way (`make tiny-model DEVICE=cuda`)")
     p.add_argument("--train-clips", type=int, default=2000)
     p.add_argument("--test-clips", type=int, default=150)
     p.add_argument("--vae-steps", type=int, default=4000)
+    p.add_argument("--vae-clips", type=int, default=2000,
+                   help="synthetic clips in memory for the vae and maps phases")
     p.add_argument("--base-steps", type=int, default=4500)
     p.add_argument("--maps-steps", type=int, default=1200)
     p.add_argument("--stage-steps", type=int, default=None, help="override every stage's max_steps")
@@ -38,31 +44,38 @@ def main(argv=None) -> int:
     unknown = sorted(set(phases) - set(PHASES))
     if unknown:
         p.error(f"unknown phase(s) {', '.join(unknown)}; the phases are {','.join(PHASES)}")
+    try:
+        device = recipe_device(args.device)
+    except MagicMotionError as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.time()
+    if device.type != "cpu":
+        log(f"every phase on {device}")
     if "data" in phases:
         phase_data(work, args.train_clips, args.test_clips)
         log(f"data done ({time.time() - t0:.0f} s)")
     if "vae" in phases:
-        phase_vae(work, args.vae_steps)
+        phase_vae(work, args.vae_steps, clips=args.vae_clips, device=device)
         log(f"vae done ({time.time() - t0:.0f} s)")
     if "base" in phases:
-        phase_base(work, args.base_steps)
+        phase_base(work, args.base_steps, device=device)
         log(f"base done ({time.time() - t0:.0f} s)")
     if "maps" in phases:
-        phase_maps(work, args.maps_steps)
+        phase_maps(work, args.maps_steps, clips=args.vae_clips, device=device)
         log(f"maps done ({time.time() - t0:.0f} s)")
     if "stages" in phases:
-        phase_stages(work, STAGES, args.stage_steps)
+        phase_stages(work, STAGES, args.stage_steps, device=device)
         ship(work, out)
         log(f"stages done ({time.time() - t0:.0f} s)")
     if "examples" in phases:
         phase_examples(work, Path(args.examples))
     if "ablations" in phases:
-        phase_stages(work, ABLATIONS, args.stage_steps)
+        phase_stages(work, ABLATIONS, args.stage_steps, device=device)
         log(f"ablations done ({time.time() - t0:.0f} s)")
     if "bench" in phases:
-        phase_bench(work, out, Path("docs"), steps=args.bench_steps, per_bucket=args.per_bucket)
+        phase_bench(work, out, Path("docs"), steps=args.bench_steps, per_bucket=args.per_bucket, device=device)
         log(f"bench done ({time.time() - t0:.0f} s): {work / 'bench-report'}")
     return 0

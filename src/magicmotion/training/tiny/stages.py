@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import CONFIGS, FRAMES, STAGES, log
+from .common import CONFIGS, FRAMES, STAGES, accelerate_device, log
 
 ABLATIONS = ["stage2-from-scratch", "stage2-no-seg"]
 
@@ -32,14 +32,16 @@ def stage_config(name: str, work: Path, steps: int | None = None):
     return load_config(cfg_path, sets)
 
 
-def phase_stages(work: Path, names: list[str], steps: int | None = None) -> None:
+def phase_stages(work: Path, names: list[str], steps: int | None = None, device: torch.device | str = "cpu") -> None:
+    """Train each named stage (configs/tiny/NAME.yaml) on `device` unless its final weights exist."""
     from ..trainer import train
 
     for name in names:
         if (work / name / "final" / "controlnet" / "config.json").exists():
             continue
         t0 = time.time()
-        train(stage_config(name, work, steps))
+        with accelerate_device(torch.device(device)):
+            train(stage_config(name, work, steps))
         log(f"{name} trained in {time.time() - t0:.0f} s")
 
 

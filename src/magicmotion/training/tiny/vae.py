@@ -18,7 +18,8 @@ from .common import (FRAMES, SIZE, VAE_CONFIG, ema_update, latent_drift, log, ps
 from .stages import stage_config
 
 
-def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: float = 1e-3) -> Path:
+def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: float = 1e-3, clips: int = 2000,
+              device: torch.device | str = "cpu") -> Path:
     """Train the tiny VAE as a deterministic autoencoder (the posterior's mode; the KL term is left
     out, latents are normalised afterwards by their measured mean and std) on random `crop` x `crop`
     crops: convolutions do not care about the frame size, and crops make a step 4x cheaper.
@@ -28,16 +29,19 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
     (palette colours on black: the ControlNet's input and the segment head's target are VAE latents
     of such videos). Object pixels weigh 5x in the loss: objects are small, and a plain pixel loss
     spends the model on the background. Checkpoints every 500 steps under work/vae-ckpt.
+
+    The model and each batch are on `device`; the weights are initialised and the crops drawn on the
+    CPU (numpy), so a run draws the same on every device. Saved from the CPU.
     """
     from diffusers import AutoencoderKLWan
 
     out = work / "vae"
     if (out / "config.json").exists():
         return out
-    videos, labels = world_clips(2000, seed=100)
+    videos, labels = world_clips(clips, seed=100)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    vae = AutoencoderKLWan(**VAE_CONFIG)
+    vae = AutoencoderKLWan(**VAE_CONFIG).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=peak_lr)
     lr_scale = 1.0
 
@@ -54,7 +58,7 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
         lab = np.stack([labels[i, ts, ys, xs] for i, ts, ys, xs in box])
         pix = trajectory_maps(lab, maps) if maps else np.stack([videos[i, ts, ys, xs] for i, ts, ys, xs in box])
         weight = 1.0 + 4.0 * torch.from_numpy(lab > 0).float()[:, None]
-        return to_tensor(pix), weight
+        return to_tensor(pix).to(device), weight.to(device)
 
     # A tiny causal VAE trained this hard sometimes collapses to the mean colour (the loss jumps and
     # stays up). Guard: keep the weights of the best window of 100 steps; when the window's loss is
@@ -89,22 +93,23 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
                     f"weights, learning rate x{lr_scale}")
             bar.set_postfix(loss=f"{mean:.4f}", best=f"{best:.4f}")
         if (step + 1) % 500 == 0:
-            vae.save_pretrained(work / "vae-ckpt")
+            vae.to("cpu").save_pretrained(work / "vae-ckpt")
+            vae.to(device)
     if good is not None:
         vae.load_state_dict(good[0])
     vae.eval()
     with torch.no_grad():  # latent statistics for normalisation, over whole clips
-        lat = torch.cat([vae.encode(to_tensor(videos[i:i + 8])).latent_dist.mode()
-                         for i in range(0, 128, 8)])
+        lat = torch.cat([vae.encode(to_tensor(videos[i:i + 8]).to(device)).latent_dist.mode()
+                         for i in range(0, min(128, len(videos)), 8)])
         vae.register_to_config(latents_mean=lat.mean(dim=(0, 2, 3, 4)).tolist(),
                                latents_std=lat.std(dim=(0, 2, 3, 4)).tolist())
-        x = to_tensor(videos[-8:])
+        x = to_tensor(videos[-8:]).to(device)
         psnr = psnr_of(round_trip(vae, x), x)
-        m = to_tensor(trajectory_maps(labels[-8:], "mask"))
+        m = to_tensor(trajectory_maps(labels[-8:], "mask")).to(device)
         psnr_maps = psnr_of(round_trip(vae, m), m)
     tmp = work / "vae.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    vae.save_pretrained(tmp)
+    vae.to("cpu").save_pretrained(tmp)
     tmp.rename(out)
     log(f"vae: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params, clip PSNR {psnr:.1f} dB, "
         f"mask maps {psnr_maps:.1f} dB")
@@ -115,7 +120,9 @@ def phase_vae(work: Path, steps: int, seed: int = 0, crop: int = 32, peak_lr: fl
 def outline_recall(vae, labels: np.ndarray, kind: str) -> float:
     """The share of a trajectory map's drawn pixels (frames 1..T-1) that come back drawn after the
     VAE's round trip: how much of the trajectory its latents carry."""
-    x = to_tensor(trajectory_maps(labels, kind))
+    params = getattr(vae, "parameters", None)
+    first = next(iter(params()), None) if params else None
+    x = to_tensor(trajectory_maps(labels, kind)).to(first.device if first is not None else "cpu")
     with torch.no_grad():
         y = round_trip(vae, x)
     drawn, back = (x.amax(1) > -0.8)[:, 1:], (y.amax(1) > -0.5)[:, 1:]
@@ -129,10 +136,12 @@ def finetune_for_maps(old, videos: np.ndarray, labels: np.ndarray, steps: int, s
     Map crops (3 box, 1 mask in 8 steps) are weighted 11x on their drawn pixels; video crops (every
     other step) keep their reconstruction loss plus `anchor` x the mean squared drift of their
     normalised latents from `old`'s. `videos` uint8 (N, T, H, W, 3) and `labels` (N, T, H, W) as
-    `world_clips` returns them. Returns the new VAE in eval mode; `old` is left as it was.
+    `world_clips` returns them. Runs on `old`'s device. Returns the new VAE in eval mode; `old` is
+    left as it was.
     """
     old = old.eval().requires_grad_(False)
     vae = copy.deepcopy(old).train().requires_grad_(True)
+    device = next(old.parameters()).device
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
@@ -152,7 +161,7 @@ def finetune_for_maps(old, videos: np.ndarray, labels: np.ndarray, steps: int, s
         else:
             pix = np.stack([videos[i, :, a:a + crop, b:b + crop] for i, a, b in zip(idx, y, x)])
             w = 1.0 + 4.0 * torch.from_numpy(lab > 0).float()[:, None]
-        inp = to_tensor(pix)
+        inp, w = to_tensor(pix).to(device), w.to(device)
         z = vae.encode(inp).latent_dist.mode()
         rec = vae.decode(z).sample
         err = (rec - inp).pow(2) + 0.5 * (rec - inp).abs()
@@ -172,7 +181,8 @@ def finetune_for_maps(old, videos: np.ndarray, labels: np.ndarray, steps: int, s
     return vae.eval()
 
 
-def phase_maps(work: Path, steps: int, seed: int = 0) -> Path:
+def phase_maps(work: Path, steps: int, seed: int = 0, clips: int = 2000,
+               device: torch.device | str = "cpu") -> Path:
     """Fine-tune the VAE for trajectory maps (`finetune_for_maps`), after the base is trained on its
     video latents.
 
@@ -180,7 +190,7 @@ def phase_maps(work: Path, steps: int, seed: int = 0) -> Path:
     twentieth of the pixels and weigh little in its loss): the ControlNet then sees almost nothing of
     a box trajectory. The fine-tune holds the video latents in place, so the base trained on them
     stays valid. Writes work/vae-maps, puts it into the base folder, then precomputes the stage clips
-    with it (work/precomputed).
+    with it (work/precomputed). Trains and precomputes on `device`; saved from the CPU.
     """
     from diffusers import AutoencoderKLWan
 
@@ -188,20 +198,20 @@ def phase_maps(work: Path, steps: int, seed: int = 0) -> Path:
 
     out, pre = work / "vae-maps", work / "precomputed"
     if not (out / "config.json").exists():
-        videos, labels = world_clips(2000, seed=100)
-        held = world_clips(16, seed=999)[1]
-        old = AutoencoderKLWan.from_pretrained(work / "vae").eval()
+        videos, labels = world_clips(clips, seed=100)
+        held = world_clips(min(16, clips), seed=999)[1]
+        old = AutoencoderKLWan.from_pretrained(work / "vae").eval().to(device)
         before = {k: outline_recall(old, held, k) for k in ("mask", "box")}
         vae = finetune_for_maps(old, videos, labels, steps, seed=seed)
         after = {k: outline_recall(vae, held, k) for k in ("mask", "box")}
-        x = to_tensor(videos[-8:])
+        x = to_tensor(videos[-8:]).to(device)
         with torch.no_grad():
             z_old, z = old.encode(x).latent_dist.mode(), vae.encode(x).latent_dist.mode()
             psnr = psnr_of(vae.decode(z).sample, x)
             drift = latent_drift(vae, z, z_old).item()
         tmp = work / "vae-maps.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        vae.save_pretrained(tmp)
+        vae.to("cpu").save_pretrained(tmp)
         tmp.rename(out)
         stats = {"steps": steps, "recall_before": before, "recall_after": after, "clip_psnr_db": psnr,
                  "video_latent_drift": drift}
@@ -215,5 +225,5 @@ def phase_maps(work: Path, steps: int, seed: int = 0) -> Path:
         shutil.copytree(out, tmp)
         shutil.rmtree(base_vae)
         tmp.rename(base_vae)
-        precompute(stage_config("stage1", work), pre, kinds=["mask", "box", "sparse_box"])
+        precompute(stage_config("stage1", work), pre, kinds=["mask", "box", "sparse_box"], device=str(device))
     return out
