@@ -126,7 +126,7 @@ def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None, f
     files, frames = [files[i] for i in order], [frames[i] for i in order]
     labels = [_read_label_png(p) for p in files]
 
-    # the most common size is the reference; rounding differences are resized away
+    # the most common size is the reference (on a tie, the first file's); rounding differences are resized away
     shapes = [a.shape for a in labels]
     h, w = max(set(shapes), key=lambda s: (shapes.count(s), -shapes.index(s)))
     for i, (p, a) in enumerate(zip(files, labels)):
