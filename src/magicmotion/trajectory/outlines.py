@@ -87,7 +87,11 @@ def fit_box(mask: np.ndarray, thickness: int, style: str, cover: np.ndarray | No
     span = outer + inner + 1  # skip the corners: the middle of each side crosses only that side
 
     def middle(a, b):
-        return (a + span, b - span) if b - a > 2 * span else (a, b)
+        if b - a > 2 * span:
+            return a + span, b - span
+        # a box too small to skip its corners: the lines between its edges, which the rounded corners
+        # of `release` outlines do not shorten
+        return (a + outer, b - outer) if b - a >= 2 * outer else (a, b)
 
     ca, cb = middle(left, right)
     ra, rb = middle(top, bottom)
