@@ -199,3 +199,29 @@ def test_outline_state_at_the_iou_threshold():
     assert outline_state(mask, np.array(box, float), t, "voc", no_cover) == "outline"
     mask[ys[59], xs[59]] = False
     assert outline_state(mask, np.array(box, float), t, "voc", no_cover) == "filled"
+
+
+def test_outline_state_of_a_hidden_outline():
+    """An outline half hidden by a later object is still an outline: only the part the cover leaves
+    shown is compared (without the cover the IoU would be about a half)."""
+    h, w, t = 60, 80, 3
+    box = [10, 10, 50, 40]
+    cover = np.zeros((h, w), bool)
+    cover[:, 30:] = True
+    mask = outline(h, w, box, t, "voc") & ~cover
+    assert outline_iou(mask, box, t, "voc") < OUTLINE_IOU
+    assert outline_state(mask, np.array(box, float), t, "voc", cover) == "outline"
+
+
+@pytest.mark.parametrize("size, expected", [((7, 9), "solid"), ((9, 7), "solid"), ((7, 10), "outline"),
+                                            ((3, 10), "solid"), ((10, 3), "solid")])
+def test_outline_state_solid_means_at_least_95_percent_lit(size, expected):
+    """'solid': the outline covers at least 95% of its box (too small an inside to tell an outline from
+    a filled box). voc, 3 px: 7x9 has a 1x3 inside (60 of 63 pixels lit: 95.2%), 7x10 a 1x4 one
+    (94.3%); 3 px wide boxes are lit whole."""
+    h, w, t = 40, 50, 3
+    bw, bh = size
+    box = [10, 12, 10 + bw, 12 + bh]
+    ring = outline(h, w, box, t, "voc")
+    assert (ring.sum() / (bw * bh) >= 0.95) == (expected == "solid")
+    assert outline_state(ring, np.array(box, float), t, "voc", np.zeros((h, w), bool)) == expected
