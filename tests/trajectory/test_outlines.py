@@ -213,15 +213,75 @@ def test_outline_state_of_a_hidden_outline():
     assert outline_state(mask, np.array(box, float), t, "voc", cover) == "outline"
 
 
-@pytest.mark.parametrize("size, expected", [((7, 9), "solid"), ((9, 7), "solid"), ((7, 10), "outline"),
-                                            ((3, 10), "solid"), ((10, 3), "solid")])
-def test_outline_state_solid_means_at_least_95_percent_lit(size, expected):
+@pytest.mark.parametrize("size, t, expected", [((7, 9), 3, "solid"), ((9, 7), 3, "solid"), ((7, 10), 3, "outline"),
+                                               ((3, 10), 3, "solid"), ((10, 3), 3, "solid"), ((15, 16), 6, "solid")])
+def test_outline_state_solid_means_at_least_95_percent_lit(size, t, expected):
     """'solid': the outline covers at least 95% of its box (too small an inside to tell an outline from
     a filled box). voc, 3 px: 7x9 has a 1x3 inside (60 of 63 pixels lit: 95.2%), 7x10 a 1x4 one
-    (94.3%); 3 px wide boxes are lit whole."""
-    h, w, t = 40, 50, 3
+    (94.3%); 3 px wide boxes are lit whole; 6 px, 15x16: a 3x4 inside, 228 of 240 lit, exactly 95%."""
+    h, w = 40, 50
     bw, bh = size
     box = [10, 12, 10 + bw, 12 + bh]
     ring = outline(h, w, box, t, "voc")
     assert (ring.sum() / (bw * bh) >= 0.95) == (expected == "solid")
     assert outline_state(ring, np.array(box, float), t, "voc", np.zeros((h, w), bool)) == expected
+
+
+@st.composite
+def boxes_anywhere(draw):
+    """(h, w, box, thickness, style): a box inside the frame, touching its edges or not (its outline
+    then cut by the frame: release's band reaches past the box), with an inside."""
+    style = draw(st.sampled_from(STYLES))
+    t = draw(st.integers(1, 5))
+    h, w = draw(st.integers(30, 70)), draw(st.integers(30, 70))
+    side = 2 * t + 3
+    x0, y0 = draw(st.sampled_from([0, 1, 2, 5])), draw(st.sampled_from([0, 1, 2, 5]))
+    x1 = draw(st.sampled_from([w, w - 1, w - 2, w - 5, x0 + side]))
+    y1 = draw(st.sampled_from([h, h - 1, h - 2, h - 5, y0 + side]))
+    return h, w, [x0, y0, x1, y1], t, style
+
+
+@settings(**SETTINGS)
+@given(case=boxes_anywhere())
+def test_fit_box_at_the_frame_edges(case):
+    """Boxes on or near the frame's edges (the outline's outer pixels cut off: read from the inner
+    pixel) come back exactly, as floats; and the outline of such a box explains itself (IoU 1)."""
+    h, w, box, t, style = case
+    ring = outline(h, w, box, t, style)
+    fitted = fit_box(ring, t, style)
+    assert fitted.dtype == np.float64
+    np.testing.assert_array_equal(fitted, box)
+    assert outline_iou(ring, box, t, style) == 1.0
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("side", ["left", "top", "right", "bottom"])
+def test_fit_box_outer_pixels_under_a_later_object(style, side):
+    """A later object hides the outermost pixel line of one side's band (the band's inner part still
+    shows): that side is read from its inner pixel, exactly."""
+    h, w, t = 70, 90, 4
+    box = [15, 10, 70, 50]
+    x0, y0, x1, y1 = box
+    outer, inner, shift = outline_band(t, style)
+    cover = np.zeros((h, w), bool)
+    hide = {"left": (slice(None), slice(0, x0 - outer + 1)), "top": (slice(0, y0 - outer + 1), slice(None)),
+            "right": (slice(None), slice(x1 - shift + outer, None)),
+            "bottom": (slice(y1 - shift + outer, None), slice(None))}
+    cover[hide[side]] = True
+    mask = outline(h, w, box, t, style) & ~cover
+    np.testing.assert_array_equal(fit_box(mask, t, style, cover=cover), box)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_fit_box_side_lost_without_a_cover(style):
+    """A side missing with nothing covering it and the frame's edge far (a lossy video lost it): the
+    box ends where the other sides end."""
+    h, w, t = 70, 90, 3
+    box = [15, 10, 70, 50]
+    outer, inner, shift = outline_band(t, style)
+    ring = outline(h, w, box, t, style)
+    r = box[3] - shift
+    ring[r - inner:, :] = False  # the bottom side's band and what lies past it
+    fitted = fit_box(ring, t, style)
+    last = int(np.flatnonzero(ring.any(1))[-1])
+    np.testing.assert_array_equal(fitted, [box[0], box[1], box[2], last - outer + shift])
