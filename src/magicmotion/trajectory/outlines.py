@@ -62,6 +62,8 @@ def _side_line(mask: np.ndarray, cover: np.ndarray, lo: int, hi: int, outer: int
         inside = own & (unlit_before > first)
         if inside.any():
             return int(np.median(unlit_before[inside])) + 1 + inner
+        if last[own].max() == n - 1:  # no inside, cut by the frame's edge: the side lies on that edge
+            return n - 1
         return int(last[own].max()) - outer
     # hidden all along: past the frame's edge, or where the other sides end, or under the cover
     if ext_last == n - 1:
