@@ -254,13 +254,17 @@ def test_fit_box_at_the_frame_edges(case):
     assert outline_iou(ring, box, t, style) == 1.0
 
 
-@pytest.mark.parametrize("style", STYLES)
+# (style, thickness, box): a big box, and boxes with an inside too small to skip their corners
+OUTER_CASES = [("voc", 4, [15, 10, 70, 50]), ("release", 4, [15, 10, 70, 50]), ("voc", 2, [15, 10, 20, 15]),
+               ("release", 2, [15, 10, 19, 14])]
+
+
+@pytest.mark.parametrize("style, t, box", OUTER_CASES, ids=[f"{s}-{t}-{b[2] - b[0]}" for s, t, b in OUTER_CASES])
 @pytest.mark.parametrize("side", ["left", "top", "right", "bottom"])
-def test_fit_box_outer_pixels_under_a_later_object(style, side):
+def test_fit_box_outer_pixels_under_a_later_object(style, t, box, side):
     """A later object hides the outermost pixel line of one side's band (the band's inner part still
     shows): that side is read from its inner pixel, exactly."""
-    h, w, t = 70, 90, 4
-    box = [15, 10, 70, 50]
+    h, w = 70, 90
     x0, y0, x1, y1 = box
     outer, inner, shift = outline_band(t, style)
     cover = np.zeros((h, w), bool)
@@ -285,3 +289,12 @@ def test_fit_box_side_lost_without_a_cover(style):
     fitted = fit_box(ring, t, style)
     last = int(np.flatnonzero(ring.any(1))[-1])
     np.testing.assert_array_equal(fitted, [box[0], box[1], box[2], last - outer + shift])
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("t", [1, 2, 4])
+def test_fit_box_thin_boxes_on_the_frame_edges(style, t):
+    """One-pixel-wide boxes along each edge of the frame (a pole at the border) come back exactly."""
+    h, w = 40, 50
+    for box in ([w - 1, 10, w, 30], [0, 10, 1, 30], [10, h - 1, 30, h], [10, 0, 30, 1], [w - 1, h - 1, w, h]):
+        np.testing.assert_array_equal(fit_box(outline(h, w, box, t, style), t, style), box, err_msg=str(box))
