@@ -23,10 +23,13 @@ def from_label_masks(labels: np.ndarray, caption: str = "", labels_by_id: dict |
 
     `frames` gives the frame index of each label image (default 0..T-1)."""
     labels = np.asarray(labels)
-    if labels.ndim != 3:
-        raise TrajectoryError(f"{source or 'labels'}: label masks must be (T, H, W), got {labels.shape}")
+    where = source or "labels"
+    if labels.ndim != 3 or not len(labels):
+        raise TrajectoryError(f"{where}: label masks must be (T, H, W) with T >= 1, got {labels.shape}")
     frames = list(range(len(labels))) if frames is None else list(frames)
-    num_frames = num_frames or (max(frames) + 1 if frames else 0)
+    if len(frames) != len(labels):
+        raise TrajectoryError(f"{where}: {len(frames)} frame numbers for {len(labels)} label images")
+    num_frames = num_frames or max(frames) + 1
     _, h, w = labels.shape
     ids = [int(i) for i in np.unique(labels) if i > 0]
     traj = Trajectory(width=w, height=h, num_frames=num_frames, caption=caption, source=source)
@@ -123,7 +126,7 @@ def from_mask_frames(folder: str | os.PathLike, num_frames: int | None = None, f
     files, frames = [files[i] for i in order], [frames[i] for i in order]
     labels = [_read_label_png(p) for p in files]
 
-    # the most common size is the reference; rounding differences are resized away
+    # the most common size is the reference (on a tie, the first file's); rounding differences are resized away
     shapes = [a.shape for a in labels]
     h, w = max(set(shapes), key=lambda s: (shapes.count(s), -shapes.index(s)))
     for i, (p, a) in enumerate(zip(files, labels)):

@@ -62,6 +62,8 @@ def _side_line(mask: np.ndarray, cover: np.ndarray, lo: int, hi: int, outer: int
         inside = own & (unlit_before > first)
         if inside.any():
             return int(np.median(unlit_before[inside])) + 1 + inner
+        if last[own].max() == n - 1:  # no inside, cut by the frame's edge: the side lies on that edge
+            return n - 1
         return int(last[own].max()) - outer
     # hidden all along: past the frame's edge, or where the other sides end, or under the cover
     if ext_last == n - 1:
@@ -87,7 +89,11 @@ def fit_box(mask: np.ndarray, thickness: int, style: str, cover: np.ndarray | No
     span = outer + inner + 1  # skip the corners: the middle of each side crosses only that side
 
     def middle(a, b):
-        return (a + span, b - span) if b - a > 2 * span else (a, b)
+        if b - a > 2 * span:
+            return a + span, b - span
+        # a box too small to skip its corners: the lines between its edges, which the rounded corners
+        # of `release` outlines do not shorten
+        return (a + outer, b - outer) if b - a >= 2 * outer else (a, b)
 
     ca, cb = middle(left, right)
     ra, rb = middle(top, bottom)
