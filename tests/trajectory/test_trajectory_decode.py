@@ -174,3 +174,10 @@ def test_single_frame_is_a_mask_and_solid_small_boxes():
     decoded = decode_maps(maps)
     assert decoded.kind == "box"
     np.testing.assert_array_equal(render(decoded.trajectory, "box"), maps)
+
+
+def test_from_maps_without_a_source_names_maps_and_records_none():
+    """from_maps(maps) with no source: errors say "maps:", and the spec's source stays empty."""
+    with pytest.raises(TrajectoryError, match=r"^maps: no objects found"):
+        from_maps(np.zeros((2, 16, 16, 3), np.uint8))
+    assert from_maps(render(synthetic_spec(size=(64, 48), frames=3), "mask")).source == ""
