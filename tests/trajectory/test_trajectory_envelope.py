@@ -6,6 +6,7 @@ answer. The README's render -> from-maps example is inside it."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -270,3 +271,35 @@ def test_thin_box_kinds_given_in_a_lossy_video_are_refused(tmp_path, kind):
     assert str(e.value) == (f"b.mp4: {kind} maps in a lossy video at 120x100: their outlines (1 px, "
                             f"min(W, H) // 100) do not survive lossy coding, so the boxes cannot be read "
                             f"reliably; {HOW}")
+
+
+def _mjpeg(path, maps):
+    """RGB frames as MJPEG (yuvj420p: chroma at half resolution) through PyAV."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("mjpeg", rate=8)
+        stream.width, stream.height, stream.pix_fmt = maps.shape[2], maps.shape[1], "yuvj420p"
+        for frame in maps:
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        c.mux(stream.encode())
+
+
+def test_mjpeg_thin_outlines_are_refused_as_dimmed_copies(tmp_path, capsys):
+    """The README example's 64x64 box maps (1-px outlines) as MJPEG: the outlines' chroma is halved, so
+    on frames 1.. they come out as a darker copy of their frame-0 colour (voc (128, 0, 0) -> about
+    (64, 0, 0), which is voc's id 8). Refused, naming both colours, rather than read as a phantom
+    object 8; from-maps exits 2 and writes nothing."""
+    _mjpeg(tmp_path / "m.avi", render(load(EXAMPLE), "box"))
+    with pytest.raises(TrajectoryError) as e:
+        decode_maps(load_maps(tmp_path / "m.avi"), source="m.avi")
+    msg = str(e.value)
+    assert msg.startswith("m.avi: colour (") and "appears only after frame 0 and is a dimmed copy of (" in msg
+    assert msg.endswith("outlines too thin for this video's colour coding (MJPEG?) to keep their colour; "
+                        "write the maps as H.264 mp4 or PNG frames")
+    dim, bright = (np.array(c, int) for c in re.findall(r"\((\d+), (\d+), (\d+)\)", msg)[:2])
+    assert bright.tolist() in _distinct("voc")[0].tolist() and dim.tolist() in _distinct("voc")[0].tolist()
+    assert np.all(dim <= bright) and dim.sum() < bright.sum()  # the darker one appears later
+    out = tmp_path / "m.json"
+    assert main(["trajectory", "from-maps", str(tmp_path / "m.avi"), "--out", str(out)]) == 2
+    assert "dimmed copy" in capsys.readouterr().err and not out.exists()
