@@ -318,19 +318,21 @@ def test_close_release_colours_touching_are_warned(tmp_path, scene, warned):
     """Release palette ids 2 and 19 (colours 21.4 apart: H.264 shifts one into the other) in mask maps
     at 320x320 (no size warning), through H.264 crf 18: a small patch of one against a large object of
     the other is warned (it could be the larger one's drift); apart, or alike in size, or touching at a
-    corner only (a touch shorter than 0.8 * the small one's side), no warning. Both are read."""
+    corner only (a touch shorter than 0.8 * the small one's side), no warning. All are read; id 5,
+    whose colour is far from both, is warned about with neither."""
     big = (2, (40, 40, 200, 200))
     small = {"small 19 against a large 2": (19, (200, 100, 230, 130)),
              "small 19 apart from a large 2": (19, (260, 100, 290, 130)),
              "19 and 2 alike in size, touching": (19, (200, 40, 300, 200)),
              "corner contact only": (19, (200, 200, 230, 230))}[scene]
-    labels = _drawn_labels((320, 320), [[big, small]] * 2)
+    other = (5, (40, 240, 120, 300))  # far from both (58+ apart), between them in id order
+    labels = _drawn_labels((320, 320), [[big, other, small]] * 2)
     maps = render(from_label_masks(labels), "mask", palette="release")
     write_h264(tmp_path / "maps.mp4", maps, 18)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         back = decode_maps(load_maps(tmp_path / "maps.mp4"), source="c.mp4")
-    assert back.palette == "release" and back.trajectory.ids == [2, 19]
+    assert back.palette == "release" and back.trajectory.ids == [2, 5, 19]
     expected = [f"c.mp4: {CLOSE}: a lossy video can shift one into the other (check them; PNG frames or "
                 "a lossless video read exactly)"] if warned else []
     assert [str(w.message) for w in caught] == expected
