@@ -13,6 +13,7 @@ from magicmotion.errors import TrajectoryError
 from magicmotion.io import write_frames, write_video
 from magicmotion.trajectory import (decode_maps, from_label_masks, from_maps, load, load_maps,
                                     palette_color, render, sparsify)
+from magicmotion.trajectory.decode import outline_pixels
 
 SMALL_W, SMALL_H = 400, 304  # outlines 3 px: the thinnest that H.264 keeps readable in voc colours
 
@@ -196,3 +197,22 @@ def test_from_maps_without_a_source_names_maps_and_records_none():
     with pytest.raises(TrajectoryError, match=r"^maps: no objects found"):
         from_maps(np.zeros((2, 16, 16, 3), np.uint8))
     assert from_maps(render(synthetic_spec(size=(64, 48), frames=3), "mask")).source == ""
+
+
+@pytest.mark.parametrize("thickness", [1, 2, 3, 4])
+def test_outline_pixels_drops_slivers_but_keeps_outline_bands(thickness):
+    """An object's pixels on a lossy box frame: its outline band (cv2.rectangle, `thickness` px) plus
+    the 1-px sliver another object's blurred edge leaves in its colour. From 3 px (what lossy video
+    keeps) the sliver goes and the band stays whole; thinner outlines are left as they are, and so is
+    a mask of slivers only (nothing to tell them from)."""
+    import cv2
+
+    band = np.zeros((60, 80), np.uint8)
+    cv2.rectangle(band, (10, 8), (60, 50), 1, thickness)
+    band = band.astype(bool)
+    sliver = np.zeros_like(band)
+    sliver[20:40, 70] = True   # a 1-px line, apart from the band
+    sliver[30, 62:70] = True   # and one touching its right side
+    got = outline_pixels(band | sliver, thickness)
+    np.testing.assert_array_equal(got, band if thickness >= 3 else band | sliver)
+    np.testing.assert_array_equal(outline_pixels(sliver, thickness), sliver)
