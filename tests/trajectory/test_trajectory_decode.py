@@ -216,3 +216,40 @@ def test_outline_pixels_drops_slivers_but_keeps_outline_bands(thickness):
     got = outline_pixels(band | sliver, thickness)
     np.testing.assert_array_equal(got, band if thickness >= 3 else band | sliver)
     np.testing.assert_array_equal(outline_pixels(sliver, thickness), sliver)
+
+
+def _drawn_maps(shapes, size=(80, 60)):
+    """Lossless voc maps drawn with OpenCV: per frame, "F" a filled box of object 1, "O" its 1-px
+    outline (the voc style at thickness 1: a band just inside the box), "-" nothing."""
+    import cv2
+
+    maps = np.zeros((len(shapes), size[1], size[0], 3), np.uint8)
+    for t, s in enumerate(shapes):
+        x0, y0 = 10 + 2 * t, 12 + t
+        if s != "-":
+            cv2.rectangle(maps[t], (x0, y0), (x0 + 29, y0 + 19), palette_color(1), -1 if s == "F" else 1)
+    return maps
+
+
+@pytest.mark.parametrize("shapes,kind", [
+    ("F" + "O" * 9 + "F", "box"),          # 1 filled of 10 later shapes: outvoted
+    ("F" + "F" * 9 + "O", "mask"),         # 1 outline of 10: outvoted
+    ("F" + "O" * 8 + "FF", None),          # 2 of 10 filled: neither kind
+    ("F" + "O" * 8 + "-O", "sparse_box"),  # an empty frame among outlines
+    ("F" + "F" * 8 + "-F", "mask"),        # an empty frame among masks: an absent object
+])
+def test_kind_is_voted_over_the_later_frames(shapes, kind):
+    """Frames 1.. vote for the kind; up to a tenth of the shapes read the other way are outvoted (a
+    hidden object's rim can look like an outline), more is an error naming one shape of each."""
+    maps = _drawn_maps(shapes)
+    if kind is None:
+        with pytest.raises(TrajectoryError) as e:
+            decode_maps(maps, source="v.mp4")
+        assert str(e.value) == ("v.mp4: frame 9: object 1 is a filled shape but object 1 on frame 1 is a "
+                                "box outline; maps of one kind have either (pass kind=)")
+        return
+    decoded = decode_maps(maps)
+    assert decoded.kind == kind
+    if kind != "mask":
+        o = decoded.trajectory.object(1)
+        assert o.boxes[1].tolist() == [12, 13, 42, 33] and (9 in o.boxes) == (kind == "box")
