@@ -220,13 +220,15 @@ def test_outline_pixels_drops_slivers_but_keeps_outline_bands(thickness):
 
 def _drawn_maps(shapes, size=(80, 60)):
     """Lossless voc maps drawn with OpenCV: per frame, "F" a filled box of object 1, "O" its 1-px
-    outline (the voc style at thickness 1: a band just inside the box), "-" nothing."""
+    outline (the voc style at thickness 1: a band just inside the box), "S" a 2x2 box, "-" nothing."""
     import cv2
 
     maps = np.zeros((len(shapes), size[1], size[0], 3), np.uint8)
     for t, s in enumerate(shapes):
         x0, y0 = 10 + 2 * t, 12 + t
-        if s != "-":
+        if s == "S":  # a 2x2 box: its outline is solid (no inside)
+            cv2.rectangle(maps[t], (x0, y0), (x0 + 1, y0 + 1), palette_color(1), -1)
+        elif s != "-":
             cv2.rectangle(maps[t], (x0, y0), (x0 + 29, y0 + 19), palette_color(1), -1 if s == "F" else 1)
     return maps
 
@@ -237,10 +239,12 @@ def _drawn_maps(shapes, size=(80, 60)):
     ("F" + "O" * 8 + "FF", None),          # 2 of 10 filled: neither kind
     ("F" + "O" * 8 + "-O", "sparse_box"),  # an empty frame among outlines
     ("F" + "F" * 8 + "-F", "mask"),        # an empty frame among masks: an absent object
+    ("F" + "O" + "S" * 9, "box"),          # boxes too small for an inside vote for neither kind
 ])
 def test_kind_is_voted_over_the_later_frames(shapes, kind):
     """Frames 1.. vote for the kind; up to a tenth of the shapes read the other way are outvoted (a
-    hidden object's rim can look like an outline), more is an error naming one shape of each."""
+    hidden object's rim can look like an outline), more is an error naming one shape of each; a box
+    too small to have an inside could be either, and does not vote."""
     maps = _drawn_maps(shapes)
     if kind is None:
         with pytest.raises(TrajectoryError) as e:
