@@ -277,3 +277,13 @@ def test_detect_palette_names_the_palette_maps_were_drawn_in(tmp_path, palette):
         detect_palette(np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(TrajectoryError, match=r"^b.mp4: no objects found"):
         detect_palette(np.zeros((2, 8, 8, 3), np.uint8), "b.mp4")
+
+
+def test_an_object_that_comes_in_after_a_black_frame_0_is_read():
+    """Two frames, frame 0 black and object 3 on frame 1: read (as masks, empty on frame 0), not
+    "every frame is black"."""
+    maps = np.zeros((2, 24, 32, 3), np.uint8)
+    maps[1, 4:14, 6:20] = palette_color(3)
+    decoded = decode_maps(maps)
+    assert decoded.kind == "mask" and decoded.palette == "voc" and decoded.trajectory.ids == [3]
+    np.testing.assert_array_equal(render(decoded.trajectory, "mask"), maps)
