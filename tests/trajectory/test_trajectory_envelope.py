@@ -313,18 +313,24 @@ CLOSE = "objects 2 and 19 have colours 21 apart and touch"  # release (128, 80, 
     ("small 19 apart from a large 2", False),
     ("19 and 2 alike in size, touching", False),
     ("corner contact only", False),
+    ("small 19 below a large 2", True),
+    ("small 19 2 px right of a large 2", False),
+    ("small 19 2 px below a large 2", False),
 ])
 def test_close_release_colours_touching_are_warned(tmp_path, scene, warned):
     """Release palette ids 2 and 19 (colours 21.4 apart: H.264 shifts one into the other) in mask maps
     at 320x320 (no size warning), through H.264 crf 18: a small patch of one against a large object of
-    the other is warned (it could be the larger one's drift); apart, or alike in size, or touching at a
-    corner only (a touch shorter than 0.8 * the small one's side), no warning. All are read; id 5,
-    whose colour is far from both, is warned about with neither."""
+    the other is warned (it could be the larger one's drift), on any side; apart (2 px is apart), or
+    alike in size, or touching at a corner only (a touch shorter than 0.8 * the small one's side), no
+    warning. All are read; id 5, whose colour is far from both, is warned about with neither."""
     big = (2, (40, 40, 200, 200))
     small = {"small 19 against a large 2": (19, (200, 100, 230, 130)),
              "small 19 apart from a large 2": (19, (260, 100, 290, 130)),
              "19 and 2 alike in size, touching": (19, (200, 40, 300, 200)),
-             "corner contact only": (19, (200, 200, 230, 230))}[scene]
+             "corner contact only": (19, (200, 200, 230, 230)),
+             "small 19 below a large 2": (19, (100, 200, 130, 230)),
+             "small 19 2 px right of a large 2": (19, (202, 100, 232, 130)),
+             "small 19 2 px below a large 2": (19, (100, 202, 130, 232))}[scene]
     other = (5, (40, 240, 120, 300))  # far from both (58+ apart), between them in id order
     labels = _drawn_labels((320, 320), [[big, other, small]] * 2)
     maps = render(from_label_masks(labels), "mask", palette="release")
