@@ -278,6 +278,9 @@ def test_detect_palette_names_the_palette_maps_were_drawn_in(tmp_path, palette):
         assert detect_palette(maps) == palette
     write_h264(tmp_path / "mask.mp4", maps, 30)
     assert detect_palette(load_maps(tmp_path / "mask.mp4")) == palette
+    big = np.zeros((1, 640, 660, 3), np.uint8)  # 422,400 non-black pixels: a subsample is looked at
+    big[:, :, 20:] = palette_color(4, palette)
+    assert detect_palette(big) == palette
     with pytest.raises(TrajectoryError, match=r"^maps: no objects found"):
         detect_palette(np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(TrajectoryError, match=r"^b.mp4: no objects found"):
