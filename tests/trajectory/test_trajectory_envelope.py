@@ -6,6 +6,7 @@ answer. The README's render -> from-maps example is inside it."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -152,3 +153,192 @@ def test_low_quality_video_is_right_warned_or_refused(tmp_path, kind, size, pale
             for o in truth.objects for t in o.boxes if t > 0 and kind != "mask"
             and (kind == "sparse_box" or o.mask_area(t))]
     assert not errs or np.mean(np.array(errs) <= 2) >= 0.9
+
+
+# --- scenes drawn with OpenCV (filled rectangles, as a user's label masks or a tracker's output), rendered
+# as mask maps and encoded by PyAV's H.264: what the lossy-maps envelope check refuses, warns or reads
+
+def _drawn_labels(size, frames):
+    """frames: per frame a list of (id, (x0, y0, x1, y1)) filled rectangles -> label images (T, H, W)."""
+    import cv2
+
+    W, H = size
+    labels = np.zeros((len(frames), H, W), np.uint8)
+    for t, rects in enumerate(frames):
+        for oid, (x0, y0, x1, y1) in rects:
+            cv2.rectangle(labels[t], (x0, y0), (x1 - 1, y1 - 1), int(oid), thickness=-1)
+    return labels
+
+
+def _lossy_mask_maps(tmp_path, labels, crf=18):
+    """Mask maps of `labels` (voc palette: ids 1..4 are 128+ apart) through H.264 at `crf`, read back."""
+    maps = render(from_label_masks(labels), "mask")
+    write_h264(tmp_path / "maps.mp4", maps, crf)
+    back = load_maps(tmp_path / "maps.mp4")[:, :labels.shape[1], :labels.shape[2]]
+    assert not _is_lossless(back, _distinct("voc")[0])  # the check below is the lossy one
+    return back, maps
+
+
+HOW = ("render them to PNG frames (--out DIR/) or a lossless video (`magicmotion trajectory render` "
+       "writes one), or at 300 px or more")
+
+
+@pytest.mark.parametrize("crf", [18, 28])
+def test_mask_maps_that_lost_most_objects_after_frame_0_are_refused(tmp_path, crf):
+    """200x150 (1-px outlines), 2 frames: ids 1, 2, 3 fill frame 0; on frame 1 id 1 leaves a 10x10
+    corner (4% of its area: what a lost outline leaves), id 3 nothing, id 2 is whole and id 4 comes
+    in. 2 of the 3 frame-0 objects lost is most: box maps whose outlines the coding lost, refused
+    naming them (id 4, absent on frame 0, is not counted). The same maps as PNG frames read exactly."""
+    labels = _drawn_labels((200, 150), [
+        [(1, (10, 10, 60, 60)), (2, (80, 10, 130, 60)), (3, (140, 80, 190, 130))],
+        [(1, (10, 10, 20, 20)), (2, (80, 14, 130, 64)), (4, (20, 90, 70, 140))],
+    ])
+    maps, exact = _lossy_mask_maps(tmp_path, labels, crf)
+    msg = ("clip.mp4: object(s) 1, 3 fill frame 0 and leave little or nothing on most later frames of "
+           "this lossy video at 200x150: box maps whose 1-px outlines were lost to the video coding, "
+           f"most likely; {HOW}")
+    with pytest.raises(TrajectoryError) as e:
+        decode_maps(maps, source="clip.mp4")
+    assert str(e.value) == msg
+    back = decode_maps(exact)
+    assert back.kind == "mask" and back.trajectory.ids == [1, 2, 3, 4]
+    np.testing.assert_array_equal(render(back.trajectory, "mask"), exact)
+
+
+def test_mask_maps_whose_objects_leave_partway_are_read(tmp_path):
+    """256x256 (2-px outlines; masks at 256 px and more keep IoU >= 0.9, no warning), 3 frames: id 1
+    leaves after frame 0 (lost), id 2 after frame 1 (on half the later frames, whole: not an outline's
+    remains). One of two frame-0 objects lost is not most: read as masks, no warning, right masks."""
+    labels = _drawn_labels((256, 256), [
+        [(1, (20, 20, 100, 100)), (2, (140, 120, 230, 220))],
+        [(2, (136, 120, 226, 220))],
+        [],
+    ])
+    maps, _ = _lossy_mask_maps(tmp_path, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = decode_maps(maps)
+    assert back.kind == "mask" and back.trajectory.ids == [1, 2]
+    for o in back.trajectory.objects:
+        for t in range(3):
+            truth = labels[t] == o.id
+            if truth.any():
+                assert iou(truth, o.mask(t)) >= 0.9, (o.id, t)  # the envelope's mask IoU (docs)
+            else:
+                assert o.mask_area(t) == 0, (o.id, t)
+
+
+def test_mask_maps_at_300_px_trust_objects_that_leave(tmp_path):
+    """At 300 px (3-px outlines, which lossy video keeps) mask maps are trusted even where every
+    object leaves after frame 0: id 1 is gone, id 2 leaves a sliver at the edge: read, no warning."""
+    labels = _drawn_labels((300, 300), [
+        [(1, (30, 30, 130, 130)), (2, (170, 150, 290, 270))],
+        [(2, (280, 150, 300, 270))],
+        [],
+    ])
+    maps, _ = _lossy_mask_maps(tmp_path, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = decode_maps(maps)
+    assert back.kind == "mask" and back.trajectory.ids == [1, 2]
+    for o in back.trajectory.objects:
+        assert iou(labels[0] == o.id, o.mask(0)) >= 0.9
+        assert o.mask_area(2) == 0
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_small_lossy_mask_warning_says_why_once(tmp_path, frames):
+    """Mask maps at 160x120 through H.264 (one frame or three): exactly one warning, the lossy-masks one,
+    naming the size and the remedy."""
+    labels = _drawn_labels((160, 120), [[(1, (20, 20, 70, 80)), (2, (90, 30, 150, 100))]] * frames)
+    maps, _ = _lossy_mask_maps(tmp_path, labels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        back = decode_maps(maps, source="small.mp4")
+    assert back.kind == "mask" and back.trajectory.ids == [1, 2]
+    assert [str(w.message) for w in caught] == [
+        "small.mp4: masks read from a lossy video at 160x120 lose their edges (object IoU down to 0.8 "
+        "measured below 256 px); PNG frames or a lossless video read exactly"]
+    assert caught[0].category is UserWarning
+
+
+@pytest.mark.parametrize("kind", ["box", "sparse_box"])
+def test_thin_box_kinds_given_in_a_lossy_video_are_refused(tmp_path, kind):
+    """kind= box or sparse_box on a lossy 120x100 video (1-px outlines): refused, whatever the frames."""
+    write_h264(tmp_path / "maps.mp4", render(_box_spec((120, 100), frames=3), "box"), 18)
+    with pytest.raises(TrajectoryError) as e:
+        decode_maps(load_maps(tmp_path / "maps.mp4"), kind=kind, source="b.mp4")
+    assert str(e.value) == (f"b.mp4: {kind} maps in a lossy video at 120x100: their outlines (1 px, "
+                            f"min(W, H) // 100) do not survive lossy coding, so the boxes cannot be read "
+                            f"reliably; {HOW}")
+
+
+def _mjpeg(path, maps):
+    """RGB frames as MJPEG (yuvj420p: chroma at half resolution) through PyAV."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("mjpeg", rate=8)
+        stream.width, stream.height, stream.pix_fmt = maps.shape[2], maps.shape[1], "yuvj420p"
+        for frame in maps:
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        c.mux(stream.encode())
+
+
+def test_mjpeg_thin_outlines_are_refused_as_dimmed_copies(tmp_path, capsys):
+    """The README example's 64x64 box maps (1-px outlines) as MJPEG: the outlines' chroma is halved, so
+    on frames 1.. they come out as a darker copy of their frame-0 colour (voc (128, 0, 0) -> about
+    (64, 0, 0), which is voc's id 8). Refused, naming both colours, rather than read as a phantom
+    object 8; from-maps exits 2 and writes nothing."""
+    _mjpeg(tmp_path / "m.avi", render(load(EXAMPLE), "box"))
+    with pytest.raises(TrajectoryError) as e:
+        decode_maps(load_maps(tmp_path / "m.avi"), source="m.avi")
+    msg = str(e.value)
+    assert msg.startswith("m.avi: colour (") and "appears only after frame 0 and is a dimmed copy of (" in msg
+    assert msg.endswith("outlines too thin for this video's colour coding (MJPEG?) to keep their colour; "
+                        "write the maps as H.264 mp4 or PNG frames")
+    dim, bright = (np.array(c, int) for c in re.findall(r"\((\d+), (\d+), (\d+)\)", msg)[:2])
+    assert bright.tolist() in _distinct("voc")[0].tolist() and dim.tolist() in _distinct("voc")[0].tolist()
+    assert np.all(dim <= bright) and dim.sum() < bright.sum()  # the darker one appears later
+    out = tmp_path / "m.json"
+    assert main(["trajectory", "from-maps", str(tmp_path / "m.avi"), "--out", str(out)]) == 2
+    assert "dimmed copy" in capsys.readouterr().err and not out.exists()
+
+
+CLOSE = "objects 2 and 19 have colours 21 apart and touch"  # release (128, 80, 80) and (128, 76, 101)
+
+
+@pytest.mark.parametrize("scene,warned", [
+    ("small 19 against a large 2", True),
+    ("small 19 apart from a large 2", False),
+    ("19 and 2 alike in size, touching", False),
+    ("corner contact only", False),
+    ("small 19 below a large 2", True),
+    ("small 19 2 px right of a large 2", False),
+    ("small 19 2 px below a large 2", False),
+])
+def test_close_release_colours_touching_are_warned(tmp_path, scene, warned):
+    """Release palette ids 2 and 19 (colours 21.4 apart: H.264 shifts one into the other) in mask maps
+    at 320x320 (no size warning), through H.264 crf 18: a small patch of one against a large object of
+    the other is warned (it could be the larger one's drift), on any side; apart (2 px is apart), or
+    alike in size, or touching at a corner only (a touch shorter than 0.8 * the small one's side), no
+    warning. All are read; id 5, whose colour is far from both, is warned about with neither."""
+    big = (2, (40, 40, 200, 200))
+    small = {"small 19 against a large 2": (19, (200, 100, 230, 130)),
+             "small 19 apart from a large 2": (19, (260, 100, 290, 130)),
+             "19 and 2 alike in size, touching": (19, (200, 40, 300, 200)),
+             "corner contact only": (19, (200, 200, 230, 230)),
+             "small 19 below a large 2": (19, (100, 200, 130, 230)),
+             "small 19 2 px right of a large 2": (19, (202, 100, 232, 130)),
+             "small 19 2 px below a large 2": (19, (100, 202, 130, 232))}[scene]
+    other = (5, (40, 240, 120, 300))  # far from both (58+ apart), between them in id order
+    labels = _drawn_labels((320, 320), [[big, other, small]] * 2)
+    maps = render(from_label_masks(labels), "mask", palette="release")
+    write_h264(tmp_path / "maps.mp4", maps, 18)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        back = decode_maps(load_maps(tmp_path / "maps.mp4"), source="c.mp4")
+    assert back.palette == "release" and back.trajectory.ids == [2, 5, 19]
+    expected = [f"c.mp4: {CLOSE}: a lossy video can shift one into the other (check them; PNG frames or "
+                "a lossless video read exactly)"] if warned else []
+    assert [str(w.message) for w in caught] == expected
