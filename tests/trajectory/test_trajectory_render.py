@@ -364,3 +364,52 @@ def test_preview_frames_at_a_size_that_is_not_square():
     traj.objects.append(ObjectTrack(id=1, boxes={0: np.array([2, 2, 10, 10.0]), 1: np.array([4, 4, 12, 12.0])}))
     frames, maps = preview_frames(traj, np.zeros((30, 40, 3), np.uint8), size=(24, 16))
     assert frames.shape == maps.shape == (2, 16, 24, 3)
+
+
+def test_objects_drawn_alike_are_refused_naming_both_ids():
+    """The release palette repeats its colours: ids 1 and 1 + (its number of colours) would be drawn
+    alike and read back as one object. The message names both ids, the colour and the period."""
+    from magicmotion.trajectory.palette import get_palette
+
+    table = get_palette("release")
+    period = len({tuple(c) for c in table[1:].tolist()})
+    twin = next(i for i in range(2, 256) if tuple(table[i]) == tuple(table[1]))
+    assert twin == 1 + period  # the release table cycles through its colours in order
+    traj = Trajectory(64, 64, 5, [ObjectTrack(1, boxes={0: np.array([4.0, 4, 20, 20])}),
+                                  ObjectTrack(twin, boxes={0: np.array([30.0, 30, 50, 50])})])
+    with pytest.raises(TrajectoryError) as e:
+        render(traj, "box", palette="release")
+    colour = tuple(int(v) for v in table[1])
+    assert str(e.value).endswith(f"objects 1 and {twin} have the same colour {colour} in the release palette; "
+                                 f"give them ids that differ modulo {period}")
+    render(traj, "box", palette="voc")  # 255 colours: the same ids are apart there
+
+
+def test_map_video_reads_back_every_pixel_with_pyav(tmp_path):
+    """write_maps_video: a lossless H.264 (RGB) file that PyAV decodes to the very maps, at an odd size,
+    with the frame rate asked for; refusals name the file."""
+    import av
+
+    from magicmotion.errors import MediaError
+    from magicmotion.trajectory.render import write_maps_video
+
+    rng = np.random.default_rng(0)
+    maps = (rng.integers(0, 4, (5, 33, 47, 1)) * np.array([[[[60, 90, 20]]]])).astype(np.uint8)
+    path = write_maps_video(tmp_path / "m.mp4", maps, fps=12.5)
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        assert stream.average_rate == 12.5 and (stream.width, stream.height) == (47, 33)
+        back = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(stream)])
+    assert np.array_equal(back, maps)  # qp 0 in RGB: not one level off anywhere
+    for fps in (0, -1, 1001):
+        with pytest.raises(MediaError, match=f"{tmp_path / 'n.mp4'}: fps must be positive"):
+            write_maps_video(tmp_path / "n.mp4", maps, fps=fps)
+    assert not (tmp_path / "n.mp4").exists()
+    write_maps_video(tmp_path / "fast.mp4", maps[:2], fps=1000)  # the upper bound itself is allowed
+    with pytest.raises(MediaError, match=f"{tmp_path / 'bad.mp4'}: frames must be"):
+        write_maps_video(tmp_path / "bad.mp4", maps[0])  # one frame without its time axis
+    # an mp4 whatever the name says, at 8 fps unless told; slow rates below 1 fps are rates too
+    for name, fps, rate in (("maps", None, 8), ("slow.mp4", 0.5, 0.5)):
+        write_maps_video(tmp_path / name, maps, **({} if fps is None else {"fps": fps}))
+        with av.open(str(tmp_path / name)) as c:
+            assert c.format.name.startswith("mov,mp4") and c.streams.video[0].average_rate == rate
