@@ -8,6 +8,7 @@ from models_helpers import base_blocks, build_base, build_inputs, control_blocks
 
 from magicmotion.errors import ModelError
 from magicmotion.models import CogVideoXTrajectoryControlNet, WanTrajectoryControlNet
+from magicmotion.models.controlnet_wan import wan_conditions, wan_unpatchify
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -225,3 +226,45 @@ def test_wan_check_compatible_names_every_difference():
     with pytest.raises(ModelError, match=r"^the Wan ControlNet does not fit this base: attention heads 2 vs base 4; "
                                          r"patch size \(1, 2, 2\) vs base \(1, 1, 1\)$"):
         cn.check_compatible(build_base("wan", num_attention_heads=4, attention_head_dim=4, patch_size=(1, 1, 1)))
+
+
+@pytest.mark.parametrize("patch", [(1, 2, 2), (2, 1, 3)])
+def test_wan_unpatchify_puts_every_token_value_back_in_place(patch):
+    """Reference written as loops: token (f, h, w) holds its patch's values in (p_t, p_h, p_w, C) order,
+    the order of the base's `proj_out` features that `WanTransformer3DModel.forward` unpatchifies."""
+    p_t, p_h, p_w = patch
+    shape = (2, 3, 2 * p_t, 2 * p_h, 3 * p_w)
+    video = torch.arange(torch.Size(shape).numel(), dtype=torch.float32).reshape(shape)
+    n_f, n_h, n_w = 2, 2, 3
+    tokens = torch.empty(2, n_f * n_h * n_w, p_t * p_h * p_w * 3)
+    for f in range(n_f):
+        for h in range(n_h):
+            for w in range(n_w):
+                patch_values = video[:, :, f * p_t:(f + 1) * p_t, h * p_h:(h + 1) * p_h, w * p_w:(w + 1) * p_w]
+                tokens[:, (f * n_h + h) * n_w + w] = patch_values.permute(0, 2, 3, 4, 1).reshape(2, -1)
+    assert torch.equal(wan_unpatchify(tokens, shape, patch), video)
+
+
+def test_wan_conditions_return_temb_and_per_token_timesteps():
+    base = build_base("wan_clip", num_layers=1)
+    inputs, _ = build_inputs(base, batch=2)
+    t, text, image = inputs["timestep"], inputs["encoder_hidden_states"], inputs["encoder_hidden_states_image"]
+    with torch.no_grad():
+        temb, proj, ctx = wan_conditions(base.condition_embedder, t, text, image, return_temb=True)
+        proj2, ctx2 = wan_conditions(base.condition_embedder, t, text, image)
+        ref_temb, ref_proj, ref_ctx, ref_img = base.condition_embedder(t, text, image)
+        per_token = t[:, None].expand(2, 5)  # (B, L): the same timestep on 5 tokens
+        temb_l, proj_l, ctx_l = wan_conditions(base.condition_embedder, per_token, text, image, return_temb=True)
+    assert temb.shape == (2, 16) and proj.shape == (2, 6, 16) and ctx.shape == (2, 4 + 512, 16)
+    assert torch.equal(temb, ref_temb) and torch.equal(proj, ref_proj.unflatten(1, (6, -1)))
+    assert torch.equal(ctx, torch.cat([ref_img, ref_ctx], dim=1)) and torch.equal(proj2, proj) and torch.equal(ctx2, ctx)
+    assert temb_l.shape == (2, 5, 16) and proj_l.shape == (2, 5, 6, 16) and torch.equal(ctx_l, ctx)
+    torch.testing.assert_close(proj_l, proj[:, None].expand_as(proj_l), atol=1e-6, rtol=1e-6)  # float32 rounding
+    torch.testing.assert_close(temb_l, temb[:, None].expand_as(temb_l), atol=1e-6, rtol=1e-6)
+
+
+def test_wan_base_without_out_channels_reads_16_latent_channels():
+    base = build_base("wan", out_channels=None)  # diffusers then outputs in_channels; the latents are 16
+    cn = WanTrajectoryControlNet.from_transformer(base)
+    assert cn.config.in_channels == 32
+    cn.check_compatible(base)
