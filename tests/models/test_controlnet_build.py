@@ -268,3 +268,14 @@ def test_wan_base_without_out_channels_reads_16_latent_channels():
     cn = WanTrajectoryControlNet.from_transformer(base)
     assert cn.config.in_channels == 32
     cn.check_compatible(base)
+
+
+def test_wan_refuses_a_non_wan_base_that_has_blocks():
+    """Another family's model with a `blocks` list (and no Wan rotary config) is still not a Wan base."""
+    wan = WanTrajectoryControlNet.from_transformer(build_base("wan"))
+    other = build_base("cogvideox")
+    other.blocks = other.transformer_blocks
+    with pytest.raises(ModelError, match="^a Wan ControlNet does not fit a CogVideoXTransformer3DModel base$"):
+        wan.check_compatible(other)
+    with pytest.raises(ModelError, match="^CogVideoXTransformer3DModel is not a WanTransformer3DModel$"):
+        WanTrajectoryControlNet.from_transformer(other)
