@@ -279,3 +279,14 @@ def test_wan_refuses_a_non_wan_base_that_has_blocks():
         wan.check_compatible(other)
     with pytest.raises(ModelError, match="^CogVideoXTransformer3DModel is not a WanTransformer3DModel$"):
         WanTrajectoryControlNet.from_transformer(other)
+
+
+def test_wan_base_needs_at_least_noise_and_image_latent_channels():
+    """2C input channels (noise + image latents, no mask) is the least an image-to-video base has."""
+    base = build_base("wan", in_channels=32)
+    cn = WanTrajectoryControlNet.from_transformer(base)
+    w = base.patch_embedding.weight
+    # noise <- channels 0..15, trajectory <- the last 16: here the base's embedding as it is
+    assert cn.config.base_in_channels == 32 and torch.equal(cn.patch_embedding.weight, w)
+    with pytest.raises(ModelError, match="this base has 31 input and 16 output channels$"):
+        WanTrajectoryControlNet.from_transformer(build_base("wan", in_channels=31))
