@@ -8,6 +8,7 @@ from models_helpers import base_blocks, build_base, build_inputs, control_blocks
 
 from magicmotion.errors import ModelError
 from magicmotion.models import CogVideoXTrajectoryControlNet, WanTrajectoryControlNet
+from magicmotion.models.controlnet_wan import wan_conditions, wan_unpatchify
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -122,3 +123,170 @@ def test_dtype_follows_the_base_and_fp32_modules_stay_fp32():
     assert cn.patch_embedding.weight.dtype == torch.bfloat16
     assert cn.blocks[0].scale_shift_table.dtype == torch.float32
     assert cn.condition_embedder.time_embedder.linear_1.weight.dtype == torch.float32
+
+
+def test_wan_config_values_are_checked_when_built():
+    with pytest.raises(ModelError, match="^WanTrajectoryControlNet: base_type must be 'wan', got 'cogvideox'$"):
+        WanTrajectoryControlNet(num_layers=1, base_type="cogvideox")
+    with pytest.raises(ModelError, match="^WanTrajectoryControlNet: in_channels 33 is not noise \\+ trajectory$"):
+        WanTrajectoryControlNet(num_layers=1, in_channels=33)
+    with pytest.raises(ModelError, match="^WanTrajectoryControlNet: trajectory_palette must be voc or release, got 'x'$"):
+        WanTrajectoryControlNet(num_layers=1, trajectory_palette="x")
+    with pytest.raises(ModelError, match="^WanTrajectoryControlNet: expert must be high, low or null, got 'mid'$"):
+        WanTrajectoryControlNet(num_layers=1, expert="mid")
+
+
+@torch.no_grad()
+def test_wan_fresh_controlnet_gives_zero_residuals_and_config_round_trips(tmp_path):
+    base = build_base("wan", num_layers=3)
+    cn = WanTrajectoryControlNet.from_transformer(base, num_layers=2, trajectory_palette="release")
+    inputs, trajectory = build_inputs(base)
+    res = cn(inputs["hidden_states"][:, :16], trajectory, inputs["timestep"], inputs["encoder_hidden_states"])
+    assert len(res) == 2 and all(torch.count_nonzero(r) == 0 for r in res)  # zero-initialised projections
+    perturb(cn)
+    cn.save_pretrained(tmp_path)
+    again = WanTrajectoryControlNet.from_pretrained(tmp_path)
+    for key in ("num_layers", "in_channels", "base_in_channels", "base_num_layers", "trajectory_palette",
+                "expert", "text_dim", "ffn_dim", "num_attention_heads", "attention_head_dim", "rope_max_seq_len"):
+        assert again.config[key] == cn.config[key], key
+    assert (again.config.trajectory_palette, again.config.base_num_layers, again.config.num_layers) == ("release", 3, 2)
+    args = (inputs["hidden_states"][:, :16], trajectory, inputs["timestep"], inputs["encoder_hidden_states"])
+    for a, b in zip(cn(*args), again(*args)):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)  # same weights, same arithmetic
+
+
+def test_wan_residuals_follow_the_blocks_by_hand():
+    """The residuals equal a forward written out with the base's own diffusers modules."""
+    base = build_base("wan_clip", num_layers=2)
+    cn = perturb(WanTrajectoryControlNet.from_transformer(base))
+    inputs, trajectory = build_inputs(base, batch=2)
+    noisy, t, text, image = (inputs["hidden_states"][:, :16], inputs["timestep"],
+                             inputs["encoder_hidden_states"], inputs["encoder_hidden_states_image"])
+    with torch.no_grad():
+        got = cn(noisy, trajectory, t, text, encoder_hidden_states_image=image)
+        x = torch.cat([noisy, trajectory], dim=1)
+        rope = base.rope(x)  # same rotary settings as the base
+        h = torch.nn.functional.conv3d(x, cn.patch_embedding.weight, cn.patch_embedding.bias, stride=(1, 2, 2))
+        h = h.flatten(2).transpose(1, 2)
+        _, proj, ctx, ctx_img = cn.condition_embedder(t, text, image)
+        proj = proj.unflatten(1, (6, -1))
+        ctx = torch.cat([ctx_img, ctx], dim=1)
+        for i, (block, out) in enumerate(zip(cn.blocks, cn.out_projectors)):
+            h = block(h, ctx, proj, rope)
+            torch.testing.assert_close(got[i], out(h), atol=1e-6, rtol=1e-6)  # same ops: measured 0
+
+
+def test_wan_gradient_checkpointing_gives_the_same_residuals_and_gradients():
+    base = build_base("wan", num_layers=2)
+    cn = perturb(WanTrajectoryControlNet.from_transformer(base)).train()
+    inputs, trajectory = build_inputs(base)
+    args = (inputs["hidden_states"][:, :16], trajectory, inputs["timestep"], inputs["encoder_hidden_states"])
+
+    def run():
+        cn.zero_grad()
+        out = cn(*args)
+        sum(r.square().sum() for r in out).backward()
+        return [r.detach() for r in out], cn.blocks[0].attn1.to_q.weight.grad.clone()
+
+    plain, grad = run()
+    cn.enable_gradient_checkpointing()
+    assert cn.gradient_checkpointing
+    ckpt, grad_ckpt = run()
+    for a, b in zip(plain, ckpt):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)  # recomputation, same ops: measured 0
+    torch.testing.assert_close(grad, grad_ckpt, atol=1e-6, rtol=1e-5)
+
+
+def test_wan_latents_of_different_shapes_are_refused_with_both_shapes():
+    base = build_base("wan")
+    cn = WanTrajectoryControlNet.from_transformer(base)
+    inputs, trajectory = build_inputs(base)
+    noisy = inputs["hidden_states"][:, :16]
+    with pytest.raises(ModelError, match=r"^noisy latents \(1, 16, 3, 8, 8\) and trajectory latents "
+                                         r"\(1, 16, 2, 8, 8\) differ in shape$"):
+        cn(noisy, trajectory[:, :, :2], inputs["timestep"], inputs["encoder_hidden_states"])
+    with pytest.raises(ModelError, match=r"^Wan ControlNet takes 16-channel noisy and trajectory latents "
+                                         r"\(B, C, F, H, W\); got \(1, 16, 3, 8, 8\) and \(1, 15, 3, 8, 8\)$"):
+        cn(noisy, trajectory[:, :15], inputs["timestep"], inputs["encoder_hidden_states"])
+
+
+def test_wan_check_compatible_names_every_difference():
+    base = build_base("wan", num_layers=2)
+    cn = WanTrajectoryControlNet.from_transformer(base)
+    cn.check_compatible(base)  # its own base fits
+    cn.check_compatible(build_base("wan", num_layers=3))  # a deeper base fits too
+    with pytest.raises(ModelError, match="^a Wan ControlNet does not fit a CogVideoXTransformer3DModel base$"):
+        cn.check_compatible(build_base("cogvideox"))
+    other = build_base("wan_clip", num_layers=1, in_channels=40, attention_head_dim=4, text_dim=8)
+    with pytest.raises(ModelError) as err:
+        cn.check_compatible(other)
+    assert str(err.value) == (
+        "the Wan ControlNet does not fit this base: base input channels 36 vs base 40; inner dim 16 vs base 8; "
+        "text dim 16 vs base 8; image dim None vs base 16; 2 control blocks vs base 1 blocks")
+    with pytest.raises(ModelError, match=r"^the Wan ControlNet does not fit this base: attention heads 2 vs base 4; "
+                                         r"patch size \(1, 2, 2\) vs base \(1, 1, 1\)$"):
+        cn.check_compatible(build_base("wan", num_attention_heads=4, attention_head_dim=4, patch_size=(1, 1, 1)))
+
+
+@pytest.mark.parametrize("patch", [(1, 2, 2), (2, 1, 3)])
+def test_wan_unpatchify_puts_every_token_value_back_in_place(patch):
+    """Reference written as loops: token (f, h, w) holds its patch's values in (p_t, p_h, p_w, C) order,
+    the order of the base's `proj_out` features that `WanTransformer3DModel.forward` unpatchifies."""
+    p_t, p_h, p_w = patch
+    shape = (2, 3, 2 * p_t, 2 * p_h, 3 * p_w)
+    video = torch.arange(torch.Size(shape).numel(), dtype=torch.float32).reshape(shape)
+    n_f, n_h, n_w = 2, 2, 3
+    tokens = torch.empty(2, n_f * n_h * n_w, p_t * p_h * p_w * 3)
+    for f in range(n_f):
+        for h in range(n_h):
+            for w in range(n_w):
+                patch_values = video[:, :, f * p_t:(f + 1) * p_t, h * p_h:(h + 1) * p_h, w * p_w:(w + 1) * p_w]
+                tokens[:, (f * n_h + h) * n_w + w] = patch_values.permute(0, 2, 3, 4, 1).reshape(2, -1)
+    assert torch.equal(wan_unpatchify(tokens, shape, patch), video)
+
+
+def test_wan_conditions_return_temb_and_per_token_timesteps():
+    base = build_base("wan_clip", num_layers=1)
+    inputs, _ = build_inputs(base, batch=2)
+    t, text, image = inputs["timestep"], inputs["encoder_hidden_states"], inputs["encoder_hidden_states_image"]
+    with torch.no_grad():
+        temb, proj, ctx = wan_conditions(base.condition_embedder, t, text, image, return_temb=True)
+        proj2, ctx2 = wan_conditions(base.condition_embedder, t, text, image)
+        ref_temb, ref_proj, ref_ctx, ref_img = base.condition_embedder(t, text, image)
+        per_token = t[:, None].expand(2, 5)  # (B, L): the same timestep on 5 tokens
+        temb_l, proj_l, ctx_l = wan_conditions(base.condition_embedder, per_token, text, image, return_temb=True)
+    assert temb.shape == (2, 16) and proj.shape == (2, 6, 16) and ctx.shape == (2, 4 + 512, 16)
+    assert torch.equal(temb, ref_temb) and torch.equal(proj, ref_proj.unflatten(1, (6, -1)))
+    assert torch.equal(ctx, torch.cat([ref_img, ref_ctx], dim=1)) and torch.equal(proj2, proj) and torch.equal(ctx2, ctx)
+    assert temb_l.shape == (2, 5, 16) and proj_l.shape == (2, 5, 6, 16) and torch.equal(ctx_l, ctx)
+    torch.testing.assert_close(proj_l, proj[:, None].expand_as(proj_l), atol=1e-6, rtol=1e-6)  # float32 rounding
+    torch.testing.assert_close(temb_l, temb[:, None].expand_as(temb_l), atol=1e-6, rtol=1e-6)
+
+
+def test_wan_base_without_out_channels_reads_16_latent_channels():
+    base = build_base("wan", out_channels=None)  # diffusers then outputs in_channels; the latents are 16
+    cn = WanTrajectoryControlNet.from_transformer(base)
+    assert cn.config.in_channels == 32
+    cn.check_compatible(base)
+
+
+def test_wan_refuses_a_non_wan_base_that_has_blocks():
+    """Another family's model with a `blocks` list (and no Wan rotary config) is still not a Wan base."""
+    wan = WanTrajectoryControlNet.from_transformer(build_base("wan"))
+    other = build_base("cogvideox")
+    other.blocks = other.transformer_blocks
+    with pytest.raises(ModelError, match="^a Wan ControlNet does not fit a CogVideoXTransformer3DModel base$"):
+        wan.check_compatible(other)
+    with pytest.raises(ModelError, match="^CogVideoXTransformer3DModel is not a WanTransformer3DModel$"):
+        WanTrajectoryControlNet.from_transformer(other)
+
+
+def test_wan_base_needs_at_least_noise_and_image_latent_channels():
+    """2C input channels (noise + image latents, no mask) is the least an image-to-video base has."""
+    base = build_base("wan", in_channels=32)
+    cn = WanTrajectoryControlNet.from_transformer(base)
+    w = base.patch_embedding.weight
+    # noise <- channels 0..15, trajectory <- the last 16: here the base's embedding as it is
+    assert cn.config.base_in_channels == 32 and torch.equal(cn.patch_embedding.weight, w)
+    with pytest.raises(ModelError, match="this base has 31 input and 16 output channels$"):
+        WanTrajectoryControlNet.from_transformer(build_base("wan", in_channels=31))
