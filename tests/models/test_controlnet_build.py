@@ -8,6 +8,7 @@ from models_helpers import base_blocks, build_base, build_inputs, control_blocks
 
 from magicmotion.errors import ModelError
 from magicmotion.models import CogVideoXTrajectoryControlNet, WanTrajectoryControlNet
+from magicmotion.models.controlnet_cogvideox import cogvideox_rotary_embedding
 from magicmotion.models.controlnet_wan import wan_conditions, wan_unpatchify
 
 
@@ -290,3 +291,180 @@ def test_wan_base_needs_at_least_noise_and_image_latent_channels():
     assert cn.config.base_in_channels == 32 and torch.equal(cn.patch_embedding.weight, w)
     with pytest.raises(ModelError, match="this base has 31 input and 16 output channels$"):
         WanTrajectoryControlNet.from_transformer(build_base("wan", in_channels=31))
+
+
+def test_cogvideox_config_values_are_checked_when_built():
+    with pytest.raises(ModelError, match="^CogVideoXTrajectoryControlNet: base_type must be 'cogvideox', got 'wan'$"):
+        CogVideoXTrajectoryControlNet(num_layers=1, base_type="wan")
+    with pytest.raises(ModelError, match="^CogVideoXTrajectoryControlNet: trajectory_palette must be one of "
+                                         "voc, release, got 'x'$"):
+        CogVideoXTrajectoryControlNet(num_layers=1, trajectory_palette="x")
+    with pytest.raises(ModelError, match="^CogVideoXTrajectoryControlNet: in_channels 33 is not noise \\+ trajectory$"):
+        CogVideoXTrajectoryControlNet(num_layers=1, in_channels=33)
+
+
+@torch.no_grad()
+def test_cogvideox_fresh_controlnet_gives_zero_residuals_and_config_round_trips(tmp_path):
+    base = build_base("cogvideox", num_layers=3, ofs_embed_dim=16)
+    cn = CogVideoXTrajectoryControlNet.from_transformer(base, num_layers=2)
+    inputs, trajectory = build_inputs(base)
+    args = (inputs["hidden_states"][:, :, :16], trajectory, inputs["timestep"], inputs["encoder_hidden_states"],
+            inputs["image_rotary_emb"])
+    assert _same(cn.ofs_embedding, base.ofs_embedding)  # copied from the base, like the time embedding
+    res = cn(*args, ofs=torch.tensor([2.0]))
+    assert len(res) == 2 and all(torch.count_nonzero(r) == 0 for r in res)  # zero-initialised projections
+    perturb(cn)
+    cn.register_to_config(trajectory_palette="release", source="MagicMotion release stage2/box.pt")
+    cn.save_pretrained(tmp_path)
+    again = CogVideoXTrajectoryControlNet.from_pretrained(tmp_path)
+    for key in ("num_layers", "in_channels", "base_num_layers", "base_type", "trajectory_palette", "source",
+                "num_attention_heads", "attention_head_dim", "time_embed_dim", "ofs_embed_dim", "text_embed_dim",
+                "patch_size", "patch_size_t", "sample_width", "sample_height", "sample_frames",
+                "max_text_seq_length", "use_rotary_positional_embeddings", "use_learned_positional_embeddings"):
+        assert again.config[key] == cn.config[key], key
+    assert (again.config.trajectory_palette, again.config.base_num_layers, again.config.num_layers,
+            again.config.ofs_embed_dim) == ("release", 3, 2, 16)
+    for a, b in zip(cn(*args, ofs=torch.tensor([2.0])), again(*args, ofs=torch.tensor([2.0]))):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)  # same weights, same arithmetic
+
+
+def _cogvideox_patch_embed_by_hand(embed, text, video, p):
+    """CogVideoXPatchEmbed without positional tables, written out: text_proj on the text, a stride-p
+    convolution per frame on the video, text tokens first."""
+    b, f, c, h, w = video.shape
+    v = torch.nn.functional.conv2d(video.reshape(b * f, c, h, w), embed.proj.weight, embed.proj.bias, stride=p)
+    v = v.flatten(2).transpose(1, 2).reshape(b, f * (h // p) * (w // p), -1)  # tokens in (f, h, w) order
+    return torch.cat([embed.text_proj(text), v], dim=1)
+
+
+@pytest.mark.parametrize("ofs_embed_dim", [None, 16])  # as the base: ofs is added to the time embedding
+def test_cogvideox_residuals_follow_the_blocks_by_hand(ofs_embed_dim):
+    """The residuals equal a forward written out with the base's own diffusers modules (as
+    `CogVideoXTransformer3DModel.forward` runs them), noise and trajectory latents on channels."""
+    base = build_base("cogvideox", num_layers=2, ofs_embed_dim=ofs_embed_dim)
+    cn = perturb(CogVideoXTrajectoryControlNet.from_transformer(base))
+    inputs, trajectory = build_inputs(base, batch=2)
+    noisy, t, text, rope = (inputs["hidden_states"][:, :, :16], inputs["timestep"],
+                            inputs["encoder_hidden_states"], inputs["image_rotary_emb"])
+    ofs = torch.tensor([2.0, 7.0])
+    with torch.no_grad():
+        got = cn(noisy, trajectory, t, text, image_rotary_emb=rope, ofs=ofs)
+        emb = cn.time_embedding(cn.time_proj(t))
+        if ofs_embed_dim:
+            emb = emb + cn.ofs_embedding(cn.ofs_proj(ofs))
+        x = _cogvideox_patch_embed_by_hand(cn.patch_embed, text, torch.cat([noisy, trajectory], dim=2), 2)
+        ctx, h = x[:, :text.shape[1]], x[:, text.shape[1]:]
+        assert len(got) == 2
+        for i, (block, out) in enumerate(zip(cn.transformer_blocks, cn.out_projectors)):
+            h, ctx = block(h, ctx, emb, rope)
+            torch.testing.assert_close(got[i], out(h), atol=1e-6, rtol=1e-6)  # same ops: measured 0
+    if ofs_embed_dim:  # the ofs embedding is used
+        with torch.no_grad():
+            other = cn(noisy, trajectory, t, text, image_rotary_emb=rope, ofs=ofs + 100)
+        assert not torch.allclose(other[0], got[0])
+
+
+def test_cogvideox_gradient_checkpointing_gives_the_same_residuals_and_gradients():
+    base = build_base("cogvideox", num_layers=2)
+    cn = perturb(CogVideoXTrajectoryControlNet.from_transformer(base)).train()
+    inputs, trajectory = build_inputs(base)
+    args = (inputs["hidden_states"][:, :, :16], trajectory, inputs["timestep"], inputs["encoder_hidden_states"],
+            inputs["image_rotary_emb"])
+
+    def run():
+        cn.zero_grad()
+        out = cn(*args)
+        sum(r.square().sum() for r in out).backward()
+        return [r.detach() for r in out], cn.transformer_blocks[0].attn1.to_q.weight.grad.clone()
+
+    plain, grad = run()
+    cn.enable_gradient_checkpointing()
+    assert cn.gradient_checkpointing
+    ckpt, grad_ckpt = run()
+    assert len(ckpt) == 2
+    for a, b in zip(plain, ckpt):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)  # recomputation, same ops: measured 0
+    torch.testing.assert_close(grad, grad_ckpt, atol=1e-6, rtol=1e-5)
+
+
+def test_cogvideox_latents_of_different_shapes_are_refused_with_both_shapes():
+    base = build_base("cogvideox")
+    cn = CogVideoXTrajectoryControlNet.from_transformer(base)
+    inputs, trajectory = build_inputs(base)
+    noisy, t, text = inputs["hidden_states"][:, :, :16], inputs["timestep"], inputs["encoder_hidden_states"]
+    with pytest.raises(ModelError, match=r"^noisy latents \(1, 3, 16, 8, 8\) and trajectory latents "
+                                         r"\(1, 2, 16, 8, 8\) differ in shape$"):
+        cn(noisy, trajectory[:, :2], t, text)
+    with pytest.raises(ModelError, match=r"^CogVideoX ControlNet takes 16-channel noisy and trajectory latents "
+                                         r"\(B, F, C, H, W\); got \(1, 3, 16, 8, 8\) and \(1, 3, 15, 8, 8\)$"):
+        cn(noisy, trajectory[:, :, :15], t, text)
+    with pytest.raises(ModelError, match=r"got \(1, 3, 15, 8, 8\) and \(1, 3, 16, 8, 8\)$"):
+        cn(noisy[:, :, :15], trajectory, t, text)
+
+
+def test_cogvideox_check_compatible_names_every_difference():
+    base = build_base("cogvideox", num_layers=2)
+    cn = CogVideoXTrajectoryControlNet.from_transformer(base)
+    cn.check_compatible(base)  # its own base fits
+    cn.check_compatible(build_base("cogvideox", num_layers=3))  # a deeper base fits too
+    other = build_base("cogvideox", num_layers=1, num_attention_heads=4, attention_head_dim=8, patch_size_t=2,
+                       time_embed_dim=8, text_embed_dim=8)
+    with pytest.raises(ModelError) as err:
+        cn.check_compatible(other)
+    assert str(err.value) == (
+        "the CogVideoX ControlNet does not fit this base: attention heads 2 vs base 4; "
+        "patch size (2, None) vs base (2, 2); time embedding dim 16 vs base 8; text embedding dim 16 vs base 8; "
+        "2 control blocks vs base 1 blocks")
+    with pytest.raises(ModelError, match=r"^the CogVideoX ControlNet does not fit this base: inner dim 32 vs base 48; "
+                                         r"attention heads 2 vs base 3$"):
+        cn.check_compatible(build_base("cogvideox", num_attention_heads=3))
+    with pytest.raises(ModelError, match=r"^the CogVideoX ControlNet does not fit this base: "
+                                         r"patch size \(2, None\) vs base \(1, None\)$"):
+        cn.check_compatible(build_base("cogvideox", patch_size=1))
+
+
+def test_cogvideox_refuses_a_non_cogvideox_base():
+    """A Wan base, even one given a `transformer_blocks` list, is not a CogVideoX base; nor is a model
+    whose config has `time_embed_dim` but that has no `transformer_blocks`."""
+    cn = CogVideoXTrajectoryControlNet.from_transformer(build_base("cogvideox"))
+    wan = build_base("wan")
+    with pytest.raises(ModelError, match="^a CogVideoX ControlNet does not fit a WanTransformer3DModel base$"):
+        cn.check_compatible(wan)
+    with pytest.raises(ModelError, match="^WanTransformer3DModel is not a CogVideoXTransformer3DModel$"):
+        CogVideoXTrajectoryControlNet.from_transformer(wan)
+    wan.transformer_blocks = wan.blocks
+    with pytest.raises(ModelError, match="^a CogVideoX ControlNet does not fit a WanTransformer3DModel base$"):
+        cn.check_compatible(wan)
+    with pytest.raises(ModelError, match="^WanTransformer3DModel is not a CogVideoXTransformer3DModel$"):
+        CogVideoXTrajectoryControlNet.from_transformer(wan)
+    blockless = build_base("cogvideox")
+    del blockless.transformer_blocks
+    with pytest.raises(ModelError, match="^a CogVideoX ControlNet does not fit a CogVideoXTransformer3DModel base$"):
+        cn.check_compatible(blockless)
+    with pytest.raises(ModelError, match="^CogVideoXTransformer3DModel is not a CogVideoXTransformer3DModel$"):
+        CogVideoXTrajectoryControlNet.from_transformer(blockless)
+    with pytest.raises(ModelError, match="^num_layers must be 1..2 \\(the base's blocks\\), got 3$"):
+        CogVideoXTrajectoryControlNet.from_transformer(build_base("cogvideox"), num_layers=3)
+    with pytest.raises(ModelError, match="^CogVideoX ControlNet needs an image-to-video base with 32 input channels "
+                                         "\\(noise 16 \\+ image 16\\); this base has 16$"):
+        CogVideoXTrajectoryControlNet.from_transformer(build_base("cogvideox", in_channels=16))
+
+
+@pytest.mark.parametrize("patch_size_t", [None, 2])
+@pytest.mark.parametrize("frames, height, width", [(3, 6, 10), (4, 4, 6), (13, 2, 10)])
+def test_cogvideox_rotary_embedding_matches_the_diffusers_pipeline(patch_size_t, frames, height, width):
+    """Outside truth: `CogVideoXImageToVideoPipeline._prepare_rotary_positional_embeddings` (in pixels, VAE
+    factor 8) on the same config; CogVideoX 1.0 (crop region, no temporal patch) and 1.5 (slice grid, p_t 2)."""
+    from types import SimpleNamespace
+
+    from diffusers import CogVideoXImageToVideoPipeline
+
+    base = build_base("cogvideox", patch_size_t=patch_size_t, sample_width=10, sample_height=6)
+    pipe = SimpleNamespace(vae_scale_factor_spatial=8, transformer=base)
+    want = CogVideoXImageToVideoPipeline._prepare_rotary_positional_embeddings(
+        pipe, height * 8, width * 8, frames, torch.device("cpu"))
+    got = cogvideox_rotary_embedding(base.config, frames, height, width, device="cpu")
+    tokens = (frames if patch_size_t is None else (frames + 1) // 2) * (height // 2) * (width // 2)
+    assert got[0].shape == got[1].shape == (tokens, 16)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
