@@ -491,3 +491,29 @@ def test_cogvideox_bfloat16_controlnet_runs_in_bfloat16_close_to_float32(ofs_emb
         assert b.dtype == torch.bfloat16
         # bf16 keeps 8 bits (2^-8 = 0.004 relative) through 2 blocks on residuals of size ~1: measured 0.0065
         torch.testing.assert_close(b.float(), a, atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_cogvideox_attention_kwargs_reach_every_control_block_attention(checkpointing):
+    """`attention_kwargs` go to each block's attention processor (as in `CogVideoXTransformer3DModel`),
+    with gradient checkpointing too."""
+    from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
+
+    seen = []
+
+    class Recording(CogVideoXAttnProcessor2_0):
+        def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None,
+                     image_rotary_emb=None, tag=None):
+            seen.append(tag)
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+
+    base = build_base("cogvideox", num_layers=2)
+    cn = CogVideoXTrajectoryControlNet.from_transformer(base).train()
+    if checkpointing:
+        cn.enable_gradient_checkpointing()
+    for block in cn.transformer_blocks:
+        block.attn1.set_processor(Recording())
+    inputs, trajectory = build_inputs(base)
+    cn(inputs["hidden_states"][:, :, :16], trajectory, inputs["timestep"], inputs["encoder_hidden_states"],
+       inputs["image_rotary_emb"], attention_kwargs={"tag": 7})
+    assert seen == [7, 7]
