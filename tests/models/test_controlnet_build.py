@@ -450,16 +450,18 @@ def test_cogvideox_refuses_a_non_cogvideox_base():
         CogVideoXTrajectoryControlNet.from_transformer(build_base("cogvideox", in_channels=16))
 
 
+@pytest.mark.parametrize("sample_width, sample_height", [(10, 6), (11, 7)])  # odd: the pipeline floors /p
 @pytest.mark.parametrize("patch_size_t", [None, 2])
 @pytest.mark.parametrize("frames, height, width", [(3, 6, 10), (4, 4, 6), (13, 2, 10)])
-def test_cogvideox_rotary_embedding_matches_the_diffusers_pipeline(patch_size_t, frames, height, width):
+def test_cogvideox_rotary_embedding_matches_the_diffusers_pipeline(patch_size_t, frames, height, width,
+                                                                   sample_width, sample_height):
     """Outside truth: `CogVideoXImageToVideoPipeline._prepare_rotary_positional_embeddings` (in pixels, VAE
     factor 8) on the same config; CogVideoX 1.0 (crop region, no temporal patch) and 1.5 (slice grid, p_t 2)."""
     from types import SimpleNamespace
 
     from diffusers import CogVideoXImageToVideoPipeline
 
-    base = build_base("cogvideox", patch_size_t=patch_size_t, sample_width=10, sample_height=6)
+    base = build_base("cogvideox", patch_size_t=patch_size_t, sample_width=sample_width, sample_height=sample_height)
     pipe = SimpleNamespace(vae_scale_factor_spatial=8, transformer=base)
     want = CogVideoXImageToVideoPipeline._prepare_rotary_positional_embeddings(
         pipe, height * 8, width * 8, frames, torch.device("cpu"))
@@ -468,6 +470,9 @@ def test_cogvideox_rotary_embedding_matches_the_diffusers_pipeline(patch_size_t,
     assert got[0].shape == got[1].shape == (tokens, 16)
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+    # made on the device asked for (meta: no memory, still the shapes)
+    on_meta = cogvideox_rotary_embedding(base.config, frames, height, width, device="meta")
+    assert [t.device.type for t in on_meta] == ["meta", "meta"] and on_meta[0].shape == (tokens, 16)
 
 
 @pytest.mark.parametrize("ofs_embed_dim", [None, 16])
