@@ -18,9 +18,11 @@ from magicmotion.errors import PipelineError  # noqa: E402
 from magicmotion.models import MagicMotionTransformer  # noqa: E402
 from magicmotion.pipelines.guidance import GuidedPrediction, batch_timestep, check_speed_options  # noqa: E402
 
-# batch 1 vs batch 2 in float32 (a batched step runs both branches at once): measured up to 1.2e-6 on
-# outputs up to ~4; 1e-5 keeps a wrong branch or wrong residuals (differences > 1e-2 here) failing
+# batch 1 vs batch 2 in float32 (a batched step runs both branches at once): measured up to 7.2e-7 on
+# outputs up to ~2.2; 1e-5 keeps a wrong branch (>= 1.6e-2 apart here), the other branch's residuals
+# (3.2e-3) or stale ones (>= 0.68) failing
 ROUNDING = dict(atol=1e-5, rtol=0)
+SCALE = [0.6, 1.3]  # the ControlNet's scale per control block (not 1: the base scales given residuals too)
 
 
 @pytest.fixture(autouse=True)
@@ -47,16 +49,17 @@ def setup():
             "encoder_hidden_states_image"]})
 
 
-def plain(s, x, text, residuals=None, scale=1.0, trajectory=None):
+def plain(s, x, text, residuals=None, scale=None, trajectory=None):
     """The joint model's forward on one branch (batch 1): the ControlNet run on `trajectory` (default the
     setup's) unless `residuals` are given."""
     with torch.no_grad():
         return s.model(hidden_states=x, timestep=s.t.expand(1), encoder_hidden_states=text,
-                       trajectory_latents=s.trajectory if trajectory is None else trajectory, conditioning_scale=scale,
+                       trajectory_latents=s.trajectory if trajectory is None else trajectory,
+                       conditioning_scale=SCALE if scale is None else scale,
                        control_residuals=residuals, return_dict=False, **s.image)[0]
 
 
-def residuals(s, x, text, scale=1.0):
+def residuals(s, x, text, scale=SCALE):
     with torch.no_grad():
         return s.model.controlnet_residuals(x, s.t.expand(1), text, s.trajectory, scale, **s.image)
 
@@ -70,7 +73,7 @@ def steps(s, guided, negative=True, n=3):
 @pytest.mark.parametrize("cfg_mode", ["batched", "sequential"])
 def test_each_branch_is_the_joint_models_forward_on_its_text(setup, cfg_mode):
     s = setup
-    for i, (uncond, cond) in enumerate(steps(s, GuidedPrediction(s.model, 3, 1.0, cfg_mode=cfg_mode))):
+    for i, (uncond, cond) in enumerate(steps(s, GuidedPrediction(s.model, 3, SCALE, cfg_mode=cfg_mode))):
         if cfg_mode == "sequential":  # the same batch-1 computation: exactly
             torch.testing.assert_close(uncond, plain(s, s.xs[i], s.negative), atol=0, rtol=0)
             torch.testing.assert_close(cond, plain(s, s.xs[i], s.positive), atol=0, rtol=0)
@@ -84,8 +87,8 @@ def test_each_branch_is_the_joint_models_forward_on_its_text(setup, cfg_mode):
 def test_sequential_equals_batched_with_every_option(setup):
     s = setup
     for kw in (dict(), dict(control_every=2), dict(control_branches="cond"), dict(control_every=2, control_dense=0.4)):
-        batched = steps(s, GuidedPrediction(s.model, 3, 1.0, **kw))
-        sequential = steps(s, GuidedPrediction(s.model, 3, 1.0, cfg_mode="sequential", **kw))
+        batched = steps(s, GuidedPrediction(s.model, 3, SCALE, **kw))
+        sequential = steps(s, GuidedPrediction(s.model, 3, SCALE, cfg_mode="sequential", **kw))
         for a, b in zip(batched, sequential):
             torch.testing.assert_close(a[0], b[0], **ROUNDING)
             torch.testing.assert_close(a[1], b[1], **ROUNDING)
@@ -94,15 +97,15 @@ def test_sequential_equals_batched_with_every_option(setup):
 def test_without_guidance_one_branch_exactly(setup):
     s = setup
     for kw in (dict(), dict(cfg_mode="sequential"), dict(control_branches="cond")):
-        for i, (uncond, cond) in enumerate(steps(s, GuidedPrediction(s.model, 3, 1.0, **kw), negative=False)):
+        for i, (uncond, cond) in enumerate(steps(s, GuidedPrediction(s.model, 3, SCALE, **kw), negative=False)):
             assert uncond is None
             torch.testing.assert_close(cond, plain(s, s.xs[i], s.positive), atol=0, rtol=0)
 
 
 def test_control_every_one_is_the_plain_run_exactly(setup):
     s = setup
-    default = steps(s, GuidedPrediction(s.model, 3, 1.0, cfg_mode="sequential"))
-    every = steps(s, GuidedPrediction(s.model, 3, 1.0, cfg_mode="sequential", control_every=1, control_dense=0.0))
+    default = steps(s, GuidedPrediction(s.model, 3, SCALE, cfg_mode="sequential"))
+    every = steps(s, GuidedPrediction(s.model, 3, SCALE, cfg_mode="sequential", control_every=1, control_dense=0.0))
     for a, b in zip(default, every):
         torch.testing.assert_close(b[0], a[0], atol=0, rtol=0)
         torch.testing.assert_close(b[1], a[1], atol=0, rtol=0)
@@ -115,7 +118,7 @@ def test_steps_between_control_steps_reuse_the_last_residuals(setup, cfg_mode, e
     """Step i without the ControlNet predicts with the residuals of the last step that ran it (computed
     on that step's latents), on each branch's own text."""
     s = setup
-    got = steps(s, GuidedPrediction(s.model, 3, 1.0, cfg_mode=cfg_mode, control_every=every, control_dense=dense))
+    got = steps(s, GuidedPrediction(s.model, 3, SCALE, cfg_mode=cfg_mode, control_every=every, control_dense=dense))
     exact = dict(atol=0, rtol=0) if cfg_mode == "sequential" else ROUNDING
     for i, (uncond, cond) in enumerate(got):
         last = max(j for j in fresh if j <= i)
@@ -129,7 +132,7 @@ def test_steps_between_control_steps_reuse_the_last_residuals(setup, cfg_mode, e
 def test_control_on_the_conditional_branch_only(setup, cfg_mode):
     """control_branches "cond": both branches get the residuals of the conditional text."""
     s = setup
-    got = steps(s, GuidedPrediction(s.model, 3, 1.0, cfg_mode=cfg_mode, control_branches="cond", control_every=2))
+    got = steps(s, GuidedPrediction(s.model, 3, SCALE, cfg_mode=cfg_mode, control_branches="cond", control_every=2))
     exact = dict(atol=0, rtol=0) if cfg_mode == "sequential" else ROUNDING
     for i, (uncond, cond) in enumerate(got):
         given = residuals(s, s.xs[i - i % 2], s.positive)  # steps 0 and 2 run it
@@ -137,6 +140,18 @@ def test_control_on_the_conditional_branch_only(setup, cfg_mode):
         torch.testing.assert_close(cond, plain(s, s.xs[i], s.positive, given), **exact)
     # an approximation: the unconditional branch's own residuals give another prediction
     assert (got[0][0] - plain(s, s.xs[0], s.negative)).abs().max() > 1e-3
+
+
+def test_blocks_with_scale_zero(setup):
+    """Control with only the second block's scale non-zero is still control (and the scale is applied)."""
+    s = setup
+    for kw in (dict(), dict(cfg_mode="sequential"), dict(control_every=2)):
+        for i, (uncond, cond) in enumerate(steps(s, GuidedPrediction(s.model, 3, [0.0, 1.5], **kw))):
+            with torch.no_grad():
+                given = s.model.controlnet_residuals(s.xs[i - i % kw.get("control_every", 1)], s.t.expand(1), s.positive,
+                                                     s.trajectory, [0.0, 1.5], **s.image)
+            torch.testing.assert_close(cond, plain(s, s.xs[i], s.positive, given, scale=[0.0, 1.5]), **ROUNDING)
+        assert (cond - plain(s, s.xs[2], s.positive, scale=0.0)).abs().max() > 1e-3
 
 
 def test_scale_zero_runs_no_controlnet(setup, monkeypatch):
@@ -162,7 +177,7 @@ def test_each_base_call_runs_in_its_branchs_cache_context(setup, monkeypatch, kw
     context = s.model.cache_context
     monkeypatch.setattr(s.model, "cache_context", lambda name: seen.append(name) or context(name))
     negative = kw.pop("negative", True)
-    steps(s, GuidedPrediction(s.model, 2, 1.0, **kw), negative=negative, n=2)
+    steps(s, GuidedPrediction(s.model, 2, SCALE, **kw), negative=negative, n=2)
     assert seen == names * 2
 
 
