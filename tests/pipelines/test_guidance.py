@@ -16,7 +16,12 @@ from models_helpers import build_base, build_inputs, controlnet_class, perturb  
 
 from magicmotion.errors import PipelineError  # noqa: E402
 from magicmotion.models import MagicMotionTransformer  # noqa: E402
-from magicmotion.pipelines.guidance import GuidedPrediction, batch_timestep, check_speed_options  # noqa: E402
+from magicmotion.pipelines.guidance import (  # noqa: E402
+    CFG_MODES,
+    GuidedPrediction,
+    batch_timestep,
+    check_speed_options,
+)
 
 # batch 1 vs batch 2 in float32 (a batched step runs both branches at once): measured up to 7.2e-7 on
 # outputs up to ~2.2; 1e-5 keeps a wrong branch (>= 1.6e-2 apart here), the other branch's residuals
@@ -230,3 +235,34 @@ def test_speed_options_at_their_bounds_are_accepted():
     for args in (("batched", 1, 0.0, "both"), ("sequential", 1, 1, "cond"), ("batched", 5, 1.0, "both"),
                  ("sequential", 2, 0, "both")):
         check_speed_options(*args)
+
+
+@pytest.mark.parametrize("cfg_mode", ["batched", "sequential"])
+def test_shared_extras_reach_the_controlnet_and_the_base(cfg_mode):
+    """CogVideoX with rotary embeddings: `shared` (image_rotary_emb) goes to both the ControlNet and the base."""
+    base = build_base("cogvideox", use_rotary_positional_embeddings=True)
+    model = MagicMotionTransformer(base, perturb(controlnet_class(base).from_transformer(base, num_layers=2))).eval()
+    inputs, trajectory = build_inputs(base)
+    shared = dict(image_rotary_emb=inputs.pop("image_rotary_emb"))
+    x, t, text = inputs["hidden_states"], torch.tensor(700), inputs["encoder_hidden_states"]
+    negative = text.flip(1)
+    with torch.no_grad():
+        got = GuidedPrediction(model, 1, SCALE, cfg_mode=cfg_mode)(0, x, trajectory, t, negative, text, shared=shared)
+        for pred, context in zip(got, (negative, text)):
+            expected = model(hidden_states=x, timestep=t.expand(1), encoder_hidden_states=context,
+                             trajectory_latents=trajectory, conditioning_scale=SCALE, **shared).sample
+            torch.testing.assert_close(pred, expected, **ROUNDING)
+            # the ControlNet without the rotary embedding gives another prediction
+            other = model.controlnet_residuals(x, t.expand(1), context, trajectory, SCALE)
+            assert (pred - model(hidden_states=x, timestep=t.expand(1), encoder_hidden_states=context,
+                                 trajectory_latents=None, conditioning_scale=SCALE, control_residuals=other,
+                                 **shared).sample).abs().max() > 1e-3
+
+
+def test_control_blocks_after_the_last_nonzero_scale_are_not_run(setup):
+    """The ControlNet runs only up to the last block whose scale is not 0 (the rest is saved work)."""
+    s = setup
+    for cfg_mode in CFG_MODES:
+        guided = GuidedPrediction(s.model, 1, [1.3, 0.0], cfg_mode=cfg_mode)
+        steps(s, guided, n=1)
+        assert all(len(r) == 1 for r in guided.residuals.values())
