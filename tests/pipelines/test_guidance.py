@@ -193,7 +193,7 @@ def test_faster_cache_is_refused_without_batched_guidance(setup):
 
     base = build_base("wan", num_layers=2)
     model = MagicMotionTransformer(base, controlnet_class(base).from_transformer(base, num_layers=1))
-    model.enable_cache(cache_config(SimpleNamespace(transformer=base, current_timestep=None), "faster"))
+    model.enable_cache(cache_config(SimpleNamespace(transformer=base, current_timestep=900), "faster"))
     inputs, trajectory = build_inputs(base)
     x, t, text = inputs["hidden_states"], torch.tensor(900), inputs["encoder_hidden_states"]
     for cfg_mode, negative in (("sequential", text), ("batched", None)):
@@ -201,6 +201,10 @@ def test_faster_cache_is_refused_without_batched_guidance(setup):
         with pytest.raises(PipelineError, match=r"^the FasterCache cache needs classifier-free guidance "
                                                 r"\(guidance_scale > 1\) with cfg_mode 'batched'"):
             guided(0, x, trajectory, t, negative, text)
+    # with batched guidance it runs (both branches in one batch, as FasterCache expects)
+    with torch.no_grad():
+        uncond, cond = GuidedPrediction(model, 2, 1.0)(0, x, trajectory, t, text.flip(1), text)
+    assert uncond.shape == cond.shape == x[:, :16].shape
     # without FasterCache (another hook, or none) the check passes
     HookRegistry.check_if_exists_or_initialize(base)
     model.base.disable_cache()
