@@ -30,14 +30,6 @@ ROUNDING = dict(atol=1e-5, rtol=0)
 SCALE = [0.6, 1.3]  # the ControlNet's scale per control block (not 1: the base scales given residuals too)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup():
     """A tiny Wan base with a CLIP image branch (so per-sample extras are exercised) + a perturbed
@@ -153,8 +145,9 @@ def test_blocks_with_scale_zero(setup):
     for kw in (dict(), dict(cfg_mode="sequential"), dict(control_every=2)):
         for i, (uncond, cond) in enumerate(steps(s, GuidedPrediction(s.model, 3, [0.0, 1.5], **kw))):
             with torch.no_grad():
-                given = s.model.controlnet_residuals(s.xs[i - i % kw.get("control_every", 1)], s.t.expand(1), s.positive,
-                                                     s.trajectory, [0.0, 1.5], **s.image)
+                last = i - i % kw.get("control_every", 1)
+                given = s.model.controlnet_residuals(s.xs[last], s.t.expand(1), s.positive, s.trajectory, [0.0, 1.5],
+                                                     **s.image)
             torch.testing.assert_close(cond, plain(s, s.xs[i], s.positive, given, scale=[0.0, 1.5]), **ROUNDING)
         assert (cond - plain(s, s.xs[2], s.positive, scale=0.0)).abs().max() > 1e-3
 
