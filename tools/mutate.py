@@ -55,7 +55,8 @@ MODULES = {
                           "tests/pipelines/test_pipeline_offload.py"],
     "pipelines/memory": ["tests/pipelines/test_pipeline_hooks.py", "tests/pipelines/test_pipeline_offload.py",
                          "tests/pipelines/test_pipeline_lora.py"],
-    "pipelines/guidance": ["tests/pipelines/test_pipeline_speed.py", "tests/pipelines/test_pipeline_conditions.py"],
+    "pipelines/guidance": ["tests/pipelines/test_guidance.py", "tests/pipelines/test_pipeline_speed.py",
+                           "tests/pipelines/test_pipeline_conditions.py"],
 }
 
 
