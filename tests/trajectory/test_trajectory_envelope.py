@@ -205,6 +205,13 @@ def test_mask_maps_that_lost_most_objects_after_frame_0_are_refused(tmp_path, cr
     np.testing.assert_array_equal(render(back.trajectory, "mask"), exact)
 
 
+def _read_without_warning(maps):
+    """decode_maps with every warning an error: these maps are inside the envelope."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return decode_maps(maps)
+
+
 def test_mask_maps_whose_objects_leave_partway_are_read(tmp_path):
     """256x256 (2-px outlines; masks at 256 px and more keep IoU >= 0.9, no warning), 3 frames: id 1
     leaves after frame 0 (lost), id 2 after frame 1 (on half the later frames, whole: not an outline's
@@ -214,10 +221,7 @@ def test_mask_maps_whose_objects_leave_partway_are_read(tmp_path):
         [(2, (136, 120, 226, 220))],
         [],
     ])
-    maps, _ = _lossy_mask_maps(tmp_path, labels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        back = decode_maps(maps)
+    back = _read_without_warning(_lossy_mask_maps(tmp_path, labels)[0])
     assert back.kind == "mask" and back.trajectory.ids == [1, 2]
     for o in back.trajectory.objects:
         for t in range(3):
@@ -236,10 +240,7 @@ def test_mask_maps_at_300_px_trust_objects_that_leave(tmp_path):
         [(2, (280, 150, 300, 270))],
         [],
     ])
-    maps, _ = _lossy_mask_maps(tmp_path, labels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        back = decode_maps(maps)
+    back = _read_without_warning(_lossy_mask_maps(tmp_path, labels)[0])
     assert back.kind == "mask" and back.trajectory.ids == [1, 2]
     for o in back.trajectory.objects:
         assert iou(labels[0] == o.id, o.mask(0)) >= 0.9
