@@ -11,33 +11,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from train import _status_kb, peak_step_memory_mb  # noqa: E402  benchmarks/train.py, beside this script
 
 
 # ---------------------------------------------------------------------------------------- helpers
 
 
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def peak_rss_mb(fn) -> tuple[float | None, float | None]:
     """(growth of the resident set while fn() runs, peak resident set), MiB; None without /proc."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return None, None
-    before = _status_kb("VmRSS")
-    fn()
+    growth = peak_step_memory_mb(fn)
     peak = _status_kb("VmHWM")
-    if before is None or peak is None:
-        return None, None
-    return (peak - before) / 1024, peak / 1024
+    return (None, None) if growth is None or peak is None else (growth, peak / 1024)
 
 
 def moving_square(size: tuple[int, int], frames: int):
