@@ -43,6 +43,14 @@ MODULES = {
     "trajectory/ops": ["tests/trajectory/test_trajectory_ops.py", "tests/trajectory/test_sparse.py"],
     "bench/metrics": ["tests/bench/test_bench_metrics.py"],
     "training/losses": ["tests/training/test_losses.py"],
+    # the stage logic: each stage's conditions (data) and its loss (objective); the DDP test runs in
+    # subprocesses, which mutmut does not trace, and reaches nothing the one-process tests do not
+    "training/data": ["tests/training/test_data.py", "tests/training/test_precompute.py",
+                      "tests/training/test_trainer.py",
+                      "--deselect=tests/training/test_trainer.py::test_two_process_ddp_on_cpu"],
+    "training/objective": ["tests/training/test_trainer.py", "tests/training/test_trainer_guards.py",
+                           "tests/training/test_wan22_training.py", "tests/training/test_conditioning.py",
+                           "--deselect=tests/training/test_trainer.py::test_two_process_ddp_on_cpu"],
     "training/trainer": ["tests/training/test_trainer.py", "tests/training/test_trainer_guards.py"],
     "models/controlnet_wan": ["tests/models/test_controlnet_build.py", "tests/models/test_control_residuals.py",
                               "tests/models/test_controlnet_wan22.py"],
