@@ -39,6 +39,8 @@ def test_flow_sigma_sampling_follows_the_shift():
     assert abs(plain.median().item() - 0.5) < 0.02
     assert abs(shifted.median().item() - 0.75) < 0.02
     assert abs(logit.median().item() - 0.5) < 0.02 and logit.std() < plain.std()
+    # the wrong variants, the shift dropped or applied to the plain law, fail the bounds
+    assert abs(plain.median().item() - 0.75) >= 0.02 and abs(shifted.median().item() - 0.5) >= 0.02
     with pytest.raises(Exception, match="unknown timestep sampling"):
         sample_flow_sigmas(2, g, "cosine")
 
@@ -117,6 +119,10 @@ def test_sigma_range_draws_stay_in_their_range_with_the_right_law():
         u_lo, u_hi = lo / (3 - 2 * lo), hi / (3 - 2 * hi)
         # sample median of 20000 draws: measured 0.0046 / 0.0003 / 0.0003 off (bounds 0.008 / 0.004 / 0.003)
         assert abs(u.median().item() - (u_lo + u_hi) / 2) < 0.01 * (u_hi - u_lo) + 1e-3
+        # the wrong variant: the unconditioned draws clamped into the range instead of drawn within it
+        clamped = sample_flow_sigmas(20000, g, "shifted_uniform", shift=3.0).clamp(lo, hi - 1e-6).double()
+        u_wrong = clamped / (3 - 2 * clamped)
+        assert abs(u_wrong.median().item() - (u_lo + u_hi) / 2) >= 0.01 * (u_hi - u_lo) + 1e-3
     with pytest.raises(Exception, match="sigma range"):
         sample_flow_sigmas(2, g, sigma_range=(0.5, 0.5))
 
@@ -145,6 +151,12 @@ def test_sigma_range_median_against_the_normal_distribution(sampling, shift, log
         u_med = 1 / (1 + math.exp(-z))
     expected = k * u_med / (1 + (k - 1) * u_med)
     assert abs(s.median().item() - expected) < 0.01 * (hi - lo)  # sampling: measured 0.002-0.003 off
+    # the wrong variant, the unconditioned draws clamped into the range, fails the bound (the nearly
+    # symmetric 0.3-0.8 case excepted: there the two medians are 0.007 apart, 1.4 bounds)
+    clamped = sample_flow_sigmas(20000, torch.Generator().manual_seed(0), sampling, shift=shift,
+                                 logit_std=logit_std).clamp(lo, hi - 1e-6).double()
+    if (lo, hi) != (0.3, 0.8):
+        assert abs(clamped.median().item() - expected) >= 0.01 * (hi - lo)
     with pytest.raises(Exception, match="sigma range"):
         sample_flow_sigmas(2, torch.Generator(), sampling, sigma_range=(0.5, 1.5))
 
