@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # This machine has the CPU build of torch 2.13.0 on disk; a plain `torch` would pull a multi-GB CUDA
 # build. On a GPU machine: make TORCH_SPEC="torch" (or install your CUDA torch into .venv first).
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,bench,data,app
+EXTRAS ?= dev,bench,data,app,heic
 STAMP  := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC) $(EXTRAS)" | md5sum | cut -c1-8)
 
 .PHONY: demo test fuzz install tiny-model tiny-bench mutate clean
