@@ -2,7 +2,7 @@
 
 Each module runs in its own scratch folder, `.mutate/<module>/` (git-ignored), holding a generated
 pyproject.toml (the project's, plus a [tool.mutmut] section naming the module and its tests) and
-links to src/, tests/, examples/ and ../shared (the real samples the tests read), so runs of different modules
+links to src/, tests/, what tests read beside them and ../shared (the real samples the tests read), so runs of different modules
 neither share mutmut's state nor touch the worktree. mutmut runs with `process_isolation =
 "forkserver"`: its default fork mode reported torch's segfaults in forked children as survivors.
 
@@ -67,18 +67,21 @@ MODULES = {
     "pipelines/guidance": ["tests/pipelines/test_guidance.py", "tests/pipelines/test_pipeline_speed.py",
                            "tests/pipelines/test_pipeline_conditions.py"],
 }
+# what tests read beside tests/: the README's example spec and first frame, the shipped training
+# configs, the docs whose commands and figures tests check, the README
+BESIDE_TESTS = ("examples", "configs", "docs", "README.md")
 
 
 def workdir(module: str) -> Path:
     return ROOT / ".mutate" / module.replace("/", "-")
 
 
-def prepare(module: str) -> Path:
+def prepare(module: str, debug: bool = False) -> Path:
     """The scratch folder for `module`, its pyproject.toml written for this module's run."""
     work = workdir(module)
     work.mkdir(parents=True, exist_ok=True)
-    for name, target in (("src", ROOT / "src"), ("tests", ROOT / "tests"), ("examples", ROOT / "examples"),
-                         ("shared", ROOT.parent / "shared")):
+    for name, target in [(name, ROOT / name) for name in ("src", "tests", *BESIDE_TESTS)] + [
+            ("shared", ROOT.parent / "shared")]:
         link = work / name
         if not link.is_symlink():
             link.symlink_to(target)
@@ -89,14 +92,15 @@ def prepare(module: str) -> Path:
     project += (
         "\n[tool.mutmut]\n"
         'source_paths = ["src"]\n'
-        # tests read examples/ beside tests/ (the README's example spec and first frame)
-        'also_copy = ["examples"]\n'
+        f"also_copy = [{', '.join(repr(n).replace(chr(39), chr(34)) for n in BESIDE_TESTS)}]\n"
         f'only_mutate = ["src/magicmotion/{module}.py"]\n'
         f"pytest_add_cli_args_test_selection = [{quoted}]\n"
         'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n'
         'process_isolation = "forkserver"\n'
         # mutants reached only through a thread or a subprocess are not traced: run every mutant
         "mutate_only_covered_lines = false\n"
+        # mutmut's "failed to collect stats" hides pytest's output; debug shows it
+        + ("debug = true\n" if debug else "")
     )
     (work / "pyproject.toml").write_text(project)
     return work
@@ -128,6 +132,7 @@ def main(argv=None) -> int:
     parser.add_argument("--retest", action="store_true",
                         help="run the survivors (and mutants without tests) again, with the tests' coverage "
                              "collected afresh (mutmut keeps its results; new tests are not seen otherwise)")
+    parser.add_argument("--debug", action="store_true", help="show pytest's output (why a stats run failed)")
     parser.add_argument("--max-children", type=int, default=1, help="mutmut workers (default 1)")
     args = parser.parse_args(argv)
     if args.list or not args.module:
@@ -138,7 +143,7 @@ def main(argv=None) -> int:
     if module not in MODULES:
         print(f"mutate: unknown module {args.module!r}; one of: {', '.join(MODULES)}", file=sys.stderr)
         return 2
-    work = prepare(module)
+    work = prepare(module, args.debug)
     if args.retest:
         retest(work, module)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": ""}
