@@ -114,6 +114,13 @@ def test_from_transformer_refuses_a_model_without_blocks():
         SegmentHead.from_transformer(NoBlocks())
 
 
+def test_from_transformer_refuses_a_non_square_patch():
+    """A head upsamples h and w by one factor: a 1x2x4 patch would give a latent of the wrong width."""
+    base = build_base("wan", num_layers=1, patch_size=(1, 2, 4))
+    with pytest.raises(ModelError, match="^WanTransformer3DModel has a non-square spatial patch 2x4: "):
+        SegmentHead.from_transformer(base)
+
+
 def test_wrong_inputs_are_refused():
     head = SegmentHead(hidden_size=8, num_blocks=2)
     with pytest.raises(ModelError, match="2 block inputs but got 1"):

@@ -62,6 +62,9 @@ class SegmentHead(ModelMixin, ConfigMixin):
         if blocks is None:
             raise ModelError(f"{type(transformer).__name__} has no transformer blocks to attach a head to")
         patch = cfg.patch_size
+        if isinstance(patch, (tuple, list)) and patch[-1] != patch[-2]:
+            raise ModelError(f"{type(transformer).__name__} has a non-square spatial patch {patch[-2]}x{patch[-1]}: "
+                             "the segment head upsamples both sides by one factor")
         spatial = patch[-1] if isinstance(patch, (tuple, list)) else patch
         kwargs.setdefault("upsample", int(spatial))
         head = cls(cfg.num_attention_heads * cfg.attention_head_dim, len(blocks), **kwargs)
