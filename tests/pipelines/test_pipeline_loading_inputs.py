@@ -67,8 +67,9 @@ def test_base_config_reads_and_checks_the_model_index(tmp_path):
     assert str(e.value) == f"{tmp_path / 'empty'}: not a diffusers pipeline folder (no model_index.json)"
     # the classes it names are checked before anything imports them, the folder named
     write_base(tmp_path / "odd", {**WAN_INDEX, "transformer": ["evil_lib", "Payload"]})
-    with pytest.raises(ModelError, match=f"^{tmp_path / 'odd'}: model_index.json: component 'transformer' is 'evil_lib'"):
+    with pytest.raises(ModelError) as e:
         base_config(tmp_path / "odd")
+    assert str(e.value).startswith(f"{tmp_path / 'odd'}: model_index.json: component 'transformer' is 'evil_lib'")
 
 
 def test_base_config_refuses_a_model_index_past_the_json_limit(tmp_path):
@@ -130,7 +131,8 @@ def test_detect_model_by_the_pipeline_class(name, family, tmp_path):
 def test_detect_model_refuses_other_pipelines_naming_them(tmp_path):
     with pytest.raises(ModelError) as e:
         detect_model(tmp_path, {"_class_name": "StableDiffusionPipeline"})
-    assert str(e.value) == f"{tmp_path}: base pipeline StableDiffusionPipeline is neither a Wan nor a CogVideoX image-to-video model"
+    assert str(e.value) == (f"{tmp_path}: base pipeline StableDiffusionPipeline is neither a Wan nor a CogVideoX "
+                            "image-to-video model")
     with pytest.raises(ModelError) as e:
         detect_model(tmp_path, {"_diffusers_version": "0.35.0"})
     assert str(e.value) == f"{tmp_path}: base pipeline ? is neither a Wan nor a CogVideoX image-to-video model"
