@@ -160,6 +160,25 @@ def test_base_config_reads_the_cached_snapshot_offline(hf_env, monkeypatch):
     assert transformer_config("some-org/wan") == {"num_layers": 2}
 
 
+def test_transformer_config_of_a_hub_id_is_its_transformer_folders_config(hf_env, monkeypatch):
+    """A base named by hub id, the hub up: transformer/config.json itself (it asked diffusers for
+    transformer/model_index.json, which no base has, so every hub base failed to load). The hub's HTTP
+    calls are switched off here, so the file comes from our cache as a download would."""
+    import huggingface_hub.constants
+
+    from magicmotion.pipelines.loading import transformer_config
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no request leaves this machine
+    fake_cache(hf_env, "some-org/wan", {"model_index.json": json.dumps({"_class_name": "WanImageToVideoPipeline"}),
+                                        "config.json": json.dumps({"num_layers": 9}),
+                                        "transformer/config.json": json.dumps({"num_layers": 2})})
+    assert resolve_pretrained("some-org/wan", file="model_index.json") == "some-org/wan"  # fetched, not the cache
+    assert transformer_config("some-org/wan") == {"num_layers": 2}
+    with pytest.raises(ModelError, match=r"^some-org/other: cannot fetch transformer/config\.json \(.+\)$"):
+        transformer_config("some-org/other")
+
+
 def test_every_loader_fails_offline_in_one_line(hf_env, monkeypatch):
     """The base, the ControlNet, the curation models and the bench / app SAM 2 all take the same path."""
     from magicmotion.app.drawing import Sam2Segmenter as AppSam2

@@ -97,3 +97,37 @@ def test_model_offload_gives_the_same_video(models_dir):
     offloaded = load_pipeline(models_dir / "wan", models_dir / "wan_cn_trained", offload="model", device="cpu")
     assert len(offloaded._all_hooks) == 4  # text encoder -> transformer -> vae, and the ControlNet alone
     np.testing.assert_allclose(frames(offloaded), plain, atol=1e-6)  # the same ops, moved: measured 0
+
+
+# ------------------------------------------------------------------ issue 34: what the loader's checks say
+
+
+def test_a_model_object_that_is_no_controlnet_is_a_model_error(models_dir):
+    """A module passed as the ControlNet: the base's own transformer (it has a dtype) or a plain module
+    (none: that was an AttributeError) -> one ModelError naming its class and the base's family."""
+    from magicmotion.pipelines.loading import transformer_config
+
+    from diffusers import WanTransformer3DModel
+
+    transformer = WanTransformer3DModel.from_config(transformer_config(models_dir / "wan"))
+    for module, name in ((transformer, "WanTransformer3DModel"), (torch.nn.Linear(2, 2), "Linear")):
+        with pytest.raises(ModelError, match=rf"^{name} is not a Trajectory ControlNet for a wan base$"):
+            load_pipeline(models_dir / "wan", module)
+
+
+def test_transformer_config_errors_name_the_file(models_dir, tmp_path):
+    from magicmotion.pipelines.loading import transformer_config
+
+    assert transformer_config(models_dir / "wan")["num_layers"] == 2
+    base = tmp_path / "base"
+    (base / "transformer").mkdir(parents=True)
+    (base / "model_index.json").write_text("{}")
+    config = base / "transformer" / "config.json"
+    with pytest.raises(ModelError, match=rf"^{config}: base transformer config not found$"):
+        transformer_config(base)
+    for text, message in (("{", "malformed JSON"), ("[1, 2]", "a transformer config must be a JSON object")):
+        config.write_text(text)
+        with pytest.raises(ModelError, match=rf"^{config}: {message}"):
+            transformer_config(base)
+    with pytest.raises(ModelError, match=rf"^{tmp_path / 'missing'}: base model folder not found$"):
+        transformer_config(tmp_path / "missing")
