@@ -131,3 +131,122 @@ def test_transformer_config_errors_name_the_file(models_dir, tmp_path):
             transformer_config(base)
     with pytest.raises(ModelError, match=rf"^{tmp_path / 'missing'}: base model folder not found$"):
         transformer_config(tmp_path / "missing")
+
+
+def test_the_default_dtype_follows_the_device():
+    from magicmotion.pipelines.loading import resolve_dtype
+
+    for device in ("cuda", "cuda:1", torch.device("cuda", 0)):
+        assert resolve_dtype(None, device) == torch.bfloat16
+    for device in ("cpu", "mps", None):
+        assert resolve_dtype(None, device) == torch.float32
+    assert resolve_dtype("FP16", "cpu") == torch.float16 and resolve_dtype(torch.float64, "cuda") == torch.float64
+
+
+def test_the_family_comes_from_the_pipeline_class(models_dir, tmp_path):
+    """diffusers' own pipeline classes and the ones `save_pretrained` of ours writes; anything else is
+    refused naming the base and the class (or "?" when the index names none)."""
+    from magicmotion.pipelines.loading import detect_model
+
+    for name, family in (("WanImageToVideoPipeline", "wan"), ("MagicMotionWanPipeline", "wan"),
+                         ("CogVideoXImageToVideoPipeline", "cogvideox"),
+                         ("MagicMotionCogVideoXPipeline", "cogvideox")):
+        assert detect_model("b", {"_class_name": name}) == family
+    with pytest.raises(ModelError, match=r"^b: base pipeline \? is neither a Wan nor a CogVideoX image-to-video model$"):
+        detect_model("b", {"_diffusers_version": "0.42.1"})
+    # a base folder of another pipeline: refused when it loads, naming the folder
+    base = tmp_path / "sd"
+    base.mkdir()
+    (base / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    with pytest.raises(ModelError, match=rf"^{base}: base pipeline StableDiffusionPipeline is neither a Wan"):
+        load_pipeline(base, models_dir / "wan_cn")
+    with pytest.raises(ModelError, match=rf"^{tmp_path / 'missing'}: base model folder not found$"):
+        loading.base_config(tmp_path / "missing")
+
+
+def test_tiny_model_paths_by_kind_and_their_messages(tmp_path, monkeypatch):
+    tiny = loading.TINY_MODEL_DIR
+    assert loading.tiny_model_paths() == (tiny / "base", tiny / "stage2" / "controlnet")  # box
+    for kind, stage in (("mask", "stage1"), ("box", "stage2"), ("sparse_box", "stage3")):
+        assert loading.tiny_model_paths(kind) == (tiny / "base", tiny / stage / "controlnet")
+    with pytest.raises(PipelineError, match=r"^unknown kind 'circle': expected one of mask, box, sparse_box$"):
+        loading.tiny_model_paths("circle")
+    with pytest.raises(PipelineError, match=r"^unknown kind 'circle': expected one of mask, box, sparse_box$"):
+        load_pipeline(kind="circle")
+    monkeypatch.setattr(loading, "TINY_MODEL_DIR", tmp_path)
+    (tmp_path / "base").mkdir()
+    missing = tmp_path / "stage1" / "controlnet"
+    with pytest.raises(ModelError) as error:
+        loading.tiny_model_paths("mask")
+    assert str(error.value) == (f"{missing}: the shipped tiny model is not there (not trained yet?); pass --base and "
+                                "--controlnet (Python: load_pipeline(base=..., controlnet=...))")
+
+
+def test_options_and_device_are_checked_before_any_model_is_read(tmp_path):
+    for kw, message in ((dict(cache="fast"), "unknown cache 'fast'"), (dict(offload="disk"), "unknown offload"),
+                        (dict(weights_dtype="int4"), "unknown weights_dtype"),
+                        (dict(device="meta"), "'meta' holds no values"), (dict(device="tpu:x"), "unknown device")):
+        with pytest.raises(PipelineError, match=message):
+            load_pipeline(tmp_path / "missing", tmp_path / "missing_cn", **kw)
+
+
+def test_vae_tiling_and_slicing_only_when_asked(models_dir):
+    for kw in ({}, dict(vae_tiling=True), dict(vae_slicing=True), dict(vae_tiling=True, vae_slicing=True)):
+        vae = load_pipeline(models_dir / "wan", models_dir / "wan_cn", **kw).vae
+        assert (vae.use_tiling, vae.use_slicing) == (kw.get("vae_tiling", False), kw.get("vae_slicing", False))
+
+
+def test_options_reach_the_loaded_pipeline(models_dir):
+    """fp8 weights (layerwise casting) and a cache on the base transformer, as asked."""
+    plain = load_pipeline(models_dir / "wan", models_dir / "wan_cn")
+    assert plain.transformer.blocks[0].attn1.to_q.weight.dtype == torch.float32
+    assert not plain.transformer.is_cache_enabled
+    pipe = load_pipeline(models_dir / "wan", models_dir / "wan_cn", weights_dtype="fp8", cache="first-block")
+    for model in (pipe.transformer, pipe.controlnet):
+        assert model.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+    assert pipe.transformer.is_cache_enabled
+
+
+def test_on_cuda_bf16_is_the_default_and_the_pipeline_goes_to_the_device_named(models_dir, monkeypatch):
+    """No GPU is needed: CUDA is said to be there, and the last step (moving the pipeline, the memory
+    options) is recorded instead of made."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    seen = {}
+
+    def enable(pipe, device=None, **options):
+        seen.update(options, device=device)
+        return pipe
+
+    monkeypatch.setattr(loading, "enable_memory_options", enable)
+    pipe = load_pipeline(models_dir / "wan", models_dir / "wan_cn", device="cuda:1")
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.controlnet.dtype == torch.bfloat16
+    assert pipe.vae.dtype == torch.float32  # Wan's VAE stays in fp32
+    assert seen == dict(device="cuda:1", offload="none", weights_dtype="default", cache="none", vae_tiling=False,
+                        vae_slicing=False)
+    load_pipeline(models_dir / "wan", models_dir / "wan_cn", device="cuda", offload="model", weights_dtype="fp8",
+                  cache="taylorseer", vae_tiling=True, vae_slicing=True)
+    assert seen == dict(device="cuda", offload="model", weights_dtype="fp8", cache="taylorseer", vae_tiling=True,
+                        vae_slicing=True)
+
+
+def test_a_controlnet_object_is_used_in_the_pipelines_dtype(models_dir):
+    from magicmotion.models import WanTrajectoryControlNet
+
+    cn = WanTrajectoryControlNet.from_pretrained(models_dir / "wan_cn_trained")
+    expected = {k: v.to(torch.bfloat16) for k, v in cn.state_dict().items()}
+    pipe = load_pipeline(models_dir / "wan", cn, dtype="bf16")
+    assert pipe.controlnet.dtype == torch.bfloat16
+    for key, value in pipe.controlnet.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    assert load_pipeline(models_dir / "wan", cn, dtype="bf16").controlnet is cn  # already bf16: itself
+
+
+def test_a_base_whose_weights_cannot_load_is_named(models_dir, tmp_path):
+    import shutil
+
+    base = tmp_path / "wan"
+    shutil.copytree(models_dir / "wan", base)
+    weights = next((base / "transformer").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelError, match=rf"^{base}: cannot load the base model \(.+\)$"):
+        load_pipeline(base, models_dir / "wan_cn")
