@@ -179,6 +179,27 @@ def test_transformer_config_of_a_hub_id_is_its_transformer_folders_config(hf_env
         transformer_config("some-org/other")
 
 
+def test_base_config_of_a_hub_id_is_checked_and_names_the_id(hf_env, monkeypatch):
+    """A base named by hub id, the hub up: its model_index.json, checked as a local one is (a component
+    we do not load is refused naming the id); one the hub does not have is a ModelError naming it."""
+    import huggingface_hub.constants
+
+    from magicmotion.pipelines.loading import base_config
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no request leaves this machine
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hf_env))  # diffusers' default cache
+    index = {"_class_name": "WanImageToVideoPipeline", "scheduler": ["diffusers", "UniPCMultistepScheduler"]}
+    fake_cache(hf_env, "some-org/wan", {"model_index.json": json.dumps(index)})
+    assert {k: v for k, v in base_config("some-org/wan").items() if not k.startswith("_")} == {
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"]}
+    fake_cache(hf_env, "some-org/odd", {"model_index.json": json.dumps({**index, "vae": ["mylib", "MyVAE"]})})
+    with pytest.raises(ModelError, match=r"^some-org/odd: model_index.json: component 'vae' is 'mylib'.'MyVAE'"):
+        base_config("some-org/odd")
+    with pytest.raises(ModelError, match=r"^some-org/none: cannot fetch the base model's model_index\.json \(.+\)$"):
+        base_config("some-org/none")
+
+
 def test_every_loader_fails_offline_in_one_line(hf_env, monkeypatch):
     """The base, the ControlNet, the curation models and the bench / app SAM 2 all take the same path."""
     from magicmotion.app.drawing import Sam2Segmenter as AppSam2

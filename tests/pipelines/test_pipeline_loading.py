@@ -250,3 +250,43 @@ def test_a_base_whose_weights_cannot_load_is_named(models_dir, tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ModelError, match=rf"^{base}: cannot load the base model \(.+\)$"):
         load_pipeline(base, models_dir / "wan_cn")
+
+
+def test_base_config_names_the_folder_and_the_file(models_dir, tmp_path):
+    import os
+
+    index = models_dir / "wan" / "model_index.json"
+    with pytest.raises(ModelError, match=rf"^{index}: base model folder not found$"):  # a file, not a folder
+        loading.base_config(index)
+    base = tmp_path / "base"
+    base.mkdir()
+    index = base / "model_index.json"
+    index.write_text('{"_class_name": "WanImageToVideoPipeline", "vae": ["mylib", "MyVAE"]}')
+    with pytest.raises(ModelError, match=rf"^{base}: model_index.json: component 'vae' is 'mylib'.'MyVAE'"):
+        loading.base_config(base)
+    index.write_text('{"_class_name": ')
+    with pytest.raises(ModelError, match=rf"^{index}: malformed JSON"):
+        loading.base_config(base)
+    with open(index, "wb") as f:  # a sparse file: its size says too large, no disk is used
+        f.truncate(257 * 2**20)
+    assert os.path.getsize(index) > 256 * 2**20
+    with pytest.raises(ModelError, match=rf"^{index}: larger than 256 MiB, not a model_index.json$"):
+        loading.base_config(base)
+
+
+def test_the_device_default_and_its_checks(monkeypatch):
+    from magicmotion.pipelines.loading import resolve_device
+
+    for available in (True, False):  # what this machine has does not matter: CUDA is said to be there or not
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        assert resolve_device(None) == ("cuda" if available else "cpu")
+        assert resolve_device("cpu") == "cpu" and resolve_device(torch.device("cpu")) == "cpu"
+        with pytest.raises(PipelineError, match=r"^unknown device 'tpu:x' \(cpu, cuda, cuda:N\)$"):
+            resolve_device("tpu:x")
+        with pytest.raises(PipelineError, match=r"^device 'meta' holds no values \(cpu, cuda, cuda:N\)$"):
+            resolve_device("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PipelineError, match=r"^device 'cuda:1' asked for but CUDA is not available$"):
+        resolve_device("cuda:1")
