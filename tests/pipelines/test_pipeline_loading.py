@@ -290,3 +290,15 @@ def test_the_device_default_and_its_checks(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(PipelineError, match=r"^device 'cuda:1' asked for but CUDA is not available$"):
         resolve_device("cuda:1")
+
+
+def test_a_second_controlnet_on_a_cogvideox_base_is_refused(models_dir):
+    """controlnet_2 is for a two-expert Wan2.2 A14B base; a CogVideoX pipeline dropped it with a warning
+    (and `generate --controlnet-2` recorded a ControlNet it never used)."""
+    from magicmotion.models import CogVideoXTrajectoryControlNet
+
+    for second in (models_dir / "cog_cn", CogVideoXTrajectoryControlNet.from_pretrained(models_dir / "cog_cn")):
+        with pytest.raises(ModelError, match=rf"^{models_dir / 'cog'}: controlnet_2 is the low-noise expert's "
+                                             r"ControlNet of a two-expert Wan2.2 A14B base; this cogvideox base "
+                                             r"has one transformer$"):
+            load_pipeline(models_dir / "cog", models_dir / "cog_cn", controlnet_2=second)

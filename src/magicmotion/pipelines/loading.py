@@ -304,6 +304,10 @@ def load_pipeline(
         raise ModelError(f"{base}: the base is a {detected} model, not {model}")
     model = detected
 
+    if controlnet_2 is not None and model != "wan":  # diffusers would drop it with a warning
+        raise ModelError(f"{base}: controlnet_2 is the low-noise expert's ControlNet of a two-expert Wan2.2 A14B "
+                         f"base; this {model} base has one transformer")
+
     # the ControlNet first, and checked against the base's config before the base's weights load
     controlnet_source = None
     if model == "wan" and controlnet_2 is None and isinstance(controlnet, (str, os.PathLike)):
