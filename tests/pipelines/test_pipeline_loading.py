@@ -302,3 +302,11 @@ def test_a_second_controlnet_on_a_cogvideox_base_is_refused(models_dir):
                                              r"ControlNet of a two-expert Wan2.2 A14B base; this cogvideox base "
                                              r"has one transformer$"):
             load_pipeline(models_dir / "cog", models_dir / "cog_cn", controlnet_2=second)
+
+
+def test_loading_warns_of_nothing(models_dir, capfd):
+    """A plain load says nothing on stderr (diffusers warns of every keyword a pipeline does not take)."""
+    for base, controlnet in (("cog", "cog_cn"), ("wan", "wan_cn")):
+        load_pipeline(models_dir / base, models_dir / controlnet).set_progress_bar_config(disable=True)
+        err = capfd.readouterr().err
+        assert "not expected" not in err and "ignored" not in err, err

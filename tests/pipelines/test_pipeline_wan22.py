@@ -195,9 +195,14 @@ def test_a14b_loading_and_saving(wan22_dir, tmp_path):
     index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
     assert index["boundary_ratio"] == 0.9 and index["controlnet_2"][1] == "WanTrajectoryControlNet"
     expected = step_latents(pipe)[-1]
-    # the saved pipeline needs no ControlNet named; a folder holding both is one --controlnet
+    # the saved pipeline needs no ControlNet named; a folder holding both is one --controlnet; the
+    # high-noise one given as a model, the saved low-noise one comes with the folder
+    from magicmotion.models import WanTrajectoryControlNet
+
+    high = WanTrajectoryControlNet.from_pretrained(wan22_dir / "a14b_high")
     for again in (load(tmp_path, "saved"), load_pipeline(tmp_path / "saved"),
-                  load_pipeline(wan22_dir / "a14b", controlnet=tmp_path / "saved")):
+                  load_pipeline(wan22_dir / "a14b", controlnet=tmp_path / "saved"),
+                  load_pipeline(tmp_path / "saved", controlnet=high)):
         again.set_progress_bar_config(disable=True)
         assert again.controlnet.config.expert == "high" and again.controlnet_2.config.expert == "low"
         torch.testing.assert_close(step_latents(again)[-1], expected)
