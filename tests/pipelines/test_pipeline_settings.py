@@ -525,3 +525,26 @@ def test_a_cached_hub_base_has_its_settings_offline(tmp_path, monkeypatch):
     assert s.sources["guidance_scale"] == str(snapshot / SETTINGS_FILE)
     loaded = load_pipeline("some-org/tiny", TINY_CN).model_settings
     assert loaded.values == s.values and loaded.sources["guidance_scale"] == str(snapshot / SETTINGS_FILE)
+
+
+def test_the_scheduler_a_model_asks_for_replaces_the_bases_keeping_its_config(models_dir, tmp_path):
+    cn = tmp_path / "cn"
+    shutil.copytree(models_dir / "cog_cn", cn)
+    write_settings_file(cn, {"scheduler": "CogVideoXDDIMScheduler"})
+    plain = load_pipeline(models_dir / "cog", models_dir / "cog_cn").scheduler
+    asked = load_pipeline(models_dir / "cog", cn).scheduler
+    assert type(plain).__name__ == "CogVideoXDPMScheduler" and type(asked).__name__ == "CogVideoXDDIMScheduler"
+    for key in ("beta_end", "prediction_type", "rescale_betas_zero_snr", "timestep_spacing"):
+        assert asked.config[key] == plain.config[key], key
+
+
+def test_a_pipeline_built_without_a_controlnet_gets_its_bases_settings(tmp_path):
+    """attach_settings on a pipeline built by hand with no ControlNet (a plain base run): the base's
+    magicmotion.json and the family's defaults."""
+    from magicmotion.pipelines.loading import attach_settings
+    from magicmotion.pipelines.tiny import tiny_wan_components
+
+    write_settings_file(tmp_path, {"guidance_scale": 3.5})
+    pipe = attach_settings(MagicMotionWanPipeline(**tiny_wan_components(seed=0), controlnet=None), "wan", tmp_path)
+    assert pipe.model_settings["guidance_scale"] == 3.5 and pipe.model_settings["fps"] == 16.0
+    assert pipe.model_settings.sources["guidance_scale"] == str(tmp_path / SETTINGS_FILE)
