@@ -310,3 +310,25 @@ def test_loading_warns_of_nothing(models_dir, capfd):
         load_pipeline(models_dir / base, models_dir / controlnet).set_progress_bar_config(disable=True)
         err = capfd.readouterr().err
         assert "not expected" not in err and "ignored" not in err, err
+
+
+def test_bf16_loads_a_wan_vae_and_image_encoder_stored_in_bf16_in_fp32(tmp_path):
+    """Wan recommends its VAE and CLIP image encoder in fp32: a base whose files hold them in bf16 (as
+    some copies on the hub do) still gets them in fp32 when the pipeline runs in bf16."""
+    from diffusers import WanImageToVideoPipeline
+    from safetensors import safe_open
+    from test_pipeline_wan_clip import clip_components
+
+    from magicmotion.models import WanTrajectoryControlNet
+
+    parts = clip_components()
+    parts["vae"].to(torch.bfloat16)
+    parts["image_encoder"].to(torch.bfloat16)
+    WanImageToVideoPipeline(**parts).save_pretrained(tmp_path / "wan14")
+    for part in ("vae", "image_encoder"):
+        with safe_open(next((tmp_path / "wan14" / part).glob("*.safetensors")), "pt") as f:
+            assert f.get_tensor(next(iter(f.keys()))).dtype == torch.bfloat16  # stored in bf16
+    WanTrajectoryControlNet.from_transformer(parts["transformer"]).save_pretrained(tmp_path / "cn")
+    pipe = load_pipeline(tmp_path / "wan14", tmp_path / "cn", dtype="bf16")
+    assert pipe.transformer.dtype == pipe.controlnet.dtype == pipe.text_encoder.dtype == torch.bfloat16
+    assert pipe.vae.dtype == pipe.image_encoder.dtype == torch.float32
