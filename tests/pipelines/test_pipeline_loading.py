@@ -332,3 +332,118 @@ def test_bf16_loads_a_wan_vae_and_image_encoder_stored_in_bf16_in_fp32(tmp_path)
     pipe = load_pipeline(tmp_path / "wan14", tmp_path / "cn", dtype="bf16")
     assert pipe.transformer.dtype == pipe.controlnet.dtype == pipe.text_encoder.dtype == torch.bfloat16
     assert pipe.vae.dtype == pipe.image_encoder.dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------------------- load_controlnet
+
+
+def released_pt(models_dir, path):
+    """The tiny CogVideoX ControlNet saved as the authors' release does ({"state_dict": ...}, 1x1 convs)."""
+    from magicmotion.models import CogVideoXTrajectoryControlNet
+
+    cn = CogVideoXTrajectoryControlNet.from_pretrained(models_dir / "cog_cn_trained")
+    sd = {k: (v.reshape(*v.shape, 1, 1) if k.startswith("out_projectors.") and k.endswith(".weight") else v)
+          for k, v in cn.state_dict().items()}
+    torch.save({"state_dict": sd}, path)
+    return cn
+
+
+def same_weights(a, b) -> bool:
+    sb = b.state_dict()
+    return all(torch.equal(v.to(sb[k].dtype), sb[k]) for k, v in a.state_dict().items())
+
+
+def test_load_controlnet_in_the_dtype_asked(models_dir, tmp_path):
+    from magicmotion.pipelines.loading import load_controlnet
+
+    folder = load_controlnet(models_dir / "wan_cn_trained")
+    assert folder.dtype == torch.float32 and not folder.training
+    for dtype, expected in ((torch.bfloat16, torch.bfloat16), ({"default": torch.bfloat16}, torch.bfloat16),
+                            ({"default": torch.bfloat16, "controlnet": torch.float16}, torch.float16)):
+        cn = load_controlnet(models_dir / "wan_cn_trained", model="wan", dtype=dtype)
+        assert cn.dtype == expected and same_weights(folder, cn), dtype
+    trained = released_pt(models_dir, tmp_path / "box.pt")
+    plain = load_controlnet(tmp_path / "box.pt", base=models_dir / "cog")
+    assert plain.dtype == torch.float32 and not plain.training and same_weights(trained, plain)
+    half = load_controlnet(tmp_path / "box.pt", model="cogvideox", dtype=torch.bfloat16, base=models_dir / "cog")
+    assert half.dtype == torch.bfloat16 and not half.training and same_weights(half, trained.to(torch.bfloat16))
+
+
+def test_load_controlnet_messages_name_the_folder_or_file(models_dir, tmp_path):
+    import re
+    import shutil
+
+    from magicmotion.pipelines.loading import load_controlnet
+
+    def refused(path, message, named=None, **kw):
+        with pytest.raises(ModelError, match="^" + re.escape(f"{named or path}: {message}")):
+            load_controlnet(path, **kw)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused(empty, "not a ControlNet folder (no config.json)")
+    folder = tmp_path / "cn"
+    shutil.copytree(models_dir / "wan_cn", folder)
+    config = folder / "config.json"
+    good = config.read_text()
+    config.write_text("{oops")
+    refused(folder, "unreadable (", named=config)
+    config.write_text("{}")
+    refused(folder, "this model is not a Trajectory ControlNet")
+    refused(models_dir / "wan" / "vae", "AutoencoderKLWan is not a Trajectory ControlNet")
+    refused(models_dir / "wan_cn", "a wan ControlNet cannot drive a cogvideox base", model="cogvideox")
+    config.write_text(good)
+    weights = next(folder.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:64])
+    refused(folder, "cannot load the ControlNet (")
+    # non-finite weights: named, not a black video
+    from magicmotion.models import WanTrajectoryControlNet
+
+    broken = WanTrajectoryControlNet.from_pretrained(models_dir / "wan_cn")
+    with torch.no_grad():
+        broken.out_projectors[0].weight[0, 0] = float("nan")
+    broken.save_pretrained(tmp_path / "nan")
+    refused(tmp_path / "nan", "tensor out_projectors.0.weight holds 1 NaN or infinite values")
+    (tmp_path / "notes.txt").write_text("x")
+    refused(tmp_path / "notes.txt", "expected a ControlNet folder or a released .pt checkpoint")
+    released_pt(models_dir, tmp_path / "box.pt")
+    refused(tmp_path / "box.pt", "released .pt checkpoints are CogVideoX ControlNets; the base is Wan", model="wan")
+    refused(tmp_path / "missing", "ControlNet folder not found")
+
+
+def test_load_controlnet_by_hub_id(models_dir, tmp_path, monkeypatch):
+    """A ControlNet named by hub id: loaded when the hub answers (the base's family must be said), from
+    its cached snapshot when the hub is out of reach. The hub's HTTP calls are switched off here: the
+    files come from our cache as a download would."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from magicmotion import hub
+    from magicmotion.pipelines.loading import load_controlnet
+
+    for name in ("HF_HUB_CACHE", "TRANSFORMERS_OFFLINE", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    cache = tmp_path / "hf" / "hub"
+    repo = cache / "models--some-org--cn"
+    shutil.copytree(models_dir / "wan_cn_trained", repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    expected = load_controlnet(models_dir / "wan_cn_trained")
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no request leaves this machine
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    cn = load_controlnet("some-org/cn", model="wan", dtype=torch.bfloat16)
+    assert cn.dtype == torch.bfloat16 and not cn.training and same_weights(cn, expected.to(torch.bfloat16))
+    with pytest.raises(ModelError, match=r"^some-org/cn: say which base \(wan or cogvideox\) a hub ControlNet is for$"):
+        load_controlnet("some-org/cn")
+    with pytest.raises(ModelError, match=r"^some-org/other: cannot fetch the ControlNet \(.+\)$"):
+        load_controlnet("some-org/other", model="wan")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub out of reach: the cached snapshot, checked as a folder
+    cn = load_controlnet("some-org/cn", model="wan", dtype=torch.bfloat16)
+    assert cn.dtype == torch.bfloat16 and same_weights(cn, expected.to(torch.bfloat16))
+    with pytest.raises(ModelError, match="a wan ControlNet cannot drive a cogvideox base"):
+        load_controlnet("some-org/cn", model="cogvideox")
