@@ -420,6 +420,7 @@ def test_load_controlnet_by_hub_id(models_dir, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
     from magicmotion import hub
+    from magicmotion.models import WanTrajectoryControlNet
     from magicmotion.pipelines.loading import load_controlnet
 
     for name in ("HF_HUB_CACHE", "TRANSFORMERS_OFFLINE", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
@@ -441,9 +442,48 @@ def test_load_controlnet_by_hub_id(models_dir, tmp_path, monkeypatch):
         load_controlnet("some-org/cn")
     with pytest.raises(ModelError, match=r"^some-org/other: cannot fetch the ControlNet \(.+\)$"):
         load_controlnet("some-org/other", model="wan")
+    broken = WanTrajectoryControlNet.from_pretrained(models_dir / "wan_cn")
+    with torch.no_grad():
+        broken.out_projectors[0].weight[0, 0] = float("nan")
+    broken.save_pretrained(cache / "models--some-org--nan" / "snapshots" / ("0" * 40))
+    (cache / "models--some-org--nan" / "refs").mkdir()
+    (cache / "models--some-org--nan" / "refs" / "main").write_text("0" * 40)
+    with pytest.raises(ModelError, match=r"^some-org/nan: tensor out_projectors.0.weight holds 1 NaN"):
+        load_controlnet("some-org/nan", model="wan")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub out of reach: the cached snapshot, checked as a folder
     cn = load_controlnet("some-org/cn", model="wan", dtype=torch.bfloat16)
     assert cn.dtype == torch.bfloat16 and same_weights(cn, expected.to(torch.bfloat16))
     with pytest.raises(ModelError, match="a wan ControlNet cannot drive a cogvideox base"):
         load_controlnet("some-org/cn", model="cogvideox")
+
+
+def test_load_controlnet_folders_and_release_files(models_dir, tmp_path, caplog):
+    """A folder holding controlnet/ (a training run's final/) and a ControlNet folder (itself, whatever
+    it holds); the release's file names (.pt, .pth, .bin), without a base (CogVideoX-5B-I2V's config
+    assumed: the tiny weights do not fit its 48 heads), and what the import says."""
+    import logging
+    import shutil
+
+    from magicmotion.pipelines.loading import load_controlnet
+
+    trained = load_controlnet(models_dir / "cog_cn_trained")
+    shutil.copytree(models_dir / "cog_cn_trained", tmp_path / "final" / "controlnet")
+    assert same_weights(load_controlnet(tmp_path / "final", model="cogvideox"), trained)
+    shutil.copytree(models_dir / "cog_cn_trained", tmp_path / "cn")
+    shutil.copytree(models_dir / "cog_cn", tmp_path / "cn" / "controlnet")  # another one inside: not used
+    assert same_weights(load_controlnet(tmp_path / "cn"), trained)
+    for name in ("box.pt", "box.pth", "box.bin", "BOX.PT"):
+        released_pt(models_dir, tmp_path / name)
+        with caplog.at_level(logging.INFO, logger="magicmotion.pipelines.loading"):
+            caplog.clear()
+            assert same_weights(load_controlnet(tmp_path / name, base=models_dir / "cog"), trained), name
+        assert [r.getMessage() for r in caplog.records] == [f"{tmp_path / name}: 2 control blocks of width 32"]
+    with pytest.raises(ModelError, match=r"box.pt: width 32 is not divisible by the base config's 48 heads"):
+        load_controlnet(tmp_path / "box.pt")
+    # a release file with broken weights is named
+    sd = torch.load(tmp_path / "box.pt", weights_only=True)
+    sd["state_dict"]["out_projectors.0.bias"][0] = float("inf")
+    torch.save(sd, tmp_path / "inf.pt")
+    with pytest.raises(ModelError, match=rf"^{tmp_path / 'inf.pt'}: tensor out_projectors.0.bias holds 1 NaN"):
+        load_controlnet(tmp_path / "inf.pt", base=models_dir / "cog")
