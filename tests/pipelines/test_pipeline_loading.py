@@ -129,6 +129,10 @@ def test_transformer_config_errors_name_the_file(models_dir, tmp_path):
         config.write_text(text)
         with pytest.raises(ModelError, match=rf"^{config}: {message}"):
             transformer_config(base)
+    with open(config, "wb") as f:  # a sparse file: its size says too large, no disk is used
+        f.truncate(257 * 2**20)
+    with pytest.raises(ModelError, match=rf"^{config}: larger than 256 MiB, not a transformer config$"):
+        transformer_config(base)
     with pytest.raises(ModelError, match=rf"^{tmp_path / 'missing'}: base model folder not found$"):
         transformer_config(tmp_path / "missing")
 
