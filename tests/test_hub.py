@@ -160,6 +160,46 @@ def test_base_config_reads_the_cached_snapshot_offline(hf_env, monkeypatch):
     assert transformer_config("some-org/wan") == {"num_layers": 2}
 
 
+def test_transformer_config_of_a_hub_id_is_its_transformer_folders_config(hf_env, monkeypatch):
+    """A base named by hub id, the hub up: transformer/config.json itself (it asked diffusers for
+    transformer/model_index.json, which no base has, so every hub base failed to load). The hub's HTTP
+    calls are switched off here, so the file comes from our cache as a download would."""
+    import huggingface_hub.constants
+
+    from magicmotion.pipelines.loading import transformer_config
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no request leaves this machine
+    fake_cache(hf_env, "some-org/wan", {"model_index.json": json.dumps({"_class_name": "WanImageToVideoPipeline"}),
+                                        "config.json": json.dumps({"num_layers": 9}),
+                                        "transformer/config.json": json.dumps({"num_layers": 2})})
+    assert resolve_pretrained("some-org/wan", file="model_index.json") == "some-org/wan"  # fetched, not the cache
+    assert transformer_config("some-org/wan") == {"num_layers": 2}
+    with pytest.raises(ModelError, match=r"^some-org/other: cannot fetch transformer/config\.json \(.+\)$"):
+        transformer_config("some-org/other")
+
+
+def test_base_config_of_a_hub_id_is_checked_and_names_the_id(hf_env, monkeypatch):
+    """A base named by hub id, the hub up: its model_index.json, checked as a local one is (a component
+    we do not load is refused naming the id); one the hub does not have is a ModelError naming it."""
+    import huggingface_hub.constants
+
+    from magicmotion.pipelines.loading import base_config
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no request leaves this machine
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hf_env))  # diffusers' default cache
+    index = {"_class_name": "WanImageToVideoPipeline", "scheduler": ["diffusers", "UniPCMultistepScheduler"]}
+    fake_cache(hf_env, "some-org/wan", {"model_index.json": json.dumps(index)})
+    assert {k: v for k, v in base_config("some-org/wan").items() if not k.startswith("_")} == {
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"]}
+    fake_cache(hf_env, "some-org/odd", {"model_index.json": json.dumps({**index, "vae": ["mylib", "MyVAE"]})})
+    with pytest.raises(ModelError, match=r"^some-org/odd: model_index.json: component 'vae' is 'mylib'.'MyVAE'"):
+        base_config("some-org/odd")
+    with pytest.raises(ModelError, match=r"^some-org/none: cannot fetch the base model's model_index\.json \(.+\)$"):
+        base_config("some-org/none")
+
+
 def test_every_loader_fails_offline_in_one_line(hf_env, monkeypatch):
     """The base, the ControlNet, the curation models and the bench / app SAM 2 all take the same path."""
     from magicmotion.app.drawing import Sam2Segmenter as AppSam2

@@ -286,6 +286,9 @@ def test_settings_of_a_released_pt_are_known_before_it_loads(models_dir, tmp_pat
     for controlnet in (ckpts, ckpts / "stage2" / "box.pt"):
         _, s, _ = model_settings(models_dir / "cog", controlnet, "box")
         assert (s["trajectory_palette"], s["map_encoding"], s["resize"]) == ("release", "sample", "stretch")
+        # values and where each comes from, as the loaded pipeline will say
+        assert s.record() == load_pipeline(models_dir / "cog", controlnet, kind="box").model_settings.record()
+        assert s.sources["trajectory_palette"] == "ControlNet config"
     pipe = MagicMotionCogVideoXPipeline.from_pretrained(models_dir / "cog", controlnet=ckpts / "stage1" / "mask.pt")
     assert type(pipe.scheduler).__name__ == "CogVideoXDPMScheduler" and pipe.vae.use_tiling
 
@@ -401,3 +404,147 @@ def test_generate_doc_shows_each_fit():
 
     first = picture[y:y + TILE, ROW_LABEL_WIDTH + GAP:ROW_LABEL_WIDTH + GAP + TILE]
     assert not first[:30].any() and not first[-30:].any() and first[TILE // 2].any()
+
+
+# ------------------------------------------------------- issue 34: settings before any weights load
+
+
+@pytest.fixture
+def tiny_copy(tmp_path, monkeypatch):
+    """A copy of the shipped tiny model (12 MB) standing in for it, its stages told apart: stage1's
+    ControlNet folder has its own magicmotion.json (guidance 2.5), stage3's config.json asks for the
+    release palette (on the shipped model all three stages' settings are the same)."""
+    from magicmotion.pipelines import loading
+
+    tiny = tmp_path / "tiny"
+    shutil.copytree(TINY_MODEL_DIR, tiny)
+    monkeypatch.setattr(loading, "TINY_MODEL_DIR", tiny)
+    write_settings_file(tiny / "stage1" / "controlnet", {"guidance_scale": 2.5})
+    config = tiny / "stage3" / "controlnet" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "trajectory_palette": "release"}))
+    return tiny
+
+
+def test_settings_before_loading_are_those_of_the_kinds_stage(tiny_copy):
+    stage1 = str(tiny_copy / "stage1" / "controlnet" / SETTINGS_FILE)
+    base = str(tiny_copy / "base" / SETTINGS_FILE)
+    for kind, guidance, source, palette in (("mask", 2.5, stage1, "voc"), ("box", 1.0, base, "voc"),
+                                            ("sparse_box", 1.0, base, "release"), (None, 1.0, base, "voc")):
+        family, s, limits = model_settings(None, None, kind)
+        assert (family, s["guidance_scale"], s.sources["guidance_scale"], s["trajectory_palette"]) == (
+            "wan", guidance, source, palette), kind
+        assert s.values == load_pipeline(kind=kind).model_settings.values  # what the load then recommends
+        # the same stages from a folder laid out as a converted release (stageN/controlnet)
+        assert model_settings(tiny_copy / "base", tiny_copy, kind)[1].record() == s.record()
+    # the VAE's x4 and the transformer's 2x2 patches, 64 rotary positions a side, 4 frames a latent
+    assert limits == model_limits("wan", {"patch_size": [1, 2, 2], "rope_max_seq_len": 64},
+                                  {"scale_factor_spatial": 4}) and limits.multiple == 8 and limits.max_frames == 253
+
+
+def test_a_controlnet_named_with_the_tiny_base_wins_over_the_kinds_stage(tiny_copy):
+    stage1 = tiny_copy / "stage1" / "controlnet"
+    _, s, _ = model_settings(None, stage1, "box")
+    assert s["guidance_scale"] == 2.5 and s.sources["guidance_scale"] == str(stage1 / SETTINGS_FILE)
+    loaded = load_pipeline(controlnet=stage1, kind="box")
+    assert loaded.model_settings.values == s.values
+    assert torch.equal(loaded.controlnet.out_projectors[0].weight,
+                       load_pipeline(kind="mask").controlnet.out_projectors[0].weight)  # stage 1's weights
+    _, s, _ = model_settings(None, tiny_copy / "stage2" / "controlnet", "mask")
+    assert s["guidance_scale"] == 1.0
+
+
+def test_a_saved_pipeline_folder_brings_its_controlnet_and_its_settings(tiny_copy):
+    base = tiny_copy / "base"
+    shutil.copytree(tiny_copy / "stage1" / "controlnet", base / "controlnet")
+    _, s, _ = model_settings(base)
+    assert s["guidance_scale"] == 2.5 and s.sources["guidance_scale"] == str(base / "controlnet" / SETTINGS_FILE)
+    assert load_pipeline(base).model_settings.values == s.values
+    # a ControlNet named beside it is the one used
+    other = tiny_copy / "stage3" / "controlnet"
+    _, s, _ = model_settings(base, other)
+    assert (s["guidance_scale"], s["trajectory_palette"]) == (1.0, "release")
+    assert load_pipeline(base, other).model_settings.values == s.values
+
+
+def test_a_controlnet_object_brings_its_config_and_nothing_from_the_working_folder(tiny_copy, tmp_path,
+                                                                                    monkeypatch):
+    from magicmotion.models import WanTrajectoryControlNet
+
+    cn = WanTrajectoryControlNet.from_pretrained(tiny_copy / "stage3" / "controlnet")
+    work = tmp_path / "work"
+    work.mkdir()
+    write_settings_file(work, {"guidance_scale": 4.0, "num_inference_steps": 3})
+    monkeypatch.chdir(work)
+    _, s, _ = model_settings(tiny_copy / "base", cn)
+    assert (s["trajectory_palette"], s.sources["trajectory_palette"]) == ("release", "ControlNet config")
+    assert (s["guidance_scale"], s["num_inference_steps"]) == (1.0, 25)
+    loaded = load_pipeline(tiny_copy / "base", cn).model_settings
+    assert (loaded["guidance_scale"], loaded["num_inference_steps"]) == (1.0, 25)
+    assert loaded.record() == s.record()
+
+
+def test_a_cogvideox_bases_sample_size_is_its_default_size(models_dir):
+    tcfg = json.loads((models_dir / "cog" / "transformer" / "config.json").read_text())
+    family, s, limits = model_settings(models_dir / "cog", models_dir / "cog_cn")
+    assert family == "cogvideox" and s["size"] == [tcfg["sample_width"] * 8, tcfg["sample_height"] * 8]
+    assert s.sources["size"] == "cogvideox defaults" and "area" not in s.values
+    assert load_pipeline(models_dir / "cog", models_dir / "cog_cn").model_settings.record() == s.record()
+
+
+def test_unreadable_configs_are_named_before_any_weights_load(tiny_copy, tmp_path):
+    import re
+
+    config = tiny_copy / "stage1" / "controlnet" / "config.json"
+    config.write_text("{not json")
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(config))}: unreadable \(.+\)$"):
+        model_settings(None, None, "mask")
+    model_settings(None, None, "box")  # the other stages are untouched
+    vae = tiny_copy / "base" / "vae" / "config.json"
+    vae.write_bytes(b"\xff\xfe{")
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(vae))}: unreadable \(.+\)$"):
+        model_settings(None, None, "box")
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(tmp_path / 'missing'))}: base model folder not found$"):
+        model_settings(tmp_path / "missing", tiny_copy / "stage2" / "controlnet")
+
+
+def test_a_cached_hub_base_has_its_settings_offline(tmp_path, monkeypatch):
+    """A base named by hub id, the hub out of reach: its cached snapshot (found by its model_index.json)
+    gives the settings and the pipeline."""
+    for name in ("HF_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = tmp_path / "hf" / "hub" / "models--some-org--tiny"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(TINY_BASE, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    family, s, limits = model_settings("some-org/tiny", TINY_CN)
+    _, local, local_limits = model_settings(TINY_BASE, TINY_CN)
+    assert family == "wan" and s.values == local.values and limits == local_limits
+    assert s.sources["guidance_scale"] == str(snapshot / SETTINGS_FILE)
+    loaded = load_pipeline("some-org/tiny", TINY_CN).model_settings
+    assert loaded.values == s.values and loaded.sources["guidance_scale"] == str(snapshot / SETTINGS_FILE)
+
+
+def test_the_scheduler_a_model_asks_for_replaces_the_bases_keeping_its_config(models_dir, tmp_path):
+    cn = tmp_path / "cn"
+    shutil.copytree(models_dir / "cog_cn", cn)
+    write_settings_file(cn, {"scheduler": "CogVideoXDDIMScheduler"})
+    plain = load_pipeline(models_dir / "cog", models_dir / "cog_cn").scheduler
+    asked = load_pipeline(models_dir / "cog", cn).scheduler
+    assert type(plain).__name__ == "CogVideoXDPMScheduler" and type(asked).__name__ == "CogVideoXDDIMScheduler"
+    for key in ("beta_end", "prediction_type", "rescale_betas_zero_snr", "timestep_spacing"):
+        assert asked.config[key] == plain.config[key], key
+
+
+def test_a_pipeline_built_without_a_controlnet_gets_its_bases_settings(tmp_path):
+    """attach_settings on a pipeline built by hand with no ControlNet (a plain base run): the base's
+    magicmotion.json and the family's defaults."""
+    from magicmotion.pipelines.loading import attach_settings
+    from magicmotion.pipelines.tiny import tiny_wan_components
+
+    write_settings_file(tmp_path, {"guidance_scale": 3.5})
+    pipe = attach_settings(MagicMotionWanPipeline(**tiny_wan_components(seed=0), controlnet=None), "wan", tmp_path)
+    assert pipe.model_settings["guidance_scale"] == 3.5 and pipe.model_settings["fps"] == 16.0
+    assert pipe.model_settings.sources["guidance_scale"] == str(tmp_path / SETTINGS_FILE)

@@ -195,9 +195,14 @@ def test_a14b_loading_and_saving(wan22_dir, tmp_path):
     index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
     assert index["boundary_ratio"] == 0.9 and index["controlnet_2"][1] == "WanTrajectoryControlNet"
     expected = step_latents(pipe)[-1]
-    # the saved pipeline needs no ControlNet named; a folder holding both is one --controlnet
+    # the saved pipeline needs no ControlNet named; a folder holding both is one --controlnet; the
+    # high-noise one given as a model, the saved low-noise one comes with the folder
+    from magicmotion.models import WanTrajectoryControlNet
+
+    high = WanTrajectoryControlNet.from_pretrained(wan22_dir / "a14b_high")
     for again in (load(tmp_path, "saved"), load_pipeline(tmp_path / "saved"),
-                  load_pipeline(wan22_dir / "a14b", controlnet=tmp_path / "saved")):
+                  load_pipeline(wan22_dir / "a14b", controlnet=tmp_path / "saved"),
+                  load_pipeline(tmp_path / "saved", controlnet=high)):
         again.set_progress_bar_config(disable=True)
         assert again.controlnet.config.expert == "high" and again.controlnet_2.config.expert == "low"
         torch.testing.assert_close(step_latents(again)[-1], expected)
@@ -212,6 +217,54 @@ def test_a14b_model_offload_gives_the_same_latents(wan22_dir):
     for pipe in (plain, offloaded):
         pipe.set_progress_bar_config(disable=True)
     torch.testing.assert_close(step_latents(offloaded)[-1], step_latents(plain)[-1], atol=1e-6, rtol=1e-6)  # measured 0
+
+
+def test_a14b_low_noise_controlnet_is_checked_and_in_the_pipelines_dtype(wan22_dir, models_dir):
+    """`controlnet_2` named by folder or given as a model: refused when it is for another family, in the
+    pipeline's dtype when it loads (as the high-noise one is)."""
+    from magicmotion.models import WanTrajectoryControlNet
+
+    with pytest.raises(ModelError, match=r"cog_cn: a cogvideox ControlNet cannot drive a wan base$"):
+        load_pipeline(wan22_dir / "a14b", wan22_dir / "a14b_high", controlnet_2=models_dir / "cog_cn")
+    pipe = load_pipeline(wan22_dir / "a14b", wan22_dir / "a14b_high", controlnet_2=wan22_dir / "a14b_low",
+                         dtype="bf16")
+    assert pipe.controlnet.dtype == pipe.controlnet_2.dtype == torch.bfloat16
+    low = WanTrajectoryControlNet.from_pretrained(wan22_dir / "a14b_low")
+    expected = {k: v.to(torch.bfloat16) for k, v in low.state_dict().items()}
+    pipe = load_pipeline(wan22_dir / "a14b", wan22_dir / "a14b_high", controlnet_2=low, dtype="bf16")
+    assert pipe.controlnet_2.dtype == torch.bfloat16 and pipe.controlnet_2.config.expert == "low"
+    for key, value in pipe.controlnet_2.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
+def test_a14b_lora_goes_to_the_expert_named(wan22_dir, tmp_path):
+    """load_pipeline(lora=..., lora_expert=...): the LoRA's tensors in the named expert alone (the truth:
+    the file's own tensors), in both without a name."""
+    peft = pytest.importorskip("peft")
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from magicmotion.pipelines.tiny import tiny_wan22_components
+
+    transformer = tiny_wan22_components("a14b")["transformer"]
+    torch.manual_seed(0)
+    transformer.add_adapter(peft.LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q"]))
+    MagicMotionWanPipeline.save_lora_weights(tmp_path, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    lora = tmp_path / "pytorch_lora_weights.safetensors"
+    expected = load_file(lora)["transformer.blocks.0.attn1.to_q.lora_A.weight"]
+
+    def lora_a(model):
+        layer = model.blocks[0].attn1.to_q
+        return layer.lora_A["default_0"].weight if hasattr(layer, "lora_A") and layer.lora_A else None
+
+    for expert, high, low in (("low", False, True), ("high", True, False), (None, True, True)):
+        pipe = load_pipeline(wan22_dir / "a14b", wan22_dir / "a14b_high", controlnet_2=wan22_dir / "a14b_low",
+                             lora=lora, lora_expert=expert)
+        for model, has in ((pipe.transformer, high), (pipe.transformer_2, low)):
+            got = lora_a(model)
+            assert (got is not None) == has, expert
+            if has:
+                torch.testing.assert_close(got, expected, atol=0, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -111,18 +111,28 @@ def detect_model(base: str | os.PathLike, config: dict | None = None) -> str:
 
 def transformer_config(base: str | os.PathLike) -> dict[str, Any]:
     """The base transformer's config.json."""
+    from ..limits import read_json
+
     where = resolve_pretrained(base, "base model", file="model_index.json")
     if isinstance(where, str):
-        from diffusers import DiffusionPipeline
+        # the file itself: DiffusionPipeline.load_config(subfolder="transformer") would look for a
+        # model_index.json in transformer/, which no base has
+        from huggingface_hub import hf_hub_download
+
+        from ..hub import cache_dir
 
         try:
-            return dict(DiffusionPipeline.load_config(where, subfolder="transformer"))
+            path = Path(hf_hub_download(where, "config.json", subfolder="transformer", cache_dir=cache_dir()))
         except Exception as e:  # noqa: BLE001
             raise ModelError(f"{base}: cannot fetch transformer/config.json ({e})") from None
-    path = where / "transformer" / "config.json"
-    if not path.is_file():
-        raise ModelError(f"{path}: base transformer config not found")
-    return json.loads(path.read_text())
+    else:
+        path = where / "transformer" / "config.json"
+        if not path.is_file():
+            raise ModelError(f"{path}: base transformer config not found")
+    config = read_json(path, ModelError, "transformer config")
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: a transformer config must be a JSON object")
+    return config
 
 
 def empty_transformer(model: str, config: dict[str, Any]):
@@ -294,6 +304,10 @@ def load_pipeline(
         raise ModelError(f"{base}: the base is a {detected} model, not {model}")
     model = detected
 
+    if controlnet_2 is not None and model != "wan":  # diffusers would drop it with a warning
+        raise ModelError(f"{base}: controlnet_2 is the low-noise expert's ControlNet of a two-expert Wan2.2 A14B "
+                         f"base; this {model} base has one transformer")
+
     # the ControlNet first, and checked against the base's config before the base's weights load
     controlnet_source = None
     if model == "wan" and controlnet_2 is None and isinstance(controlnet, (str, os.PathLike)):
@@ -302,10 +316,11 @@ def load_pipeline(
         controlnet, controlnet_2 = expert_controlnet_folders(controlnet)
     if isinstance(controlnet_2, (str, os.PathLike)):  # checked against transformer_2 when the pipeline is built
         controlnet_2 = load_controlnet(controlnet_2, model=model, dtype=dtype, base=base)
-    elif controlnet_2 is not None and controlnet_2.dtype != dtype:
+    elif controlnet_2 is not None and getattr(controlnet_2, "dtype", dtype) != dtype:  # (no dtype: refused below)
         controlnet_2 = controlnet_2.to(dtype=dtype)
     if isinstance(controlnet, torch.nn.Module):
-        controlnet = controlnet if controlnet.dtype == dtype else controlnet.to(dtype=dtype)
+        # a module with no dtype is no ControlNet: refused by the check below, not an AttributeError here
+        controlnet = controlnet if getattr(controlnet, "dtype", dtype) == dtype else controlnet.to(dtype=dtype)
     else:
         controlnet = local_controlnet_for_kind(controlnet, kind)
         controlnet_source = controlnet
