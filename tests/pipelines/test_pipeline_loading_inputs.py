@@ -82,25 +82,34 @@ def test_base_config_refuses_a_model_index_past_the_json_limit(tmp_path):
     assert str(e.value) == f"{base / 'model_index.json'}: larger than 256 MiB, not a model_index.json"
 
 
-def test_a_hub_id_reads_its_configs_through_diffusers(monkeypatch):
-    """A hub id (the hub reachable): model_index.json and the transformer's config come from
-    `DiffusionPipeline.load_config`, the index checked like a local one; a failure is a ModelError
+def test_a_hub_id_reads_its_configs_from_the_hub(monkeypatch, tmp_path):
+    """A hub id (the hub reachable): model_index.json through `DiffusionPipeline.load_config`, checked
+    like a local one; the transformer's config.json downloaded as a file; a failure is a ModelError
     naming the id."""
+    import huggingface_hub
     from diffusers import DiffusionPipeline
 
     asked = []
 
     def load_config(where, subfolder=None):
-        asked.append((where, subfolder))
+        asked.append(where)
         if where == "org/broken":
             raise OSError("404")
-        return {"patch_size": [1, 2, 2]} if subfolder == "transformer" else dict(WAN_INDEX)
+        return dict(WAN_INDEX)
+
+    def download(repo, filename, subfolder=None, cache_dir=None):
+        asked.append((repo, subfolder, filename))
+        if repo == "org/broken":
+            raise OSError("404")
+        (tmp_path / "config.json").write_text(json.dumps({"patch_size": [1, 2, 2]}))
+        return str(tmp_path / "config.json")
 
     monkeypatch.setattr(loading, "resolve_pretrained", lambda name, what, file: str(name))
     monkeypatch.setattr(DiffusionPipeline, "load_config", load_config)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     assert base_config("org/wan") == WAN_INDEX and detect_model("org/wan") == "wan"
     assert transformer_config("org/wan") == {"patch_size": [1, 2, 2]}
-    assert asked == [("org/wan", None), ("org/wan", None), ("org/wan", "transformer")]
+    assert asked == ["org/wan", "org/wan", ("org/wan", "transformer", "config.json")]
     with pytest.raises(ModelError) as e:
         base_config("org/broken")
     assert str(e.value) == "org/broken: cannot fetch the base model's model_index.json (404)"
