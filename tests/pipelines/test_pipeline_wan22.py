@@ -229,6 +229,12 @@ def test_a14b_low_noise_controlnet_is_checked_and_in_the_pipelines_dtype(wan22_d
     pipe = load_pipeline(wan22_dir / "a14b", wan22_dir / "a14b_high", controlnet_2=wan22_dir / "a14b_low",
                          dtype="bf16")
     assert pipe.controlnet.dtype == pipe.controlnet_2.dtype == torch.bfloat16
+    # a module that is no ControlNet (it was an AttributeError)
+    base_low = MagicMotionWanPipeline.from_pretrained(wan22_dir / "a14b", controlnet=wan22_dir / "a14b_high",
+                                                      controlnet_2=wan22_dir / "a14b_low").transformer_2
+    for module, name in ((torch.nn.Linear(2, 2), "Linear"), (base_low, "WanTransformer3DModel")):
+        with pytest.raises(ModelError, match=rf"^controlnet_2: {name} is not a Trajectory ControlNet$"):
+            load_pipeline(wan22_dir / "a14b", wan22_dir / "a14b_high", controlnet_2=module)
     low = WanTrajectoryControlNet.from_pretrained(wan22_dir / "a14b_low")
     expected = {k: v.to(torch.bfloat16) for k, v in low.state_dict().items()}
     pipe = load_pipeline(wan22_dir / "a14b", wan22_dir / "a14b_high", controlnet_2=low, dtype="bf16")

@@ -57,6 +57,8 @@ def check_wan_components(transformer, controlnet, transformer_2=None, controlnet
     for name, cn, base, want in pairs:
         if cn is None:
             continue
+        if not hasattr(cn, "check_compatible"):  # a module that is no ControlNet (the base's own transformer...)
+            raise ModelError(f"{name}: {type(cn).__name__} is not a Trajectory ControlNet")
         cn.check_compatible(base)
         expert = cn.config.get("expert")
         if expert is not None and expert != want:
