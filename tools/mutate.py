@@ -59,7 +59,7 @@ MODULES = {
     "models/segment_head": ["tests/models/test_segment_head.py"],
     "models/transformer": ["tests/models/test_joint_transformer.py", "tests/models/test_control_residuals.py",
                            "tests/pipelines/test_pipeline_hooks.py"],
-    "pipelines/loading": ["tests/pipelines/test_pipeline_loading_inputs.py", "tests/pipelines/test_pipeline_loading.py", "tests/pipelines/test_pipeline_settings.py",
+    "pipelines/loading": ["tests/pipelines/test_pipeline_loading.py", "tests/pipelines/test_pipeline_settings.py",
                           "tests/test_hub.py", "tests/pipelines/test_pipeline_hooks.py",
                           "tests/pipelines/test_pipeline_offload.py", "tests/pipelines/test_pipeline_wan22.py"],
     "pipelines/memory": ["tests/pipelines/test_pipeline_hooks.py", "tests/pipelines/test_pipeline_offload.py",
