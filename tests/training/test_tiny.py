@@ -171,6 +171,8 @@ def test_ship_stores_fp16_weights_that_load_back_as_the_trained_values(tmp_path)
     from transformers import UMT5EncoderModel
 
     from magicmotion.models import SegmentHead, WanTrajectoryControlNet
+    from magicmotion.pipelines.loading import TINY_MODEL_DIR
+    from magicmotion.pipelines.settings import read_settings_file
     from magicmotion.pipelines.tiny import tiny_wan_components
 
     work, out = tmp_path / "work", tmp_path / "pkg"
@@ -190,6 +192,10 @@ def test_ship_stores_fp16_weights_that_load_back_as_the_trained_values(tmp_path)
     tiny.ship(work, out)
 
     assert not (out / "stale").exists() and not out.with_name("pkg.tmp").exists()
+    # the settings travel with a retrained package, as the tracked one has them
+    shipped = json.loads((out / "base" / "magicmotion.json").read_text())
+    assert shipped == json.loads((TINY_MODEL_DIR / "base" / "magicmotion.json").read_text())
+    assert read_settings_file(out / "base")["num_frames"] == tiny.FRAMES == shipped["num_frames"]
     assert not (out / "stage1" / "segment_head").exists() and (out / "stage3" / "segment_head").is_dir()
 
     def stored_dtypes(folder):
@@ -262,3 +268,79 @@ def test_the_recipe_runs_every_phase_on_the_given_device_and_resumes(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in work.rglob("*.safetensors")}
     assert tiny.main(argv[:-2] + ["--stage-steps", "3"]) == 0  # every phase's output is there: skipped
     assert {p: p.stat().st_mtime_ns for p in work.rglob("*.safetensors")} == stamps
+
+
+class _Recorder:
+    """A stand-in transformer: records its inputs and returns `pred` (its config has the patch size)."""
+
+    def __init__(self, pred, patch=(1, 2, 2)):
+        self.pred, self.config, self.calls = pred, SimpleNamespace(patch_size=patch), []
+
+    def __call__(self, hidden, timestep, encoder_hidden_states, return_dict):
+        self.calls.append((hidden.clone(), timestep.clone()))
+        return (self.pred,)
+
+
+def _base_batch(seed=0, b=2, c=4, f=3, h=4, w=4):
+    g = torch.Generator().manual_seed(seed)
+    x0, noise = torch.randn(b, c, f, h, w, generator=g), torch.randn(b, c, f, h, w, generator=g)
+    sigma = torch.tensor([0.3, 0.8]).view(-1, 1, 1, 1, 1)
+    return x0, noise, sigma, torch.randn(b, c, 1, h, w, generator=g), torch.randn(b, 5, 8, generator=g)
+
+
+def test_ti2v_base_loss_keeps_the_first_frame_clean_and_out_of_the_loss():
+    """Wan2.2 TI2V as diffusers runs it: frame 0 of the input is the image latent, its tokens have
+    timestep 0, the others 1000 sigma; the loss is the mean over frames 1.. only."""
+    x0, noise, sigma, cond, ctx = _base_batch()
+    pred = torch.randn_like(x0)
+    model = _Recorder(pred)
+    loss = tiny.base_loss(model, x0, noise, sigma, cond, ctx, "ti2v")
+    hidden, timestep = model.calls[0]
+    xt = (1 - sigma) * x0 + sigma * noise
+    torch.testing.assert_close(hidden[:, :, 0], cond[:, :, 0], rtol=0, atol=0)
+    torch.testing.assert_close(hidden[:, :, 1:], xt[:, :, 1:], rtol=0, atol=0)
+    tokens = 2 * 2  # a 4x4 latent frame in (2, 2) patches
+    assert timestep.shape == (2, 3 * tokens)
+    assert (timestep[:, :tokens] == 0).all()
+    torch.testing.assert_close(timestep[:, tokens:], (sigma.view(-1, 1) * 1000).expand(2, 2 * tokens))
+    want = (pred - (noise - x0))[:, :, 1:].pow(2).mean()
+    torch.testing.assert_close(loss, want)
+    every_frame = (pred - (noise - x0)).pow(2).mean()  # the wrong variant: frame 0 in the loss
+    assert not torch.allclose(every_frame, want)
+    # frame 0's noise and prediction change nothing
+    noise2, pred2 = noise.clone(), pred.clone()
+    noise2[:, :, 0] += 5.0
+    pred2[:, :, 0] -= 3.0
+    again = tiny.base_loss(_Recorder(pred2), x0, noise2, sigma, cond, ctx, "ti2v")
+    torch.testing.assert_close(again, loss)
+
+
+def test_i2v_base_loss_concatenates_the_condition_and_noises_every_frame():
+    x0, noise, sigma, _, ctx = _base_batch()
+    cond = torch.randn(2, 8, 3, 4, 4)  # a 4-channel mask and the image latents, per frame
+    pred = torch.randn_like(x0)
+    model = _Recorder(pred)
+    loss = tiny.base_loss(model, x0, noise, sigma, cond, ctx, "i2v")
+    hidden, timestep = model.calls[0]
+    torch.testing.assert_close(hidden, torch.cat([(1 - sigma) * x0 + sigma * noise, cond], 1), rtol=0, atol=0)
+    torch.testing.assert_close(timestep, sigma.flatten() * 1000)
+    torch.testing.assert_close(loss, (pred - (noise - x0)).pow(2).mean())
+
+
+@pytest.mark.parametrize("conditioning", tiny.CONDITIONINGS)
+def test_the_base_config_takes_what_its_conditioning_feeds_it(conditioning):
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    config = tiny.base_config(conditioning)
+    z = tiny.VAE_CONFIG["z_dim"]
+    assert config["out_channels"] == z and config["in_channels"] == (z if conditioning == "ti2v" else 2 * z + 4)
+    model = WanTransformer3DModel(**config)
+    x0, noise = torch.randn(1, z, 2, 8, 8), torch.randn(1, z, 2, 8, 8)
+    cond = torch.randn(1, z, 1, 8, 8) if conditioning == "ti2v" else torch.randn(1, z + 4, 2, 8, 8)
+    loss = tiny.base_loss(model, x0, noise, torch.full((1, 1, 1, 1, 1), 0.5), cond,
+                          torch.randn(1, 4, config["text_dim"]), conditioning)
+    loss.backward()
+    assert torch.isfinite(loss) and model.proj_out.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="base conditioning 't2v'"):
+        tiny.base_config("t2v")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .common import BASE_CONFIG, FRAMES, SIZE, TEXT_CONFIG, TEXT_TOKENS, ema_update, log
+from .common import BASE_CONDITIONING, FRAMES, SIZE, TEXT_CONFIG, TEXT_TOKENS, base_config, ema_update, log
 from .stages import stage_config
 
 
@@ -73,8 +73,9 @@ def stage_subset(work: Path, clips: int) -> Path:
     return root
 
 
-def save_base(folder: Path, vae, transformer, seed: int = 0) -> None:
-    """A diffusers WanImageToVideoPipeline folder: the VAE, the text encoder, the transformer."""
+def save_base(folder: Path, vae, transformer, seed: int = 0, expand_timesteps: bool = False) -> None:
+    """A diffusers WanImageToVideoPipeline folder: the VAE, the text encoder, the transformer
+    (`expand_timesteps`: a Wan2.2 TI2V-style base, the first frame in clean)."""
     from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
 
     tokenizer, text_encoder = text_components(seed)
@@ -82,7 +83,7 @@ def save_base(folder: Path, vae, transformer, seed: int = 0) -> None:
                                         flow_shift=3.0, num_train_timesteps=1000)
     pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                                    scheduler=scheduler, transformer=transformer, image_encoder=None,
-                                   image_processor=None)
+                                   image_processor=None, expand_timesteps=expand_timesteps)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
@@ -103,11 +104,38 @@ def load_precomputed(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def base_loss(model, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
+              ctx: torch.Tensor, conditioning: str = BASE_CONDITIONING) -> torch.Tensor:
+    """The flow-matching loss of one batch of the base (no trajectory): x0, noise (B, C, F, h, w), sigma
+    (B, 1, 1, 1, 1), cond the precomputed image condition, ctx the text embeddings.
+
+    "ti2v": the first latent frame replaced by the clean image latents, one timestep per token (0 on that
+    frame), the loss over the other frames (`ti2v_inputs`, as the trainer and diffusers' pipeline).
+    "i2v": x_t concatenated with the condition (mask and image latents), every frame in the loss."""
+    from ..conditioning import first_frame_keep, ti2v_inputs
+    from ..losses import flow_matching_loss
+
+    xt = (1 - sigma) * x0 + sigma * noise
+    timestep, keep = sigma.flatten() * 1000, None
+    if conditioning == "ti2v":
+        keep = first_frame_keep(x0)
+        hidden, timestep = ti2v_inputs(xt, cond, keep, timestep, model.config.patch_size)
+    else:
+        hidden = torch.cat([xt, cond], dim=1)
+    pred = model(hidden, timestep=timestep, encoder_hidden_states=ctx, return_dict=False)[0]
+    return flow_matching_loss(pred, x0, noise, keep)
+
+
 def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: int = 0,
-               device: torch.device | str = "cpu") -> Path:
-    """The I2V base: first a base folder with an untrained transformer (so that `magicmotion train
-    precompute` encodes the stage clips with its VAE and text encoder), then the transformer trained
+               device: torch.device | str = "cpu", conditioning: str = BASE_CONDITIONING) -> Path:
+    """The image-to-video base: first a base folder with an untrained transformer (so that `magicmotion
+    train precompute` encodes the stage clips with its VAE and text encoder), then the transformer trained
     with flow matching on those same precomputed latents (no trajectory), saved in place.
+
+    `conditioning` "ti2v" (Wan2.2 TI2V-5B, `expand_timesteps`): the first latent frame goes in as the
+    clean image latents with timestep 0 on its tokens, and the loss is over the other frames, as the
+    trainer's objective and the pipeline run such a base. "i2v" (Wan2.1 I2V): the noisy latents
+    concatenated with a mask and the image condition, every frame noised and in the loss.
 
     The precompute, the transformer and each batch run on `device`; the weights are initialised and
     every batch, noise and timestep drawn on the CPU (a CPU generator), so a run draws the same on
@@ -119,12 +147,13 @@ def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: 
     out = work / "base"
     if (work / "base.json").exists():
         return out
+    config = base_config(conditioning)
     stage_subset(work, clips)
     vae = AutoencoderKLWan.from_pretrained(work / "vae").eval()
     torch.manual_seed(seed)
-    model = WanTransformer3DModel(**BASE_CONFIG)
+    model = WanTransformer3DModel(**config)
     if not (out / "model_index.json").exists():
-        save_base(out, vae, model, seed)
+        save_base(out, vae, model, seed, expand_timesteps=conditioning == "ti2v")
     pre = work / "precomputed-base"
     if not (pre / "index.json").exists():
         # videos, first frames, prompts (and mask maps)
@@ -145,11 +174,8 @@ def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: 
         ctx[drop] = data["empty"].reshape(ctx.shape[1:]).to(ctx.dtype)
         noise = torch.randn(x0.shape, generator=gen)
         sigma = flow_sigmas(torch.rand(batch, generator=gen)).view(-1, 1, 1, 1, 1)
-        xt = (1 - sigma) * x0 + sigma * noise
-        xt, x0, noise, cond, ctx, sigma = (t.to(device) for t in (xt, x0, noise, cond, ctx, sigma))
-        pred = model(torch.cat([xt, cond], dim=1), timestep=sigma.flatten() * 1000,
-                     encoder_hidden_states=ctx, return_dict=False)[0]
-        loss = (pred - (noise - x0)).pow(2).mean()
+        x0, noise, cond, ctx, sigma = (t.to(device) for t in (x0, noise, cond, ctx, sigma))
+        loss = base_loss(model, x0, noise, sigma, cond, ctx, conditioning)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -163,6 +189,8 @@ def phase_base(work: Path, steps: int, clips: int = 1000, batch: int = 8, seed: 
     model.save_pretrained(tmp)
     shutil.rmtree(out / "transformer")
     tmp.rename(out / "transformer")
-    (work / "base.json").write_text(json.dumps({"final_loss_ema": ema["loss"], "steps": steps, "clips": len(latents)}))
-    log(f"base: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, loss {ema['loss']:.4f}")
+    (work / "base.json").write_text(json.dumps({"final_loss_ema": ema["loss"], "steps": steps, "clips": len(latents),
+                                                "conditioning": conditioning}))
+    log(f"base ({conditioning}): {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+        f"loss {ema['loss']:.4f}")
     return out

@@ -20,10 +20,27 @@ FRAMES = 17
 # cheaper but never learned to move an object.
 VAE_CONFIG = dict(base_dim=16, z_dim=16, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[],
                   temperal_downsample=[True, True], scale_factor_spatial=4)
-BASE_CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32, in_channels=36,
-                   out_channels=16, text_dim=32, freq_dim=64, ffn_dim=256, num_layers=6,
-                   cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None,
-                   rope_max_seq_len=64)
+# How the base sees the first frame: "ti2v" as Wan2.2 TI2V-5B (`expand_timesteps`: the first latent
+# frame goes in clean, with its own timestep 0, and has no loss; the transformer's input is the latents
+# alone) or "i2v" as Wan2.1 I2V (the image latent and a 4-channel mask concatenated to the noisy latents,
+# every frame noised). See docs/tiny-model.md for the comparison that picked it.
+BASE_CONDITIONING = "ti2v"
+CONDITIONINGS = ("ti2v", "i2v")
+
+
+def base_config(conditioning: str = BASE_CONDITIONING) -> dict:
+    """The tiny transformer's config for a conditioning: its input is the VAE's z_dim channels (ti2v) or
+    those, a 4-channel mask and the image latents (i2v)."""
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"base conditioning {conditioning!r}: one of {', '.join(CONDITIONINGS)}")
+    z = VAE_CONFIG["z_dim"]
+    return dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32,
+                in_channels=z if conditioning == "ti2v" else 2 * z + 4, out_channels=z, text_dim=32,
+                freq_dim=64, ffn_dim=256, num_layers=6, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                eps=1e-6, image_dim=None, rope_max_seq_len=64)
+
+
+BASE_CONFIG = base_config()
 # Prompts of the synthetic world are at most 30 tokens; padding them to 64, not Wan's 512, makes a base
 # step 1.6x faster (cross-attention over 512 tokens was a third of it). Saved as the tokenizer's
 # model_max_length, which the pipelines read (`wan_text_length`).

@@ -12,7 +12,7 @@ import torch
 from .base import phase_base, phase_data
 from .bench import phase_bench
 from ...errors import MagicMotionError
-from .common import PHASES, STAGES, log, recipe_device
+from .common import BASE_CONDITIONING, CONDITIONINGS, PHASES, STAGES, log, recipe_device
 from .stages import ABLATIONS, phase_examples, phase_stages, ship
 from .vae import phase_maps, phase_vae
 
@@ -33,6 +33,10 @@ def main(argv=None) -> int:
     p.add_argument("--vae-clips", type=int, default=2000,
                    help="synthetic clips in memory for the vae and maps phases")
     p.add_argument("--base-steps", type=int, default=4500)
+    p.add_argument("--base-conditioning", choices=CONDITIONINGS, default=BASE_CONDITIONING,
+                   help="how the base takes the first frame: ti2v (Wan2.2 TI2V: the first latent frame clean, "
+                        "its own timestep) or i2v (Wan2.1 I2V: image latents and a mask concatenated); "
+                        f"default {BASE_CONDITIONING}")
     p.add_argument("--maps-steps", type=int, default=1200)
     p.add_argument("--stage-steps", type=int, default=None, help="override every stage's max_steps")
     p.add_argument("--examples", default="examples")
@@ -61,7 +65,7 @@ def main(argv=None) -> int:
         phase_vae(work, args.vae_steps, clips=args.vae_clips, device=device)
         log(f"vae done ({time.time() - t0:.0f} s)")
     if "base" in phases:
-        phase_base(work, args.base_steps, device=device)
+        phase_base(work, args.base_steps, device=device, conditioning=args.base_conditioning)
         log(f"base done ({time.time() - t0:.0f} s)")
     if "maps" in phases:
         phase_maps(work, args.maps_steps, clips=args.vae_clips, device=device)

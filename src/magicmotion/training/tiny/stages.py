@@ -11,9 +11,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import CONFIGS, FRAMES, STAGES, accelerate_device, log
+from .common import CONFIGS, FRAMES, SIZE, STAGES, accelerate_device, log
 
 ABLATIONS = ["stage2-from-scratch", "stage2-no-seg"]
+
+# What the shipped model recommends (base/magicmotion.json; docs/generate.md, "Model settings"): `ship`
+# writes it, so a retrained package keeps it.
+TINY_NOTE = ("Recommended settings of the shipped tiny model (docs/tiny-model.md): trained at 64x64 with 17 frames "
+             "at 8 fps; guidance 1 because its text encoder is random (6 turns objects into blotches); 25 steps as "
+             "the demo uses.")
+TINY_SETTINGS = {
+    "guidance_scale": 1.0,
+    "num_inference_steps": 25,
+    "area": SIZE[0] * SIZE[1],
+    "num_frames": FRAMES,
+    "fps": 8.0,
+    "trajectory_palette": "voc",
+    "map_encoding": "mode",
+}
 
 
 def stage_config(name: str, work: Path, steps: int | None = None):
@@ -46,7 +61,8 @@ def phase_stages(work: Path, names: list[str], steps: int | None = None, device:
 
 
 def ship(work: Path, out: Path) -> None:
-    """Copy the base and the three stages into the package, weights stored in fp16 (loaded as fp32).
+    """Copy the base and the three stages into the package, weights stored in fp16 (loaded as fp32), with
+    the base's recommended settings (`TINY_SETTINGS`, base/magicmotion.json).
 
     The text encoder (48 KB) stays fp32: transformers loads a model in the dtype it was saved in, so
     an fp16 one would come back fp16 to anyone who loads the base by hand (diffusers models load fp32).
@@ -54,12 +70,14 @@ def ship(work: Path, out: Path) -> None:
     from diffusers import WanImageToVideoPipeline
 
     from ...models import SegmentHead, WanTrajectoryControlNet
+    from ...pipelines.settings import write_settings_file
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe = WanImageToVideoPipeline.from_pretrained(work / "base", dtype=torch.float32)
     pipe.transformer.half()
     pipe.save_pretrained(tmp / "base")
+    write_settings_file(tmp / "base", TINY_SETTINGS, note=TINY_NOTE)
     for stage in STAGES:
         final = work / stage / "final"
         WanTrajectoryControlNet.from_pretrained(final / "controlnet").half().save_pretrained(
