@@ -30,13 +30,23 @@ def test_demo_writes_one_labelled_picture_and_one_bar_per_video(tmp_path):
     sheet_path = tmp_path / "demo" / "demo.png"
     assert f"look at {sheet_path}" in done.stdout
     sheet = np.asarray(Image.open(sheet_path).convert("RGB"))
-    # one row (box): label + first frame + trajectory + 6 frames, 64x64 frames enlarged 3x to 192
+    # two rows (the true clip, box): label + first frame + trajectory + 6 frames, 64x64 frames enlarged
+    # 3x to 192
     from magicmotion.sheet import GAP, LABEL_HEIGHT, ROW_LABEL_WIDTH, TILE
 
-    assert sheet.shape == (LABEL_HEIGHT + TILE + 2 * GAP, ROW_LABEL_WIDTH + 8 * (TILE + GAP) + GAP, 3)
+    assert sheet.shape == (LABEL_HEIGHT + 2 * (TILE + GAP) + GAP, ROW_LABEL_WIDTH + 8 * (TILE + GAP) + GAP, 3)
     first = np.asarray(Image.open(ROOT / "examples" / "first_frame.png").convert("RGB"))
     y, x = LABEL_HEIGHT + GAP, ROW_LABEL_WIDTH + GAP
-    assert np.array_equal(sheet[y:y + TILE, x:x + TILE], first.repeat(3, axis=0).repeat(3, axis=1))
+    for row in range(2):
+        top = y + row * (TILE + GAP)
+        assert np.array_equal(sheet[top:top + TILE, x:x + TILE], first.repeat(3, axis=0).repeat(3, axis=1))
+    # the first row's last tile is the true clip's last frame, as PyAV decodes source.mp4
+    import av
+
+    with av.open(str(ROOT / "examples" / "source.mp4")) as f:
+        true = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    last = x + 7 * (TILE + GAP)
+    assert np.array_equal(sheet[y:y + TILE, last:last + TILE][::3, ::3], true[-1])
     bars = done.stderr.replace("\r", "\n")
     assert "Loading pipeline components" not in bars and "Loading weights" not in bars, bars[-2000:]
     assert len(set(re.findall(r"(\d+)/2 \[", bars))) >= 1  # the denoising bar (2 steps) is there
@@ -75,3 +85,32 @@ def test_results_sheet_tiles_are_the_frames_enlarged():
     assert np.array_equal(tile(1, 2), frames[8]) and np.array_equal(tile(1, 4), frames[0])
     # the overlay of the last frame is the strongest: its blend of the last map at alpha 0.8
     assert np.array_equal(trajectory_overlay(image, maps[:1], count=1), overlay(image, maps[0], alpha=0.8))
+
+
+def test_demo_measures_the_video_against_the_true_clip(tmp_path):
+    """demo.json's frame-0 PSNR is the PSNR of the written video's first frame against source.mp4's,
+    computed here with OpenCV from both files as PyAV decodes them; the line printed carries the three
+    figures."""
+    import json
+
+    import av
+    import cv2
+
+    done = run_demo(tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "demo" / "demo.json").read_text())["box"]
+
+    def frames(path):
+        with av.open(str(path)) as f:
+            return [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+
+    true = frames(ROOT / "examples" / "source.mp4")
+    # the pipeline's frames before encoding are not on disk: the written video is within its x264
+    # quantisation (crf 18) of them, a fraction of a dB at these PSNRs
+    written = frames(tmp_path / "demo" / "box.mp4")
+    assert len(written) == len(true)
+    assert abs(result["frame0_psnr"] - cv2.PSNR(written[0], true[0])) < 1.0
+    assert abs(result["frame0_psnr"] - cv2.PSNR(written[0], true[-1])) > 1.0  # the wrong frame: 2.4 dB off
+    assert 0 <= result["colour_error"] < 255 * 3 ** 0.5 and result["background_psnr"] > 5
+    line = next(l for l in done.stdout.splitlines() if l.strip().startswith("box:"))
+    assert f"frame 0 {result['frame0_psnr']:.1f} dB" in line and f"colour error {result['colour_error']:.1f}" in line

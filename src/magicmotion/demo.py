@@ -3,8 +3,11 @@
 For each trajectory kind (mask, box, sparse_box) it generates a video from `examples/first_frame.png`
 and that kind's spec, writes the video and previews, and measures how well the generated objects
 follow the trajectory: the classic tracker (magicmotion.bench) segments each object in the generated
-video, seeded by the frame-0 mask, and the Mask/Box IoU against the dense reference is printed. One picture, `demo.png`, shows
-every kind together: per row the first frame, the trajectory over it and generated frames.
+video, seeded by the frame-0 mask, and the Mask/Box IoU against the dense reference is printed. Where the
+example has its true clip (`source.mp4`), how much the video looks like it is printed too: frame-0 PSNR,
+late-frame background PSNR and object colour error (`bench.metrics.appearance_scores`). One picture,
+`demo.png`, shows every kind together: per row the first frame, the trajectory over it and generated
+frames, under a first row of the true clip.
 """
 
 from __future__ import annotations
@@ -68,8 +71,23 @@ def run_demo(out: str | Path = "outputs/demo", kinds=("mask", "box", "sparse_box
         raise
 
 
+def true_clip(ex: Path, reference):
+    """The example's true clip (source.mp4) as uint8 (T, H, W, 3) when it has one at the reference's
+    frames and size, else None."""
+    from .io import read_video
+
+    path = ex / "source.mp4"
+    if not path.is_file():
+        return None
+    frames = read_video(path)[0]
+    if frames.shape[:3] != (reference.num_frames, reference.height, reference.width):
+        return None
+    return frames
+
+
 def _run_demo(out: Path, kinds, steps, seed, device) -> dict:
     from . import trajectory
+    from .bench.metrics import appearance_scores
     from .io import read_image
     from .pipelines import generate, load_pipeline, write_outputs
     from .sheet import SheetRow, write_results_sheet
@@ -80,6 +98,9 @@ def _run_demo(out: Path, kinds, steps, seed, device) -> dict:
     prompt = (ex / "prompt.txt").read_text().strip()
     reference = trajectory.load(ex / SPEC_FILES["mask"])
     results, rows = {}, []
+    real = true_clip(ex, reference)
+    if real is not None:
+        rows.append(SheetRow("the true clip (source.mp4)", image, trajectory.render(reference, "mask"), real))
     for kind in kinds:
         t0 = time.time()
         spec = trajectory.load(ex / SPEC_FILES[kind])
@@ -94,22 +115,36 @@ def _run_demo(out: Path, kinds, steps, seed, device) -> dict:
                       model_settings=settings.record())
         paths = write_outputs(out / f"{kind}.mp4", frames, maps, record, fps=settings["fps"])
         scores = follow_scores(frames, reference)
-        rows.append(SheetRow(f"{kind} (Box IoU {_pct(scores['box_iou'])})", image, maps, frames))
+        looks = appearance_scores(frames, real, reference) if real is not None and frames.shape == real.shape else {}
+        label = f"{kind} (Box IoU {_pct(scores['box_iou'])}"
+        rows.append(SheetRow(label + (f", background {_number(looks['background_psnr'], ' dB')})" if looks else ")"),
+                             image, maps, frames))
         results[kind] = dict(video=str(paths["video"]), preview=str(paths["preview_gif"]),
-                             mask_iou=scores["mask_iou"], box_iou=scores["box_iou"],
+                             mask_iou=scores["mask_iou"], box_iou=scores["box_iou"], **looks,
                              seconds=round(time.time() - t0, 2))
+        looks_text = "".join(f"  {name} {_number(looks.get(key), unit)}" for key, name, unit in LOOKS if looks)
         print(f"{kind:>10}: {paths['video']}  (preview {paths['preview_gif'].name}, "
               f"{paths['preview_png'].name})  Mask IoU {_pct(scores['mask_iou'])}  "
-              f"Box IoU {_pct(scores['box_iou'])}  [{results[kind]['seconds']} s]")
+              f"Box IoU {_pct(scores['box_iou'])}{looks_text}  [{results[kind]['seconds']} s]")
     (out / "demo.json").write_text(json.dumps(results, indent=2) + "\n")
     sheet = write_results_sheet(out / "demo.png", rows)
-    print(f"look at {sheet}: per kind, the first frame, its trajectory and the generated frames")
+    print(f"look at {sheet}: per kind, the first frame, its trajectory and the generated frames"
+          + (", under the true clip" if real is not None else ""))
     print(f"all outputs in {out}/ (demo.json has the numbers)")
     return results
 
 
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+# How much a generated video looks like the true clip: (key, printed name, unit)
+LOOKS = [("frame0_psnr", "frame 0", " dB"), ("background_psnr", "background", " dB"),
+         ("colour_error", "colour error", "")]
+
+
+def _number(v, unit: str) -> str:
+    return "n/a" if v is None else f"{v:.1f}{unit}"
 
 
 def register(sub) -> None:
