@@ -261,7 +261,11 @@ def test_the_recipe_runs_every_phase_on_the_given_device_and_resumes(tmp_path):
     for stage in tiny.STAGES:
         assert (out / stage / "controlnet" / "config.json").is_file()
     assert (examples / "trajectory.json").is_file() and (examples / "first_frame.png").is_file()
-    assert json.loads((work / "base.json").read_text())["steps"] == 2
+    assert json.loads((work / "base.json").read_text()) | {"final_loss_ema": 0} == {
+        "final_loss_ema": 0, "steps": 2, "clips": 8, "conditioning": tiny.BASE_CONDITIONING}
+    # the default base takes the first frame as Wan2.2 TI2V does, and the package says so
+    assert json.loads((out / "base" / "model_index.json").read_text())["expand_timesteps"] is True
+    assert (out / "base" / "magicmotion.json").is_file()
     pipe = load_pipeline(base=out / "base", controlnet=out / "stage2" / "controlnet", kind="box", device="cpu")
     weights = [p for m in (pipe.transformer, pipe.vae, pipe.controlnet) for p in m.parameters()]
     assert {p.device.type for p in weights} == {"cpu"} and {p.dtype for p in weights} == {torch.float32}
