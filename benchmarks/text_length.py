@@ -34,12 +34,13 @@ def steps_for(batch: int):
     from diffusers import WanTransformer3DModel
 
     from magicmotion.models import MagicMotionTransformer, WanTrajectoryControlNet
-    from magicmotion.training.tiny import BASE_CONDITIONING, BASE_CONFIG
+    from magicmotion.pipelines.settings import is_ti2v
+    from magicmotion.training.tiny import BASE_CONFIG
 
     torch.manual_seed(0)
     base = WanTransformer3DModel(**BASE_CONFIG)  # trained by the base step
     frozen = WanTransformer3DModel(**BASE_CONFIG)
-    control = WanTrajectoryControlNet.from_transformer(frozen, expand_timesteps=BASE_CONDITIONING == "ti2v")
+    control = WanTrajectoryControlNet.from_transformer(frozen, expand_timesteps=is_ti2v(frozen.config))
     joint = MagicMotionTransformer(frozen, control, freeze_base=True)
     x = torch.randn(batch, BASE_CONFIG["in_channels"], 5, 16, 16)
     traj = torch.randn(batch, BASE_CONFIG["out_channels"], 5, 16, 16)
